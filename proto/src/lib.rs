@@ -3,6 +3,7 @@
 //! Every protocol message Vigil sends or receives comes from this crate, so the SDK, the collector, the load
 //! generator and the tests agree on one definition.
 //!
+//! * [`rpc`] holds `google.rpc.Status`, the OTLP/HTTP error body.
 //! * [`otlp`] re-exports the OTLP messages of `opentelemetry-proto` (with its OTLP/JSON serde support) and adds
 //!   [`otlp::scan`], a zero-copy validator that walks an encoded `Export*ServiceRequest` without building it.
 //!
@@ -25,3 +26,4 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod otlp;
+pub mod rpc;

@@ -20,8 +20,10 @@ pub const MAX_ANY_VALUE_DEPTH: usize = 32;
 /// What a successful scan learned about a request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
-    /// Spans, metric data points or log records in the request.
+    /// Valid spans, metric data points or log records in the request.
     pub items: u64,
+    /// Items inside top-level entries that failed validation (see [`ResourceEntry::error`]).
+    pub rejected_items: u64,
     /// Byte range and item count of each top-level `resource_*` entry (field 1 of the request), in order.
     pub resources: Vec<ResourceEntry>,
 }
@@ -34,6 +36,16 @@ pub struct ResourceEntry {
     pub bytes: Range<usize>,
     /// Items inside this entry.
     pub items: u64,
+    /// Why this entry is invalid, when it is. Its framing was intact, so the other entries stand on their own
+    /// and can be accepted (an OTLP partial success).
+    pub error: Option<ScanError>,
+}
+
+impl Summary {
+    /// The first validation error of any entry.
+    pub fn first_error(&self) -> Option<&ScanError> {
+        self.resources.iter().find_map(|r| r.error.as_ref())
+    }
 }
 
 /// Why a request is not valid OTLP, and where.
@@ -86,6 +98,10 @@ impl ScanError {
 }
 
 /// Validates an encoded export request of `signal` and counts its items.
+///
+/// A request whose framing is broken (a length running past its message, a truncated varint) is an `Err`. A
+/// top-level entry whose framing holds but whose content is invalid (bad UTF-8, a wrong id length, nesting too
+/// deep) is reported in its [`ResourceEntry::error`], with its items counted in [`Summary::rejected_items`].
 pub fn scan(signal: Signal, buf: &[u8]) -> Result<Summary, ScanError> {
     let (field_name, resource_schema) = match signal {
         Signal::Traces => ("resource_spans", &RESOURCE_SPANS),
@@ -103,14 +119,28 @@ pub fn scan(signal: Signal, buf: &[u8]) -> Result<Summary, ScanError> {
                 return Err(ScanError::new(format!("wire type {wire}, expected a message"))
                     .within(field_name, Some(index)));
             }
-            let body = reader.len_delimited()?;
-            let mut items = 0;
-            walk(body, resource_schema, 0, &mut items)
+            let body = reader
+                .len_delimited()
                 .map_err(|e| e.within(field_name, Some(index)))?;
-            summary.items += items;
+            let mut items = 0;
+            let error = match walk(body, resource_schema, 0, true, &mut items) {
+                Ok(()) => {
+                    summary.items += items;
+                    None
+                }
+                Err(error) => {
+                    // Count what the client sent in this entry, looking only at structure.
+                    items = 0;
+                    walk(body, resource_schema, 0, false, &mut items)
+                        .map_err(|e| e.within(field_name, Some(index)))?;
+                    summary.rejected_items += items;
+                    Some(error.within(field_name, Some(index)))
+                }
+            };
             summary.resources.push(ResourceEntry {
                 bytes: start..reader.pos,
                 items,
+                error,
             });
             index += 1;
         } else {
@@ -214,7 +244,9 @@ struct Schema {
     fields: &'static [(u32, &'static str, Kind)],
 }
 
-fn walk(buf: &[u8], schema: &Schema, depth: usize, items: &mut u64) -> Result<(), ScanError> {
+/// Walks one message. With `strict` off, only the message structure is followed (to count items of an entry
+/// already known to be invalid); strings, ids and values are not looked at.
+fn walk(buf: &[u8], schema: &Schema, depth: usize, strict: bool, items: &mut u64) -> Result<(), ScanError> {
     if schema.is_item {
         *items += 1;
     }
@@ -228,6 +260,10 @@ fn walk(buf: &[u8], schema: &Schema, depth: usize, items: &mut u64) -> Result<()
             continue;
         };
         let (_, name, kind) = schema.fields[slot];
+        if !strict && !matches!(kind, Kind::Message(..)) {
+            reader.skip(wire)?;
+            continue;
+        }
         let index = counters[slot];
         counters[slot] += 1;
         match kind {
@@ -240,7 +276,7 @@ fn walk(buf: &[u8], schema: &Schema, depth: usize, items: &mut u64) -> Result<()
             }
             Kind::Message(inner, repeated) => {
                 let body = reader.len_delimited().map_err(|e| e.within(name, None))?;
-                walk(body, inner, depth, items)
+                walk(body, inner, depth, strict, items)
                     .map_err(|e| e.within(name, repeated.then_some(index)))?;
             }
             Kind::Str => {
@@ -275,7 +311,7 @@ fn any_value(buf: &[u8], depth: usize) -> Result<(), ScanError> {
         )));
     }
     let mut no_items = 0;
-    walk(buf, &ANY_VALUE, depth, &mut no_items)
+    walk(buf, &ANY_VALUE, depth, true, &mut no_items)
 }
 
 macro_rules! schema {
@@ -467,11 +503,22 @@ mod tests {
         let mut bytes = request.encode_to_vec();
         let at = bytes.windows(6).position(|w| w == b"MARKER").unwrap();
         bytes[at] = 0xff;
-        let err = scan(Signal::Traces, &bytes).unwrap_err();
+        let summary = scan(Signal::Traces, &bytes).unwrap();
+        assert_eq!((summary.items, summary.rejected_items), (0, 2));
         assert_eq!(
-            err.to_string(),
+            summary.first_error().unwrap().to_string(),
             "resource_spans[0].scope_spans[0].spans[1].name: invalid UTF-8 in string"
         );
+    }
+
+    #[test]
+    fn one_bad_entry_leaves_the_others_valid() {
+        let mut request = traces(&[2, 3, 1]);
+        request.resource_spans[1].scope_spans[0].spans[0].span_id = vec![9; 3];
+        let summary = scan(Signal::Traces, &request.encode_to_vec()).unwrap();
+        assert_eq!((summary.items, summary.rejected_items), (3, 3));
+        let bad: Vec<bool> = summary.resources.iter().map(|r| r.error.is_some()).collect();
+        assert_eq!(bad, [false, true, false]);
     }
 
     #[test]
@@ -485,7 +532,8 @@ mod tests {
     fn rejects_wrong_id_length() {
         let mut request = traces(&[1]);
         request.resource_spans[0].scope_spans[0].spans[0].trace_id = vec![1; 5];
-        let err = scan(Signal::Traces, &request.encode_to_vec()).unwrap_err();
+        let summary = scan(Signal::Traces, &request.encode_to_vec()).unwrap();
+        let err = summary.first_error().unwrap();
         assert!(err.to_string().contains("trace_id: id is 5 bytes, expected 16"), "{err}");
     }
 
@@ -505,7 +553,8 @@ mod tests {
             value: Some(value),
             ..Default::default()
         }];
-        let err = scan(Signal::Traces, &request.encode_to_vec()).unwrap_err();
+        let summary = scan(Signal::Traces, &request.encode_to_vec()).unwrap();
+        let err = summary.first_error().unwrap();
         assert!(err.problem.contains("nested deeper"), "{err}");
     }
 

@@ -1,0 +1,446 @@
+//! YAML to a JSON value tree, remembering where every node was written.
+//!
+//! Typed config structs are deserialised from the tree with `serde_path_to_error`; the path of a failure is then
+//! looked up in [`Locations`] so every error names the line and column a user has to fix. Keeping the tree
+//! untyped until each component's factory claims its own section lets `validate` report every broken component
+//! in one run instead of stopping at the first.
+//!
+//! `${env:NAME}`, `${env:NAME:-default}` and `${NAME}` in scalars are replaced before typing; `$$` is a literal
+//! `$`. Plain scalars are typed after substitution, so `port: ${env:PORT}` is a number.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+use serde_json::{Map, Number, Value};
+
+/// A 1-based line and column in the config text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Location {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+}
+
+/// Where each node of the tree was written, keyed by its dotted path (`receivers.otlp.protocols.grpc`).
+#[derive(Debug, Default)]
+pub struct Locations {
+    by_path: HashMap<String, Location>,
+}
+
+impl Locations {
+    /// The location of `path`, or of its nearest ancestor that has one.
+    pub fn find(&self, path: &str) -> Location {
+        let mut path = path;
+        loop {
+            if let Some(location) = self.by_path.get(path) {
+                return *location;
+            }
+            match path.rfind(['.', '[']) {
+                Some(cut) => path = &path[..cut],
+                None => return self.by_path.get("").copied().unwrap_or_default(),
+            }
+        }
+    }
+}
+
+/// A problem found while reading YAML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    /// Where it is.
+    pub location: Location,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Parses one YAML document into a value tree and the location of each node.
+///
+/// `env` resolves variable names for `${env:…}` substitution.
+pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(Value, Locations), Vec<YamlError>> {
+    let mut builder = Builder {
+        env,
+        locations: Locations::default(),
+        anchors: HashMap::new(),
+        errors: Vec::new(),
+    };
+    let mut parser = Parser::new_from_str(text);
+    let mut root = Value::Null;
+    let mut started = false;
+    loop {
+        let Some(next) = parser.next_event() else { break };
+        let (event, span) = match next {
+            Ok(pair) => pair,
+            Err(e) => {
+                return Err(vec![YamlError {
+                    location: Location {
+                        line: e.marker().line(),
+                        column: e.marker().col() + 1,
+                    },
+                    message: format!("invalid YAML: {}", e.info()),
+                }]);
+            }
+        };
+        match event {
+            Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}
+            Event::StreamEnd => break,
+            Event::DocumentStart(_) => {
+                if started {
+                    return Err(vec![YamlError {
+                        location: location(span),
+                        message: "only one YAML document is allowed in a config file".into(),
+                    }]);
+                }
+                started = true;
+                builder.locations.by_path.insert(String::new(), location(span));
+                let Some(first) = parser.next_event() else { break };
+                match first {
+                    Ok((Event::DocumentEnd, _)) => {}
+                    Ok((event, span)) => {
+                        root = builder.node(&mut parser, event, span, String::new());
+                    }
+                    Err(e) => {
+                        return Err(vec![YamlError {
+                            location: Location {
+                                line: e.marker().line(),
+                                column: e.marker().col() + 1,
+                            },
+                            message: format!("invalid YAML: {}", e.info()),
+                        }]);
+                    }
+                }
+            }
+            other => {
+                builder.errors.push(YamlError {
+                    location: location(span),
+                    message: format!("unexpected YAML event {other:?}"),
+                });
+                break;
+            }
+        }
+    }
+    if builder.errors.is_empty() {
+        Ok((root, builder.locations))
+    } else {
+        Err(builder.errors)
+    }
+}
+
+fn location(span: Span) -> Location {
+    Location {
+        line: span.start.line(),
+        column: span.start.col() + 1,
+    }
+}
+
+struct Builder<'e> {
+    env: &'e dyn Fn(&str) -> Option<String>,
+    locations: Locations,
+    anchors: HashMap<usize, Value>,
+    errors: Vec<YamlError>,
+}
+
+impl Builder<'_> {
+    fn next(&mut self, parser: &mut Parser<'_, saphyr_parser::StrInput<'_>>) -> Option<(Event<'static>, Span)> {
+        match parser.next_event()? {
+            Ok((event, span)) => Some((into_owned(event), span)),
+            Err(e) => {
+                self.errors.push(YamlError {
+                    location: Location {
+                        line: e.marker().line(),
+                        column: e.marker().col() + 1,
+                    },
+                    message: format!("invalid YAML: {}", e.info()),
+                });
+                None
+            }
+        }
+    }
+
+    fn node(
+        &mut self,
+        parser: &mut Parser<'_, saphyr_parser::StrInput<'_>>,
+        event: Event<'_>,
+        span: Span,
+        path: String,
+    ) -> Value {
+        self.locations.by_path.entry(path.clone()).or_insert(location(span));
+        match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                let value = self.scalar(&text, style, tag.as_deref().map(|t| t.suffix.as_str()), span);
+                if anchor > 0 {
+                    self.anchors.insert(anchor, value.clone());
+                }
+                value
+            }
+            Event::Alias(anchor) => match self.anchors.get(&anchor) {
+                Some(value) => value.clone(),
+                None => {
+                    self.errors.push(YamlError {
+                        location: location(span),
+                        message: "alias refers to an unknown anchor".into(),
+                    });
+                    Value::Null
+                }
+            },
+            Event::SequenceStart(anchor, _) => {
+                let mut items = Vec::new();
+                while let Some((event, span)) = self.next(parser) {
+                    if matches!(event, Event::SequenceEnd) {
+                        break;
+                    }
+                    let child = format!("{path}[{}]", items.len());
+                    items.push(self.node(parser, event, span, child));
+                }
+                let value = Value::Array(items);
+                if anchor > 0 {
+                    self.anchors.insert(anchor, value.clone());
+                }
+                value
+            }
+            Event::MappingStart(anchor, _) => {
+                let mut map = Map::new();
+                while let Some((key_event, key_span)) = self.next(parser) {
+                    if matches!(key_event, Event::MappingEnd) {
+                        break;
+                    }
+                    let key = match key_event {
+                        Event::Scalar(text, ..) => text.into_owned(),
+                        _ => {
+                            self.errors.push(YamlError {
+                                location: location(key_span),
+                                message: "mapping keys must be plain scalars".into(),
+                            });
+                            return Value::Null;
+                        }
+                    };
+                    let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                    self.locations.by_path.insert(child.clone(), location(key_span));
+                    let Some((value_event, value_span)) = self.next(parser) else { break };
+                    let value = self.node(parser, value_event, value_span, child);
+                    if key == "<<" {
+                        // YAML merge key: copy the anchored mapping's entries that are not set here.
+                        if let Value::Object(merged) = value {
+                            for (k, v) in merged {
+                                map.entry(k).or_insert(v);
+                            }
+                        }
+                        continue;
+                    }
+                    if map.contains_key(&key) {
+                        self.errors.push(YamlError {
+                            location: location(key_span),
+                            message: format!("duplicate key `{key}`"),
+                        });
+                    }
+                    map.insert(key, value);
+                }
+                let value = Value::Object(map);
+                if anchor > 0 {
+                    self.anchors.insert(anchor, value.clone());
+                }
+                value
+            }
+            other => {
+                self.errors.push(YamlError {
+                    location: location(span),
+                    message: format!("unexpected YAML event {other:?}"),
+                });
+                Value::Null
+            }
+        }
+    }
+
+    fn scalar(&mut self, text: &str, style: ScalarStyle, tag: Option<&str>, span: Span) -> Value {
+        let text = match substitute(text, self.env) {
+            Ok(text) => text,
+            Err(message) => {
+                self.errors.push(YamlError {
+                    location: location(span),
+                    message,
+                });
+                return Value::Null;
+            }
+        };
+        if tag == Some("str") || !matches!(style, ScalarStyle::Plain) {
+            return Value::String(text);
+        }
+        // Plain scalars (substituted or not) are typed by the YAML 1.2 core schema.
+        resolve_plain(&text)
+    }
+}
+
+fn into_owned(event: Event<'_>) -> Event<'static> {
+    use std::borrow::Cow;
+    match event {
+        Event::Scalar(text, style, anchor, tag) => Event::Scalar(
+            Cow::Owned(text.into_owned()),
+            style,
+            anchor,
+            tag.map(|t| Cow::Owned(t.into_owned())),
+        ),
+        Event::SequenceStart(anchor, tag) => {
+            Event::SequenceStart(anchor, tag.map(|t| Cow::Owned(t.into_owned())))
+        }
+        Event::MappingStart(anchor, tag) => Event::MappingStart(anchor, tag.map(|t| Cow::Owned(t.into_owned()))),
+        Event::Nothing => Event::Nothing,
+        Event::StreamStart => Event::StreamStart,
+        Event::StreamEnd => Event::StreamEnd,
+        Event::DocumentStart(explicit) => Event::DocumentStart(explicit),
+        Event::DocumentEnd => Event::DocumentEnd,
+        Event::Alias(id) => Event::Alias(id),
+        Event::SequenceEnd => Event::SequenceEnd,
+        Event::MappingEnd => Event::MappingEnd,
+    }
+}
+
+/// Resolves a plain scalar by the YAML 1.2 core schema: null, booleans, integers, floats, else a string.
+fn resolve_plain(text: &str) -> Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        ".inf" | "+.inf" | ".Inf" | "+.Inf" | ".INF" | "+.INF" | "-.inf" | "-.Inf" | "-.INF" | ".nan" | ".NaN"
+        | ".NAN" => return Value::String(text.to_string()),
+        _ => {}
+    }
+    if let Ok(i) = text.parse::<i64>() {
+        return Value::Number(i.into());
+    }
+    if let Ok(u) = text.parse::<u64>() {
+        return Value::Number(u.into());
+    }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Value::Number(i.into());
+    }
+    if let Some(oct) = text.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return Value::Number(i.into());
+    }
+    let looks_numeric = text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+        && text.bytes().any(|b| b.is_ascii_digit());
+    if looks_numeric
+        && let Ok(f) = text.parse::<f64>()
+        && let Some(n) = Number::from_f64(f)
+    {
+        return Value::Number(n);
+    }
+    Value::String(text.to_string())
+}
+
+/// Replaces `${env:NAME}`, `${env:NAME:-default}` and `${NAME}`; `$$` is a literal `$`.
+///
+/// The error names the variable and how to give it a default.
+pub fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    if !text.contains('$') {
+        return Ok(text.to_string());
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                return Err(format!("unterminated `${{` in `{text}`"));
+            };
+            let expression = &body[..end];
+            let expression = expression.strip_prefix("env:").unwrap_or(expression);
+            let (name, default) = match expression.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (expression, None),
+            };
+            let valid = !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !name.as_bytes()[0].is_ascii_digit();
+            if !valid {
+                return Err(format!(
+                    "`${{{}}}` is not a valid environment reference (expected `${{env:NAME}}` or `${{env:NAME:-default}}`)",
+                    &body[..end]
+                ));
+            }
+            match (env(name), default) {
+                (Some(value), _) => out.push_str(&value),
+                (None, Some(default)) => out.push_str(default),
+                (None, None) => {
+                    return Err(format!(
+                        "environment variable `{name}` is not set (give a default with `${{env:{name}:-value}}`)"
+                    ));
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn builds_typed_tree_with_locations() {
+        let text = "a:\n  port: 4317\n  name: x\n  on: true\n  list:\n    - 1.5\n    - \"2\"\n";
+        let (value, locations) = parse(text, &no_env).unwrap();
+        assert_eq!(value["a"]["port"], 4317);
+        assert_eq!(value["a"]["on"], true);
+        assert_eq!(value["a"]["list"][0], 1.5);
+        assert_eq!(value["a"]["list"][1], "2");
+        assert_eq!(locations.find("a.name"), Location { line: 3, column: 3 });
+        assert_eq!(locations.find("a.list[1]"), Location { line: 7, column: 7 });
+        assert_eq!(locations.find("a.name.missing"), Location { line: 3, column: 3 });
+    }
+
+    #[test]
+    fn substitutes_environment_and_retypes_whole_plain_scalars() {
+        let env = |name: &str| (name == "PORT").then(|| "9000".to_string());
+        let (value, _) = parse(
+            "port: ${env:PORT}\nquoted: \"${env:PORT}\"\nhost: \"h:${PORT}\"\nd: ${env:NOPE:-5s}\nlit: $$x\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(value["port"], 9000);
+        assert_eq!(value["quoted"], "9000");
+        assert_eq!(value["host"], "h:9000");
+        assert_eq!(value["d"], "5s");
+        assert_eq!(value["lit"], "$x");
+    }
+
+    #[test]
+    fn missing_variable_is_an_error_with_location() {
+        let errors = parse("a:\n  b: ${env:VIGIL_TEST_UNSET}\n", &no_env).unwrap_err();
+        assert_eq!(errors[0].location, Location { line: 2, column: 6 });
+        assert!(errors[0].message.contains("VIGIL_TEST_UNSET"), "{:?}", errors);
+    }
+
+    #[test]
+    fn syntax_error_and_duplicate_keys_are_located() {
+        let errors = parse("a: [1, 2\nb: 3\n", &no_env).unwrap_err();
+        assert!(errors[0].message.starts_with("invalid YAML"), "{errors:?}");
+        let errors = parse("a: 1\na: 2\n", &no_env).unwrap_err();
+        assert_eq!(errors[0].location.line, 2);
+        assert!(errors[0].message.contains("duplicate key"));
+    }
+
+    #[test]
+    fn anchors_and_merge_keys() {
+        let (value, _) = parse("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n", &no_env).unwrap();
+        assert_eq!(value["other"]["x"], 1);
+        assert_eq!(value["other"]["y"], 3);
+    }
+}

@@ -1,0 +1,262 @@
+//! Exporters: where batches leave the collector. Each exporter type lives in its own folder; the queue,
+//! consumers and retry loop every exporter shares live in [`worker`].
+
+pub mod debug;
+pub mod file;
+pub mod nop;
+pub mod otlp;
+pub mod otlphttp;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use vigil_proto::otlp::Signal;
+
+use crate::config::{Checker, ComponentId};
+use crate::pipeline::{Batch, BoxFuture};
+
+/// Why an export attempt failed, which decides whether it is retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportError {
+    /// Worth retrying (network error, 429/502/503/504, gRPC UNAVAILABLE…), after at least `retry_after` when
+    /// the backend said so.
+    Retryable {
+        /// What happened.
+        message: String,
+        /// The backend's `Retry-After` / `RetryInfo`, if any.
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help (400, INVALID_ARGUMENT, authentication…); the batch is dropped and counted.
+    Permanent {
+        /// What happened.
+        message: String,
+    },
+}
+
+impl std::fmt::Display for ExportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExportError::Retryable { message, .. } | ExportError::Permanent { message } => f.write_str(message),
+        }
+    }
+}
+
+/// A successful export; the backend may still have rejected some items (an OTLP partial success).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exported {
+    /// Items the backend said it rejected; they are counted as dropped and never retried.
+    pub rejected: u64,
+    /// The backend's explanation, when it rejected some.
+    pub message: String,
+}
+
+/// Sends batches somewhere.
+///
+/// `export` is called concurrently by the exporter's consumers (`sending_queue.num_consumers`) and must not
+/// block a thread (do blocking I/O through `spawn_blocking`). It makes one attempt: the caller retries.
+pub trait Exporter: Send + Sync + 'static {
+    /// One attempt to deliver `batch`.
+    fn export<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>>;
+
+    /// Flushes buffers and releases resources; called once, after the last export.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// `sending_queue`: the bounded queue in front of an exporter.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// Batches that may wait; when full, receivers refuse new data with a retryable error.
+    pub queue_size: usize,
+    /// Batches exported concurrently.
+    pub num_consumers: usize,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            queue_size: 1000,
+            num_consumers: 10,
+        }
+    }
+}
+
+/// `retry_on_failure`: exponential backoff with jitter for retryable failures.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// Retry at all; when off, a failed batch is dropped (and counted) at once.
+    pub enabled: bool,
+    /// Wait before the first retry.
+    #[serde(with = "crate::config::duration")]
+    pub initial_interval: Duration,
+    /// Longest wait between retries.
+    #[serde(with = "crate::config::duration")]
+    pub max_interval: Duration,
+    /// Give up on a batch after this long (then it is dropped and counted); `0s` retries until shutdown.
+    #[serde(with = "crate::config::duration")]
+    pub max_elapsed_time: Duration,
+    /// Growth of the wait after each retry.
+    pub multiplier: f64,
+    /// Random spread of each wait, as a fraction (0.5 = ±50%).
+    pub randomization_factor: f64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            enabled: true,
+            initial_interval: Duration::from_secs(5),
+            max_interval: Duration::from_secs(30),
+            max_elapsed_time: Duration::from_secs(300),
+            multiplier: 1.5,
+            randomization_factor: 0.5,
+        }
+    }
+}
+
+impl RetrySettings {
+    fn validate(&self, check: &mut Checker<'_>, path: &str) {
+        if self.multiplier < 1.0 {
+            check.error(&format!("{path}.retry_on_failure.multiplier"), "must be at least 1.0");
+        }
+        if !(0.0..=1.0).contains(&self.randomization_factor) {
+            check.error(
+                &format!("{path}.retry_on_failure.randomization_factor"),
+                "must be between 0 and 1",
+            );
+        }
+        if self.initial_interval.is_zero() && self.enabled {
+            check.error(&format!("{path}.retry_on_failure.initial_interval"), "must be longer than 0s");
+        }
+    }
+}
+
+/// `compression` of network exporters.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// gzip (the default, as otelcol).
+    #[default]
+    Gzip,
+    /// zstd.
+    Zstd,
+    /// No compression.
+    None,
+}
+
+/// An exporter's configuration, by type.
+#[derive(Clone, Debug)]
+pub enum ExporterConfig {
+    /// `otlp`: OTLP/gRPC to another collector, Jaeger, Tempo…
+    Otlp(otlp::OtlpExporterConfig),
+    /// `otlphttp`: OTLP/HTTP (protobuf or JSON).
+    OtlpHttp(otlphttp::OtlpHttpExporterConfig),
+    /// `file`: OTLP/JSON lines, one file per signal, rotated.
+    File(file::FileExporterConfig),
+    /// `debug`: a summary or every item, to stderr.
+    Debug(debug::DebugExporterConfig),
+    /// `nop`: accepts, counts and discards.
+    Nop(nop::NopExporterConfig),
+}
+
+impl ExporterConfig {
+    /// The factory: decodes the section of an exporter of type `kind`.
+    pub fn decode(check: &mut Checker<'_>, path: &str, kind: &str, value: &Value) -> Option<Self> {
+        let config = match kind {
+            "otlp" => ExporterConfig::Otlp(check.decode(path, value)?),
+            "otlphttp" => ExporterConfig::OtlpHttp(check.decode(path, value)?),
+            "file" => ExporterConfig::File(check.decode(path, value)?),
+            "debug" => ExporterConfig::Debug(check.decode(path, value)?),
+            "nop" => ExporterConfig::Nop(check.decode(path, value)?),
+            other => {
+                check.error(
+                    path,
+                    format!("unknown exporter type `{other}`; known types: otlp, otlphttp, file, debug, nop"),
+                );
+                return None;
+            }
+        };
+        config.validate(check, path);
+        Some(config)
+    }
+
+    fn validate(&self, check: &mut Checker<'_>, path: &str) {
+        let queue = self.queue();
+        if queue.queue_size == 0 {
+            check.error(&format!("{path}.sending_queue.queue_size"), "must be at least 1");
+        }
+        if queue.num_consumers == 0 {
+            check.error(&format!("{path}.sending_queue.num_consumers"), "must be at least 1");
+        }
+        self.retry().validate(check, path);
+        match self {
+            ExporterConfig::Otlp(c) => c.validate(check, path),
+            ExporterConfig::OtlpHttp(c) => c.validate(check, path),
+            ExporterConfig::File(c) => c.validate(check, path),
+            ExporterConfig::Debug(_) | ExporterConfig::Nop(_) => {}
+        }
+    }
+
+    /// Whether the exporter accepts `signal`.
+    pub fn supports(&self, _signal: Signal) -> bool {
+        true
+    }
+
+    /// Its sending queue settings.
+    pub fn queue(&self) -> &QueueSettings {
+        match self {
+            ExporterConfig::Otlp(c) => &c.sending_queue,
+            ExporterConfig::OtlpHttp(c) => &c.sending_queue,
+            ExporterConfig::File(c) => &c.sending_queue,
+            ExporterConfig::Debug(c) => &c.sending_queue,
+            ExporterConfig::Nop(c) => &c.sending_queue,
+        }
+    }
+
+    /// Its retry settings.
+    pub fn retry(&self) -> RetrySettings {
+        match self {
+            ExporterConfig::Otlp(c) => c.retry_on_failure.clone(),
+            ExporterConfig::OtlpHttp(c) => c.retry_on_failure.clone(),
+            ExporterConfig::File(c) => c.retry_on_failure.clone(),
+            ExporterConfig::Debug(_) | ExporterConfig::Nop(_) => RetrySettings {
+                enabled: false,
+                ..RetrySettings::default()
+            },
+        }
+    }
+
+    /// Builds the exporter (opens files, creates clients; connections are made lazily).
+    pub fn build(&self, id: &ComponentId) -> Result<Box<dyn Exporter>, String> {
+        Ok(match self {
+            ExporterConfig::Otlp(c) => Box::new(otlp::OtlpExporter::new(c).map_err(|e| format!("exporter {id}: {e}"))?),
+            ExporterConfig::OtlpHttp(c) => {
+                Box::new(otlphttp::OtlpHttpExporter::new(c).map_err(|e| format!("exporter {id}: {e}"))?)
+            }
+            ExporterConfig::File(c) => Box::new(file::FileExporter::new(c).map_err(|e| format!("exporter {id}: {e}"))?),
+            ExporterConfig::Debug(c) => Box::new(debug::DebugExporter::new(c)),
+            ExporterConfig::Nop(_) => Box::new(nop::NopExporter),
+        })
+    }
+}
+
+/// Headers added to every export request; values may use `${env:…}`.
+pub type Headers = BTreeMap<String, String>;
+
+/// Checks header names and values are valid HTTP.
+fn validate_headers(headers: &Headers, check: &mut Checker<'_>, path: &str) {
+    for (name, value) in headers {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            check.error(&format!("{path}.headers.{name}"), format!("`{name}` is not a valid header name"));
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            check.error(&format!("{path}.headers.{name}"), "the value is not a valid header value");
+        }
+    }
+}

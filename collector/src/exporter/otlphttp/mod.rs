@@ -1,0 +1,335 @@
+//! Exporter `otlphttp`: OTLP/HTTP with protobuf (default) or JSON bodies.
+//!
+//! `endpoint` is a base URL to which `/v1/<signal>` is appended; `traces_endpoint` and friends are used as
+//! given. Responses 429, 502, 503 and 504 are retried (after `Retry-After` when sent), all others are final, as
+//! the OTLP specification says. A 2xx body is read for a partial success; an empty 2xx (Loki's 204) is success.
+
+use std::io::Write;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use prost::Message;
+use serde::Deserialize;
+use tokio_rustls::rustls;
+use vigil_proto::otlp::Signal;
+use vigil_proto::otlp::json::protobuf_to_json;
+
+use super::otlp::partial_success;
+use super::{Compression, ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings, validate_headers};
+use crate::config::Checker;
+use crate::pipeline::{Batch, BoxFuture};
+
+/// Body encoding.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// `application/x-protobuf`.
+    #[default]
+    Proto,
+    /// `application/json` (OTLP/JSON).
+    Json,
+}
+
+/// Client TLS for HTTPS endpoints.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpClientTls {
+    /// A PEM CA bundle to trust instead of the system roots.
+    pub ca_file: Option<String>,
+}
+
+/// `exporters.otlphttp`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpHttpExporterConfig {
+    /// Base URL; `/v1/traces`, `/v1/metrics`, `/v1/logs` are appended.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Full URL for traces, overriding `endpoint`.
+    #[serde(default)]
+    pub traces_endpoint: Option<String>,
+    /// Full URL for metrics, overriding `endpoint`.
+    #[serde(default)]
+    pub metrics_endpoint: Option<String>,
+    /// Full URL for logs, overriding `endpoint`.
+    #[serde(default)]
+    pub logs_endpoint: Option<String>,
+    /// Body encoding.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Headers sent with every request.
+    #[serde(default)]
+    pub headers: Headers,
+    /// Request compression.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Time allowed for one attempt.
+    #[serde(default = "default_timeout", with = "crate::config::duration")]
+    pub timeout: Duration,
+    /// TLS for `https://` URLs.
+    #[serde(default)]
+    pub tls: HttpClientTls,
+    /// The queue in front of it.
+    #[serde(default)]
+    pub sending_queue: QueueSettings,
+    /// Retries.
+    #[serde(default)]
+    pub retry_on_failure: RetrySettings,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl OtlpHttpExporterConfig {
+    /// The URL a signal is posted to.
+    pub fn url(&self, signal: Signal) -> Option<String> {
+        let specific = match signal {
+            Signal::Traces => &self.traces_endpoint,
+            Signal::Metrics => &self.metrics_endpoint,
+            Signal::Logs => &self.logs_endpoint,
+        };
+        specific.clone().or_else(|| {
+            self.endpoint
+                .as_ref()
+                .map(|base| format!("{}/v1/{}", base.trim_end_matches('/'), signal.as_str()))
+        })
+    }
+
+    pub(super) fn validate(&self, check: &mut Checker<'_>, path: &str) {
+        for signal in Signal::ALL {
+            match self.url(signal) {
+                None => {
+                    check.error(
+                        path,
+                        format!("set `endpoint` (or `{}_endpoint`) to the backend's URL", signal.as_str()),
+                    );
+                    return;
+                }
+                Some(url) => {
+                    let ok = Uri::from_str(&url)
+                        .ok()
+                        .and_then(|u| u.scheme_str().map(|s| s == "http" || s == "https"))
+                        .unwrap_or(false);
+                    if !ok {
+                        let field = if self.endpoint.is_some() { "endpoint".to_string() } else { format!("{}_endpoint", signal.as_str()) };
+                        check.error(
+                            &format!("{path}.{field}"),
+                            format!("`{url}` is not an http:// or https:// URL"),
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+        validate_headers(&self.headers, check, path);
+        if self.timeout.is_zero() {
+            check.error(&format!("{path}.timeout"), "must be longer than 0s");
+        }
+    }
+}
+
+/// Sends batches over OTLP/HTTP.
+pub struct OtlpHttpExporter {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    urls: [Uri; 3],
+    headers: Vec<(HeaderName, HeaderValue)>,
+    encoding: Encoding,
+    compression: Compression,
+    timeout: Duration,
+}
+
+impl OtlpHttpExporter {
+    /// Builds the client.
+    pub fn new(config: &OtlpHttpExporterConfig) -> Result<Self, String> {
+        let url = |signal: Signal| -> Result<Uri, String> {
+            let url = config.url(signal).ok_or("no endpoint configured")?;
+            Uri::from_str(&url).map_err(|e| format!("`{url}` is not a URL: {e}"))
+        };
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        match &config.tls.ca_file {
+            Some(ca) => {
+                let pem = std::fs::read(ca).map_err(|e| format!("cannot read `{ca}`: {e}"))?;
+                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                    let cert = cert.map_err(|e| format!("`{ca}` is not a PEM bundle: {e}"))?;
+                    roots.add(cert).map_err(|e| format!("`{ca}`: {e}"))?;
+                }
+            }
+            None => {
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Ok(OtlpHttpExporter {
+            client,
+            urls: [url(Signal::Traces)?, url(Signal::Metrics)?, url(Signal::Logs)?],
+            headers: config
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((HeaderName::from_str(k).ok()?, HeaderValue::from_str(v).ok()?)))
+                .collect(),
+            encoding: config.encoding,
+            compression: config.compression,
+            timeout: config.timeout,
+        })
+    }
+
+    fn body(&self, batch: &Batch) -> Result<Bytes, ExportError> {
+        let raw = match self.encoding {
+            Encoding::Proto => batch.to_bytes(),
+            Encoding::Json => {
+                let mut out = Vec::new();
+                protobuf_to_json(batch.signal, &batch.to_bytes(), &mut out).map_err(|e| ExportError::Permanent {
+                    message: format!("batch does not decode as OTLP: {e}"),
+                })?;
+                Bytes::from(out)
+            }
+        };
+        let io = |e: std::io::Error| ExportError::Permanent {
+            message: format!("compression failed: {e}"),
+        };
+        Ok(match self.compression {
+            Compression::None => raw,
+            Compression::Gzip => {
+                let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                encoder.write_all(&raw).map_err(io)?;
+                Bytes::from(encoder.finish().map_err(io)?)
+            }
+            Compression::Zstd => Bytes::from(zstd::bulk::compress(&raw, 1).map_err(io)?),
+        })
+    }
+}
+
+/// Parses `Retry-After`: delay seconds or an HTTP date.
+pub fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
+    let text = value?.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(text).ok()?;
+    Some(when.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+fn error_text(body: &[u8], protobuf: bool) -> String {
+    if protobuf && let Ok(status) = vigil_proto::rpc::Status::decode(body) && !status.message.is_empty() {
+        return status.message;
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(1024)]);
+    text.trim().to_string()
+}
+
+impl Exporter for OtlpHttpExporter {
+    fn export<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
+        Box::pin(async move {
+            let index = Signal::ALL.iter().position(|s| *s == batch.signal).unwrap_or(0);
+            let url = &self.urls[index];
+            let mut request = Request::post(url.clone())
+                .header(
+                    header::CONTENT_TYPE,
+                    match self.encoding {
+                        Encoding::Proto => "application/x-protobuf",
+                        Encoding::Json => "application/json",
+                    },
+                )
+                .header(header::USER_AGENT, concat!("vigil-collector/", env!("CARGO_PKG_VERSION")));
+            match self.compression {
+                Compression::Gzip => request = request.header(header::CONTENT_ENCODING, "gzip"),
+                Compression::Zstd => request = request.header(header::CONTENT_ENCODING, "zstd"),
+                Compression::None => {}
+            }
+            let mut request = request.body(Full::new(self.body(batch)?)).map_err(|e| ExportError::Permanent {
+                message: format!("cannot build request: {e}"),
+            })?;
+            for (name, value) in &self.headers {
+                request.headers_mut().insert(name.clone(), value.clone());
+            }
+            let attempt = async {
+                let response = self.client.request(request).await.map_err(|e| ExportError::Retryable {
+                    message: format!("POST {url}: {e}"),
+                    retry_after: None,
+                })?;
+                let status = response.status();
+                let wait = retry_after(response.headers().get(header::RETRY_AFTER));
+                let protobuf = response
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/x-protobuf"));
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                if status.is_success() {
+                    if body.is_empty() {
+                        return Ok(Exported::default());
+                    }
+                    return Ok(match self.encoding {
+                        Encoding::Proto => partial_success(batch.signal, &body),
+                        Encoding::Json => json_partial_success(&body),
+                    });
+                }
+                let message = format!("POST {url}: HTTP {status}: {}", error_text(&body, protobuf));
+                match status {
+                    StatusCode::TOO_MANY_REQUESTS
+                    | StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT => Err(ExportError::Retryable { message, retry_after: wait }),
+                    _ => Err(ExportError::Permanent { message }),
+                }
+            };
+            match tokio::time::timeout(self.timeout, attempt).await {
+                Ok(result) => result,
+                Err(_) => Err(ExportError::Retryable {
+                    message: format!("POST {url}: no response within {:?}", self.timeout),
+                    retry_after: None,
+                }),
+            }
+        })
+    }
+}
+
+fn json_partial_success(body: &[u8]) -> Exported {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Exported::default();
+    };
+    let Some(partial) = value.get("partialSuccess") else {
+        return Exported::default();
+    };
+    let rejected = ["rejectedSpans", "rejectedDataPoints", "rejectedLogRecords"]
+        .iter()
+        .find_map(|k| partial.get(*k))
+        .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+        .unwrap_or(0);
+    Exported {
+        rejected,
+        message: partial
+            .get("errorMessage")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default()
+            .to_string(),
+    }
+}

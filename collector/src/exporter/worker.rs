@@ -1,0 +1,257 @@
+//! The machinery every exporter shares: a bounded sending queue, concurrent consumers, retries with
+//! exponential backoff and jitter that honour the backend's retry hint, and an account of every item.
+//!
+//! Every item that enters the queue ends in exactly one counter: `vigil_exporter_sent_items_total` or
+//! `vigil_exporter_dropped_items_total{reason}` (`rejected_by_backend`, `permanent_error`, `retries_exhausted`,
+//! `shutdown`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::{ExportError, Exporter, QueueSettings, RetrySettings};
+use crate::pipeline::Batch;
+use crate::pipeline::queue::{BoundedQueue, QueueReceiver};
+use crate::telemetry::{Counter, Registry};
+
+struct Accounts {
+    sent: Counter,
+    retries: Counter,
+    rejected_by_backend: Counter,
+    permanent_error: Counter,
+    retries_exhausted: Counter,
+    shutdown: Counter,
+    in_flight: AtomicU64,
+}
+
+/// A running exporter with its queue and consumers.
+pub struct ExporterWorker {
+    id: String,
+    queue: BoundedQueue,
+    receiver: Arc<Mutex<QueueReceiver>>,
+    closing: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    exporter: Arc<dyn Exporter>,
+    accounts: Arc<Accounts>,
+}
+
+impl ExporterWorker {
+    /// Starts `settings.num_consumers` consumers exporting through `exporter`.
+    pub fn start(
+        id: &str,
+        exporter: Box<dyn Exporter>,
+        queue_settings: &QueueSettings,
+        retry: RetrySettings,
+        registry: &Registry,
+    ) -> Self {
+        let (queue, receiver) = BoundedQueue::new(queue_settings.queue_size);
+        let labels = [("exporter", id)];
+        let dropped = |reason: &'static str| {
+            registry.counter(
+                "vigil_exporter_dropped_items_total",
+                "Items an exporter gave up on, by reason.",
+                &[("exporter", id), ("reason", reason)],
+            )
+        };
+        let accounts = Arc::new(Accounts {
+            sent: registry.counter(
+                "vigil_exporter_sent_items_total",
+                "Items delivered by an exporter.",
+                &labels,
+            ),
+            retries: registry.counter(
+                "vigil_exporter_retries_total",
+                "Export attempts that failed with a retryable error and were retried.",
+                &labels,
+            ),
+            rejected_by_backend: dropped("rejected_by_backend"),
+            permanent_error: dropped("permanent_error"),
+            retries_exhausted: dropped("retries_exhausted"),
+            shutdown: dropped("shutdown"),
+            in_flight: AtomicU64::new(0),
+        });
+        let reader = queue.clone();
+        registry.gauge_fn(
+            "vigil_exporter_queue_size",
+            "Batches waiting in an exporter's sending queue.",
+            &labels,
+            move || reader.len() as f64,
+        );
+        let capacity = queue.capacity() as f64;
+        registry.gauge_fn(
+            "vigil_exporter_queue_capacity",
+            "Most batches an exporter's sending queue holds.",
+            &labels,
+            move || capacity,
+        );
+        let in_flight = accounts.clone();
+        registry.gauge_fn(
+            "vigil_exporter_in_flight_items",
+            "Items an exporter is sending or waiting to retry.",
+            &labels,
+            move || in_flight.in_flight.load(Ordering::Relaxed) as f64,
+        );
+        let exporter: Arc<dyn Exporter> = Arc::from(exporter);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let (closing, closing_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for _ in 0..queue_settings.num_consumers.max(1) {
+            let consumer = Consumer {
+                id: id.to_string(),
+                exporter: exporter.clone(),
+                receiver: receiver.clone(),
+                retry: retry.clone(),
+                accounts: accounts.clone(),
+                closing: closing_rx.clone(),
+            };
+            tasks.spawn(consumer.run());
+        }
+        ExporterWorker {
+            id: id.to_string(),
+            queue,
+            receiver,
+            closing,
+            tasks,
+            exporter,
+            accounts,
+        }
+    }
+
+    /// The queue pipelines send into.
+    pub fn queue(&self) -> BoundedQueue {
+        self.queue.clone()
+    }
+
+    /// Stops taking batches, exports what is queued until `deadline`, then gives up on the rest (counted as
+    /// dropped with reason `shutdown`). Returns the number of items that could not be delivered for that reason.
+    pub async fn shutdown(mut self, deadline: Instant) -> u64 {
+        let _ = self.closing.send(true);
+        let drained = tokio::time::timeout_at(deadline, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        let mut lost = 0;
+        if !drained {
+            self.tasks.shutdown().await;
+            lost += self.accounts.in_flight.swap(0, Ordering::Relaxed);
+            let mut receiver = self.receiver.lock().await;
+            receiver.close();
+            while let Ok(batch) = receiver.try_recv() {
+                lost += batch.items;
+            }
+            self.accounts.shutdown.add(lost);
+        }
+        self.exporter.shutdown().await;
+        if lost > 0 {
+            tracing::error!(
+                exporter = %self.id,
+                items = lost,
+                "shutdown deadline passed before everything was exported; these items were dropped"
+            );
+        }
+        lost
+    }
+}
+
+struct Consumer {
+    id: String,
+    exporter: Arc<dyn Exporter>,
+    receiver: Arc<Mutex<QueueReceiver>>,
+    retry: RetrySettings,
+    accounts: Arc<Accounts>,
+    closing: watch::Receiver<bool>,
+}
+
+impl Consumer {
+    async fn run(mut self) {
+        loop {
+            let next = {
+                let mut receiver = self.receiver.lock().await;
+                tokio::select! {
+                    biased;
+                    batch = receiver.recv() => batch,
+                    _ = crate::pipeline::raised(&mut self.closing) => {
+                        // No new batches from now on; the ones queued are still exported.
+                        receiver.close();
+                        receiver.recv().await
+                    }
+                }
+            };
+            let Some(batch) = next else { return };
+            self.accounts.in_flight.fetch_add(batch.items, Ordering::Relaxed);
+            self.deliver(&batch).await;
+            self.accounts.in_flight.fetch_sub(batch.items, Ordering::Relaxed);
+        }
+    }
+
+    async fn deliver(&self, batch: &Batch) {
+        let started = Instant::now();
+        let mut interval = self.retry.initial_interval;
+        loop {
+            match self.exporter.export(batch).await {
+                Ok(exported) => {
+                    let rejected = exported.rejected.min(batch.items);
+                    self.accounts.sent.add(batch.items - rejected);
+                    if rejected > 0 {
+                        self.accounts.rejected_by_backend.add(rejected);
+                        tracing::warn!(
+                            exporter = %self.id, rejected, message = %exported.message,
+                            "backend rejected part of a batch"
+                        );
+                    }
+                    return;
+                }
+                Err(ExportError::Permanent { message }) => {
+                    self.accounts.permanent_error.add(batch.items);
+                    tracing::error!(
+                        exporter = %self.id, items = batch.items, error = %message,
+                        "export failed permanently; batch dropped"
+                    );
+                    return;
+                }
+                Err(ExportError::Retryable { message, retry_after }) => {
+                    let wait = retry_after.unwrap_or_default().max(jitter(interval, self.retry.randomization_factor));
+                    let limit = self.retry.max_elapsed_time;
+                    let out_of_time = !limit.is_zero() && started.elapsed() + wait > limit;
+                    if !self.retry.enabled || out_of_time {
+                        self.accounts.retries_exhausted.add(batch.items);
+                        tracing::error!(
+                            exporter = %self.id, items = batch.items, error = %message,
+                            "export failed and retries are exhausted; batch dropped"
+                        );
+                        return;
+                    }
+                    self.accounts.retries.add(1);
+                    tracing::warn!(
+                        exporter = %self.id, error = %message, retry_in_ms = wait.as_millis() as u64,
+                        "export failed; will retry"
+                    );
+                    tokio::time::sleep(wait).await;
+                    interval = next_interval(interval, &self.retry);
+                }
+            }
+        }
+    }
+}
+
+fn next_interval(current: Duration, retry: &RetrySettings) -> Duration {
+    current.mul_f64(retry.multiplier).min(retry.max_interval)
+}
+
+/// `interval` spread uniformly by ±`factor`, so many clients retrying together do not stay in step.
+fn jitter(interval: Duration, factor: f64) -> Duration {
+    if factor <= 0.0 {
+        return interval;
+    }
+    let spread = rand::rng().random_range(-factor..=factor);
+    interval.mul_f64((1.0 + spread).max(0.0))
+}
+
+#[cfg(test)]
+mod tests;

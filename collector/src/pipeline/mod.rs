@@ -1,0 +1,157 @@
+//! What travels between components, and how one component hands it to the next.
+//!
+//! A [`Batch`] is OTLP export-request bytes of one signal plus its item count. Each stage hands batches to the
+//! next through the one-method-pair [`Consumer`] trait, whose error *is* the backpressure:
+//!
+//! * [`Consumer::try_consume`] is admission, used by receivers: it never waits. When there is no room it returns
+//!   [`Refusal::Full`], which the receiver turns into gRPC `UNAVAILABLE` / HTTP 503 with a retry hint. This is the
+//!   only place data may be refused.
+//! * [`Consumer::consume`] is used behind admission (a batch processor flushing into exporter queues): it waits
+//!   for room, so nothing accepted is ever dropped for lack of space.
+//!
+//! Every queue is a bounded [`queue::BoundedQueue`]; the last stage of a pipeline is a [`fanout::FanOut`] over
+//! exporter queues that admits a batch into all of them or none.
+
+pub mod fanout;
+pub mod queue;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use vigil_proto::otlp::Signal;
+
+/// A boxed future, the return type of the object-safe async trait methods in the collector.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One encoded, validated `Export*ServiceRequest` and the number of items in it.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    /// The encoded request.
+    pub bytes: Bytes,
+    /// Spans, data points or log records in it.
+    pub items: u64,
+}
+
+/// Encoded OTLP export requests of one signal, treated as one unit.
+///
+/// The payload is a list of chunks, each a valid encoded `Export*ServiceRequest`; because a request is a
+/// repeated field, their concatenation is one valid request. Batching appends chunks instead of copying bytes,
+/// and cloning a batch for fan-out only bumps reference counts.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// The signal of every item in the batch.
+    pub signal: Signal,
+    /// Encoded request chunks, to be read as their concatenation.
+    pub chunks: Vec<Chunk>,
+    /// Spans, data points or log records in the batch (the sum over chunks).
+    pub items: u64,
+}
+
+impl Batch {
+    /// A batch of one encoded request with a known item count.
+    pub fn new(signal: Signal, bytes: Bytes, items: u64) -> Self {
+        Batch {
+            signal,
+            chunks: vec![Chunk { bytes, items }],
+            items,
+        }
+    }
+
+    /// An empty batch of `signal`.
+    pub fn empty(signal: Signal) -> Self {
+        Batch {
+            signal,
+            chunks: Vec::new(),
+            items: 0,
+        }
+    }
+
+    /// Encoded size in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.chunks.iter().map(|c| c.bytes.len()).sum()
+    }
+
+    /// Appends another batch of the same signal.
+    pub fn append(&mut self, other: Batch) {
+        debug_assert_eq!(self.signal, other.signal);
+        self.chunks.extend(other.chunks);
+        self.items += other.items;
+    }
+
+    /// Appends one chunk.
+    pub fn push(&mut self, chunk: Chunk) {
+        self.items += chunk.items;
+        self.chunks.push(chunk);
+    }
+
+    /// The chunks' bytes, for writers that send them back to back.
+    pub fn byte_chunks(&self) -> Vec<Bytes> {
+        self.chunks.iter().map(|c| c.bytes.clone()).collect()
+    }
+
+    /// The batch as one contiguous encoded request (copies only when there are several chunks).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.chunks.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.bytes.clone(),
+            many => {
+                let mut joined = Vec::with_capacity(self.byte_len());
+                for chunk in many {
+                    joined.extend_from_slice(&chunk.bytes);
+                }
+                Bytes::from(joined)
+            }
+        }
+    }
+}
+
+/// Why a consumer did not take a batch.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No room right now; the sender should retry after the hint.
+    #[error("pipeline is full, retry after {}ms", retry_after.as_millis())]
+    Full {
+        /// How long the client should wait before retrying.
+        retry_after: Duration,
+    },
+    /// The collector is shutting down and takes no more data.
+    #[error("collector is shutting down")]
+    ShuttingDown,
+}
+
+impl Refusal {
+    /// The metric label for this refusal.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Full { .. } => "queue_full",
+            Refusal::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// The next stage of a pipeline.
+///
+/// Implementations may be called concurrently from many tasks. Neither method may block a thread.
+pub trait Consumer: Send + Sync + 'static {
+    /// Admission: takes the batch now or refuses it; never waits.
+    fn try_consume(&self, batch: Batch) -> Result<(), Refusal>;
+
+    /// Hands the batch on, waiting for room; fails only when the collector is shutting down.
+    fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), Refusal>>;
+}
+
+/// A shared consumer.
+pub type SharedConsumer = Arc<dyn Consumer>;
+
+/// The hint given to clients when a pipeline is full: long enough for exporters to drain, short enough to keep
+/// latency low.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Resolves once `flag` is `true` (or its sender is gone). Unlike `watch::Receiver::wait_for`, the future is
+/// `Send` across `select!`, because the borrow guard is dropped inside.
+pub async fn raised(flag: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = flag.wait_for(|raised| *raised).await;
+}

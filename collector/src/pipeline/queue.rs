@@ -1,0 +1,98 @@
+//! The bounded queue between two stages.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{Batch, BoxFuture, Consumer, DEFAULT_RETRY_AFTER, Refusal};
+
+/// The sending half of a bounded batch queue; admission fails fast when it is full.
+#[derive(Clone, Debug)]
+pub struct BoundedQueue {
+    sender: mpsc::Sender<Batch>,
+}
+
+/// The receiving half, owned by the stage's task.
+pub type QueueReceiver = mpsc::Receiver<Batch>;
+
+impl BoundedQueue {
+    /// A queue holding at most `capacity` batches (at least one).
+    pub fn new(capacity: usize) -> (Self, QueueReceiver) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        (BoundedQueue { sender }, receiver)
+    }
+
+    /// Batches waiting in the queue.
+    pub fn len(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
+    }
+
+    /// Whether no batch is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most batches the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.sender.max_capacity()
+    }
+
+    /// Reserves a slot without waiting, so several queues can be filled all-or-nothing.
+    pub fn try_reserve(&self) -> Result<mpsc::Permit<'_, Batch>, Refusal> {
+        self.sender.try_reserve().map_err(|e| match e {
+            mpsc::error::TrySendError::Full(()) => Refusal::Full {
+                retry_after: DEFAULT_RETRY_AFTER,
+            },
+            mpsc::error::TrySendError::Closed(()) => Refusal::ShuttingDown,
+        })
+    }
+
+    /// Reserves a slot, waiting for one.
+    pub async fn reserve(&self) -> Result<mpsc::Permit<'_, Batch>, Refusal> {
+        self.sender.reserve().await.map_err(|_| Refusal::ShuttingDown)
+    }
+
+    /// This queue as a shared consumer.
+    pub fn into_consumer(self) -> Arc<dyn Consumer> {
+        Arc::new(self)
+    }
+}
+
+impl Consumer for BoundedQueue {
+    fn try_consume(&self, batch: Batch) -> Result<(), Refusal> {
+        self.try_reserve()?.send(batch);
+        Ok(())
+    }
+
+    fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), Refusal>> {
+        Box::pin(async move {
+            self.reserve().await?.send(batch);
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use vigil_proto::otlp::Signal;
+
+    fn batch() -> Batch {
+        Batch::new(Signal::Traces, Bytes::from_static(b""), 1)
+    }
+
+    #[tokio::test]
+    async fn refuses_when_full_and_reports_length() {
+        let (queue, mut rx) = BoundedQueue::new(2);
+        queue.try_consume(batch()).unwrap();
+        queue.try_consume(batch()).unwrap();
+        assert_eq!(queue.len(), 2);
+        assert!(matches!(queue.try_consume(batch()), Err(Refusal::Full { .. })));
+        rx.recv().await.unwrap();
+        assert_eq!(queue.len(), 1);
+        queue.try_consume(batch()).unwrap();
+        rx.close();
+        assert_eq!(queue.try_consume(batch()), Err(Refusal::ShuttingDown));
+    }
+}

@@ -1,0 +1,77 @@
+//! Processors: what happens to a batch between its receiver and its exporters.
+//!
+//! A processor is built with the consumer that follows it and returns the consumer that precedes it, so
+//! pipelines are assembled back to front from config and no processor knows its neighbours. Stateless
+//! processors wrap the next consumer; stateful ones (batch) own a task and a bounded queue.
+
+pub mod batch;
+
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use vigil_proto::otlp::Signal;
+
+use crate::config::{Checker, ComponentId};
+use crate::pipeline::SharedConsumer;
+use crate::telemetry::Registry;
+
+/// A processor's configuration, by type.
+#[derive(Clone, Debug)]
+pub enum ProcessorConfig {
+    /// `batch`: groups items into larger batches by size, bytes and time.
+    Batch(batch::BatchConfig),
+}
+
+impl ProcessorConfig {
+    /// The factory: decodes the section of a processor of type `kind`.
+    pub fn decode(check: &mut Checker<'_>, path: &str, kind: &str, value: &Value) -> Option<Self> {
+        match kind {
+            "batch" => {
+                let config: batch::BatchConfig = check.decode(path, value)?;
+                config.validate(check, path);
+                Some(ProcessorConfig::Batch(config))
+            }
+            other => {
+                check.error(path, format!("unknown processor type `{other}`; known types: batch"));
+                None
+            }
+        }
+    }
+
+    /// Builds this processor for one pipeline in front of `next`.
+    pub fn build(&self, context: ProcessorContext<'_>, next: SharedConsumer) -> Built {
+        match self {
+            ProcessorConfig::Batch(config) => batch::build(config, context, next),
+        }
+    }
+}
+
+/// What a processor is built with.
+pub struct ProcessorContext<'a> {
+    /// The processor's id.
+    pub id: &'a ComponentId,
+    /// The pipeline it is built for (`traces`, `logs/audit`, …).
+    pub pipeline: &'a str,
+    /// The signal of that pipeline.
+    pub signal: Signal,
+    /// Self-metrics.
+    pub registry: &'a Registry,
+}
+
+/// A processor stage that owns a task.
+pub struct StageTask {
+    /// Set to `true` to make the task stop taking input, flush what it holds, and end.
+    pub closing: watch::Sender<bool>,
+    /// The task; it ends after its last flush.
+    pub task: JoinHandle<()>,
+    /// Items admitted into the stage and not yet handed to the next one: what is lost if the task is aborted.
+    pub held_items: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A built processor: the consumer in front of it and, for stateful processors, its task.
+pub struct Built {
+    /// Where the previous stage sends batches.
+    pub entry: SharedConsumer,
+    /// The task to stop at shutdown, for stateful processors.
+    pub stage: Option<StageTask>,
+}

@@ -1,0 +1,230 @@
+//! The transport-independent half of the OTLP receiver: validate, admit, count, answer.
+
+use bytes::Bytes;
+use prost::Message;
+use vigil_proto::otlp::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
+use vigil_proto::otlp::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
+use vigil_proto::otlp::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use vigil_proto::otlp::{Signal, scan};
+
+use crate::pipeline::{Batch, Refusal};
+use crate::receiver::Outputs;
+use crate::telemetry::{Counter, Registry};
+
+/// Why a request was not accepted at all.
+#[derive(Debug)]
+pub enum IngestError {
+    /// The payload is malformed; retrying it cannot help.
+    Invalid(String),
+    /// No pipeline of this receiver takes the signal.
+    NotAccepted(Signal),
+    /// The pipeline is full or shutting down; the client should retry.
+    Refused(Refusal),
+}
+
+/// A request that was (at least partly) accepted.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    /// Items rejected as invalid (partial success), zero when all were accepted.
+    pub rejected: u64,
+    /// Why the rejected items were rejected.
+    pub message: String,
+}
+
+struct SignalCounters {
+    accepted: Counter,
+    refused: Counter,
+    invalid: Counter,
+    requests_invalid: Counter,
+}
+
+/// Validates requests and admits them into the pipelines, counting every item by outcome.
+pub struct Ingest {
+    outputs: Outputs,
+    counters: [SignalCounters; 3],
+    refused_shutdown: [Counter; 3],
+}
+
+fn index(signal: Signal) -> usize {
+    match signal {
+        Signal::Traces => 0,
+        Signal::Metrics => 1,
+        Signal::Logs => 2,
+    }
+}
+
+impl Ingest {
+    /// Counters are labelled with the receiver id and transport (`grpc`, `http`).
+    pub fn new(receiver: &str, transport: &str, outputs: Outputs, registry: &Registry) -> Self {
+        let make = |signal: Signal| {
+            let labels = [("receiver", receiver), ("transport", transport), ("signal", signal.as_str())];
+            let with_reason = |reason: &'static str| {
+                [
+                    ("receiver", receiver),
+                    ("transport", transport),
+                    ("signal", signal.as_str()),
+                    ("reason", reason),
+                ]
+            };
+            SignalCounters {
+                accepted: registry.counter(
+                    "vigil_receiver_accepted_items_total",
+                    "Items admitted into a pipeline; each is later exported or counted as dropped.",
+                    &labels,
+                ),
+                refused: registry.counter(
+                    "vigil_receiver_refused_items_total",
+                    "Items refused with a retryable error, by reason; the client keeps them.",
+                    &with_reason("queue_full"),
+                ),
+                invalid: registry.counter(
+                    "vigil_receiver_refused_items_total",
+                    "Items refused with a retryable error, by reason; the client keeps them.",
+                    &with_reason("invalid"),
+                ),
+                requests_invalid: registry.counter(
+                    "vigil_receiver_invalid_requests_total",
+                    "Requests rejected as malformed (bad encoding, framing, content type, size).",
+                    &labels,
+                ),
+            }
+        };
+        let shutdown = |signal: Signal| {
+            registry.counter(
+                "vigil_receiver_refused_items_total",
+                "Items refused with a retryable error, by reason; the client keeps them.",
+                &[
+                    ("receiver", receiver),
+                    ("transport", transport),
+                    ("signal", signal.as_str()),
+                    ("reason", "shutting_down"),
+                ],
+            )
+        };
+        Ingest {
+            outputs,
+            counters: Signal::ALL.map(make),
+            refused_shutdown: Signal::ALL.map(shutdown),
+        }
+    }
+
+    /// Whether some pipeline takes `signal`.
+    pub fn takes(&self, signal: Signal) -> bool {
+        self.outputs.get(signal).is_some()
+    }
+
+    /// Counts a request rejected before its payload could be read (bad content type, too large, bad gzip).
+    pub fn count_invalid_request(&self, signal: Signal) {
+        self.counters[index(signal)].requests_invalid.add(1);
+    }
+
+    /// Validates an encoded request and admits its valid part.
+    pub fn ingest(&self, signal: Signal, body: Bytes) -> Result<Accepted, IngestError> {
+        let counters = &self.counters[index(signal)];
+        if !self.takes(signal) {
+            counters.requests_invalid.add(1);
+            return Err(IngestError::NotAccepted(signal));
+        }
+        let summary = match scan::scan(signal, &body) {
+            Ok(summary) => summary,
+            Err(error) => {
+                counters.requests_invalid.add(1);
+                return Err(IngestError::Invalid(format!("malformed OTLP {signal} request: {error}")));
+            }
+        };
+        let Some(first_error) = summary.first_error() else {
+            if summary.items > 0 {
+                let items = summary.items;
+                self.admit(signal, Batch::new(signal, body, items))?;
+            }
+            return Ok(Accepted::default());
+        };
+        let message = format!(
+            "rejected {} of {} {}: {first_error}",
+            summary.rejected_items,
+            summary.rejected_items + summary.items,
+            signal.item_name()
+        );
+        counters.invalid.add(summary.rejected_items);
+        if summary.items == 0 {
+            counters.requests_invalid.add(1);
+            return Err(IngestError::Invalid(message));
+        }
+        let mut valid = Vec::with_capacity(body.len());
+        for entry in summary.resources.iter().filter(|e| e.error.is_none()) {
+            valid.extend_from_slice(&body[entry.bytes.clone()]);
+        }
+        self.admit(signal, Batch::new(signal, Bytes::from(valid), summary.items))?;
+        Ok(Accepted {
+            rejected: summary.rejected_items,
+            message,
+        })
+    }
+
+    fn admit(&self, signal: Signal, batch: Batch) -> Result<(), IngestError> {
+        let counters = &self.counters[index(signal)];
+        let items = batch.items;
+        let Some(consumer) = self.outputs.get(signal) else {
+            return Err(IngestError::NotAccepted(signal));
+        };
+        match consumer.try_consume(batch) {
+            Ok(()) => {
+                counters.accepted.add(items);
+                Ok(())
+            }
+            Err(refusal) => {
+                match refusal {
+                    Refusal::Full { .. } => counters.refused.add(items),
+                    Refusal::ShuttingDown => self.refused_shutdown[index(signal)].add(items),
+                }
+                Err(IngestError::Refused(refusal))
+            }
+        }
+    }
+}
+
+/// The protobuf `Export*ServiceResponse` for a (partial) success.
+pub fn response_protobuf(signal: Signal, accepted: &Accepted) -> Bytes {
+    let rejected = accepted.rejected as i64;
+    let message = accepted.message.clone();
+    let partial = accepted.rejected > 0;
+    Bytes::from(match signal {
+        Signal::Traces => ExportTraceServiceResponse {
+            partial_success: partial.then_some(ExportTracePartialSuccess {
+                rejected_spans: rejected,
+                error_message: message,
+            }),
+        }
+        .encode_to_vec(),
+        Signal::Metrics => ExportMetricsServiceResponse {
+            partial_success: partial.then_some(ExportMetricsPartialSuccess {
+                rejected_data_points: rejected,
+                error_message: message,
+            }),
+        }
+        .encode_to_vec(),
+        Signal::Logs => ExportLogsServiceResponse {
+            partial_success: partial.then_some(ExportLogsPartialSuccess {
+                rejected_log_records: rejected,
+                error_message: message,
+            }),
+        }
+        .encode_to_vec(),
+    })
+}
+
+/// The OTLP/JSON `Export*ServiceResponse` for a (partial) success.
+pub fn response_json(signal: Signal, accepted: &Accepted) -> Bytes {
+    if accepted.rejected == 0 {
+        return Bytes::from_static(b"{}");
+    }
+    let field = match signal {
+        Signal::Traces => "rejectedSpans",
+        Signal::Metrics => "rejectedDataPoints",
+        Signal::Logs => "rejectedLogRecords",
+    };
+    let body = serde_json::json!({
+        "partialSuccess": { field: accepted.rejected.to_string(), "errorMessage": accepted.message }
+    });
+    Bytes::from(body.to_string())
+}

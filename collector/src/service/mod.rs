@@ -1,0 +1,203 @@
+//! The service: assembles pipelines from a [`Config`], runs them, and shuts them down in order.
+//!
+//! Pipelines are built back to front: exporters first (each gets a sending queue and consumers), then a fan-out
+//! over the pipeline's exporter queues, then each processor in reverse order wrapping the consumer after it, and
+//! finally receivers are handed the entry consumer of every pipeline they feed.
+//!
+//! Shutdown runs the other way: receivers stop accepting and answer their in-flight requests, stateful
+//! processors flush, exporters drain their queues, all within `service.shutdown_timeout`; whatever could not
+//! be delivered by then is counted, logged and reported.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::{ComponentId, Config};
+use crate::exporter::worker::ExporterWorker;
+use crate::extension::ExtensionConfig;
+use crate::extension::health_check::{self, Readiness};
+use crate::pipeline::SharedConsumer;
+use crate::pipeline::fanout::FanOut;
+use crate::processor::{ProcessorContext, StageTask};
+use crate::receiver::{Outputs, ReceiverContext};
+use crate::telemetry::{self, Registry};
+
+/// A running collector.
+pub struct Running {
+    shutdown: watch::Sender<bool>,
+    receiver_tasks: Vec<JoinHandle<()>>,
+    /// Stateful stages per pipeline, front to back.
+    stages: Vec<(String, Vec<StageTask>)>,
+    exporters: BTreeMap<ComponentId, ExporterWorker>,
+    side_tasks: Vec<JoinHandle<()>>,
+    readiness: Readiness,
+    registry: Registry,
+    shutdown_timeout: std::time::Duration,
+}
+
+/// What shutdown could not deliver.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Items dropped because the deadline passed, by component.
+    pub undelivered: BTreeMap<String, u64>,
+}
+
+impl ShutdownReport {
+    /// Total items not delivered.
+    pub fn total(&self) -> u64 {
+        self.undelivered.values().sum()
+    }
+}
+
+/// Builds and starts everything in `config`. Errors name the component (port in use, unreadable certificate).
+pub async fn start(config: Config) -> Result<Running, String> {
+    let registry = Registry::default();
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let readiness = Readiness::default();
+
+    let mut exporters = BTreeMap::new();
+    for pipeline in config.service.pipelines.values() {
+        for id in &pipeline.exporters {
+            if exporters.contains_key(id) {
+                continue;
+            }
+            let Some(exporter_config) = config.exporters.get(id) else {
+                return Err(format!("exporter `{id}` is not defined"));
+            };
+            let exporter = exporter_config.build(id)?;
+            let worker = ExporterWorker::start(
+                &id.to_string(),
+                exporter,
+                exporter_config.queue(),
+                exporter_config.retry(),
+                &registry,
+            );
+            exporters.insert(id.clone(), worker);
+        }
+    }
+
+    let mut outputs: BTreeMap<ComponentId, Outputs> = BTreeMap::new();
+    let mut stages = Vec::new();
+    for (pipeline_id, pipeline) in &config.service.pipelines {
+        let name = pipeline_id.to_string();
+        let queues = pipeline.exporters.iter().map(|id| exporters[id].queue()).collect();
+        let mut next: SharedConsumer = Arc::new(FanOut::new(queues));
+        let mut pipeline_stages = Vec::new();
+        for id in pipeline.processors.iter().rev() {
+            let Some(processor) = config.processors.get(id) else {
+                return Err(format!("processor `{id}` is not defined"));
+            };
+            let context = ProcessorContext {
+                id,
+                pipeline: &name,
+                signal: pipeline_id.signal,
+                registry: &registry,
+            };
+            let built = processor.build(context, next);
+            next = built.entry;
+            pipeline_stages.extend(built.stage);
+        }
+        pipeline_stages.reverse();
+        stages.push((name, pipeline_stages));
+        for id in &pipeline.receivers {
+            outputs.entry(id.clone()).or_default().add(pipeline_id.signal, next.clone());
+        }
+    }
+
+    let mut receiver_tasks = Vec::new();
+    for (id, receiver_outputs) in outputs {
+        let Some(receiver_config) = config.receivers.get(&id) else {
+            return Err(format!("receiver `{id}` is not defined"));
+        };
+        let receiver = receiver_config.build(&id);
+        let context = ReceiverContext {
+            outputs: receiver_outputs,
+            registry: registry.clone(),
+            shutdown: shutdown_rx.clone(),
+        };
+        receiver_tasks.extend(receiver.start(context).await?);
+    }
+
+    let mut side_tasks = Vec::new();
+    for id in &config.service.extensions {
+        match config.extensions.get(id) {
+            Some(ExtensionConfig::HealthCheck(c)) => {
+                side_tasks.push(health_check::start(c, readiness.clone(), shutdown_rx.clone()).await?);
+            }
+            None => return Err(format!("extension `{id}` is not defined")),
+        }
+    }
+    if let Some(address) = &config.service.telemetry.metrics.address {
+        side_tasks.push(telemetry::serve_metrics(address, registry.clone(), shutdown_rx.clone()).await?);
+    }
+    readiness.set(true);
+    tracing::info!(pipelines = config.service.pipelines.len(), "collector started");
+    Ok(Running {
+        shutdown,
+        receiver_tasks,
+        stages,
+        exporters,
+        side_tasks,
+        readiness,
+        registry,
+        shutdown_timeout: config.service.shutdown_timeout,
+    })
+}
+
+impl Running {
+    /// The collector's self-metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Stops accepting, drains pipelines and flushes exporters within `service.shutdown_timeout`.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let deadline = Instant::now() + self.shutdown_timeout;
+        let mut report = ShutdownReport::default();
+        self.readiness.set(false);
+        let _ = self.shutdown.send(true);
+        for task in self.receiver_tasks {
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
+        for (pipeline, stages) in self.stages {
+            for stage in stages {
+                let _ = stage.closing.send(true);
+                let mut task = stage.task;
+                if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                    task.abort();
+                    let lost = stage.held_items.swap(0, Ordering::Relaxed);
+                    if lost > 0 {
+                        self.registry
+                            .counter(
+                                "vigil_processor_dropped_items_total",
+                                "Items a processor held when the shutdown deadline passed.",
+                                &[("pipeline", pipeline.as_str()), ("reason", "shutdown")],
+                            )
+                            .add(lost);
+                        tracing::error!(pipeline, items = lost, "shutdown deadline passed while a processor still held items");
+                        *report.undelivered.entry(format!("pipeline {pipeline}")).or_default() += lost;
+                    }
+                }
+            }
+        }
+        for (id, worker) in self.exporters {
+            let lost = worker.shutdown(deadline).await;
+            if lost > 0 {
+                report.undelivered.insert(format!("exporter {id}"), lost);
+            }
+        }
+        for task in self.side_tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
+        }
+        if report.total() == 0 {
+            tracing::info!("collector stopped; everything accepted was delivered");
+        } else {
+            tracing::error!(undelivered = report.total(), "collector stopped; some accepted items were not delivered");
+        }
+        report
+    }
+}

@@ -1,0 +1,249 @@
+//! The collector's own metrics: lock-free counters on the hot path, rendered in the Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A monotonically increasing count.
+#[derive(Clone, Debug, Default)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A histogram with fixed upper bounds.
+#[derive(Debug)]
+struct HistogramCore {
+    bounds: Vec<f64>,
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    sum_bits: AtomicU64,
+}
+
+/// A shared histogram handle.
+#[derive(Clone, Debug)]
+pub struct Histogram(Arc<HistogramCore>);
+
+impl Histogram {
+    fn new(bounds: &[f64]) -> Self {
+        Histogram(Arc::new(HistogramCore {
+            bounds: bounds.to_vec(),
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_bits: AtomicU64::new(0f64.to_bits()),
+        }))
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, value: f64) {
+        let core = &self.0;
+        if let Some(i) = core.bounds.iter().position(|b| value <= *b) {
+            core.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        core.count.fetch_add(1, Ordering::Relaxed);
+        let _ = core.sum_bits.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+            Some((f64::from_bits(bits) + value).to_bits())
+        });
+    }
+}
+
+type GaugeFn = Box<dyn Fn() -> f64 + Send + Sync>;
+
+enum Series {
+    Counter(Counter),
+    Gauge(GaugeFn),
+    Histogram(Histogram),
+}
+
+struct Family {
+    help: &'static str,
+    kind: &'static str,
+    series: BTreeMap<String, Series>,
+}
+
+/// All self-metrics of one collector process.
+#[derive(Clone, Default)]
+pub struct Registry {
+    families: Arc<Mutex<BTreeMap<&'static str, Family>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Registry")
+    }
+}
+
+fn label_text(labels: &[(&str, &str)]) -> String {
+    let mut text = String::new();
+    for (i, (name, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let _ = write!(text, "{name}=\"{escaped}\"");
+    }
+    text
+}
+
+impl Registry {
+    fn with_family<T>(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        kind: &'static str,
+        f: impl FnOnce(&mut Family) -> T,
+    ) -> T {
+        let mut families = self.families.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let family = families.entry(name).or_insert_with(|| Family {
+            help,
+            kind,
+            series: BTreeMap::new(),
+        });
+        f(family)
+    }
+
+    /// The counter `name{labels}`, created on first use. `name` should end in `_total`.
+    pub fn counter(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Counter {
+        let key = label_text(labels);
+        self.with_family(name, help, "counter", |family| {
+            match family.series.entry(key).or_insert_with(|| Series::Counter(Counter::default())) {
+                Series::Counter(counter) => counter.clone(),
+                _ => Counter::default(),
+            }
+        })
+    }
+
+    /// A gauge whose value is read from `read` at render time.
+    pub fn gauge_fn(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+        read: impl Fn() -> f64 + Send + Sync + 'static,
+    ) {
+        let key = label_text(labels);
+        self.with_family(name, help, "gauge", |family| {
+            family.series.insert(key, Series::Gauge(Box::new(read)));
+        });
+    }
+
+    /// The histogram `name{labels}` with the given bucket upper bounds, created on first use.
+    pub fn histogram(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+        bounds: &[f64],
+    ) -> Histogram {
+        let key = label_text(labels);
+        self.with_family(name, help, "histogram", |family| {
+            match family
+                .series
+                .entry(key)
+                .or_insert_with(|| Series::Histogram(Histogram::new(bounds)))
+            {
+                Series::Histogram(h) => h.clone(),
+                _ => Histogram::new(bounds),
+            }
+        })
+    }
+
+    /// The sum of every series of counter `name` whose labels include all of `labels`.
+    pub fn counter_sum(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let wanted: Vec<String> = labels.iter().map(|l| label_text(&[*l])).collect();
+        let families = self.families.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(family) = families.get(name) else { return 0 };
+        family
+            .series
+            .iter()
+            .filter(|(key, _)| wanted.iter().all(|w| key.split(',').any(|part| part == w)))
+            .map(|(_, series)| match series {
+                Series::Counter(c) => c.get(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Renders every family in the Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let families = self.families.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = String::with_capacity(8192);
+        for (name, family) in families.iter() {
+            let _ = writeln!(out, "# HELP {name} {}", family.help);
+            let _ = writeln!(out, "# TYPE {name} {}", family.kind);
+            for (labels, series) in &family.series {
+                let braces = |extra: &str| -> String {
+                    match (labels.is_empty(), extra.is_empty()) {
+                        (true, true) => String::new(),
+                        (true, false) => format!("{{{extra}}}"),
+                        (false, true) => format!("{{{labels}}}"),
+                        (false, false) => format!("{{{labels},{extra}}}"),
+                    }
+                };
+                match series {
+                    Series::Counter(c) => {
+                        let _ = writeln!(out, "{name}{} {}", braces(""), c.get());
+                    }
+                    Series::Gauge(read) => {
+                        let _ = writeln!(out, "{name}{} {}", braces(""), read());
+                    }
+                    Series::Histogram(h) => {
+                        let core = &h.0;
+                        let mut cumulative = 0;
+                        for (bound, bucket) in core.bounds.iter().zip(&core.buckets) {
+                            cumulative += bucket.load(Ordering::Relaxed);
+                            let _ = writeln!(
+                                out,
+                                "{name}_bucket{} {cumulative}",
+                                braces(&format!("le=\"{bound}\""))
+                            );
+                        }
+                        let count = core.count.load(Ordering::Relaxed);
+                        let _ = writeln!(out, "{name}_bucket{} {count}", braces("le=\"+Inf\""));
+                        let sum = f64::from_bits(core.sum_bits.load(Ordering::Relaxed));
+                        let _ = writeln!(out, "{name}_sum{} {sum}", braces(""));
+                        let _ = writeln!(out, "{name}_count{} {count}", braces(""));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_gauges_and_histograms() {
+        let registry = Registry::default();
+        let c = registry.counter("x_items_total", "Items.", &[("signal", "traces")]);
+        c.add(5);
+        registry
+            .counter("x_items_total", "Items.", &[("signal", "traces")])
+            .add(1);
+        registry.gauge_fn("x_queue_size", "Queue.", &[], || 3.0);
+        let h = registry.histogram("x_batch_size", "Sizes.", &[("p", "a\"b")], &[10.0, 100.0]);
+        h.observe(5.0);
+        h.observe(50.0);
+        h.observe(500.0);
+        let text = registry.render();
+        assert!(text.contains("# TYPE x_items_total counter\nx_items_total{signal=\"traces\"} 6\n"), "{text}");
+        assert!(text.contains("x_queue_size 3\n"), "{text}");
+        assert!(text.contains("x_batch_size_bucket{p=\"a\\\"b\",le=\"100\"} 2\n"), "{text}");
+        assert!(text.contains("x_batch_size_bucket{p=\"a\\\"b\",le=\"+Inf\"} 3\n"), "{text}");
+        assert!(text.contains("x_batch_size_sum{p=\"a\\\"b\"} 555\n"), "{text}");
+        assert_eq!(registry.counter_sum("x_items_total", &[("signal", "traces")]), 6);
+    }
+}
