@@ -388,9 +388,19 @@ impl Config {
         let exporters = components(&mut check, "exporters", &raw.exporters, ExporterConfig::decode);
         let extensions = components(&mut check, "extensions", &raw.extensions, ExtensionConfig::decode);
 
-        let service = check.decode::<RawService>("service", &raw.service).map(|service| {
-            resolve_service(&mut check, service, &receivers, &processors, &exporters, &extensions)
-        });
+        // Components that are declared but failed to decode already have an error; references to them are fine.
+        let declared = |section: &BTreeMap<String, Value>| -> BTreeSet<ComponentId> {
+            section.keys().filter_map(|k| ComponentId::parse(k).ok()).collect()
+        };
+        let declared = Declared {
+            receivers: declared(&raw.receivers),
+            processors: declared(&raw.processors),
+            exporters: declared(&raw.exporters),
+            extensions: declared(&raw.extensions),
+        };
+        let service = check
+            .decode::<RawService>("service", &raw.service)
+            .map(|service| resolve_service(&mut check, service, &declared, &exporters));
         check_endpoints(&mut check, &receivers, &extensions, service.as_ref());
 
         let mut errors = check.errors;
@@ -409,6 +419,13 @@ impl Config {
 }
 
 type Decoded<C> = BTreeMap<ComponentId, (String, C)>;
+
+struct Declared {
+    receivers: BTreeSet<ComponentId>,
+    processors: BTreeSet<ComponentId>,
+    exporters: BTreeSet<ComponentId>,
+    extensions: BTreeSet<ComponentId>,
+}
 
 fn components<C>(
     check: &mut Checker<'_>,
@@ -434,10 +451,8 @@ fn components<C>(
 fn resolve_service(
     check: &mut Checker<'_>,
     raw: RawService,
-    receivers: &Decoded<ReceiverConfig>,
-    processors: &Decoded<ProcessorConfig>,
+    declared: &Declared,
     exporters: &Decoded<ExporterConfig>,
-    extensions: &Decoded<ExtensionConfig>,
 ) -> ServiceConfig {
     let resolve = |check: &mut Checker<'_>, path: &str, section: &str, names: &[String], known: &dyn Fn(&ComponentId) -> bool| {
         let mut ids = Vec::new();
@@ -461,7 +476,7 @@ fn resolve_service(
         ids
     };
     let extension_ids = resolve(check, "service.extensions", "extensions", &raw.extensions, &|id| {
-        extensions.contains_key(id)
+        declared.extensions.contains(id)
     });
     let mut pipelines = BTreeMap::new();
     if raw.pipelines.is_empty() {
@@ -487,13 +502,13 @@ fn resolve_service(
             check.error(&format!("{path}.exporters"), "a pipeline needs at least one exporter");
         }
         let receivers = resolve(check, &format!("{path}.receivers"), "receivers", &pipeline.receivers, &|id| {
-            receivers.contains_key(id)
+            declared.receivers.contains(id)
         });
         let processors = resolve(check, &format!("{path}.processors"), "processors", &pipeline.processors, &|id| {
-            processors.contains_key(id)
+            declared.processors.contains(id)
         });
         let exporters_ids = resolve(check, &format!("{path}.exporters"), "exporters", &pipeline.exporters, &|id| {
-            exporters.contains_key(id)
+            declared.exporters.contains(id)
         });
         for (i, id) in exporters_ids.iter().enumerate() {
             if let Some((_, config)) = exporters.get(id)

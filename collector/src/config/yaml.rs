@@ -199,6 +199,7 @@ impl Builder<'_> {
             }
             Event::MappingStart(anchor, _) => {
                 let mut map = Map::new();
+                let mut explicit = std::collections::HashSet::new();
                 while let Some((key_event, key_span)) = self.next(parser) {
                     if matches!(key_event, Event::MappingEnd) {
                         break;
@@ -226,7 +227,7 @@ impl Builder<'_> {
                         }
                         continue;
                     }
-                    if map.contains_key(&key) {
+                    if !explicit.insert(key.clone()) {
                         self.errors.push(YamlError {
                             location: location(key_span),
                             message: format!("duplicate key `{key}`"),

@@ -1,0 +1,130 @@
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use vigil_proto::otlp::Signal;
+
+use super::*;
+use crate::exporter::Exported;
+use crate::pipeline::{BoxFuture, Consumer as _};
+
+/// Answers each attempt from a script, then succeeds.
+struct Scripted {
+    script: Mutex<Vec<Result<Exported, ExportError>>>,
+    attempts: AtomicU64,
+}
+
+impl Exporter for Scripted {
+    fn export<'a>(&'a self, _batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        let next = {
+            let mut script = self.script.lock().unwrap();
+            if script.is_empty() { Ok(Exported::default()) } else { script.remove(0) }
+        };
+        Box::pin(async move { next })
+    }
+}
+
+/// Never answers.
+struct Stuck;
+
+impl Exporter for Stuck {
+    fn export<'a>(&'a self, _batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+fn retry() -> RetrySettings {
+    RetrySettings {
+        initial_interval: Duration::from_millis(100),
+        max_interval: Duration::from_secs(1),
+        max_elapsed_time: Duration::from_secs(10),
+        ..RetrySettings::default()
+    }
+}
+
+fn batch(items: u64) -> Batch {
+    Batch::new(Signal::Logs, Bytes::from_static(b""), items)
+}
+
+fn retryable(retry_after: Option<Duration>) -> Result<Exported, ExportError> {
+    Err(ExportError::Retryable { message: "503".into(), retry_after })
+}
+
+async fn run(script: Vec<Result<Exported, ExportError>>, batches: &[u64]) -> (Registry, Arc<Scripted>) {
+    let registry = Registry::default();
+    let exporter = Arc::new(Scripted { script: Mutex::new(script), attempts: AtomicU64::new(0) });
+    struct Shared(Arc<Scripted>);
+    impl Exporter for Shared {
+        fn export<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
+            self.0.export(batch)
+        }
+    }
+    let settings = QueueSettings { queue_size: 16, num_consumers: 1 };
+    let worker = ExporterWorker::start("x", Box::new(Shared(exporter.clone())), &settings, retry(), &registry);
+    for &items in batches {
+        worker.queue().try_consume(batch(items)).unwrap();
+    }
+    let lost = worker.shutdown(Instant::now() + Duration::from_secs(3600)).await;
+    assert_eq!(lost, 0);
+    (registry, exporter)
+}
+
+fn sent(registry: &Registry) -> u64 {
+    registry.counter_sum("vigil_exporter_sent_items_total", &[("exporter", "x")])
+}
+
+fn dropped(registry: &Registry, reason: &str) -> u64 {
+    registry.counter_sum("vigil_exporter_dropped_items_total", &[("exporter", "x"), ("reason", reason)])
+}
+
+#[tokio::test(start_paused = true)]
+async fn retryable_failures_are_retried_until_delivered() {
+    let (registry, exporter) = run(vec![retryable(None), retryable(Some(Duration::from_secs(2)))], &[7]).await;
+    assert_eq!(exporter.attempts.load(Ordering::Relaxed), 3);
+    assert_eq!(sent(&registry), 7);
+    assert_eq!(registry.counter_sum("vigil_exporter_retries_total", &[]), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_retry_hint_is_honoured() {
+    let started = Instant::now();
+    let (registry, _) = run(vec![retryable(Some(Duration::from_secs(5)))], &[1]).await;
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    assert_eq!(sent(&registry), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_errors_drop_at_once_and_are_counted() {
+    let (registry, exporter) = run(vec![Err(ExportError::Permanent { message: "400".into() })], &[4, 6]).await;
+    assert_eq!(exporter.attempts.load(Ordering::Relaxed), 2);
+    assert_eq!(dropped(&registry, "permanent_error"), 4);
+    assert_eq!(sent(&registry), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_stop_after_max_elapsed_time() {
+    let script = (0..1000).map(|_| retryable(None)).collect();
+    let (registry, _) = run(script, &[9]).await;
+    assert_eq!(dropped(&registry, "retries_exhausted"), 9);
+    assert_eq!(sent(&registry), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn partial_success_counts_rejected_items_as_dropped() {
+    let (registry, _) = run(vec![Ok(Exported { rejected: 2, message: "bad".into() })], &[5]).await;
+    assert_eq!(sent(&registry), 3);
+    assert_eq!(dropped(&registry, "rejected_by_backend"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_deadline_counts_everything_not_delivered() {
+    let registry = Registry::default();
+    let settings = QueueSettings { queue_size: 16, num_consumers: 2 };
+    let worker = ExporterWorker::start("x", Box::new(Stuck), &settings, retry(), &registry);
+    for items in [1, 2, 3, 4, 5] {
+        worker.queue().try_consume(batch(items)).unwrap();
+    }
+    let lost = worker.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    assert_eq!(lost, 15, "in-flight and queued items are all accounted for");
+    assert_eq!(dropped(&registry, "shutdown"), 15);
+}
