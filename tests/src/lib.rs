@@ -1,1 +1,302 @@
-//! e2e
+//! Support for Vigil's end-to-end tests: start the real `vigil-collector` binary on free loopback ports, wait
+//! until it is ready, talk to it over HTTP and gRPC, read its self-metrics, and stop it with a signal.
+//!
+//! ```no_run
+//! let collector = vigil_e2e::Collector::start("receivers: …");
+//! let metrics = collector.metrics();
+//! ```
+#![warn(missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The `vigil-collector` binary: `$VIGIL_COLLECTOR_BIN`, else the workspace's debug build.
+pub fn collector_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("VIGIL_COLLECTOR_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
+    let path = target.join("debug").join("vigil-collector");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build -p vigil-collector`; scripts/test does this)",
+        path.display()
+    );
+    path
+}
+
+/// The Python interpreter of the test venv: `$VIGIL_PYTHON`, else `~/.cache/vigil/venv/bin/python`.
+pub fn python() -> PathBuf {
+    if let Ok(path) = std::env::var("VIGIL_PYTHON") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let path = PathBuf::from(home).join(".cache/vigil/venv/bin/python");
+    assert!(path.exists(), "{} is missing: run scripts/test, which creates the test venv", path.display());
+    path
+}
+
+/// A minimal HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one HTTP/1.1 request with `Connection: close` and reads the whole response.
+pub fn http(method: &str, address: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<HttpResponse> {
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    // The server may answer (413) before reading everything; a failed write is then not an error.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP response: {:?}", String::from_utf8_lossy(&raw))))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked")) {
+        body = dechunk(&body);
+    }
+    Ok(HttpResponse { status, headers, body })
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = end + 2;
+        out.extend_from_slice(&data[start..(start + size).min(data.len())]);
+        data = &data[(start + size + 2).min(data.len())..];
+    }
+    out
+}
+
+/// A running collector process on free ports.
+pub struct Collector {
+    child: Option<Child>,
+    /// OTLP/gRPC `host:port`.
+    pub grpc: String,
+    /// OTLP/HTTP `host:port`.
+    pub http: String,
+    /// Self-metrics `host:port`.
+    pub metrics_address: String,
+    /// Health check `host:port`.
+    pub health: String,
+    /// Scratch directory owned by this collector (file exporter output, config).
+    pub dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+/// Ports and paths substituted into a config template: `{grpc}`, `{http}`, `{metrics}`, `{health}`, `{dir}`.
+pub fn render(template: &str, grpc: &str, http: &str, metrics: &str, health: &str, dir: &Path) -> String {
+    template
+        .replace("{grpc}", grpc)
+        .replace("{http}", http)
+        .replace("{metrics}", metrics)
+        .replace("{health}", health)
+        .replace("{dir}", &dir.display().to_string())
+}
+
+impl Collector {
+    /// Starts the collector with a config template (see [`render`]) and waits until `/readyz` answers 200.
+    pub fn start(template: &str) -> Collector {
+        Collector::start_with_env(template, &[])
+    }
+
+    /// Like [`Collector::start`], with extra environment variables.
+    pub fn start_with_env(template: &str, env: &[(&str, &str)]) -> Collector {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let address = |port: u16| format!("127.0.0.1:{port}");
+        let (grpc, http, metrics, health) = (address(free_port()), address(free_port()), address(free_port()), address(free_port()));
+        let config = render(template, &grpc, &http, &metrics, &health, dir.path());
+        let config_path = dir.path().join("collector.yaml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log = dir.path().join("collector.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut command = Command::new(collector_binary());
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("start vigil-collector");
+        let mut collector = Collector { child: Some(child), grpc, http, metrics_address: metrics, health, dir, log };
+        collector.wait_ready();
+        collector
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(response) = http("GET", &self.health, "/readyz", &[], b"")
+                && response.status == 200
+            {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("collector exited during start-up ({status}):\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "collector not ready after 20s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The collector's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its self-metrics text.
+    pub fn metrics(&self) -> String {
+        http("GET", &self.metrics_address, "/metrics", &[], b"").expect("scrape self-metrics").text()
+    }
+
+    /// Sum of the samples of `name` whose label text contains every one of `labels` (`key="value"`).
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        metric_sum(&self.metrics(), name, labels)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("collector already stopped");
+        // SAFETY: kill(2) with a pid we own; no memory is touched.
+        unsafe {
+            libc_kill(child.id() as i32, 15);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "collector did not stop within 60s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sum of the samples of `name` in Prometheus text whose labels contain every one of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest),
+                None => (series, ""),
+            };
+            (metric == name && labels.iter().all(|l| label_text.contains(l))).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// Reads every OTLP/JSON line the `file` exporter wrote for `signal` under `dir`.
+pub fn file_exporter_lines(dir: &Path, signal: &str) -> Vec<serde_json::Value> {
+    let path = dir.join(format!("{signal}.jsonl"));
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: invalid JSON line: {e}", path.display())))
+        .collect()
+}
+
+/// Every span in OTLP/JSON export requests, flattened.
+pub fn spans(requests: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for request in requests {
+        for resource in request["resourceSpans"].as_array().into_iter().flatten() {
+            for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                for span in scope["spans"].as_array().into_iter().flatten() {
+                    out.push(span.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
