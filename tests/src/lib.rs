@@ -159,9 +159,14 @@ impl Collector {
 
     /// Like [`Collector::start`], with extra environment variables.
     pub fn start_with_env(template: &str, env: &[(&str, &str)]) -> Collector {
+        Collector::start_on(template, env, free_port())
+    }
+
+    /// Like [`Collector::start`], with extra environment variables and a chosen OTLP/gRPC port.
+    pub fn start_on(template: &str, env: &[(&str, &str)], grpc_port: u16) -> Collector {
         let dir = tempfile::tempdir().expect("temp dir");
         let address = |port: u16| format!("127.0.0.1:{port}");
-        let (grpc, http, metrics, health) = (address(free_port()), address(free_port()), address(free_port()), address(free_port()));
+        let (grpc, http, metrics, health) = (address(grpc_port), address(free_port()), address(free_port()), address(free_port()));
         let config = render(template, &grpc, &http, &metrics, &health, dir.path());
         let config_path = dir.path().join("collector.yaml");
         std::fs::write(&config_path, config).expect("write config");
@@ -298,5 +303,57 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Builds OTLP requests whose span ids encode `(request, index)`, so tests can check every span arrived once.
+pub mod otlp {
+    use prost::Message;
+    use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+    use vigil_proto::otlp::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use vigil_proto::otlp::resource::v1::Resource;
+    use vigil_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    /// The span id of span `index` of request `request`, as lower-case hex.
+    pub fn span_id(request: u32, index: u32) -> String {
+        format!("{request:08x}{index:08x}")
+    }
+
+    /// An encoded `ExportTraceServiceRequest` with `spans` spans of 3 attributes each.
+    pub fn traces(request: u32, spans: u32) -> Vec<u8> {
+        let attribute = |key: &str, value: String| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(Value::StringValue(value)) }),
+            ..Default::default()
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![attribute("service.name", "e2e".into())],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..spans)
+                        .map(|i| Span {
+                            trace_id: [request.to_be_bytes(), [0; 4], [0; 4], i.to_be_bytes()].concat(),
+                            span_id: [request.to_be_bytes(), i.to_be_bytes()].concat(),
+                            name: format!("op-{i}"),
+                            kind: 2,
+                            start_time_unix_nano: 1_700_000_000_000_000_000,
+                            end_time_unix_nano: 1_700_000_000_100_000_000,
+                            attributes: vec![
+                                attribute("http.route", "/v1/predict".into()),
+                                attribute("request.id", format!("req-{request}-{i}")),
+                                attribute("user.tier", "gold".into()),
+                            ],
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
     }
 }

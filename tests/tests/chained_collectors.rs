@@ -1,0 +1,92 @@
+//! Two collectors chained with the `otlp` exporter: every span sent to the first arrives at the second exactly
+//! once.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use vigil_e2e::{Collector, eventually, file_exporter_lines, http, otlp, spans};
+
+const DOWNSTREAM: &str = "
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: '{grpc}'}
+exporters:
+  file: {path: '{dir}/out'}
+extensions:
+  health_check: {endpoint: '{health}'}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {receivers: [otlp], exporters: [file]}
+  telemetry:
+    metrics: {address: '{metrics}'}
+";
+
+fn upstream(downstream_grpc: &str) -> String {
+    format!(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: '{{grpc}}'}}
+      http: {{endpoint: '{{http}}'}}
+processors:
+  batch: {{send_batch_size: 100, timeout: 20ms}}
+exporters:
+  otlp:
+    endpoint: {downstream_grpc}
+    tls: {{insecure: true}}
+    compression: gzip
+extensions:
+  health_check: {{endpoint: '{{health}}'}}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {{receivers: [otlp], processors: [batch], exporters: [otlp]}}
+  telemetry:
+    metrics: {{address: '{{metrics}}'}}
+"
+    )
+}
+
+#[test]
+fn nothing_lost_nothing_duplicated() {
+    let mut downstream = Collector::start(DOWNSTREAM);
+    let mut upstream = Collector::start(&upstream(&downstream.grpc));
+    const REQUESTS: u32 = 60;
+    const SPANS: u32 = 25;
+    for request in 0..REQUESTS {
+        let response = http(
+            "POST",
+            &upstream.http,
+            "/v1/traces",
+            &[("Content-Type", "application/x-protobuf")],
+            &otlp::traces(request, SPANS),
+        )
+        .unwrap();
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    let total = f64::from(REQUESTS * SPANS);
+    assert!(
+        eventually(Duration::from_secs(20), || upstream.metric("vigil_exporter_sent_items_total", &[]) == total),
+        "upstream did not deliver everything:\n{}",
+        upstream.metrics()
+    );
+    assert!(upstream.stop().success(), "{}", upstream.log());
+    assert!(downstream.stop().success(), "{}", downstream.log());
+
+    let received = spans(&file_exporter_lines(&downstream.dir.path().join("out"), "traces"));
+    let ids: Vec<String> = received.iter().map(|s| s["spanId"].as_str().unwrap().to_string()).collect();
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(ids.len(), (REQUESTS * SPANS) as usize, "every span arrives");
+    assert_eq!(unique.len(), ids.len(), "no span arrives twice");
+    for request in 0..REQUESTS {
+        for index in 0..SPANS {
+            assert!(unique.contains(&otlp::span_id(request, index)), "span {request}/{index} missing");
+        }
+    }
+    // Attributes survive the hop unchanged.
+    let sample = received.iter().find(|s| s["spanId"] == otlp::span_id(7, 3)).unwrap();
+    assert_eq!(sample["attributes"][1]["value"]["stringValue"], "req-7-3");
+}
