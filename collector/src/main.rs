@@ -41,7 +41,10 @@ fn main() -> ExitCode {
         }
         Some(Command::Validate) => match load(cli.config.as_ref()) {
             Ok(_) => {
-                let name = cli.config.as_ref().map_or("<default>".into(), |p| p.display().to_string());
+                let name = cli
+                    .config
+                    .as_ref()
+                    .map_or("<default>".into(), |p| p.display().to_string());
                 println!("{name}: valid");
                 ExitCode::SUCCESS
             }
@@ -66,7 +69,10 @@ fn run(path: Option<&PathBuf>) -> ExitCode {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -84,7 +90,11 @@ fn run(path: Option<&PathBuf>) -> ExitCode {
         wait_for_signal().await;
         tracing::info!("shutting down: no longer accepting data, draining pipelines");
         let report = running.shutdown().await;
-        if report.total() == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) }
+        if report.total() == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(3)
+        }
     })
 }
 

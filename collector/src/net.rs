@@ -27,7 +27,11 @@ pub async fn bind(what: &str, endpoint: &str) -> Result<TcpListener, String> {
 }
 
 /// Loads a PEM certificate chain and key into a rustls server config offering h2 and http/1.1.
-pub fn server_tls(cert_file: &str, key_file: &str, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_tls(
+    cert_file: &str,
+    key_file: &str,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, String> {
     let open = |path: &str| {
         std::fs::File::open(path)
             .map(BufReader::new)
@@ -48,7 +52,9 @@ pub fn server_tls(cert_file: &str, key_file: &str, alpn: &[&[u8]]) -> Result<Arc
         .map_err(|e| format!("TLS setup failed: {e}"))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("`{cert_file}` and `{key_file}` do not form a usable certificate: {e}"))?;
+        .map_err(|e| {
+            format!("`{cert_file}` and `{key_file}` do not form a usable certificate: {e}")
+        })?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
@@ -96,7 +102,9 @@ pub async fn serve<H, F>(
         let builder = builder.clone();
         match &acceptor {
             None => {
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
                 let watched = graceful.watch(connection);
                 tokio::spawn(async move {
                     let _ = watched.await;
@@ -106,7 +114,12 @@ pub async fn serve<H, F>(
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    let stream = match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "TLS handshake failed");
@@ -114,7 +127,9 @@ pub async fn serve<H, F>(
                         }
                         Err(_) => return,
                     };
-                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
                     let _ = watcher.watch(connection).await;
                 });
             }

@@ -23,7 +23,10 @@ pub fn free_port() -> u16 {
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The `vigil-collector` binary: `$VIGIL_COLLECTOR_BIN`, else the workspace's debug build.
@@ -31,7 +34,9 @@ pub fn collector_binary() -> PathBuf {
     if let Ok(path) = std::env::var("VIGIL_COLLECTOR_BIN") {
         return PathBuf::from(path);
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target"));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target"));
     let path = target.join("debug").join("vigil-collector");
     assert!(
         path.exists(),
@@ -48,7 +53,11 @@ pub fn python() -> PathBuf {
     }
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let path = PathBuf::from(home).join(".cache/vigil/venv/bin/python");
-    assert!(path.exists(), "{} is missing: run scripts/test, which creates the test venv", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test, which creates the test venv",
+        path.display()
+    );
     path
 }
 
@@ -66,7 +75,10 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// A header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as text.
@@ -76,10 +88,19 @@ impl HttpResponse {
 }
 
 /// Sends one HTTP/1.1 request with `Connection: close` and reads the whole response.
-pub fn http(method: &str, address: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<HttpResponse> {
+pub fn http(
+    method: &str,
+    address: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
     let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -92,7 +113,12 @@ pub fn http(method: &str, address: &str, path: &str, headers: &[(&str, &str)], b
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP response: {:?}", String::from_utf8_lossy(&raw))))?;
+        .ok_or_else(|| {
+            std::io::Error::other(format!(
+                "no HTTP response: {:?}",
+                String::from_utf8_lossy(&raw)
+            ))
+        })?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.lines();
     let status = lines
@@ -105,16 +131,24 @@ pub fn http(method: &str, address: &str, path: &str, headers: &[(&str, &str)], b
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let mut body = raw[split + 4..].to_vec();
-    if headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked")) {
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
+    {
         body = dechunk(&body);
     }
-    Ok(HttpResponse { status, headers, body })
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -142,7 +176,14 @@ pub struct Collector {
 }
 
 /// Ports and paths substituted into a config template: `{grpc}`, `{http}`, `{metrics}`, `{health}`, `{dir}`.
-pub fn render(template: &str, grpc: &str, http: &str, metrics: &str, health: &str, dir: &Path) -> String {
+pub fn render(
+    template: &str,
+    grpc: &str,
+    http: &str,
+    metrics: &str,
+    health: &str,
+    dir: &Path,
+) -> String {
     template
         .replace("{grpc}", grpc)
         .replace("{http}", http)
@@ -153,6 +194,7 @@ pub fn render(template: &str, grpc: &str, http: &str, metrics: &str, health: &st
 
 impl Collector {
     /// Starts the collector with a config template (see [`render`]) and waits until `/readyz` answers 200.
+    /// An empty template starts the embedded default config on free ports.
     pub fn start(template: &str) -> Collector {
         Collector::start_with_env(template, &[])
     }
@@ -166,16 +208,29 @@ impl Collector {
     pub fn start_on(template: &str, env: &[(&str, &str)], grpc_port: u16) -> Collector {
         let dir = tempfile::tempdir().expect("temp dir");
         let address = |port: u16| format!("127.0.0.1:{port}");
-        let (grpc, http, metrics, health) = (address(grpc_port), address(free_port()), address(free_port()), address(free_port()));
-        let config = render(template, &grpc, &http, &metrics, &health, dir.path());
-        let config_path = dir.path().join("collector.yaml");
-        std::fs::write(&config_path, config).expect("write config");
+        let (grpc, http, metrics, health) = (
+            address(grpc_port),
+            address(free_port()),
+            address(free_port()),
+            address(free_port()),
+        );
         let log = dir.path().join("collector.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut command = Command::new(collector_binary());
+        if template.is_empty() {
+            // The embedded default config, its listen addresses moved through the environment it reads.
+            command
+                .env("VIGIL_OTLP_GRPC_ENDPOINT", &grpc)
+                .env("VIGIL_OTLP_HTTP_ENDPOINT", &http)
+                .env("VIGIL_HEALTH_ENDPOINT", &health)
+                .env("VIGIL_METRICS_ADDRESS", &metrics);
+        } else {
+            let config = render(template, &grpc, &http, &metrics, &health, dir.path());
+            let config_path = dir.path().join("collector.yaml");
+            std::fs::write(&config_path, config).expect("write config");
+            command.arg("--config").arg(&config_path);
+        }
         command
-            .arg("--config")
-            .arg(&config_path)
             .stdout(Stdio::null())
             .stderr(log_file)
             .env("RUST_LOG", "info");
@@ -183,7 +238,15 @@ impl Collector {
             command.env(k, v);
         }
         let child = command.spawn().expect("start vigil-collector");
-        let mut collector = Collector { child: Some(child), grpc, http, metrics_address: metrics, health, dir, log };
+        let mut collector = Collector {
+            child: Some(child),
+            grpc,
+            http,
+            metrics_address: metrics,
+            health,
+            dir,
+            log,
+        };
         collector.wait_ready();
         collector
     }
@@ -199,9 +262,16 @@ impl Collector {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("collector exited during start-up ({status}):\n{}", self.log());
+                panic!(
+                    "collector exited during start-up ({status}):\n{}",
+                    self.log()
+                );
             }
-            assert!(Instant::now() < deadline, "collector not ready after 20s:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "collector not ready after 20s:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -213,7 +283,9 @@ impl Collector {
 
     /// Its self-metrics text.
     pub fn metrics(&self) -> String {
-        http("GET", &self.metrics_address, "/metrics", &[], b"").expect("scrape self-metrics").text()
+        http("GET", &self.metrics_address, "/metrics", &[], b"")
+            .expect("scrape self-metrics")
+            .text()
     }
 
     /// Sum of the samples of `name` whose label text contains every one of `labels` (`key="value"`).
@@ -233,7 +305,11 @@ impl Collector {
             if let Ok(Some(status)) = child.try_wait() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "collector did not stop within 60s:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "collector did not stop within 60s:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -263,7 +339,8 @@ pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
                 Some((m, rest)) => (m, rest),
                 None => (series, ""),
             };
-            (metric == name && labels.iter().all(|l| label_text.contains(l))).then(|| value.parse::<f64>().ok())?
+            (metric == name && labels.iter().all(|l| label_text.contains(l)))
+                .then(|| value.parse::<f64>().ok())?
         })
         .sum()
 }
@@ -273,7 +350,10 @@ pub fn file_exporter_lines(dir: &Path, signal: &str) -> Vec<serde_json::Value> {
     let path = dir.join(format!("{signal}.jsonl"));
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     text.lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: invalid JSON line: {e}", path.display())))
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: invalid JSON line: {e}", path.display()))
+        })
         .collect()
 }
 
@@ -323,7 +403,9 @@ pub mod otlp {
     pub fn traces(request: u32, spans: u32) -> Vec<u8> {
         let attribute = |key: &str, value: String| KeyValue {
             key: key.into(),
-            value: Some(AnyValue { value: Some(Value::StringValue(value)) }),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(value)),
+            }),
             ..Default::default()
         };
         ExportTraceServiceRequest {
@@ -335,7 +417,8 @@ pub mod otlp {
                 scope_spans: vec![ScopeSpans {
                     spans: (0..spans)
                         .map(|i| Span {
-                            trace_id: [request.to_be_bytes(), [0; 4], [0; 4], i.to_be_bytes()].concat(),
+                            trace_id: [request.to_be_bytes(), [0; 4], [0; 4], i.to_be_bytes()]
+                                .concat(),
                             span_id: [request.to_be_bytes(), i.to_be_bytes()].concat(),
                             name: format!("op-{i}"),
                             kind: 2,

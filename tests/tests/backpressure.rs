@@ -67,7 +67,10 @@ fn send(collector: &Collector, first: u32, count: u32) -> (Vec<u32>, u32) {
         match response.status {
             200 => accepted.push(request),
             503 => {
-                assert!(response.header("retry-after").is_some(), "a refusal carries Retry-After");
+                assert!(
+                    response.header("retry-after").is_some(),
+                    "a refusal carries Retry-After"
+                );
                 refused += 1;
             }
             other => panic!("unexpected status {other}: {}", response.text()),
@@ -80,16 +83,29 @@ fn send(collector: &Collector, first: u32, count: u32) -> (Vec<u32>, u32) {
 fn exporter_down_fills_queues_then_refuses_and_shutdown_accounts_for_everything() {
     let mut collector = Collector::start(&config(free_port()));
     let (accepted, refused) = send(&collector, 0, 60);
-    assert!(refused > 0, "a dead exporter must eventually make the receiver refuse");
+    assert!(
+        refused > 0,
+        "a dead exporter must eventually make the receiver refuse"
+    );
     assert!(!accepted.is_empty());
     let accepted_items = (accepted.len() * 10) as f64;
-    assert_eq!(collector.metric("vigil_receiver_accepted_items_total", &[]), accepted_items);
     assert_eq!(
-        collector.metric("vigil_receiver_refused_items_total", &["reason=\"queue_full\""]),
+        collector.metric("vigil_receiver_accepted_items_total", &[]),
+        accepted_items
+    );
+    assert_eq!(
+        collector.metric(
+            "vigil_receiver_refused_items_total",
+            &["reason=\"queue_full\""]
+        ),
         f64::from(refused * 10)
     );
     let status = collector.stop();
-    assert_eq!(status.code(), Some(3), "exit status 3 reports undelivered data");
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "exit status 3 reports undelivered data"
+    );
     let log = collector.log();
     assert!(
         log.contains(&format!("undelivered={}", accepted.len() * 10)),
@@ -102,7 +118,10 @@ fn exporter_that_comes_back_delivers_everything_that_was_accepted() {
     let downstream_port = free_port();
     let mut collector = Collector::start(&config(downstream_port));
     let (mut accepted, refused) = send(&collector, 0, 40);
-    assert!(refused > 0, "the dead exporter must make the receiver refuse");
+    assert!(
+        refused > 0,
+        "the dead exporter must make the receiver refuse"
+    );
     let mut downstream = Collector::start_on(DOWNSTREAM, &[], downstream_port);
     // Once the exporter recovers, refused clients retry and get in.
     assert!(eventually(Duration::from_secs(20), || {
@@ -112,12 +131,21 @@ fn exporter_that_comes_back_delivers_everything_that_was_accepted() {
     }));
     let expected = (accepted.len() * 10) as f64;
     assert!(
-        eventually(Duration::from_secs(20), || collector.metric("vigil_exporter_sent_items_total", &[]) == expected),
+        eventually(Duration::from_secs(20), || collector
+            .metric("vigil_exporter_sent_items_total", &[])
+            == expected),
         "{}",
         collector.metrics()
     );
     assert!(collector.stop().success(), "{}", collector.log());
     assert!(downstream.stop().success());
-    let delivered = spans(&file_exporter_lines(&downstream.dir.path().join("out"), "traces"));
-    assert_eq!(delivered.len(), accepted.len() * 10, "exactly the accepted spans were delivered");
+    let delivered = spans(&file_exporter_lines(
+        &downstream.dir.path().join("out"),
+        "traces",
+    ));
+    assert_eq!(
+        delivered.len(),
+        accepted.len() * 10,
+        "exactly the accepted spans were delivered"
+    );
 }

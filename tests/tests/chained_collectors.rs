@@ -69,24 +69,38 @@ fn nothing_lost_nothing_duplicated() {
     }
     let total = f64::from(REQUESTS * SPANS);
     assert!(
-        eventually(Duration::from_secs(20), || upstream.metric("vigil_exporter_sent_items_total", &[]) == total),
+        eventually(Duration::from_secs(20), || upstream
+            .metric("vigil_exporter_sent_items_total", &[])
+            == total),
         "upstream did not deliver everything:\n{}",
         upstream.metrics()
     );
     assert!(upstream.stop().success(), "{}", upstream.log());
     assert!(downstream.stop().success(), "{}", downstream.log());
 
-    let received = spans(&file_exporter_lines(&downstream.dir.path().join("out"), "traces"));
-    let ids: Vec<String> = received.iter().map(|s| s["spanId"].as_str().unwrap().to_string()).collect();
+    let received = spans(&file_exporter_lines(
+        &downstream.dir.path().join("out"),
+        "traces",
+    ));
+    let ids: Vec<String> = received
+        .iter()
+        .map(|s| s["spanId"].as_str().unwrap().to_string())
+        .collect();
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(ids.len(), (REQUESTS * SPANS) as usize, "every span arrives");
     assert_eq!(unique.len(), ids.len(), "no span arrives twice");
     for request in 0..REQUESTS {
         for index in 0..SPANS {
-            assert!(unique.contains(&otlp::span_id(request, index)), "span {request}/{index} missing");
+            assert!(
+                unique.contains(&otlp::span_id(request, index)),
+                "span {request}/{index} missing"
+            );
         }
     }
     // Attributes survive the hop unchanged.
-    let sample = received.iter().find(|s| s["spanId"] == otlp::span_id(7, 3)).unwrap();
+    let sample = received
+        .iter()
+        .find(|s| s["spanId"] == otlp::span_id(7, 3))
+        .unwrap();
     assert_eq!(sample["attributes"][1]["value"]["stringValue"], "req-7-3");
 }

@@ -38,7 +38,11 @@ fn attribute<'a>(attributes: &'a Value, key: &str) -> &'a Value {
 
 fn send_and_check(protocol: &str) {
     let mut collector = Collector::start(CONFIG);
-    let endpoint = if protocol == "grpc" { collector.grpc.clone() } else { collector.http.clone() };
+    let endpoint = if protocol == "grpc" {
+        collector.grpc.clone()
+    } else {
+        collector.http.clone()
+    };
     let manifest_path = collector.dir.path().join("manifest.json");
     let script = workspace_root().join("tests/python/send_otlp.py");
     let output = Command::new(python())
@@ -56,15 +60,25 @@ fn send_and_check(protocol: &str) {
     );
     let manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     let status = collector.stop();
-    assert!(status.success(), "collector exit {status}: {}", collector.log());
+    assert!(
+        status.success(),
+        "collector exit {status}: {}",
+        collector.log()
+    );
     let out = collector.dir.path().join("out");
 
     // Traces: ids in lower-case hex, typed attributes, kind/status/event, resource and scope.
     let trace_requests = file_exporter_lines(&out, "traces");
     let all_spans = spans(&trace_requests);
     assert_eq!(all_spans.len(), 2, "{all_spans:?}");
-    let train = all_spans.iter().find(|s| s["name"] == "train").expect("span train");
-    let epoch = all_spans.iter().find(|s| s["name"] == "epoch").expect("span epoch");
+    let train = all_spans
+        .iter()
+        .find(|s| s["name"] == "train")
+        .expect("span train");
+    let epoch = all_spans
+        .iter()
+        .find(|s| s["name"] == "epoch")
+        .expect("span epoch");
     assert_eq!(train["traceId"], manifest["trace_id"]);
     assert_eq!(train["spanId"], manifest["parent_span_id"]);
     assert_eq!(epoch["spanId"], manifest["child_span_id"]);
@@ -73,18 +87,41 @@ fn send_and_check(protocol: &str) {
     assert_eq!(epoch["status"]["code"], 2, "ERROR is the integer 2");
     assert_eq!(epoch["status"]["message"], "diverged");
     assert_eq!(epoch["events"][0]["name"], "checkpoint");
-    assert_eq!(attribute(&epoch["events"][0]["attributes"], "step")["intValue"], "7");
+    assert_eq!(
+        attribute(&epoch["events"][0]["attributes"], "step")["intValue"],
+        "7"
+    );
     let attrs = &train["attributes"];
     assert_eq!(attribute(attrs, "model.type")["stringValue"], "lightgbm");
-    assert_eq!(attribute(attrs, "epochs")["intValue"], "42", "int64 travels as a string");
+    assert_eq!(
+        attribute(attrs, "epochs")["intValue"],
+        "42",
+        "int64 travels as a string"
+    );
     assert_eq!(attribute(attrs, "loss")["doubleValue"], 0.234);
     assert_eq!(attribute(attrs, "gpu")["boolValue"], true);
     assert_eq!(attribute(attrs, "unicode")["stringValue"], "данные ✓");
-    assert_eq!(attribute(attrs, "tags")["arrayValue"]["values"][1]["stringValue"], "b");
-    assert!(train["startTimeUnixNano"].as_str().unwrap().parse::<u64>().unwrap() > 1_600_000_000_000_000_000);
+    assert_eq!(
+        attribute(attrs, "tags")["arrayValue"]["values"][1]["stringValue"],
+        "b"
+    );
+    assert!(
+        train["startTimeUnixNano"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 1_600_000_000_000_000_000
+    );
     let resource = &trace_requests[0]["resourceSpans"][0];
-    assert_eq!(attribute(&resource["resource"]["attributes"], "service.name")["stringValue"], "python-e2e");
-    assert_eq!(attribute(&resource["resource"]["attributes"], "vigil.run_id")["stringValue"], format!("run-{protocol}"));
+    assert_eq!(
+        attribute(&resource["resource"]["attributes"], "service.name")["stringValue"],
+        "python-e2e"
+    );
+    assert_eq!(
+        attribute(&resource["resource"]["attributes"], "vigil.run_id")["stringValue"],
+        format!("run-{protocol}")
+    );
     assert_eq!(resource["scopeSpans"][0]["scope"]["name"], "vigil.e2e");
     assert_eq!(resource["scopeSpans"][0]["scope"]["version"], "1.2.3");
 
@@ -102,7 +139,10 @@ fn send_and_check(protocol: &str) {
     assert_eq!(record["severityNumber"], 13);
     assert_eq!(record["traceId"], manifest["trace_id"]);
     assert_eq!(record["spanId"], manifest["child_span_id"]);
-    assert_eq!(attribute(&record["attributes"], "experiment_id")["stringValue"], "exp_001");
+    assert_eq!(
+        attribute(&record["attributes"], "experiment_id")["stringValue"],
+        "exp_001"
+    );
 
     // Metrics: the monotonic sum and the histogram with their values.
     let metric_requests = file_exporter_lines(&out, "metrics");
@@ -112,13 +152,25 @@ fn send_and_check(protocol: &str) {
         .flat_map(|r| r["scopeMetrics"].as_array().unwrap())
         .flat_map(|s| s["metrics"].as_array().unwrap())
         .collect();
-    let counter = metrics.iter().find(|m| m["name"] == "e2e.requests").expect("counter");
+    let counter = metrics
+        .iter()
+        .find(|m| m["name"] == "e2e.requests")
+        .expect("counter");
     let point = &counter["sum"]["dataPoints"][0];
     assert_eq!(point["asInt"], manifest["counter_total"].to_string());
     assert_eq!(counter["sum"]["isMonotonic"], true);
-    assert_eq!(counter["sum"]["aggregationTemporality"], 2, "CUMULATIVE is the integer 2");
-    assert_eq!(attribute(&point["attributes"], "route")["stringValue"], "/train");
-    let histogram = metrics.iter().find(|m| m["name"] == "e2e.latency").expect("histogram");
+    assert_eq!(
+        counter["sum"]["aggregationTemporality"], 2,
+        "CUMULATIVE is the integer 2"
+    );
+    assert_eq!(
+        attribute(&point["attributes"], "route")["stringValue"],
+        "/train"
+    );
+    let histogram = metrics
+        .iter()
+        .find(|m| m["name"] == "e2e.latency")
+        .expect("histogram");
     assert_eq!(histogram["unit"], "s");
     let point = &histogram["histogram"]["dataPoints"][0];
     assert_eq!(point["count"], manifest["histogram_count"].to_string());

@@ -109,7 +109,11 @@ impl fmt::Display for ConfigErrors {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}:{}:{}: ", self.source, e.location.line, e.location.column)?;
+            write!(
+                f,
+                "{}:{}:{}: ",
+                self.source, e.location.line, e.location.column
+            )?;
             if !e.path.is_empty() {
                 write!(f, "{}: ", e.path)?;
             }
@@ -330,10 +334,13 @@ pub struct LoadOptions<'a> {
 impl Config {
     /// Loads the embedded default config.
     pub fn default_config() -> Result<Config, ConfigErrors> {
-        Config::parse(DEFAULT_CONFIG, &LoadOptions {
-            source: "<default>",
-            env: &|name| std::env::var(name).ok(),
-        })
+        Config::parse(
+            DEFAULT_CONFIG,
+            &LoadOptions {
+                source: "<default>",
+                env: &|name| std::env::var(name).ok(),
+            },
+        )
     }
 
     /// Loads and validates a config file, with `${env:…}` from the process environment.
@@ -347,10 +354,13 @@ impl Config {
                 message: format!("cannot read the config file: {e}"),
             }],
         })?;
-        Config::parse(&text, &LoadOptions {
-            source: &source,
-            env: &|name| std::env::var(name).ok(),
-        })
+        Config::parse(
+            &text,
+            &LoadOptions {
+                source: &source,
+                env: &|name| std::env::var(name).ok(),
+            },
+        )
     }
 
     /// Parses and validates config text, collecting every problem.
@@ -383,14 +393,37 @@ impl Config {
             return Err(fail(check.errors));
         };
 
-        let receivers = components(&mut check, "receivers", &raw.receivers, ReceiverConfig::decode);
-        let processors = components(&mut check, "processors", &raw.processors, ProcessorConfig::decode);
-        let exporters = components(&mut check, "exporters", &raw.exporters, ExporterConfig::decode);
-        let extensions = components(&mut check, "extensions", &raw.extensions, ExtensionConfig::decode);
+        let receivers = components(
+            &mut check,
+            "receivers",
+            &raw.receivers,
+            ReceiverConfig::decode,
+        );
+        let processors = components(
+            &mut check,
+            "processors",
+            &raw.processors,
+            ProcessorConfig::decode,
+        );
+        let exporters = components(
+            &mut check,
+            "exporters",
+            &raw.exporters,
+            ExporterConfig::decode,
+        );
+        let extensions = components(
+            &mut check,
+            "extensions",
+            &raw.extensions,
+            ExtensionConfig::decode,
+        );
 
         // Components that are declared but failed to decode already have an error; references to them are fine.
         let declared = |section: &BTreeMap<String, Value>| -> BTreeSet<ComponentId> {
-            section.keys().filter_map(|k| ComponentId::parse(k).ok()).collect()
+            section
+                .keys()
+                .filter_map(|k| ComponentId::parse(k).ok())
+                .collect()
         };
         let declared = Declared {
             receivers: declared(&raw.receivers),
@@ -454,7 +487,11 @@ fn resolve_service(
     declared: &Declared,
     exporters: &Decoded<ExporterConfig>,
 ) -> ServiceConfig {
-    let resolve = |check: &mut Checker<'_>, path: &str, section: &str, names: &[String], known: &dyn Fn(&ComponentId) -> bool| {
+    let resolve = |check: &mut Checker<'_>,
+                   path: &str,
+                   section: &str,
+                   names: &[String],
+                   known: &dyn Fn(&ComponentId) -> bool| {
         let mut ids = Vec::new();
         let mut seen = BTreeSet::new();
         for (i, name) in names.iter().enumerate() {
@@ -462,7 +499,9 @@ fn resolve_service(
             match ComponentId::parse(name) {
                 Ok(id) if !known(&id) => check.error(
                     &item,
-                    format!("`{name}` is not defined in `{section}` (define it there or fix the name)"),
+                    format!(
+                        "`{name}` is not defined in `{section}` (define it there or fix the name)"
+                    ),
                 ),
                 Ok(id) => {
                     if !seen.insert(id.clone()) {
@@ -475,12 +514,19 @@ fn resolve_service(
         }
         ids
     };
-    let extension_ids = resolve(check, "service.extensions", "extensions", &raw.extensions, &|id| {
-        declared.extensions.contains(id)
-    });
+    let extension_ids = resolve(
+        check,
+        "service.extensions",
+        "extensions",
+        &raw.extensions,
+        &|id| declared.extensions.contains(id),
+    );
     let mut pipelines = BTreeMap::new();
     if raw.pipelines.is_empty() {
-        check.error("service", "`service.pipelines` must define at least one pipeline");
+        check.error(
+            "service",
+            "`service.pipelines` must define at least one pipeline",
+        );
     }
     for (key, pipeline) in &raw.pipelines {
         let path = format!("service.pipelines.{key}");
@@ -496,20 +542,38 @@ fn resolve_service(
             continue;
         };
         if pipeline.receivers.is_empty() {
-            check.error(&format!("{path}.receivers"), "a pipeline needs at least one receiver");
+            check.error(
+                &format!("{path}.receivers"),
+                "a pipeline needs at least one receiver",
+            );
         }
         if pipeline.exporters.is_empty() {
-            check.error(&format!("{path}.exporters"), "a pipeline needs at least one exporter");
+            check.error(
+                &format!("{path}.exporters"),
+                "a pipeline needs at least one exporter",
+            );
         }
-        let receivers = resolve(check, &format!("{path}.receivers"), "receivers", &pipeline.receivers, &|id| {
-            declared.receivers.contains(id)
-        });
-        let processors = resolve(check, &format!("{path}.processors"), "processors", &pipeline.processors, &|id| {
-            declared.processors.contains(id)
-        });
-        let exporters_ids = resolve(check, &format!("{path}.exporters"), "exporters", &pipeline.exporters, &|id| {
-            declared.exporters.contains(id)
-        });
+        let receivers = resolve(
+            check,
+            &format!("{path}.receivers"),
+            "receivers",
+            &pipeline.receivers,
+            &|id| declared.receivers.contains(id),
+        );
+        let processors = resolve(
+            check,
+            &format!("{path}.processors"),
+            "processors",
+            &pipeline.processors,
+            &|id| declared.processors.contains(id),
+        );
+        let exporters_ids = resolve(
+            check,
+            &format!("{path}.exporters"),
+            "exporters",
+            &pipeline.exporters,
+            &|id| declared.exporters.contains(id),
+        );
         for (i, id) in exporters_ids.iter().enumerate() {
             if let Some((_, config)) = exporters.get(id)
                 && !config.supports(signal)

@@ -1,10 +1,13 @@
 use super::*;
 
 fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    Config::parse(text, &LoadOptions {
-        source: "test.yaml",
-        env: &|name| (name == "VIGIL_TEST_PORT").then(|| "4999".to_string()),
-    })
+    Config::parse(
+        text,
+        &LoadOptions {
+            source: "test.yaml",
+            env: &|name| (name == "VIGIL_TEST_PORT").then(|| "4999".to_string()),
+        },
+    )
 }
 
 const MINIMAL: &str = "receivers:\n  otlp:\nexporters:\n  nop:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [nop]\n";
@@ -20,8 +23,14 @@ fn embedded_default_config_is_valid_and_has_every_signal() {
 fn minimal_config_gets_otelcol_defaults() {
     let config = parse(MINIMAL).unwrap();
     let ReceiverConfig::Otlp(otlp) = &config.receivers[&ComponentId::parse("otlp").unwrap()];
-    assert_eq!(otlp.protocols.grpc.as_ref().unwrap().endpoint, "127.0.0.1:4317");
-    assert_eq!(otlp.protocols.http.as_ref().unwrap().endpoint, "127.0.0.1:4318");
+    assert_eq!(
+        otlp.protocols.grpc.as_ref().unwrap().endpoint,
+        "127.0.0.1:4317"
+    );
+    assert_eq!(
+        otlp.protocols.http.as_ref().unwrap().endpoint,
+        "127.0.0.1:4318"
+    );
     assert_eq!(config.service.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
 }
 
@@ -31,10 +40,25 @@ fn unknown_key_is_an_error_at_its_line_and_column() {
     let errors = parse(text).unwrap_err();
     assert_eq!(errors.errors.len(), 1, "{errors}");
     let error = &errors.errors[0];
-    assert_eq!((error.location.line, error.location.column), (5, 9), "{errors}");
-    assert!(error.message.contains("unknown field `endpont`"), "{errors}");
-    assert!(error.message.contains("endpoint"), "the expected keys are listed: {errors}");
-    assert!(errors.to_string().starts_with("test.yaml:5:9: receivers.otlp.protocols.grpc"), "{errors}");
+    assert_eq!(
+        (error.location.line, error.location.column),
+        (5, 9),
+        "{errors}"
+    );
+    assert!(
+        error.message.contains("unknown field `endpont`"),
+        "{errors}"
+    );
+    assert!(
+        error.message.contains("endpoint"),
+        "the expected keys are listed: {errors}"
+    );
+    assert!(
+        errors
+            .to_string()
+            .starts_with("test.yaml:5:9: receivers.otlp.protocols.grpc"),
+        "{errors}"
+    );
 }
 
 #[test]
@@ -63,10 +87,24 @@ service:
     let errors = parse(text).unwrap_err();
     let text = errors.to_string();
     assert!(text.contains("test.yaml:5:9: receivers.otlp.protocols.grpc.endpoint: `not-an-address` is not a listen address"), "{text}");
-    assert!(text.contains("test.yaml:8:5: processors.batch.timeout: `5` has no unit"), "{text}");
-    assert!(text.contains("test.yaml:11:3: exporters.bogus: unknown exporter type `bogus`"), "{text}");
-    assert!(text.contains("service.pipelines.traces.receivers[1]: `missing` is not defined in `receivers`"), "{text}");
-    assert!(text.contains("test.yaml:17:5: service.pipelines.spans: pipeline `spans` must start with"), "{text}");
+    assert!(
+        text.contains("test.yaml:8:5: processors.batch.timeout: `5` has no unit"),
+        "{text}"
+    );
+    assert!(
+        text.contains("test.yaml:11:3: exporters.bogus: unknown exporter type `bogus`"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "service.pipelines.traces.receivers[1]: `missing` is not defined in `receivers`"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("test.yaml:17:5: service.pipelines.spans: pipeline `spans` must start with"),
+        "{text}"
+    );
     assert_eq!(errors.errors.len(), 5, "{text}");
 }
 
@@ -75,8 +113,14 @@ fn environment_substitution_types_the_value() {
     let text = MINIMAL.replace("  otlp:\n", "  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:${env:VIGIL_TEST_PORT}\n");
     let config = parse(&text).unwrap();
     let ReceiverConfig::Otlp(otlp) = &config.receivers[&ComponentId::parse("otlp").unwrap()];
-    assert_eq!(otlp.protocols.grpc.as_ref().unwrap().endpoint, "127.0.0.1:4999");
-    assert!(otlp.protocols.http.is_none(), "a `protocols` section enables only what it names");
+    assert_eq!(
+        otlp.protocols.grpc.as_ref().unwrap().endpoint,
+        "127.0.0.1:4999"
+    );
+    assert!(
+        otlp.protocols.http.is_none(),
+        "a `protocols` section enables only what it names"
+    );
 }
 
 #[test]
@@ -86,12 +130,18 @@ fn two_components_on_one_port_is_an_error() {
         "  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:5000\n  otlp/b:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:5000\n",
     );
     let errors = parse(&text).unwrap_err();
-    assert!(errors.to_string().contains("is already used by"), "{errors}");
+    assert!(
+        errors.to_string().contains("is already used by"),
+        "{errors}"
+    );
 }
 
 #[test]
 fn component_ids_say_which_half_is_wrong() {
-    assert_eq!(ComponentId::parse("otlp/east").unwrap().to_string(), "otlp/east");
+    assert_eq!(
+        ComponentId::parse("otlp/east").unwrap().to_string(),
+        "otlp/east"
+    );
     assert!(ComponentId::parse("/x").unwrap_err().contains("type"));
     assert!(ComponentId::parse("otlp/").unwrap_err().contains("name"));
 }
@@ -105,9 +155,17 @@ fn secrets_do_not_appear_in_debug_output() {
 
 #[test]
 fn empty_and_broken_yaml_are_explained() {
-    assert!(parse("").unwrap_err().to_string().contains("the config is empty"));
+    assert!(
+        parse("")
+            .unwrap_err()
+            .to_string()
+            .contains("the config is empty")
+    );
     let errors = parse("receivers: [\n").unwrap_err();
     assert!(errors.to_string().contains("invalid YAML"), "{errors}");
     let errors = parse("receivers: {}\nexporters: {}\nservice:\n  pipelines: {}\n").unwrap_err();
-    assert!(errors.to_string().contains("at least one pipeline"), "{errors}");
+    assert!(
+        errors.to_string().contains("at least one pipeline"),
+        "{errors}"
+    );
 }

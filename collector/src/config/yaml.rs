@@ -56,7 +56,10 @@ pub struct YamlError {
 /// Parses one YAML document into a value tree and the location of each node.
 ///
 /// `env` resolves variable names for `${env:…}` substitution.
-pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(Value, Locations), Vec<YamlError>> {
+pub fn parse(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Value, Locations), Vec<YamlError>> {
     let mut builder = Builder {
         env,
         locations: Locations::default(),
@@ -66,8 +69,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(Value,
     let mut parser = Parser::new_from_str(text);
     let mut root = Value::Null;
     let mut started = false;
-    loop {
-        let Some(next) = parser.next_event() else { break };
+    while let Some(next) = parser.next_event() {
         let (event, span) = match next {
             Ok(pair) => pair,
             Err(e) => {
@@ -91,8 +93,13 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(Value,
                     }]);
                 }
                 started = true;
-                builder.locations.by_path.insert(String::new(), location(span));
-                let Some(first) = parser.next_event() else { break };
+                builder
+                    .locations
+                    .by_path
+                    .insert(String::new(), location(span));
+                let Some(first) = parser.next_event() else {
+                    break;
+                };
                 match first {
                     Ok((Event::DocumentEnd, _)) => {}
                     Ok((event, span)) => {
@@ -140,7 +147,10 @@ struct Builder<'e> {
 }
 
 impl Builder<'_> {
-    fn next(&mut self, parser: &mut Parser<'_, saphyr_parser::StrInput<'_>>) -> Option<(Event<'static>, Span)> {
+    fn next(
+        &mut self,
+        parser: &mut Parser<'_, saphyr_parser::StrInput<'_>>,
+    ) -> Option<(Event<'static>, Span)> {
         match parser.next_event()? {
             Ok((event, span)) => Some((into_owned(event), span)),
             Err(e) => {
@@ -163,10 +173,18 @@ impl Builder<'_> {
         span: Span,
         path: String,
     ) -> Value {
-        self.locations.by_path.entry(path.clone()).or_insert(location(span));
+        self.locations
+            .by_path
+            .entry(path.clone())
+            .or_insert(location(span));
         match event {
             Event::Scalar(text, style, anchor, tag) => {
-                let value = self.scalar(&text, style, tag.as_deref().map(|t| t.suffix.as_str()), span);
+                let value = self.scalar(
+                    &text,
+                    style,
+                    tag.as_deref().map(|t| t.suffix.as_str()),
+                    span,
+                );
                 if anchor > 0 {
                     self.anchors.insert(anchor, value.clone());
                 }
@@ -214,9 +232,17 @@ impl Builder<'_> {
                             return Value::Null;
                         }
                     };
-                    let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-                    self.locations.by_path.insert(child.clone(), location(key_span));
-                    let Some((value_event, value_span)) = self.next(parser) else { break };
+                    let child = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    self.locations
+                        .by_path
+                        .insert(child.clone(), location(key_span));
+                    let Some((value_event, value_span)) = self.next(parser) else {
+                        break;
+                    };
                     let value = self.node(parser, value_event, value_span, child);
                     if key == "<<" {
                         // YAML merge key: copy the anchored mapping's entries that are not set here.
@@ -282,7 +308,9 @@ fn into_owned(event: Event<'_>) -> Event<'static> {
         Event::SequenceStart(anchor, tag) => {
             Event::SequenceStart(anchor, tag.map(|t| Cow::Owned(t.into_owned())))
         }
-        Event::MappingStart(anchor, tag) => Event::MappingStart(anchor, tag.map(|t| Cow::Owned(t.into_owned()))),
+        Event::MappingStart(anchor, tag) => {
+            Event::MappingStart(anchor, tag.map(|t| Cow::Owned(t.into_owned())))
+        }
         Event::Nothing => Event::Nothing,
         Event::StreamStart => Event::StreamStart,
         Event::StreamEnd => Event::StreamEnd,
@@ -300,8 +328,8 @@ fn resolve_plain(text: &str) -> Value {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
-        ".inf" | "+.inf" | ".Inf" | "+.Inf" | ".INF" | "+.INF" | "-.inf" | "-.Inf" | "-.INF" | ".nan" | ".NaN"
-        | ".NAN" => return Value::String(text.to_string()),
+        ".inf" | "+.inf" | ".Inf" | "+.Inf" | ".INF" | "+.INF" | "-.inf" | "-.Inf" | "-.INF"
+        | ".nan" | ".NaN" | ".NAN" => return Value::String(text.to_string()),
         _ => {}
     }
     if let Ok(i) = text.parse::<i64>() {
@@ -404,7 +432,10 @@ mod tests {
         assert_eq!(value["a"]["list"][1], "2");
         assert_eq!(locations.find("a.name"), Location { line: 3, column: 3 });
         assert_eq!(locations.find("a.list[1]"), Location { line: 7, column: 7 });
-        assert_eq!(locations.find("a.name.missing"), Location { line: 3, column: 3 });
+        assert_eq!(
+            locations.find("a.name.missing"),
+            Location { line: 3, column: 3 }
+        );
     }
 
     #[test]
@@ -426,7 +457,11 @@ mod tests {
     fn missing_variable_is_an_error_with_location() {
         let errors = parse("a:\n  b: ${env:VIGIL_TEST_UNSET}\n", &no_env).unwrap_err();
         assert_eq!(errors[0].location, Location { line: 2, column: 6 });
-        assert!(errors[0].message.contains("VIGIL_TEST_UNSET"), "{:?}", errors);
+        assert!(
+            errors[0].message.contains("VIGIL_TEST_UNSET"),
+            "{:?}",
+            errors
+        );
     }
 
     #[test]
@@ -440,7 +475,8 @@ mod tests {
 
     #[test]
     fn anchors_and_merge_keys() {
-        let (value, _) = parse("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n", &no_env).unwrap();
+        let (value, _) =
+            parse("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n", &no_env).unwrap();
         assert_eq!(value["other"]["x"], 1);
         assert_eq!(value["other"]["y"], 3);
     }

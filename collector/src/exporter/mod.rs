@@ -39,7 +39,9 @@ pub enum ExportError {
 impl std::fmt::Display for ExportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ExportError::Retryable { message, .. } | ExportError::Permanent { message } => f.write_str(message),
+            ExportError::Retryable { message, .. } | ExportError::Permanent { message } => {
+                f.write_str(message)
+            }
         }
     }
 }
@@ -123,7 +125,10 @@ impl Default for RetrySettings {
 impl RetrySettings {
     fn validate(&self, check: &mut Checker<'_>, path: &str) {
         if self.multiplier < 1.0 {
-            check.error(&format!("{path}.retry_on_failure.multiplier"), "must be at least 1.0");
+            check.error(
+                &format!("{path}.retry_on_failure.multiplier"),
+                "must be at least 1.0",
+            );
         }
         if !(0.0..=1.0).contains(&self.randomization_factor) {
             check.error(
@@ -132,7 +137,10 @@ impl RetrySettings {
             );
         }
         if self.initial_interval.is_zero() && self.enabled {
-            check.error(&format!("{path}.retry_on_failure.initial_interval"), "must be longer than 0s");
+            check.error(
+                &format!("{path}.retry_on_failure.initial_interval"),
+                "must be longer than 0s",
+            );
         }
     }
 }
@@ -189,10 +197,16 @@ impl ExporterConfig {
     fn validate(&self, check: &mut Checker<'_>, path: &str) {
         let queue = self.queue();
         if queue.queue_size == 0 {
-            check.error(&format!("{path}.sending_queue.queue_size"), "must be at least 1");
+            check.error(
+                &format!("{path}.sending_queue.queue_size"),
+                "must be at least 1",
+            );
         }
         if queue.num_consumers == 0 {
-            check.error(&format!("{path}.sending_queue.num_consumers"), "must be at least 1");
+            check.error(
+                &format!("{path}.sending_queue.num_consumers"),
+                "must be at least 1",
+            );
         }
         self.retry().validate(check, path);
         match self {
@@ -235,11 +249,15 @@ impl ExporterConfig {
     /// Builds the exporter (opens files, creates clients; connections are made lazily).
     pub fn build(&self, id: &ComponentId) -> Result<Box<dyn Exporter>, String> {
         Ok(match self {
-            ExporterConfig::Otlp(c) => Box::new(otlp::OtlpExporter::new(c).map_err(|e| format!("exporter {id}: {e}"))?),
-            ExporterConfig::OtlpHttp(c) => {
-                Box::new(otlphttp::OtlpHttpExporter::new(c).map_err(|e| format!("exporter {id}: {e}"))?)
+            ExporterConfig::Otlp(c) => {
+                Box::new(otlp::OtlpExporter::new(c).map_err(|e| format!("exporter {id}: {e}"))?)
             }
-            ExporterConfig::File(c) => Box::new(file::FileExporter::new(c).map_err(|e| format!("exporter {id}: {e}"))?),
+            ExporterConfig::OtlpHttp(c) => Box::new(
+                otlphttp::OtlpHttpExporter::new(c).map_err(|e| format!("exporter {id}: {e}"))?,
+            ),
+            ExporterConfig::File(c) => {
+                Box::new(file::FileExporter::new(c).map_err(|e| format!("exporter {id}: {e}"))?)
+            }
             ExporterConfig::Debug(c) => Box::new(debug::DebugExporter::new(c)),
             ExporterConfig::Nop(_) => Box::new(nop::NopExporter),
         })
@@ -253,10 +271,16 @@ pub type Headers = BTreeMap<String, String>;
 fn validate_headers(headers: &Headers, check: &mut Checker<'_>, path: &str) {
     for (name, value) in headers {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            check.error(&format!("{path}.headers.{name}"), format!("`{name}` is not a valid header name"));
+            check.error(
+                &format!("{path}.headers.{name}"),
+                format!("`{name}` is not a valid header name"),
+            );
         }
         if http::HeaderValue::from_str(value).is_err() {
-            check.error(&format!("{path}.headers.{name}"), "the value is not a valid header value");
+            check.error(
+                &format!("{path}.headers.{name}"),
+                "the value is not a valid header value",
+            );
         }
     }
 }

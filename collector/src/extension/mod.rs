@@ -19,7 +19,10 @@ impl ExtensionConfig {
         match kind {
             "health_check" => check.decode(path, value).map(ExtensionConfig::HealthCheck),
             other => {
-                check.error(path, format!("unknown extension type `{other}`; known types: health_check"));
+                check.error(
+                    path,
+                    format!("unknown extension type `{other}`; known types: health_check"),
+                );
                 None
             }
         }
@@ -28,7 +31,9 @@ impl ExtensionConfig {
     /// `(config path, host:port)` of each socket this extension will listen on.
     pub fn listen_endpoints(&self, path: &str) -> Vec<(String, String)> {
         match self {
-            ExtensionConfig::HealthCheck(c) => vec![(format!("{path}.endpoint"), c.endpoint.clone())],
+            ExtensionConfig::HealthCheck(c) => {
+                vec![(format!("{path}.endpoint"), c.endpoint.clone())]
+            }
         }
     }
 

@@ -49,7 +49,10 @@ impl BoundedQueue {
 
     /// Reserves a slot, waiting for one.
     pub async fn reserve(&self) -> Result<mpsc::Permit<'_, Batch>, Refusal> {
-        self.sender.reserve().await.map_err(|_| Refusal::ShuttingDown)
+        self.sender
+            .reserve()
+            .await
+            .map_err(|_| Refusal::ShuttingDown)
     }
 
     /// This queue as a shared consumer.
@@ -88,7 +91,10 @@ mod tests {
         queue.try_consume(batch()).unwrap();
         queue.try_consume(batch()).unwrap();
         assert_eq!(queue.len(), 2);
-        assert!(matches!(queue.try_consume(batch()), Err(Refusal::Full { .. })));
+        assert!(matches!(
+            queue.try_consume(batch()),
+            Err(Refusal::Full { .. })
+        ));
         rx.recv().await.unwrap();
         assert_eq!(queue.len(), 1);
         queue.try_consume(batch()).unwrap();

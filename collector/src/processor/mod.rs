@@ -32,7 +32,10 @@ impl ProcessorConfig {
                 Some(ProcessorConfig::Batch(config))
             }
             other => {
-                check.error(path, format!("unknown processor type `{other}`; known types: batch"));
+                check.error(
+                    path,
+                    format!("unknown processor type `{other}`; known types: batch"),
+                );
                 None
             }
         }

@@ -37,7 +37,10 @@ impl ReceiverConfig {
                 Some(ReceiverConfig::Otlp(config))
             }
             other => {
-                check.error(path, format!("unknown receiver type `{other}`; known types: otlp"));
+                check.error(
+                    path,
+                    format!("unknown receiver type `{other}`; known types: otlp"),
+                );
                 None
             }
         }
@@ -121,5 +124,6 @@ pub struct ReceiverContext {
 pub trait Receiver: Send + Sync {
     /// Binds and starts serving. Errors (port in use, bad certificate) are returned, not logged.
     /// The returned tasks finish once the receiver has stopped and answered its in-flight requests.
-    fn start(&self, context: ReceiverContext) -> BoxFuture<'_, Result<Vec<JoinHandle<()>>, String>>;
+    fn start(&self, context: ReceiverContext)
+    -> BoxFuture<'_, Result<Vec<JoinHandle<()>>, String>>;
 }

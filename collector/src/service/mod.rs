@@ -84,7 +84,11 @@ pub async fn start(config: Config) -> Result<Running, String> {
     let mut stages = Vec::new();
     for (pipeline_id, pipeline) in &config.service.pipelines {
         let name = pipeline_id.to_string();
-        let queues = pipeline.exporters.iter().map(|id| exporters[id].queue()).collect();
+        let queues = pipeline
+            .exporters
+            .iter()
+            .map(|id| exporters[id].queue())
+            .collect();
         let mut next: SharedConsumer = Arc::new(FanOut::new(queues));
         let mut pipeline_stages = Vec::new();
         for id in pipeline.processors.iter().rev() {
@@ -104,7 +108,10 @@ pub async fn start(config: Config) -> Result<Running, String> {
         pipeline_stages.reverse();
         stages.push((name, pipeline_stages));
         for id in &pipeline.receivers {
-            outputs.entry(id.clone()).or_default().add(pipeline_id.signal, next.clone());
+            outputs
+                .entry(id.clone())
+                .or_default()
+                .add(pipeline_id.signal, next.clone());
         }
     }
 
@@ -126,16 +133,21 @@ pub async fn start(config: Config) -> Result<Running, String> {
     for id in &config.service.extensions {
         match config.extensions.get(id) {
             Some(ExtensionConfig::HealthCheck(c)) => {
-                side_tasks.push(health_check::start(c, readiness.clone(), shutdown_rx.clone()).await?);
+                side_tasks
+                    .push(health_check::start(c, readiness.clone(), shutdown_rx.clone()).await?);
             }
             None => return Err(format!("extension `{id}` is not defined")),
         }
     }
     if let Some(address) = &config.service.telemetry.metrics.address {
-        side_tasks.push(telemetry::serve_metrics(address, registry.clone(), shutdown_rx.clone()).await?);
+        side_tasks
+            .push(telemetry::serve_metrics(address, registry.clone(), shutdown_rx.clone()).await?);
     }
     readiness.set(true);
-    tracing::info!(pipelines = config.service.pipelines.len(), "collector started");
+    tracing::info!(
+        pipelines = config.service.pipelines.len(),
+        "collector started"
+    );
     Ok(Running {
         shutdown,
         receiver_tasks,
@@ -178,8 +190,15 @@ impl Running {
                                 &[("pipeline", pipeline.as_str()), ("reason", "shutdown")],
                             )
                             .add(lost);
-                        tracing::error!(pipeline, items = lost, "shutdown deadline passed while a processor still held items");
-                        *report.undelivered.entry(format!("pipeline {pipeline}")).or_default() += lost;
+                        tracing::error!(
+                            pipeline,
+                            items = lost,
+                            "shutdown deadline passed while a processor still held items"
+                        );
+                        *report
+                            .undelivered
+                            .entry(format!("pipeline {pipeline}"))
+                            .or_default() += lost;
                     }
                 }
             }
@@ -196,7 +215,10 @@ impl Running {
         if report.total() == 0 {
             tracing::info!("collector stopped; everything accepted was delivered");
         } else {
-            tracing::error!(undelivered = report.total(), "collector stopped; some accepted items were not delivered");
+            tracing::error!(
+                undelivered = report.total(),
+                "collector stopped; some accepted items were not delivered"
+            );
         }
         report
     }

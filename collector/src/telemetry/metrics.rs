@@ -51,9 +51,11 @@ impl Histogram {
             core.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         core.count.fetch_add(1, Ordering::Relaxed);
-        let _ = core.sum_bits.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-            Some((f64::from_bits(bits) + value).to_bits())
-        });
+        let _ = core
+            .sum_bits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + value).to_bits())
+            });
     }
 }
 
@@ -89,7 +91,10 @@ fn label_text(labels: &[(&str, &str)]) -> String {
         if i > 0 {
             text.push(',');
         }
-        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let escaped = value
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
         let _ = write!(text, "{name}=\"{escaped}\"");
     }
     text
@@ -103,7 +108,10 @@ impl Registry {
         kind: &'static str,
         f: impl FnOnce(&mut Family) -> T,
     ) -> T {
-        let mut families = self.families.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut families = self
+            .families
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let family = families.entry(name).or_insert_with(|| Family {
             help,
             kind,
@@ -113,10 +121,19 @@ impl Registry {
     }
 
     /// The counter `name{labels}`, created on first use. `name` should end in `_total`.
-    pub fn counter(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Counter {
+    pub fn counter(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+    ) -> Counter {
         let key = label_text(labels);
         self.with_family(name, help, "counter", |family| {
-            match family.series.entry(key).or_insert_with(|| Series::Counter(Counter::default())) {
+            match family
+                .series
+                .entry(key)
+                .or_insert_with(|| Series::Counter(Counter::default()))
+            {
                 Series::Counter(counter) => counter.clone(),
                 _ => Counter::default(),
             }
@@ -161,8 +178,13 @@ impl Registry {
     /// The sum of every series of counter `name` whose labels include all of `labels`.
     pub fn counter_sum(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
         let wanted: Vec<String> = labels.iter().map(|l| label_text(&[*l])).collect();
-        let families = self.families.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(family) = families.get(name) else { return 0 };
+        let families = self
+            .families
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(family) = families.get(name) else {
+            return 0;
+        };
         family
             .series
             .iter()
@@ -176,7 +198,10 @@ impl Registry {
 
     /// Renders every family in the Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let families = self.families.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let families = self
+            .families
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut out = String::with_capacity(8192);
         for (name, family) in families.iter() {
             let _ = writeln!(out, "# HELP {name} {}", family.help);
@@ -239,11 +264,26 @@ mod tests {
         h.observe(50.0);
         h.observe(500.0);
         let text = registry.render();
-        assert!(text.contains("# TYPE x_items_total counter\nx_items_total{signal=\"traces\"} 6\n"), "{text}");
+        assert!(
+            text.contains("# TYPE x_items_total counter\nx_items_total{signal=\"traces\"} 6\n"),
+            "{text}"
+        );
         assert!(text.contains("x_queue_size 3\n"), "{text}");
-        assert!(text.contains("x_batch_size_bucket{p=\"a\\\"b\",le=\"100\"} 2\n"), "{text}");
-        assert!(text.contains("x_batch_size_bucket{p=\"a\\\"b\",le=\"+Inf\"} 3\n"), "{text}");
-        assert!(text.contains("x_batch_size_sum{p=\"a\\\"b\"} 555\n"), "{text}");
-        assert_eq!(registry.counter_sum("x_items_total", &[("signal", "traces")]), 6);
+        assert!(
+            text.contains("x_batch_size_bucket{p=\"a\\\"b\",le=\"100\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_batch_size_bucket{p=\"a\\\"b\",le=\"+Inf\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_batch_size_sum{p=\"a\\\"b\"} 555\n"),
+            "{text}"
+        );
+        assert_eq!(
+            registry.counter_sum("x_items_total", &[("signal", "traces")]),
+            6
+        );
     }
 }

@@ -21,7 +21,10 @@ pub fn init_logs(config: &LogsTelemetryConfig) -> Result<(), String> {
         Ok(directive) if !directive.is_empty() => EnvFilter::try_new(&directive)
             .map_err(|e| format!("RUST_LOG=`{directive}` is not a valid filter: {e}"))?,
         _ => EnvFilter::try_new(&config.level).map_err(|e| {
-            format!("service.telemetry.logs.level `{}` is not a valid level or filter: {e}", config.level)
+            format!(
+                "service.telemetry.logs.level `{}` is not a valid level or filter: {e}",
+                config.level
+            )
         })?,
     };
     let builder = tracing_subscriber::fmt()
@@ -52,7 +55,10 @@ pub async fn serve_metrics(
             let registry = registry.clone();
             async move {
                 if request.uri().path() != "/metrics" {
-                    return crate::net::text(StatusCode::NOT_FOUND, "self-metrics are served on /metrics");
+                    return crate::net::text(
+                        StatusCode::NOT_FOUND,
+                        "self-metrics are served on /metrics",
+                    );
                 }
                 let mut response = Response::new(Full::new(Bytes::from(registry.render())));
                 response.headers_mut().insert(

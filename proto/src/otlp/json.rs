@@ -44,7 +44,11 @@ pub fn json_to_protobuf(signal: Signal, body: &[u8]) -> Result<Vec<u8>, JsonErro
 }
 
 /// Decodes a protobuf export request and writes it as one line of OTLP/JSON (no trailing newline).
-pub fn protobuf_to_json(signal: Signal, body: &[u8], out: &mut Vec<u8>) -> Result<(), prost::DecodeError> {
+pub fn protobuf_to_json(
+    signal: Signal,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), prost::DecodeError> {
     // Serialising an in-memory value to a Vec cannot fail: every map key in OTLP is a string.
     let result = match signal {
         Signal::Traces => serde_json::to_writer(out, &ExportTraceServiceRequest::decode(body)?),
@@ -82,8 +86,14 @@ mod tests {
         let mut json = Vec::new();
         protobuf_to_json(Signal::Traces, &bytes, &mut json).unwrap();
         let text = String::from_utf8(json).unwrap();
-        assert!(text.contains(r#""traceId":"5b8efff798038103d269b633813fc60c""#), "{text}");
-        assert!(text.contains(r#""startTimeUnixNano":"1544712660000000000""#), "{text}");
+        assert!(
+            text.contains(r#""traceId":"5b8efff798038103d269b633813fc60c""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""startTimeUnixNano":"1544712660000000000""#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -116,8 +116,10 @@ pub fn scan(signal: Signal, buf: &[u8]) -> Result<Summary, ScanError> {
         let (field, wire) = reader.key()?;
         if field == 1 {
             if wire != WIRE_LEN {
-                return Err(ScanError::new(format!("wire type {wire}, expected a message"))
-                    .within(field_name, Some(index)));
+                return Err(
+                    ScanError::new(format!("wire type {wire}, expected a message"))
+                        .within(field_name, Some(index)),
+                );
             }
             let body = reader
                 .len_delimited()
@@ -246,7 +248,13 @@ struct Schema {
 
 /// Walks one message. With `strict` off, only the message structure is followed (to count items of an entry
 /// already known to be invalid); strings, ids and values are not looked at.
-fn walk(buf: &[u8], schema: &Schema, depth: usize, strict: bool, items: &mut u64) -> Result<(), ScanError> {
+fn walk(
+    buf: &[u8],
+    schema: &Schema,
+    depth: usize,
+    strict: bool,
+    items: &mut u64,
+) -> Result<(), ScanError> {
     if schema.is_item {
         *items += 1;
     }
@@ -269,10 +277,10 @@ fn walk(buf: &[u8], schema: &Schema, depth: usize, strict: bool, items: &mut u64
         match kind {
             Kind::Scalar => reader.skip(wire).map_err(|e| e.within(name, None))?,
             _ if wire != WIRE_LEN => {
-                return Err(ScanError::new(format!(
-                    "wire type {wire}, expected length-delimited"
-                ))
-                .within(name, None));
+                return Err(
+                    ScanError::new(format!("wire type {wire}, expected length-delimited"))
+                        .within(name, None),
+                );
             }
             Kind::Message(inner, repeated) => {
                 let body = reader.len_delimited().map_err(|e| e.within(name, None))?;
@@ -403,7 +411,8 @@ mod tests {
     use crate::otlp::common::v1::{AnyValue, ArrayValue, KeyValue, any_value::Value};
     use crate::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use crate::otlp::metrics::v1::{
-        Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric,
+        Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+        ScopeMetrics, metric,
     };
     use crate::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use prost::Message;
@@ -483,7 +492,12 @@ mod tests {
                 ..Default::default()
             }],
         };
-        assert_eq!(scan(Signal::Metrics, &metrics.encode_to_vec()).unwrap().items, 6);
+        assert_eq!(
+            scan(Signal::Metrics, &metrics.encode_to_vec())
+                .unwrap()
+                .items,
+            6
+        );
         let logs = ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 scope_logs: vec![ScopeLogs {
@@ -517,7 +531,11 @@ mod tests {
         request.resource_spans[1].scope_spans[0].spans[0].span_id = vec![9; 3];
         let summary = scan(Signal::Traces, &request.encode_to_vec()).unwrap();
         assert_eq!((summary.items, summary.rejected_items), (3, 3));
-        let bad: Vec<bool> = summary.resources.iter().map(|r| r.error.is_some()).collect();
+        let bad: Vec<bool> = summary
+            .resources
+            .iter()
+            .map(|r| r.error.is_some())
+            .collect();
         assert_eq!(bad, [false, true, false]);
     }
 
@@ -534,7 +552,11 @@ mod tests {
         request.resource_spans[0].scope_spans[0].spans[0].trace_id = vec![1; 5];
         let summary = scan(Signal::Traces, &request.encode_to_vec()).unwrap();
         let err = summary.first_error().unwrap();
-        assert!(err.to_string().contains("trace_id: id is 5 bytes, expected 16"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("trace_id: id is 5 bytes, expected 16"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -544,7 +566,9 @@ mod tests {
         };
         for _ in 0..(MAX_ANY_VALUE_DEPTH + 5) {
             value = AnyValue {
-                value: Some(Value::ArrayValue(ArrayValue { values: vec![value] })),
+                value: Some(Value::ArrayValue(ArrayValue {
+                    values: vec![value],
+                })),
             };
         }
         let mut request = traces(&[1]);

@@ -57,8 +57,10 @@ impl Exporter for DebugExporter {
             )
             .into_bytes();
             if self.verbosity == Verbosity::Detailed {
-                protobuf_to_json(batch.signal, &batch.to_bytes(), &mut text).map_err(|e| ExportError::Permanent {
-                    message: format!("batch does not decode as OTLP: {e}"),
+                protobuf_to_json(batch.signal, &batch.to_bytes(), &mut text).map_err(|e| {
+                    ExportError::Permanent {
+                        message: format!("batch does not decode as OTLP: {e}"),
+                    }
                 })?;
                 text.push(b'\n');
             }

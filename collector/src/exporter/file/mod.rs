@@ -59,7 +59,10 @@ impl FileExporterConfig {
             check.error(&format!("{path}.path"), "must name a directory");
         }
         if self.rotation.max_megabytes == 0 {
-            check.error(&format!("{path}.rotation.max_megabytes"), "must be at least 1");
+            check.error(
+                &format!("{path}.rotation.max_megabytes"),
+                "must be at least 1",
+            );
         }
     }
 }
@@ -102,7 +105,13 @@ impl FileExporter {
     }
 }
 
-fn write_line(slot: &mut SignalFile, line: &[u8], rotation: &Rotation, directory: &Path, signal: Signal) -> std::io::Result<()> {
+fn write_line(
+    slot: &mut SignalFile,
+    line: &[u8],
+    rotation: &Rotation,
+    directory: &Path,
+    signal: Signal,
+) -> std::io::Result<()> {
     let limit = rotation.max_megabytes << 20;
     if slot.file.is_some() && slot.size > 0 && slot.size + line.len() as u64 > limit {
         slot.file = None;
@@ -114,7 +123,10 @@ fn write_line(slot: &mut SignalFile, line: &[u8], rotation: &Rotation, directory
         prune(directory, signal, rotation.max_backups)?;
     }
     if slot.file.is_none() {
-        let file = OpenOptions::new().create(true).append(true).open(&slot.path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&slot.path)?;
         slot.size = file.metadata()?.len();
         slot.file = Some(file);
     }
@@ -155,8 +167,10 @@ impl Exporter for FileExporter {
             let directory = self.directory.clone();
             let result = tokio::task::spawn_blocking(move || {
                 let mut line = Vec::with_capacity(bytes.len() * 2);
-                protobuf_to_json(signal, &bytes, &mut line).map_err(|e| ExportError::Permanent {
-                    message: format!("batch does not decode as OTLP: {e}"),
+                protobuf_to_json(signal, &bytes, &mut line).map_err(|e| {
+                    ExportError::Permanent {
+                        message: format!("batch does not decode as OTLP: {e}"),
+                    }
                 })?;
                 line.push(b'\n');
                 let index = Signal::ALL.iter().position(|s| *s == signal).unwrap_or(0);

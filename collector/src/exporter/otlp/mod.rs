@@ -22,7 +22,10 @@ use vigil_proto::otlp::collector::logs::v1::ExportLogsServiceResponse;
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceResponse;
 use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceResponse;
 
-use super::{Compression, ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings, validate_headers};
+use super::{
+    Compression, ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings,
+    validate_headers,
+};
 use crate::config::Checker;
 use crate::grpc_codec::RawCodec;
 use crate::pipeline::{Batch, BoxFuture};
@@ -74,8 +77,12 @@ impl OtlpExporterConfig {
         }
         validate_headers(&self.headers, check, path);
         for name in self.headers.keys() {
-            if MetadataKey::<tonic::metadata::Ascii>::from_str(&name.to_ascii_lowercase()).is_err() {
-                check.error(&format!("{path}.headers.{name}"), "not a valid gRPC metadata key");
+            if MetadataKey::<tonic::metadata::Ascii>::from_str(&name.to_ascii_lowercase()).is_err()
+            {
+                check.error(
+                    &format!("{path}.headers.{name}"),
+                    "not a valid gRPC metadata key",
+                );
             }
         }
         if self.timeout.is_zero() {
@@ -96,7 +103,8 @@ impl OtlpExporterConfig {
         } else {
             format!("https://{endpoint}")
         };
-        http::Uri::from_str(&uri).map_err(|e| format!("`{endpoint}` is not a valid endpoint: {e}"))?;
+        http::Uri::from_str(&uri)
+            .map_err(|e| format!("`{endpoint}` is not a valid endpoint: {e}"))?;
         Ok(uri)
     }
 }
@@ -104,7 +112,10 @@ impl OtlpExporterConfig {
 /// Sends batches over OTLP/gRPC.
 pub struct OtlpExporter {
     channel: Channel,
-    metadata: Vec<(MetadataKey<tonic::metadata::Ascii>, MetadataValue<tonic::metadata::Ascii>)>,
+    metadata: Vec<(
+        MetadataKey<tonic::metadata::Ascii>,
+        MetadataValue<tonic::metadata::Ascii>,
+    )>,
     compression: Option<CompressionEncoding>,
     timeout: Duration,
 }
@@ -125,7 +136,9 @@ impl OtlpExporter {
                 let pem = std::fs::read(ca).map_err(|e| format!("cannot read `{ca}`: {e}"))?;
                 tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
             }
-            endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS setup failed: {e}"))?;
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| format!("TLS setup failed: {e}"))?;
         }
         let metadata = config
             .headers
@@ -152,7 +165,9 @@ impl OtlpExporter {
 
 /// Classifies a gRPC failure by the OTLP retry rules.
 pub fn classify(status: &Status) -> ExportError {
-    let retry_after = status.get_details_retry_info().and_then(|info| info.retry_delay);
+    let retry_after = status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay);
     let message = format!("{:?}: {}", status.code(), status.message());
     match status.code() {
         Code::Cancelled
@@ -160,8 +175,14 @@ pub fn classify(status: &Status) -> ExportError {
         | Code::Aborted
         | Code::OutOfRange
         | Code::Unavailable
-        | Code::DataLoss => ExportError::Retryable { message, retry_after },
-        Code::ResourceExhausted if retry_after.is_some() => ExportError::Retryable { message, retry_after },
+        | Code::DataLoss => ExportError::Retryable {
+            message,
+            retry_after,
+        },
+        Code::ResourceExhausted if retry_after.is_some() => ExportError::Retryable {
+            message,
+            retry_after,
+        },
         _ => ExportError::Permanent { message },
     }
 }
@@ -206,7 +227,10 @@ impl Exporter for OtlpExporter {
                 request.metadata_mut().insert(key.clone(), value.clone());
             }
             let path = PathAndQuery::from_static(batch.signal.grpc_path());
-            match grpc.unary::<Vec<Bytes>, Bytes, RawCodec>(request, path, RawCodec).await {
+            match grpc
+                .unary::<Vec<Bytes>, Bytes, RawCodec>(request, path, RawCodec)
+                .await
+            {
                 Ok(response) => Ok(partial_success(batch.signal, response.get_ref())),
                 Err(status) => Err(classify(&status)),
             }

@@ -22,7 +22,10 @@ use vigil_proto::otlp::Signal;
 use vigil_proto::otlp::json::protobuf_to_json;
 
 use super::otlp::partial_success;
-use super::{Compression, ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings, validate_headers};
+use super::{
+    Compression, ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings,
+    validate_headers,
+};
 use crate::config::Checker;
 use crate::pipeline::{Batch, BoxFuture};
 
@@ -109,7 +112,10 @@ impl OtlpHttpExporterConfig {
                 None => {
                     check.error(
                         path,
-                        format!("set `endpoint` (or `{}_endpoint`) to the backend's URL", signal.as_str()),
+                        format!(
+                            "set `endpoint` (or `{}_endpoint`) to the backend's URL",
+                            signal.as_str()
+                        ),
                     );
                     return;
                 }
@@ -119,7 +125,11 @@ impl OtlpHttpExporterConfig {
                         .and_then(|u| u.scheme_str().map(|s| s == "http" || s == "https"))
                         .unwrap_or(false);
                     if !ok {
-                        let field = if self.endpoint.is_some() { "endpoint".to_string() } else { format!("{}_endpoint", signal.as_str()) };
+                        let field = if self.endpoint.is_some() {
+                            "endpoint".to_string()
+                        } else {
+                            format!("{}_endpoint", signal.as_str())
+                        };
                         check.error(
                             &format!("{path}.{field}"),
                             format!("`{url}` is not an http:// or https:// URL"),
@@ -185,11 +195,20 @@ impl OtlpHttpExporter {
             .build(connector);
         Ok(OtlpHttpExporter {
             client,
-            urls: [url(Signal::Traces)?, url(Signal::Metrics)?, url(Signal::Logs)?],
+            urls: [
+                url(Signal::Traces)?,
+                url(Signal::Metrics)?,
+                url(Signal::Logs)?,
+            ],
             headers: config
                 .headers
                 .iter()
-                .filter_map(|(k, v)| Some((HeaderName::from_str(k).ok()?, HeaderValue::from_str(v).ok()?)))
+                .filter_map(|(k, v)| {
+                    Some((
+                        HeaderName::from_str(k).ok()?,
+                        HeaderValue::from_str(v).ok()?,
+                    ))
+                })
                 .collect(),
             encoding: config.encoding,
             compression: config.compression,
@@ -202,8 +221,10 @@ impl OtlpHttpExporter {
             Encoding::Proto => batch.to_bytes(),
             Encoding::Json => {
                 let mut out = Vec::new();
-                protobuf_to_json(batch.signal, &batch.to_bytes(), &mut out).map_err(|e| ExportError::Permanent {
-                    message: format!("batch does not decode as OTLP: {e}"),
+                protobuf_to_json(batch.signal, &batch.to_bytes(), &mut out).map_err(|e| {
+                    ExportError::Permanent {
+                        message: format!("batch does not decode as OTLP: {e}"),
+                    }
                 })?;
                 Bytes::from(out)
             }
@@ -214,7 +235,8 @@ impl OtlpHttpExporter {
         Ok(match self.compression {
             Compression::None => raw,
             Compression::Gzip => {
-                let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 encoder.write_all(&raw).map_err(io)?;
                 Bytes::from(encoder.finish().map_err(io)?)
             }
@@ -234,7 +256,10 @@ pub fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
 }
 
 fn error_text(body: &[u8], protobuf: bool) -> String {
-    if protobuf && let Ok(status) = vigil_proto::rpc::Status::decode(body) && !status.message.is_empty() {
+    if protobuf
+        && let Ok(status) = vigil_proto::rpc::Status::decode(body)
+        && !status.message.is_empty()
+    {
         return status.message;
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(1024)]);
@@ -244,7 +269,10 @@ fn error_text(body: &[u8], protobuf: bool) -> String {
 impl Exporter for OtlpHttpExporter {
     fn export<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
         Box::pin(async move {
-            let index = Signal::ALL.iter().position(|s| *s == batch.signal).unwrap_or(0);
+            let index = Signal::ALL
+                .iter()
+                .position(|s| *s == batch.signal)
+                .unwrap_or(0);
             let url = &self.urls[index];
             let mut request = Request::post(url.clone())
                 .header(
@@ -254,23 +282,33 @@ impl Exporter for OtlpHttpExporter {
                         Encoding::Json => "application/json",
                     },
                 )
-                .header(header::USER_AGENT, concat!("vigil-collector/", env!("CARGO_PKG_VERSION")));
+                .header(
+                    header::USER_AGENT,
+                    concat!("vigil-collector/", env!("CARGO_PKG_VERSION")),
+                );
             match self.compression {
                 Compression::Gzip => request = request.header(header::CONTENT_ENCODING, "gzip"),
                 Compression::Zstd => request = request.header(header::CONTENT_ENCODING, "zstd"),
                 Compression::None => {}
             }
-            let mut request = request.body(Full::new(self.body(batch)?)).map_err(|e| ExportError::Permanent {
-                message: format!("cannot build request: {e}"),
-            })?;
+            let mut request =
+                request
+                    .body(Full::new(self.body(batch)?))
+                    .map_err(|e| ExportError::Permanent {
+                        message: format!("cannot build request: {e}"),
+                    })?;
             for (name, value) in &self.headers {
                 request.headers_mut().insert(name.clone(), value.clone());
             }
             let attempt = async {
-                let response = self.client.request(request).await.map_err(|e| ExportError::Retryable {
-                    message: format!("POST {url}: {e}"),
-                    retry_after: None,
-                })?;
+                let response =
+                    self.client
+                        .request(request)
+                        .await
+                        .map_err(|e| ExportError::Retryable {
+                            message: format!("POST {url}: {e}"),
+                            retry_after: None,
+                        })?;
                 let status = response.status();
                 let wait = retry_after(response.headers().get(header::RETRY_AFTER));
                 let protobuf = response
@@ -297,7 +335,10 @@ impl Exporter for OtlpHttpExporter {
                     StatusCode::TOO_MANY_REQUESTS
                     | StatusCode::BAD_GATEWAY
                     | StatusCode::SERVICE_UNAVAILABLE
-                    | StatusCode::GATEWAY_TIMEOUT => Err(ExportError::Retryable { message, retry_after: wait }),
+                    | StatusCode::GATEWAY_TIMEOUT => Err(ExportError::Retryable {
+                        message,
+                        retry_after: wait,
+                    }),
                     _ => Err(ExportError::Permanent { message }),
                 }
             };

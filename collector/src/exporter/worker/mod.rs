@@ -184,9 +184,13 @@ impl Consumer {
                 }
             };
             let Some(batch) = next else { return };
-            self.accounts.in_flight.fetch_add(batch.items, Ordering::Relaxed);
+            self.accounts
+                .in_flight
+                .fetch_add(batch.items, Ordering::Relaxed);
             self.deliver(&batch).await;
-            self.accounts.in_flight.fetch_sub(batch.items, Ordering::Relaxed);
+            self.accounts
+                .in_flight
+                .fetch_sub(batch.items, Ordering::Relaxed);
         }
     }
 
@@ -215,8 +219,13 @@ impl Consumer {
                     );
                     return;
                 }
-                Err(ExportError::Retryable { message, retry_after }) => {
-                    let wait = retry_after.unwrap_or_default().max(jitter(interval, self.retry.randomization_factor));
+                Err(ExportError::Retryable {
+                    message,
+                    retry_after,
+                }) => {
+                    let wait = retry_after
+                        .unwrap_or_default()
+                        .max(jitter(interval, self.retry.randomization_factor));
                     let limit = self.retry.max_elapsed_time;
                     let out_of_time = !limit.is_zero() && started.elapsed() + wait > limit;
                     if !self.retry.enabled || out_of_time {

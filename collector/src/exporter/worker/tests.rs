@@ -18,7 +18,11 @@ impl Exporter for Scripted {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         let next = {
             let mut script = self.script.lock().unwrap();
-            if script.is_empty() { Ok(Exported::default()) } else { script.remove(0) }
+            if script.is_empty() {
+                Ok(Exported::default())
+            } else {
+                script.remove(0)
+            }
         };
         Box::pin(async move { next })
     }
@@ -47,24 +51,44 @@ fn batch(items: u64) -> Batch {
 }
 
 fn retryable(retry_after: Option<Duration>) -> Result<Exported, ExportError> {
-    Err(ExportError::Retryable { message: "503".into(), retry_after })
+    Err(ExportError::Retryable {
+        message: "503".into(),
+        retry_after,
+    })
 }
 
-async fn run(script: Vec<Result<Exported, ExportError>>, batches: &[u64]) -> (Registry, Arc<Scripted>) {
+async fn run(
+    script: Vec<Result<Exported, ExportError>>,
+    batches: &[u64],
+) -> (Registry, Arc<Scripted>) {
     let registry = Registry::default();
-    let exporter = Arc::new(Scripted { script: Mutex::new(script), attempts: AtomicU64::new(0) });
+    let exporter = Arc::new(Scripted {
+        script: Mutex::new(script),
+        attempts: AtomicU64::new(0),
+    });
     struct Shared(Arc<Scripted>);
     impl Exporter for Shared {
         fn export<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
             self.0.export(batch)
         }
     }
-    let settings = QueueSettings { queue_size: 16, num_consumers: 1 };
-    let worker = ExporterWorker::start("x", Box::new(Shared(exporter.clone())), &settings, retry(), &registry);
+    let settings = QueueSettings {
+        queue_size: 16,
+        num_consumers: 1,
+    };
+    let worker = ExporterWorker::start(
+        "x",
+        Box::new(Shared(exporter.clone())),
+        &settings,
+        retry(),
+        &registry,
+    );
     for &items in batches {
         worker.queue().try_consume(batch(items)).unwrap();
     }
-    let lost = worker.shutdown(Instant::now() + Duration::from_secs(3600)).await;
+    let lost = worker
+        .shutdown(Instant::now() + Duration::from_secs(3600))
+        .await;
     assert_eq!(lost, 0);
     (registry, exporter)
 }
@@ -74,12 +98,19 @@ fn sent(registry: &Registry) -> u64 {
 }
 
 fn dropped(registry: &Registry, reason: &str) -> u64 {
-    registry.counter_sum("vigil_exporter_dropped_items_total", &[("exporter", "x"), ("reason", reason)])
+    registry.counter_sum(
+        "vigil_exporter_dropped_items_total",
+        &[("exporter", "x"), ("reason", reason)],
+    )
 }
 
 #[tokio::test(start_paused = true)]
 async fn retryable_failures_are_retried_until_delivered() {
-    let (registry, exporter) = run(vec![retryable(None), retryable(Some(Duration::from_secs(2)))], &[7]).await;
+    let (registry, exporter) = run(
+        vec![retryable(None), retryable(Some(Duration::from_secs(2)))],
+        &[7],
+    )
+    .await;
     assert_eq!(exporter.attempts.load(Ordering::Relaxed), 3);
     assert_eq!(sent(&registry), 7);
     assert_eq!(registry.counter_sum("vigil_exporter_retries_total", &[]), 2);
@@ -95,7 +126,13 @@ async fn server_retry_hint_is_honoured() {
 
 #[tokio::test(start_paused = true)]
 async fn permanent_errors_drop_at_once_and_are_counted() {
-    let (registry, exporter) = run(vec![Err(ExportError::Permanent { message: "400".into() })], &[4, 6]).await;
+    let (registry, exporter) = run(
+        vec![Err(ExportError::Permanent {
+            message: "400".into(),
+        })],
+        &[4, 6],
+    )
+    .await;
     assert_eq!(exporter.attempts.load(Ordering::Relaxed), 2);
     assert_eq!(dropped(&registry, "permanent_error"), 4);
     assert_eq!(sent(&registry), 6);
@@ -111,7 +148,14 @@ async fn retries_stop_after_max_elapsed_time() {
 
 #[tokio::test(start_paused = true)]
 async fn partial_success_counts_rejected_items_as_dropped() {
-    let (registry, _) = run(vec![Ok(Exported { rejected: 2, message: "bad".into() })], &[5]).await;
+    let (registry, _) = run(
+        vec![Ok(Exported {
+            rejected: 2,
+            message: "bad".into(),
+        })],
+        &[5],
+    )
+    .await;
     assert_eq!(sent(&registry), 3);
     assert_eq!(dropped(&registry, "rejected_by_backend"), 2);
 }
@@ -119,12 +163,17 @@ async fn partial_success_counts_rejected_items_as_dropped() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_deadline_counts_everything_not_delivered() {
     let registry = Registry::default();
-    let settings = QueueSettings { queue_size: 16, num_consumers: 2 };
+    let settings = QueueSettings {
+        queue_size: 16,
+        num_consumers: 2,
+    };
     let worker = ExporterWorker::start("x", Box::new(Stuck), &settings, retry(), &registry);
     for items in [1, 2, 3, 4, 5] {
         worker.queue().try_consume(batch(items)).unwrap();
     }
-    let lost = worker.shutdown(Instant::now() + Duration::from_secs(1)).await;
+    let lost = worker
+        .shutdown(Instant::now() + Duration::from_secs(1))
+        .await;
     assert_eq!(lost, 15, "in-flight and queued items are all accounted for");
     assert_eq!(dropped(&registry, "shutdown"), 15);
 }

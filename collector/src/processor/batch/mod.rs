@@ -116,7 +116,11 @@ pub fn build(config: &BatchConfig, context: ProcessorContext<'_>, next: SharedCo
         registry.counter(
             "vigil_processor_batch_sends_total",
             "Batches sent by the batch processor, by what triggered them.",
-            &[("processor", id.as_str()), ("pipeline", context.pipeline), ("trigger", reason)],
+            &[
+                ("processor", id.as_str()),
+                ("pipeline", context.pipeline),
+                ("trigger", reason),
+            ],
         )
     };
     let metrics = Metrics {
@@ -230,7 +234,8 @@ impl Batcher {
     }
 
     fn over_bytes(&self) -> bool {
-        self.config.send_batch_max_bytes > 0 && self.pending.byte_len() >= self.config.send_batch_max_bytes
+        self.config.send_batch_max_bytes > 0
+            && self.pending.byte_len() >= self.config.send_batch_max_bytes
     }
 
     /// Sends full batches; with `all`, sends the remainder too. Returns `false` when downstream is gone.
@@ -250,7 +255,9 @@ impl Batcher {
             self.metrics.batch_items.observe(batch.items as f64);
             let items = batch.items;
             if self.next.consume(batch).await.is_err() {
-                tracing::error!("batch processor: downstream queue closed before the batch processor; this is a bug");
+                tracing::error!(
+                    "batch processor: downstream queue closed before the batch processor; this is a bug"
+                );
                 return false;
             }
             self.held_items.fetch_sub(items, Ordering::Relaxed);
@@ -276,7 +283,8 @@ impl Batcher {
         let mut out = Batch::empty(self.pending.signal);
         let mut out_bytes = 0;
         while let Some(chunk) = queue.pop_front() {
-            let fits = out.items + chunk.items <= max_items && out_bytes + chunk.bytes.len() <= max_bytes;
+            let fits =
+                out.items + chunk.items <= max_items && out_bytes + chunk.bytes.len() <= max_bytes;
             if fits {
                 out_bytes += chunk.bytes.len();
                 out.push(chunk);

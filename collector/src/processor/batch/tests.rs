@@ -31,27 +31,46 @@ fn request(resources: &[usize]) -> Batch {
             .iter()
             .map(|&n| ResourceSpans {
                 scope_spans: vec![ScopeSpans {
-                    spans: vec![Span { name: "s".into(), ..Default::default() }; n],
+                    spans: vec![
+                        Span {
+                            name: "s".into(),
+                            ..Default::default()
+                        };
+                        n
+                    ],
                     ..Default::default()
                 }],
                 ..Default::default()
             })
             .collect(),
     };
-    Batch::new(Signal::Traces, Bytes::from(request.encode_to_vec()), resources.iter().sum::<usize>() as u64)
+    Batch::new(
+        Signal::Traces,
+        Bytes::from(request.encode_to_vec()),
+        resources.iter().sum::<usize>() as u64,
+    )
 }
 
 fn start(config: BatchConfig) -> (Built, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
     let id = ComponentId::parse("batch").unwrap();
     let registry = Registry::default();
-    let context = ProcessorContext { id: &id, pipeline: "traces", signal: Signal::Traces, registry: &registry };
+    let context = ProcessorContext {
+        id: &id,
+        pipeline: "traces",
+        signal: Signal::Traces,
+        registry: &registry,
+    };
     (build(&config, context, recorder.clone()), recorder)
 }
 
 #[tokio::test(start_paused = true)]
 async fn sends_when_size_is_reached_without_waiting_for_the_timeout() {
-    let (built, recorder) = start(BatchConfig { send_batch_size: 10, timeout: Duration::from_secs(3600), ..Default::default() });
+    let (built, recorder) = start(BatchConfig {
+        send_batch_size: 10,
+        timeout: Duration::from_secs(3600),
+        ..Default::default()
+    });
     for _ in 0..4 {
         built.entry.try_consume(request(&[3])).unwrap();
     }
@@ -66,13 +85,26 @@ async fn sends_when_size_is_reached_without_waiting_for_the_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn timeout_flushes_a_small_batch() {
-    let (built, recorder) = start(BatchConfig { send_batch_size: 1000, timeout: Duration::from_millis(200), ..Default::default() });
+    let (built, recorder) = start(BatchConfig {
+        send_batch_size: 1000,
+        timeout: Duration::from_millis(200),
+        ..Default::default()
+    });
     built.entry.try_consume(request(&[5])).unwrap();
     tokio::time::sleep(Duration::from_millis(199)).await;
     assert!(recorder.0.lock().unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(2)).await;
     tokio::task::yield_now().await;
-    assert_eq!(recorder.0.lock().unwrap().iter().map(|b| b.items).sum::<u64>(), 5);
+    assert_eq!(
+        recorder
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| b.items)
+            .sum::<u64>(),
+        5
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -95,16 +127,27 @@ async fn max_size_splits_at_resource_entries_and_keeps_every_item() {
     // Every batch is still a valid request with the number of spans it claims.
     for batch in batches.iter() {
         let decoded = ExportTraceServiceRequest::decode(batch.to_bytes()).unwrap();
-        let spans: usize = decoded.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        let spans: usize = decoded
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
         assert_eq!(spans as u64, batch.items);
     }
 }
 
 #[tokio::test]
 async fn full_queue_refuses_and_closed_queue_says_shutting_down() {
-    let (built, _recorder) = start(BatchConfig { queue_size: 1, ..Default::default() });
+    let (built, _recorder) = start(BatchConfig {
+        queue_size: 1,
+        ..Default::default()
+    });
     let stage = built.stage.unwrap();
     let _ = stage.closing.send(true);
     stage.task.await.unwrap();
-    assert_eq!(built.entry.try_consume(request(&[1])), Err(Refusal::ShuttingDown));
+    assert_eq!(
+        built.entry.try_consume(request(&[1])),
+        Err(Refusal::ShuttingDown)
+    );
 }

@@ -38,7 +38,9 @@ where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,
 {
-    Ok(Some(Option::<T>::deserialize(deserializer)?.unwrap_or_default()))
+    Ok(Some(
+        Option::<T>::deserialize(deserializer)?.unwrap_or_default(),
+    ))
 }
 
 /// Default OTLP/gRPC listen address (loopback, so a default start exposes nothing).
@@ -134,7 +136,12 @@ impl AuthConfig {
             return false;
         };
         let expected = self.bearer_token.as_bytes();
-        token.len() == expected.len() && token.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        token.len() == expected.len()
+            && token
+                .iter()
+                .zip(expected)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 }
 
@@ -143,10 +150,16 @@ impl OtlpReceiverConfig {
     pub fn listen_endpoints(&self, path: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
         if let Some(grpc) = &self.protocols.grpc {
-            out.push((format!("{path}.protocols.grpc.endpoint"), grpc.endpoint.clone()));
+            out.push((
+                format!("{path}.protocols.grpc.endpoint"),
+                grpc.endpoint.clone(),
+            ));
         }
         if let Some(http) = &self.protocols.http {
-            out.push((format!("{path}.protocols.http.endpoint"), http.endpoint.clone()));
+            out.push((
+                format!("{path}.protocols.http.endpoint"),
+                http.endpoint.clone(),
+            ));
         }
         out
     }

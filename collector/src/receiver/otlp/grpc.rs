@@ -13,9 +13,9 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use vigil_proto::otlp::Signal;
 
-use crate::grpc_codec::RawCodec;
 use super::config::AuthConfig;
 use super::ingest::{Ingest, IngestError, response_protobuf};
+use crate::grpc_codec::RawCodec;
 use crate::pipeline::{BoxFuture, Refusal};
 
 /// The gRPC side of the `otlp` receiver.
@@ -50,7 +50,10 @@ pub fn status_of(error: IngestError) -> Status {
         )),
         IngestError::Refused(Refusal::Full { retry_after }) => Status::with_error_details(
             Code::Unavailable,
-            format!("pipeline is full; retry after {}ms", retry_after.as_millis()),
+            format!(
+                "pipeline is full; retry after {}ms",
+                retry_after.as_millis()
+            ),
             ErrorDetails::with_retry_info(Some(retry_after)),
         ),
         IngestError::Refused(Refusal::ShuttingDown) => Status::with_error_details(
@@ -72,7 +75,10 @@ impl tonic::server::UnaryService<Bytes> for Export {
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         if let Some(auth) = &self.service.auth {
-            let header = request.metadata().get("authorization").map(|v| v.as_bytes());
+            let header = request
+                .metadata()
+                .get("authorization")
+                .map(|v| v.as_bytes());
             if !auth.allows(header) {
                 self.service.ingest.count_invalid_request(self.signal);
                 return std::future::ready(Err(Status::unauthenticated(
@@ -115,10 +121,23 @@ impl tower_service::Service<Request<Body>> for OtlpGrpcService {
             let mut grpc = tonic::server::Grpc::new(RawCodec)
                 .apply_compression_config(encodings, encodings)
                 .apply_max_message_size_config(Some(service.max_message_bytes), None);
-            let mut response = grpc.unary(Export { signal, service: service.clone() }, request).await;
+            let mut response = grpc
+                .unary(
+                    Export {
+                        signal,
+                        service: service.clone(),
+                    },
+                    request,
+                )
+                .await;
             // tonic reports an oversized message as OUT_OF_RANGE, which OTLP clients retry forever; OTLP says
             // RESOURCE_EXHAUSTED without retry info, which they do not retry.
-            if response.headers().get("grpc-status").map(HeaderValue::as_bytes) == Some(b"11") {
+            if response
+                .headers()
+                .get("grpc-status")
+                .map(HeaderValue::as_bytes)
+                == Some(b"11")
+            {
                 service.ingest.count_invalid_request(signal);
                 response
                     .headers_mut()

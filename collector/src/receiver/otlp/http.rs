@@ -51,7 +51,9 @@ fn status_response(
         }
         .encode_to_vec()
         .into(),
-        Encoding::Json => Bytes::from(serde_json::json!({ "code": grpc_code, "message": message }).to_string()),
+        Encoding::Json => {
+            Bytes::from(serde_json::json!({ "code": grpc_code, "message": message }).to_string())
+        }
     };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
@@ -100,7 +102,11 @@ impl OtlpHttpHandler {
         if request.method() != Method::POST {
             let mut response = text(
                 StatusCode::METHOD_NOT_ALLOWED,
-                format!("{} is not allowed on {}; use POST", request.method(), request.uri().path()),
+                format!(
+                    "{} is not allowed on {}; use POST",
+                    request.method(),
+                    request.uri().path()
+                ),
             );
             response
                 .headers_mut()
@@ -111,7 +117,13 @@ impl OtlpHttpHandler {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
         let encoding = match content_type.as_deref() {
             Some("application/x-protobuf") | Some("application/protobuf") => Encoding::Protobuf,
             Some("application/json") => Encoding::Json,
@@ -127,7 +139,12 @@ impl OtlpHttpHandler {
             }
         };
         if let Some(auth) = &self.auth
-            && !auth.allows(request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes))
+            && !auth.allows(
+                request
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .map(HeaderValue::as_bytes),
+            )
         {
             self.ingest.count_invalid_request(signal);
             let mut response = status_response(
@@ -158,7 +175,9 @@ impl OtlpHttpHandler {
                 self.ingest.count_invalid_request(signal);
                 return text(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    format!("unsupported Content-Encoding `{other}`: use gzip, zstd, deflate or none"),
+                    format!(
+                        "unsupported Content-Encoding `{other}`: use gzip, zstd, deflate or none"
+                    ),
                 );
             }
         };
@@ -174,12 +193,23 @@ impl OtlpHttpHandler {
             )
         };
         if declared.is_some_and(|len| len > self.max_body_bytes as u64) {
-            return invalid(StatusCode::PAYLOAD_TOO_LARGE, CODE_RESOURCE_EXHAUSTED, too_large());
+            return invalid(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                CODE_RESOURCE_EXHAUSTED,
+                too_large(),
+            );
         }
-        let body = match Limited::new(request.into_body(), self.max_body_bytes).collect().await {
+        let body = match Limited::new(request.into_body(), self.max_body_bytes)
+            .collect()
+            .await
+        {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return invalid(StatusCode::PAYLOAD_TOO_LARGE, CODE_RESOURCE_EXHAUSTED, too_large());
+                return invalid(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    CODE_RESOURCE_EXHAUSTED,
+                    too_large(),
+                );
             }
             Err(e) => {
                 return invalid(
@@ -209,7 +239,13 @@ impl OtlpHttpHandler {
             Encoding::Protobuf => body,
             Encoding::Json => match json::json_to_protobuf(signal, &body) {
                 Ok(bytes) => Bytes::from(bytes),
-                Err(e) => return invalid(StatusCode::BAD_REQUEST, CODE_INVALID_ARGUMENT, e.to_string()),
+                Err(e) => {
+                    return invalid(
+                        StatusCode::BAD_REQUEST,
+                        CODE_INVALID_ARGUMENT,
+                        e.to_string(),
+                    );
+                }
             },
         };
         match self.ingest.ingest(signal, protobuf) {
@@ -224,9 +260,12 @@ impl OtlpHttpHandler {
                     .insert(header::CONTENT_TYPE, encoding.content_type());
                 response
             }
-            Err(IngestError::Invalid(message)) => {
-                status_response(encoding, StatusCode::BAD_REQUEST, CODE_INVALID_ARGUMENT, message)
-            }
+            Err(IngestError::Invalid(message)) => status_response(
+                encoding,
+                StatusCode::BAD_REQUEST,
+                CODE_INVALID_ARGUMENT,
+                message,
+            ),
             Err(IngestError::NotAccepted(signal)) => status_response(
                 encoding,
                 StatusCode::NOT_FOUND,
@@ -244,7 +283,9 @@ impl OtlpHttpHandler {
                     CODE_UNAVAILABLE,
                     refusal.to_string(),
                 );
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
                 response
             }
         }
@@ -275,8 +316,12 @@ impl Decoder {
         };
         match self {
             Decoder::None => Ok(body),
-            Decoder::Gzip => read_limited(&mut flate2::read::MultiGzDecoder::new(&body[..]), "gzip"),
-            Decoder::Deflate => read_limited(&mut flate2::read::ZlibDecoder::new(&body[..]), "deflate"),
+            Decoder::Gzip => {
+                read_limited(&mut flate2::read::MultiGzDecoder::new(&body[..]), "gzip")
+            }
+            Decoder::Deflate => {
+                read_limited(&mut flate2::read::ZlibDecoder::new(&body[..]), "deflate")
+            }
             Decoder::Zstd => match zstd::stream::read::Decoder::new(&body[..]) {
                 Ok(mut decoder) => read_limited(&mut decoder, "zstd"),
                 Err(e) => Err(DecodeError::Corrupt(format!("invalid zstd body: {e}"))),

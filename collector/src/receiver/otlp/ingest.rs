@@ -3,8 +3,12 @@
 use bytes::Bytes;
 use prost::Message;
 use vigil_proto::otlp::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
-use vigil_proto::otlp::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
-use vigil_proto::otlp::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use vigil_proto::otlp::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
+use vigil_proto::otlp::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
 use vigil_proto::otlp::{Signal, scan};
 
 use crate::pipeline::{Batch, Refusal};
@@ -57,7 +61,11 @@ impl Ingest {
     /// Counters are labelled with the receiver id and transport (`grpc`, `http`).
     pub fn new(receiver: &str, transport: &str, outputs: Outputs, registry: &Registry) -> Self {
         let make = |signal: Signal| {
-            let labels = [("receiver", receiver), ("transport", transport), ("signal", signal.as_str())];
+            let labels = [
+                ("receiver", receiver),
+                ("transport", transport),
+                ("signal", signal.as_str()),
+            ];
             let with_reason = |reason: &'static str| {
                 [
                     ("receiver", receiver),
@@ -129,7 +137,9 @@ impl Ingest {
             Ok(summary) => summary,
             Err(error) => {
                 counters.requests_invalid.add(1);
-                return Err(IngestError::Invalid(format!("malformed OTLP {signal} request: {error}")));
+                return Err(IngestError::Invalid(format!(
+                    "malformed OTLP {signal} request: {error}"
+                )));
             }
         };
         let Some(first_error) = summary.first_error() else {
@@ -154,7 +164,10 @@ impl Ingest {
         for entry in summary.resources.iter().filter(|e| e.error.is_none()) {
             valid.extend_from_slice(&body[entry.bytes.clone()]);
         }
-        self.admit(signal, Batch::new(signal, Bytes::from(valid), summary.items))?;
+        self.admit(
+            signal,
+            Batch::new(signal, Bytes::from(valid), summary.items),
+        )?;
         Ok(Accepted {
             rejected: summary.rejected_items,
             message,

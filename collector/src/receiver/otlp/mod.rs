@@ -12,10 +12,10 @@ pub mod ingest;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use config::*;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, ServerTlsConfig};
-pub use config::*;
 
 use super::{Receiver, ReceiverContext};
 use crate::config::ComponentId;
@@ -36,7 +36,11 @@ impl OtlpReceiver {
         OtlpReceiver { id, config }
     }
 
-    async fn start_grpc(&self, config: &GrpcConfig, context: &ReceiverContext) -> Result<JoinHandle<()>, String> {
+    async fn start_grpc(
+        &self,
+        config: &GrpcConfig,
+        context: &ReceiverContext,
+    ) -> Result<JoinHandle<()>, String> {
         let what = format!("receiver {} (grpc)", self.id);
         let listener = crate::net::bind(&what, &config.endpoint).await?;
         let ingest = Arc::new(ingest::Ingest::new(
@@ -45,7 +49,11 @@ impl OtlpReceiver {
             context.outputs.clone(),
             &context.registry,
         ));
-        let service = grpc::OtlpGrpcService::new(ingest, config.auth.clone(), config.max_recv_msg_size_mib << 20);
+        let service = grpc::OtlpGrpcService::new(
+            ingest,
+            config.auth.clone(),
+            config.max_recv_msg_size_mib << 20,
+        );
         let mut server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .initial_stream_window_size(1 << 20)
@@ -53,10 +61,13 @@ impl OtlpReceiver {
             .max_concurrent_streams(1024)
             .http2_keepalive_interval(Some(Duration::from_secs(60)));
         if let Some(tls) = &config.tls {
-            let read = |path: &str| std::fs::read(path).map_err(|e| format!("{what}: cannot read `{path}`: {e}"));
+            let read = |path: &str| {
+                std::fs::read(path).map_err(|e| format!("{what}: cannot read `{path}`: {e}"))
+            };
             let identity = Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?);
             // Fail at start, not at the first handshake, when the files are not a usable certificate.
-            crate::net::server_tls(&tls.cert_file, &tls.key_file, &[b"h2"]).map_err(|e| format!("{what}: {e}"))?;
+            crate::net::server_tls(&tls.cert_file, &tls.key_file, &[b"h2"])
+                .map_err(|e| format!("{what}: {e}"))?;
             server = server
                 .tls_config(ServerTlsConfig::new().identity(identity))
                 .map_err(|e| format!("{what}: TLS setup failed: {e}"))?;
@@ -68,13 +79,20 @@ impl OtlpReceiver {
             let signal = async move {
                 crate::pipeline::raised(&mut shutdown).await;
             };
-            if let Err(e) = server.serve_with_incoming_shutdown(service, incoming, signal).await {
+            if let Err(e) = server
+                .serve_with_incoming_shutdown(service, incoming, signal)
+                .await
+            {
                 tracing::error!(error = %e, "OTLP/gRPC server failed");
             }
         }))
     }
 
-    async fn start_http(&self, config: &HttpConfig, context: &ReceiverContext) -> Result<JoinHandle<()>, String> {
+    async fn start_http(
+        &self,
+        config: &HttpConfig,
+        context: &ReceiverContext,
+    ) -> Result<JoinHandle<()>, String> {
         let what = format!("receiver {} (http)", self.id);
         let tls = match &config.tls {
             Some(tls) => Some(
@@ -111,7 +129,10 @@ impl OtlpReceiver {
 }
 
 impl Receiver for OtlpReceiver {
-    fn start(&self, context: ReceiverContext) -> BoxFuture<'_, Result<Vec<JoinHandle<()>>, String>> {
+    fn start(
+        &self,
+        context: ReceiverContext,
+    ) -> BoxFuture<'_, Result<Vec<JoinHandle<()>>, String>> {
         Box::pin(async move {
             let mut tasks = Vec::new();
             if let Some(grpc) = &self.config.protocols.grpc {

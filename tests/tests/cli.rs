@@ -1,0 +1,129 @@
+//! The command line: `validate`, `print-default-config`, and start-up errors.
+
+use std::process::Command;
+
+use vigil_e2e::{Collector, collector_binary, http};
+
+#[test]
+fn validate_lists_every_error_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpont: 1.2.3.4:1\nprocessors:\n  batch:\n    timeout: soon\nexporters:\n  nop:\nservice:\n  pipelines:\n    traces: {receivers: [otlp], processors: [batch], exporters: [nop]}\n",
+    )
+    .unwrap();
+    let output = Command::new(collector_binary())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let file = path.display().to_string();
+    assert!(stderr.contains(&format!("{file}:5:9: receivers.otlp.protocols.grpc.endpont: unknown field `endpont`, expected one of `endpoint`")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}:8:5: processors.batch.timeout: `soon` is not a duration"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validate_accepts_the_shipped_configs() {
+    for config in [
+        "configs/collector.yaml",
+        "configs/examples/jaeger-and-archive.yaml",
+        "configs/examples/benchmark-nop.yaml",
+    ] {
+        let path = vigil_e2e::workspace_root().join(config);
+        let output = Command::new(collector_binary())
+            .args(["validate", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{config}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn print_default_config_round_trips_through_validate() {
+    let output = Command::new(collector_binary())
+        .arg("print-default-config")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("default.yaml");
+    std::fs::write(&path, &output.stdout).unwrap();
+    let check = Command::new(collector_binary())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn embedded_default_config_starts_receives_and_drains() {
+    let mut collector = Collector::start("");
+    assert_eq!(
+        http("GET", &collector.health, "/healthz", &[], b"")
+            .unwrap()
+            .status,
+        200
+    );
+    let response = http(
+        "POST",
+        &collector.http,
+        "/v1/traces",
+        &[("Content-Type", "application/x-protobuf")],
+        &vigil_e2e::otlp::traces(1, 7),
+    )
+    .unwrap();
+    assert_eq!(response.status, 200);
+    let metrics = collector.metrics();
+    assert!(
+        metrics.contains("# TYPE vigil_exporter_sent_items_total counter"),
+        "{metrics}"
+    );
+    assert!(collector.stop().success());
+    assert!(
+        collector.log().contains("debug exporter: 7 spans"),
+        "{}",
+        collector.log()
+    );
+}
+
+#[test]
+fn port_in_use_is_a_clear_start_up_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        format!("receivers:\n  otlp:\n    protocols:\n      http: {{endpoint: '127.0.0.1:{port}'}}\nexporters:\n  nop:\nservice:\n  pipelines:\n    logs: {{receivers: [otlp], exporters: [nop]}}\n  telemetry:\n    metrics: {{address: null}}\n"),
+    )
+    .unwrap();
+    let output = Command::new(collector_binary())
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
