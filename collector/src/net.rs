@@ -76,7 +76,8 @@ pub async fn serve<H, F>(
         .http2()
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(8 << 20)
-        .max_concurrent_streams(1024);
+        .max_concurrent_streams(1024)
+        .max_frame_size(1 << 20);
     let graceful = GracefulShutdown::new();
     let acceptor = tls.map(TlsAcceptor::from);
     loop {

@@ -11,6 +11,7 @@ Exits non-zero if any export did not succeed.
 
 import json
 import logging
+import os
 import sys
 
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
@@ -23,21 +24,30 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 protocol, endpoint, manifest_path, run_id = sys.argv[1:5]
+# With VIGIL_CA_FILE set, the client speaks TLS and trusts only that CA.
+ca_file = os.environ.get("VIGIL_CA_FILE")
+scheme = "https" if ca_file else "http"
 
 if protocol == "grpc":
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    url = lambda signal: f"http://{endpoint}"  # noqa: E731
-    kwargs = {"insecure": True}
+    url = lambda signal: f"{scheme}://{endpoint}"  # noqa: E731
+    if ca_file:
+        import grpc
+
+        with open(ca_file, "rb") as f:
+            kwargs = {"insecure": False, "credentials": grpc.ssl_channel_credentials(f.read())}
+    else:
+        kwargs = {"insecure": True}
 elif protocol == "http/protobuf":
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    url = lambda signal: f"http://{endpoint}/v1/{signal}"  # noqa: E731
-    kwargs = {}
+    url = lambda signal: f"{scheme}://{endpoint}/v1/{signal}"  # noqa: E731
+    kwargs = {"certificate_file": ca_file} if ca_file else {}
 elif protocol == "http/json":
     from opentelemetry.exporter.otlp.json.http._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.json.http.metric_exporter import OTLPMetricExporter

@@ -11,6 +11,7 @@ receivers:
   otlp:
     protocols:
       grpc: {endpoint: '{grpc}'}
+      http: {endpoint: '{http}'}
 exporters:
   file: {path: '{dir}/out'}
 extensions:
@@ -23,7 +24,8 @@ service:
     metrics: {address: '{metrics}'}
 ";
 
-fn upstream(downstream_grpc: &str) -> String {
+fn upstream(exporter: &str) -> String {
+    let id = exporter.split(':').next().unwrap_or_default();
     format!(
         "
 receivers:
@@ -34,16 +36,13 @@ receivers:
 processors:
   batch: {{send_batch_size: 100, timeout: 20ms}}
 exporters:
-  otlp:
-    endpoint: {downstream_grpc}
-    tls: {{insecure: true}}
-    compression: gzip
+  {exporter}
 extensions:
   health_check: {{endpoint: '{{health}}'}}
 service:
   extensions: [health_check]
   pipelines:
-    traces: {{receivers: [otlp], processors: [batch], exporters: [otlp]}}
+    traces: {{receivers: [otlp], processors: [batch], exporters: [{id}]}}
   telemetry:
     metrics: {{address: '{{metrics}}'}}
 "
@@ -51,9 +50,38 @@ service:
 }
 
 #[test]
-fn nothing_lost_nothing_duplicated() {
+fn chained_over_otlp_grpc_nothing_lost_nothing_duplicated() {
+    chain(|downstream| {
+        format!(
+            "otlp/out: {{endpoint: '{}', tls: {{insecure: true}}, compression: gzip}}",
+            downstream.grpc
+        )
+    });
+}
+
+#[test]
+fn chained_over_otlphttp_protobuf_nothing_lost_nothing_duplicated() {
+    chain(|downstream| {
+        format!(
+            "otlphttp/out: {{endpoint: 'http://{}', compression: zstd}}",
+            downstream.http
+        )
+    });
+}
+
+#[test]
+fn chained_over_otlphttp_json_nothing_lost_nothing_duplicated() {
+    chain(|downstream| {
+        format!(
+            "otlphttp/out: {{traces_endpoint: 'http://{}/v1/traces', encoding: json}}",
+            downstream.http
+        )
+    });
+}
+
+fn chain(exporter: impl Fn(&Collector) -> String) {
     let mut downstream = Collector::start(DOWNSTREAM);
-    let mut upstream = Collector::start(&upstream(&downstream.grpc));
+    let mut upstream = Collector::start(&upstream(&exporter(&downstream)));
     const REQUESTS: u32 = 60;
     const SPANS: u32 = 25;
     for request in 0..REQUESTS {

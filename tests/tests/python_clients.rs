@@ -37,7 +37,11 @@ fn attribute<'a>(attributes: &'a Value, key: &str) -> &'a Value {
 }
 
 fn send_and_check(protocol: &str) {
-    let mut collector = Collector::start(CONFIG);
+    send_and_check_with(protocol, CONFIG, None);
+}
+
+fn send_and_check_with(protocol: &str, config: &str, ca_file: Option<&std::path::Path>) {
+    let mut collector = Collector::start(config);
     let endpoint = if protocol == "grpc" {
         collector.grpc.clone()
     } else {
@@ -45,7 +49,15 @@ fn send_and_check(protocol: &str) {
     };
     let manifest_path = collector.dir.path().join("manifest.json");
     let script = workspace_root().join("tests/python/send_otlp.py");
-    let output = Command::new(python())
+    let mut command = Command::new(python());
+    if let Some(ca) = ca_file {
+        // `requests` lets these variables override a session's CA file (psf/requests#3829).
+        command
+            .env("VIGIL_CA_FILE", ca)
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("CURL_CA_BUNDLE");
+    }
+    let output = command
         .arg(&script)
         .args([protocol, &endpoint])
         .arg(&manifest_path)
@@ -190,4 +202,58 @@ fn python_sdk_over_http_protobuf() {
 #[test]
 fn python_sdk_over_http_json() {
     send_and_check("http/json");
+}
+
+/// Generates a self-signed certificate for 127.0.0.1 with the `openssl` command.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl is installed (scripts/test installs it)");
+    assert!(status.success());
+    (cert, key)
+}
+
+#[test]
+fn python_sdk_over_tls_on_both_transports() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(certs.path());
+    let tls = format!(
+        "tls: {{cert_file: '{}', key_file: '{}'}}",
+        cert.display(),
+        key.display()
+    );
+    let config = CONFIG
+        .replace(
+            "grpc: {endpoint: '{grpc}'}",
+            &format!("grpc: {{endpoint: '{{grpc}}', {tls}}}"),
+        )
+        .replace(
+            "http: {endpoint: '{http}'}",
+            &format!("http: {{endpoint: '{{http}}', {tls}}}"),
+        );
+    send_and_check_with("grpc", &config, Some(&cert));
+    send_and_check_with("http/protobuf", &config, Some(&cert));
 }

@@ -576,11 +576,11 @@ fn resolve_service(
         );
         for (i, id) in exporters_ids.iter().enumerate() {
             if let Some((_, config)) = exporters.get(id)
-                && !config.supports(signal)
+                && let Some(problem) = config.signal_problem(signal)
             {
                 check.error(
                     &format!("{path}.exporters[{i}]"),
-                    format!("exporter `{id}` does not accept {signal}"),
+                    format!("exporter `{id}` {problem}"),
                 );
             }
         }

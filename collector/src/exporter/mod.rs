@@ -217,9 +217,14 @@ impl ExporterConfig {
         }
     }
 
-    /// Whether the exporter accepts `signal`.
-    pub fn supports(&self, _signal: Signal) -> bool {
-        true
+    /// Why the exporter cannot take `signal` in a pipeline, if it cannot.
+    pub fn signal_problem(&self, signal: Signal) -> Option<String> {
+        match self {
+            ExporterConfig::OtlpHttp(c) if c.url(signal).is_none() => Some(format!(
+                "has no URL for {signal}: set `endpoint` or `{signal}_endpoint`"
+            )),
+            _ => None,
+        }
     }
 
     /// Its sending queue settings.

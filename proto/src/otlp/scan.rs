@@ -167,7 +167,20 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, ScanError> {
+        // Tags and most lengths fit in one byte.
+        if let Some(&byte) = self.buf.get(self.pos)
+            && byte < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(byte));
+        }
+        self.varint_slow()
+    }
+
+    #[cold]
+    fn varint_slow(&mut self) -> Result<u64, ScanError> {
         let mut value = 0u64;
         for shift in 0..10 {
             let Some(&byte) = self.buf.get(self.pos) else {
@@ -182,6 +195,7 @@ impl<'a> Reader<'a> {
         Err(ScanError::new("varint longer than 10 bytes"))
     }
 
+    #[inline(always)]
     fn key(&mut self) -> Result<(u32, u8), ScanError> {
         let key = self.varint()?;
         let wire = (key & 7) as u8;
@@ -192,6 +206,7 @@ impl<'a> Reader<'a> {
         Ok((field as u32, wire))
     }
 
+    #[inline(always)]
     fn len_delimited(&mut self) -> Result<&'a [u8], ScanError> {
         let len = self.varint()?;
         let remaining = (self.buf.len() - self.pos) as u64;
@@ -246,6 +261,14 @@ struct Schema {
     fields: &'static [(u32, &'static str, Kind)],
 }
 
+impl Schema {
+    /// The index in `fields` of field number `field`.
+    #[inline]
+    fn slot(&self, field: u32) -> Option<usize> {
+        self.fields.iter().position(|(n, _, _)| *n == field)
+    }
+}
+
 /// Walks one message. With `strict` off, only the message structure is followed (to count items of an entry
 /// already known to be invalid); strings, ids and values are not looked at.
 fn walk(
@@ -263,7 +286,7 @@ fn walk(
     let mut counters = [0usize; 16];
     while !reader.done() {
         let (field, wire) = reader.key()?;
-        let Some(slot) = schema.fields.iter().position(|(n, _, _)| *n == field) else {
+        let Some(slot) = schema.slot(field) else {
             reader.skip(wire)?;
             continue;
         };
@@ -289,7 +312,7 @@ fn walk(
             }
             Kind::Str => {
                 let body = reader.len_delimited().map_err(|e| e.within(name, None))?;
-                if std::str::from_utf8(body).is_err() {
+                if !is_utf8(body) {
                     return Err(ScanError::new("invalid UTF-8 in string").within(name, None));
                 }
             }
@@ -310,6 +333,23 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// UTF-8 validation with an inlined ASCII fast path: OTLP keys and most values are short ASCII strings, for
+/// which a call into a general validator costs more than the check itself.
+#[inline(always)]
+fn is_utf8(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut high = 0u64;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        high |= u64::from_ne_bytes(word);
+    }
+    for &byte in chunks.remainder() {
+        high |= u64::from(byte);
+    }
+    high & 0x8080_8080_8080_8080 == 0 || simdutf8::basic::from_utf8(bytes).is_ok()
 }
 
 fn any_value(buf: &[u8], depth: usize) -> Result<(), ScanError> {

@@ -203,3 +203,6 @@ impl Exporter for FileExporter {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -92,14 +92,17 @@ fn default_timeout() -> Duration {
 }
 
 impl OtlpHttpExporterConfig {
+    fn url_override(&self, signal: Signal) -> Option<&String> {
+        match signal {
+            Signal::Traces => self.traces_endpoint.as_ref(),
+            Signal::Metrics => self.metrics_endpoint.as_ref(),
+            Signal::Logs => self.logs_endpoint.as_ref(),
+        }
+    }
+
     /// The URL a signal is posted to.
     pub fn url(&self, signal: Signal) -> Option<String> {
-        let specific = match signal {
-            Signal::Traces => &self.traces_endpoint,
-            Signal::Metrics => &self.metrics_endpoint,
-            Signal::Logs => &self.logs_endpoint,
-        };
-        specific.clone().or_else(|| {
+        self.url_override(signal).cloned().or_else(|| {
             self.endpoint
                 .as_ref()
                 .map(|base| format!("{}/v1/{}", base.trim_end_matches('/'), signal.as_str()))
@@ -107,36 +110,32 @@ impl OtlpHttpExporterConfig {
     }
 
     pub(super) fn validate(&self, check: &mut Checker<'_>, path: &str) {
+        if Signal::ALL.iter().all(|s| self.url(*s).is_none()) {
+            check.error(
+                path,
+                "set `endpoint` (or `traces_endpoint`, `metrics_endpoint`, `logs_endpoint`) to the backend's URL",
+            );
+            return;
+        }
         for signal in Signal::ALL {
-            match self.url(signal) {
-                None => {
-                    check.error(
-                        path,
-                        format!(
-                            "set `endpoint` (or `{}_endpoint`) to the backend's URL",
-                            signal.as_str()
-                        ),
-                    );
-                    return;
-                }
-                Some(url) => {
-                    let ok = Uri::from_str(&url)
-                        .ok()
-                        .and_then(|u| u.scheme_str().map(|s| s == "http" || s == "https"))
-                        .unwrap_or(false);
-                    if !ok {
-                        let field = if self.endpoint.is_some() {
-                            "endpoint".to_string()
-                        } else {
-                            format!("{}_endpoint", signal.as_str())
-                        };
-                        check.error(
-                            &format!("{path}.{field}"),
-                            format!("`{url}` is not an http:// or https:// URL"),
-                        );
-                        return;
-                    }
-                }
+            let Some(url) = self.url(signal) else {
+                continue;
+            };
+            let ok = Uri::from_str(&url)
+                .ok()
+                .and_then(|u| u.scheme_str().map(|s| s == "http" || s == "https"))
+                .unwrap_or(false);
+            if !ok {
+                let specific = format!("{}_endpoint", signal.as_str());
+                let field = match (&self.endpoint, self.url_override(signal)) {
+                    (_, Some(_)) | (None, None) => specific,
+                    (Some(_), None) => "endpoint".to_string(),
+                };
+                check.error(
+                    &format!("{path}.{field}"),
+                    format!("`{url}` is not an http:// or https:// URL"),
+                );
+                return;
             }
         }
         validate_headers(&self.headers, check, path);
@@ -149,7 +148,7 @@ impl OtlpHttpExporterConfig {
 /// Sends batches over OTLP/HTTP.
 pub struct OtlpHttpExporter {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    urls: [Uri; 3],
+    urls: [Option<Uri>; 3],
     headers: Vec<(HeaderName, HeaderValue)>,
     encoding: Encoding,
     compression: Compression,
@@ -159,9 +158,11 @@ pub struct OtlpHttpExporter {
 impl OtlpHttpExporter {
     /// Builds the client.
     pub fn new(config: &OtlpHttpExporterConfig) -> Result<Self, String> {
-        let url = |signal: Signal| -> Result<Uri, String> {
-            let url = config.url(signal).ok_or("no endpoint configured")?;
-            Uri::from_str(&url).map_err(|e| format!("`{url}` is not a URL: {e}"))
+        let url = |signal: Signal| -> Result<Option<Uri>, String> {
+            config
+                .url(signal)
+                .map(|url| Uri::from_str(&url).map_err(|e| format!("`{url}` is not a URL: {e}")))
+                .transpose()
         };
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
@@ -273,7 +274,11 @@ impl Exporter for OtlpHttpExporter {
                 .iter()
                 .position(|s| *s == batch.signal)
                 .unwrap_or(0);
-            let url = &self.urls[index];
+            let Some(url) = &self.urls[index] else {
+                return Err(ExportError::Permanent {
+                    message: format!("no URL is configured for {}", batch.signal),
+                });
+            };
             let mut request = Request::post(url.clone())
                 .header(
                     header::CONTENT_TYPE,

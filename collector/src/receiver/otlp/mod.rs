@@ -59,6 +59,8 @@ impl OtlpReceiver {
             .initial_stream_window_size(1 << 20)
             .initial_connection_window_size(8 << 20)
             .max_concurrent_streams(1024)
+            // Large frames let clients send a request in one DATA frame: fewer frames, reads and wake-ups.
+            .max_frame_size(1 << 20)
             .http2_keepalive_interval(Some(Duration::from_secs(60)));
         if let Some(tls) = &config.tls {
             let read = |path: &str| {
