@@ -1,1 +1,250 @@
-//! placeholder
+//! Vigil SDK: production-grade telemetry for a Rust program from one call.
+//!
+//! ```no_run
+//! use tracing::info;
+//!
+//! let _guard = vigil::Builder::new("trainer")
+//!     .json_file(vigil::log::file::FileOptions::new("logs/trainer.jsonl"))
+//!     .try_init()
+//!     .expect("telemetry set up");
+//! let span = tracing::info_span!("training", experiment_id = "exp_001");
+//! let _entered = span.enter();
+//! info!(model_type = "lightgbm", duration_sec = 125.5, final_loss = 0.234, gpu_used = true, "Training completed");
+//! ```
+//!
+//! writes, in `logs/trainer.jsonl`, one line with typed fields, the span's context and the trace ids:
+//!
+//! ```text
+//! {"timestamp":"…","level":"INFO","target":"trainer","message":"Training completed","model_type":"lightgbm",
+//!  "duration_sec":125.5,"final_loss":0.234,"gpu_used":true,"experiment_id":"exp_001","trace_id":"…","span_id":"…"}
+//! ```
+//!
+//! Design decision: events are formatted by the caller into thread-local buffers and appended to one bounded
+//! buffer that a writer thread drains ([`log::writer`]), instead of allocating a `Vec` per line and sending it
+//! through a channel as `tracing-appender` does; the caller pays a copy and an uncontended lock, the thread pays
+//! the I/O. What is still missing (OTLP export, YAML config, metrics, propagation layers) is tracked in the
+//! project's open issues.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod log;
+pub mod trace;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use log::clock::{Clock, SystemClock};
+use log::file::{FileOptions, RotatingFile};
+use log::json::JsonLayer;
+use log::writer::{AsyncWriter, FullPolicy};
+
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The log file or its directory cannot be created or written.
+    #[error("log file: {0}")]
+    LogFile(#[from] std::io::Error),
+    /// The level filter (builder or `RUST_LOG`) does not parse.
+    #[error("log level filter `{filter}` is invalid: {reason}")]
+    Filter {
+        /// The filter text.
+        filter: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// Another global subscriber is already installed.
+    #[error("a global tracing subscriber is already installed")]
+    AlreadyInitialised,
+}
+
+/// Flushes and shuts telemetry down when dropped (bounded by a timeout; it never hangs).
+#[must_use = "telemetry is shut down when the guard is dropped"]
+pub struct Guard {
+    writer: Option<Arc<AsyncWriter>>,
+    tracer_provider: SdkTracerProvider,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard").finish_non_exhaustive()
+    }
+}
+
+impl Guard {
+    /// Waits until every log line so far is written (at most the shutdown timeout); returns whether it was.
+    pub fn flush(&self) -> bool {
+        self.writer.as_ref().is_none_or(|w| w.flush(self.timeout))
+    }
+
+    /// Log lines dropped because the writer could not keep up (only with [`FullPolicy::Drop`]).
+    pub fn dropped_log_records(&self) -> u64 {
+        self.writer.as_ref().map_or(0, |w| w.dropped())
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            writer.shutdown(self.timeout);
+        }
+        let _ = self.tracer_provider.shutdown();
+    }
+}
+
+/// Configures telemetry in code; see [`init`] for the one-line form.
+pub struct Builder {
+    service_name: String,
+    filter: Option<String>,
+    console: bool,
+    json_file: Option<FileOptions>,
+    on_full: FullPolicy,
+    buffer_bytes: usize,
+    clock: Arc<dyn Clock>,
+    shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("service_name", &self.service_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// Telemetry for `service_name` (overridden by `OTEL_SERVICE_NAME`): console logs at INFO, no file.
+    pub fn new(service_name: impl Into<String>) -> Self {
+        Builder {
+            service_name: std::env::var("OTEL_SERVICE_NAME")
+                .unwrap_or_else(|_| service_name.into()),
+            filter: None,
+            console: true,
+            json_file: std::env::var_os("VIGIL_LOG_FILE").map(FileOptions::new),
+            on_full: FullPolicy::Block,
+            buffer_bytes: 8 << 20,
+            clock: Arc::new(SystemClock),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Level filter in `RUST_LOG` syntax (`info`, `info,my_crate::db=debug`); `RUST_LOG` wins when set.
+    pub fn filter(mut self, filter: impl Into<String>) -> Self {
+        self.filter = Some(filter.into());
+        self
+    }
+
+    /// Human-readable logs on stderr (colour on a terminal); on by default.
+    pub fn console(mut self, enabled: bool) -> Self {
+        self.console = enabled;
+        self
+    }
+
+    /// JSON lines into a rotating file (also set by `VIGIL_LOG_FILE`).
+    pub fn json_file(mut self, options: FileOptions) -> Self {
+        self.json_file = Some(options);
+        self
+    }
+
+    /// What logging does when the writer falls behind: block (default) or drop and count.
+    pub fn on_full(mut self, policy: FullPolicy) -> Self {
+        self.on_full = policy;
+        self
+    }
+
+    /// Bytes of formatted lines that may wait for the writer thread (default 8 MiB).
+    pub fn buffer_bytes(mut self, bytes: usize) -> Self {
+        self.buffer_bytes = bytes;
+        self
+    }
+
+    /// The clock stamping lines and driving daily rotation (tests inject a manual one).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Longest time the guard waits for buffered telemetry at shutdown (default 5 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Builds the subscriber without installing it (for `tracing::subscriber::with_default`).
+    pub fn build(self) -> Result<(impl tracing::Subscriber + Send + Sync, Guard), Error> {
+        let filter_text = std::env::var("RUST_LOG")
+            .ok()
+            .filter(|f| !f.is_empty())
+            .or(self.filter.clone())
+            .unwrap_or_else(|| "info".into());
+        let filter = EnvFilter::try_new(&filter_text).map_err(|e| Error::Filter {
+            filter: filter_text.clone(),
+            reason: e.to_string(),
+        })?;
+        let disabled =
+            std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+        let tracer_provider = SdkTracerProvider::builder()
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(self.service_name.clone())
+                    .build(),
+            )
+            .build();
+        let tracer = tracer_provider.tracer("vigil");
+        let otel = (!disabled)
+            .then(|| trace::SpansOnly(tracing_opentelemetry::layer().with_tracer(tracer)));
+        let writer = match &self.json_file {
+            Some(options) => {
+                let file = RotatingFile::open(options.clone(), self.clock.clone())?;
+                Some(Arc::new(AsyncWriter::start(
+                    file,
+                    self.buffer_bytes,
+                    self.on_full,
+                    self.clock.clone(),
+                )?))
+            }
+            None => None,
+        };
+        let json = writer
+            .clone()
+            .map(|w| JsonLayer::new(w, self.clock.clone()));
+        let console = self.console.then(|| {
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        });
+        let subscriber = tracing_subscriber::registry()
+            .with(filter)
+            .with(otel)
+            .with(json)
+            .with(console);
+        Ok((
+            subscriber,
+            Guard {
+                writer,
+                tracer_provider,
+                timeout: self.shutdown_timeout,
+            },
+        ))
+    }
+
+    /// Builds and installs the subscriber as the global default.
+    pub fn try_init(self) -> Result<Guard, Error> {
+        let (subscriber, guard) = self.build()?;
+        subscriber
+            .try_init()
+            .map_err(|_| Error::AlreadyInitialised)?;
+        Ok(guard)
+    }
+}
+
+/// Sets up telemetry for `service_name` with defaults (console logs at INFO; JSON file when `VIGIL_LOG_FILE` is
+/// set; `RUST_LOG` and `OTEL_SERVICE_NAME` honoured). Keep the guard alive for the life of the program.
+pub fn init(service_name: impl Into<String>) -> Result<Guard, Error> {
+    Builder::new(service_name).try_init()
+}

@@ -1,0 +1,80 @@
+//! Producer-side cost of one INFO line with 3 fields inside a span (trace ids on), written to the rotating
+//! JSON file, against `tracing-subscriber`'s JSON formatter through `tracing-appender::non_blocking` — the
+//! baseline named in BENCHMARKS.md — plus the cost of a disabled level. Both subscribers carry the same
+//! `tracing-opentelemetry` layer, restricted to spans as Vigil configures it.
+//!
+//! `cargo bench -p vigil --bench log_line`
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use tracing::{debug, info, info_span};
+use tracing_subscriber::layer::SubscriberExt;
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut group = c.benchmark_group("info_line_3_fields");
+
+    let (subscriber, guard) = vigil::Builder::new("bench")
+        .console(false)
+        .filter("info")
+        // Gzip of rotated files runs on a housekeeping thread; on a 2-core machine it would compete with the
+        // measured thread, so it is off here (rotation by size and day stays on).
+        .json_file(vigil::log::file::FileOptions {
+            compress: false,
+            ..vigil::log::file::FileOptions::new(dir.path().join("vigil.jsonl"))
+        })
+        .build()
+        .expect("vigil subscriber");
+    tracing::subscriber::with_default(subscriber, || {
+        let span = info_span!("request", request_id = "r-1");
+        let _entered = span.enter();
+        group.bench_function("vigil_json_file", |b| {
+            b.iter(|| {
+                info!(
+                    model = "lightgbm",
+                    loss = black_box(0.234),
+                    epoch = black_box(7u64),
+                    "step done"
+                )
+            })
+        });
+        group.bench_function("vigil_disabled_debug", |b| {
+            b.iter(|| debug!(loss = black_box(0.234), "not written"))
+        });
+    });
+    drop(guard);
+
+    let appender = tracing_appender::rolling::never(dir.path(), "baseline.jsonl");
+    let (non_blocking, _appender_guard) = tracing_appender::non_blocking(appender);
+    let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let tracer = opentelemetry::trace::TracerProvider::tracer(&tracer_provider, "bench");
+    let baseline = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(vigil::trace::SpansOnly(
+            tracing_opentelemetry::layer().with_tracer(tracer),
+        ))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(non_blocking),
+        );
+    tracing::subscriber::with_default(baseline, || {
+        let span = info_span!("request", request_id = "r-1");
+        let _entered = span.enter();
+        group.bench_function("baseline_fmt_json_non_blocking", |b| {
+            b.iter(|| {
+                info!(
+                    model = "lightgbm",
+                    loss = black_box(0.234),
+                    epoch = black_box(7u64),
+                    "step done"
+                )
+            })
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,291 @@
+//! The JSON formatter: one object per line, in a stable field order —
+//! `timestamp`, `level`, `target`, `message`, the event's fields, then the fields of the enclosing spans
+//! (outermost first; context such as `request_id` or `experiment_id` bound with a span), then `trace_id` and
+//! `span_id` when an OpenTelemetry context is active.
+//!
+//! Fields keep their types (`duration_sec = 125.5` is a JSON number, `gpu_used = true` a boolean). Lines are
+//! built in thread-local buffers, so formatting an event allocates nothing once a thread has logged.
+
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use super::clock::{Clock, write_rfc3339};
+use super::writer::AsyncWriter;
+
+/// Python `logging` level names, as our users read them.
+pub fn level_name(level: &Level) -> &'static str {
+    match *level {
+        Level::TRACE => "TRACE",
+        Level::DEBUG => "DEBUG",
+        Level::INFO => "INFO",
+        Level::WARN => "WARNING",
+        Level::ERROR => "ERROR",
+    }
+}
+
+/// Writes `text` as the body of a JSON string (without quotes), escaping what JSON requires.
+pub fn escape_into(text: &str, out: &mut Vec<u8>) {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+struct Escaping<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape_into(s, self.0);
+        Ok(())
+    }
+}
+
+/// Records fields as `,"name":value` pairs; the `message` field goes to its own buffer.
+struct FieldWriter<'a> {
+    fields: &'a mut Vec<u8>,
+    message: Option<&'a mut Vec<u8>>,
+}
+
+impl FieldWriter<'_> {
+    fn key(&mut self, field: &Field) {
+        self.fields.extend_from_slice(b",\"");
+        escape_into(field.name(), self.fields);
+        self.fields.extend_from_slice(b"\":");
+    }
+}
+
+impl Visit for FieldWriter<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.key(field);
+        if value.is_finite() {
+            let _ = write!(Escaping(self.fields), "{value:?}");
+        } else {
+            // JSON has no NaN or infinity; keep the information as a string.
+            let _ = write!(Escaping(self.fields), "\"{value}\"");
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.key(field);
+        self.fields
+            .extend_from_slice(itoa_i64(value, &mut [0u8; 20]));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.key(field);
+        self.fields
+            .extend_from_slice(itoa_u64(value, &mut [0u8; 20]));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field);
+        self.fields
+            .extend_from_slice(if value { b"true" } else { b"false" });
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message"
+            && let Some(message) = self.message.as_deref_mut()
+        {
+            escape_into(value, message);
+            return;
+        }
+        self.key(field);
+        self.fields.push(b'"');
+        escape_into(value, self.fields);
+        self.fields.push(b'"');
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.key(field);
+        self.fields.push(b'"');
+        let _ = write!(Escaping(self.fields), "{value}");
+        let mut source = value.source();
+        while let Some(cause) = source {
+            let _ = write!(Escaping(self.fields), ": {cause}");
+            source = cause.source();
+        }
+        self.fields.push(b'"');
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message"
+            && let Some(message) = self.message.as_deref_mut()
+        {
+            let _ = write!(Escaping(message), "{value:?}");
+            return;
+        }
+        self.key(field);
+        self.fields.push(b'"');
+        let _ = write!(Escaping(self.fields), "{value:?}");
+        self.fields.push(b'"');
+    }
+}
+
+fn itoa_u64(mut value: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+fn itoa_i64(value: i64, buf: &mut [u8; 20]) -> &[u8] {
+    if value >= 0 {
+        return itoa_u64(value as u64, buf);
+    }
+    let digits = itoa_u64(value.unsigned_abs(), buf).len();
+    let start = 20 - digits - 1;
+    buf[start] = b'-';
+    &buf[start..]
+}
+
+/// A span's fields, formatted once when the span is created or recorded.
+#[derive(Default)]
+struct SpanFields(Vec<u8>);
+
+#[derive(Default)]
+struct Buffers {
+    line: Vec<u8>,
+    message: Vec<u8>,
+    fields: Vec<u8>,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
+}
+
+/// A tracing layer writing JSON lines through an [`AsyncWriter`].
+pub struct JsonLayer {
+    writer: Arc<AsyncWriter>,
+    clock: Arc<dyn Clock>,
+}
+
+impl JsonLayer {
+    /// A layer writing through `writer`, stamping lines with `clock`.
+    pub fn new(writer: Arc<AsyncWriter>, clock: Arc<dyn Clock>) -> Self {
+        JsonLayer { writer, clock }
+    }
+}
+
+/// Formats one event into `buffers.line` (cleared first).
+fn format_event<S>(
+    clock: &dyn Clock,
+    event: &Event<'_>,
+    ctx: &Context<'_, S>,
+    buffers: &mut Buffers,
+) where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let Buffers {
+        line,
+        message,
+        fields,
+    } = buffers;
+    line.clear();
+    message.clear();
+    fields.clear();
+    event.record(&mut FieldWriter {
+        fields,
+        message: Some(message),
+    });
+    let metadata = event.metadata();
+    line.extend_from_slice(b"{\"timestamp\":\"");
+    write_rfc3339(clock.now(), line);
+    line.extend_from_slice(b"\",\"level\":\"");
+    line.extend_from_slice(level_name(metadata.level()).as_bytes());
+    line.extend_from_slice(b"\",\"target\":\"");
+    escape_into(metadata.target(), line);
+    line.extend_from_slice(b"\",\"message\":\"");
+    line.extend_from_slice(message);
+    line.push(b'"');
+    line.extend_from_slice(fields);
+    if let Some(scope) = ctx.event_scope(event) {
+        for span in scope.from_root() {
+            if let Some(span_fields) = span.extensions().get::<SpanFields>() {
+                line.extend_from_slice(&span_fields.0);
+            }
+        }
+    }
+    super::correlation::append_ids(line);
+    line.extend_from_slice(b"}\n");
+}
+
+impl<S> Layer<S> for JsonLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = SpanFields::default();
+        attrs.record(&mut FieldWriter {
+            fields: &mut fields.0,
+            message: None,
+        });
+        span.extensions_mut().insert(fields);
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: Context<'_, S>,
+    ) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut extensions = span.extensions_mut();
+        if let Some(fields) = extensions.get_mut::<SpanFields>() {
+            values.record(&mut FieldWriter {
+                fields: &mut fields.0,
+                message: None,
+            });
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        BUFFERS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buffers) => {
+                format_event(&*self.clock, event, &ctx, &mut buffers);
+                self.writer.write(&buffers.line);
+            }
+            // An event logged from inside a field's `Debug` impl: format it with fresh buffers.
+            Err(_) => {
+                let mut buffers = Buffers::default();
+                format_event(&*self.clock, event, &ctx, &mut buffers);
+                self.writer.write(&buffers.line);
+            }
+        });
+    }
+}

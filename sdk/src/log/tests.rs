@@ -1,0 +1,348 @@
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tracing::{info, info_span, warn};
+
+use super::clock::ManualClock;
+use super::file::{FileOptions, RotatingFile, rotated_files};
+use super::writer::{AsyncWriter, FullPolicy, LineSink};
+use crate::Builder;
+
+const NOV_22_2026_23H: i64 = 1_795_388_400;
+
+fn read_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+fn options(dir: &std::path::Path) -> FileOptions {
+    FileOptions {
+        compress: false,
+        max_age: None,
+        ..FileOptions::new(dir.join("app.jsonl"))
+    }
+}
+
+#[test]
+fn json_line_has_typed_fields_span_context_and_trace_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(NOV_22_2026_23H);
+    let (subscriber, guard) = Builder::new("trainer")
+        .console(false)
+        .json_file(options(dir.path()))
+        .clock(Arc::new(clock))
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        let span = info_span!("training", experiment_id = "exp_001", request_id = 42u64);
+        let _entered = span.enter();
+        info!(
+            model_type = "lightgbm",
+            duration_sec = 125.5,
+            final_loss = 0.234,
+            epochs = -3i64,
+            gpu_used = true,
+            note = "quote \" backslash \\ newline \n tab \t ctl \u{1}",
+            "Training completed"
+        );
+    });
+    assert!(guard.flush());
+    let lines = read_lines(&dir.path().join("app.jsonl"));
+    assert_eq!(lines.len(), 1);
+    let line = &lines[0];
+    assert_eq!(line["timestamp"], "2026-11-22T23:00:00.000000Z");
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["message"], "Training completed");
+    assert_eq!(line["model_type"], "lightgbm");
+    assert_eq!(line["duration_sec"], 125.5);
+    assert_eq!(line["final_loss"], 0.234);
+    assert_eq!(line["epochs"], -3);
+    assert_eq!(line["gpu_used"], true);
+    assert_eq!(
+        line["note"],
+        "quote \" backslash \\ newline \n tab \t ctl \u{1}"
+    );
+    assert_eq!(line["experiment_id"], "exp_001");
+    assert_eq!(line["request_id"], 42);
+    assert_eq!(line["trace_id"].as_str().unwrap().len(), 32);
+    assert_eq!(line["span_id"].as_str().unwrap().len(), 16);
+    // Stable order: the envelope first, then event fields, then context, then ids.
+    let raw = std::fs::read_to_string(dir.path().join("app.jsonl")).unwrap();
+    let order = [
+        "\"timestamp\"",
+        "\"level\"",
+        "\"target\"",
+        "\"message\"",
+        "\"model_type\"",
+        "\"experiment_id\"",
+        "\"trace_id\"",
+    ];
+    let positions: Vec<usize> = order.iter().map(|k| raw.find(k).unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{raw}");
+}
+
+#[test]
+fn trace_ids_are_shared_within_a_trace_and_absent_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let (subscriber, guard) = Builder::new("svc")
+        .console(false)
+        .json_file(options(dir.path()))
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        info!("outside any span");
+        let parent = info_span!("request");
+        let _p = parent.enter();
+        info!("in parent");
+        let child = info_span!("db");
+        let _c = child.enter();
+        warn!("in child");
+    });
+    assert!(guard.flush());
+    let lines = read_lines(&dir.path().join("app.jsonl"));
+    assert!(lines[0].get("trace_id").is_none());
+    assert_eq!(lines[1]["trace_id"], lines[2]["trace_id"]);
+    assert_ne!(lines[1]["span_id"], lines[2]["span_id"]);
+    assert_eq!(lines[2]["level"], "WARNING");
+}
+
+#[test]
+fn rotates_by_size_between_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(NOV_22_2026_23H);
+    let mut file = RotatingFile::open(
+        FileOptions {
+            max_bytes: 1000,
+            ..options(dir.path())
+        },
+        Arc::new(clock),
+    )
+    .unwrap();
+    let line = format!("{{\"n\":\"{}\"}}\n", "x".repeat(90)); // 100 bytes
+    for _ in 0..25 {
+        file.write_lines(line.as_bytes()).unwrap();
+    }
+    // A buffer of several lines straddling the limit is split between lines.
+    file.write_lines(line.repeat(7).as_bytes()).unwrap();
+    file.sync();
+    let rotated = rotated_files(&options(dir.path())).unwrap();
+    assert_eq!(rotated.len(), 3, "{rotated:?}");
+    let mut total = 0;
+    for path in rotated.iter().chain([&dir.path().join("app.jsonl")]) {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            text.len() <= 1000,
+            "{} has {} bytes",
+            path.display(),
+            text.len()
+        );
+        assert!(text.ends_with('\n'));
+        total += text.lines().count();
+    }
+    assert_eq!(total, 32, "no line lost");
+    assert!(
+        rotated[0]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("app.2026-11-22.1")
+    );
+}
+
+#[test]
+fn rotates_daily_with_an_injected_clock_and_compresses_off_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(NOV_22_2026_23H);
+    let opts = FileOptions {
+        compress: true,
+        ..options(dir.path())
+    };
+    let mut file = RotatingFile::open(opts.clone(), Arc::new(clock.clone())).unwrap();
+    file.write_lines(b"{\"day\":22}\n").unwrap();
+    clock.advance(Duration::from_secs(3600)); // midnight UTC passes
+    file.write_lines(b"{\"day\":23}\n").unwrap();
+    file.sync();
+    let rotated = rotated_files(&opts).unwrap();
+    assert_eq!(rotated.len(), 1);
+    let name = rotated[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(name, "app.2026-11-22.1.jsonl.gz");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&rotated[0]).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, "{\"day\":22}\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("app.jsonl")).unwrap(),
+        "{\"day\":23}\n"
+    );
+}
+
+#[test]
+fn retention_keeps_at_most_max_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(NOV_22_2026_23H);
+    let opts = FileOptions {
+        max_bytes: 10,
+        max_files: Some(2),
+        ..options(dir.path())
+    };
+    let mut file = RotatingFile::open(opts.clone(), Arc::new(clock)).unwrap();
+    for i in 0..6 {
+        file.write_lines(format!("{{\"i\":{i}}}\n").as_bytes())
+            .unwrap();
+        file.write_lines(b"{\"pad\":1}\n").unwrap();
+    }
+    file.sync();
+    assert_eq!(rotated_files(&opts).unwrap().len(), 2);
+}
+
+#[test]
+fn restart_continues_the_current_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::at(NOV_22_2026_23H));
+    {
+        let mut file = RotatingFile::open(options(dir.path()), clock.clone()).unwrap();
+        file.write_lines(b"{\"run\":1}\n").unwrap();
+    }
+    let mut file = RotatingFile::open(options(dir.path()), clock).unwrap();
+    file.write_lines(b"{\"run\":2}\n").unwrap();
+    drop(file);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("app.jsonl")).unwrap(),
+        "{\"run\":1}\n{\"run\":2}\n"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("app.jsonl"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode & !0o640, 0, "mode {mode:o} is no wider than 0640");
+    }
+}
+
+#[test]
+fn unwritable_directory_is_a_clear_error_at_init() {
+    let error = Builder::new("svc")
+        .console(false)
+        .json_file(FileOptions::new("/proc/vigil-no/app.jsonl"))
+        .build()
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("/proc/vigil-no"), "{error}");
+}
+
+/// A sink that is slow until released, so the buffer fills.
+struct Gate {
+    lines: Arc<std::sync::Mutex<Vec<u8>>>,
+    open: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl LineSink for Gate {
+    fn write_lines(&mut self, lines: &[u8]) -> std::io::Result<()> {
+        let (lock, cvar) = &*self.open;
+        let mut open = lock.lock().unwrap();
+        while !*open {
+            open = cvar.wait(open).unwrap();
+        }
+        self.lines.lock().unwrap().extend_from_slice(lines);
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn overload_with_drop_policy_counts_and_writes_a_marker() {
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let open = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let sink = Gate {
+        lines: lines.clone(),
+        open: open.clone(),
+    };
+    let writer = AsyncWriter::start(
+        sink,
+        1024,
+        FullPolicy::Drop,
+        Arc::new(ManualClock::at(NOV_22_2026_23H)),
+    )
+    .unwrap();
+    let line = format!("{{\"pad\":\"{}\"}}\n", "y".repeat(88)); // 100 bytes
+    for _ in 0..200 {
+        writer.write(line.as_bytes());
+    }
+    let dropped = writer.dropped();
+    assert!(
+        dropped > 0,
+        "a stalled writer with a 1 KiB buffer must drop"
+    );
+    *open.0.lock().unwrap() = true;
+    open.1.notify_all();
+    assert!(writer.flush(Duration::from_secs(10)));
+    let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+    let written = text.lines().filter(|l| l.contains("\"pad\"")).count() as u64;
+    assert_eq!(written + dropped, 200, "every line is written or counted");
+    let marker: Value = serde_json::from_str(
+        text.lines()
+            .find(|l| l.contains("records dropped"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(marker["dropped_records"], dropped);
+    assert_eq!(marker["level"], "WARNING");
+}
+
+#[test]
+fn concurrent_writers_lose_nothing_across_rotations() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<ManualClock> = Arc::new(ManualClock::at(NOV_22_2026_23H));
+    let opts = FileOptions {
+        max_bytes: 64 * 1024,
+        ..options(dir.path())
+    };
+    let file = RotatingFile::open(opts.clone(), clock.clone()).unwrap();
+    let writer = Arc::new(AsyncWriter::start(file, 16 * 1024, FullPolicy::Block, clock).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let writer = writer.clone();
+            std::thread::spawn(move || {
+                for i in 0..5000 {
+                    writer.write(format!("{{\"t\":{t},\"i\":{i}}}\n").as_bytes());
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert!(writer.shutdown(Duration::from_secs(30)));
+    let mut seen = std::collections::HashSet::new();
+    let rotated = rotated_files(&opts).unwrap();
+    assert!(
+        rotated.len() >= 3,
+        "the test must cross rotations: {rotated:?}"
+    );
+    for path in rotated.iter().chain([&dir.path().join("app.jsonl")]) {
+        for line in read_lines(path) {
+            assert!(
+                seen.insert((line["t"].as_u64().unwrap(), line["i"].as_u64().unwrap())),
+                "duplicate {line}"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 20_000);
+}

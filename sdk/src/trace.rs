@@ -1,0 +1,69 @@
+//! Spans: `tracing` spans become OpenTelemetry spans through `tracing-opentelemetry`.
+
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber, subscriber::Interest};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+/// Forwards everything but events to the wrapped layer.
+///
+/// Log events travel the log pipeline, correlated with spans by trace and span ids, instead of being copied
+/// into span events (which OpenTelemetry is phasing out and which cost an allocation per event). A wrapper
+/// rather than a per-layer filter, because per-layer filters make every disabled callsite re-check its level
+/// at run time.
+#[derive(Debug)]
+pub struct SpansOnly<L>(pub L);
+
+impl<S, L> Layer<S> for SpansOnly<L>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    L: Layer<S>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.0.on_register_dispatch(subscriber);
+    }
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.0.on_layer(subscriber);
+    }
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        // Never `never` for events: in a layered subscriber that would silence them for every layer.
+        if metadata.is_event() {
+            Interest::always()
+        } else {
+            self.0.register_callsite(metadata)
+        }
+    }
+    fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        metadata.is_event() || self.0.enabled(metadata, ctx)
+    }
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        self.0.on_new_span(attrs, id, ctx);
+    }
+    fn on_record(&self, span: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        self.0.on_record(span, values, ctx);
+    }
+    fn on_follows_from(&self, span: &Id, follows: &Id, ctx: Context<'_, S>) {
+        self.0.on_follows_from(span, follows, ctx);
+    }
+    fn on_event(&self, _event: &Event<'_>, _ctx: Context<'_, S>) {}
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        self.0.on_enter(id, ctx);
+    }
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        self.0.on_exit(id, ctx);
+    }
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        self.0.on_close(id, ctx);
+    }
+    fn on_id_change(&self, old: &Id, new: &Id, ctx: Context<'_, S>) {
+        self.0.on_id_change(old, new, ctx);
+    }
+    unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
+        if id == std::any::TypeId::of::<Self>() {
+            return Some(self as *const Self as *const ());
+        }
+        // SAFETY: forwarded to the inner layer, which upholds the same contract.
+        unsafe { self.0.downcast_raw(id) }
+    }
+}
