@@ -17,6 +17,7 @@ fn bench(c: &mut Criterion) {
 
     let (subscriber, guard) = vigil::Builder::new("bench")
         .console(false)
+        .otlp(false)
         .filter("info")
         // Gzip of rotated files runs on a housekeeping thread; on a 2-core machine it would compete with the
         // measured thread, so it is off here (rotation by size and day stays on).

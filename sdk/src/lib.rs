@@ -26,13 +26,19 @@
 //! project's open issues.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod export;
 pub mod log;
 pub mod trace;
+
+/// The pinned OpenTelemetry crates Vigil is built on, so applications use the same versions.
+pub use {opentelemetry, opentelemetry_sdk, tracing};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -60,6 +66,17 @@ pub enum Error {
     /// Another global subscriber is already installed.
     #[error("a global tracing subscriber is already installed")]
     AlreadyInitialised,
+    /// An `OTEL_*` variable has a value Vigil does not support.
+    #[error("{0}")]
+    Environment(String),
+    /// An OTLP exporter could not be built (bad endpoint, TLS setup).
+    #[error("OTLP {signal} exporter: {reason}")]
+    Exporter {
+        /// `traces`, `logs` or `metrics`.
+        signal: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// Flushes and shuts telemetry down when dropped (bounded by a timeout; it never hangs).
@@ -67,6 +84,9 @@ pub enum Error {
 pub struct Guard {
     writer: Option<Arc<AsyncWriter>>,
     tracer_provider: SdkTracerProvider,
+    logger_provider: Option<SdkLoggerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
+    runtime: Option<tokio::runtime::Runtime>,
     timeout: Duration,
 }
 
@@ -77,9 +97,41 @@ impl std::fmt::Debug for Guard {
 }
 
 impl Guard {
-    /// Waits until every log line so far is written (at most the shutdown timeout); returns whether it was.
+    /// Waits until every log line so far is written to the file and every span, log record and metric is
+    /// handed to the collector (each at most the shutdown timeout); returns whether all of it was.
     pub fn flush(&self) -> bool {
-        self.writer.as_ref().is_none_or(|w| w.flush(self.timeout))
+        let file = self.writer.as_ref().is_none_or(|w| w.flush(self.timeout));
+        let traces = self.tracer_provider.force_flush().is_ok();
+        let logs = self
+            .logger_provider
+            .as_ref()
+            .is_none_or(|p| p.force_flush().is_ok());
+        let metrics = self
+            .meter_provider
+            .as_ref()
+            .is_none_or(|p| p.force_flush().is_ok());
+        file && traces && logs && metrics
+    }
+
+    /// The meter provider exporting over OTLP, when metrics export is on.
+    pub fn meter_provider(&self) -> Option<&SdkMeterProvider> {
+        self.meter_provider.as_ref()
+    }
+
+    fn shutdown_now(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            writer.shutdown(self.timeout);
+        }
+        let _ = self.tracer_provider.shutdown_with_timeout(self.timeout);
+        if let Some(provider) = self.logger_provider.take() {
+            let _ = provider.shutdown_with_timeout(self.timeout);
+        }
+        if let Some(provider) = self.meter_provider.take() {
+            let _ = provider.shutdown_with_timeout(self.timeout);
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 
     /// Log lines dropped because the writer could not keep up (only with [`FullPolicy::Drop`]).
@@ -90,10 +142,14 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Some(writer) = self.writer.take() {
-            writer.shutdown(self.timeout);
+        // Shutting down blocks for at most the timeout; on a multi-threaded Tokio worker, tell the runtime so
+        // other tasks move to other workers meanwhile.
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.shutdown_now());
+            }
+            _ => self.shutdown_now(),
         }
-        let _ = self.tracer_provider.shutdown();
     }
 }
 
@@ -107,6 +163,7 @@ pub struct Builder {
     buffer_bytes: usize,
     clock: Arc<dyn Clock>,
     shutdown_timeout: Duration,
+    otlp: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -130,7 +187,16 @@ impl Builder {
             buffer_bytes: 8 << 20,
             clock: Arc::new(SystemClock),
             shutdown_timeout: Duration::from_secs(5),
+            otlp: true,
         }
+    }
+
+    /// Export traces, logs and metrics over OTLP/gRPC (on by default; each signal follows
+    /// `OTEL_{TRACES,LOGS,METRICS}_EXPORTER`, the endpoint `OTEL_EXPORTER_OTLP_ENDPOINT`, default
+    /// `http://localhost:4317`).
+    pub fn otlp(mut self, enabled: bool) -> Self {
+        self.otlp = enabled;
+        self
     }
 
     /// Level filter in `RUST_LOG` syntax (`info`, `info,my_crate::db=debug`); `RUST_LOG` wins when set.
@@ -187,17 +253,94 @@ impl Builder {
             reason: e.to_string(),
         })?;
         let disabled =
-            std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-        let tracer_provider = SdkTracerProvider::builder()
-            .with_resource(
-                opentelemetry_sdk::Resource::builder()
-                    .with_service_name(self.service_name.clone())
-                    .build(),
-            )
+            std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let signals = if self.otlp {
+            export::Signals::from_env(|name| std::env::var(name).ok())
+                .map_err(Error::Environment)?
+        } else {
+            export::Signals {
+                traces: false,
+                logs: false,
+                metrics: false,
+            }
+        };
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name(self.service_name.clone())
             .build();
+        let runtime = if signals.traces || signals.logs || signals.metrics {
+            Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("vigil-export")
+                    .enable_all()
+                    .build()?,
+            )
+        } else {
+            None
+        };
+        let exporter_error = |signal: &'static str| {
+            move |e: opentelemetry_otlp::ExporterBuildError| Error::Exporter {
+                signal,
+                reason: e.to_string(),
+            }
+        };
+        let mut tracer_provider = SdkTracerProvider::builder().with_resource(resource.clone());
+        let mut logger_provider = None;
+        let mut meter_provider = None;
+        if let Some(runtime) = &runtime {
+            let handle = runtime.handle().clone();
+            let _entered = runtime.enter();
+            if signals.traces {
+                let exporter = opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .build()
+                    .map_err(exporter_error("traces"))?;
+                tracer_provider = tracer_provider
+                    .with_batch_exporter(export::OnRuntime::new(exporter, handle.clone()));
+            }
+            if signals.logs {
+                let exporter = opentelemetry_otlp::LogExporter::builder()
+                    .with_tonic()
+                    .build()
+                    .map_err(exporter_error("logs"))?;
+                logger_provider = Some(
+                    SdkLoggerProvider::builder()
+                        .with_resource(resource.clone())
+                        .with_batch_exporter(export::OnRuntime::new(exporter, handle.clone()))
+                        .build(),
+                );
+            }
+            if signals.metrics {
+                let exporter = opentelemetry_otlp::MetricExporter::builder()
+                    .with_tonic()
+                    .build()
+                    .map_err(exporter_error("metrics"))?;
+                let interval = std::env::var("OTEL_METRIC_EXPORT_INTERVAL")
+                    .ok()
+                    .and_then(|ms| ms.trim().parse::<u64>().ok())
+                    .map_or(Duration::from_secs(60), Duration::from_millis);
+                let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(
+                    export::OnRuntime::new(exporter, handle),
+                )
+                .with_interval(interval)
+                .build();
+                meter_provider = Some(
+                    SdkMeterProvider::builder()
+                        .with_resource(resource.clone())
+                        .with_reader(reader)
+                        .build(),
+                );
+            }
+        }
+        let tracer_provider = tracer_provider.build();
         let tracer = tracer_provider.tracer("vigil");
         let otel = (!disabled)
             .then(|| trace::SpansOnly(tracing_opentelemetry::layer().with_tracer(tracer)));
+        let log_bridge = logger_provider.as_ref().map(|provider| {
+            export::LogBridge(
+                opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(provider),
+            )
+        });
         let writer = match &self.json_file {
             Some(options) => {
                 let file = RotatingFile::open(options.clone(), self.clock.clone())?;
@@ -222,12 +365,16 @@ impl Builder {
             .with(filter)
             .with(otel)
             .with(json)
+            .with(log_bridge)
             .with(console);
         Ok((
             subscriber,
             Guard {
                 writer,
                 tracer_provider,
+                logger_provider,
+                meter_provider,
+                runtime,
                 timeout: self.shutdown_timeout,
             },
         ))
@@ -239,6 +386,11 @@ impl Builder {
         subscriber
             .try_init()
             .map_err(|_| Error::AlreadyInitialised)?;
+        // `opentelemetry::global::meter(…)` and `global::tracer(…)` then reach the exporting providers.
+        if let Some(provider) = &guard.meter_provider {
+            opentelemetry::global::set_meter_provider(provider.clone());
+        }
+        opentelemetry::global::set_tracer_provider(guard.tracer_provider.clone());
         Ok(guard)
     }
 }

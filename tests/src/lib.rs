@@ -46,6 +46,20 @@ pub fn collector_binary() -> PathBuf {
     path
 }
 
+/// A binary of the workspace's debug build (built by `cargo build --workspace`, which scripts/test runs).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target"));
+    let path = target.join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
 /// The Python interpreter of the test venv: `$VIGIL_PYTHON`, else `~/.cache/vigil/venv/bin/python`.
 pub fn python() -> PathBuf {
     if let Ok(path) = std::env::var("VIGIL_PYTHON") {

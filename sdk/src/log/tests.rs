@@ -34,6 +34,7 @@ fn json_line_has_typed_fields_span_context_and_trace_ids() {
     let clock = ManualClock::at(NOV_22_2026_23H);
     let (subscriber, guard) = Builder::new("trainer")
         .console(false)
+        .otlp(false)
         .json_file(options(dir.path()))
         .clock(Arc::new(clock))
         .build()
@@ -91,6 +92,7 @@ fn trace_ids_are_shared_within_a_trace_and_absent_outside() {
     let dir = tempfile::tempdir().unwrap();
     let (subscriber, guard) = Builder::new("svc")
         .console(false)
+        .otlp(false)
         .json_file(options(dir.path()))
         .build()
         .unwrap();
@@ -238,6 +240,7 @@ fn restart_continues_the_current_file() {
 fn unwritable_directory_is_a_clear_error_at_init() {
     let error = Builder::new("svc")
         .console(false)
+        .otlp(false)
         .json_file(FileOptions::new("/proc/vigil-no/app.jsonl"))
         .build()
         .err()

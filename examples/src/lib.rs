@@ -1,0 +1,1 @@
+//! Runnable examples of the Vigil SDK; see `src/bin/`.

@@ -1,0 +1,144 @@
+//! The `vigil` SDK exports spans, logs and metrics over OTLP/gRPC to a real collector: the example training job
+//! runs against `vigil-collector`, whose `file` exporter output is checked for resource, trace ids, severity and
+//! metric values; the job's own JSON log file carries the same trace ids.
+
+use std::process::Command;
+
+use serde_json::Value;
+use vigil_e2e::{Collector, file_exporter_lines, spans, workspace_binary};
+
+const CONFIG: &str = "
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: '{grpc}'}
+exporters:
+  file: {path: '{dir}/out'}
+extensions:
+  health_check: {endpoint: '{health}'}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {receivers: [otlp], exporters: [file]}
+    metrics: {receivers: [otlp], exporters: [file]}
+    logs: {receivers: [otlp], exporters: [file]}
+  telemetry:
+    metrics: {address: '{metrics}'}
+";
+
+fn attribute<'a>(attributes: &'a Value, key: &str) -> Option<&'a Value> {
+    attributes
+        .as_array()?
+        .iter()
+        .find(|kv| kv["key"] == key)
+        .map(|kv| &kv["value"])
+}
+
+#[test]
+fn training_job_telemetry_reaches_the_collector_correlated() {
+    let mut collector = Collector::start(CONFIG);
+    let job_log = collector.dir.path().join("job.jsonl");
+    let output = Command::new(workspace_binary("training_job"))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", collector.grpc),
+        )
+        .env("VIGIL_LOG_FILE", &job_log)
+        .env("EPOCHS", "3")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("could not be delivered"));
+    assert!(collector.stop().success(), "{}", collector.log());
+    let out = collector.dir.path().join("out");
+
+    let trace_requests = file_exporter_lines(&out, "traces");
+    let resource = &trace_requests[0]["resourceSpans"][0]["resource"]["attributes"];
+    assert_eq!(
+        attribute(resource, "service.name").unwrap()["stringValue"],
+        "training-job"
+    );
+    let all_spans = spans(&trace_requests);
+    let run = all_spans
+        .iter()
+        .find(|s| s["name"] == "training_run")
+        .expect("training_run span");
+    let epochs: Vec<&Value> = all_spans.iter().filter(|s| s["name"] == "epoch").collect();
+    assert_eq!(epochs.len(), 3);
+    assert!(
+        epochs
+            .iter()
+            .all(|e| e["traceId"] == run["traceId"] && e["parentSpanId"] == run["spanId"])
+    );
+    assert_eq!(
+        attribute(&run["attributes"], "experiment_id").unwrap()["stringValue"],
+        "exp_001"
+    );
+
+    let records: Vec<Value> = file_exporter_lines(&out, "logs")
+        .iter()
+        .flat_map(|r| r["resourceLogs"].as_array().cloned().unwrap_or_default())
+        .flat_map(|r| r["scopeLogs"].as_array().cloned().unwrap_or_default())
+        .flat_map(|s| s["logRecords"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let completed = records
+        .iter()
+        .find(|r| r["body"]["stringValue"] == "Training completed")
+        .expect("the seed's log line is exported");
+    assert_eq!(completed["severityNumber"], 9, "INFO");
+    assert_eq!(
+        completed["traceId"], run["traceId"],
+        "logs carry the trace id of their span"
+    );
+    assert_eq!(completed["spanId"], run["spanId"]);
+    assert_eq!(
+        attribute(&completed["attributes"], "model_type").unwrap()["stringValue"],
+        "lightgbm"
+    );
+    assert_eq!(
+        attribute(&completed["attributes"], "gpu_used").unwrap()["boolValue"],
+        false
+    );
+    assert!(
+        attribute(&completed["attributes"], "final_loss").unwrap()["doubleValue"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+
+    let metrics: Vec<Value> = file_exporter_lines(&out, "metrics")
+        .iter()
+        .flat_map(|r| r["resourceMetrics"].as_array().cloned().unwrap_or_default())
+        .flat_map(|r| r["scopeMetrics"].as_array().cloned().unwrap_or_default())
+        .flat_map(|s| s["metrics"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let loss = metrics
+        .iter()
+        .find(|m| m["name"] == "training.loss")
+        .expect("loss histogram");
+    assert_eq!(loss["histogram"]["dataPoints"][0]["count"], "3");
+    let epochs_counter = metrics
+        .iter()
+        .find(|m| m["name"] == "training.epochs")
+        .expect("epochs counter");
+    assert_eq!(epochs_counter["sum"]["dataPoints"][0]["asInt"], "3");
+
+    // The JSON file sink carries the same correlation ids.
+    let file_lines: Vec<Value> = std::fs::read_to_string(&job_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let completed_line = file_lines
+        .iter()
+        .find(|l| l["message"] == "Training completed")
+        .unwrap();
+    assert_eq!(completed_line["trace_id"], run["traceId"]);
+    assert!(completed_line["duration_sec"].is_f64(), "a typed number");
+    assert_eq!(completed_line["experiment_id"], "exp_001");
+}
