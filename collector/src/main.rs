@@ -65,10 +65,13 @@ fn run(path: Option<&PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = vigil_collector::telemetry::init_logs(&config.service.telemetry.logs) {
-        eprintln!("{e}");
-        return ExitCode::FAILURE;
-    }
+    let _logs = match vigil_collector::telemetry::init_logs(&config.service.telemetry.logs) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -159,6 +159,7 @@ pub struct Builder {
     filter: Option<String>,
     console: bool,
     json_file: Option<FileOptions>,
+    json_stderr: bool,
     on_full: FullPolicy,
     buffer_bytes: usize,
     clock: Arc<dyn Clock>,
@@ -183,6 +184,7 @@ impl Builder {
             filter: None,
             console: true,
             json_file: std::env::var_os("VIGIL_LOG_FILE").map(FileOptions::new),
+            json_stderr: false,
             on_full: FullPolicy::Block,
             buffer_bytes: 8 << 20,
             clock: Arc::new(SystemClock),
@@ -214,6 +216,13 @@ impl Builder {
     /// JSON lines into a rotating file (also set by `VIGIL_LOG_FILE`).
     pub fn json_file(mut self, options: FileOptions) -> Self {
         self.json_file = Some(options);
+        self
+    }
+
+    /// JSON lines on stderr instead of a file (for containers whose logs are collected from stderr); takes
+    /// precedence over [`Builder::json_file`].
+    pub fn json_stderr(mut self, enabled: bool) -> Self {
+        self.json_stderr = enabled;
         self
     }
 
@@ -342,6 +351,12 @@ impl Builder {
             )
         });
         let writer = match &self.json_file {
+            _ if self.json_stderr => Some(Arc::new(AsyncWriter::start(
+                log::writer::WriteSink(std::io::stderr()),
+                self.buffer_bytes,
+                self.on_full,
+                self.clock.clone(),
+            )?)),
             Some(options) => {
                 let file = RotatingFile::open(options.clone(), self.clock.clone())?;
                 Some(Arc::new(AsyncWriter::start(

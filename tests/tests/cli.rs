@@ -127,3 +127,26 @@ fn port_in_use_is_a_clear_start_up_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn collector_logs_are_json_lines_when_configured() {
+    let template = "receivers:\n  otlp:\n    protocols:\n      http: {endpoint: '{http}'}\nexporters:\n  nop:\nextensions:\n  health_check: {endpoint: '{health}'}\nservice:\n  extensions: [health_check]\n  pipelines:\n    logs: {receivers: [otlp], exporters: [nop]}\n  telemetry:\n    metrics: {address: '{metrics}'}\n    logs: {level: info, encoding: json}\n";
+    let mut collector = Collector::start(template);
+    assert!(collector.stop().success());
+    let log = collector.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l}: {e}")))
+        .collect();
+    let started = lines
+        .iter()
+        .find(|l| l["message"] == "OTLP/HTTP receiver listening")
+        .expect("start-up line");
+    assert_eq!(started["level"], "INFO");
+    assert_eq!(started["endpoint"], collector.http);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "collector stopped; everything accepted was delivered")
+    );
+}

@@ -11,33 +11,27 @@ use http_body_util::Full;
 pub use metrics::{Counter, Histogram, Registry};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogEncoding, LogsTelemetryConfig};
 
-/// Installs the collector's log subscriber (stderr). `RUST_LOG`, when set, overrides the configured level.
-pub fn init_logs(config: &LogsTelemetryConfig) -> Result<(), String> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directive) if !directive.is_empty() => EnvFilter::try_new(&directive)
-            .map_err(|e| format!("RUST_LOG=`{directive}` is not a valid filter: {e}"))?,
-        _ => EnvFilter::try_new(&config.level).map_err(|e| {
-            format!(
-                "service.telemetry.logs.level `{}` is not a valid level or filter: {e}",
-                config.level
-            )
-        })?,
+/// Installs the collector's own logging through the Vigil SDK (stderr; console or JSON lines). `RUST_LOG`, when
+/// set, overrides the configured level. The returned guard flushes the logs when dropped.
+pub fn init_logs(config: &LogsTelemetryConfig) -> Result<vigil::Guard, String> {
+    let builder = vigil::Builder::new("vigil-collector")
+        .filter(config.level.clone())
+        // The collector must not send its own telemetry into itself; its metrics are served on /metrics.
+        .otlp(false);
+    let builder = match config.encoding {
+        LogEncoding::Console => builder,
+        LogEncoding::Json => builder.console(false).json_stderr(true),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let result = match config.encoding {
-        LogEncoding::Console => builder.try_init(),
-        LogEncoding::Json => builder.json().flatten_event(true).try_init(),
-    };
-    // A second init (tests that start several collectors in one process) keeps the first subscriber.
-    let _ = result;
-    Ok(())
+    match builder.try_init() {
+        Ok(guard) => Ok(guard),
+        Err(vigil::Error::Filter { filter, reason }) => Err(format!(
+            "service.telemetry.logs.level (or RUST_LOG) `{filter}` is not a valid level or filter: {reason}"
+        )),
+        Err(e) => Err(format!("cannot set up the collector's logs: {e}")),
+    }
 }
 
 /// Serves `/metrics` from `registry` until shutdown.
