@@ -189,6 +189,28 @@ pub struct Collector {
     log: PathBuf,
 }
 
+/// A collector that receives OTLP over gRPC and HTTP and writes every signal with the `file` exporter to
+/// `{dir}/out` (read it back with [`file_exporter_lines`]).
+pub const OTLP_TO_FILE: &str = "
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: '{grpc}'}
+      http: {endpoint: '{http}'}
+exporters:
+  file: {path: '{dir}/out'}
+extensions:
+  health_check: {endpoint: '{health}'}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {receivers: [otlp], exporters: [file]}
+    metrics: {receivers: [otlp], exporters: [file]}
+    logs: {receivers: [otlp], exporters: [file]}
+  telemetry:
+    metrics: {address: '{metrics}'}
+";
+
 /// Ports and paths substituted into a config template: `{grpc}`, `{http}`, `{metrics}`, `{health}`, `{dir}`.
 pub fn render(
     template: &str,

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use vigil_e2e::{Collector, eventually, file_exporter_lines, free_port, http, otlp, spans};
+use vigil_e2e::{
+    Collector, OTLP_TO_FILE, eventually, file_exporter_lines, free_port, http, otlp, spans,
+};
 
 fn config(downstream_port: u16) -> String {
     format!(
@@ -33,23 +35,6 @@ service:
 "
     )
 }
-
-const DOWNSTREAM: &str = "
-receivers:
-  otlp:
-    protocols:
-      grpc: {endpoint: '{grpc}'}
-exporters:
-  file: {path: '{dir}/out'}
-extensions:
-  health_check: {endpoint: '{health}'}
-service:
-  extensions: [health_check]
-  pipelines:
-    traces: {receivers: [otlp], exporters: [file]}
-  telemetry:
-    metrics: {address: '{metrics}'}
-";
 
 /// Sends `count` requests of 10 spans; returns the indices of those answered 200 and the number refused.
 fn send(collector: &Collector, first: u32, count: u32) -> (Vec<u32>, u32) {
@@ -122,7 +107,7 @@ fn exporter_that_comes_back_delivers_everything_that_was_accepted() {
         refused > 0,
         "the dead exporter must make the receiver refuse"
     );
-    let mut downstream = Collector::start_on(DOWNSTREAM, &[], downstream_port);
+    let mut downstream = Collector::start_on(OTLP_TO_FILE, &[], downstream_port);
     // Once the exporter recovers, refused clients retry and get in.
     assert!(eventually(Duration::from_secs(20), || {
         let (more, _) = send(&collector, 1000 + accepted.len() as u32, 1);

@@ -4,25 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use vigil_e2e::{Collector, eventually, file_exporter_lines, http, otlp, spans};
-
-const DOWNSTREAM: &str = "
-receivers:
-  otlp:
-    protocols:
-      grpc: {endpoint: '{grpc}'}
-      http: {endpoint: '{http}'}
-exporters:
-  file: {path: '{dir}/out'}
-extensions:
-  health_check: {endpoint: '{health}'}
-service:
-  extensions: [health_check]
-  pipelines:
-    traces: {receivers: [otlp], exporters: [file]}
-  telemetry:
-    metrics: {address: '{metrics}'}
-";
+use vigil_e2e::{Collector, OTLP_TO_FILE, eventually, file_exporter_lines, http, otlp, spans};
 
 fn upstream(exporter: &str) -> String {
     let id = exporter.split(':').next().unwrap_or_default();
@@ -80,7 +62,7 @@ fn chained_over_otlphttp_json_nothing_lost_nothing_duplicated() {
 }
 
 fn chain(exporter: impl Fn(&Collector) -> String) {
-    let mut downstream = Collector::start(DOWNSTREAM);
+    let mut downstream = Collector::start(OTLP_TO_FILE);
     let mut upstream = Collector::start(&upstream(&exporter(&downstream)));
     const REQUESTS: u32 = 60;
     const SPANS: u32 = 25;

@@ -5,26 +5,7 @@
 use std::process::Command;
 
 use serde_json::Value;
-use vigil_e2e::{Collector, file_exporter_lines, spans, workspace_binary};
-
-const CONFIG: &str = "
-receivers:
-  otlp:
-    protocols:
-      grpc: {endpoint: '{grpc}'}
-exporters:
-  file: {path: '{dir}/out'}
-extensions:
-  health_check: {endpoint: '{health}'}
-service:
-  extensions: [health_check]
-  pipelines:
-    traces: {receivers: [otlp], exporters: [file]}
-    metrics: {receivers: [otlp], exporters: [file]}
-    logs: {receivers: [otlp], exporters: [file]}
-  telemetry:
-    metrics: {address: '{metrics}'}
-";
+use vigil_e2e::{Collector, OTLP_TO_FILE, file_exporter_lines, spans, workspace_binary};
 
 fn attribute<'a>(attributes: &'a Value, key: &str) -> Option<&'a Value> {
     attributes
@@ -36,7 +17,7 @@ fn attribute<'a>(attributes: &'a Value, key: &str) -> Option<&'a Value> {
 
 #[test]
 fn training_job_telemetry_reaches_the_collector_correlated() {
-    let mut collector = Collector::start(CONFIG);
+    let mut collector = Collector::start(OTLP_TO_FILE);
     let job_log = collector.dir.path().join("job.jsonl");
     let output = Command::new(workspace_binary("training_job"))
         .env(

@@ -5,6 +5,20 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{Batch, BoxFuture, Consumer, DEFAULT_RETRY_AFTER, Refusal};
+use crate::telemetry::Registry;
+
+/// Names and help texts of a queue's length and capacity gauges.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueGauges {
+    /// Name of the length gauge.
+    pub size_name: &'static str,
+    /// Help of the length gauge.
+    pub size_help: &'static str,
+    /// Name of the capacity gauge.
+    pub capacity_name: &'static str,
+    /// Help of the capacity gauge.
+    pub capacity_help: &'static str,
+}
 
 /// The sending half of a bounded batch queue; admission fails fast when it is full.
 #[derive(Clone, Debug)]
@@ -53,6 +67,27 @@ impl BoundedQueue {
             .reserve()
             .await
             .map_err(|_| Refusal::ShuttingDown)
+    }
+
+    /// Publishes the queue's length and capacity as the gauges named in `gauges`
+    /// (read at scrape time).
+    pub fn publish_gauges(
+        &self,
+        registry: &Registry,
+        gauges: QueueGauges,
+        labels: &[(&str, &str)],
+    ) {
+        let reader = self.clone();
+        registry.gauge_fn(gauges.size_name, gauges.size_help, labels, move || {
+            reader.len() as f64
+        });
+        let capacity = self.capacity() as f64;
+        registry.gauge_fn(
+            gauges.capacity_name,
+            gauges.capacity_help,
+            labels,
+            move || capacity,
+        );
     }
 
     /// This queue as a shared consumer.

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::{ExportError, Exporter, QueueSettings, RetrySettings};
 use crate::pipeline::Batch;
-use crate::pipeline::queue::{BoundedQueue, QueueReceiver};
+use crate::pipeline::queue::{BoundedQueue, QueueGauges, QueueReceiver};
 use crate::telemetry::{Counter, Registry};
 
 struct Accounts {
@@ -75,19 +75,15 @@ impl ExporterWorker {
             shutdown: dropped("shutdown"),
             in_flight: AtomicU64::new(0),
         });
-        let reader = queue.clone();
-        registry.gauge_fn(
-            "vigil_exporter_queue_size",
-            "Batches waiting in an exporter's sending queue.",
+        queue.publish_gauges(
+            registry,
+            QueueGauges {
+                size_name: "vigil_exporter_queue_size",
+                size_help: "Batches waiting in an exporter's sending queue.",
+                capacity_name: "vigil_exporter_queue_capacity",
+                capacity_help: "Most batches an exporter's sending queue holds.",
+            },
             &labels,
-            move || reader.len() as f64,
-        );
-        let capacity = queue.capacity() as f64;
-        registry.gauge_fn(
-            "vigil_exporter_queue_capacity",
-            "Most batches an exporter's sending queue holds.",
-            &labels,
-            move || capacity,
         );
         let in_flight = accounts.clone();
         registry.gauge_fn(

@@ -21,7 +21,7 @@ use vigil_proto::otlp::scan;
 
 use super::{Built, ProcessorContext, StageTask};
 use crate::config::Checker;
-use crate::pipeline::queue::{BoundedQueue, QueueReceiver};
+use crate::pipeline::queue::{BoundedQueue, QueueGauges, QueueReceiver};
 use crate::pipeline::{Batch, BoxFuture, Chunk, Consumer, Refusal, SharedConsumer};
 use crate::telemetry::{Counter, Histogram};
 
@@ -98,19 +98,15 @@ pub fn build(config: &BatchConfig, context: ProcessorContext<'_>, next: SharedCo
     let id = context.id.to_string();
     let labels = [("processor", id.as_str()), ("pipeline", context.pipeline)];
     let registry = context.registry;
-    let reader = queue.clone();
-    registry.gauge_fn(
-        "vigil_processor_queue_size",
-        "Requests waiting in a processor's queue.",
+    queue.publish_gauges(
+        registry,
+        QueueGauges {
+            size_name: "vigil_processor_queue_size",
+            size_help: "Requests waiting in a processor's queue.",
+            capacity_name: "vigil_processor_queue_capacity",
+            capacity_help: "Most requests a processor's queue holds.",
+        },
         &labels,
-        move || reader.len() as f64,
-    );
-    let capacity = queue.capacity() as f64;
-    registry.gauge_fn(
-        "vigil_processor_queue_capacity",
-        "Most requests a processor's queue holds.",
-        &labels,
-        move || capacity,
     );
     let trigger = |reason: &'static str| {
         registry.counter(
