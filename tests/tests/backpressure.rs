@@ -134,3 +134,63 @@ fn exporter_that_comes_back_delivers_everything_that_was_accepted() {
         "exactly the accepted spans were delivered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_refusal_is_unavailable_with_retry_info() {
+    use tonic_types::StatusExt;
+    let template = config(free_port()).replace(
+        "http: {endpoint: '{http}'}",
+        "http: {endpoint: '{http}'}\n      grpc: {endpoint: '{grpc}'}",
+    );
+    let collector = tokio::task::spawn_blocking(move || Collector::start(&template))
+        .await
+        .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", collector.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut refused = None;
+    let mut accepted = 0u64;
+    for request in 0..60 {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let path = http::uri::PathAndQuery::from_static(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        );
+        let body = vec![bytes::Bytes::from(otlp::traces(request, 10))];
+        match grpc
+            .unary::<Vec<bytes::Bytes>, bytes::Bytes, vigil_collector::grpc_codec::RawCodec>(
+                tonic::Request::new(body),
+                path,
+                vigil_collector::grpc_codec::RawCodec,
+            )
+            .await
+        {
+            Ok(_) => accepted += 10,
+            Err(status) => {
+                refused = Some(status);
+                break;
+            }
+        }
+    }
+    let status = refused.expect("a dead exporter must make the gRPC receiver refuse");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let retry = status
+        .get_details_retry_info()
+        .expect("RetryInfo in the status details");
+    assert!(
+        retry
+            .retry_delay
+            .is_some_and(|d| d >= Duration::from_millis(100))
+    );
+    let accepted_metric = tokio::task::spawn_blocking(move || {
+        collector.metric("vigil_receiver_accepted_items_total", &[])
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        accepted_metric, accepted as f64,
+        "the client's accepted count matches the collector's"
+    );
+}
