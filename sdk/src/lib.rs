@@ -26,6 +26,7 @@
 //! project's open issues.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod config;
 pub mod export;
 pub mod log;
 pub mod trace;
@@ -44,9 +45,11 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use config::logging::{Format, Handler, LoggingConfig, Sink};
 use log::clock::{Clock, SystemClock};
 use log::file::{FileOptions, RotatingFile};
 use log::json::JsonLayer;
+use log::text::TextLayer;
 use log::writer::{AsyncWriter, FullPolicy};
 
 /// Why telemetry could not be set up.
@@ -66,6 +69,9 @@ pub enum Error {
     /// Another global subscriber is already installed.
     #[error("a global tracing subscriber is already installed")]
     AlreadyInitialised,
+    /// The logging config file is invalid; one `file:line:column: key: problem` line per error.
+    #[error("{0}")]
+    Config(String),
     /// An `OTEL_*` variable has a value Vigil does not support.
     #[error("{0}")]
     Environment(String),
@@ -82,7 +88,7 @@ pub enum Error {
 /// Flushes and shuts telemetry down when dropped (bounded by a timeout; it never hangs).
 #[must_use = "telemetry is shut down when the guard is dropped"]
 pub struct Guard {
-    writer: Option<Arc<AsyncWriter>>,
+    writers: Vec<Arc<AsyncWriter>>,
     tracer_provider: SdkTracerProvider,
     logger_provider: Option<SdkLoggerProvider>,
     meter_provider: Option<SdkMeterProvider>,
@@ -100,7 +106,7 @@ impl Guard {
     /// Waits until every log line so far is written to the file and every span, log record and metric is
     /// handed to the collector (each at most the shutdown timeout); returns whether all of it was.
     pub fn flush(&self) -> bool {
-        let file = self.writer.as_ref().is_none_or(|w| w.flush(self.timeout));
+        let file = self.writers.iter().all(|w| w.flush(self.timeout));
         let traces = self.tracer_provider.force_flush().is_ok();
         let logs = self
             .logger_provider
@@ -119,7 +125,7 @@ impl Guard {
     }
 
     fn shutdown_now(&mut self) {
-        if let Some(writer) = self.writer.take() {
+        for writer in self.writers.drain(..) {
             writer.shutdown(self.timeout);
         }
         let _ = self.tracer_provider.shutdown_with_timeout(self.timeout);
@@ -136,7 +142,7 @@ impl Guard {
 
     /// Log lines dropped because the writer could not keep up (only with [`FullPolicy::Drop`]).
     pub fn dropped_log_records(&self) -> u64 {
-        self.writer.as_ref().map_or(0, |w| w.dropped())
+        self.writers.iter().map(|w| w.dropped()).sum()
     }
 }
 
@@ -160,6 +166,7 @@ pub struct Builder {
     console: bool,
     json_file: Option<FileOptions>,
     json_stderr: bool,
+    logging: Option<LoggingConfig>,
     on_full: FullPolicy,
     buffer_bytes: usize,
     clock: Arc<dyn Clock>,
@@ -185,6 +192,7 @@ impl Builder {
             console: true,
             json_file: std::env::var_os("VIGIL_LOG_FILE").map(FileOptions::new),
             json_stderr: false,
+            logging: None,
             on_full: FullPolicy::Block,
             buffer_bytes: 8 << 20,
             clock: Arc::new(SystemClock),
@@ -216,6 +224,14 @@ impl Builder {
     /// JSON lines into a rotating file (also set by `VIGIL_LOG_FILE`).
     pub fn json_file(mut self, options: FileOptions) -> Self {
         self.json_file = Some(options);
+        self
+    }
+
+    /// Handlers, formatters and levels from a logging config (see [`config::logging`]); replaces
+    /// [`Builder::console`], [`Builder::json_file`] and [`Builder::json_stderr`]. `RUST_LOG` and
+    /// [`Builder::filter`] still override its levels.
+    pub fn logging_config(mut self, config: LoggingConfig) -> Self {
+        self.logging = Some(config);
         self
     }
 
@@ -256,6 +272,7 @@ impl Builder {
             .ok()
             .filter(|f| !f.is_empty())
             .or(self.filter.clone())
+            .or(self.logging.as_ref().map(|c| c.filter.clone()))
             .unwrap_or_else(|| "info".into());
         let filter = EnvFilter::try_new(&filter_text).map_err(|e| Error::Filter {
             filter: filter_text.clone(),
@@ -345,47 +362,77 @@ impl Builder {
         let tracer = tracer_provider.tracer("vigil");
         let otel = (!disabled)
             .then(|| trace::SpansOnly(tracing_opentelemetry::layer().with_tracer(tracer)));
-        let log_bridge = logger_provider.as_ref().map(|provider| {
-            export::LogBridge(
-                opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(provider),
-            )
-        });
-        let writer = match &self.json_file {
-            _ if self.json_stderr => Some(Arc::new(AsyncWriter::start(
-                log::writer::WriteSink(std::io::stderr()),
-                self.buffer_bytes,
-                self.on_full,
-                self.clock.clone(),
-            )?)),
-            Some(options) => {
-                let file = RotatingFile::open(options.clone(), self.clock.clone())?;
-                Some(Arc::new(AsyncWriter::start(
-                    file,
-                    self.buffer_bytes,
-                    self.on_full,
-                    self.clock.clone(),
-                )?))
-            }
-            None => None,
-        };
-        let json = writer
-            .clone()
-            .map(|w| JsonLayer::new(w, self.clock.clone()));
-        let console = self.console.then(|| {
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        });
+        let handlers = self.handlers(signals.logs);
+        let mut writers = Vec::new();
+        let mut layers: Vec<BoxedLayer> = Vec::new();
+        for handler in &handlers {
+            let layer = match (&handler.sink, &handler.format) {
+                (Sink::Otlp, _) => match &logger_provider {
+                    Some(provider) => boxed(export::LogBridge(
+                        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(
+                            provider,
+                        ),
+                    )),
+                    None => continue,
+                },
+                (Sink::Stderr, Format::Console) => boxed(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+                ),
+                (Sink::Stdout, Format::Console) => boxed(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stdout)
+                        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+                ),
+                (sink, format) => {
+                    let writer = Arc::new(match sink {
+                        Sink::File(options) => AsyncWriter::start(
+                            RotatingFile::open(options.clone(), self.clock.clone())?,
+                            self.buffer_bytes,
+                            self.on_full,
+                            self.clock.clone(),
+                        )?,
+                        Sink::Stdout => AsyncWriter::start(
+                            log::writer::WriteSink(std::io::stdout()),
+                            self.buffer_bytes,
+                            self.on_full,
+                            self.clock.clone(),
+                        )?,
+                        _ => AsyncWriter::start(
+                            log::writer::WriteSink(std::io::stderr()),
+                            self.buffer_bytes,
+                            self.on_full,
+                            self.clock.clone(),
+                        )?,
+                    });
+                    writers.push(writer.clone());
+                    match format {
+                        Format::Text(pattern) => {
+                            boxed(TextLayer::new(pattern.clone(), writer, self.clock.clone()))
+                        }
+                        _ => boxed(JsonLayer::new(writer, self.clock.clone())),
+                    }
+                }
+            };
+            layers.push(match handler.level {
+                Some(level) => boxed(<BoxedLayer as tracing_subscriber::Layer<
+                    tracing_subscriber::Registry,
+                >>::with_filter(
+                    layer,
+                    tracing_subscriber::filter::LevelFilter::from_level(level.tracing()),
+                )),
+                None => layer,
+            });
+        }
         let subscriber = tracing_subscriber::registry()
+            .with(layers)
             .with(filter)
-            .with(otel)
-            .with(json)
-            .with(log_bridge)
-            .with(console);
+            .with(otel);
         Ok((
             subscriber,
             Guard {
-                writer,
+                writers,
                 tracer_provider,
                 logger_provider,
                 meter_provider,
@@ -393,6 +440,32 @@ impl Builder {
                 timeout: self.shutdown_timeout,
             },
         ))
+    }
+
+    /// The handlers in effect: the config file's, or those set in code.
+    fn handlers(&self, otlp_logs: bool) -> Vec<Handler> {
+        if let Some(config) = &self.logging {
+            return config.handlers.clone();
+        }
+        let handler = |name: &str, sink: Sink, format: Format| Handler {
+            name: name.into(),
+            sink,
+            format,
+            level: None,
+        };
+        let mut handlers = Vec::new();
+        if self.json_stderr {
+            handlers.push(handler("json_stderr", Sink::Stderr, Format::Json));
+        } else if self.console {
+            handlers.push(handler("console", Sink::Stderr, Format::Console));
+        }
+        if let Some(options) = &self.json_file {
+            handlers.push(handler("file", Sink::File(options.clone()), Format::Json));
+        }
+        if otlp_logs {
+            handlers.push(handler("otlp", Sink::Otlp, Format::Json));
+        }
+        handlers
     }
 
     /// Builds and installs the subscriber as the global default.
@@ -408,6 +481,25 @@ impl Builder {
         opentelemetry::global::set_tracer_provider(guard.tracer_provider.clone());
         Ok(guard)
     }
+}
+
+type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+fn boxed<L>(layer: L) -> BoxedLayer
+where
+    L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+{
+    Box::new(layer)
+}
+
+/// Sets up telemetry for `service_name` from a logging config file (see [`config::logging`] and
+/// `configs/logging/default.yaml`); errors name the file, line and column.
+pub fn init_from_file(
+    service_name: impl Into<String>,
+    path: impl AsRef<std::path::Path>,
+) -> Result<Guard, Error> {
+    let config = LoggingConfig::from_file(path.as_ref()).map_err(Error::Config)?;
+    Builder::new(service_name).logging_config(config).try_init()
 }
 
 /// Sets up telemetry for `service_name` with defaults (console logs at INFO; JSON file when `VIGIL_LOG_FILE` is

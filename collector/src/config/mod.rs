@@ -13,7 +13,8 @@
 //! the checks start-up runs. All problems are collected, each with its line and column.
 
 pub mod duration;
-pub mod yaml;
+/// YAML with locations, shared with the SDK's logging config.
+pub use vigil::config::yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -303,20 +304,14 @@ impl Checker<'_> {
     /// Deserialises `value` (found at `path`) into `T`, recording any error with its exact location.
     /// `null` reads as an empty mapping, so `otlp:` alone means "all defaults".
     pub fn decode<T: DeserializeOwned>(&mut self, path: &str, value: &Value) -> Option<T> {
-        let empty = Value::Object(Default::default());
-        let value = if value.is_null() { &empty } else { value };
-        match serde_path_to_error::deserialize::<_, T>(value) {
+        match yaml::decode(value, path, self.locations) {
             Ok(typed) => Some(typed),
             Err(e) => {
-                let inner = e.path().to_string();
-                let full = match inner.as_str() {
-                    "." | "" => path.to_string(),
-                    inner if path.is_empty() => inner.to_string(),
-                    inner if inner.starts_with('[') => format!("{path}{inner}"),
-                    inner => format!("{path}.{inner}"),
-                };
-                let message = e.into_inner().to_string();
-                self.error(&full, message);
+                self.errors.push(ConfigError {
+                    location: e.location,
+                    path: e.path,
+                    message: e.message,
+                });
                 None
             }
         }

@@ -349,3 +349,48 @@ fn concurrent_writers_lose_nothing_across_rotations() {
     }
     assert_eq!(seen.len(), 20_000);
 }
+
+#[test]
+fn logging_config_drives_handlers_formats_and_levels() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "logging:\n  version: 1\n  formatters:\n    json: {{class: json}}\n    detailed: {{format: '%(asctime)s - %(name)s - %(levelname)-8s - %(message)s'}}\n  handlers:\n    text:\n      class: file\n      filename: {dir}/app.log\n      formatter: detailed\n      compress: false\n    json:\n      class: file\n      filename: {dir}/app.jsonl\n      formatter: json\n      level: WARNING\n      compress: false\n  loggers:\n    noisy.module: {{level: ERROR}}\n  root:\n    level: INFO\n    handlers: [text, json]\n",
+        dir = dir.path().display()
+    );
+    let config = crate::config::logging::LoggingConfig::parse(&text, "test.yaml").unwrap();
+    let (subscriber, guard) = Builder::new("svc")
+        .otlp(false)
+        .logging_config(config)
+        .clock(Arc::new(ManualClock::at(NOV_22_2026_23H)))
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        let span = info_span!("job", experiment_id = "exp_001");
+        let _entered = span.enter();
+        tracing::debug!("below the root level");
+        info!(step = 3, "step done");
+        warn!(loss = 9.5, "loss exploded");
+        tracing::warn!(target: "noisy::module", "below this logger's level");
+    });
+    assert!(guard.flush());
+    let text_log = std::fs::read_to_string(dir.path().join("app.log")).unwrap();
+    let lines: Vec<&str> = text_log.lines().collect();
+    assert_eq!(lines.len(), 2, "{text_log}");
+    assert!(
+        lines[0].starts_with("2026-11-22 23:00:00,000 - vigil::log::tests - INFO     - step done step=3 experiment_id=\"exp_001\" trace_id="),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains(" - WARNING  - loss exploded loss=9.5"),
+        "{}",
+        lines[1]
+    );
+    let json = read_lines(&dir.path().join("app.jsonl"));
+    assert_eq!(
+        json.len(),
+        1,
+        "the json handler only takes WARNING and above"
+    );
+    assert_eq!(json[0]["message"], "loss exploded");
+}

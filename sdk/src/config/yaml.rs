@@ -1,4 +1,5 @@
-//! YAML to a JSON value tree, remembering where every node was written.
+//! YAML to a JSON value tree, remembering where every node was written (used by the collector config and the
+//! SDK logging config alike).
 //!
 //! Typed config structs are deserialised from the tree with `serde_path_to_error`; the path of a failure is then
 //! looked up in [`Locations`] so every error names the line and column a user has to fix. Keeping the tree
@@ -51,6 +52,42 @@ pub struct YamlError {
     pub location: Location,
     /// What is wrong.
     pub message: String,
+}
+
+/// A typed-decoding failure: the full key path, where it is, and what serde said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// Dotted key path (`handlers.file.maxBytes`).
+    pub path: String,
+    /// Where it is.
+    pub location: Location,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+/// Deserialises `value`, found at `path` in the document, into `T`; a failure names the exact key and its
+/// location. `null` reads as an empty mapping, so `otlp:` alone means "all defaults".
+pub fn decode<T: serde::de::DeserializeOwned>(
+    value: &Value,
+    path: &str,
+    locations: &Locations,
+) -> Result<T, DecodeError> {
+    let empty = Value::Object(Map::new());
+    let value = if value.is_null() { &empty } else { value };
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let full = match inner.as_str() {
+            "." | "" => path.to_string(),
+            inner if path.is_empty() => inner.to_string(),
+            inner if inner.starts_with('[') => format!("{path}{inner}"),
+            inner => format!("{path}.{inner}"),
+        };
+        DecodeError {
+            location: locations.find(&full),
+            path: full,
+            message: e.into_inner().to_string(),
+        }
+    })
 }
 
 /// Parses one YAML document into a value tree and the location of each node.

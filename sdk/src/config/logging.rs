@@ -1,0 +1,534 @@
+//! The logging config file, in the spirit of Python's `logging.config.dictConfig`.
+//!
+//! ```yaml
+//! logging:                       # the wrapper key is optional
+//!   version: 1
+//!   formatters:
+//!     json: {class: json}
+//!     detailed: {format: '%(asctime)s - %(name)s - %(levelname)s - %(message)s'}
+//!   handlers:
+//!     console: {class: console, formatter: detailed, level: INFO}
+//!     file: {class: file, filename: logs/app.jsonl, maxBytes: 52428800, backupCount: 10, formatter: json}
+//!     otlp: {class: otlp, level: INFO}
+//!   loggers:
+//!     my_crate.db: {level: WARNING}
+//!   root: {level: DEBUG, handlers: [console, file, otlp]}
+//! ```
+//!
+//! Python class paths become Vigil names: `JSONFormatter` → `class: json`, `logging.StreamHandler` →
+//! `console`, `RotatingFileHandler`/`TimedRotatingFileHandler` → `file`, and any handler that ships records to a
+//! remote system (such as an MLflow handler) → `otlp`, which sends them to the collector. Logger names map to
+//! `tracing` targets (`my_crate.db` → `my_crate::db`). Every error names the file, line and column.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::yaml::{self, Locations};
+use crate::log::file::{DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, FileOptions};
+use crate::log::text::Pattern;
+
+/// A level name as Python writes it (case-insensitive): DEBUG, INFO, WARNING (or WARN), ERROR, CRITICAL,
+/// NOTSET. CRITICAL maps to `tracing`'s ERROR, NOTSET to TRACE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Everything.
+    NotSet,
+    /// DEBUG.
+    Debug,
+    /// INFO.
+    Info,
+    /// WARNING.
+    Warning,
+    /// ERROR.
+    Error,
+    /// CRITICAL (reported at `tracing`'s ERROR).
+    Critical,
+}
+
+impl<'de> Deserialize<'de> for Level {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(match text.to_ascii_uppercase().as_str() {
+            "NOTSET" | "TRACE" => Level::NotSet,
+            "DEBUG" => Level::Debug,
+            "INFO" => Level::Info,
+            "WARNING" | "WARN" => Level::Warning,
+            "ERROR" => Level::Error,
+            "CRITICAL" | "FATAL" => Level::Critical,
+            _ => {
+                return Err(serde::de::Error::custom(format!(
+                    "`{text}` is not a level; use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+                )));
+            }
+        })
+    }
+}
+
+impl Level {
+    /// The `tracing` filter directive for this level.
+    pub fn directive(self) -> &'static str {
+        match self {
+            Level::NotSet => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warning => "warn",
+            Level::Error | Level::Critical => "error",
+        }
+    }
+
+    /// The `tracing` level.
+    pub fn tracing(self) -> tracing::Level {
+        match self {
+            Level::NotSet => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warning => tracing::Level::WARN,
+            Level::Error | Level::Critical => tracing::Level::ERROR,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFormatter {
+    class: Option<String>,
+    format: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHandler {
+    class: String,
+    formatter: Option<String>,
+    level: Option<Level>,
+    filename: Option<String>,
+    #[serde(rename = "maxBytes")]
+    max_bytes: Option<u64>,
+    #[serde(rename = "backupCount")]
+    backup_count: Option<usize>,
+    when: Option<String>,
+    utc: Option<bool>,
+    compress: Option<bool>,
+    max_age_days: Option<u64>,
+    mode: Option<String>,
+    stream: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogger {
+    level: Option<Level>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRoot {
+    level: Option<Level>,
+    #[serde(default)]
+    handlers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    #[serde(default = "one")]
+    version: u32,
+    #[serde(default)]
+    formatters: BTreeMap<String, RawFormatter>,
+    #[serde(default)]
+    handlers: BTreeMap<String, Value>,
+    #[serde(default)]
+    loggers: BTreeMap<String, Value>,
+    #[serde(default)]
+    root: Value,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// How a handler formats records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line.
+    Json,
+    /// A Python `logging` format string.
+    Text(Pattern),
+    /// The human-readable console format (colour on a terminal).
+    Console,
+}
+
+/// Where a handler sends records.
+#[derive(Clone, Debug)]
+pub enum Sink {
+    /// Standard error.
+    Stderr,
+    /// Standard output.
+    Stdout,
+    /// A rotating file.
+    File(FileOptions),
+    /// The OTLP log exporter (to the collector).
+    Otlp,
+}
+
+/// One handler of the root logger.
+#[derive(Clone, Debug)]
+pub struct Handler {
+    /// Its name in the file.
+    pub name: String,
+    /// Where records go.
+    pub sink: Sink,
+    /// How they are formatted (ignored for OTLP).
+    pub format: Format,
+    /// Records below this level are not given to this handler.
+    pub level: Option<Level>,
+}
+
+/// A validated logging config.
+#[derive(Clone, Debug)]
+pub struct LoggingConfig {
+    /// The `tracing` filter: root level plus per-logger levels.
+    pub filter: String,
+    /// The root logger's handlers.
+    pub handlers: Vec<Handler>,
+}
+
+impl LoggingConfig {
+    /// Parses config text; `source` names the file in error messages, one line per problem.
+    pub fn parse(text: &str, source: &str) -> Result<LoggingConfig, String> {
+        let env = |name: &str| std::env::var(name).ok();
+        let located = |errors: Vec<(yaml::Location, String, String)>| {
+            errors
+                .into_iter()
+                .map(|(at, path, message)| {
+                    let path = if path.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{path}: ")
+                    };
+                    format!("{source}:{}:{}: {path}{message}", at.line, at.column)
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let (tree, locations) = yaml::parse(text, &env).map_err(|errors| {
+            located(
+                errors
+                    .into_iter()
+                    .map(|e| (e.location, String::new(), e.message))
+                    .collect(),
+            )
+        })?;
+        let (root, prefix) = match tree.get("logging") {
+            Some(inner) if tree.as_object().is_some_and(|o| o.len() == 1) => {
+                (inner.clone(), "logging")
+            }
+            _ => (tree, ""),
+        };
+        let mut errors = Vec::new();
+        let config = build(&root, prefix, &locations, &mut errors);
+        match config {
+            Some(config) if errors.is_empty() => Ok(config),
+            _ => Err(located(errors)),
+        }
+    }
+
+    /// Reads and parses a config file.
+    pub fn from_file(path: &std::path::Path) -> Result<LoggingConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        LoggingConfig::parse(&text, &path.display().to_string())
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn build(
+    root: &Value,
+    prefix: &str,
+    locations: &Locations,
+    errors: &mut Vec<(yaml::Location, String, String)>,
+) -> Option<LoggingConfig> {
+    let mut error =
+        |path: String, message: String| errors.push((locations.find(&path), path, message));
+    let raw: RawLogging = match yaml::decode(root, prefix, locations) {
+        Ok(raw) => raw,
+        Err(e) => {
+            error(e.path, e.message);
+            return None;
+        }
+    };
+    if raw.version != 1 {
+        error(
+            join(prefix, "version"),
+            format!("only version 1 exists, not {}", raw.version),
+        );
+    }
+    let mut formats = BTreeMap::new();
+    for (name, formatter) in &raw.formatters {
+        let path = join(prefix, &format!("formatters.{name}"));
+        let format = match (formatter.class.as_deref(), &formatter.format) {
+            (Some("json"), None) => Format::Json,
+            (Some("console"), None) => Format::Console,
+            (None | Some("text"), Some(format)) => match Pattern::parse(format) {
+                Ok(pattern) => Format::Text(pattern),
+                Err(message) => {
+                    error(format!("{path}.format"), message);
+                    continue;
+                }
+            },
+            (Some(class), None) => {
+                error(
+                    format!("{path}.class"),
+                    format!(
+                        "unknown formatter class `{class}`; use json, console or a `format` string"
+                    ),
+                );
+                continue;
+            }
+            (None, None) => {
+                error(
+                    path,
+                    "a formatter needs `class: json` or a `format` string".into(),
+                );
+                continue;
+            }
+            (Some(_), Some(_)) => {
+                error(path, "give either `class` or `format`, not both".into());
+                continue;
+            }
+        };
+        formats.insert(name.clone(), format);
+    }
+    let mut handlers = BTreeMap::new();
+    for (name, value) in &raw.handlers {
+        let path = join(prefix, &format!("handlers.{name}"));
+        let handler: RawHandler = match yaml::decode(value, &path, locations) {
+            Ok(handler) => handler,
+            Err(e) => {
+                error(e.path, e.message);
+                continue;
+            }
+        };
+        let format = match &handler.formatter {
+            None => Format::Console,
+            Some(formatter) => match formats.get(formatter) {
+                Some(format) => format.clone(),
+                None => {
+                    if !raw.formatters.contains_key(formatter) {
+                        error(
+                            format!("{path}.formatter"),
+                            format!("formatter `{formatter}` is not defined under `formatters`"),
+                        );
+                    }
+                    continue;
+                }
+            },
+        };
+        let sink = match handler.class.as_str() {
+            "console" => match handler.stream.as_deref() {
+                None | Some("stderr") | Some("ext://sys.stderr") => Sink::Stderr,
+                Some("stdout") | Some("ext://sys.stdout") => Sink::Stdout,
+                Some(other) => {
+                    error(
+                        format!("{path}.stream"),
+                        format!("`{other}` is not a stream; use stderr or stdout"),
+                    );
+                    continue;
+                }
+            },
+            "file" => {
+                let Some(filename) = &handler.filename else {
+                    error(path, "a file handler needs `filename`".into());
+                    continue;
+                };
+                let mut options = FileOptions::new(PathBuf::from(filename));
+                options.max_bytes = handler.max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
+                options.max_files = handler.backup_count.filter(|n| *n > 0);
+                options.daily = match handler
+                    .when
+                    .as_deref()
+                    .map(str::to_ascii_lowercase)
+                    .as_deref()
+                {
+                    None | Some("midnight") | Some("d") | Some("daily") => true,
+                    Some("never") => false,
+                    Some(other) => {
+                        error(
+                            format!("{path}.when"),
+                            format!("`{other}` is not supported; use midnight or never"),
+                        );
+                        continue;
+                    }
+                };
+                options.utc_offset_seconds = 0;
+                if handler.utc == Some(false) {
+                    error(
+                        format!("{path}.utc"),
+                        "local-time rotation is not supported yet; days are UTC".into(),
+                    );
+                }
+                options.compress = handler.compress.unwrap_or(true);
+                options.max_age = Some(
+                    handler
+                        .max_age_days
+                        .map_or(DEFAULT_MAX_AGE, |d| Duration::from_secs(d * 86_400)),
+                );
+                if let Some(mode) = &handler.mode {
+                    match u32::from_str_radix(mode.trim_start_matches("0o"), 8) {
+                        Ok(bits) if bits <= 0o777 => options.mode = bits,
+                        _ => {
+                            error(
+                                format!("{path}.mode"),
+                                format!("`{mode}` is not an octal mode such as 0640"),
+                            );
+                            continue;
+                        }
+                    }
+                }
+                Sink::File(options)
+            }
+            "otlp" => Sink::Otlp,
+            other => {
+                error(
+                    format!("{path}.class"),
+                    format!(
+                        "unknown handler class `{other}`; use console, file or otlp (remote handlers such as MLflow become otlp: the collector forwards)"
+                    ),
+                );
+                continue;
+            }
+        };
+        if matches!(sink, Sink::File(_)) && format == Format::Console {
+            error(
+                format!("{path}.formatter"),
+                "a file handler needs a `json` or `format` formatter".into(),
+            );
+            continue;
+        }
+        handlers.insert(
+            name.clone(),
+            Handler {
+                name: name.clone(),
+                sink,
+                format,
+                level: handler.level,
+            },
+        );
+    }
+    let root_path = join(prefix, "root");
+    let root_config: RawRoot = if raw.root.is_null() {
+        RawRoot::default()
+    } else {
+        match yaml::decode(&raw.root, &root_path, locations) {
+            Ok(root) => root,
+            Err(e) => {
+                error(e.path, e.message);
+                RawRoot::default()
+            }
+        }
+    };
+    let mut root_handlers = Vec::new();
+    for (i, name) in root_config.handlers.iter().enumerate() {
+        match handlers.get(name) {
+            Some(handler) => root_handlers.push(handler.clone()),
+            None if raw.handlers.contains_key(name) => {}
+            None => error(
+                join(prefix, &format!("root.handlers[{i}]")),
+                format!("handler `{name}` is not defined under `handlers`"),
+            ),
+        }
+    }
+    let mut filter = root_config
+        .level
+        .unwrap_or(Level::Info)
+        .directive()
+        .to_string();
+    for (name, value) in &raw.loggers {
+        let path = join(prefix, &format!("loggers.{name}"));
+        let logger: RawLogger = match yaml::decode(value, &path, locations) {
+            Ok(logger) => logger,
+            Err(e) => {
+                error(e.path, e.message);
+                continue;
+            }
+        };
+        if let Some(level) = logger.level {
+            filter.push_str(&format!(
+                ",{}={}",
+                name.replace('.', "::"),
+                level.directive()
+            ));
+        }
+    }
+    Some(LoggingConfig {
+        filter,
+        handlers: root_handlers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_shipped_default_config() {
+        let text = include_str!("../../../configs/logging/default.yaml");
+        let config = LoggingConfig::parse(text, "default.yaml").unwrap();
+        assert_eq!(config.filter, "debug");
+        let names: Vec<&str> = config.handlers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["console", "file", "mlflow"]);
+        let Sink::File(file) = &config.handlers[1].sink else {
+            panic!("file handler")
+        };
+        assert_eq!(file.max_bytes, 52_428_800);
+        assert_eq!(file.max_files, Some(10));
+        assert_eq!(config.handlers[1].format, Format::Json);
+        assert!(matches!(config.handlers[0].format, Format::Text(_)));
+        assert_eq!(config.handlers[0].level, Some(Level::Info));
+        assert!(matches!(config.handlers[2].sink, Sink::Otlp));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        let text = "logging:\n  version: 1\n  handlers:\n    console:\n      class: console\n      levle: INFO\n    file:\n      class: file\n      formatter: missing\n  root:\n    level: LOUD\n    handlers: [console, nope]\n";
+        let errors = LoggingConfig::parse(text, "l.yaml").unwrap_err();
+        assert!(
+            errors.contains("l.yaml:6:7: logging.handlers.console.levle: unknown field `levle`"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("l.yaml:11:5: logging.root.level: `LOUD` is not a level"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn references_and_logger_levels() {
+        let text = "formatters:\n  f: {format: '%(message)s'}\nhandlers:\n  h: {class: console, formatter: g}\nloggers:\n  my_crate.db: {level: WARNING}\nroot: {level: INFO, handlers: [h, x]}\n";
+        let errors = LoggingConfig::parse(text, "c.yaml").unwrap_err();
+        assert!(
+            errors.contains("c.yaml:4:23: handlers.h.formatter: formatter `g` is not defined"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("root.handlers[1]: handler `x` is not defined"),
+            "{errors}"
+        );
+        let ok = "loggers:\n  my_crate.db: {level: WARNING}\nroot: {level: INFO}\n";
+        assert_eq!(
+            LoggingConfig::parse(ok, "c.yaml").unwrap().filter,
+            "info,my_crate::db=warn"
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! The text formatter: Python `logging` format strings (`'%(asctime)s - %(name)s - %(levelname)s - %(message)s'`)
+//! for people reading logs, followed by the event's structured fields and the trace ids as ` key=value` pairs,
+//! so nothing the JSON formatter would show is lost.
+
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use super::clock::{Clock, civil_date};
+use super::json::level_name;
+use super::writer::AsyncWriter;
+
+/// One piece of a format string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Literal(String),
+    Field {
+        name: Attribute,
+        width: usize,
+        left: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attribute {
+    AscTime,
+    Name,
+    LevelName,
+    Message,
+    FileName,
+    LineNo,
+    Module,
+    Process,
+    ThreadName,
+}
+
+/// A parsed Python `logging` format string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pattern(Vec<Piece>);
+
+/// The attributes a format string may use.
+pub const SUPPORTED: &str =
+    "asctime, name, levelname, message, filename, lineno, module, process, threadName";
+
+impl Pattern {
+    /// Parses `%(name)s`-style placeholders (with optional `-` and width, e.g. `%(levelname)-8s`); `%%` is `%`.
+    pub fn parse(format: &str) -> Result<Pattern, String> {
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut rest = format;
+        while let Some(at) = rest.find('%') {
+            literal.push_str(&rest[..at]);
+            let after = &rest[at + 1..];
+            if let Some(tail) = after.strip_prefix('%') {
+                literal.push('%');
+                rest = tail;
+                continue;
+            }
+            let Some(body) = after.strip_prefix('(') else {
+                return Err(format!(
+                    "`%` at byte {at} must start a `%(name)s` placeholder (write `%%` for a percent sign)"
+                ));
+            };
+            let close = body
+                .find(')')
+                .ok_or_else(|| format!("unclosed `%(` in `{format}`"))?;
+            let key = &body[..close];
+            let spec = &body[close + 1..];
+            let left = spec.starts_with('-');
+            let spec = spec.trim_start_matches('-');
+            let digits = spec.bytes().take_while(u8::is_ascii_digit).count();
+            let width = spec[..digits].parse().unwrap_or(0);
+            let conversion = spec[digits..].chars().next();
+            if !matches!(conversion, Some('s' | 'd')) {
+                return Err(format!(
+                    "`%({key})` must end with a conversion such as `s` or `d`"
+                ));
+            }
+            let name = match key {
+                "asctime" => Attribute::AscTime,
+                "name" => Attribute::Name,
+                "levelname" => Attribute::LevelName,
+                "message" => Attribute::Message,
+                "filename" | "pathname" => Attribute::FileName,
+                "lineno" => Attribute::LineNo,
+                "module" => Attribute::Module,
+                "process" => Attribute::Process,
+                "threadName" => Attribute::ThreadName,
+                other => {
+                    return Err(format!(
+                        "unknown attribute `%({other})`; supported: {SUPPORTED}"
+                    ));
+                }
+            };
+            if !literal.is_empty() {
+                pieces.push(Piece::Literal(std::mem::take(&mut literal)));
+            }
+            pieces.push(Piece::Field { name, width, left });
+            rest = &spec[digits + 1..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            pieces.push(Piece::Literal(literal));
+        }
+        Ok(Pattern(pieces))
+    }
+}
+
+/// Python's default `asctime`: `2026-11-22 11:19:26,123`.
+fn write_asctime(now: std::time::Duration, out: &mut String) {
+    let secs = now.as_secs() as i64;
+    let (y, m, d) = civil_date(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02},{:03}",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        now.subsec_millis()
+    );
+}
+
+struct TextFields<'a> {
+    fields: &'a mut String,
+    message: Option<&'a mut String>,
+}
+
+impl Visit for TextFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message"
+            && let Some(message) = self.message.as_deref_mut()
+        {
+            message.push_str(value);
+            return;
+        }
+        let _ = write!(self.fields, " {}={value:?}", field.name());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message"
+            && let Some(message) = self.message.as_deref_mut()
+        {
+            let _ = write!(message, "{value:?}");
+            return;
+        }
+        let _ = write!(self.fields, " {}={value:?}", field.name());
+    }
+}
+
+#[derive(Default)]
+struct SpanText(String);
+
+#[derive(Default)]
+struct Buffers {
+    line: String,
+    message: String,
+    fields: String,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
+}
+
+/// A tracing layer writing lines in a Python `logging` format through an [`AsyncWriter`].
+pub struct TextLayer {
+    pattern: Pattern,
+    writer: Arc<AsyncWriter>,
+    clock: Arc<dyn Clock>,
+}
+
+impl TextLayer {
+    /// A layer formatting with `pattern`.
+    pub fn new(pattern: Pattern, writer: Arc<AsyncWriter>, clock: Arc<dyn Clock>) -> Self {
+        TextLayer {
+            pattern,
+            writer,
+            clock,
+        }
+    }
+
+    fn format<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>, buffers: &mut Buffers)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let Buffers {
+            line,
+            message,
+            fields,
+        } = buffers;
+        line.clear();
+        message.clear();
+        fields.clear();
+        event.record(&mut TextFields {
+            fields,
+            message: Some(message),
+        });
+        let metadata = event.metadata();
+        let mut value = String::new();
+        for piece in &self.pattern.0 {
+            match piece {
+                Piece::Literal(text) => line.push_str(text),
+                Piece::Field { name, width, left } => {
+                    value.clear();
+                    match name {
+                        Attribute::AscTime => write_asctime(self.clock.now(), &mut value),
+                        Attribute::Name | Attribute::Module => value.push_str(metadata.target()),
+                        Attribute::LevelName => value.push_str(level_name(metadata.level())),
+                        Attribute::Message => value.push_str(message),
+                        Attribute::FileName => value.push_str(metadata.file().unwrap_or("?")),
+                        Attribute::LineNo => {
+                            let _ = write!(value, "{}", metadata.line().unwrap_or(0));
+                        }
+                        Attribute::Process => {
+                            let _ = write!(value, "{}", std::process::id());
+                        }
+                        Attribute::ThreadName => {
+                            value.push_str(std::thread::current().name().unwrap_or("-"))
+                        }
+                    }
+                    let pad = width.saturating_sub(value.chars().count());
+                    if !left {
+                        line.extend(std::iter::repeat_n(' ', pad));
+                    }
+                    line.push_str(&value);
+                    if *left {
+                        line.extend(std::iter::repeat_n(' ', pad));
+                    }
+                }
+            }
+        }
+        line.push_str(fields);
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                if let Some(text) = span.extensions().get::<SpanText>() {
+                    line.push_str(&text.0);
+                }
+            }
+        }
+        let mut ids = Vec::new();
+        super::correlation::append_ids(&mut ids);
+        if !ids.is_empty() {
+            // `,"trace_id":"…","span_id":"…"` as ` trace_id=… span_id=…`.
+            let text = String::from_utf8_lossy(&ids)
+                .replace(",\"", " ")
+                .replace("\":\"", "=")
+                .replace('"', "");
+            line.push_str(&text);
+        }
+        line.push('\n');
+    }
+}
+
+impl<S> Layer<S> for TextLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut text = SpanText::default();
+        attrs.record(&mut TextFields {
+            fields: &mut text.0,
+            message: None,
+        });
+        span.extensions_mut().insert(text);
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: Context<'_, S>,
+    ) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut extensions = span.extensions_mut();
+        if let Some(text) = extensions.get_mut::<SpanText>() {
+            values.record(&mut TextFields {
+                fields: &mut text.0,
+                message: None,
+            });
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        BUFFERS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buffers) => {
+                self.format(event, &ctx, &mut buffers);
+                self.writer.write(buffers.line.as_bytes());
+            }
+            Err(_) => {
+                let mut buffers = Buffers::default();
+                self.format(event, &ctx, &mut buffers);
+                self.writer.write(buffers.line.as_bytes());
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_seed_format_and_rejects_unknown_attributes() {
+        let pattern =
+            Pattern::parse("%(asctime)s - %(name)s - %(levelname)-8s - %(message)s").unwrap();
+        assert_eq!(pattern.0.len(), 7);
+        assert!(
+            Pattern::parse("%(funcName)s")
+                .unwrap_err()
+                .contains("unknown attribute `%(funcName)`")
+        );
+        assert!(Pattern::parse("100% done").is_err());
+        assert_eq!(
+            Pattern::parse("100%% done").unwrap().0,
+            vec![Piece::Literal("100% done".into())]
+        );
+    }
+
+    #[test]
+    fn asctime_looks_like_pythons() {
+        let mut out = String::new();
+        write_asctime(
+            std::time::Duration::new(1_795_346_366, 123_456_789),
+            &mut out,
+        );
+        assert_eq!(out, "2026-11-22 11:19:26,123");
+    }
+}
