@@ -29,6 +29,7 @@
 pub mod config;
 pub mod export;
 pub mod log;
+pub mod metrics;
 pub mod trace;
 
 /// The pinned OpenTelemetry crates Vigil is built on, so applications use the same versions.

@@ -6,12 +6,12 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-/// Forwards everything but events to the wrapped layer.
+/// Forwards spans and ERROR events to the wrapped layer, and no other events.
 ///
 /// Log events travel the log pipeline, correlated with spans by trace and span ids, instead of being copied
-/// into span events (which OpenTelemetry is phasing out and which cost an allocation per event). A wrapper
-/// rather than a per-layer filter, because per-layer filters make every disabled callsite re-check its level
-/// at run time.
+/// into span events (which OpenTelemetry is phasing out and which cost an allocation per event). ERROR events
+/// still reach the span, so it gets an error status and an exception event. A wrapper rather than a per-layer
+/// filter, because per-layer filters make every disabled callsite re-check its level at run time.
 #[derive(Debug)]
 pub struct SpansOnly<L>(pub L);
 
@@ -46,7 +46,11 @@ where
     fn on_follows_from(&self, span: &Id, follows: &Id, ctx: Context<'_, S>) {
         self.0.on_follows_from(span, follows, ctx);
     }
-    fn on_event(&self, _event: &Event<'_>, _ctx: Context<'_, S>) {}
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if *event.metadata().level() == tracing::Level::ERROR {
+            self.0.on_event(event, ctx);
+        }
+    }
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         self.0.on_enter(id, ctx);
     }
@@ -65,5 +69,46 @@ where
         }
         // SAFETY: forwarded to the inner layer, which upholds the same contract.
         unsafe { self.0.downcast_raw(id) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{Status, TracerProvider as _};
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::SpansOnly;
+
+    #[test]
+    fn errors_mark_the_span_and_other_events_stay_out_of_it() {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry().with(SpansOnly(
+            tracing_opentelemetry::layer().with_tracer(provider.tracer("test")),
+        ));
+        tracing::subscriber::with_default(subscriber, || {
+            let ok = tracing::info_span!("ok_step", rows = 3);
+            ok.in_scope(|| tracing::info!("fine"));
+            let failing = tracing::info_span!("failing_step");
+            failing.in_scope(|| tracing::error!(error = "disk full", "write failed"));
+        });
+        let _ = provider.force_flush();
+        let spans = exporter.get_finished_spans().unwrap();
+        let ok = spans.iter().find(|s| s.name == "ok_step").unwrap();
+        let failing = spans.iter().find(|s| s.name == "failing_step").unwrap();
+        assert_eq!(ok.status, Status::Unset);
+        assert!(
+            ok.events.is_empty(),
+            "INFO events are logs, not span events"
+        );
+        assert!(
+            matches!(failing.status, Status::Error { .. }),
+            "{:?}",
+            failing.status
+        );
+        assert_eq!(failing.events.len(), 1);
     }
 }

@@ -1,0 +1,135 @@
+//! One-line metrics over the OpenTelemetry meter provider that [`crate::init`] installs (exported over OTLP).
+//!
+//! ```no_run
+//! use vigil::metrics;
+//! metrics::increment("training.epochs", 1, &[("model_type", "lightgbm")]);
+//! metrics::record("training.loss", 0.234, &[("model_type", "lightgbm")]);
+//! metrics::gauge("queue.depth", 17.0, &[]);
+//! metrics::add("jobs.running", 1, &[]);
+//! ```
+//!
+//! Instruments are created on first use and cached by name, so a call costs a map lookup plus the OpenTelemetry
+//! recording; for the hottest paths, keep the instrument from [`counter`] or [`histogram`] yourself.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
+
+/// The instrumentation scope of instruments created here.
+pub const SCOPE: &str = "vigil";
+
+#[derive(Default)]
+struct Instruments {
+    counters: HashMap<String, Counter<u64>>,
+    up_down: HashMap<String, UpDownCounter<i64>>,
+    histograms: HashMap<String, Histogram<f64>>,
+    gauges: HashMap<String, Gauge<f64>>,
+}
+
+fn instruments() -> &'static Mutex<Instruments> {
+    static INSTRUMENTS: OnceLock<Mutex<Instruments>> = OnceLock::new();
+    INSTRUMENTS.get_or_init(Default::default)
+}
+
+fn meter() -> Meter {
+    opentelemetry::global::meter(SCOPE)
+}
+
+fn attributes(pairs: &[(&str, &str)]) -> Vec<KeyValue> {
+    pairs
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn cached<T: Clone>(map: &mut HashMap<String, T>, name: &str, make: impl FnOnce() -> T) -> T {
+    if let Some(instrument) = map.get(name) {
+        return instrument.clone();
+    }
+    let instrument = make();
+    map.insert(name.to_string(), instrument.clone());
+    instrument
+}
+
+/// The monotonic counter `name` (created once, then cached).
+pub fn counter(name: &str) -> Counter<u64> {
+    let mut all = instruments().lock().unwrap_or_else(|p| p.into_inner());
+    cached(&mut all.counters, name, || {
+        meter().u64_counter(name.to_string()).build()
+    })
+}
+
+/// The histogram `name` (created once, then cached).
+pub fn histogram(name: &str) -> Histogram<f64> {
+    let mut all = instruments().lock().unwrap_or_else(|p| p.into_inner());
+    cached(&mut all.histograms, name, || {
+        meter().f64_histogram(name.to_string()).build()
+    })
+}
+
+/// Adds `value` to the counter `name`.
+pub fn increment(name: &str, value: u64, attrs: &[(&str, &str)]) {
+    counter(name).add(value, &attributes(attrs));
+}
+
+/// Adds `delta` (which may be negative) to the up-down counter `name` (things in progress, queue lengths).
+pub fn add(name: &str, delta: i64, attrs: &[(&str, &str)]) {
+    let instrument = {
+        let mut all = instruments().lock().unwrap_or_else(|p| p.into_inner());
+        cached(&mut all.up_down, name, || {
+            meter().i64_up_down_counter(name.to_string()).build()
+        })
+    };
+    instrument.add(delta, &attributes(attrs));
+}
+
+/// Records `value` into the histogram `name` (durations, losses, sizes).
+pub fn record(name: &str, value: f64, attrs: &[(&str, &str)]) {
+    histogram(name).record(value, &attributes(attrs));
+}
+
+/// Sets the gauge `name` to `value`.
+pub fn gauge(name: &str, value: f64, attrs: &[(&str, &str)]) {
+    let instrument = {
+        let mut all = instruments().lock().unwrap_or_else(|p| p.into_inner());
+        cached(&mut all.gauges, name, || {
+            meter().f64_gauge(name.to_string()).build()
+        })
+    };
+    instrument.record(value, &attributes(attrs));
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+
+    #[test]
+    fn one_line_helpers_reach_the_global_provider() {
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        opentelemetry::global::set_meter_provider(provider.clone());
+        super::increment("test.epochs", 2, &[("model", "m")]);
+        super::increment("test.epochs", 3, &[("model", "m")]);
+        super::record("test.loss", 0.5, &[]);
+        super::gauge("test.depth", 7.0, &[]);
+        super::add("test.running", -1, &[]);
+        provider.force_flush().unwrap();
+        let exported = exporter.get_finished_metrics().unwrap();
+        let names: Vec<String> = exported
+            .iter()
+            .flat_map(|rm| rm.scope_metrics())
+            .flat_map(|sm| sm.metrics())
+            .map(|m| m.name().to_string())
+            .collect();
+        for name in ["test.epochs", "test.loss", "test.depth", "test.running"] {
+            assert!(
+                names.iter().any(|n| n == name),
+                "{name} missing from {names:?}"
+            );
+        }
+    }
+}
