@@ -30,6 +30,7 @@ pub mod config;
 pub mod export;
 pub mod log;
 pub mod metrics;
+pub mod propagation;
 pub mod trace;
 
 /// The pinned OpenTelemetry crates Vigil is built on, so applications use the same versions.
@@ -480,6 +481,7 @@ impl Builder {
             opentelemetry::global::set_meter_provider(provider.clone());
         }
         opentelemetry::global::set_tracer_provider(guard.tracer_provider.clone());
+        propagation::install_from_env().map_err(Error::Environment)?;
         Ok(guard)
     }
 }
