@@ -95,6 +95,7 @@ pub struct Guard {
     logger_provider: Option<SdkLoggerProvider>,
     meter_provider: Option<SdkMeterProvider>,
     runtime: Option<tokio::runtime::Runtime>,
+    _dropped_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
     timeout: Duration,
 }
 
@@ -427,6 +428,26 @@ impl Builder {
                 None => layer,
             });
         }
+        // Dropped log lines are counted as a metric too, so a dashboard or alert sees them.
+        let dropped_metric = match (&meter_provider, writers.is_empty()) {
+            (Some(provider), false) => {
+                use opentelemetry::metrics::MeterProvider as _;
+                let counted = writers.clone();
+                Some(
+                    provider
+                        .meter("vigil")
+                        .u64_observable_counter("vigil.log.dropped_records")
+                        .with_description(
+                            "Log records dropped because the log writer could not keep up",
+                        )
+                        .with_callback(move |observer| {
+                            observer.observe(counted.iter().map(|w| w.dropped()).sum(), &[]);
+                        })
+                        .build(),
+                )
+            }
+            _ => None,
+        };
         let subscriber = tracing_subscriber::registry()
             .with(layers)
             .with(filter)
@@ -439,6 +460,7 @@ impl Builder {
                 logger_provider,
                 meter_provider,
                 runtime,
+                _dropped_metric: dropped_metric,
                 timeout: self.shutdown_timeout,
             },
         ))

@@ -109,6 +109,12 @@ fn training_job_telemetry_reaches_the_collector_correlated() {
         .expect("epochs counter");
     assert_eq!(epochs_counter["sum"]["dataPoints"][0]["asInt"], "3");
 
+    let dropped = metrics
+        .iter()
+        .find(|m| m["name"] == "vigil.log.dropped_records")
+        .expect("dropped log records are exported as a metric");
+    assert_eq!(dropped["sum"]["dataPoints"][0]["asInt"], "0");
+
     // The JSON file sink carries the same correlation ids.
     let file_lines: Vec<Value> = std::fs::read_to_string(&job_log)
         .unwrap()

@@ -394,3 +394,49 @@ fn logging_config_drives_handlers_formats_and_levels() {
     );
     assert_eq!(json[0]["message"], "loss exploded");
 }
+
+#[test]
+fn correlation_survives_await_and_spawned_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (subscriber, guard) = Builder::new("svc")
+        .console(false)
+        .otlp(false)
+        .json_file(options(dir.path()))
+        .build()
+        .unwrap();
+    let dispatch = tracing::Dispatch::new(subscriber);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    tracing::dispatcher::with_default(&dispatch, || {
+        use tracing::Instrument;
+        use tracing::instrument::WithSubscriber;
+        let handle_dispatch = dispatch.clone();
+        runtime.block_on(
+            async move {
+                info!("before await");
+                tokio::task::yield_now().await;
+                info!("after await");
+                let child = tokio::spawn(
+                    async {
+                        tokio::task::yield_now().await;
+                        info!("in spawned task");
+                    }
+                    .in_current_span()
+                    .with_subscriber(handle_dispatch),
+                );
+                child.await.unwrap();
+            }
+            .instrument(info_span!("request", request_id = "r-7")),
+        );
+    });
+    assert!(guard.flush());
+    let lines = read_lines(&dir.path().join("app.jsonl"));
+    assert_eq!(lines.len(), 3);
+    for line in &lines {
+        assert_eq!(line["request_id"], "r-7", "{line}");
+        assert_eq!(line["trace_id"], lines[0]["trace_id"], "{line}");
+    }
+}
