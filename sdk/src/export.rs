@@ -134,6 +134,21 @@ impl Signals {
                 )),
             }
         };
+        for name in [
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        ] {
+            if let Some(protocol) = env(name).map(|v| v.trim().to_ascii_lowercase())
+                && !protocol.is_empty()
+                && protocol != "grpc"
+            {
+                return Err(format!(
+                    "{name}=`{protocol}`: the Vigil SDK exports OTLP over gRPC only for now; set it to `grpc` (or unset it) and point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's gRPC port (4317)"
+                ));
+            }
+        }
         Ok(Signals {
             traces: one("OTEL_TRACES_EXPORTER")?,
             logs: one("OTEL_LOGS_EXPORTER")?,
@@ -184,6 +199,11 @@ mod tests {
             Signals::from_env(env(&[("OTEL_TRACES_EXPORTER", "zipkin")]))
                 .unwrap_err()
                 .contains("zipkin")
+        );
+        assert!(
+            Signals::from_env(env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]))
+                .unwrap_err()
+                .contains("gRPC only")
         );
     }
 }

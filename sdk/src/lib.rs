@@ -504,8 +504,54 @@ impl Builder {
         }
         opentelemetry::global::set_tracer_provider(guard.tracer_provider.clone());
         propagation::install_from_env().map_err(Error::Environment)?;
+        *installed().lock().unwrap_or_else(|p| p.into_inner()) = Some(Installed {
+            writers: guard.writers.clone(),
+            tracer_provider: guard.tracer_provider.clone(),
+            logger_provider: guard.logger_provider.clone(),
+            meter_provider: guard.meter_provider.clone(),
+            timeout: guard.timeout,
+        });
         Ok(guard)
     }
+}
+
+/// What [`shutdown`] flushes: handles to the globally installed telemetry.
+struct Installed {
+    writers: Vec<Arc<AsyncWriter>>,
+    tracer_provider: SdkTracerProvider,
+    logger_provider: Option<SdkLoggerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
+    timeout: Duration,
+}
+
+fn installed() -> &'static std::sync::Mutex<Option<Installed>> {
+    static INSTALLED: std::sync::OnceLock<std::sync::Mutex<Option<Installed>>> =
+        std::sync::OnceLock::new();
+    INSTALLED.get_or_init(Default::default)
+}
+
+/// Flushes and shuts down the telemetry installed by [`init`], [`init_from_file`] or [`Builder::try_init`],
+/// each part bounded by the shutdown timeout; for programs that exit without dropping the guard (e.g. through
+/// `std::process::exit`). Returns whether everything was delivered. Later telemetry is discarded.
+pub fn shutdown() -> bool {
+    let Some(installed) = installed().lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        return true;
+    };
+    let mut delivered = true;
+    for writer in &installed.writers {
+        delivered &= writer.shutdown(installed.timeout);
+    }
+    delivered &= installed
+        .tracer_provider
+        .shutdown_with_timeout(installed.timeout)
+        .is_ok();
+    if let Some(provider) = &installed.logger_provider {
+        delivered &= provider.shutdown_with_timeout(installed.timeout).is_ok();
+    }
+    if let Some(provider) = &installed.meter_provider {
+        delivered &= provider.shutdown_with_timeout(installed.timeout).is_ok();
+    }
+    delivered
 }
 
 type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
