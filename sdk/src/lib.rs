@@ -22,8 +22,12 @@
 //! Design decision: events are formatted by the caller into thread-local buffers and appended to one bounded
 //! buffer that a writer thread drains ([`log::writer`]), instead of allocating a `Vec` per line and sending it
 //! through a channel as `tracing-appender` does; the caller pays a copy and an uncontended lock, the thread pays
-//! the I/O. What is still missing (OTLP export, YAML config, metrics, propagation layers) is tracked in the
-//! project's open issues.
+//! the I/O.
+//!
+//! Modules by concern: [`log`] (formatters, async writer, rotating file), [`trace`] (spans to OpenTelemetry),
+//! [`metrics`] (one-line instruments), [`export`] (OTLP/gRPC), [`propagation`] (W3C context, HTTP server layer),
+//! [`config`] (the YAML logging config). Configuration precedence for levels: `RUST_LOG`, then
+//! [`Builder::filter`], then the config file, then INFO; exporters follow the standard `OTEL_*` variables.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod config;
