@@ -382,16 +382,6 @@ impl Builder {
                     )),
                     None => continue,
                 },
-                (Sink::Stderr, Format::Console) => boxed(
-                    tracing_subscriber::fmt::layer()
-                        .with_writer(std::io::stderr)
-                        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-                ),
-                (Sink::Stdout, Format::Console) => boxed(
-                    tracing_subscriber::fmt::layer()
-                        .with_writer(std::io::stdout)
-                        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
-                ),
                 (sink, format) => {
                     let writer = Arc::new(match sink {
                         Sink::File(options) => AsyncWriter::start(
@@ -414,11 +404,20 @@ impl Builder {
                         )?,
                     });
                     writers.push(writer.clone());
+                    let terminal = match sink {
+                        Sink::Stdout => std::io::IsTerminal::is_terminal(&std::io::stdout()),
+                        Sink::Stderr => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                        _ => false,
+                    };
                     match format {
                         Format::Text(pattern) => {
                             boxed(TextLayer::new(pattern.clone(), writer, self.clock.clone()))
                         }
-                        _ => boxed(JsonLayer::new(writer, self.clock.clone())),
+                        Format::Console => boxed(
+                            TextLayer::new(console_pattern(), writer, self.clock.clone())
+                                .with_colour(terminal),
+                        ),
+                        Format::Json => boxed(JsonLayer::new(writer, self.clock.clone())),
                     }
                 }
             };
@@ -558,6 +557,12 @@ pub fn shutdown() -> bool {
     delivered
 }
 
+fn console_pattern() -> log::text::Pattern {
+    // A constant that a unit test parses; the fallback only guards against editing it badly.
+    log::text::Pattern::parse(log::text::CONSOLE_FORMAT)
+        .unwrap_or_else(|_| log::text::Pattern::default())
+}
+
 type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
 
 fn boxed<L>(layer: L) -> BoxedLayer
@@ -567,13 +572,17 @@ where
     Box::new(layer)
 }
 
-/// Sets up telemetry for `service_name` from a logging config file (see [`config::logging`] and
-/// `configs/logging/default.yaml`); errors name the file, line and column.
-pub fn init_from_file(
-    service_name: impl Into<String>,
-    path: impl AsRef<std::path::Path>,
-) -> Result<Guard, Error> {
+/// Sets up telemetry from a logging config file (see [`config::logging`] and `configs/logging/default.yaml`);
+/// errors name the file, line and column. The service name comes from `OTEL_SERVICE_NAME`, else the file's
+/// `service_name`, else the executable's name.
+pub fn init_from_file(path: impl AsRef<std::path::Path>) -> Result<Guard, Error> {
     let config = LoggingConfig::from_file(path.as_ref()).map_err(Error::Config)?;
+    let service_name = config.service_name.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "unknown_service".into())
+    });
     Builder::new(service_name).logging_config(config).try_init()
 }
 

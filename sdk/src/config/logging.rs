@@ -138,6 +138,8 @@ struct RawLogging {
     #[serde(default = "one")]
     version: u32,
     #[serde(default)]
+    service_name: Option<String>,
+    #[serde(default)]
     formatters: BTreeMap<String, RawFormatter>,
     #[serde(default)]
     handlers: BTreeMap<String, Value>,
@@ -191,6 +193,8 @@ pub struct Handler {
 /// A validated logging config.
 #[derive(Clone, Debug)]
 pub struct LoggingConfig {
+    /// The service name, when the file sets `service_name`.
+    pub service_name: Option<String>,
     /// The `tracing` filter: root level plus per-logger levels.
     pub filter: String,
     /// The root logger's handlers.
@@ -472,6 +476,7 @@ fn build(
         }
     }
     Some(LoggingConfig {
+        service_name: raw.service_name,
         filter,
         handlers: root_handlers,
     })

@@ -40,9 +40,19 @@ enum Attribute {
     ThreadName,
 }
 
-/// A parsed Python `logging` format string.
+/// A parsed Python `logging` format string; the default is `%(message)s`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pattern(Vec<Piece>);
+
+impl Default for Pattern {
+    fn default() -> Self {
+        Pattern(vec![Piece::Field {
+            name: Attribute::Message,
+            width: 0,
+            left: false,
+        }])
+    }
+}
 
 /// The attributes a format string may use.
 pub const SUPPORTED: &str =
@@ -173,7 +183,11 @@ pub struct TextLayer {
     pattern: Pattern,
     writer: Arc<AsyncWriter>,
     clock: Arc<dyn Clock>,
+    colour: bool,
 }
+
+/// The console's default format.
+pub const CONSOLE_FORMAT: &str = "%(asctime)s %(levelname)-8s %(name)s: %(message)s";
 
 impl TextLayer {
     /// A layer formatting with `pattern`.
@@ -182,7 +196,14 @@ impl TextLayer {
             pattern,
             writer,
             clock,
+            colour: false,
         }
+    }
+
+    /// Colours level names with ANSI escapes (for terminals).
+    pub fn with_colour(mut self, colour: bool) -> Self {
+        self.colour = colour;
+        self
     }
 
     fn format<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>, buffers: &mut Buffers)
@@ -228,7 +249,22 @@ impl TextLayer {
                     if !left {
                         line.extend(std::iter::repeat_n(' ', pad));
                     }
+                    let colour = match (self.colour, name) {
+                        (true, Attribute::LevelName) => match *metadata.level() {
+                            tracing::Level::ERROR => Some("\x1b[31m"),
+                            tracing::Level::WARN => Some("\x1b[33m"),
+                            tracing::Level::INFO => Some("\x1b[32m"),
+                            _ => Some("\x1b[2m"),
+                        },
+                        _ => None,
+                    };
+                    if let Some(code) = colour {
+                        line.push_str(code);
+                    }
                     line.push_str(&value);
+                    if colour.is_some() {
+                        line.push_str("\x1b[0m");
+                    }
                     if *left {
                         line.extend(std::iter::repeat_n(' ', pad));
                     }
@@ -322,6 +358,7 @@ mod tests {
                 .contains("unknown attribute `%(funcName)`")
         );
         assert!(Pattern::parse("100% done").is_err());
+        assert!(Pattern::parse(CONSOLE_FORMAT).is_ok());
         assert_eq!(
             Pattern::parse("100%% done").unwrap().0,
             vec![Piece::Literal("100% done".into())]
