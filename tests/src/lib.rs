@@ -60,6 +60,93 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     path
 }
 
+/// A test certificate authority and a server certificate for 127.0.0.1 signed by it.
+#[derive(Debug)]
+pub struct TestCerts {
+    /// The CA certificate clients trust.
+    pub ca: PathBuf,
+    /// The server's certificate (not a CA, as rustls requires of end entities).
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+}
+
+/// Generates [`TestCerts`] in `dir` with the `openssl` command.
+pub fn test_certs(dir: &Path) -> TestCerts {
+    let run = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl is installed (scripts/test installs it)");
+        assert!(status.success(), "openssl {args:?} failed");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"],
+        &ec[..],
+        &[
+            "-days",
+            "1",
+            "-subj",
+            "/CN=vigil-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"],
+        &ec[..],
+        &[
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        "cert.pem",
+        "-extfile",
+        "server.ext",
+    ]);
+    TestCerts {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    }
+}
+
 /// The Python interpreter of the test venv: `$VIGIL_PYTHON`, else `~/.cache/vigil/venv/bin/python`.
 pub fn python() -> PathBuf {
     if let Ok(path) = std::env::var("VIGIL_PYTHON") {

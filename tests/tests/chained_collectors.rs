@@ -61,8 +61,34 @@ fn chained_over_otlphttp_json_nothing_lost_nothing_duplicated() {
     });
 }
 
+#[test]
+fn chained_over_otlp_grpc_with_tls_verified_by_a_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = vigil_e2e::test_certs(dir.path());
+    let tls = format!(
+        "tls: {{cert_file: '{}', key_file: '{}'}}",
+        certs.cert.display(),
+        certs.key.display()
+    );
+    let downstream = OTLP_TO_FILE.replace(
+        "grpc: {endpoint: '{grpc}'}",
+        &format!("grpc: {{endpoint: '{{grpc}}', {tls}}}"),
+    );
+    chain_to(&downstream, |d| {
+        format!(
+            "otlp/out: {{endpoint: '{}', tls: {{ca_file: '{}'}}}}",
+            d.grpc,
+            certs.ca.display()
+        )
+    });
+}
+
 fn chain(exporter: impl Fn(&Collector) -> String) {
-    let mut downstream = Collector::start(OTLP_TO_FILE);
+    chain_to(OTLP_TO_FILE, exporter);
+}
+
+fn chain_to(downstream_config: &str, exporter: impl Fn(&Collector) -> String) {
+    let mut downstream = Collector::start(downstream_config);
     let mut upstream = Collector::start(&upstream(&exporter(&downstream)));
     const REQUESTS: u32 = 60;
     const SPANS: u32 = 25;

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use serde_json::Value;
-use vigil_e2e::{Collector, file_exporter_lines, python, spans, workspace_root};
+use vigil_e2e::{Collector, file_exporter_lines, python, spans, test_certs, workspace_root};
 
 const CONFIG: &str = "
 receivers:
@@ -204,42 +204,11 @@ fn python_sdk_over_http_json() {
     send_and_check("http/json");
 }
 
-/// Generates a self-signed certificate for 127.0.0.1 with the `openssl` command.
-fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl is installed (scripts/test installs it)");
-    assert!(status.success());
-    (cert, key)
-}
-
 #[test]
 fn python_sdk_over_tls_on_both_transports() {
     let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed(certs.path());
+    let certs = test_certs(certs.path());
+    let (cert, key) = (&certs.cert, &certs.key);
     let tls = format!(
         "tls: {{cert_file: '{}', key_file: '{}'}}",
         cert.display(),
@@ -254,6 +223,6 @@ fn python_sdk_over_tls_on_both_transports() {
             "http: {endpoint: '{http}'}",
             &format!("http: {{endpoint: '{{http}}', {tls}}}"),
         );
-    send_and_check_with("grpc", &config, Some(&cert));
-    send_and_check_with("http/protobuf", &config, Some(&cert));
+    send_and_check_with("grpc", &config, Some(&certs.ca));
+    send_and_check_with("http/protobuf", &config, Some(&certs.ca));
 }
