@@ -207,39 +207,3 @@ mod tests {
         );
     }
 }
-
-/// Passes events to the OpenTelemetry log bridge, except those of the crates that carry the export itself:
-/// their logs would be exported through themselves, and a failing export would feed on its own errors.
-#[derive(Debug)]
-pub struct LogBridge<L>(pub L);
-
-const EXPORT_TARGETS: [&str; 6] = [
-    "opentelemetry",
-    "tonic",
-    "h2",
-    "hyper",
-    "tower",
-    "vigil::export",
-];
-
-impl<S, L> tracing_subscriber::Layer<S> for LogBridge<L>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    L: tracing_subscriber::Layer<S>,
-{
-    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
-        self.0.on_register_dispatch(subscriber);
-    }
-    fn on_layer(&mut self, subscriber: &mut S) {
-        self.0.on_layer(subscriber);
-    }
-    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        let target = event.metadata().target();
-        if !EXPORT_TARGETS
-            .iter()
-            .any(|prefix| target.starts_with(prefix))
-        {
-            self.0.on_event(event, ctx);
-        }
-    }
-}

@@ -31,6 +31,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod config;
+pub mod context;
 pub mod export;
 pub mod log;
 pub mod metrics;
@@ -375,11 +376,7 @@ impl Builder {
         for handler in &handlers {
             let layer = match (&handler.sink, &handler.format) {
                 (Sink::Otlp, _) => match &logger_provider {
-                    Some(provider) => boxed(export::LogBridge(
-                        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(
-                            provider,
-                        ),
-                    )),
+                    Some(provider) => boxed(log::otlp::OtlpLogLayer::new(provider)),
                     None => continue,
                 },
                 (sink, format) => {

@@ -85,6 +85,17 @@ fn training_job_telemetry_reaches_the_collector_correlated() {
         attribute(&completed["attributes"], "gpu_used").unwrap()["boolValue"],
         false
     );
+    let epoch_line = records
+        .iter()
+        .find(|r| r["body"]["stringValue"] == "Epoch finished")
+        .expect("epoch log records");
+    assert_eq!(
+        attribute(&epoch_line["attributes"], "experiment_id").unwrap()["stringValue"],
+        "exp_001",
+        "context bound with a span reaches OTLP log records"
+    );
+    assert!(attribute(&epoch_line["attributes"], "epoch").unwrap()["intValue"].is_string());
+    assert_eq!(epoch_line["severityText"], "INFO");
     assert!(
         attribute(&completed["attributes"], "final_loss").unwrap()["doubleValue"]
             .as_f64()

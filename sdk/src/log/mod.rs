@@ -9,6 +9,7 @@ pub mod clock;
 pub(crate) mod correlation;
 pub mod file;
 pub mod json;
+pub mod otlp;
 pub mod text;
 pub mod writer;
 

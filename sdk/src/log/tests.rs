@@ -440,3 +440,27 @@ fn correlation_survives_await_and_spawned_tasks() {
         assert_eq!(line["trace_id"], lines[0]["trace_id"], "{line}");
     }
 }
+
+#[test]
+fn context_macro_binds_fields_to_every_line_in_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let (subscriber, guard) = Builder::new("svc")
+        .console(false)
+        .otlp(false)
+        .json_file(options(dir.path()))
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        let _bound = crate::context!(request_id = "r-9", user_id = 7u64).entered();
+        info!("first");
+        warn!("second");
+    });
+    assert!(guard.flush());
+    let lines = read_lines(&dir.path().join("app.jsonl"));
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["request_id"] == "r-9" && l["user_id"] == 7)
+    );
+}

@@ -1,0 +1,27 @@
+//! Binding context fields (`request_id`, `experiment_id`, `user_id`, …) to a scope so that every log record
+//! inside it — console, file and OTLP — and every span carries them.
+//!
+//! A context is a `tracing` span named `context`; its fields are added to every record logged inside it.
+//!
+//! ```
+//! use tracing::Instrument;
+//!
+//! // Synchronous code: the fields hold until the guard is dropped.
+//! let _bound = vigil::context!(request_id = "r-42", user_id = 7).entered();
+//! tracing::info!("handled");
+//!
+//! // Async code: the fields follow the future across `.await`; for `tokio::spawn`, instrument the spawned
+//! // future with `.in_current_span()` (or with the context span) so it carries them too.
+//! async fn job() { tracing::info!("inside the job"); }
+//! let future = job().instrument(vigil::context!(experiment_id = "exp_001"));
+//! # drop(future);
+//! ```
+
+/// A span that binds the given fields as context: `vigil::context!(request_id = id, experiment_id = "exp_001")`.
+/// Enter it (`.entered()`) for synchronous scopes or attach it to a future (`.instrument(…)`).
+#[macro_export]
+macro_rules! context {
+    ($($fields:tt)*) => {
+        $crate::tracing::info_span!("context", $($fields)*)
+    };
+}
