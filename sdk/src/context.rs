@@ -25,3 +25,16 @@ macro_rules! context {
         $crate::tracing::info_span!("context", $($fields)*)
     };
 }
+
+/// Logs at CRITICAL, Python's highest level: an ERROR event marked `critical`, written as `CRITICAL` by the
+/// formatters and exported with OpenTelemetry severity FATAL (21).
+///
+/// ```
+/// vigil::critical!(disk = "/data", "Out of disk space; training aborted");
+/// ```
+#[macro_export]
+macro_rules! critical {
+    ($($arg:tt)+) => {
+        $crate::tracing::error!(critical = true, $($arg)+)
+    };
+}

@@ -21,6 +21,13 @@ pub fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
+/// A loopback port held open (so no other test gets it) until the returned listener is dropped.
+pub fn reserve_port() -> (u16, TcpListener) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("no free loopback port");
+    let port = listener.local_addr().expect("bound address").port();
+    (port, listener)
+}
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -100,13 +100,15 @@ fn exporter_down_fills_queues_then_refuses_and_shutdown_accounts_for_everything(
 
 #[test]
 fn exporter_that_comes_back_delivers_everything_that_was_accepted() {
-    let downstream_port = free_port();
+    // Held until the downstream starts, so a test running in parallel cannot take the port meanwhile.
+    let (downstream_port, reservation) = vigil_e2e::reserve_port();
     let mut collector = Collector::start(&config(downstream_port));
     let (mut accepted, refused) = send(&collector, 0, 40);
     assert!(
         refused > 0,
         "the dead exporter must make the receiver refuse"
     );
+    drop(reservation);
     let mut downstream = Collector::start_on(OTLP_TO_FILE, &[], downstream_port);
     // Once the exporter recovers, refused clients retry and get in.
     assert!(eventually(Duration::from_secs(20), || {
@@ -119,8 +121,9 @@ fn exporter_that_comes_back_delivers_everything_that_was_accepted() {
         eventually(Duration::from_secs(20), || collector
             .metric("vigil_exporter_sent_items_total", &[])
             == expected),
-        "{}",
-        collector.metrics()
+        "{}\n{}",
+        collector.metrics(),
+        collector.log()
     );
     assert!(collector.stop().success(), "{}", collector.log());
     assert!(downstream.stop().success());

@@ -30,6 +30,19 @@ pub fn level_name(level: &Level) -> &'static str {
     }
 }
 
+/// The field that marks an ERROR event as CRITICAL (set by [`crate::critical!`]).
+pub const CRITICAL_FIELD: &str = "critical";
+
+/// The Python level name of an event: CRITICAL for ERROR events made with [`crate::critical!`].
+pub fn event_level_name(event: &Event<'_>) -> &'static str {
+    let metadata = event.metadata();
+    if *metadata.level() == Level::ERROR && metadata.fields().field(CRITICAL_FIELD).is_some() {
+        "CRITICAL"
+    } else {
+        level_name(metadata.level())
+    }
+}
+
 /// Writes `text` as the body of a JSON string (without quotes), escaping what JSON requires.
 pub fn escape_into(text: &str, out: &mut Vec<u8>) {
     let bytes = text.as_bytes();
@@ -102,6 +115,9 @@ impl Visit for FieldWriter<'_> {
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
+        if field.name() == CRITICAL_FIELD && self.message.is_some() {
+            return;
+        }
         self.key(field);
         self.fields
             .extend_from_slice(if value { b"true" } else { b"false" });
@@ -221,7 +237,7 @@ fn format_event<S>(
     line.extend_from_slice(b"{\"timestamp\":\"");
     write_rfc3339(clock.now(), line);
     line.extend_from_slice(b"\",\"level\":\"");
-    line.extend_from_slice(level_name(metadata.level()).as_bytes());
+    line.extend_from_slice(event_level_name(event).as_bytes());
     line.extend_from_slice(b"\",\"target\":\"");
     escape_into(metadata.target(), line);
     line.extend_from_slice(b"\",\"message\":\"");

@@ -17,7 +17,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::json::level_name;
+use super::json::{CRITICAL_FIELD, event_level_name};
 
 /// Targets whose events are not exported: the crates that carry the export itself would otherwise export
 /// their own logs through themselves, and a failing export would feed on its own errors.
@@ -67,6 +67,9 @@ impl Visit for Attributes<'_> {
         self.push(field, value);
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
+        if field.name() == CRITICAL_FIELD && self.body.is_some() {
+            return;
+        }
         self.push(field, AnyValue::Boolean(value));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
@@ -174,8 +177,13 @@ where
         let mut record = self.logger.create_log_record();
         record.set_timestamp(now);
         record.set_observed_timestamp(now);
-        record.set_severity_number(severity(metadata.level()));
-        record.set_severity_text(level_name(metadata.level()));
+        let level_text = event_level_name(event);
+        record.set_severity_number(if level_text == "CRITICAL" {
+            Severity::Fatal
+        } else {
+            severity(metadata.level())
+        });
+        record.set_severity_text(level_text);
         record.set_target(metadata.target().to_string());
         if let Some(body) = body {
             record.set_body(body);

@@ -464,3 +464,27 @@ fn context_macro_binds_fields_to_every_line_in_scope() {
             .all(|l| l["request_id"] == "r-9" && l["user_id"] == 7)
     );
 }
+
+#[test]
+fn critical_is_its_own_level_in_every_formatter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (subscriber, guard) = Builder::new("svc")
+        .console(false)
+        .otlp(false)
+        .json_file(options(dir.path()))
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        crate::critical!(disk = "/data", "Out of disk space");
+        tracing::error!("plain error");
+    });
+    assert!(guard.flush());
+    let lines = read_lines(&dir.path().join("app.jsonl"));
+    assert_eq!(lines[0]["level"], "CRITICAL");
+    assert!(
+        lines[0].get("critical").is_none(),
+        "the marker field is not repeated"
+    );
+    assert_eq!(lines[0]["disk"], "/data");
+    assert_eq!(lines[1]["level"], "ERROR");
+}

@@ -13,7 +13,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::clock::{Clock, civil_date};
-use super::json::level_name;
+use super::json::{CRITICAL_FIELD, event_level_name};
 use super::writer::AsyncWriter;
 
 /// One piece of a format string.
@@ -143,6 +143,13 @@ struct TextFields<'a> {
 }
 
 impl Visit for TextFields<'_> {
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if field.name() == CRITICAL_FIELD && self.message.is_some() {
+            return;
+        }
+        let _ = write!(self.fields, " {}={value}", field.name());
+    }
+
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message"
             && let Some(message) = self.message.as_deref_mut()
@@ -232,7 +239,7 @@ impl TextLayer {
                     match name {
                         Attribute::AscTime => write_asctime(self.clock.now(), &mut value),
                         Attribute::Name | Attribute::Module => value.push_str(metadata.target()),
-                        Attribute::LevelName => value.push_str(level_name(metadata.level())),
+                        Attribute::LevelName => value.push_str(event_level_name(event)),
                         Attribute::Message => value.push_str(message),
                         Attribute::FileName => value.push_str(metadata.file().unwrap_or("?")),
                         Attribute::LineNo => {

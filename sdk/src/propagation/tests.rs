@@ -96,3 +96,55 @@ fn server_layer_continues_the_callers_trace_and_keeps_a_request_id() {
         "5xx marks the span as error"
     );
 }
+
+#[test]
+fn client_layer_sends_the_trace_context_of_a_client_span() {
+    install_from_env().unwrap();
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry().with(crate::trace::SpansOnly(
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("test")),
+    ));
+    let sent = Arc::new(Mutex::new(None));
+    tracing::subscriber::with_default(subscriber, || {
+        let sent_inner = sent.clone();
+        let transport = tower::service_fn(move |request: Request<()>| {
+            *sent_inner.lock().unwrap() = request
+                .headers()
+                .get("traceparent")
+                .map(|v| v.to_str().unwrap().to_string());
+            async move { Ok::<_, std::convert::Infallible>(Response::new(())) }
+        });
+        let mut client = tower_layer::Layer::layer(&HttpClientLayer, transport);
+        let parent = tracing::info_span!("job");
+        let _entered = parent.enter();
+        block_on(
+            client.call(
+                Request::post("http://127.0.0.1:1/v1/predict")
+                    .body(())
+                    .unwrap(),
+            ),
+        )
+        .unwrap();
+    });
+    let _ = provider.force_flush();
+    let spans = exporter.get_finished_spans().unwrap();
+    let client = spans
+        .iter()
+        .find(|s| s.span_kind == opentelemetry::trace::SpanKind::Client)
+        .expect("client span");
+    let job = spans.iter().find(|s| s.name == "job").expect("job span");
+    let traceparent = sent.lock().unwrap().clone().expect("traceparent sent");
+    assert_eq!(
+        traceparent,
+        format!(
+            "00-{:032x}-{:016x}-01",
+            job.span_context.trace_id(),
+            client.span_context.span_id()
+        ),
+        "the server sees the client span as its parent"
+    );
+    assert_eq!(client.parent_span_id, job.span_context.span_id());
+}

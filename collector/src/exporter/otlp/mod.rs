@@ -183,8 +183,28 @@ pub fn classify(status: &Status) -> ExportError {
             message,
             retry_after,
         },
+        // The connection failed before an answer came (reset, closed): OTLP says a disconnect without a
+        // response is retried. tonic reports these as UNKNOWN carrying a transport error.
+        Code::Unknown if is_transport_failure(status) => ExportError::Retryable {
+            message,
+            retry_after,
+        },
         _ => ExportError::Permanent { message },
     }
+}
+
+fn is_transport_failure(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::transport::Error>()
+            || error.is::<hyper::Error>()
+            || error.is::<std::io::Error>()
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    status.message() == "transport error"
 }
 
 /// Reads the partial-success part of an `Export*ServiceResponse`.
@@ -235,5 +255,42 @@ impl Exporter for OtlpExporter {
                 Err(status) => Err(classify(&status)),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_follows_the_otlp_retry_rules() {
+        let retryable = |status: Status| matches!(classify(&status), ExportError::Retryable { .. });
+        assert!(retryable(Status::unavailable("down")));
+        assert!(retryable(Status::deadline_exceeded("slow")));
+        assert!(
+            retryable(Status::new(Code::Unknown, "transport error")),
+            "a dropped connection is retried"
+        );
+        assert!(!retryable(Status::invalid_argument("bad data")));
+        assert!(!retryable(Status::unauthenticated("who")));
+        assert!(!retryable(Status::new(
+            Code::Unknown,
+            "application said no"
+        )));
+        assert!(
+            !retryable(Status::resource_exhausted("too big")),
+            "no RetryInfo: not retried"
+        );
+        let throttled = Status::with_error_details(
+            Code::ResourceExhausted,
+            "slow down",
+            tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_secs(3))),
+        );
+        match classify(&throttled) {
+            ExportError::Retryable { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(3)))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
