@@ -21,6 +21,19 @@ pub fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
+/// `n` loopback ports that differ from each other and from `except`: held open together while chosen, since
+/// ports chosen one after another can repeat once released.
+pub fn distinct_ports(n: usize, except: u16) -> Vec<u16> {
+    let mut held = Vec::new();
+    while held.len() < n {
+        let (port, listener) = reserve_port();
+        if port != except {
+            held.push((port, listener));
+        }
+    }
+    held.into_iter().map(|(port, _)| port).collect()
+}
+
 /// A loopback port held open (so no other test gets it) until the returned listener is dropped.
 pub fn reserve_port() -> (u16, TcpListener) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("no free loopback port");
@@ -331,18 +344,19 @@ impl Collector {
 
     /// Like [`Collector::start`], with extra environment variables.
     pub fn start_with_env(template: &str, env: &[(&str, &str)]) -> Collector {
-        Collector::start_on(template, env, free_port())
+        Collector::start_on(template, env, distinct_ports(1, 0)[0])
     }
 
     /// Like [`Collector::start`], with extra environment variables and a chosen OTLP/gRPC port.
     pub fn start_on(template: &str, env: &[(&str, &str)], grpc_port: u16) -> Collector {
         let dir = tempfile::tempdir().expect("temp dir");
         let address = |port: u16| format!("127.0.0.1:{port}");
+        let ports = distinct_ports(3, grpc_port);
         let (grpc, http, metrics, health) = (
             address(grpc_port),
-            address(free_port()),
-            address(free_port()),
-            address(free_port()),
+            address(ports[0]),
+            address(ports[1]),
+            address(ports[2]),
         );
         let log = dir.path().join("collector.log");
         let log_file = std::fs::File::create(&log).expect("log file");
