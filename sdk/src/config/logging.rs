@@ -375,13 +375,8 @@ fn build(
                         continue;
                     }
                 };
-                options.utc_offset_seconds = 0;
-                if handler.utc == Some(false) {
-                    error(
-                        format!("{path}.utc"),
-                        "local-time rotation is not supported yet; days are UTC".into(),
-                    );
-                }
+                // As Python's TimedRotatingFileHandler: days in local time unless `utc: true`.
+                options.local_time = handler.utc != Some(true);
                 options.compress = handler.compress.unwrap_or(true);
                 options.max_age = Some(
                     handler

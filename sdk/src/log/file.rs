@@ -29,8 +29,10 @@ pub struct FileOptions {
     pub max_bytes: u64,
     /// Rotate when the day changes.
     pub daily: bool,
-    /// Offset from UTC in seconds that defines "day" for daily rotation (0 = UTC).
+    /// Offset from UTC in seconds that defines "day" for daily rotation (0 = UTC); ignored with `local_time`.
     pub utc_offset_seconds: i64,
+    /// Days follow the machine's local time zone (daylight saving included) instead of `utc_offset_seconds`.
+    pub local_time: bool,
     /// Gzip rotated files (on a background thread).
     pub compress: bool,
     /// Delete rotated files older than this; `None` keeps them regardless of age.
@@ -49,6 +51,7 @@ impl FileOptions {
             max_bytes: DEFAULT_MAX_BYTES,
             daily: true,
             utc_offset_seconds: 0,
+            local_time: false,
             compress: true,
             max_age: Some(DEFAULT_MAX_AGE),
             max_files: None,
@@ -118,7 +121,7 @@ impl RotatingFile {
             .name("vigil-log-housekeeper".into())
             .spawn(move || housekeeper(keeper_options, keeper_clock, receiver))?;
         Ok(RotatingFile {
-            day: day_number(modified, options.utc_offset_seconds),
+            day: day_number(modified, offset_at(&options, modified)),
             size: metadata.len(),
             file: Some(file),
             options,
@@ -131,7 +134,8 @@ impl RotatingFile {
     pub fn write_lines(&mut self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             if self.options.daily
-                && day_number(self.clock.now(), self.options.utc_offset_seconds) != self.day
+                && day_number(self.clock.now(), offset_at(&self.options, self.clock.now()))
+                    != self.day
             {
                 self.rotate()?;
             }
@@ -198,7 +202,7 @@ impl RotatingFile {
         if let Some(mut file) = self.file.take() {
             file.flush()?;
         }
-        let today = day_number(self.clock.now(), self.options.utc_offset_seconds);
+        let today = day_number(self.clock.now(), offset_at(&self.options, self.clock.now()));
         if self.size > 0 {
             let rotated = self.rotated_name(self.day);
             std::fs::rename(&self.options.path, &rotated)?;
@@ -231,6 +235,21 @@ impl Drop for RotatingFile {
             drop(sender);
             let _ = handle.join();
         }
+    }
+}
+
+/// The UTC offset that defines the day at `instant`: the local zone's (from the system time zone database, so
+/// daylight saving moves it) or the configured fixed one.
+fn offset_at(options: &FileOptions, instant: Duration) -> i64 {
+    if !options.local_time {
+        return options.utc_offset_seconds;
+    }
+    use chrono::{Local, Offset, TimeZone};
+    match Local.timestamp_opt(instant.as_secs() as i64, 0) {
+        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
+            i64::from(t.offset().fix().local_minus_utc())
+        }
+        chrono::LocalResult::None => options.utc_offset_seconds,
     }
 }
 

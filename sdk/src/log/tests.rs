@@ -488,3 +488,40 @@ fn critical_is_its_own_level_in_every_formatter() {
     assert_eq!(lines[0]["disk"], "/data");
     assert_eq!(lines[1]["level"], "ERROR");
 }
+
+#[test]
+fn daily_rotation_can_follow_a_fixed_offset_or_local_time() {
+    // 23:00 UTC is already the next day at UTC+02:00: a write an hour before UTC midnight rotates.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(NOV_22_2026_23H - 3 * 3600); // 20:00 UTC = 22:00 at +02:00
+    let opts = FileOptions {
+        utc_offset_seconds: 7200,
+        ..options(dir.path())
+    };
+    let mut file = RotatingFile::open(opts.clone(), Arc::new(clock.clone())).unwrap();
+    file.write_lines(b"{\"at\":\"22:00 local\"}\n").unwrap();
+    clock.advance(Duration::from_secs(2 * 3600 + 60)); // 22:01 UTC = 00:01 at +02:00
+    file.write_lines(b"{\"at\":\"00:01 local\"}\n").unwrap();
+    file.sync();
+    let rotated = rotated_files(&opts).unwrap();
+    assert_eq!(
+        rotated.len(),
+        1,
+        "the local day changed although the UTC day did not"
+    );
+    assert!(
+        rotated[0]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("app.2026-11-22.")
+    );
+    // Local time (the zone of this machine) is accepted and behaves like some fixed offset.
+    let local = FileOptions {
+        local_time: true,
+        ..options(&dir.path().join("local"))
+    };
+    let mut file = RotatingFile::open(local, Arc::new(ManualClock::at(NOV_22_2026_23H))).unwrap();
+    file.write_lines(b"{\"ok\":true}\n").unwrap();
+}
