@@ -188,6 +188,15 @@ fn itoa_i64(value: i64, buf: &mut [u8; 20]) -> &[u8] {
 #[derive(Default)]
 struct SpanFields(Vec<u8>);
 
+impl super::span_state::SpanState for SpanFields {
+    fn record(&mut self, fields: &dyn tracing_subscriber::field::RecordFields) {
+        fields.record(&mut FieldWriter {
+            fields: &mut self.0,
+            message: None,
+        });
+    }
+}
+
 #[derive(Default)]
 struct Buffers {
     line: Vec<u8>,
@@ -265,13 +274,7 @@ where
         id: &tracing::span::Id,
         ctx: Context<'_, S>,
     ) {
-        let Some(span) = ctx.span(id) else { return };
-        let mut fields = SpanFields::default();
-        attrs.record(&mut FieldWriter {
-            fields: &mut fields.0,
-            message: None,
-        });
-        span.extensions_mut().insert(fields);
+        super::span_state::on_new_span::<S, SpanFields>(attrs, id, &ctx);
     }
 
     fn on_record(
@@ -280,14 +283,7 @@ where
         values: &tracing::span::Record<'_>,
         ctx: Context<'_, S>,
     ) {
-        let Some(span) = ctx.span(id) else { return };
-        let mut extensions = span.extensions_mut();
-        if let Some(fields) = extensions.get_mut::<SpanFields>() {
-            values.record(&mut FieldWriter {
-                fields: &mut fields.0,
-                message: None,
-            });
-        }
+        super::span_state::on_record::<S, SpanFields>(id, values, &ctx);
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {

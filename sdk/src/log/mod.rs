@@ -10,6 +10,7 @@ pub(crate) mod correlation;
 pub mod file;
 pub mod json;
 pub mod otlp;
+mod span_state;
 pub mod text;
 pub mod writer;
 

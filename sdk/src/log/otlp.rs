@@ -34,6 +34,15 @@ const EXPORT_TARGETS: [&str; 6] = [
 #[derive(Default)]
 struct SpanAttributes(Vec<(Key, AnyValue)>);
 
+impl super::span_state::SpanState for SpanAttributes {
+    fn record(&mut self, fields: &dyn tracing_subscriber::field::RecordFields) {
+        fields.record(&mut Attributes {
+            attributes: &mut self.0,
+            body: None,
+        });
+    }
+}
+
 struct Attributes<'a> {
     attributes: &'a mut Vec<(Key, AnyValue)>,
     body: Option<&'a mut Option<AnyValue>>,
@@ -127,13 +136,7 @@ where
         id: &tracing::span::Id,
         ctx: Context<'_, S>,
     ) {
-        let Some(span) = ctx.span(id) else { return };
-        let mut fields = SpanAttributes::default();
-        attrs.record(&mut Attributes {
-            attributes: &mut fields.0,
-            body: None,
-        });
-        span.extensions_mut().insert(fields);
+        super::span_state::on_new_span::<S, SpanAttributes>(attrs, id, &ctx);
     }
 
     fn on_record(
@@ -142,14 +145,7 @@ where
         values: &tracing::span::Record<'_>,
         ctx: Context<'_, S>,
     ) {
-        let Some(span) = ctx.span(id) else { return };
-        let mut extensions = span.extensions_mut();
-        if let Some(fields) = extensions.get_mut::<SpanAttributes>() {
-            values.record(&mut Attributes {
-                attributes: &mut fields.0,
-                body: None,
-            });
-        }
+        super::span_state::on_record::<S, SpanAttributes>(id, values, &ctx);
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {

@@ -174,6 +174,15 @@ impl Visit for TextFields<'_> {
 #[derive(Default)]
 struct SpanText(String);
 
+impl super::span_state::SpanState for SpanText {
+    fn record(&mut self, fields: &dyn tracing_subscriber::field::RecordFields) {
+        fields.record(&mut TextFields {
+            fields: &mut self.0,
+            message: None,
+        });
+    }
+}
+
 #[derive(Default)]
 struct Buffers {
     line: String,
@@ -310,13 +319,7 @@ where
         id: &tracing::span::Id,
         ctx: Context<'_, S>,
     ) {
-        let Some(span) = ctx.span(id) else { return };
-        let mut text = SpanText::default();
-        attrs.record(&mut TextFields {
-            fields: &mut text.0,
-            message: None,
-        });
-        span.extensions_mut().insert(text);
+        super::span_state::on_new_span::<S, SpanText>(attrs, id, &ctx);
     }
 
     fn on_record(
@@ -325,14 +328,7 @@ where
         values: &tracing::span::Record<'_>,
         ctx: Context<'_, S>,
     ) {
-        let Some(span) = ctx.span(id) else { return };
-        let mut extensions = span.extensions_mut();
-        if let Some(text) = extensions.get_mut::<SpanText>() {
-            values.record(&mut TextFields {
-                fields: &mut text.0,
-                message: None,
-            });
-        }
+        super::span_state::on_record::<S, SpanText>(id, values, &ctx);
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
