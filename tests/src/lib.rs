@@ -13,20 +13,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+/// Serialises choosing ports and binding them within this test process: a port chosen for a collector is free
+/// until the collector binds it, and a test running in parallel must not take it meanwhile.
+pub fn port_lock() -> std::sync::MutexGuard<'static, ()> {
+    static PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    PORTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn bind_any() -> (u16, TcpListener) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("no free loopback port");
+    let port = listener.local_addr().expect("bound address").port();
+    (port, listener)
 }
 
 /// `n` loopback ports that differ from each other and from `except`: held open together while chosen, since
-/// ports chosen one after another can repeat once released.
-pub fn distinct_ports(n: usize, except: u16) -> Vec<u16> {
+/// ports chosen one after another can repeat once released. Call with [`port_lock`] held.
+fn distinct_ports(n: usize, except: u16) -> Vec<u16> {
     let mut held = Vec::new();
     while held.len() < n {
-        let (port, listener) = reserve_port();
+        let (port, listener) = bind_any();
         if port != except {
             held.push((port, listener));
         }
@@ -36,9 +43,8 @@ pub fn distinct_ports(n: usize, except: u16) -> Vec<u16> {
 
 /// A loopback port held open (so no other test gets it) until the returned listener is dropped.
 pub fn reserve_port() -> (u16, TcpListener) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("no free loopback port");
-    let port = listener.local_addr().expect("bound address").port();
-    (port, listener)
+    let _ports = port_lock();
+    bind_any()
 }
 
 /// The workspace root.
@@ -344,11 +350,18 @@ impl Collector {
 
     /// Like [`Collector::start`], with extra environment variables.
     pub fn start_with_env(template: &str, env: &[(&str, &str)]) -> Collector {
-        Collector::start_on(template, env, distinct_ports(1, 0)[0])
+        let _ports = port_lock();
+        Collector::start_locked(template, env, distinct_ports(1, 0)[0])
     }
 
     /// Like [`Collector::start`], with extra environment variables and a chosen OTLP/gRPC port.
     pub fn start_on(template: &str, env: &[(&str, &str)], grpc_port: u16) -> Collector {
+        let _ports = port_lock();
+        Collector::start_locked(template, env, grpc_port)
+    }
+
+    /// Starts the collector; the caller holds [`port_lock`] until it is ready (its ports are bound).
+    fn start_locked(template: &str, env: &[(&str, &str)], grpc_port: u16) -> Collector {
         let dir = tempfile::tempdir().expect("temp dir");
         let address = |port: u16| format!("127.0.0.1:{port}");
         let ports = distinct_ports(3, grpc_port);

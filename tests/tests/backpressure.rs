@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use vigil_e2e::{
-    Collector, OTLP_TO_FILE, eventually, file_exporter_lines, free_port, http, otlp, spans,
-};
+use vigil_e2e::{Collector, OTLP_TO_FILE, eventually, file_exporter_lines, http, otlp, spans};
 
 fn config(downstream_port: u16) -> String {
     format!(
@@ -66,7 +64,9 @@ fn send(collector: &Collector, first: u32, count: u32) -> (Vec<u32>, u32) {
 
 #[test]
 fn exporter_down_fills_queues_then_refuses_and_shutdown_accounts_for_everything() {
-    let mut collector = Collector::start(&config(free_port()));
+    // An endpoint nobody serves: held so no other collector of this test run takes the port.
+    let (dead_port, _dead) = vigil_e2e::reserve_port();
+    let mut collector = Collector::start(&config(dead_port));
     let (accepted, refused) = send(&collector, 0, 60);
     assert!(
         refused > 0,
@@ -141,7 +141,8 @@ fn exporter_that_comes_back_delivers_everything_that_was_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_refusal_is_unavailable_with_retry_info() {
     use tonic_types::StatusExt;
-    let template = config(free_port()).replace(
+    let (dead_port, _dead) = vigil_e2e::reserve_port();
+    let template = config(dead_port).replace(
         "http: {endpoint: '{http}'}",
         "http: {endpoint: '{http}'}\n      grpc: {endpoint: '{grpc}'}",
     );

@@ -106,8 +106,7 @@ fn embedded_default_config_starts_receives_and_drains() {
 
 #[test]
 fn port_in_use_is_a_clear_start_up_error() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (port, _listener) = vigil_e2e::reserve_port();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");
     std::fs::write(
