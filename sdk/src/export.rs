@@ -102,57 +102,101 @@ impl<E: PushMetricExporter> PushMetricExporter for OnRuntime<E> {
     }
 }
 
-/// Which signals are exported over OTLP, from `OTEL_SDK_DISABLED` and `OTEL_{TRACES,LOGS,METRICS}_EXPORTER`
-/// (`otlp`, the default, or `none`).
+/// How one signal travels to the collector: `OTEL_EXPORTER_OTLP_{SIGNAL}_PROTOCOL`, else
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`, else gRPC.
+///
+/// The OTel specification's default is `http/protobuf`; Vigil keeps gRPC because every OTLP collector
+/// (ours included) serves it on the well-known port 4317 and it multiplexes all three signals on one connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// OTLP/gRPC (`grpc`), default endpoint `http://localhost:4317`.
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (`http/protobuf`), default endpoint `http://localhost:4318/v1/{signal}`.
+    HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies (`http/json`), default endpoint `http://localhost:4318/v1/{signal}`.
+    HttpJson,
+}
+
+impl Transport {
+    fn parse(name: &str, value: &str) -> Result<Self, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "grpc" => Ok(Transport::Grpc),
+            "http/protobuf" => Ok(Transport::HttpProtobuf),
+            "http/json" => Ok(Transport::HttpJson),
+            other => Err(format!(
+                "{name}=`{other}` is not an OTLP protocol: use `grpc`, `http/protobuf` or `http/json`"
+            )),
+        }
+    }
+
+    /// The protocol as `opentelemetry-otlp` names it, for the HTTP transports.
+    pub(crate) fn http_protocol(self) -> Option<opentelemetry_otlp::Protocol> {
+        match self {
+            Transport::Grpc => None,
+            Transport::HttpProtobuf => Some(opentelemetry_otlp::Protocol::HttpBinary),
+            Transport::HttpJson => Some(opentelemetry_otlp::Protocol::HttpJson),
+        }
+    }
+}
+
+/// Which signals are exported over OTLP, and how, from `OTEL_SDK_DISABLED`,
+/// `OTEL_{TRACES,LOGS,METRICS}_EXPORTER` (`otlp`, the default, or `none`) and the `OTEL_EXPORTER_OTLP_*PROTOCOL`
+/// variables. `None` means the signal is not exported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Signals {
     /// Spans.
-    pub traces: bool,
+    pub traces: Option<Transport>,
     /// Log records.
-    pub logs: bool,
+    pub logs: Option<Transport>,
     /// Metrics.
-    pub metrics: bool,
+    pub metrics: Option<Transport>,
 }
 
 impl Signals {
+    /// Nothing is exported.
+    pub const NONE: Signals = Signals {
+        traces: None,
+        logs: None,
+        metrics: None,
+    };
+
+    /// Whether any signal is exported.
+    pub fn any(&self) -> bool {
+        self.traces.is_some() || self.logs.is_some() || self.metrics.is_some()
+    }
+
     /// Reads the environment through `env`.
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         if env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
-            return Ok(Signals {
-                traces: false,
-                logs: false,
-                metrics: false,
-            });
+            return Ok(Signals::NONE);
         }
-        let one = |name: &str| -> Result<bool, String> {
-            match env(name).map(|v| v.trim().to_ascii_lowercase()) {
-                None => Ok(true),
-                Some(v) if v.is_empty() || v == "otlp" => Ok(true),
-                Some(v) if v == "none" => Ok(false),
-                Some(v) => Err(format!(
-                    "{name}=`{v}` is not supported: use `otlp` or `none`"
-                )),
+        let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let general = match set("OTEL_EXPORTER_OTLP_PROTOCOL") {
+            Some(v) => Transport::parse("OTEL_EXPORTER_OTLP_PROTOCOL", &v)?,
+            None => Transport::Grpc,
+        };
+        let one = |signal: &str| -> Result<Option<Transport>, String> {
+            let selector = format!("OTEL_{signal}_EXPORTER");
+            match set(&selector).map(|v| v.trim().to_ascii_lowercase()) {
+                None => {}
+                Some(v) if v == "otlp" => {}
+                Some(v) if v == "none" => return Ok(None),
+                Some(v) => {
+                    return Err(format!(
+                        "{selector}=`{v}` is not supported: use `otlp` or `none`"
+                    ));
+                }
+            }
+            let protocol = format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL");
+            match set(&protocol) {
+                Some(v) => Transport::parse(&protocol, &v).map(Some),
+                None => Ok(Some(general)),
             }
         };
-        for name in [
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-        ] {
-            if let Some(protocol) = env(name).map(|v| v.trim().to_ascii_lowercase())
-                && !protocol.is_empty()
-                && protocol != "grpc"
-            {
-                return Err(format!(
-                    "{name}=`{protocol}`: the Vigil SDK exports OTLP over gRPC only for now; set it to `grpc` (or unset it) and point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's gRPC port (4317)"
-                ));
-            }
-        }
         Ok(Signals {
-            traces: one("OTEL_TRACES_EXPORTER")?,
-            logs: one("OTEL_LOGS_EXPORTER")?,
-            metrics: one("OTEL_METRICS_EXPORTER")?,
+            traces: one("TRACES")?,
+            logs: one("LOGS")?,
+            metrics: one("METRICS")?,
         })
     }
 }
@@ -161,49 +205,62 @@ impl Signals {
 mod tests {
     use super::*;
 
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
     #[test]
     fn exporter_selection_follows_the_otel_variables() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            }
+        let all = |t| Signals {
+            traces: Some(t),
+            logs: Some(t),
+            metrics: Some(t),
         };
-        assert_eq!(
-            Signals::from_env(env(&[])).unwrap(),
-            Signals {
-                traces: true,
-                logs: true,
-                metrics: true
-            }
-        );
+        assert_eq!(Signals::from_env(env(&[])).unwrap(), all(Transport::Grpc));
         assert_eq!(
             Signals::from_env(env(&[("OTEL_METRICS_EXPORTER", "none")])).unwrap(),
             Signals {
-                traces: true,
-                logs: true,
-                metrics: false
+                metrics: None,
+                ..all(Transport::Grpc)
             }
         );
         assert_eq!(
             Signals::from_env(env(&[("OTEL_SDK_DISABLED", "TRUE")])).unwrap(),
-            Signals {
-                traces: false,
-                logs: false,
-                metrics: false
-            }
+            Signals::NONE
         );
         assert!(
             Signals::from_env(env(&[("OTEL_TRACES_EXPORTER", "zipkin")]))
                 .unwrap_err()
-                .contains("zipkin")
+                .contains("OTEL_TRACES_EXPORTER=`zipkin`")
         );
+    }
+
+    #[test]
+    fn the_per_signal_protocol_overrides_the_general_one() {
+        assert_eq!(
+            Signals::from_env(env(&[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/json"),
+                ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"),
+            ]))
+            .unwrap(),
+            Signals {
+                traces: Some(Transport::HttpProtobuf),
+                logs: Some(Transport::HttpJson),
+                metrics: Some(Transport::Grpc),
+            }
+        );
+        let error = Signals::from_env(env(&[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift")]))
+            .unwrap_err();
         assert!(
-            Signals::from_env(env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]))
-                .unwrap_err()
-                .contains("gRPC only")
+            error.contains("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=`thrift`")
+                && error.contains("http/json"),
+            "{error}"
         );
     }
 }

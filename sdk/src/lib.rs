@@ -25,7 +25,7 @@
 //! the I/O.
 //!
 //! Modules by concern: [`log`] (formatters, async writer, rotating file), [`trace`] (spans to OpenTelemetry),
-//! [`metrics`] (one-line instruments), [`export`] (OTLP/gRPC), [`propagation`] (W3C context, HTTP server layer),
+//! [`metrics`] (one-line instruments), [`export`] (OTLP over gRPC or HTTP), [`propagation`] (W3C context, HTTP server layer),
 //! [`config`] (the YAML logging config). Configuration precedence for levels: `RUST_LOG`, then
 //! [`Builder::filter`], then the config file, then INFO; exporters follow the standard `OTEL_*` variables.
 #![warn(missing_docs, unreachable_pub)]
@@ -45,6 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -58,6 +59,17 @@ use log::file::{FileOptions, RotatingFile};
 use log::json::JsonLayer;
 use log::text::TextLayer;
 use log::writer::{AsyncWriter, FullPolicy};
+
+/// Builds an `opentelemetry-otlp` exporter over the signal's transport. The HTTP client is hyper's, created inside
+/// the SDK's own export runtime, so it never looks for a reactor on a thread that has none.
+macro_rules! otlp_exporter {
+    ($builder:expr, $transport:expr) => {
+        match $transport.http_protocol() {
+            None => $builder.with_tonic().build(),
+            Some(protocol) => $builder.with_http().with_protocol(protocol).build(),
+        }
+    };
+}
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -209,9 +221,10 @@ impl Builder {
         }
     }
 
-    /// Export traces, logs and metrics over OTLP/gRPC (on by default; each signal follows
-    /// `OTEL_{TRACES,LOGS,METRICS}_EXPORTER`, the endpoint `OTEL_EXPORTER_OTLP_ENDPOINT`, default
-    /// `http://localhost:4317`).
+    /// Export traces, logs and metrics over OTLP (on by default; each signal follows
+    /// `OTEL_{TRACES,LOGS,METRICS}_EXPORTER`, the protocol `OTEL_EXPORTER_OTLP_PROTOCOL` — see
+    /// [`export::Transport`] — and the endpoint `OTEL_EXPORTER_OTLP_ENDPOINT`, default `http://localhost:4317`
+    /// for gRPC and `http://localhost:4318` for HTTP).
     pub fn otlp(mut self, enabled: bool) -> Self {
         self.otlp = enabled;
         self
@@ -292,16 +305,12 @@ impl Builder {
             export::Signals::from_env(|name| std::env::var(name).ok())
                 .map_err(Error::Environment)?
         } else {
-            export::Signals {
-                traces: false,
-                logs: false,
-                metrics: false,
-            }
+            export::Signals::NONE
         };
         let resource = opentelemetry_sdk::Resource::builder()
             .with_service_name(self.service_name.clone())
             .build();
-        let runtime = if signals.traces || signals.logs || signals.metrics {
+        let runtime = if signals.any() {
             Some(
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
@@ -324,19 +333,17 @@ impl Builder {
         if let Some(runtime) = &runtime {
             let handle = runtime.handle().clone();
             let _entered = runtime.enter();
-            if signals.traces {
-                let exporter = opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .build()
-                    .map_err(exporter_error("traces"))?;
+            if let Some(transport) = signals.traces {
+                let exporter =
+                    otlp_exporter!(opentelemetry_otlp::SpanExporter::builder(), transport)
+                        .map_err(exporter_error("traces"))?;
                 tracer_provider = tracer_provider
                     .with_batch_exporter(export::OnRuntime::new(exporter, handle.clone()));
             }
-            if signals.logs {
-                let exporter = opentelemetry_otlp::LogExporter::builder()
-                    .with_tonic()
-                    .build()
-                    .map_err(exporter_error("logs"))?;
+            if let Some(transport) = signals.logs {
+                let exporter =
+                    otlp_exporter!(opentelemetry_otlp::LogExporter::builder(), transport)
+                        .map_err(exporter_error("logs"))?;
                 logger_provider = Some(
                     SdkLoggerProvider::builder()
                         .with_resource(resource.clone())
@@ -344,11 +351,10 @@ impl Builder {
                         .build(),
                 );
             }
-            if signals.metrics {
-                let exporter = opentelemetry_otlp::MetricExporter::builder()
-                    .with_tonic()
-                    .build()
-                    .map_err(exporter_error("metrics"))?;
+            if let Some(transport) = signals.metrics {
+                let exporter =
+                    otlp_exporter!(opentelemetry_otlp::MetricExporter::builder(), transport)
+                        .map_err(exporter_error("metrics"))?;
                 let interval = std::env::var("OTEL_METRIC_EXPORT_INTERVAL")
                     .ok()
                     .and_then(|ms| ms.trim().parse::<u64>().ok())
@@ -370,7 +376,7 @@ impl Builder {
         let tracer = tracer_provider.tracer("vigil");
         let otel = (!disabled)
             .then(|| trace::SpansOnly(tracing_opentelemetry::layer().with_tracer(tracer)));
-        let handlers = self.handlers(signals.logs);
+        let handlers = self.handlers(signals.logs.is_some());
         let mut writers = Vec::new();
         let mut layers: Vec<BoxedLayer> = Vec::new();
         for handler in &handlers {

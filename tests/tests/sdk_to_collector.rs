@@ -1,4 +1,4 @@
-//! The `vigil` SDK exports spans, logs and metrics over OTLP/gRPC to a real collector: the example training job
+//! The `vigil` SDK exports spans, logs and metrics over OTLP (gRPC, HTTP/protobuf and HTTP/JSON) to a real collector: the example training job
 //! runs against `vigil-collector`, whose `file` exporter output is checked for resource, trace ids, severity and
 //! metric values; the job's own JSON log file carries the same trace ids.
 
@@ -16,14 +16,32 @@ fn attribute<'a>(attributes: &'a Value, key: &str) -> Option<&'a Value> {
 }
 
 #[test]
-fn training_job_telemetry_reaches_the_collector_correlated() {
+fn training_job_telemetry_reaches_the_collector_over_grpc() {
+    training_job_telemetry_reaches_the_collector("grpc");
+}
+
+#[test]
+fn training_job_telemetry_reaches_the_collector_over_http_protobuf() {
+    training_job_telemetry_reaches_the_collector("http/protobuf");
+}
+
+#[test]
+fn training_job_telemetry_reaches_the_collector_over_http_json() {
+    training_job_telemetry_reaches_the_collector("http/json");
+}
+
+fn training_job_telemetry_reaches_the_collector(protocol: &str) {
     let mut collector = Collector::start(OTLP_TO_FILE);
     let job_log = collector.dir.path().join("job.jsonl");
+    let endpoint = if protocol == "grpc" {
+        collector.grpc.clone()
+    } else {
+        collector.http.clone()
+    };
     let output = Command::new(workspace_binary("training_job"))
-        .env(
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://{}", collector.grpc),
-        )
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{endpoint}"))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        .env("SIMULATE_CHECKPOINT_FAILURE", "1")
         .env("VIGIL_LOG_FILE", &job_log)
         .env("EPOCHS", "3")
         .env("RUST_LOG", "info")
@@ -85,6 +103,16 @@ fn training_job_telemetry_reaches_the_collector_correlated() {
         attribute(&completed["attributes"], "gpu_used").unwrap()["boolValue"],
         false
     );
+    let critical = records
+        .iter()
+        .find(|r| r["body"]["stringValue"] == "Checkpoint could not be saved")
+        .expect("the CRITICAL record is exported");
+    assert_eq!(critical["severityNumber"], 21, "CRITICAL is OTel FATAL");
+    assert_eq!(critical["severityText"], "CRITICAL");
+    assert!(
+        attribute(&critical["attributes"], "critical").is_none(),
+        "the marker field is not an attribute"
+    );
     let epoch_line = records
         .iter()
         .find(|r| r["body"]["stringValue"] == "Epoch finished")
@@ -139,4 +167,53 @@ fn training_job_telemetry_reaches_the_collector_correlated() {
     assert_eq!(completed_line["trace_id"], run["traceId"]);
     assert!(completed_line["duration_sec"].is_f64(), "a typed number");
     assert_eq!(completed_line["experiment_id"], "exp_001");
+}
+
+/// A collector that accepts connections but never answers (a bound, never-accepting port) must not hang the
+/// program: the guard's flush gives up within its timeout and says so.
+fn unreachable_collector_does_not_hang_the_program(protocol: &str) {
+    let (port, _black_hole) = vigil_e2e::reserve_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(workspace_binary("training_job"))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")
+        .env("VIGIL_LOG_FILE", dir.path().join("job.jsonl"))
+        .env("EPOCHS", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Generous bound: the guard's own limit is 5 s; a hang would be forever.
+    let exited = vigil_e2e::eventually(std::time::Duration::from_secs(60), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    assert!(
+        exited,
+        "the job hung on an unresponsive collector ({protocol})"
+    );
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("could not be delivered"),
+        "the program is told that telemetry was lost"
+    );
+    // The local file sink is unaffected by the exporter's trouble.
+    let lines = std::fs::read_to_string(dir.path().join("job.jsonl")).unwrap();
+    assert!(lines.contains("Training completed"));
+}
+
+#[test]
+fn unreachable_collector_does_not_hang_the_program_over_grpc() {
+    unreachable_collector_does_not_hang_the_program("grpc");
+}
+
+#[test]
+fn unreachable_collector_does_not_hang_the_program_over_http() {
+    unreachable_collector_does_not_hang_the_program("http/protobuf");
 }

@@ -6,7 +6,9 @@
 //! ```
 //!
 //! Console logs go to stderr, JSON lines to `logs/training_job.jsonl` (override with `VIGIL_LOG_FILE`), and
-//! spans, logs and metrics to the collector over OTLP/gRPC.
+//! spans, logs and metrics to the collector over OTLP (gRPC by default; `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf` or
+//! `http/json` with the collector's port 4318 for OTLP/HTTP). `SIMULATE_CHECKPOINT_FAILURE=1` makes the final
+//! checkpoint fail, logged at CRITICAL.
 
 use std::time::Instant;
 
@@ -79,6 +81,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         gpu_used = false,
         "Training completed"
     );
+    if std::env::var_os("SIMULATE_CHECKPOINT_FAILURE").is_some() {
+        vigil::critical!(
+            checkpoint = "checkpoints/exp_001/final.bin",
+            "Checkpoint could not be saved"
+        );
+    }
     drop(_run);
     // Export everything before exiting; the guard's drop would do the same, bounded by its timeout.
     if !guard.flush() {
