@@ -34,6 +34,7 @@ pub mod config;
 pub mod context;
 pub mod export;
 pub mod log;
+pub mod mask;
 pub mod metrics;
 pub mod propagation;
 pub mod trace;

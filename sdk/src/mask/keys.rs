@@ -1,0 +1,246 @@
+//! Word-wise, case-insensitive matching of attribute keys against the sensitive-key list.
+//!
+//! A key is split into words at non-alphanumeric characters and lower-to-upper case changes (`dbPassword` →
+//! `db`, `password`); a sensitive name matches when its words appear consecutively (`api_key` in
+//! `X-Api-Key`), or when the key with separators removed equals the name with separators removed (`apikey`).
+//! Whole words, so `token` does not hit `max_tokens` — an ML user's everyday attribute.
+
+/// The longest key examined; longer keys are not attribute names a person wrote.
+const MAX_KEY: usize = 128;
+/// The most words a key is split into.
+const MAX_WORDS: usize = 24;
+
+/// The compiled sensitive-key list.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyMatcher {
+    /// Each name as its lowercase words.
+    names: Vec<Vec<String>>,
+    /// Each name lowercased with separators removed.
+    compact: Vec<String>,
+    /// Every word of every name, for the quick rejection of ordinary keys.
+    words: Vec<String>,
+}
+
+/// Calls `f` with each word of `key` (split at non-alphanumerics and lower-to-upper changes), until it returns
+/// true; returns whether it did.
+fn any_word(key: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> bool {
+    let mut start: Option<usize> = None;
+    let mut previous_lower = false;
+    for (i, &b) in key.iter().enumerate() {
+        let alnum = b.is_ascii_alphanumeric() || b >= 0x80;
+        let boundary = !alnum || (b.is_ascii_uppercase() && previous_lower);
+        if boundary
+            && let Some(s) = start.take()
+            && f(&key[s..i])
+        {
+            return true;
+        }
+        if alnum && start.is_none() {
+            start = Some(i);
+        }
+        previous_lower = b.is_ascii_lowercase() || b.is_ascii_digit();
+    }
+    start.is_some_and(|s| f(&key[s..]))
+}
+
+/// A key split into lowercase words in a stack buffer: no allocation per lookup.
+struct Words {
+    text: [u8; MAX_KEY],
+    /// (start, end) of each word in `text`.
+    spans: [(u8, u8); MAX_WORDS],
+    count: usize,
+    len: usize,
+}
+
+impl Words {
+    fn split(bytes: &[u8]) -> Option<Words> {
+        if bytes.len() > MAX_KEY {
+            return None;
+        }
+        let mut words = Words {
+            text: [0; MAX_KEY],
+            spans: [(0, 0); MAX_WORDS],
+            count: 0,
+            len: 0,
+        };
+        let mut start: Option<usize> = None;
+        let mut previous_lower = false;
+        for &b in bytes {
+            let alnum = b.is_ascii_alphanumeric() || b >= 0x80;
+            let boundary = !alnum || (b.is_ascii_uppercase() && previous_lower);
+            if boundary && let Some(s) = start.take() {
+                words.push(s)?;
+            }
+            if alnum {
+                if start.is_none() {
+                    start = Some(words.len);
+                }
+                words.text[words.len] = b.to_ascii_lowercase();
+                words.len += 1;
+            }
+            previous_lower = b.is_ascii_lowercase() || b.is_ascii_digit();
+        }
+        if let Some(s) = start {
+            words.push(s)?;
+        }
+        Some(words)
+    }
+
+    fn push(&mut self, start: usize) -> Option<()> {
+        if self.count == MAX_WORDS {
+            return None;
+        }
+        self.spans[self.count] = (start as u8, self.len as u8);
+        self.count += 1;
+        Some(())
+    }
+
+    fn word(&self, index: usize) -> &[u8] {
+        let (s, e) = self.spans[index];
+        &self.text[s as usize..e as usize]
+    }
+
+    fn compact(&self) -> &[u8] {
+        &self.text[..self.len]
+    }
+}
+
+impl KeyMatcher {
+    pub(crate) fn new(names: &[String]) -> KeyMatcher {
+        let mut matcher = KeyMatcher {
+            names: Vec::new(),
+            compact: Vec::new(),
+            words: Vec::new(),
+        };
+        for name in names {
+            let Some(words) = Words::split(name.as_bytes()) else {
+                continue;
+            };
+            if words.count == 0 {
+                continue;
+            }
+            matcher.names.push(
+                (0..words.count)
+                    .map(|i| String::from_utf8_lossy(words.word(i)).into_owned())
+                    .collect(),
+            );
+            matcher
+                .compact
+                .push(String::from_utf8_lossy(words.compact()).into_owned());
+        }
+        matcher.words = matcher.names.iter().flatten().cloned().collect();
+        matcher.words.sort();
+        matcher.words.dedup();
+        matcher
+    }
+
+    /// Whether `key` names a sensitive value.
+    pub(crate) fn is_sensitive(&self, key: &str) -> bool {
+        self.is_sensitive_bytes(key.as_bytes())
+    }
+
+    /// [`KeyMatcher::is_sensitive`] on bytes (a key cut out of text).
+    pub(crate) fn is_sensitive_bytes(&self, key: &[u8]) -> bool {
+        if self.names.is_empty() || key.len() < 3 || key.len() > MAX_KEY {
+            return false;
+        }
+        // Almost every key is ordinary: reject it without building anything unless one of its words is a word
+        // of some name, or its letters and digits alone could spell a name (`APIKEY` for `api_key`).
+        let bytes = key;
+        let word_hit = any_word(bytes, |w| {
+            self.words
+                .iter()
+                .any(|n| n.len() == w.len() && n.as_bytes().eq_ignore_ascii_case(w))
+        });
+        if !word_hit {
+            // `APIKEY` spells `api_key` with its separators removed: compare letters and digits only.
+            return self
+                .names
+                .iter()
+                .zip(&self.compact)
+                .filter(|(name, _)| name.len() > 1)
+                .any(|(_, compact)| {
+                    let mut letters = bytes
+                        .iter()
+                        .filter(|b| b.is_ascii_alphanumeric() || **b >= 0x80);
+                    compact
+                        .bytes()
+                        .all(|c| letters.next().is_some_and(|b| b.to_ascii_lowercase() == c))
+                        && letters.next().is_none()
+                });
+        }
+        let Some(words) = Words::split(key) else {
+            return false;
+        };
+        let compact = words.compact();
+        for (name, name_compact) in self.names.iter().zip(&self.compact) {
+            if compact == name_compact.as_bytes() {
+                return true;
+            }
+            if name.len() > words.count {
+                continue;
+            }
+            for first in 0..=(words.count - name.len()) {
+                if name
+                    .iter()
+                    .enumerate()
+                    .all(|(i, w)| words.word(first + i) == w.as_bytes())
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::config::DEFAULT_SENSITIVE_KEYS;
+
+    fn default_matcher() -> KeyMatcher {
+        KeyMatcher::new(
+            &DEFAULT_SENSITIVE_KEYS
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn keys_match_by_whole_words_in_any_case_style() {
+        let m = default_matcher();
+        for key in [
+            "password",
+            "PASSWORD",
+            "db_password",
+            "dbPassword",
+            "X-Api-Key",
+            "apiKey",
+            "APIKEY",
+            "access_token",
+            "http.request.header.authorization",
+            "Set-Cookie",
+            "session",
+            "session_id",
+            "sessionId",
+            "client_secret",
+            "aws.secret.access.key",
+        ] {
+            assert!(m.is_sensitive(key), "{key} should be sensitive");
+        }
+        for key in [
+            "max_tokens",
+            "tokens_used",
+            "user_id",
+            "model_type",
+            "passage",
+            "secretary_name",
+            "http.method",
+            "",
+        ] {
+            assert!(!m.is_sensitive(key), "{key} should not be sensitive");
+        }
+    }
+}

@@ -1,0 +1,277 @@
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use super::*;
+
+#[derive(Deserialize)]
+struct Case {
+    text: String,
+    secrets: Vec<String>,
+    keep: Vec<String>,
+    key: Option<String>,
+    #[serde(default)]
+    opt_in: bool,
+}
+
+fn corpus() -> Vec<Case> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/pii_corpus.jsonl"
+    );
+    std::fs::read_to_string(path)
+        .expect("the PII corpus")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a corpus line"))
+        .collect()
+}
+
+fn opt_in_config() -> MaskConfig {
+    let mut config = MaskConfig::default();
+    config.detectors.phone.enabled = Some(true);
+    config.detectors.iban.enabled = Some(true);
+    config
+}
+
+#[test]
+fn the_corpus_has_no_leak_and_no_false_positive() {
+    let default = Masker::new(&MaskConfig::default()).unwrap();
+    let opt_in = Masker::new(&opt_in_config()).unwrap();
+    let mut failures = Vec::new();
+    for case in corpus() {
+        let masker = if case.opt_in { &opt_in } else { &default };
+        let masked: Cow<'_, str> = match &case.key {
+            Some(key) => match masker.attribute(key, &case.text) {
+                Masked::Keep(value) => value,
+                Masked::Drop => Cow::Borrowed(""),
+            },
+            None => masker.text(&case.text),
+        };
+        for secret in &case.secrets {
+            if masked.contains(secret.as_str()) {
+                failures.push(format!("LEAK {secret:?} in {masked:?}"));
+            }
+        }
+        for keep in &case.keep {
+            if !masked.contains(keep.as_str()) {
+                failures.push(format!("LOST {keep:?}: {:?} → {masked:?}", case.text));
+            }
+        }
+        if case.secrets.is_empty() {
+            if masked != case.text {
+                failures.push(format!("CHANGED {:?} → {masked:?}", case.text));
+            }
+            if matches!(masked, Cow::Owned(_)) {
+                failures.push(format!("ALLOCATED for {:?}", case.text));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_detector_is_exercised_by_the_corpus() {
+    let masker = Masker::new(&opt_in_config()).unwrap();
+    for case in corpus() {
+        match &case.key {
+            Some(key) => drop(masker.attribute(key, &case.text)),
+            None => drop(masker.text(&case.text)),
+        }
+    }
+    for (name, count) in masker.replacements() {
+        assert!(count > 0, "no corpus line exercises `{name}`");
+    }
+}
+
+#[test]
+fn replacements_name_the_detector_and_are_counted() {
+    let masker = Masker::new(&MaskConfig::default()).unwrap();
+    assert_eq!(
+        masker.text("mail a@example.com and b@example.com"),
+        "mail [REDACTED:email] and [REDACTED:email]"
+    );
+    assert_eq!(
+        masker.text("card 4111-1111-1111-1111."),
+        "card [REDACTED:payment_card]."
+    );
+    let counts: std::collections::HashMap<_, _> = masker.replacements().into_iter().collect();
+    assert_eq!(counts["email"], 2);
+    assert_eq!(counts["payment_card"], 1);
+    assert_eq!(counts["jwt"], 0);
+}
+
+#[test]
+fn luhn_and_issuer_checks_keep_numbers_that_are_not_cards() {
+    let masker = Masker::new(&MaskConfig::default()).unwrap();
+    // Valid Visa length and prefix, wrong check digit.
+    assert_eq!(masker.text("4111111111111112"), "4111111111111112");
+    // Luhn-valid but no issuer starts with 1.
+    assert_eq!(masker.text("1000000000000008"), "1000000000000008");
+    assert_eq!(masker.text("4111111111111111"), "[REDACTED:payment_card]");
+}
+
+#[test]
+fn hash_is_keyed_stable_and_unreadable() {
+    let mut config = MaskConfig::default();
+    config.detectors.email.action = Some(Action::Hash);
+    config.hash_key = Some("k1".into());
+    let a = Masker::new(&config).unwrap();
+    let first = a.text("user jane@example.com").into_owned();
+    assert_eq!(first, a.text("user jane@example.com"), "stable");
+    assert!(first.starts_with("user [HASH:email:") && !first.contains("jane"));
+    assert_ne!(first, a.text("user john@example.com"));
+    config.hash_key = Some("k2".into());
+    let b = Masker::new(&config).unwrap();
+    assert_ne!(first, b.text("user jane@example.com"), "keyed");
+}
+
+#[test]
+fn hash_without_a_key_is_a_config_error_that_names_the_rule() {
+    let mut config = MaskConfig::default();
+    config.detectors.payment_card.action = Some(Action::Hash);
+    let error = Masker::new(&config).unwrap_err().to_string();
+    assert!(
+        error.contains("detectors.payment_card") && error.contains("hash_key"),
+        "{error}"
+    );
+}
+
+#[test]
+fn partial_keeps_the_tail_and_drop_removes_the_attribute() {
+    let mut config = MaskConfig::default();
+    config.detectors.payment_card.action = Some(Action::Partial);
+    config.detectors.email.action = Some(Action::Drop);
+    let masker = Masker::new(&config).unwrap();
+    assert_eq!(masker.text("card 4111111111111111"), "card ****1111");
+    assert_eq!(
+        masker.attribute("contact", "jane@example.com"),
+        Masked::Drop
+    );
+    // In free text there is nothing to drop: the match is redacted.
+    assert_eq!(masker.text("to jane@example.com"), "to [REDACTED:email]");
+}
+
+#[test]
+fn key_rules_allow_list_and_custom_replacement() {
+    let config = MaskConfig {
+        allow_keys: vec!["session.kind".into()],
+        replacement: "***{name}***".into(),
+        key_action: Action::Drop,
+        ..MaskConfig::default()
+    };
+    let masker = Masker::new(&config).unwrap();
+    assert_eq!(
+        masker.attribute("Session.Kind", "interactive a@example.com"),
+        Masked::Keep("interactive a@example.com".into())
+    );
+    assert_eq!(masker.attribute("user.password", "x"), Masked::Drop);
+    assert_eq!(masker.text("from 10.1.2.3"), "from ***ipv4***");
+}
+
+#[test]
+fn user_rules_apply_after_the_detectors() {
+    let config = MaskConfig {
+        rules: vec![
+            RuleConfig {
+                name: "employee_id".into(),
+                pattern: r"\bEMP-\d{6}\b".into(),
+                action: None,
+            },
+            RuleConfig {
+                name: "internal_host".into(),
+                pattern: r"\b[a-z0-9-]+\.corp\.internal\b".into(),
+                action: Some(Action::Drop),
+            },
+        ],
+        ..MaskConfig::default()
+    };
+    let masker = Masker::new(&config).unwrap();
+    assert_eq!(
+        masker.text("EMP-123456 mailed x@example.com"),
+        "[REDACTED:employee_id] mailed [REDACTED:email]"
+    );
+    assert_eq!(masker.attribute("host", "db1.corp.internal"), Masked::Drop);
+    let counts: std::collections::HashMap<_, _> = masker.replacements().into_iter().collect();
+    assert_eq!(counts["employee_id"], 1);
+    assert_eq!(counts["internal_host"], 1);
+}
+
+#[test]
+fn invalid_rules_are_reported_without_panicking() {
+    let config = MaskConfig {
+        rules: vec![RuleConfig {
+            name: "broken".into(),
+            pattern: "(unclosed".into(),
+            action: None,
+        }],
+        ..MaskConfig::default()
+    };
+    let error = Masker::new(&config).unwrap_err().to_string();
+    assert!(
+        error.starts_with("rules[0] (`broken`): invalid pattern"),
+        "{error}"
+    );
+}
+
+#[test]
+fn detectors_can_be_switched_off() {
+    let mut config = MaskConfig::default();
+    config.detectors.ipv4.enabled = Some(false);
+    config.detectors.ipv6.enabled = Some(false);
+    let masker = Masker::new(&config).unwrap();
+    assert_eq!(
+        masker.text("from 10.1.2.3 and ::1"),
+        "from 10.1.2.3 and ::1"
+    );
+}
+
+#[test]
+fn the_config_rejects_unknown_detectors_and_actions() {
+    let error =
+        serde_json::from_str::<MaskConfig>(r#"{"detectors": {"emial": {"enabled": true}}}"#)
+            .unwrap_err()
+            .to_string();
+    assert!(error.contains("unknown field `emial`"), "{error}");
+    let error = serde_json::from_str::<MaskConfig>(r#"{"key_action": "shred"}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("unknown variant `shred`"), "{error}");
+}
+
+#[test]
+fn odd_input_never_panics() {
+    let masker = Masker::new(&opt_in_config()).unwrap();
+    for text in [
+        "",
+        "@",
+        "a@",
+        "@b.c",
+        "::",
+        ":::",
+        "=",
+        "password=",
+        "password:",
+        "\"password\"",
+        "-----BEGIN",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "Bearer",
+        "Basic ",
+        "4111 ",
+        "+",
+        "+1",
+        "(",
+        "GB82",
+        "eyJ",
+        "eyJabcdefghij.",
+        "é@ü.de",
+        "ключ=значение",
+        "password=\"unterminated",
+        "http://a:b@",
+        "AKIA",
+        "0.0.0.",
+        "1.2.3.4.5",
+    ] {
+        let _ = masker.text(text);
+        let _ = masker.attribute("k", text);
+    }
+}
