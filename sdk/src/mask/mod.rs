@@ -13,8 +13,8 @@
 //! assert_eq!(masker.attribute("max_tokens", "512"), Masked::Keep("512".into()));
 //! ```
 //!
-//! Text that holds nothing to mask is returned borrowed: no allocation, one pass over the bytes
-//! ([`detect`](self) explains how). Replacements are counted per detector ([`Masker::replacements`]); the
+//! Text that holds nothing to mask is returned borrowed: no allocation, one tokenising pass over the bytes in
+//! which a token is examined only when its byte classes say a detector could match. Replacements are counted per detector ([`Masker::replacements`]); the
 //! original value is never kept, logged or put in an error.
 
 mod config;
