@@ -60,6 +60,7 @@ use log::file::{FileOptions, RotatingFile};
 use log::json::JsonLayer;
 use log::text::TextLayer;
 use log::writer::{AsyncWriter, FullPolicy};
+use mask::MaskConfig;
 
 /// Builds an `opentelemetry-otlp` exporter over the signal's transport. The HTTP client is hyper's, created inside
 /// the SDK's own export runtime, so it never looks for a reactor on a thread that has none.
@@ -92,6 +93,9 @@ pub enum Error {
     /// The logging config file is invalid; one `file:line:column: key: problem` line per error.
     #[error("{0}")]
     Config(String),
+    /// The masking config is invalid (a bad rule pattern, `hash` without a key).
+    #[error("masking config: {0}")]
+    Mask(#[from] mask::MaskError),
     /// An `OTEL_*` variable has a value Vigil does not support.
     #[error("{0}")]
     Environment(String),
@@ -114,6 +118,7 @@ pub struct Guard {
     meter_provider: Option<SdkMeterProvider>,
     runtime: Option<tokio::runtime::Runtime>,
     _dropped_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
+    _mask_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
     timeout: Duration,
 }
 
@@ -193,6 +198,7 @@ pub struct Builder {
     clock: Arc<dyn Clock>,
     shutdown_timeout: Duration,
     otlp: bool,
+    mask: Option<MaskConfig>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -219,6 +225,7 @@ impl Builder {
             clock: Arc::new(SystemClock),
             shutdown_timeout: Duration::from_secs(5),
             otlp: true,
+            mask: None,
         }
     }
 
@@ -229,6 +236,22 @@ impl Builder {
     pub fn otlp(mut self, enabled: bool) -> Self {
         self.otlp = enabled;
         self
+    }
+
+    /// How secrets and personal data are masked before any sink sees them. Masking is on by default with
+    /// [`MaskConfig::default`]; this replaces it (and wins over a logging config's `mask:` section). Turn masking
+    /// off explicitly with [`Builder::without_masking`].
+    pub fn mask(mut self, config: MaskConfig) -> Self {
+        self.mask = Some(config);
+        self
+    }
+
+    /// Turns masking off: log lines, log records and spans leave the process as written.
+    pub fn without_masking(self) -> Self {
+        self.mask(MaskConfig {
+            enabled: false,
+            ..MaskConfig::default()
+        })
     }
 
     /// Level filter in `RUST_LOG` syntax (`info`, `info,my_crate::db=debug`); `RUST_LOG` wins when set.
@@ -300,6 +323,16 @@ impl Builder {
             filter: filter_text.clone(),
             reason: e.to_string(),
         })?;
+        let mask_config = self
+            .mask
+            .clone()
+            .or_else(|| self.logging.as_ref().and_then(|c| c.mask.clone()))
+            .unwrap_or_default();
+        let masker = if mask_config.enabled {
+            Some(mask::Masker::new(&mask_config)?)
+        } else {
+            None
+        };
         let disabled =
             std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
         let signals = if self.otlp {
@@ -338,8 +371,13 @@ impl Builder {
                 let exporter =
                     otlp_exporter!(opentelemetry_otlp::SpanExporter::builder(), transport)
                         .map_err(exporter_error("traces"))?;
-                tracer_provider = tracer_provider
-                    .with_batch_exporter(export::OnRuntime::new(exporter, handle.clone()));
+                let exporter = export::OnRuntime::new(exporter, handle.clone());
+                tracer_provider = match &masker {
+                    Some(masker) => tracer_provider.with_batch_exporter(
+                        mask::MaskingSpanExporter::new(exporter, masker.clone()),
+                    ),
+                    None => tracer_provider.with_batch_exporter(exporter),
+                };
             }
             if let Some(transport) = signals.logs {
                 let exporter =
@@ -383,7 +421,9 @@ impl Builder {
         for handler in &handlers {
             let layer = match (&handler.sink, &handler.format) {
                 (Sink::Otlp, _) => match &logger_provider {
-                    Some(provider) => boxed(log::otlp::OtlpLogLayer::new(provider)),
+                    Some(provider) => {
+                        boxed(log::otlp::OtlpLogLayer::new(provider).with_masker(masker.clone()))
+                    }
                     None => continue,
                 },
                 (sink, format) => {
@@ -414,14 +454,18 @@ impl Builder {
                         _ => false,
                     };
                     match format {
-                        Format::Text(pattern) => {
-                            boxed(TextLayer::new(pattern.clone(), writer, self.clock.clone()))
-                        }
+                        Format::Text(pattern) => boxed(
+                            TextLayer::new(pattern.clone(), writer, self.clock.clone())
+                                .with_masker(masker.clone()),
+                        ),
                         Format::Console => boxed(
                             TextLayer::new(console_pattern(), writer, self.clock.clone())
-                                .with_colour(terminal),
+                                .with_colour(terminal)
+                                .with_masker(masker.clone()),
                         ),
-                        Format::Json => boxed(JsonLayer::new(writer, self.clock.clone())),
+                        Format::Json => boxed(
+                            JsonLayer::new(writer, self.clock.clone()).with_masker(masker.clone()),
+                        ),
                     }
                 }
             };
@@ -455,6 +499,34 @@ impl Builder {
             }
             _ => None,
         };
+        // Replacements per detector or rule, so users see what masking catches (and that it runs).
+        let mask_metric = match (&meter_provider, &masker) {
+            (Some(provider), Some(masker)) => {
+                use opentelemetry::metrics::MeterProvider as _;
+                let masker = masker.clone();
+                Some(
+                    provider
+                        .meter("vigil")
+                        .u64_observable_counter("vigil.mask.replacements")
+                        .with_description(
+                            "Values masked before leaving the process, by detector or rule",
+                        )
+                        .with_callback(move |observer| {
+                            for (detector, count) in masker.replacements() {
+                                observer.observe(
+                                    count,
+                                    &[opentelemetry::KeyValue::new(
+                                        "detector",
+                                        detector.to_string(),
+                                    )],
+                                );
+                            }
+                        })
+                        .build(),
+                )
+            }
+            _ => None,
+        };
         let subscriber = tracing_subscriber::registry()
             .with(layers)
             .with(filter)
@@ -468,6 +540,7 @@ impl Builder {
                 meter_provider,
                 runtime,
                 _dropped_metric: dropped_metric,
+                _mask_metric: mask_metric,
                 timeout: self.shutdown_timeout,
             },
         ))

@@ -147,6 +147,8 @@ struct RawLogging {
     loggers: BTreeMap<String, Value>,
     #[serde(default)]
     root: Value,
+    #[serde(default)]
+    mask: Option<crate::mask::MaskConfig>,
 }
 
 fn one() -> u32 {
@@ -199,6 +201,9 @@ pub struct LoggingConfig {
     pub filter: String,
     /// The root logger's handlers.
     pub handlers: Vec<Handler>,
+    /// The `mask:` section, when the file has one (masking is on by default without it; `enabled: false` turns
+    /// it off).
+    pub mask: Option<crate::mask::MaskConfig>,
 }
 
 impl LoggingConfig {
@@ -470,10 +475,17 @@ fn build(
             ));
         }
     }
+    if let Some(mask) = &raw.mask
+        && mask.enabled
+        && let Err(e) = crate::mask::Masker::new(mask)
+    {
+        error(join(prefix, "mask"), e.to_string());
+    }
     Some(LoggingConfig {
         service_name: raw.service_name,
         filter,
         handlers: root_handlers,
+        mask: raw.mask,
     })
 }
 

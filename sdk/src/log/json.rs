@@ -17,7 +17,9 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::clock::{Clock, write_rfc3339};
+use super::masking::Masking;
 use super::writer::AsyncWriter;
+use crate::mask::Masker;
 
 /// Python `logging` level names, as our users read them.
 pub fn level_name(level: &Level) -> &'static str {
@@ -189,11 +191,18 @@ fn itoa_i64(value: i64, buf: &mut [u8; 20]) -> &[u8] {
 struct SpanFields(Vec<u8>);
 
 impl super::span_state::SpanState for SpanFields {
-    fn record(&mut self, fields: &dyn tracing_subscriber::field::RecordFields) {
-        fields.record(&mut FieldWriter {
-            fields: &mut self.0,
-            message: None,
-        });
+    fn record(
+        &mut self,
+        fields: &dyn tracing_subscriber::field::RecordFields,
+        masker: Option<&crate::mask::Masker>,
+    ) {
+        fields.record(&mut super::masking::Masking::new(
+            masker,
+            FieldWriter {
+                fields: &mut self.0,
+                message: None,
+            },
+        ));
     }
 }
 
@@ -212,18 +221,31 @@ thread_local! {
 pub struct JsonLayer {
     writer: Arc<AsyncWriter>,
     clock: Arc<dyn Clock>,
+    masker: Option<Masker>,
 }
 
 impl JsonLayer {
-    /// A layer writing through `writer`, stamping lines with `clock`.
+    /// A layer writing through `writer`, stamping lines with `clock`; nothing is masked (see
+    /// [`JsonLayer::with_masker`]).
     pub fn new(writer: Arc<AsyncWriter>, clock: Arc<dyn Clock>) -> Self {
-        JsonLayer { writer, clock }
+        JsonLayer {
+            writer,
+            clock,
+            masker: None,
+        }
+    }
+
+    /// Masks every message and field with `masker` before it is formatted.
+    pub fn with_masker(mut self, masker: Option<Masker>) -> Self {
+        self.masker = masker;
+        self
     }
 }
 
 /// Formats one event into `buffers.line` (cleared first).
 fn format_event<S>(
     clock: &dyn Clock,
+    masker: Option<&Masker>,
     event: &Event<'_>,
     ctx: &Context<'_, S>,
     buffers: &mut Buffers,
@@ -238,10 +260,13 @@ fn format_event<S>(
     line.clear();
     message.clear();
     fields.clear();
-    event.record(&mut FieldWriter {
-        fields,
-        message: Some(message),
-    });
+    event.record(&mut Masking::new(
+        masker,
+        FieldWriter {
+            fields,
+            message: Some(message),
+        },
+    ));
     let metadata = event.metadata();
     line.extend_from_slice(b"{\"timestamp\":\"");
     write_rfc3339(clock.now(), line);
@@ -274,7 +299,7 @@ where
         id: &tracing::span::Id,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_new_span::<S, SpanFields>(attrs, id, &ctx);
+        super::span_state::on_new_span::<S, SpanFields>(attrs, id, &ctx, self.masker.as_ref());
     }
 
     fn on_record(
@@ -283,19 +308,31 @@ where
         values: &tracing::span::Record<'_>,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_record::<S, SpanFields>(id, values, &ctx);
+        super::span_state::on_record::<S, SpanFields>(id, values, &ctx, self.masker.as_ref());
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         BUFFERS.with(|cell| match cell.try_borrow_mut() {
             Ok(mut buffers) => {
-                format_event(&*self.clock, event, &ctx, &mut buffers);
+                format_event(
+                    &*self.clock,
+                    self.masker.as_ref(),
+                    event,
+                    &ctx,
+                    &mut buffers,
+                );
                 self.writer.write(&buffers.line);
             }
             // An event logged from inside a field's `Debug` impl: format it with fresh buffers.
             Err(_) => {
                 let mut buffers = Buffers::default();
-                format_event(&*self.clock, event, &ctx, &mut buffers);
+                format_event(
+                    &*self.clock,
+                    self.masker.as_ref(),
+                    event,
+                    &ctx,
+                    &mut buffers,
+                );
                 self.writer.write(&buffers.line);
             }
         });

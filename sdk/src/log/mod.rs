@@ -9,6 +9,7 @@ pub mod clock;
 pub(crate) mod correlation;
 pub mod file;
 pub mod json;
+mod masking;
 pub mod otlp;
 mod span_state;
 pub mod text;

@@ -18,6 +18,8 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::json::{CRITICAL_FIELD, event_level_name};
+use super::masking::Masking;
+use crate::mask::Masker;
 
 /// Targets whose events are not exported: the crates that carry the export itself would otherwise export
 /// their own logs through themselves, and a failing export would feed on its own errors.
@@ -35,11 +37,18 @@ const EXPORT_TARGETS: [&str; 6] = [
 struct SpanAttributes(Vec<(Key, AnyValue)>);
 
 impl super::span_state::SpanState for SpanAttributes {
-    fn record(&mut self, fields: &dyn tracing_subscriber::field::RecordFields) {
-        fields.record(&mut Attributes {
-            attributes: &mut self.0,
-            body: None,
-        });
+    fn record(
+        &mut self,
+        fields: &dyn tracing_subscriber::field::RecordFields,
+        masker: Option<&crate::mask::Masker>,
+    ) {
+        fields.record(&mut super::masking::Masking::new(
+            masker,
+            Attributes {
+                attributes: &mut self.0,
+                body: None,
+            },
+        ));
     }
 }
 
@@ -115,6 +124,7 @@ fn severity(level: &tracing::Level) -> Severity {
 /// A tracing layer emitting OpenTelemetry log records through `provider`.
 pub struct OtlpLogLayer {
     logger: SdkLogger,
+    masker: Option<Masker>,
 }
 
 impl OtlpLogLayer {
@@ -122,7 +132,14 @@ impl OtlpLogLayer {
     pub fn new(provider: &SdkLoggerProvider) -> Self {
         OtlpLogLayer {
             logger: provider.logger("vigil"),
+            masker: None,
         }
+    }
+
+    /// Masks every message and field with `masker` before the record is built.
+    pub fn with_masker(mut self, masker: Option<Masker>) -> Self {
+        self.masker = masker;
+        self
     }
 }
 
@@ -136,7 +153,7 @@ where
         id: &tracing::span::Id,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_new_span::<S, SpanAttributes>(attrs, id, &ctx);
+        super::span_state::on_new_span::<S, SpanAttributes>(attrs, id, &ctx, self.masker.as_ref());
     }
 
     fn on_record(
@@ -145,7 +162,7 @@ where
         values: &tracing::span::Record<'_>,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_record::<S, SpanAttributes>(id, values, &ctx);
+        super::span_state::on_record::<S, SpanAttributes>(id, values, &ctx, self.masker.as_ref());
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
@@ -158,10 +175,13 @@ where
         }
         let mut attributes = Vec::with_capacity(8);
         let mut body = None;
-        event.record(&mut Attributes {
-            attributes: &mut attributes,
-            body: Some(&mut body),
-        });
+        event.record(&mut Masking::new(
+            self.masker.as_ref(),
+            Attributes {
+                attributes: &mut attributes,
+                body: Some(&mut body),
+            },
+        ));
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(fields) = span.extensions().get::<SpanAttributes>() {

@@ -14,7 +14,9 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::clock::{Clock, civil_date};
 use super::json::{CRITICAL_FIELD, event_level_name};
+use super::masking::Masking;
 use super::writer::AsyncWriter;
+use crate::mask::Masker;
 
 /// One piece of a format string.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,11 +177,18 @@ impl Visit for TextFields<'_> {
 struct SpanText(String);
 
 impl super::span_state::SpanState for SpanText {
-    fn record(&mut self, fields: &dyn tracing_subscriber::field::RecordFields) {
-        fields.record(&mut TextFields {
-            fields: &mut self.0,
-            message: None,
-        });
+    fn record(
+        &mut self,
+        fields: &dyn tracing_subscriber::field::RecordFields,
+        masker: Option<&crate::mask::Masker>,
+    ) {
+        fields.record(&mut super::masking::Masking::new(
+            masker,
+            TextFields {
+                fields: &mut self.0,
+                message: None,
+            },
+        ));
     }
 }
 
@@ -200,6 +209,7 @@ pub struct TextLayer {
     writer: Arc<AsyncWriter>,
     clock: Arc<dyn Clock>,
     colour: bool,
+    masker: Option<Masker>,
 }
 
 /// The console's default format.
@@ -213,7 +223,14 @@ impl TextLayer {
             writer,
             clock,
             colour: false,
+            masker: None,
         }
+    }
+
+    /// Masks every message and field with `masker` before it is formatted.
+    pub fn with_masker(mut self, masker: Option<Masker>) -> Self {
+        self.masker = masker;
+        self
     }
 
     /// Colours level names with ANSI escapes (for terminals).
@@ -234,10 +251,13 @@ impl TextLayer {
         line.clear();
         message.clear();
         fields.clear();
-        event.record(&mut TextFields {
-            fields,
-            message: Some(message),
-        });
+        event.record(&mut Masking::new(
+            self.masker.as_ref(),
+            TextFields {
+                fields,
+                message: Some(message),
+            },
+        ));
         let metadata = event.metadata();
         let mut value = String::new();
         for piece in &self.pattern.0 {
@@ -319,7 +339,7 @@ where
         id: &tracing::span::Id,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_new_span::<S, SpanText>(attrs, id, &ctx);
+        super::span_state::on_new_span::<S, SpanText>(attrs, id, &ctx, self.masker.as_ref());
     }
 
     fn on_record(
@@ -328,7 +348,7 @@ where
         values: &tracing::span::Record<'_>,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_record::<S, SpanText>(id, values, &ctx);
+        super::span_state::on_record::<S, SpanText>(id, values, &ctx, self.masker.as_ref());
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {

@@ -17,7 +17,7 @@ pub struct DetectorSetting {
 
 /// The built-in detectors, by name. Every one is on by default except `phone` and `iban`.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DetectorSettings {
     /// E-mail addresses.
     pub email: DetectorSetting,
@@ -83,6 +83,8 @@ pub struct RuleConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MaskConfig {
+    /// Masking is on unless this is `false` (the explicit opt-out; default `true`).
+    pub enabled: bool,
     /// Built-in detectors.
     pub detectors: DetectorSettings,
     /// Attribute keys whose values are replaced whole, matched case-insensitively by word: `password` matches
@@ -123,6 +125,7 @@ pub const DEFAULT_SENSITIVE_KEYS: &[&str] = &[
 impl Default for MaskConfig {
     fn default() -> Self {
         MaskConfig {
+            enabled: true,
             detectors: DetectorSettings::default(),
             sensitive_keys: DEFAULT_SENSITIVE_KEYS
                 .iter()

@@ -20,6 +20,7 @@
 mod config;
 mod detect;
 mod keys;
+mod otel;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +37,7 @@ pub use config::{
 };
 use detect::{Hit, Scanner};
 use keys::KeyMatcher;
+pub use otel::MaskingSpanExporter;
 
 /// What happens to a match.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]

@@ -1,87 +1,6 @@
 use std::borrow::Cow;
 
-use serde::Deserialize;
-
 use super::*;
-
-#[derive(Deserialize)]
-struct Case {
-    text: String,
-    secrets: Vec<String>,
-    keep: Vec<String>,
-    key: Option<String>,
-    #[serde(default)]
-    opt_in: bool,
-}
-
-fn corpus() -> Vec<Case> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/data/pii_corpus.jsonl"
-    );
-    std::fs::read_to_string(path)
-        .expect("the PII corpus")
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("a corpus line"))
-        .collect()
-}
-
-fn opt_in_config() -> MaskConfig {
-    let mut config = MaskConfig::default();
-    config.detectors.phone.enabled = Some(true);
-    config.detectors.iban.enabled = Some(true);
-    config
-}
-
-#[test]
-fn the_corpus_has_no_leak_and_no_false_positive() {
-    let default = Masker::new(&MaskConfig::default()).unwrap();
-    let opt_in = Masker::new(&opt_in_config()).unwrap();
-    let mut failures = Vec::new();
-    for case in corpus() {
-        let masker = if case.opt_in { &opt_in } else { &default };
-        let masked: Cow<'_, str> = match &case.key {
-            Some(key) => match masker.attribute(key, &case.text) {
-                Masked::Keep(value) => value,
-                Masked::Drop => Cow::Borrowed(""),
-            },
-            None => masker.text(&case.text),
-        };
-        for secret in &case.secrets {
-            if masked.contains(secret.as_str()) {
-                failures.push(format!("LEAK {secret:?} in {masked:?}"));
-            }
-        }
-        for keep in &case.keep {
-            if !masked.contains(keep.as_str()) {
-                failures.push(format!("LOST {keep:?}: {:?} → {masked:?}", case.text));
-            }
-        }
-        if case.secrets.is_empty() {
-            if masked != case.text {
-                failures.push(format!("CHANGED {:?} → {masked:?}", case.text));
-            }
-            if matches!(masked, Cow::Owned(_)) {
-                failures.push(format!("ALLOCATED for {:?}", case.text));
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-#[test]
-fn every_detector_is_exercised_by_the_corpus() {
-    let masker = Masker::new(&opt_in_config()).unwrap();
-    for case in corpus() {
-        match &case.key {
-            Some(key) => drop(masker.attribute(key, &case.text)),
-            None => drop(masker.text(&case.text)),
-        }
-    }
-    for (name, count) in masker.replacements() {
-        assert!(count > 0, "no corpus line exercises `{name}`");
-    }
-}
 
 #[test]
 fn replacements_name_the_detector_and_are_counted() {
@@ -240,7 +159,10 @@ fn the_config_rejects_unknown_detectors_and_actions() {
 
 #[test]
 fn odd_input_never_panics() {
-    let masker = Masker::new(&opt_in_config()).unwrap();
+    let mut config = MaskConfig::default();
+    config.detectors.phone.enabled = Some(true);
+    config.detectors.iban.enabled = Some(true);
+    let masker = Masker::new(&config).unwrap();
     for text in [
         "",
         "@",
