@@ -94,6 +94,12 @@ impl Scanner<'_> {
                 flags |= class;
                 i += 1;
             }
+            // Most tokens are short words that can only matter as the key of a pair: skip them unless a `:`
+            // or `=` follows.
+            let len = i - s;
+            if flags == ALPHA && len < 16 && len != 5 && len != 6 && !separator_follows(b, i) {
+                continue;
+            }
             let resume = self.token(text, s, i, flags, hits);
             i = i.max(resume);
         }
@@ -318,6 +324,20 @@ impl Scanner<'_> {
             }
         }
     }
+}
+
+/// Whether `:` or `=` follows position `p`, after an optional closing quote and up to four spaces.
+#[inline(always)]
+fn separator_follows(b: &[u8], mut p: usize) -> bool {
+    if p < b.len() && (b[p] == b'"' || b[p] == b'\'') {
+        p += 1;
+    }
+    let mut spaces = 0;
+    while p < b.len() && b[p] == b' ' && spaces < 4 {
+        p += 1;
+        spaces += 1;
+    }
+    p < b.len() && (b[p] == b':' || b[p] == b'=')
 }
 
 /// Keeps the earliest (then longest) of overlapping hits.

@@ -19,6 +19,13 @@ pub(crate) struct KeyMatcher {
     compact: Vec<String>,
     /// Every word of every name, for the quick rejection of ordinary keys.
     words: Vec<String>,
+    /// Bit `(a << 8) | b` is set when some name word starts with the lowercase letters `a b`: a key none of
+    /// whose words starts that way is rejected after a table lookup per word.
+    bigrams: Box<[u64; 1024]>,
+}
+
+fn bigram(a: u8, b: u8) -> usize {
+    (usize::from(a.to_ascii_lowercase()) << 8) | usize::from(b.to_ascii_lowercase())
 }
 
 /// Calls `f` with each word of `key` (split at non-alphanumerics and lower-to-upper changes), until it returns
@@ -111,6 +118,7 @@ impl KeyMatcher {
             names: Vec::new(),
             compact: Vec::new(),
             words: Vec::new(),
+            bigrams: Box::new([0; 1024]),
         };
         for name in names {
             let Some(words) = Words::split(name.as_bytes()) else {
@@ -131,7 +139,48 @@ impl KeyMatcher {
         matcher.words = matcher.names.iter().flatten().cloned().collect();
         matcher.words.sort();
         matcher.words.dedup();
+        for word in matcher.words.iter().chain(&matcher.compact) {
+            let bytes = word.as_bytes();
+            let index = match bytes {
+                [a, b, ..] => bigram(*a, *b),
+                // A one-letter word could start anything: no quick rejection.
+                _ => {
+                    matcher.bigrams.fill(u64::MAX);
+                    break;
+                }
+            };
+            matcher.bigrams[index / 64] |= 1 << (index % 64);
+        }
         matcher
+    }
+
+    /// Whether some word of `key` (or its first two letters and digits, for the separator-free form) starts
+    /// like a word of a name. False means `key` is certainly not sensitive.
+    fn could_match(&self, key: &[u8]) -> bool {
+        let has = |a: u8, b: u8| {
+            let index = bigram(a, b);
+            self.bigrams[index / 64] & (1 << (index % 64)) != 0
+        };
+        let alnum = |c: u8| c.is_ascii_alphanumeric() || c >= 0x80;
+        let mut first_two = key.iter().copied().filter(|&c| alnum(c));
+        if let (Some(a), Some(b)) = (first_two.next(), first_two.next())
+            && has(a, b)
+        {
+            return true;
+        }
+        let mut previous_alnum = false;
+        let mut previous_lower = false;
+        for (i, &c) in key.iter().enumerate() {
+            let is_alnum = alnum(c);
+            let starts =
+                is_alnum && (!previous_alnum || (c.is_ascii_uppercase() && previous_lower));
+            if starts && i + 1 < key.len() && has(c, key[i + 1]) {
+                return true;
+            }
+            previous_alnum = is_alnum;
+            previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        }
+        false
     }
 
     /// Whether `key` names a sensitive value.
@@ -141,7 +190,7 @@ impl KeyMatcher {
 
     /// [`KeyMatcher::is_sensitive`] on bytes (a key cut out of text).
     pub(crate) fn is_sensitive_bytes(&self, key: &[u8]) -> bool {
-        if self.names.is_empty() || key.len() < 3 || key.len() > MAX_KEY {
+        if self.names.is_empty() || key.len() < 3 || key.len() > MAX_KEY || !self.could_match(key) {
             return false;
         }
         // Almost every key is ordinary: reject it without building anything unless one of its words is a word
