@@ -597,3 +597,75 @@ pub mod otlp {
         .encode_to_vec()
     }
 }
+
+/// One line of the PII corpus (`tests/data/pii_corpus.jsonl`): a log line or attribute value with planted
+/// secrets, the fragments around them that must survive, and the attribute key it is sent under (if any).
+#[derive(Clone, Debug)]
+pub struct PiiCase {
+    /// The text as an application would write it.
+    pub text: String,
+    /// Substrings that must not come out.
+    pub secrets: Vec<String>,
+    /// Substrings that must come out unchanged.
+    pub keep: Vec<String>,
+    /// The attribute key the text is the value of, for key-driven cases.
+    pub key: Option<String>,
+    /// Whether it needs an opt-in detector (phone numbers, IBANs).
+    pub opt_in: bool,
+}
+
+impl PiiCase {
+    /// The problems with `output` (what a sink produced for this case): leaked secrets, lost fragments, and
+    /// any change to a case with no secret. Each line starts with `sink`.
+    pub fn problems(&self, sink: &str, output: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        for secret in &self.secrets {
+            if output.contains(secret.as_str()) {
+                problems.push(format!("{sink}: LEAK {secret:?} in {output:?}"));
+            }
+        }
+        for keep in &self.keep {
+            if !output.contains(keep.as_str()) {
+                problems.push(format!(
+                    "{sink}: LOST {keep:?}: {:?} → {output:?}",
+                    self.text
+                ));
+            }
+        }
+        if self.secrets.is_empty() && output != self.text {
+            problems.push(format!("{sink}: CHANGED {:?} → {output:?}", self.text));
+        }
+        problems
+    }
+}
+
+/// The PII corpus, every line.
+pub fn pii_corpus() -> Vec<PiiCase> {
+    let path = workspace_root().join("tests/data/pii_corpus.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let strings = |value: &serde_json::Value| -> Vec<String> {
+        value
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    text.lines()
+        .enumerate()
+        .map(|(number, line)| {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("pii_corpus.jsonl:{}: {e}", number + 1));
+            PiiCase {
+                text: value["text"].as_str().unwrap_or_default().to_string(),
+                secrets: strings(&value["secrets"]),
+                keep: strings(&value["keep"]),
+                key: value["key"].as_str().map(String::from),
+                opt_in: value["opt_in"].as_bool().unwrap_or(false),
+            }
+        })
+        .collect()
+}

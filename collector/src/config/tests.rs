@@ -17,6 +17,36 @@ fn embedded_default_config_is_valid_and_has_every_signal() {
     let config = Config::default_config().unwrap();
     let signals: Vec<Signal> = config.service.pipelines.keys().map(|p| p.signal).collect();
     assert_eq!(signals, [Signal::Traces, Signal::Metrics, Signal::Logs]);
+    for (id, pipeline) in &config.service.pipelines {
+        let first = pipeline.processors.first().map(|p| p.to_string());
+        assert_eq!(first.as_deref(), Some("mask"), "pipeline {id} masks first");
+    }
+}
+
+#[test]
+fn mask_processor_errors_name_the_field() {
+    let with = |mask: &str| {
+        format!(
+            "receivers:\n  otlp:\nprocessors:\n  mask:\n{mask}exporters:\n  nop:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [mask]\n      exporters: [nop]\n"
+        )
+    };
+    let errors = parse(&with("    detectors:\n      emial: {enabled: false}\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(errors.contains("test.yaml:6:7"), "{errors}");
+    assert!(errors.contains("emial"), "{errors}");
+    let errors = parse(&with(
+        "    rules:\n      - {name: ticket, pattern: '(T-'}\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(errors.contains("processors.mask"), "{errors}");
+    assert!(errors.contains("ticket"), "{errors}");
+    let errors = parse(&with("    key_action: hash\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(errors.contains("hash_key"), "{errors}");
+    assert!(parse(&with("    enabled: false\n")).is_ok());
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! processors wrap the next consumer; stateful ones (batch) own a task and a bounded queue.
 
 pub mod batch;
+pub mod mask;
 
 use serde_json::Value;
 use tokio::sync::watch;
@@ -20,6 +21,8 @@ use crate::telemetry::Registry;
 pub enum ProcessorConfig {
     /// `batch`: groups items into larger batches by size, bytes and time.
     Batch(batch::BatchConfig),
+    /// `mask`: masks secrets and personal data with the SDK's engine.
+    Mask(mask::MaskProcessorConfig),
 }
 
 impl ProcessorConfig {
@@ -31,10 +34,14 @@ impl ProcessorConfig {
                 config.validate(check, path);
                 Some(ProcessorConfig::Batch(config))
             }
+            "mask" => {
+                let config: vigil::mask::MaskConfig = check.decode(path, value)?;
+                mask::MaskProcessorConfig::new(check, path, config).map(ProcessorConfig::Mask)
+            }
             other => {
                 check.error(
                     path,
-                    format!("unknown processor type `{other}`; known types: batch"),
+                    format!("unknown processor type `{other}`; known types: batch, mask"),
                 );
                 None
             }
@@ -45,6 +52,7 @@ impl ProcessorConfig {
     pub fn build(&self, context: ProcessorContext<'_>, next: SharedConsumer) -> Built {
         match self {
             ProcessorConfig::Batch(config) => batch::build(config, context, next),
+            ProcessorConfig::Mask(config) => mask::build(config, context, next),
         }
     }
 }

@@ -154,6 +154,22 @@ impl Registry {
         });
     }
 
+    /// A counter whose value is read from `read` at render time (for counts another component keeps).
+    pub fn counter_fn(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+        read: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        let key = label_text(labels);
+        self.with_family(name, help, "counter", |family| {
+            family
+                .series
+                .insert(key, Series::Gauge(Box::new(move || read() as f64)));
+        });
+    }
+
     /// The histogram `name{labels}` with the given bucket upper bounds, created on first use.
     pub fn histogram(
         &self,
@@ -191,6 +207,7 @@ impl Registry {
             .filter(|(key, _)| wanted.iter().all(|w| key.split(',').any(|part| part == w)))
             .map(|(_, series)| match series {
                 Series::Counter(c) => c.get(),
+                Series::Gauge(read) if family.kind == "counter" => read() as u64,
                 _ => 0,
             })
             .sum()

@@ -79,8 +79,8 @@ pub struct RuleConfig {
     pub action: Option<Action>,
 }
 
-/// The masking policy.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+/// The masking policy. Its `Debug` output never shows `hash_key`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MaskConfig {
     /// Masking is on unless this is `false` (the explicit opt-out; default `true`).
@@ -138,5 +138,21 @@ impl Default for MaskConfig {
             hash_key: None,
             partial_keep: 4,
         }
+    }
+}
+
+impl std::fmt::Debug for MaskConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaskConfig")
+            .field("enabled", &self.enabled)
+            .field("detectors", &self.detectors)
+            .field("sensitive_keys", &self.sensitive_keys)
+            .field("key_action", &self.key_action)
+            .field("allow_keys", &self.allow_keys)
+            .field("rules", &self.rules)
+            .field("replacement", &self.replacement)
+            .field("hash_key", &self.hash_key.as_ref().map(|_| "<redacted>"))
+            .field("partial_keep", &self.partial_keep)
+            .finish()
     }
 }

@@ -603,6 +603,8 @@ fn card_at(b: &[u8], p: usize) -> Option<Hit> {
 
 fn ipv4_at(b: &[u8], p: usize) -> Option<Hit> {
     let mut q = p;
+    let mut first = 0;
+    let mut any = 0;
     for octet in 0..4 {
         let start = q;
         let mut value = 0u32;
@@ -613,6 +615,10 @@ fn ipv4_at(b: &[u8], p: usize) -> Option<Hit> {
         if q == start || value > 255 || (q < b.len() && b[q].is_ascii_digit()) {
             return None;
         }
+        if octet == 0 {
+            first = value;
+        }
+        any |= value;
         if octet < 3 {
             if q >= b.len() || b[q] != b'.' {
                 return None;
@@ -621,7 +627,8 @@ fn ipv4_at(b: &[u8], p: usize) -> Option<Hit> {
         }
     }
     let trailing_dot_digit = q + 1 < b.len() && b[q] == b'.' && b[q + 1].is_ascii_digit();
-    if (q < b.len() && is_alnum(b[q])) || trailing_dot_digit {
+    // Loopback (`127.x.x.x`) and unspecified (`0.0.0.0`) addresses point at no one: listen addresses stay.
+    if (q < b.len() && is_alnum(b[q])) || trailing_dot_digit || first == 127 || any == 0 {
         return None;
     }
     Some(Hit {
@@ -661,7 +668,8 @@ fn ipv6_in(b: &[u8], s: usize, e: usize, push: &mut dyn FnMut(Hit)) {
             && std::str::from_utf8(candidate)
                 .ok()
                 .and_then(|c| c.parse::<std::net::Ipv6Addr>().ok())
-                .is_some()
+                // Loopback and unspecified addresses (`::1`, `::`) point at no one: listen addresses stay.
+                .is_some_and(|ip| !ip.is_loopback() && !ip.is_unspecified())
         {
             push(Hit {
                 start,

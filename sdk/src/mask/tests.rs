@@ -195,3 +195,13 @@ fn odd_input_never_panics() {
         let _ = masker.attribute("k", text);
     }
 }
+
+#[test]
+fn the_hash_key_never_appears_in_debug_output() {
+    let config = MaskConfig {
+        hash_key: Some("k3y-do-not-print".into()),
+        ..MaskConfig::default()
+    };
+    let shown = format!("{config:?} {:?}", Masker::new(&config).unwrap());
+    assert!(!shown.contains("k3y-do-not-print"), "{shown}");
+}

@@ -1,0 +1,471 @@
+//! Masking encoded OTLP requests in place of decoding them.
+//!
+//! The walk follows the OTLP schema over the protobuf wire format and hands every maskable string to the
+//! [`Masker`] as a borrowed `&str`. A request with nothing to mask — nearly all of them — is walked once and
+//! returned untouched: no decode, no allocation, no re-encode. Only a message that changed is rewritten, by
+//! copying the bytes around the changed field and re-writing the lengths of the messages that contain it.
+//!
+//! What is masked: resource and scope attributes; span names, attributes, event names and attributes
+//! (exception messages and stack traces), link attributes and status messages; log bodies (strings, and
+//! key-value bodies by key) and attributes; metric data-point attributes and exemplar attributes. Values of
+//! sensitive keys are replaced whatever their type; large integers are checked as digits (card numbers).
+
+use vigil::mask::{Masked, Masker};
+use vigil_proto::otlp::Signal;
+
+/// Why a request could not be walked (it was validated on receipt, so this means a bug or corruption).
+#[derive(Debug, PartialEq, Eq)]
+pub struct WireError(pub &'static str);
+
+/// What masking did to one message or value.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to mask.
+    Keep,
+    /// The new encoding.
+    Replace(Vec<u8>),
+    /// Remove it (an attribute a `drop` rule hit).
+    Drop,
+}
+
+/// Integers this large may be card, account or phone numbers.
+const SCANNED_INTEGER: u64 = 1_000_000_000;
+/// Deepest `AnyValue` nesting followed (the receiver rejects deeper).
+const MAX_DEPTH: usize = 64;
+
+const WIRE_VARINT: u8 = 0;
+const WIRE_I64: u8 = 1;
+const WIRE_LEN: u8 = 2;
+const WIRE_I32: u8 = 5;
+
+/// How a field is masked.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A nested message.
+    Message(&'static Node),
+    /// Free text (span names, status messages, event names).
+    Text,
+    /// A `KeyValue`: its key decides how its value is masked.
+    Attribute,
+    /// An `AnyValue` with no key (a log body).
+    Body,
+}
+
+/// The maskable fields of one message type; other fields are copied as they are.
+struct Node {
+    fields: &'static [(u32, Kind)],
+}
+
+impl Node {
+    fn kind(&self, field: u32) -> Option<Kind> {
+        self.fields
+            .iter()
+            .find(|(number, _)| *number == field)
+            .map(|(_, kind)| *kind)
+    }
+}
+
+macro_rules! node {
+    ($name:ident, [$(($n:expr, $k:expr)),* $(,)?]) => {
+        static $name: Node = Node { fields: &[$(($n, $k)),*] };
+    };
+}
+
+use Kind::{Attribute as Attr, Body, Message as Msg, Text};
+
+node!(RESOURCE, [(1, Attr)]);
+node!(SCOPE, [(3, Attr)]);
+node!(TRACES, [(1, Msg(&RESOURCE_SPANS))]);
+node!(
+    RESOURCE_SPANS,
+    [(1, Msg(&RESOURCE)), (2, Msg(&SCOPE_SPANS))]
+);
+node!(SCOPE_SPANS, [(1, Msg(&SCOPE)), (2, Msg(&SPAN))]);
+node!(
+    SPAN,
+    [
+        (5, Text),
+        (9, Attr),
+        (11, Msg(&SPAN_EVENT)),
+        (13, Msg(&SPAN_LINK)),
+        (15, Msg(&STATUS))
+    ]
+);
+node!(SPAN_EVENT, [(2, Text), (3, Attr)]);
+node!(SPAN_LINK, [(4, Attr)]);
+node!(STATUS, [(2, Text)]);
+node!(LOGS, [(1, Msg(&RESOURCE_LOGS))]);
+node!(RESOURCE_LOGS, [(1, Msg(&RESOURCE)), (2, Msg(&SCOPE_LOGS))]);
+node!(SCOPE_LOGS, [(1, Msg(&SCOPE)), (2, Msg(&LOG_RECORD))]);
+node!(LOG_RECORD, [(5, Body), (6, Attr)]);
+node!(METRICS, [(1, Msg(&RESOURCE_METRICS))]);
+node!(
+    RESOURCE_METRICS,
+    [(1, Msg(&RESOURCE)), (2, Msg(&SCOPE_METRICS))]
+);
+node!(SCOPE_METRICS, [(1, Msg(&SCOPE)), (2, Msg(&METRIC))]);
+node!(
+    METRIC,
+    [
+        (5, Msg(&NUMBER_POINTS)),
+        (7, Msg(&NUMBER_POINTS)),
+        (9, Msg(&HISTOGRAM_POINTS)),
+        (10, Msg(&EXP_HISTOGRAM_POINTS)),
+        (11, Msg(&SUMMARY_POINTS)),
+        (12, Attr),
+    ]
+);
+node!(NUMBER_POINTS, [(1, Msg(&NUMBER_POINT))]);
+node!(HISTOGRAM_POINTS, [(1, Msg(&HISTOGRAM_POINT))]);
+node!(EXP_HISTOGRAM_POINTS, [(1, Msg(&EXP_HISTOGRAM_POINT))]);
+node!(SUMMARY_POINTS, [(1, Msg(&SUMMARY_POINT))]);
+node!(NUMBER_POINT, [(7, Attr), (5, Msg(&EXEMPLAR))]);
+node!(HISTOGRAM_POINT, [(9, Attr), (8, Msg(&EXEMPLAR))]);
+node!(EXP_HISTOGRAM_POINT, [(1, Attr), (11, Msg(&EXEMPLAR))]);
+node!(SUMMARY_POINT, [(7, Attr)]);
+node!(EXEMPLAR, [(7, Attr)]);
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let mut value = 0u64;
+        for shift in 0..10 {
+            let Some(&byte) = self.buf.get(self.pos) else {
+                return Err(WireError("truncated varint"));
+            };
+            self.pos += 1;
+            value |= u64::from(byte & 0x7f) << (shift * 7);
+            if byte < 0x80 {
+                return Ok(value);
+            }
+        }
+        Err(WireError("varint longer than 10 bytes"))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], WireError> {
+        let len = self.varint()?;
+        if len > (self.buf.len() - self.pos) as u64 {
+            return Err(WireError("length runs past the end of its message"));
+        }
+        let start = self.pos;
+        self.pos += len as usize;
+        Ok(&self.buf[start..self.pos])
+    }
+
+    fn skip(&mut self, wire: u8) -> Result<(), WireError> {
+        let width = match wire {
+            WIRE_VARINT => return self.varint().map(drop),
+            WIRE_LEN => return self.bytes().map(drop),
+            WIRE_I64 => 8,
+            WIRE_I32 => 4,
+            _ => return Err(WireError("unsupported wire type")),
+        };
+        if self.buf.len() - self.pos < width {
+            return Err(WireError("truncated fixed-width field"));
+        }
+        self.pos += width;
+        Ok(())
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    put_varint(out, (u64::from(field) << 3) | u64::from(WIRE_LEN));
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// An `AnyValue` holding `text`.
+fn string_value(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 4);
+    put_bytes(&mut out, 1, text.as_bytes());
+    out
+}
+
+/// Masks one encoded export request of `signal`.
+pub fn mask_request(signal: Signal, buf: &[u8], masker: &Masker) -> Result<Outcome, WireError> {
+    let node = match signal {
+        Signal::Traces => &TRACES,
+        Signal::Logs => &LOGS,
+        Signal::Metrics => &METRICS,
+    };
+    message(buf, node, masker)
+}
+
+/// Masks a message of type `node`; rewrites it only from the first field that changed.
+fn message(buf: &[u8], node: &Node, masker: &Masker) -> Result<Outcome, WireError> {
+    let mut reader = Reader { buf, pos: 0 };
+    let mut rewrite = Rewrite { buf, out: None };
+    while !reader.done() {
+        let field_start = reader.pos;
+        let key = reader.varint()?;
+        let (field, wire) = ((key >> 3) as u32, (key & 7) as u8);
+        let outcome = match node.kind(field) {
+            Some(kind) if wire == WIRE_LEN => {
+                let body = reader.bytes()?;
+                match kind {
+                    Kind::Message(inner) => message(body, inner, masker)?,
+                    Kind::Text => text(body, masker),
+                    Kind::Attribute => attribute(body, masker, 0)?,
+                    Kind::Body => any_value(body, None, masker, 0)?,
+                }
+            }
+            _ => {
+                reader.skip(wire)?;
+                Outcome::Keep
+            }
+        };
+        rewrite.record(field, field_start..reader.pos, outcome);
+    }
+    Ok(rewrite.finish())
+}
+
+/// A message being rewritten from its first changed field on; untouched while nothing changes.
+struct Rewrite<'a> {
+    buf: &'a [u8],
+    out: Option<Vec<u8>>,
+}
+
+impl Rewrite<'_> {
+    /// Accounts for field `field`, which spans `bytes` of the message, after masking gave `outcome`.
+    fn record(&mut self, field: u32, bytes: std::ops::Range<usize>, outcome: Outcome) {
+        if matches!(outcome, Outcome::Keep) {
+            if let Some(out) = &mut self.out {
+                out.extend_from_slice(&self.buf[bytes]);
+            }
+            return;
+        }
+        let buf = self.buf;
+        let out = self.out.get_or_insert_with(|| {
+            let mut fresh = Vec::with_capacity(buf.len() + 32);
+            fresh.extend_from_slice(&buf[..bytes.start]);
+            fresh
+        });
+        if let Outcome::Replace(new) = outcome {
+            put_bytes(out, field, &new);
+        }
+    }
+
+    fn finish(self) -> Outcome {
+        self.out.map_or(Outcome::Keep, Outcome::Replace)
+    }
+}
+
+fn text(body: &[u8], masker: &Masker) -> Outcome {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Outcome::Keep;
+    };
+    match masker.text(text) {
+        std::borrow::Cow::Borrowed(_) => Outcome::Keep,
+        std::borrow::Cow::Owned(masked) => Outcome::Replace(masked.into_bytes()),
+    }
+}
+
+/// A `KeyValue` (key = 1, value = 2): allowed keys pass, sensitive keys have their value replaced whole, other
+/// values are masked by content.
+fn attribute(buf: &[u8], masker: &Masker, depth: usize) -> Result<Outcome, WireError> {
+    let mut reader = Reader { buf, pos: 0 };
+    let mut key: &[u8] = &[];
+    let mut value: Option<(usize, usize, &[u8])> = None;
+    while !reader.done() {
+        let field_start = reader.pos;
+        let tag = reader.varint()?;
+        let (field, wire) = ((tag >> 3) as u32, (tag & 7) as u8);
+        match (field, wire) {
+            (1, WIRE_LEN) => key = reader.bytes()?,
+            (2, WIRE_LEN) => {
+                let body = reader.bytes()?;
+                value = Some((field_start, reader.pos, body));
+            }
+            _ => reader.skip(wire)?,
+        }
+    }
+    let Ok(key) = std::str::from_utf8(key) else {
+        return Ok(Outcome::Keep);
+    };
+    let Some((value_start, value_end, body)) = value else {
+        return Ok(Outcome::Keep);
+    };
+    if masker.is_allowed(key) {
+        return Ok(Outcome::Keep);
+    }
+    let new_value = if masker.is_sensitive_key(key) {
+        match masker.replace_whole(&value_text(body)) {
+            Masked::Keep(replacement) => string_value(&replacement),
+            Masked::Drop => return Ok(Outcome::Drop),
+        }
+    } else {
+        match any_value(body, Some(key), masker, depth)? {
+            Outcome::Keep => return Ok(Outcome::Keep),
+            Outcome::Drop => return Ok(Outcome::Drop),
+            Outcome::Replace(bytes) => bytes,
+        }
+    };
+    let mut out = Vec::with_capacity(buf.len() + 16);
+    out.extend_from_slice(&buf[..value_start]);
+    put_bytes(&mut out, 2, &new_value);
+    out.extend_from_slice(&buf[value_end..]);
+    Ok(Outcome::Replace(out))
+}
+
+/// The text of a scalar `AnyValue`, for `hash` and `partial` of a sensitive key's value.
+fn value_text(buf: &[u8]) -> String {
+    let mut reader = Reader { buf, pos: 0 };
+    while !reader.done() {
+        let Ok(tag) = reader.varint() else { break };
+        match ((tag >> 3) as u32, (tag & 7) as u8) {
+            (1, WIRE_LEN) => {
+                if let Ok(bytes) = reader.bytes() {
+                    return String::from_utf8_lossy(bytes).into_owned();
+                }
+                break;
+            }
+            (3, WIRE_VARINT) => {
+                if let Ok(number) = reader.varint() {
+                    return (number as i64).to_string();
+                }
+                break;
+            }
+            (wire_field, wire) => {
+                let _ = wire_field;
+                if reader.skip(wire).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    String::new()
+}
+
+/// An `AnyValue`: strings are masked (by `key` when it has one), integers checked as digits, arrays element by
+/// element and key-value lists by their own keys.
+fn any_value(
+    buf: &[u8],
+    key: Option<&str>,
+    masker: &Masker,
+    depth: usize,
+) -> Result<Outcome, WireError> {
+    if depth > MAX_DEPTH {
+        return Err(WireError("AnyValue nested too deep"));
+    }
+    let mut reader = Reader { buf, pos: 0 };
+    while !reader.done() {
+        let tag = reader.varint()?;
+        let (field, wire) = ((tag >> 3) as u32, (tag & 7) as u8);
+        let outcome = match (field, wire) {
+            (1, WIRE_LEN) => {
+                let body = reader.bytes()?;
+                let Ok(text) = std::str::from_utf8(body) else {
+                    continue;
+                };
+                scalar(text, key, masker)
+            }
+            (3, WIRE_VARINT) => {
+                let number = reader.varint()? as i64;
+                if number.unsigned_abs() < SCANNED_INTEGER {
+                    continue;
+                }
+                scalar(&number.to_string(), key, masker)
+            }
+            (5, WIRE_LEN) => {
+                let body = reader.bytes()?;
+                match array(body, key, masker, depth + 1)? {
+                    Outcome::Replace(bytes) => {
+                        let mut out = Vec::with_capacity(bytes.len() + 4);
+                        put_bytes(&mut out, 5, &bytes);
+                        Outcome::Replace(out)
+                    }
+                    other => other,
+                }
+            }
+            (6, WIRE_LEN) => {
+                let body = reader.bytes()?;
+                match key_value_list(body, masker, depth + 1)? {
+                    Outcome::Replace(bytes) => {
+                        let mut out = Vec::with_capacity(bytes.len() + 4);
+                        put_bytes(&mut out, 6, &bytes);
+                        Outcome::Replace(out)
+                    }
+                    other => other,
+                }
+            }
+            _ => {
+                reader.skip(wire)?;
+                continue;
+            }
+        };
+        // An AnyValue is a oneof: the field just read is its value.
+        return Ok(outcome);
+    }
+    Ok(Outcome::Keep)
+}
+
+/// A string (or an integer's digits) masked under `key`, or as free text without one; a change makes it a
+/// string `AnyValue`.
+fn scalar(text: &str, key: Option<&str>, masker: &Masker) -> Outcome {
+    let masked = match key {
+        Some(key) => masker.attribute(key, text),
+        None => Masked::Keep(masker.text(text)),
+    };
+    match masked {
+        Masked::Keep(std::borrow::Cow::Borrowed(_)) => Outcome::Keep,
+        Masked::Keep(std::borrow::Cow::Owned(masked)) => Outcome::Replace(string_value(&masked)),
+        Masked::Drop => Outcome::Drop,
+    }
+}
+
+/// An `ArrayValue` (values = 1): each element masked under the array's key; an element a `drop` rule hits is
+/// removed.
+fn array(
+    buf: &[u8],
+    key: Option<&str>,
+    masker: &Masker,
+    depth: usize,
+) -> Result<Outcome, WireError> {
+    repeated(buf, masker, |body, masker| {
+        any_value(body, key, masker, depth)
+    })
+}
+
+/// A `KeyValueList` (values = 1): each entry masked by its own key.
+fn key_value_list(buf: &[u8], masker: &Masker, depth: usize) -> Result<Outcome, WireError> {
+    repeated(buf, masker, |body, masker| attribute(body, masker, depth))
+}
+
+/// Masks every field-1 element of a message with `each`, rewriting from the first change.
+fn repeated(
+    buf: &[u8],
+    masker: &Masker,
+    each: impl Fn(&[u8], &Masker) -> Result<Outcome, WireError>,
+) -> Result<Outcome, WireError> {
+    let mut reader = Reader { buf, pos: 0 };
+    let mut rewrite = Rewrite { buf, out: None };
+    while !reader.done() {
+        let field_start = reader.pos;
+        let tag = reader.varint()?;
+        let (field, wire) = ((tag >> 3) as u32, (tag & 7) as u8);
+        let outcome = if field == 1 && wire == WIRE_LEN {
+            each(reader.bytes()?, masker)?
+        } else {
+            reader.skip(wire)?;
+            Outcome::Keep
+        };
+        rewrite.record(1, field_start..reader.pos, outcome);
+    }
+    Ok(rewrite.finish())
+}
