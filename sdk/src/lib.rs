@@ -37,6 +37,7 @@ pub mod log;
 pub mod mask;
 pub mod metrics;
 pub mod propagation;
+pub mod sampling;
 pub mod trace;
 
 /// The pinned OpenTelemetry crates Vigil is built on, so applications use the same versions.
@@ -119,6 +120,7 @@ pub struct Guard {
     runtime: Option<tokio::runtime::Runtime>,
     _dropped_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
     _mask_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
+    _suppressed_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
     timeout: Duration,
 }
 
@@ -199,6 +201,8 @@ pub struct Builder {
     shutdown_timeout: Duration,
     otlp: bool,
     mask: Option<MaskConfig>,
+    sample_ratio: Option<f64>,
+    log_sampling: Option<log::sampling::LogSamplingConfig>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -226,6 +230,8 @@ impl Builder {
             shutdown_timeout: Duration::from_secs(5),
             otlp: true,
             mask: None,
+            sample_ratio: None,
+            log_sampling: None,
         }
     }
 
@@ -243,6 +249,21 @@ impl Builder {
     /// off explicitly with [`Builder::without_masking`].
     pub fn mask(mut self, config: MaskConfig) -> Self {
         self.mask = Some(config);
+        self
+    }
+
+    /// Head sampling: keep this fraction (0–1) of new traces, decided by trace id so every service and the
+    /// collector agree, and recorded in the trace state (`ot=th:…`); child spans follow their parent's
+    /// decision. `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` win when set. Default: keep everything.
+    pub fn sample_ratio(mut self, ratio: f64) -> Self {
+        self.sample_ratio = Some(ratio.clamp(0.0, 1.0));
+        self
+    }
+
+    /// Samples high-volume log call sites (see [`log::sampling`]); wins over a logging config's `sampling:`
+    /// section. Default: no log sampling.
+    pub fn log_sampling(mut self, config: log::sampling::LogSamplingConfig) -> Self {
+        self.log_sampling = Some(config);
         self
     }
 
@@ -362,6 +383,18 @@ impl Builder {
             }
         };
         let mut tracer_provider = SdkTracerProvider::builder().with_resource(resource.clone());
+        let sampler = sampling::sampler_from_env(|name| std::env::var(name).ok())
+            .map_err(Error::Environment)?;
+        match (sampler, self.sample_ratio) {
+            (Some(sampler), _) => tracer_provider = tracer_provider.with_sampler(sampler),
+            (None, Some(ratio)) => {
+                tracer_provider =
+                    tracer_provider.with_sampler(opentelemetry_sdk::trace::ParentBasedSampler::new(
+                        sampling::ConsistentSampler::new(ratio),
+                    ))
+            }
+            (None, None) => {}
+        }
         let mut logger_provider = None;
         let mut meter_provider = None;
         if let Some(runtime) = &runtime {
@@ -527,8 +560,34 @@ impl Builder {
             }
             _ => None,
         };
+        let sampling = self
+            .log_sampling
+            .clone()
+            .or_else(|| self.logging.as_ref().and_then(|c| c.sampling.clone()))
+            .map(|config| log::sampling::LogSampler::new(config, self.clock.clone()));
+        let suppressed_metric = match (&meter_provider, &sampling) {
+            (Some(provider), Some(sampler)) => {
+                use opentelemetry::metrics::MeterProvider as _;
+                let suppressed = sampler.suppressed();
+                Some(
+                    provider
+                        .meter("vigil")
+                        .u64_observable_counter("vigil.log.sampled_out_records")
+                        .with_description("Log records left out by log sampling")
+                        .with_callback(move |observer| {
+                            observer.observe(
+                                suppressed.load(std::sync::atomic::Ordering::Relaxed),
+                                &[],
+                            );
+                        })
+                        .build(),
+                )
+            }
+            _ => None,
+        };
         let subscriber = tracing_subscriber::registry()
             .with(layers)
+            .with(sampling)
             .with(filter)
             .with(otel);
         Ok((
@@ -541,6 +600,7 @@ impl Builder {
                 runtime,
                 _dropped_metric: dropped_metric,
                 _mask_metric: mask_metric,
+                _suppressed_metric: suppressed_metric,
                 timeout: self.shutdown_timeout,
             },
         ))

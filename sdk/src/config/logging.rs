@@ -149,6 +149,8 @@ struct RawLogging {
     root: Value,
     #[serde(default)]
     mask: Option<crate::mask::MaskConfig>,
+    #[serde(default)]
+    sampling: Option<crate::log::sampling::LogSamplingConfig>,
 }
 
 fn one() -> u32 {
@@ -204,6 +206,8 @@ pub struct LoggingConfig {
     /// The `mask:` section, when the file has one (masking is on by default without it; `enabled: false` turns
     /// it off).
     pub mask: Option<crate::mask::MaskConfig>,
+    /// The `sampling:` section, when the file has one (no log sampling without it).
+    pub sampling: Option<crate::log::sampling::LogSamplingConfig>,
 }
 
 impl LoggingConfig {
@@ -486,6 +490,7 @@ fn build(
         filter,
         handlers: root_handlers,
         mask: raw.mask,
+        sampling: raw.sampling,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod file;
 pub mod json;
 mod masking;
 pub mod otlp;
+pub mod sampling;
 mod span_state;
 pub mod text;
 pub mod writer;

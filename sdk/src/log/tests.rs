@@ -525,3 +525,75 @@ fn daily_rotation_can_follow_a_fixed_offset_or_local_time() {
     let mut file = RotatingFile::open(local, Arc::new(ManualClock::at(NOV_22_2026_23H))).unwrap();
     file.write_lines(b"{\"ok\":true}\n").unwrap();
 }
+
+#[test]
+fn log_sampling_keeps_the_first_then_one_in_m_and_summarises_what_it_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::at(NOV_22_2026_23H));
+    let (subscriber, guard) = Builder::new("sampler")
+        .console(false)
+        .otlp(false)
+        .json_file(options(dir.path()))
+        .clock(clock.clone())
+        .log_sampling(super::sampling::LogSamplingConfig {
+            first: 5,
+            thereafter: 100,
+            interval: Duration::from_secs(10),
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        for step in 0..=1000u64 {
+            if step == 1000 {
+                clock.advance(Duration::from_secs(10));
+            }
+            info!(step, "hot loop");
+            if step % 250 == 0 && step < 1000 {
+                warn!(step, "never sampled");
+            }
+        }
+    });
+    assert!(guard.flush());
+    let lines = read_lines(&dir.path().join("app.jsonl"));
+    let steps: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["message"] == "hot loop")
+        .map(|l| l["step"].as_u64().unwrap())
+        .collect();
+    // The first 5, then every 100th after them, then the first of the next interval.
+    let mut expected: Vec<u64> = (0..5).collect();
+    expected.extend((5..1000).step_by(100));
+    expected.push(1000);
+    assert_eq!(steps, expected);
+    let warnings = lines.iter().filter(|l| l["level"] == "WARNING").count();
+    assert_eq!(
+        warnings, 4,
+        "WARNING and above are never sampled by default"
+    );
+    let summary = lines
+        .iter()
+        .find(|l| l["target"] == super::sampling::SUMMARY_TARGET)
+        .expect("a summary record");
+    assert_eq!(summary["suppressed"], 1000 - 15);
+    let position = |predicate: &dyn Fn(&Value) -> bool| lines.iter().position(predicate);
+    assert!(
+        position(&|l| l["target"] == super::sampling::SUMMARY_TARGET)
+            < position(&|l| l["step"] == 1000),
+        "the summary comes before the next interval's first record"
+    );
+}
+
+#[test]
+fn log_sampling_comes_from_the_logging_config_and_rejects_bad_values() {
+    let text =
+        "logging:\n  version: 1\n  sampling:\n    first: 2\n    thereafter: 0\n    interval: 5s\n";
+    let config = crate::config::logging::LoggingConfig::parse(text, "logging.yaml").unwrap();
+    let sampling = config.sampling.expect("the sampling section");
+    assert_eq!(sampling.first, 2);
+    assert_eq!(sampling.interval, Duration::from_secs(5));
+    let bad = "logging:\n  version: 1\n  sampling:\n    interval: soon\n";
+    let error = crate::config::logging::LoggingConfig::parse(bad, "logging.yaml").unwrap_err();
+    assert!(error.starts_with("logging.yaml:4:"), "{error}");
+    assert!(error.contains("soon"), "{error}");
+}

@@ -126,6 +126,7 @@ impl Scanner<'_> {
         // A key followed (after an optional closing quote and spaces) by `:` or `=`: `"password": "x"`,
         // `password = x`, `password: x`.
         if self.on(Detector::SecretPair)
+            && separator_follows(b, e)
             && let Some(hit) = self.pair_after(b, s, e, e)
         {
             push(hit, &mut resume);

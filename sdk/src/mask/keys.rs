@@ -17,8 +17,10 @@ pub(crate) struct KeyMatcher {
     names: Vec<Vec<String>>,
     /// Each name lowercased with separators removed.
     compact: Vec<String>,
-    /// Every word of every name, for the quick rejection of ordinary keys.
+    /// Every word of every name (at most 254 distinct words).
     words: Vec<String>,
+    /// Each name as indices into `words`.
+    name_ids: Vec<Vec<u8>>,
     /// Bit `(a << 8) | b` is set when some name word starts with the lowercase letters `a b`: a key none of
     /// whose words starts that way is rejected after a table lookup per word.
     bigrams: Box<[u64; 1024]>,
@@ -26,28 +28,6 @@ pub(crate) struct KeyMatcher {
 
 fn bigram(a: u8, b: u8) -> usize {
     (usize::from(a.to_ascii_lowercase()) << 8) | usize::from(b.to_ascii_lowercase())
-}
-
-/// Calls `f` with each word of `key` (split at non-alphanumerics and lower-to-upper changes), until it returns
-/// true; returns whether it did.
-fn any_word(key: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> bool {
-    let mut start: Option<usize> = None;
-    let mut previous_lower = false;
-    for (i, &b) in key.iter().enumerate() {
-        let alnum = b.is_ascii_alphanumeric() || b >= 0x80;
-        let boundary = !alnum || (b.is_ascii_uppercase() && previous_lower);
-        if boundary
-            && let Some(s) = start.take()
-            && f(&key[s..i])
-        {
-            return true;
-        }
-        if alnum && start.is_none() {
-            start = Some(i);
-        }
-        previous_lower = b.is_ascii_lowercase() || b.is_ascii_digit();
-    }
-    start.is_some_and(|s| f(&key[s..]))
 }
 
 /// A key split into lowercase words in a stack buffer: no allocation per lookup.
@@ -118,6 +98,7 @@ impl KeyMatcher {
             names: Vec::new(),
             compact: Vec::new(),
             words: Vec::new(),
+            name_ids: Vec::new(),
             bigrams: Box::new([0; 1024]),
         };
         for name in names {
@@ -139,6 +120,22 @@ impl KeyMatcher {
         matcher.words = matcher.names.iter().flatten().cloned().collect();
         matcher.words.sort();
         matcher.words.dedup();
+        matcher.words.truncate(usize::from(u8::MAX) - 1);
+        matcher.name_ids = matcher
+            .names
+            .iter()
+            .map(|name| {
+                name.iter()
+                    .map(|word| {
+                        matcher
+                            .words
+                            .iter()
+                            .position(|w| w == word)
+                            .map_or(u8::MAX - 1, |i| i as u8)
+                    })
+                    .collect()
+            })
+            .collect();
         for word in matcher.words.iter().chain(&matcher.compact) {
             let bytes = word.as_bytes();
             let index = match bytes {
@@ -193,47 +190,64 @@ impl KeyMatcher {
         if self.names.is_empty() || key.len() < 3 || key.len() > MAX_KEY || !self.could_match(key) {
             return false;
         }
-        // Almost every key is ordinary: reject it without building anything unless one of its words is a word
-        // of some name, or its letters and digits alone could spell a name (`APIKEY` for `api_key`).
-        let bytes = key;
-        let word_hit = any_word(bytes, |w| {
-            self.words
+        // One pass over the key: each word becomes the index of the name word it equals (or NONE), and the
+        // letters and digits are counted for the separator-free comparison (`APIKEY` for `api_key`).
+        const NONE: u8 = u8::MAX;
+        let mut ids = [NONE; MAX_WORDS];
+        let mut count = 0;
+        let mut alnum_count = 0;
+        let mut any_known = false;
+        let mut overflow = false;
+        let mut record = |word: &[u8], count: &mut usize| {
+            if *count == MAX_WORDS {
+                overflow = true;
+                return;
+            }
+            let id = self
+                .words
                 .iter()
-                .any(|n| n.len() == w.len() && n.as_bytes().eq_ignore_ascii_case(w))
-        });
-        if !word_hit {
-            // `APIKEY` spells `api_key` with its separators removed: compare letters and digits only.
-            return self
-                .names
-                .iter()
-                .zip(&self.compact)
-                .filter(|(name, _)| name.len() > 1)
-                .any(|(_, compact)| {
-                    let mut letters = bytes
-                        .iter()
-                        .filter(|b| b.is_ascii_alphanumeric() || **b >= 0x80);
-                    compact
-                        .bytes()
-                        .all(|c| letters.next().is_some_and(|b| b.to_ascii_lowercase() == c))
-                        && letters.next().is_none()
-                });
-        }
-        let Some(words) = Words::split(key) else {
-            return false;
+                .position(|w| w.len() == word.len() && w.as_bytes().eq_ignore_ascii_case(word))
+                .map_or(NONE, |i| i as u8);
+            any_known |= id != NONE;
+            ids[*count] = id;
+            *count += 1;
         };
-        let compact = words.compact();
-        for (name, name_compact) in self.names.iter().zip(&self.compact) {
-            if compact == name_compact.as_bytes() {
+        let mut start: Option<usize> = None;
+        let mut previous_lower = false;
+        for (i, &b) in key.iter().enumerate() {
+            let alnum = b.is_ascii_alphanumeric() || b >= 0x80;
+            let boundary = !alnum || (b.is_ascii_uppercase() && previous_lower);
+            if boundary && let Some(s) = start.take() {
+                record(&key[s..i], &mut count);
+            }
+            if alnum {
+                alnum_count += 1;
+                start.get_or_insert(i);
+            }
+            previous_lower = b.is_ascii_lowercase() || b.is_ascii_digit();
+        }
+        if let Some(s) = start {
+            record(&key[s..], &mut count);
+        }
+        if overflow {
+            return false;
+        }
+        for (name, compact) in self.name_ids.iter().zip(&self.compact) {
+            if any_known
+                && name.len() <= count
+                && ids[..count]
+                    .windows(name.len())
+                    .any(|w| w == name.as_slice())
+            {
                 return true;
             }
-            if name.len() > words.count {
-                continue;
-            }
-            for first in 0..=(words.count - name.len()) {
-                if name
+            if compact.len() == alnum_count && name.len() > 1 {
+                let mut letters = key
                     .iter()
-                    .enumerate()
-                    .all(|(i, w)| words.word(first + i) == w.as_bytes())
+                    .filter(|b| b.is_ascii_alphanumeric() || **b >= 0x80);
+                if compact
+                    .bytes()
+                    .all(|c| letters.next().is_some_and(|b| b.to_ascii_lowercase() == c))
                 {
                     return true;
                 }
