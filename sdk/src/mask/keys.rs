@@ -21,10 +21,25 @@ pub(crate) struct KeyMatcher {
     words: Vec<String>,
     /// Each name as indices into `words`.
     name_ids: Vec<Vec<u8>>,
+    /// For each word index, the names that start with that word.
+    names_by_first: Vec<Vec<usize>>,
+    /// `words` by hash of their lowercase bytes: `(hash, index + 1)`, open addressing, 0 = empty.
+    word_table: Box<[(u64, u8); WORD_TABLE]>,
     /// Bit `(a << 8) | b` is set when some name word starts with the lowercase letters `a b`: a key none of
     /// whose words starts that way is rejected after a table lookup per word.
     bigrams: Box<[u64; 1024]>,
 }
+
+/// Slots of the word hash table (a power of two, well above the number of distinct name words).
+const WORD_TABLE: usize = 512;
+
+/// FNV-1a step over a lowercased byte: the word hash is built while the key is split, with no second pass.
+#[inline(always)]
+fn hash_step(hash: u64, byte: u8) -> u64 {
+    (hash ^ u64::from(byte.to_ascii_lowercase())).wrapping_mul(0x0000_0100_0000_01b3)
+}
+
+const HASH_START: u64 = 0xcbf2_9ce4_8422_2325;
 
 fn bigram(a: u8, b: u8) -> usize {
     (usize::from(a.to_ascii_lowercase()) << 8) | usize::from(b.to_ascii_lowercase())
@@ -99,6 +114,8 @@ impl KeyMatcher {
             compact: Vec::new(),
             words: Vec::new(),
             name_ids: Vec::new(),
+            names_by_first: Vec::new(),
+            word_table: Box::new([(0, 0); WORD_TABLE]),
             bigrams: Box::new([0; 1024]),
         };
         for name in names {
@@ -121,6 +138,14 @@ impl KeyMatcher {
         matcher.words.sort();
         matcher.words.dedup();
         matcher.words.truncate(usize::from(u8::MAX) - 1);
+        for (index, word) in matcher.words.iter().enumerate() {
+            let hash = word.bytes().fold(HASH_START, hash_step);
+            let mut slot = hash as usize % WORD_TABLE;
+            while matcher.word_table[slot].1 != 0 {
+                slot = (slot + 1) % WORD_TABLE;
+            }
+            matcher.word_table[slot] = (hash, index as u8 + 1);
+        }
         matcher.name_ids = matcher
             .names
             .iter()
@@ -136,6 +161,14 @@ impl KeyMatcher {
                     .collect()
             })
             .collect();
+        matcher.names_by_first = vec![Vec::new(); matcher.words.len()];
+        for (name, ids) in matcher.name_ids.iter().enumerate() {
+            if let Some(&first) = ids.first()
+                && let Some(list) = matcher.names_by_first.get_mut(usize::from(first))
+            {
+                list.push(name);
+            }
+        }
         for word in matcher.words.iter().chain(&matcher.compact) {
             let bytes = word.as_bytes();
             let index = match bytes {
@@ -198,49 +231,72 @@ impl KeyMatcher {
         let mut alnum_count = 0;
         let mut any_known = false;
         let mut overflow = false;
-        let mut record = |word: &[u8], count: &mut usize| {
+        let mut record = |word: &[u8], hash: u64, count: &mut usize| {
             if *count == MAX_WORDS {
                 overflow = true;
                 return;
             }
-            let id = self
-                .words
-                .iter()
-                .position(|w| w.len() == word.len() && w.as_bytes().eq_ignore_ascii_case(word))
-                .map_or(NONE, |i| i as u8);
+            let mut id = NONE;
+            let mut slot = hash as usize % WORD_TABLE;
+            while let (stored, index @ 1..) = self.word_table[slot] {
+                if stored == hash
+                    && self.words[usize::from(index - 1)]
+                        .as_bytes()
+                        .eq_ignore_ascii_case(word)
+                {
+                    id = index - 1;
+                    break;
+                }
+                slot = (slot + 1) % WORD_TABLE;
+            }
             any_known |= id != NONE;
             ids[*count] = id;
             *count += 1;
         };
         let mut start: Option<usize> = None;
+        let mut hash = HASH_START;
         let mut previous_lower = false;
         for (i, &b) in key.iter().enumerate() {
             let alnum = b.is_ascii_alphanumeric() || b >= 0x80;
             let boundary = !alnum || (b.is_ascii_uppercase() && previous_lower);
             if boundary && let Some(s) = start.take() {
-                record(&key[s..i], &mut count);
+                record(&key[s..i], hash, &mut count);
             }
             if alnum {
                 alnum_count += 1;
-                start.get_or_insert(i);
+                if start.is_none() {
+                    start = Some(i);
+                    hash = HASH_START;
+                }
+                hash = hash_step(hash, b);
             }
             previous_lower = b.is_ascii_lowercase() || b.is_ascii_digit();
         }
         if let Some(s) = start {
-            record(&key[s..], &mut count);
+            record(&key[s..], hash, &mut count);
         }
         if overflow {
             return false;
         }
-        for (name, compact) in self.name_ids.iter().zip(&self.compact) {
-            if any_known
-                && name.len() <= count
-                && ids[..count]
-                    .windows(name.len())
-                    .any(|w| w == name.as_slice())
-            {
-                return true;
+        if any_known {
+            for (position, &id) in ids[..count].iter().enumerate() {
+                if id == NONE {
+                    continue;
+                }
+                for &name in &self.names_by_first[usize::from(id)] {
+                    let words = &self.name_ids[name];
+                    if position + words.len() <= count
+                        && words
+                            .iter()
+                            .zip(&ids[position..])
+                            .all(|(want, have)| want == have)
+                    {
+                        return true;
+                    }
+                }
             }
+        }
+        for (name, compact) in self.name_ids.iter().zip(&self.compact) {
             if compact.len() == alnum_count && name.len() > 1 {
                 let mut letters = key
                     .iter()

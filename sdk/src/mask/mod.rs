@@ -302,6 +302,12 @@ impl Masker {
         self.apply(value, true)
     }
 
+    /// Masks a value by its content only, for a caller that has already checked its key with
+    /// [`Masker::is_allowed`] and [`Masker::is_sensitive_key`] (the collector walks keys once).
+    pub fn content<'a>(&self, value: &'a str) -> Masked<'a> {
+        self.apply(value, true)
+    }
+
     /// The replacement of a sensitive key's value (`value` is its text form, used by `hash` and `partial`).
     pub fn replace_whole<'a>(&self, value: &str) -> Masked<'a> {
         let index = Detector::COUNT;

@@ -418,8 +418,9 @@ fn any_value(
 /// A string (or an integer's digits) masked under `key`, or as free text without one; a change makes it a
 /// string `AnyValue`.
 fn scalar(text: &str, key: Option<&str>, masker: &Masker) -> Outcome {
+    // The key was checked (allowed, sensitive) by the attribute that holds this value.
     let masked = match key {
-        Some(key) => masker.attribute(key, text),
+        Some(_) => masker.content(text),
         None => Masked::Keep(masker.text(text)),
     };
     match masked {
