@@ -6,6 +6,9 @@
 
 pub mod batch;
 pub mod mask;
+pub mod probabilistic_sampler;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 use serde_json::Value;
 use tokio::sync::watch;
@@ -23,6 +26,8 @@ pub enum ProcessorConfig {
     Batch(batch::BatchConfig),
     /// `mask`: masks secrets and personal data with the SDK's engine.
     Mask(mask::MaskProcessorConfig),
+    /// `probabilistic_sampler`: keeps a consistent percentage of traces and logs.
+    ProbabilisticSampler(probabilistic_sampler::ProbabilisticSamplerConfig),
 }
 
 impl ProcessorConfig {
@@ -38,10 +43,19 @@ impl ProcessorConfig {
                 let config: vigil::mask::MaskConfig = check.decode(path, value)?;
                 mask::MaskProcessorConfig::new(check, path, config).map(ProcessorConfig::Mask)
             }
+            "probabilistic_sampler" => {
+                let config: probabilistic_sampler::ProbabilisticSamplerConfig =
+                    check.decode(path, value)?;
+                config.validate(check, path);
+                Some(ProcessorConfig::ProbabilisticSampler(config))
+            }
             other => {
                 check.error(
                     path,
-                    format!("unknown processor type `{other}`; known types: batch, mask"),
+                    format!(
+                        "unknown processor type `{other}`; known types: batch, mask, probabilistic_sampler, \
+                         tail_sampling"
+                    ),
                 );
                 None
             }
@@ -53,6 +67,9 @@ impl ProcessorConfig {
         match self {
             ProcessorConfig::Batch(config) => batch::build(config, context, next),
             ProcessorConfig::Mask(config) => mask::build(config, context, next),
+            ProcessorConfig::ProbabilisticSampler(config) => {
+                probabilistic_sampler::build(config, context, next)
+            }
         }
     }
 }

@@ -1,5 +1,3 @@
-use std::sync::Mutex;
-
 use bytes::Bytes;
 use prost::Message;
 use vigil_proto::otlp::Signal;
@@ -8,22 +6,8 @@ use vigil_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 use super::*;
 use crate::config::ComponentId;
+use crate::processor::test_support::Recorder;
 use crate::telemetry::Registry;
-
-/// Records every batch it is given.
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Batch>>);
-
-impl Consumer for Recorder {
-    fn try_consume(&self, batch: Batch) -> Result<(), Refusal> {
-        self.0.lock().unwrap().push(batch);
-        Ok(())
-    }
-    fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), Refusal>> {
-        self.0.lock().unwrap().push(batch);
-        Box::pin(async { Ok(()) })
-    }
-}
 
 fn request(resources: &[usize]) -> Batch {
     let request = ExportTraceServiceRequest {
