@@ -199,3 +199,44 @@ fn empty_and_broken_yaml_are_explained() {
         "{errors}"
     );
 }
+
+#[test]
+fn sampler_errors_name_the_processor_and_policy() {
+    let with = |processor: &str| {
+        let id = processor
+            .trim()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        format!(
+            "receivers:\n  otlp:\nprocessors:\n{processor}exporters:\n  nop:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [{id}]\n      exporters: [nop]\n"
+        )
+    };
+    let errors = parse(&with(
+        "  tail_sampling/sampler:\n    decision_wait: 5s\n    policies:\n      - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n      - {name: slow, type: latency}\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        errors.contains("processors.tail_sampling/sampler.policies[1]"),
+        "{errors}"
+    );
+    assert!(errors.contains("needs its `latency` section"), "{errors}");
+    let errors = parse(&with(
+        "  probabilistic_sampler/sampler:\n    sampling_percentage: 150\n",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(errors.contains("between 0 and 100"), "{errors}");
+    let errors = parse(&with("  probabilistic_sampler/sampler: {}\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(errors.contains("sampling_percentage"), "{errors}");
+    assert!(
+        parse(&with(
+            "  tail_sampling/sampler:\n    policies: [{name: all, type: always_sample}]\n"
+        ))
+        .is_ok()
+    );
+}

@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod mask;
 pub mod probabilistic_sampler;
+pub mod tail_sampling;
 #[cfg(test)]
 pub(crate) mod test_support;
 
@@ -28,6 +29,8 @@ pub enum ProcessorConfig {
     Mask(mask::MaskProcessorConfig),
     /// `probabilistic_sampler`: keeps a consistent percentage of traces and logs.
     ProbabilisticSampler(probabilistic_sampler::ProbabilisticSamplerConfig),
+    /// `tail_sampling`: keeps whole traces by policies after seeing them.
+    TailSampling(tail_sampling::TailSamplingConfig),
 }
 
 impl ProcessorConfig {
@@ -48,6 +51,11 @@ impl ProcessorConfig {
                     check.decode(path, value)?;
                 config.validate(check, path);
                 Some(ProcessorConfig::ProbabilisticSampler(config))
+            }
+            "tail_sampling" => {
+                let config: tail_sampling::TailSamplingConfig = check.decode(path, value)?;
+                config.validate(check, path);
+                Some(ProcessorConfig::TailSampling(config))
             }
             other => {
                 check.error(
@@ -70,6 +78,7 @@ impl ProcessorConfig {
             ProcessorConfig::ProbabilisticSampler(config) => {
                 probabilistic_sampler::build(config, context, next)
             }
+            ProcessorConfig::TailSampling(config) => tail_sampling::build(config, context, next),
         }
     }
 }
