@@ -13,6 +13,8 @@ const MAX_WORDS: usize = 24;
 /// The compiled sensitive-key list.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyMatcher {
+    /// Unique per compiled list, so a thread's remembered verdicts never outlive the list they came from.
+    id: u64,
     /// Each name as its lowercase words.
     names: Vec<Vec<String>>,
     /// Each name lowercased with separators removed.
@@ -28,6 +30,38 @@ pub(crate) struct KeyMatcher {
     /// Bit `(a << 8) | b` is set when some name word starts with the lowercase letters `a b`: a key none of
     /// whose words starts that way is rejected after a table lookup per word.
     bigrams: Box<[u64; 1024]>,
+}
+
+/// Keys whose verdicts one thread remembers before starting over.
+const CACHED_KEYS: usize = 4096;
+
+/// FNV-1a as a `Hasher`, for short keys (SipHash costs more than the lookup it protects).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 { HASH_START } else { self.0 };
+        for &byte in bytes {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
+/// One thread's remembered verdicts, for the matcher it last served.
+#[derive(Default)]
+struct Verdicts {
+    matcher: u64,
+    verdicts: std::collections::HashMap<Box<[u8]>, bool, std::hash::BuildHasherDefault<Fnv>>,
+}
+
+thread_local! {
+    static VERDICTS: std::cell::RefCell<Verdicts> = std::cell::RefCell::new(Verdicts::default());
 }
 
 /// Slots of the word hash table (a power of two, well above the number of distinct name words).
@@ -109,7 +143,9 @@ impl Words {
 
 impl KeyMatcher {
     pub(crate) fn new(names: &[String]) -> KeyMatcher {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut matcher = KeyMatcher {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             names: Vec::new(),
             compact: Vec::new(),
             words: Vec::new(),
@@ -213,9 +249,32 @@ impl KeyMatcher {
         false
     }
 
-    /// Whether `key` names a sensitive value.
+    /// Whether `key` names a sensitive value. Attribute keys repeat endlessly (semantic conventions, a
+    /// program's field names), so verdicts are remembered per thread.
     pub(crate) fn is_sensitive(&self, key: &str) -> bool {
-        self.is_sensitive_bytes(key.as_bytes())
+        let bytes = key.as_bytes();
+        if bytes.len() > MAX_KEY {
+            return false;
+        }
+        let matcher = self.id;
+        VERDICTS.with(|cell| {
+            let Ok(mut cache) = cell.try_borrow_mut() else {
+                return self.is_sensitive_bytes(bytes);
+            };
+            if cache.matcher != matcher {
+                cache.matcher = matcher;
+                cache.verdicts.clear();
+            }
+            if let Some(&verdict) = cache.verdicts.get(bytes) {
+                return verdict;
+            }
+            let verdict = self.is_sensitive_bytes(bytes);
+            if cache.verdicts.len() >= CACHED_KEYS {
+                cache.verdicts.clear();
+            }
+            cache.verdicts.insert(bytes.into(), verdict);
+            verdict
+        })
     }
 
     /// [`KeyMatcher::is_sensitive`] on bytes (a key cut out of text).
@@ -360,6 +419,18 @@ mod tests {
             "",
         ] {
             assert!(!m.is_sensitive(key), "{key} should not be sensitive");
+        }
+    }
+
+    #[test]
+    fn remembered_verdicts_belong_to_their_own_list() {
+        for _ in 0..100 {
+            let plain = default_matcher();
+            let custom = KeyMatcher::new(&["user_id".to_string()]);
+            assert!(!plain.is_sensitive("user_id"));
+            assert!(custom.is_sensitive("user_id"));
+            assert!(plain.is_sensitive("password"));
+            assert!(!custom.is_sensitive("password"));
         }
     }
 }

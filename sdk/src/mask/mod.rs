@@ -335,11 +335,13 @@ impl Masker {
     fn apply<'a>(&self, text: &'a str, in_attribute: bool) -> Masked<'a> {
         let inner = &*self.inner;
         let mut hits: Vec<Hit> = Vec::new();
-        Scanner {
+        let scanner = Scanner {
             enabled: inner.enabled,
             keys: &inner.keys,
+        };
+        if scanner.could_match(text) {
+            scanner.scan(text, &mut hits);
         }
-        .scan(text, &mut hits);
         let mut current: Cow<'a, str> = Cow::Borrowed(text);
         if !hits.is_empty() {
             let mut out = String::with_capacity(text.len());
