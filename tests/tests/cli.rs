@@ -36,6 +36,9 @@ fn validate_accepts_the_shipped_configs() {
         "configs/collector.yaml",
         "configs/examples/jaeger-and-archive.yaml",
         "configs/examples/benchmark-nop.yaml",
+        "configs/examples/benchmark-mask.yaml",
+        "configs/examples/benchmark-bare.yaml",
+        "configs/examples/sampling.yaml",
     ] {
         let path = vigil_e2e::workspace_root().join(config);
         let output = Command::new(collector_binary())

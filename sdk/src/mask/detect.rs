@@ -79,34 +79,36 @@ impl Scanner<'_> {
     pub(crate) fn could_match(&self, text: &str) -> bool {
         let b = text.as_bytes();
         let (mut digits, mut dots, mut colons) = (0usize, 0usize, 0usize);
-        let mut previous = b' ';
         for (i, &c) in b.iter().enumerate() {
-            match c {
-                b'0'..=b'9' => digits += 1,
-                b'.' => dots += 1,
-                b':' => colons += 1,
-                // E-mail and URL credentials; pairs; private keys.
-                b'@' | b'=' => return true,
-                b'-' if b[i..].starts_with(b"-----") => return true,
+            // Almost every byte is a letter with no meaning here: one table lookup and on.
+            match TRIGGER[usize::from(c)] {
+                T_NONE => {}
+                T_DIGIT => digits += 1,
+                T_DOT => dots += 1,
+                T_COLON => colons += 1,
+                // E-mail and URL credentials; pairs.
+                T_AT_EQ => return true,
+                // Private keys.
+                T_DASH if b[i..].starts_with(b"-----") => return true,
                 // `Bearer x` / `Basic x`: a space after such a word.
-                b' ' if (i >= 6 && b[i - 6..i].eq_ignore_ascii_case(b"bearer"))
-                    || (i >= 5 && b[i - 5..i].eq_ignore_ascii_case(b"basic")) =>
+                T_SPACE
+                    if (i >= 6 && b[i - 6..i].eq_ignore_ascii_case(b"bearer"))
+                        || (i >= 5 && b[i - 5..i].eq_ignore_ascii_case(b"basic")) =>
                 {
                     return true;
                 }
                 // A key or token shape starting here (at a token start or after a delimiter).
-                b'A' | b'g' | b'x' | b's' | b'r' | b'e'
+                T_KEY_START
                     if b.len() - i >= 15
                         && (i == 0
-                            || is_sep(previous)
-                            || matches!(previous, b'/' | b'?' | b'&'))
+                            || is_sep(b[i - 1])
+                            || matches!(b[i - 1], b'/' | b'?' | b'&'))
                         && key_prefix(&b[i..]) =>
                 {
                     return true;
                 }
                 _ => {}
             }
-            previous = c;
         }
         let phone = self.on(Detector::Phone) && digits >= 7;
         let iban = self.on(Detector::Iban) && digits >= 2 && b.len() >= 15;
@@ -366,6 +368,38 @@ impl Scanner<'_> {
         }
     }
 }
+
+const T_NONE: u8 = 0;
+const T_DIGIT: u8 = 1;
+const T_DOT: u8 = 2;
+const T_COLON: u8 = 3;
+const T_AT_EQ: u8 = 4;
+const T_DASH: u8 = 5;
+const T_SPACE: u8 = 6;
+const T_KEY_START: u8 = 7;
+
+/// What each byte can mean to [`Scanner::could_match`].
+static TRIGGER: [u8; 256] = {
+    let mut table = [T_NONE; 256];
+    let mut i = b'0';
+    while i <= b'9' {
+        table[i as usize] = T_DIGIT;
+        i += 1;
+    }
+    table[b'.' as usize] = T_DOT;
+    table[b':' as usize] = T_COLON;
+    table[b'@' as usize] = T_AT_EQ;
+    table[b'=' as usize] = T_AT_EQ;
+    table[b'-' as usize] = T_DASH;
+    table[b' ' as usize] = T_SPACE;
+    table[b'A' as usize] = T_KEY_START;
+    table[b'g' as usize] = T_KEY_START;
+    table[b'x' as usize] = T_KEY_START;
+    table[b's' as usize] = T_KEY_START;
+    table[b'r' as usize] = T_KEY_START;
+    table[b'e' as usize] = T_KEY_START;
+    table
+};
 
 /// Whether `b` starts like an API key or a JWT (`AKIA`, `AIza`, `gh?_`, `github_pat_`, `glpat-`, `xox?-`,
 /// `sk_`, `sk-`, `rk_`, `eyJ`).

@@ -204,11 +204,66 @@ pub fn mask_request(signal: Signal, buf: &[u8], masker: &Masker) -> Result<Outco
         Signal::Logs => &LOGS,
         Signal::Metrics => &METRICS,
     };
-    message(buf, node, masker)
+    message(
+        buf,
+        node,
+        &mut Walk {
+            masker,
+            keys: [None; KEY_MEMO],
+        },
+    )
+}
+
+/// Slots of the per-request memo of key classes (direct-mapped).
+const KEY_MEMO: usize = 64;
+
+/// How masking treats the values of a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyClass {
+    /// On the allow-list: never touched.
+    Allowed,
+    /// Replaced whole.
+    Sensitive,
+    /// Masked by content.
+    Plain,
+}
+
+/// One request's walk: the engine, and the class of each key seen (the same few keys repeat on every span).
+struct Walk<'m, 'b> {
+    masker: &'m Masker,
+    keys: [Option<(&'b [u8], KeyClass)>; KEY_MEMO],
+}
+
+impl<'b> Walk<'_, 'b> {
+    fn class(&mut self, key: &'b [u8]) -> KeyClass {
+        let slot = match key {
+            [] => 0,
+            [first, .., last] => {
+                (key.len() ^ usize::from(*first) << 2 ^ usize::from(*last) << 4) % KEY_MEMO
+            }
+            [only] => usize::from(*only) % KEY_MEMO,
+        };
+        if let Some((known, class)) = self.keys[slot]
+            && known == key
+        {
+            return class;
+        }
+        // Keys were validated as UTF-8 on receipt; a key that is not is masked by content only.
+        let text = std::str::from_utf8(key).unwrap_or_default();
+        let class = if self.masker.is_allowed(text) {
+            KeyClass::Allowed
+        } else if self.masker.is_sensitive_key(text) {
+            KeyClass::Sensitive
+        } else {
+            KeyClass::Plain
+        };
+        self.keys[slot] = Some((key, class));
+        class
+    }
 }
 
 /// Masks a message of type `node`; rewrites it only from the first field that changed.
-fn message(buf: &[u8], node: &Node, masker: &Masker) -> Result<Outcome, WireError> {
+fn message<'b>(buf: &'b [u8], node: &Node, walk: &mut Walk<'_, 'b>) -> Result<Outcome, WireError> {
     let mut reader = Reader { buf, pos: 0 };
     let mut rewrite = Rewrite { buf, out: None };
     while !reader.done() {
@@ -219,10 +274,10 @@ fn message(buf: &[u8], node: &Node, masker: &Masker) -> Result<Outcome, WireErro
             Some(kind) if wire == WIRE_LEN => {
                 let body = reader.bytes()?;
                 match kind {
-                    Kind::Message(inner) => message(body, inner, masker)?,
-                    Kind::Text => text(body, masker),
-                    Kind::Attribute => attribute(body, masker, 0)?,
-                    Kind::Body => any_value(body, None, masker, 0)?,
+                    Kind::Message(inner) => message(body, inner, walk)?,
+                    Kind::Text => text(body, walk),
+                    Kind::Attribute => attribute(body, walk, 0)?,
+                    Kind::Body => any_value(body, false, walk, 0)?,
                 }
             }
             _ => {
@@ -266,11 +321,11 @@ impl Rewrite<'_> {
     }
 }
 
-fn text(body: &[u8], masker: &Masker) -> Outcome {
+fn text(body: &[u8], walk: &mut Walk<'_, '_>) -> Outcome {
     let Ok(text) = std::str::from_utf8(body) else {
         return Outcome::Keep;
     };
-    match masker.text(text) {
+    match walk.masker.text(text) {
         std::borrow::Cow::Borrowed(_) => Outcome::Keep,
         std::borrow::Cow::Owned(masked) => Outcome::Replace(masked.into_bytes()),
     }
@@ -278,7 +333,11 @@ fn text(body: &[u8], masker: &Masker) -> Outcome {
 
 /// A `KeyValue` (key = 1, value = 2): allowed keys pass, sensitive keys have their value replaced whole, other
 /// values are masked by content.
-fn attribute(buf: &[u8], masker: &Masker, depth: usize) -> Result<Outcome, WireError> {
+fn attribute<'b>(
+    buf: &'b [u8],
+    walk: &mut Walk<'_, 'b>,
+    depth: usize,
+) -> Result<Outcome, WireError> {
     let mut reader = Reader { buf, pos: 0 };
     let mut key: &[u8] = &[];
     let mut value: Option<(usize, usize, &[u8])> = None;
@@ -295,22 +354,20 @@ fn attribute(buf: &[u8], masker: &Masker, depth: usize) -> Result<Outcome, WireE
             _ => reader.skip(wire)?,
         }
     }
-    let Ok(key) = std::str::from_utf8(key) else {
-        return Ok(Outcome::Keep);
-    };
     let Some((value_start, value_end, body)) = value else {
         return Ok(Outcome::Keep);
     };
-    if masker.is_allowed(key) {
+    let class = walk.class(key);
+    if class == KeyClass::Allowed {
         return Ok(Outcome::Keep);
     }
-    let new_value = if masker.is_sensitive_key(key) {
-        match masker.replace_whole(&value_text(body)) {
+    let new_value = if class == KeyClass::Sensitive {
+        match walk.masker.replace_whole(&value_text(body)) {
             Masked::Keep(replacement) => string_value(&replacement),
             Masked::Drop => return Ok(Outcome::Drop),
         }
     } else {
-        match any_value(body, Some(key), masker, depth)? {
+        match any_value(body, true, walk, depth)? {
             Outcome::Keep => return Ok(Outcome::Keep),
             Outcome::Drop => return Ok(Outcome::Drop),
             Outcome::Replace(bytes) => bytes,
@@ -352,12 +409,12 @@ fn value_text(buf: &[u8]) -> String {
     String::new()
 }
 
-/// An `AnyValue`: strings are masked (by `key` when it has one), integers checked as digits, arrays element by
+/// An `AnyValue`: strings are masked (as attribute values when `keyed`, else as free text), integers checked as digits, arrays element by
 /// element and key-value lists by their own keys.
-fn any_value(
-    buf: &[u8],
-    key: Option<&str>,
-    masker: &Masker,
+fn any_value<'b>(
+    buf: &'b [u8],
+    keyed: bool,
+    walk: &mut Walk<'_, 'b>,
     depth: usize,
 ) -> Result<Outcome, WireError> {
     if depth > MAX_DEPTH {
@@ -373,18 +430,18 @@ fn any_value(
                 let Ok(text) = std::str::from_utf8(body) else {
                     continue;
                 };
-                scalar(text, key, masker)
+                scalar(text, keyed, walk)
             }
             (3, WIRE_VARINT) => {
                 let number = reader.varint()? as i64;
                 if number.unsigned_abs() < SCANNED_INTEGER {
                     continue;
                 }
-                scalar(&number.to_string(), key, masker)
+                scalar(&number.to_string(), keyed, walk)
             }
             (5, WIRE_LEN) => {
                 let body = reader.bytes()?;
-                match array(body, key, masker, depth + 1)? {
+                match array(body, keyed, walk, depth + 1)? {
                     Outcome::Replace(bytes) => {
                         let mut out = Vec::with_capacity(bytes.len() + 4);
                         put_bytes(&mut out, 5, &bytes);
@@ -395,7 +452,7 @@ fn any_value(
             }
             (6, WIRE_LEN) => {
                 let body = reader.bytes()?;
-                match key_value_list(body, masker, depth + 1)? {
+                match key_value_list(body, walk, depth + 1)? {
                     Outcome::Replace(bytes) => {
                         let mut out = Vec::with_capacity(bytes.len() + 4);
                         put_bytes(&mut out, 6, &bytes);
@@ -415,13 +472,14 @@ fn any_value(
     Ok(Outcome::Keep)
 }
 
-/// A string (or an integer's digits) masked under `key`, or as free text without one; a change makes it a
+/// A string (or an integer's digits): an attribute value (`keyed`) or free text (a log body); a change makes it a
 /// string `AnyValue`.
-fn scalar(text: &str, key: Option<&str>, masker: &Masker) -> Outcome {
-    // The key was checked (allowed, sensitive) by the attribute that holds this value.
-    let masked = match key {
-        Some(_) => masker.content(text),
-        None => Masked::Keep(masker.text(text)),
+fn scalar(text: &str, keyed: bool, walk: &mut Walk<'_, '_>) -> Outcome {
+    // A keyed value's key was already classified (allowed, sensitive) by the attribute that holds it.
+    let masked = if keyed {
+        walk.masker.content(text)
+    } else {
+        Masked::Keep(walk.masker.text(text))
     };
     match masked {
         Masked::Keep(std::borrow::Cow::Borrowed(_)) => Outcome::Keep,
@@ -432,27 +490,29 @@ fn scalar(text: &str, key: Option<&str>, masker: &Masker) -> Outcome {
 
 /// An `ArrayValue` (values = 1): each element masked under the array's key; an element a `drop` rule hits is
 /// removed.
-fn array(
-    buf: &[u8],
-    key: Option<&str>,
-    masker: &Masker,
+fn array<'b>(
+    buf: &'b [u8],
+    keyed: bool,
+    walk: &mut Walk<'_, 'b>,
     depth: usize,
 ) -> Result<Outcome, WireError> {
-    repeated(buf, masker, |body, masker| {
-        any_value(body, key, masker, depth)
-    })
+    repeated(buf, walk, |body, walk| any_value(body, keyed, walk, depth))
 }
 
 /// A `KeyValueList` (values = 1): each entry masked by its own key.
-fn key_value_list(buf: &[u8], masker: &Masker, depth: usize) -> Result<Outcome, WireError> {
-    repeated(buf, masker, |body, masker| attribute(body, masker, depth))
+fn key_value_list<'b>(
+    buf: &'b [u8],
+    walk: &mut Walk<'_, 'b>,
+    depth: usize,
+) -> Result<Outcome, WireError> {
+    repeated(buf, walk, |body, walk| attribute(body, walk, depth))
 }
 
 /// Masks every field-1 element of a message with `each`, rewriting from the first change.
-fn repeated(
-    buf: &[u8],
-    masker: &Masker,
-    each: impl Fn(&[u8], &Masker) -> Result<Outcome, WireError>,
+fn repeated<'b>(
+    buf: &'b [u8],
+    walk: &mut Walk<'_, 'b>,
+    mut each: impl FnMut(&'b [u8], &mut Walk<'_, 'b>) -> Result<Outcome, WireError>,
 ) -> Result<Outcome, WireError> {
     let mut reader = Reader { buf, pos: 0 };
     let mut rewrite = Rewrite { buf, out: None };
@@ -461,7 +521,7 @@ fn repeated(
         let tag = reader.varint()?;
         let (field, wire) = ((tag >> 3) as u32, (tag & 7) as u8);
         let outcome = if field == 1 && wire == WIRE_LEN {
-            each(reader.bytes()?, masker)?
+            each(reader.bytes()?, walk)?
         } else {
             reader.skip(wire)?;
             Outcome::Keep
