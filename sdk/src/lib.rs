@@ -121,6 +121,7 @@ pub struct Guard {
     _dropped_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
     _mask_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
     _suppressed_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
+    masker: Option<mask::Masker>,
     timeout: Duration,
 }
 
@@ -601,6 +602,7 @@ impl Builder {
                 _dropped_metric: dropped_metric,
                 _mask_metric: mask_metric,
                 _suppressed_metric: suppressed_metric,
+                masker: masker.clone(),
                 timeout: self.shutdown_timeout,
             },
         ))
@@ -643,6 +645,7 @@ impl Builder {
             opentelemetry::global::set_meter_provider(provider.clone());
         }
         opentelemetry::global::set_tracer_provider(guard.tracer_provider.clone());
+        metrics::set_masker(guard.masker.clone());
         propagation::install_from_env().map_err(Error::Environment)?;
         *installed().lock().unwrap_or_else(|p| p.into_inner()) = Some(Installed {
             writers: guard.writers.clone(),

@@ -37,10 +37,31 @@ fn meter() -> Meter {
     opentelemetry::global::meter(SCOPE)
 }
 
+/// The masker of the installed telemetry ([`crate::Builder::try_init`]): attribute values given to these
+/// helpers are masked like log fields before they reach an instrument.
+fn masker() -> &'static std::sync::RwLock<Option<crate::mask::Masker>> {
+    static MASKER: std::sync::OnceLock<std::sync::RwLock<Option<crate::mask::Masker>>> =
+        std::sync::OnceLock::new();
+    MASKER.get_or_init(Default::default)
+}
+
+/// Installs (or removes) the masker the helpers apply.
+pub(crate) fn set_masker(new: Option<crate::mask::Masker>) {
+    *masker().write().unwrap_or_else(|p| p.into_inner()) = new;
+}
+
 fn attributes(pairs: &[(&str, &str)]) -> Vec<KeyValue> {
+    let masker = masker().read().unwrap_or_else(|p| p.into_inner());
     pairs
         .iter()
-        .map(|(k, v)| KeyValue::new(k.to_string(), v.to_string()))
+        .filter_map(|(k, v)| {
+            let value = match masker.as_ref().map(|m| m.attribute(k, v)) {
+                None => v.to_string(),
+                Some(crate::mask::Masked::Keep(value)) => value.into_owned(),
+                Some(crate::mask::Masked::Drop) => return None,
+            };
+            Some(KeyValue::new(k.to_string(), value))
+        })
         .collect()
 }
 
@@ -131,5 +152,36 @@ mod tests {
                 "{name} missing from {names:?}"
             );
         }
+    }
+
+    #[test]
+    fn helper_attributes_are_masked_once_telemetry_is_installed() {
+        let text = |pairs: &[(&str, &str)]| -> Vec<String> {
+            super::attributes(pairs)
+                .into_iter()
+                .map(|kv| format!("{}={}", kv.key, kv.value))
+                .collect()
+        };
+        let masked = {
+            super::set_masker(Some(
+                crate::mask::Masker::new(&crate::mask::MaskConfig::default()).unwrap(),
+            ));
+            let masked = text(&[
+                ("customer", "jane.doe@example.com"),
+                ("route", "/orders"),
+                ("session", "abc123"),
+            ]);
+            super::set_masker(None);
+            masked
+        };
+        assert_eq!(
+            masked,
+            [
+                "customer=[REDACTED:email]",
+                "route=/orders",
+                "session=[REDACTED:sensitive_key]"
+            ]
+        );
+        assert_eq!(text(&[("customer", "x@y.io")]), ["customer=x@y.io"]);
     }
 }

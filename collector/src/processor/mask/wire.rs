@@ -236,13 +236,13 @@ struct Walk<'m, 'b> {
 
 impl<'b> Walk<'_, 'b> {
     fn class(&mut self, key: &'b [u8]) -> KeyClass {
-        let slot = match key {
-            [] => 0,
-            [first, .., last] => {
-                (key.len() ^ usize::from(*first) << 2 ^ usize::from(*last) << 4) % KEY_MEMO
-            }
-            [only] => usize::from(*only) % KEY_MEMO,
-        };
+        // Length and three bytes, mixed: keys like `attribute.key.0` … `.9` must not share slots.
+        let byte = |i: usize| u64::from(key.get(i).copied().unwrap_or(0));
+        let mixed = (key.len() as u64)
+            ^ byte(0) << 8
+            ^ byte(key.len() / 2) << 16
+            ^ byte(key.len().wrapping_sub(1)) << 24;
+        let slot = (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % KEY_MEMO;
         if let Some((known, class)) = self.keys[slot]
             && known == key
         {
