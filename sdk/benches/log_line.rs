@@ -46,6 +46,34 @@ fn bench(c: &mut Criterion) {
     });
     drop(guard);
 
+    // The same line with masking turned off, to show what masking (on by default) costs.
+    let (subscriber, guard) = vigil::Builder::new("bench")
+        .console(false)
+        .otlp(false)
+        .filter("info")
+        .without_masking()
+        .json_file(vigil::log::file::FileOptions {
+            compress: false,
+            ..vigil::log::file::FileOptions::new(dir.path().join("unmasked.jsonl"))
+        })
+        .build()
+        .expect("vigil subscriber");
+    tracing::subscriber::with_default(subscriber, || {
+        let span = info_span!("request", request_id = "r-1");
+        let _entered = span.enter();
+        group.bench_function("vigil_json_file_unmasked", |b| {
+            b.iter(|| {
+                info!(
+                    model = "lightgbm",
+                    loss = black_box(0.234),
+                    epoch = black_box(7u64),
+                    "step done"
+                )
+            })
+        });
+    });
+    drop(guard);
+
     let appender = tracing_appender::rolling::never(dir.path(), "baseline.jsonl");
     let (non_blocking, _appender_guard) = tracing_appender::non_blocking(appender);
     let tracer_provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();

@@ -253,7 +253,8 @@ impl KeyMatcher {
     /// program's field names), so verdicts are remembered per thread.
     pub(crate) fn is_sensitive(&self, key: &str) -> bool {
         let bytes = key.as_bytes();
-        if bytes.len() > MAX_KEY {
+        // Most keys fail the bigram test, which is cheaper than the cache.
+        if bytes.len() > MAX_KEY || self.names.is_empty() || !self.could_match(bytes) {
             return false;
         }
         let matcher = self.id;
