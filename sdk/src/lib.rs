@@ -38,6 +38,7 @@ pub mod mask;
 pub mod metrics;
 pub mod propagation;
 pub mod sampling;
+pub mod system;
 pub mod trace;
 
 /// The pinned OpenTelemetry crates Vigil is built on, so applications use the same versions.
@@ -122,6 +123,7 @@ pub struct Guard {
     _mask_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
     _suppressed_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
     masker: Option<mask::Masker>,
+    system_metrics: Option<system::SystemMetrics>,
     timeout: Duration,
 }
 
@@ -154,6 +156,8 @@ impl Guard {
     }
 
     fn shutdown_now(&mut self) {
+        // Stop collecting before the meter provider's last export.
+        drop(self.system_metrics.take());
         for writer in self.writers.drain(..) {
             writer.shutdown(self.timeout);
         }
@@ -204,6 +208,7 @@ pub struct Builder {
     mask: Option<MaskConfig>,
     sample_ratio: Option<f64>,
     log_sampling: Option<log::sampling::LogSamplingConfig>,
+    system_metrics: Option<system::SystemMetricsConfig>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -233,6 +238,7 @@ impl Builder {
             mask: None,
             sample_ratio: None,
             log_sampling: None,
+            system_metrics: Some(system::SystemMetricsConfig::default()),
         }
     }
 
@@ -265,6 +271,19 @@ impl Builder {
     /// section. Default: no log sampling.
     pub fn log_sampling(mut self, config: log::sampling::LogSamplingConfig) -> Self {
         self.log_sampling = Some(config);
+        self
+    }
+
+    /// System, process and GPU metrics (see [`system`]), collected every `config.interval` and exported with
+    /// the other metrics. On by default (every 10 s) whenever metrics are exported.
+    pub fn system_metrics(mut self, config: system::SystemMetricsConfig) -> Self {
+        self.system_metrics = Some(config);
+        self
+    }
+
+    /// No system, process or GPU metrics.
+    pub fn without_system_metrics(mut self) -> Self {
+        self.system_metrics = None;
         self
     }
 
@@ -586,6 +605,19 @@ impl Builder {
             }
             _ => None,
         };
+        let system_metrics = match (&meter_provider, &self.system_metrics) {
+            (Some(provider), Some(config)) => {
+                use opentelemetry::metrics::MeterProvider as _;
+                Some(
+                    system::SystemMetrics::start(&provider.meter("vigil.system"), config.clone())
+                        .map_err(|e| Error::Exporter {
+                        signal: "metrics",
+                        reason: format!("cannot start the system metrics thread: {e}"),
+                    })?,
+                )
+            }
+            _ => None,
+        };
         let subscriber = tracing_subscriber::registry()
             .with(layers)
             .with(sampling)
@@ -603,6 +635,7 @@ impl Builder {
                 _mask_metric: mask_metric,
                 _suppressed_metric: suppressed_metric,
                 masker: masker.clone(),
+                system_metrics,
                 timeout: self.shutdown_timeout,
             },
         ))

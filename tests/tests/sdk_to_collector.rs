@@ -154,6 +154,18 @@ fn training_job_telemetry_reaches_the_collector(protocol: &str) {
         .expect("dropped log records are exported as a metric");
     assert_eq!(dropped["sum"]["dataPoints"][0]["asInt"], "0");
 
+    // System and process metrics come without a line of user code.
+    let rss = metrics
+        .iter()
+        .find(|m| m["name"] == "process.memory.usage")
+        .expect("process metrics are on by default");
+    assert!(rss["gauge"]["dataPoints"][0]["asDouble"].as_f64().unwrap() > 1e6);
+    assert_eq!(rss["unit"], "By");
+    assert!(
+        metrics.iter().any(|m| m["name"] == "system.cpu.utilization"),
+        "host metrics too"
+    );
+
     // The JSON file sink carries the same correlation ids.
     let file_lines: Vec<Value> = std::fs::read_to_string(&job_log)
         .unwrap()
