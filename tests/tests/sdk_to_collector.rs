@@ -162,7 +162,9 @@ fn training_job_telemetry_reaches_the_collector(protocol: &str) {
     assert!(rss["gauge"]["dataPoints"][0]["asDouble"].as_f64().unwrap() > 1e6);
     assert_eq!(rss["unit"], "By");
     assert!(
-        metrics.iter().any(|m| m["name"] == "system.cpu.utilization"),
+        metrics
+            .iter()
+            .any(|m| m["name"] == "system.cpu.utilization"),
         "host metrics too"
     );
 
