@@ -44,6 +44,8 @@ pub mod trace;
 /// The pinned OpenTelemetry crates Vigil is built on, so applications use the same versions.
 pub use {opentelemetry, opentelemetry_sdk, tracing};
 
+pub use metrics::app::{install_panic_hook, report_error, time, time_async, time_span};
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -11,6 +11,8 @@
 //! Instruments are created on first use and cached by name, so a call costs a map lookup plus the OpenTelemetry
 //! recording; for the hottest paths, keep the instrument from [`counter`] or [`histogram`] yourself.
 
+pub mod app;
+
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
@@ -26,7 +28,13 @@ struct Instruments {
     up_down: HashMap<String, UpDownCounter<i64>>,
     histograms: HashMap<String, Histogram<f64>>,
     gauges: HashMap<String, Gauge<f64>>,
+    durations: HashMap<String, Histogram<f64>>,
 }
+
+/// Bucket bounds for durations in seconds: 5 ms to 10 min.
+const DURATION_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
 
 fn instruments() -> &'static Mutex<Instruments> {
     static INSTRUMENTS: OnceLock<Mutex<Instruments>> = OnceLock::new();
@@ -109,6 +117,22 @@ pub fn add(name: &str, delta: i64, attrs: &[(&str, &str)]) {
 /// Records `value` into the histogram `name` (durations, losses, sizes).
 pub fn record(name: &str, value: f64, attrs: &[(&str, &str)]) {
     histogram(name).record(value, &attributes(attrs));
+}
+
+/// Records a duration into the histogram `name`, in seconds (unit `s`, so Prometheus shows
+/// `<name>_seconds`), with buckets from 5 ms to 10 min.
+pub fn record_seconds(name: &str, duration: std::time::Duration, attrs: &[(&str, &str)]) {
+    let instrument = {
+        let mut all = instruments().lock().unwrap_or_else(|p| p.into_inner());
+        cached(&mut all.durations, name, || {
+            meter()
+                .f64_histogram(name.to_string())
+                .with_unit("s")
+                .with_boundaries(DURATION_BUCKETS.to_vec())
+                .build()
+        })
+    };
+    instrument.record(duration.as_secs_f64(), &attributes(attrs));
 }
 
 /// Sets the gauge `name` to `value`.
