@@ -33,6 +33,7 @@
 pub mod config;
 pub mod context;
 pub mod export;
+pub mod health;
 pub mod log;
 pub mod mask;
 pub mod metrics;

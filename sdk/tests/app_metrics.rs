@@ -78,7 +78,32 @@ fn timing_training_backtests_and_errors_become_metrics() {
     vigil::install_panic_hook();
     let _ = std::panic::catch_unwind(|| panic!("checkpoint corrupt"));
 
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(
+        vigil::health::HealthChecker::new()
+            .custom("model_loaded", true, || async { Ok("v3".into()) })
+            .custom("cache", false, || async { Err("down".into()) })
+            .overall_health(),
+    );
+
     provider.force_flush().unwrap();
+
+    let health = points(&exporter, "health.status");
+    assert!(
+        health
+            .iter()
+            .any(|(v, a)| *v == 1.0 && a.contains(&"check=model_loaded".to_string()))
+    );
+    assert!(
+        health
+            .iter()
+            .any(|(v, a)| *v == 0.0 && a.contains(&"check=cache".to_string()))
+    );
+    assert_eq!(
+        points(&exporter, "health.overall").last().unwrap().0,
+        0.5,
+        "degraded"
+    );
 
     assert_eq!(points(&exporter, "feature_build").last().unwrap().0, 1.0);
     assert!(
