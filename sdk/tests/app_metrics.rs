@@ -86,7 +86,49 @@ fn timing_training_backtests_and_errors_become_metrics() {
             .overall_health(),
     );
 
+    runtime.block_on(async {
+        use tower::{Layer as _, ServiceExt as _};
+        let service = vigil::metrics::http::HttpMetricsLayer::new().layer(tower::service_fn(
+            |request: http::Request<()>| async move {
+                let status = if request.uri().path().starts_with("/users/2") {
+                    500
+                } else {
+                    200
+                };
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder().status(status).body(()).unwrap(),
+                )
+            },
+        ));
+        for path in ["/users/1/orders", "/users/2/orders", "/users/3/orders"] {
+            let request = http::Request::get(path).body(()).unwrap();
+            service.clone().oneshot(request).await.unwrap();
+        }
+    });
+
     provider.force_flush().unwrap();
+
+    let durations = points(&exporter, "http.server.request.duration");
+    let route = "http.route=/users/{id}/orders".to_string();
+    let ok: f64 = durations
+        .iter()
+        .filter(|(_, a)| {
+            a.contains(&route) && a.contains(&"http.response.status_code=200".to_string())
+        })
+        .map(|(v, _)| *v)
+        .sum();
+    assert_eq!(ok, 2.0, "{durations:?}");
+    let errors = points(&exporter, "http.server.errors");
+    assert_eq!(
+        errors.iter().map(|(v, _)| *v).sum::<f64>(),
+        1.0,
+        "{errors:?}"
+    );
+    assert!(
+        errors[0]
+            .1
+            .contains(&"http.response.status_class=5xx".to_string())
+    );
 
     let health = points(&exporter, "health.status");
     assert!(

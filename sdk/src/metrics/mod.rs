@@ -12,6 +12,7 @@
 //! recording; for the hottest paths, keep the instrument from [`counter`] or [`histogram`] yourself.
 
 pub mod app;
+pub mod http;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
