@@ -669,3 +669,109 @@ pub fn pii_corpus() -> Vec<PiiCase> {
         })
         .collect()
 }
+
+/// A private PostgreSQL server for one test: a fresh cluster in a temporary directory, on a free loopback port,
+/// trusting local connections; stopped when dropped. Uses Debian's `postgresql` binaries (installed by
+/// `scripts/test`); as root, the server runs as the `postgres` user, since PostgreSQL refuses to run as root.
+pub struct Postgres {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    as_root: bool,
+}
+
+impl Postgres {
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_root {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+
+    /// Starts the server; panics with what to install when PostgreSQL is missing.
+    pub fn start() -> Postgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|entries| {
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                    .filter(|p| p.join("initdb").exists())
+                    .max()
+            })
+            .expect("PostgreSQL is not installed: run scripts/test, which installs Debian's `postgresql`");
+        let as_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The server user must be able to create its data directory and socket here.
+        let _ = Command::new("chmod").arg("0777").arg(dir.path()).status();
+        let (port, held) = reserve_port();
+        drop(held);
+        let mut server = Postgres {
+            port,
+            dir,
+            bin,
+            as_root,
+        };
+        let data = server.dir.path().join("data");
+        let output = server
+            .command("initdb")
+            .args(["-A", "trust", "-U", "vigil", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .expect("run initdb");
+        assert!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            server.dir.path().display()
+        );
+        let output = server
+            .command("pg_ctl")
+            .args(["-w", "-t", "30", "-o", &options, "-l"])
+            .arg(server.dir.path().join("server.log"))
+            .arg("-D")
+            .arg(&data)
+            .arg("start")
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            output.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default()
+        );
+        server.port = port;
+        server
+    }
+
+    /// A libpq connection string for user `vigil`, database `postgres`.
+    pub fn connection(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=vigil dbname=postgres connect_timeout=5",
+            self.port
+        )
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = self
+            .command("pg_ctl")
+            .args(["-m", "immediate", "-D"])
+            .arg(&data)
+            .arg("stop")
+            .output();
+    }
+}

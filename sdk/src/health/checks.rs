@@ -98,3 +98,36 @@ pub(super) fn gpu() -> CheckOutcome {
         Err(e) => Err(format!("NVML cannot count GPUs: {e}")),
     }
 }
+
+/// PostgreSQL answers `SELECT 1`.
+#[cfg(feature = "postgres")]
+pub(super) async fn postgres(connection: String) -> CheckOutcome {
+    let (client, driver) = tokio_postgres::connect(&connection, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("cannot connect to PostgreSQL: {}", describe(&e)))?;
+    let driver = tokio::spawn(driver);
+    let outcome = client
+        .simple_query("SELECT 1")
+        .await
+        .map(|_| "SELECT 1 answered".to_string())
+        .map_err(|e| format!("SELECT 1 failed: {}", describe(&e)));
+    drop(client);
+    let _ = driver.await;
+    outcome
+}
+
+/// What the server said (`database "x" does not exist`), or the error and its causes.
+#[cfg(feature = "postgres")]
+fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return db.message().to_string();
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -195,6 +195,14 @@ impl HealthChecker {
         self.custom(name, critical, move || checks::tcp(address.clone()))
     }
 
+    /// PostgreSQL at `connection` (`host=… port=… user=… dbname=…`, or a `postgresql://` URL) answers
+    /// `SELECT 1` (cargo feature `postgres`).
+    #[cfg(feature = "postgres")]
+    pub fn postgres(self, name: &str, connection: &str, critical: bool) -> Self {
+        let connection = connection.to_string();
+        self.custom(name, critical, move || checks::postgres(connection.clone()))
+    }
+
     /// `GET url` (plain `http://`) answers with a 2xx status.
     pub fn http(self, name: &str, url: &str, critical: bool) -> Self {
         let url = url.to_string();
