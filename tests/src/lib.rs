@@ -775,3 +775,79 @@ impl Drop for Postgres {
             .output();
     }
 }
+
+/// An MLflow tracking server (`mlflow server`, sqlite backend, one worker) from the test venv, on a free
+/// loopback port; the whole process group is stopped when dropped.
+pub struct MlflowServer {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl MlflowServer {
+    /// Starts the server and waits (up to 90 s) until `/health` answers.
+    pub fn start() -> MlflowServer {
+        use std::os::unix::process::CommandExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (port, held) = reserve_port();
+        drop(held);
+        let child = Command::new(python())
+            .args([
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--workers",
+                "1",
+            ])
+            .args(["--port", &port.to_string()])
+            .arg("--backend-store-uri")
+            .arg(format!("sqlite:///{}/mlflow.db", dir.path().display()))
+            .arg("--default-artifact-root")
+            .arg(dir.path().join("artifacts"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("server.log")).expect("log file"))
+            .process_group(0)
+            .spawn()
+            .expect("start mlflow (scripts/test installs it in the test venv)");
+        let server = MlflowServer {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+            _dir: dir,
+        };
+        let address = format!("127.0.0.1:{port}");
+        let ready = eventually(Duration::from_secs(90), || {
+            http("GET", &address, "/health", &[], b"").is_ok_and(|r| r.status == 200)
+        });
+        assert!(
+            ready,
+            "mlflow server not ready after 90 s:\n{}",
+            std::fs::read_to_string(server._dir.path().join("server.log")).unwrap_or_default()
+        );
+        server
+    }
+
+    /// Stops the server (and its workers) now.
+    pub fn stop(&mut self) {
+        const SIGTERM: i32 = 15;
+        let Ok(group) = i32::try_from(self.child.id()) else {
+            return;
+        };
+        // The server's process group (its workers too); a group id of 0 or 1 would reach far more.
+        if group > 1 {
+            // SAFETY: kill(2) with a negative pid signals exactly that process group.
+            unsafe {
+                libc_kill(-group, SIGTERM);
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for MlflowServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
