@@ -11,11 +11,13 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use tracing::{debug, info, info_span};
 use tracing_subscriber::layer::SubscriberExt;
 
-fn bench(c: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut group = c.benchmark_group("info_line_3_fields");
-
-    let (subscriber, guard) = vigil::Builder::new("bench")
+/// Vigil writing JSON lines to `file` in `dir`, masking or not.
+fn vigil_subscriber(
+    dir: &std::path::Path,
+    file: &str,
+    masking: bool,
+) -> (impl tracing::Subscriber + Send + Sync, vigil::Guard) {
+    let builder = vigil::Builder::new("bench")
         .console(false)
         .otlp(false)
         .filter("info")
@@ -23,10 +25,21 @@ fn bench(c: &mut Criterion) {
         // measured thread, so it is off here (rotation by size and day stays on).
         .json_file(vigil::log::file::FileOptions {
             compress: false,
-            ..vigil::log::file::FileOptions::new(dir.path().join("vigil.jsonl"))
-        })
-        .build()
-        .expect("vigil subscriber");
+            ..vigil::log::file::FileOptions::new(dir.join(file))
+        });
+    let builder = if masking {
+        builder
+    } else {
+        builder.without_masking()
+    };
+    builder.build().expect("vigil subscriber")
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut group = c.benchmark_group("info_line_3_fields");
+
+    let (subscriber, guard) = vigil_subscriber(dir.path(), "vigil.jsonl", true);
     tracing::subscriber::with_default(subscriber, || {
         let span = info_span!("request", request_id = "r-1");
         let _entered = span.enter();
@@ -47,17 +60,7 @@ fn bench(c: &mut Criterion) {
     drop(guard);
 
     // The same line with masking turned off, to show what masking (on by default) costs.
-    let (subscriber, guard) = vigil::Builder::new("bench")
-        .console(false)
-        .otlp(false)
-        .filter("info")
-        .without_masking()
-        .json_file(vigil::log::file::FileOptions {
-            compress: false,
-            ..vigil::log::file::FileOptions::new(dir.path().join("unmasked.jsonl"))
-        })
-        .build()
-        .expect("vigil subscriber");
+    let (subscriber, guard) = vigil_subscriber(dir.path(), "unmasked.jsonl", false);
     tracing::subscriber::with_default(subscriber, || {
         let span = info_span!("request", request_id = "r-1");
         let _entered = span.enter();

@@ -14,6 +14,8 @@ import logging
 import os
 import sys
 
+from checked import Checked, failures
+
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -58,23 +60,6 @@ elif protocol == "http/json":
 else:
     sys.exit(f"unknown protocol {protocol!r}")
 
-failures = []
-
-
-class Checked:
-    """Wraps an exporter and records every non-success result."""
-
-    def __init__(self, inner, signal):
-        self.inner, self.signal = inner, signal
-
-    def export(self, batch, *args, **kw):
-        result = self.inner.export(batch, *args, **kw)
-        if result.name != "SUCCESS":
-            failures.append(f"{self.signal}: {result}")
-        return result
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 resource = Resource.create({"service.name": "python-e2e", "vigil.run_id": run_id, "deployment.environment": protocol})

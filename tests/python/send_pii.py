@@ -13,6 +13,8 @@ import json
 import logging
 import sys
 
+from checked import Checked, failures
+
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -26,23 +28,6 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
 endpoint, corpus_path = sys.argv[1:3]
-failures = []
-
-
-class Checked:
-    """Wraps an exporter and records every non-success result."""
-
-    def __init__(self, inner, signal):
-        self.inner, self.signal = inner, signal
-
-    def export(self, batch, *args, **kw):
-        result = self.inner.export(batch, *args, **kw)
-        if result.name != "SUCCESS":
-            failures.append(f"{self.signal}: {result}")
-        return result
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 url = f"http://{endpoint}"

@@ -11,13 +11,17 @@ pub mod tail_sampling;
 #[cfg(test)]
 pub(crate) mod test_support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vigil_proto::otlp::Signal;
 
 use crate::config::{Checker, ComponentId};
-use crate::pipeline::SharedConsumer;
+use crate::pipeline::queue::{BoundedQueue, QueueGauges, QueueReceiver};
+use crate::pipeline::{Batch, BoxFuture, Consumer, Refusal, SharedConsumer};
 use crate::telemetry::Registry;
 
 /// A processor's configuration, by type.
@@ -111,4 +115,58 @@ pub struct Built {
     pub entry: SharedConsumer,
     /// The task to stop at shutdown, for stateful processors.
     pub stage: Option<StageTask>,
+}
+
+/// A bounded queue in front of a stateful processor, its size and capacity published as self-metrics.
+pub fn processor_queue(
+    capacity: usize,
+    context: &ProcessorContext<'_>,
+) -> (BoundedQueue, QueueReceiver) {
+    let (queue, receiver) = BoundedQueue::new(capacity);
+    let id = context.id.to_string();
+    queue.publish_gauges(
+        context.registry,
+        QueueGauges {
+            size_name: "vigil_processor_queue_size",
+            size_help: "Requests waiting in a processor's queue.",
+            capacity_name: "vigil_processor_queue_capacity",
+            capacity_help: "Most requests a processor's queue holds.",
+        },
+        &[("processor", id.as_str()), ("pipeline", context.pipeline)],
+    );
+    (queue, receiver)
+}
+
+/// The entry of a stateful processor: admission into its queue, counting what is admitted as held by the
+/// stage until the stage's task hands it on.
+pub struct QueuedEntry {
+    queue: BoundedQueue,
+    held_items: Arc<AtomicU64>,
+}
+
+impl QueuedEntry {
+    /// Admits into `queue`, adding admitted items to `held_items`.
+    pub fn new(queue: BoundedQueue, held_items: Arc<AtomicU64>) -> Self {
+        QueuedEntry { queue, held_items }
+    }
+}
+
+impl Consumer for QueuedEntry {
+    fn try_consume(&self, batch: Batch) -> Result<(), Refusal> {
+        let items = batch.items;
+        let permit = self.queue.try_reserve()?;
+        self.held_items.fetch_add(items, Ordering::Relaxed);
+        permit.send(batch);
+        Ok(())
+    }
+
+    fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), Refusal>> {
+        Box::pin(async move {
+            let items = batch.items;
+            let permit = self.queue.reserve().await?;
+            self.held_items.fetch_add(items, Ordering::Relaxed);
+            permit.send(batch);
+            Ok(())
+        })
+    }
 }

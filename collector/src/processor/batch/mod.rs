@@ -19,10 +19,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use vigil_proto::otlp::scan;
 
-use super::{Built, ProcessorContext, StageTask};
+use super::{Built, ProcessorContext, QueuedEntry, StageTask};
 use crate::config::Checker;
-use crate::pipeline::queue::{BoundedQueue, QueueGauges, QueueReceiver};
-use crate::pipeline::{Batch, BoxFuture, Chunk, Consumer, Refusal, SharedConsumer};
+use crate::pipeline::queue::QueueReceiver;
+use crate::pipeline::{Batch, Chunk, SharedConsumer};
 use crate::telemetry::{Counter, Histogram};
 
 /// `processors.batch`.
@@ -94,20 +94,10 @@ struct Metrics {
 
 /// Builds a batch processor in front of `next`.
 pub fn build(config: &BatchConfig, context: ProcessorContext<'_>, next: SharedConsumer) -> Built {
-    let (queue, receiver) = BoundedQueue::new(config.queue_size);
+    let (queue, receiver) = super::processor_queue(config.queue_size, &context);
     let id = context.id.to_string();
     let labels = [("processor", id.as_str()), ("pipeline", context.pipeline)];
     let registry = context.registry;
-    queue.publish_gauges(
-        registry,
-        QueueGauges {
-            size_name: "vigil_processor_queue_size",
-            size_help: "Requests waiting in a processor's queue.",
-            capacity_name: "vigil_processor_queue_capacity",
-            capacity_help: "Most requests a processor's queue holds.",
-        },
-        &labels,
-    );
     let trigger = |reason: &'static str| {
         registry.counter(
             "vigil_processor_batch_sends_total",
@@ -141,41 +131,12 @@ pub fn build(config: &BatchConfig, context: ProcessorContext<'_>, next: SharedCo
     };
     let task = tokio::spawn(batcher.run(receiver, closing_rx));
     Built {
-        entry: Arc::new(Entry {
-            queue,
-            held_items: held_items.clone(),
-        }),
+        entry: Arc::new(QueuedEntry::new(queue, held_items.clone())),
         stage: Some(StageTask {
             closing,
             task,
             held_items,
         }),
-    }
-}
-
-/// The batcher's queue, counting the items inside the processor.
-struct Entry {
-    queue: BoundedQueue,
-    held_items: Arc<AtomicU64>,
-}
-
-impl Consumer for Entry {
-    fn try_consume(&self, batch: Batch) -> Result<(), Refusal> {
-        let items = batch.items;
-        let permit = self.queue.try_reserve()?;
-        self.held_items.fetch_add(items, Ordering::Relaxed);
-        permit.send(batch);
-        Ok(())
-    }
-
-    fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), Refusal>> {
-        Box::pin(async move {
-            let items = batch.items;
-            let permit = self.queue.reserve().await?;
-            self.held_items.fetch_add(items, Ordering::Relaxed);
-            permit.send(batch);
-            Ok(())
-        })
     }
 }
 

@@ -26,10 +26,10 @@ use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 
 use self::buffer::{Limits, Metrics, Output, TraceBuffer};
 use self::policy::{Policy, PolicyConfig};
-use super::{Built, ProcessorContext, StageTask};
+use super::{Built, ProcessorContext, QueuedEntry, StageTask};
 use crate::config::Checker;
-use crate::pipeline::queue::{BoundedQueue, QueueGauges, QueueReceiver};
-use crate::pipeline::{Batch, BoxFuture, Consumer, Refusal, SharedConsumer};
+use crate::pipeline::queue::QueueReceiver;
+use crate::pipeline::{Batch, SharedConsumer};
 
 /// `processors.tail_sampling.decision_cache`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -147,18 +147,8 @@ pub fn build(
         .collect();
     let metrics = Metrics::new(context.registry, &id, context.pipeline, &policies);
     let buffer = TraceBuffer::new(config.limits(), policies, metrics);
-    let (queue, receiver) = BoundedQueue::new(config.queue_size);
+    let (queue, receiver) = super::processor_queue(config.queue_size, &context);
     let labels = [("processor", id.as_str()), ("pipeline", context.pipeline)];
-    queue.publish_gauges(
-        context.registry,
-        QueueGauges {
-            size_name: "vigil_processor_queue_size",
-            size_help: "Requests waiting in a processor's queue.",
-            capacity_name: "vigil_processor_queue_capacity",
-            capacity_help: "Most requests a processor's queue holds.",
-        },
-        &labels,
-    );
     let held_items = Arc::new(AtomicU64::new(0));
     let buffered_traces = Arc::new(AtomicU64::new(0));
     let buffered_bytes = Arc::new(AtomicU64::new(0));
@@ -189,41 +179,12 @@ pub fn build(
     };
     let task = tokio::spawn(sampler.run(receiver, closing_rx));
     Built {
-        entry: Arc::new(Entry {
-            queue,
-            held_items: held_items.clone(),
-        }),
+        entry: Arc::new(QueuedEntry::new(queue, held_items.clone())),
         stage: Some(StageTask {
             closing,
             task,
             held_items,
         }),
-    }
-}
-
-/// The sampler's queue, counting the spans inside the processor.
-struct Entry {
-    queue: BoundedQueue,
-    held_items: Arc<AtomicU64>,
-}
-
-impl Consumer for Entry {
-    fn try_consume(&self, batch: Batch) -> Result<(), Refusal> {
-        let items = batch.items;
-        let permit = self.queue.try_reserve()?;
-        self.held_items.fetch_add(items, Ordering::Relaxed);
-        permit.send(batch);
-        Ok(())
-    }
-
-    fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), Refusal>> {
-        Box::pin(async move {
-            let items = batch.items;
-            let permit = self.queue.reserve().await?;
-            self.held_items.fetch_add(items, Ordering::Relaxed);
-            permit.send(batch);
-            Ok(())
-        })
     }
 }
 
