@@ -151,6 +151,7 @@ async fn the_endpoint_answers_orchestrators_with_status_codes_and_json() {
 async fn the_gpu_check_reports_what_nvml_sees() {
     let report = HealthChecker::new().gpu(false).overall_health().await;
     let gpu = &report.checks[0];
+    println!("gpu check: {:?}: {}", gpu.status, gpu.message);
     match gpu.status {
         Status::Healthy => assert!(gpu.message.contains("GPU")),
         _ => assert!(
