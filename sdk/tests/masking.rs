@@ -82,7 +82,7 @@ fn file_sinks_for(opt_in: bool) -> Vec<String> {
     };
     let yaml = format!(
         "logging:\n  version: 1\n  formatters:\n    json: {{class: json}}\n    plain: {{format: '%(message)s'}}\n  \
-         handlers:\n    json_file: {{class: file, formatter: json, filename: '{dir}/app.jsonl'}}\n    \
+         handlers:\n    json_file: {{class: logging.FileHandler, formatter: json, filename: '{dir}/app.jsonl'}}\n    \
          text_file: {{class: file, formatter: plain, filename: '{dir}/app.log'}}\n  \
          root: {{level: INFO, handlers: [json_file, text_file]}}\n{mask}",
         dir = dir.path().display()

@@ -15,8 +15,9 @@
 //!   root: {level: DEBUG, handlers: [console, file, otlp]}
 //! ```
 //!
-//! Python class paths become Vigil names: `JSONFormatter` → `class: json`, `logging.StreamHandler` →
-//! `console`, `RotatingFileHandler`/`TimedRotatingFileHandler` → `file`, and any handler that ships records to a
+//! Python class paths become Vigil names (and Python's own handler paths are accepted as written):
+//! `JSONFormatter` → `class: json`, `logging.StreamHandler` → `console`, `logging.FileHandler`,
+//! `logging.handlers.RotatingFileHandler`/`TimedRotatingFileHandler`/`WatchedFileHandler` → `file`, and any handler that ships records to a
 //! remote system (such as an MLflow handler) → `otlp`, which sends them to the collector. Logger names map to
 //! `tracing` targets (`my_crate.db` → `my_crate::db`). Every error names the file, line and column.
 
@@ -348,7 +349,16 @@ fn build(
                 }
             },
         };
-        let sink = match handler.class.as_str() {
+        // Python's own class paths are accepted as they are written in a `dictConfig`.
+        let class = match handler.class.as_str() {
+            "logging.StreamHandler" => "console",
+            "logging.FileHandler"
+            | "logging.handlers.RotatingFileHandler"
+            | "logging.handlers.TimedRotatingFileHandler"
+            | "logging.handlers.WatchedFileHandler" => "file",
+            other => other,
+        };
+        let sink = match class {
             "console" => match handler.stream.as_deref() {
                 None | Some("stderr") | Some("ext://sys.stderr") => Sink::Stderr,
                 Some("stdout") | Some("ext://sys.stdout") => Sink::Stdout,
@@ -497,6 +507,23 @@ fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_handler_class_paths_are_accepted() {
+        let text = "version: 1\nformatters:\n  json: {class: json}\nhandlers:\n  out: {class: logging.StreamHandler, stream: ext://sys.stdout}\n  plain: {class: logging.FileHandler, filename: /tmp/x.log, formatter: json}\n  rotating: {class: logging.handlers.RotatingFileHandler, filename: /tmp/y.log, maxBytes: 1000, backupCount: 2, formatter: json}\nroot: {level: INFO, handlers: [out, plain, rotating]}\n";
+        let config = LoggingConfig::parse(text, "python.yaml").unwrap();
+        let sinks: Vec<&str> = config
+            .handlers
+            .iter()
+            .map(|h| match h.sink {
+                Sink::Stdout => "stdout",
+                Sink::Stderr => "stderr",
+                Sink::File(_) => "file",
+                Sink::Otlp => "otlp",
+            })
+            .collect();
+        assert_eq!(sinks, ["stdout", "file", "file"]);
+    }
 
     #[test]
     fn accepts_the_shipped_default_config() {
