@@ -78,41 +78,53 @@ impl Scanner<'_> {
     /// a table lookup per byte.
     pub(crate) fn could_match(&self, text: &str) -> bool {
         let b = text.as_bytes();
-        let (mut digits, mut dots, mut colons) = (0usize, 0usize, 0usize);
-        for (i, &c) in b.iter().enumerate() {
-            // Almost every byte is a letter with no meaning here: one table lookup and on.
-            match TRIGGER[usize::from(c)] {
-                T_NONE => {}
-                T_DIGIT => digits += 1,
-                T_DOT => dots += 1,
-                T_COLON => colons += 1,
-                // E-mail and URL credentials; pairs.
-                T_AT_EQ => return true,
-                // Private keys.
-                T_DASH if b[i..].starts_with(b"-----") => return true,
-                // `Bearer x` / `Basic x`: a space after such a word.
-                T_SPACE
-                    if (i >= 6 && b[i - 6..i].eq_ignore_ascii_case(b"bearer"))
-                        || (i >= 5 && b[i - 5..i].eq_ignore_ascii_case(b"basic")) =>
-                {
+        // One branch-free pass: counts, and which kinds of bytes that need a closer look occur at all.
+        let (mut digits, mut dots, mut colons, mut seen) = (0usize, 0usize, 0usize, 0u8);
+        for &c in b {
+            let t = TRIGGER[usize::from(c)];
+            digits += usize::from(t == T_DIGIT);
+            dots += usize::from(t == T_DOT);
+            colons += usize::from(t == T_COLON);
+            seen |= SEEN[usize::from(t)];
+        }
+        if seen & S_AT_EQ != 0
+            || colons >= 1
+            || digits >= 12
+            || (dots >= 3 && digits >= 4)
+            || (self.on(Detector::Phone) && digits >= 7)
+            || (self.on(Detector::Iban) && digits >= 2 && b.len() >= 15)
+        {
+            return true;
+        }
+        // Private keys.
+        if seen & S_DASH != 0 {
+            let mut run = 0;
+            for &c in b {
+                run = if c == b'-' { run + 1 } else { 0 };
+                if run == 5 {
                     return true;
                 }
-                // A key or token shape starting here (at a token start or after a delimiter).
-                T_KEY_START
-                    if b.len() - i >= 15
-                        && (i == 0
-                            || is_sep(b[i - 1])
-                            || matches!(b[i - 1], b'/' | b'?' | b'&'))
-                        && key_prefix(&b[i..]) =>
-                {
-                    return true;
-                }
-                _ => {}
             }
         }
-        let phone = self.on(Detector::Phone) && digits >= 7;
-        let iban = self.on(Detector::Iban) && digits >= 2 && b.len() >= 15;
-        digits >= 12 || (dots >= 3 && digits >= 4) || colons >= 1 || phone || iban
+        // `Bearer x` / `Basic x`: a space after such a word.
+        if seen & S_SPACE != 0
+            && b.len() >= 6
+            && b.iter().enumerate().any(|(i, &c)| {
+                c == b' '
+                    && ((i >= 6 && b[i - 6..i].eq_ignore_ascii_case(b"bearer"))
+                        || (i >= 5 && b[i - 5..i].eq_ignore_ascii_case(b"basic")))
+            })
+        {
+            return true;
+        }
+        // A key or token shape starting at a token start or after a delimiter.
+        seen & S_KEY_START != 0
+            && b.len() >= 15
+            && (0..=b.len() - 15).any(|i| {
+                TRIGGER[usize::from(b[i])] == T_KEY_START
+                    && (i == 0 || is_sep(b[i - 1]) || matches!(b[i - 1], b'/' | b'?' | b'&'))
+                    && key_prefix(&b[i..])
+            })
     }
 
     /// Appends every match in `text` to `hits`, in order and without overlaps.
@@ -377,6 +389,14 @@ const T_AT_EQ: u8 = 4;
 const T_DASH: u8 = 5;
 const T_SPACE: u8 = 6;
 const T_KEY_START: u8 = 7;
+
+const S_AT_EQ: u8 = 1;
+const S_DASH: u8 = 2;
+const S_SPACE: u8 = 4;
+const S_KEY_START: u8 = 8;
+
+/// Which byte kinds need a closer look, by `TRIGGER` class.
+static SEEN: [u8; 8] = [0, 0, 0, 0, S_AT_EQ, S_DASH, S_SPACE, S_KEY_START];
 
 /// What each byte can mean to [`Scanner::could_match`].
 static TRIGGER: [u8; 256] = {
