@@ -22,7 +22,24 @@ pub fn port_lock() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Ports handed out come from below the kernel's ephemeral range (32768 and up on Linux): a port the kernel
+/// gives to outgoing connections could otherwise be taken, between release and bind, by any client socket.
+const PORTS_FROM: u16 = 20_000;
+const PORTS_TO: u16 = 32_000;
+
 fn bind_any() -> (u16, TcpListener) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Each process starts at its own place in the range, then moves on, so ports do not repeat.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(PORTS_TO - PORTS_FROM);
+    let seed = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let offset = (seed + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = PORTS_FROM + offset as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return (port, listener);
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("no free loopback port");
     let port = listener.local_addr().expect("bound address").port();
     (port, listener)
