@@ -45,6 +45,9 @@ fn training_job_telemetry_reaches_the_collector(protocol: &str) {
         .env("VIGIL_LOG_FILE", &job_log)
         .env("EPOCHS", "3")
         .env("RUST_LOG", "info")
+        // The head sampler, keeping everything: the threshold it records must reach the collector.
+        .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+        .env("OTEL_TRACES_SAMPLER_ARG", "1.0")
         .output()
         .unwrap();
     assert!(
@@ -69,6 +72,14 @@ fn training_job_telemetry_reaches_the_collector(protocol: &str) {
         .expect("training_run span");
     let epochs: Vec<&Value> = all_spans.iter().filter(|s| s["name"] == "epoch").collect();
     assert_eq!(epochs.len(), 3);
+    assert!(
+        all_spans.iter().all(|s| s["traceState"] == "ot=th:0"),
+        "every span carries the sampling threshold: {:?}",
+        all_spans
+            .iter()
+            .map(|s| &s["traceState"])
+            .collect::<Vec<_>>()
+    );
     assert!(
         epochs
             .iter()
