@@ -43,7 +43,7 @@ impl Masker {
                 Masked::Drop => Change::Drop,
             };
         }
-        let text = |text: &str| match self.attribute(key, text) {
+        let text = |text: &str| match self.content(text) {
             Masked::Keep(Cow::Borrowed(_)) => Change::None,
             Masked::Keep(Cow::Owned(text)) => Change::Replace(Value::String(text.into())),
             Masked::Drop => Change::Drop,
@@ -56,7 +56,7 @@ impl Masker {
             Value::Array(Array::String(items)) => {
                 let mut masked: Option<Vec<StringValue>> = None;
                 for (index, item) in items.iter().enumerate() {
-                    match self.attribute(key, item.as_str()) {
+                    match self.content(item.as_str()) {
                         Masked::Keep(Cow::Borrowed(_)) => {}
                         Masked::Keep(Cow::Owned(text)) => {
                             masked.get_or_insert_with(|| items.clone())[index] = text.into();
