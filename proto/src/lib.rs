@@ -4,6 +4,7 @@
 //! generator and the tests agree on one definition.
 //!
 //! * [`rpc`] holds `google.rpc.Status`, the OTLP/HTTP error body.
+//! * [`prometheus`] holds the Prometheus remote-write 1.0 messages.
 //! * [`otlp`] re-exports the OTLP messages of `opentelemetry-proto` (with its OTLP/JSON serde support) and adds
 //!   [`otlp::scan`], a zero-copy validator that walks an encoded `Export*ServiceRequest` without building it.
 //!
@@ -26,4 +27,5 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod otlp;
+pub mod prometheus;
 pub mod rpc;

@@ -429,7 +429,13 @@ impl Config {
         let service = check
             .decode::<RawService>("service", &raw.service)
             .map(|service| resolve_service(&mut check, service, &declared, &exporters));
-        check_endpoints(&mut check, &receivers, &extensions, service.as_ref());
+        check_endpoints(
+            &mut check,
+            &receivers,
+            &extensions,
+            &exporters,
+            service.as_ref(),
+        );
 
         let mut errors = check.errors;
         errors.sort_by_key(|e| (e.location.line, e.location.column));
@@ -601,6 +607,7 @@ fn check_endpoints(
     check: &mut Checker<'_>,
     receivers: &Decoded<ReceiverConfig>,
     extensions: &Decoded<ExtensionConfig>,
+    exporters: &Decoded<ExporterConfig>,
     service: Option<&ServiceConfig>,
 ) {
     let mut listeners: Vec<(String, String)> = Vec::new();
@@ -608,6 +615,9 @@ fn check_endpoints(
         listeners.extend(config.listen_endpoints(path));
     }
     for (path, config) in extensions.values() {
+        listeners.extend(config.listen_endpoints(path));
+    }
+    for (path, config) in exporters.values() {
         listeners.extend(config.listen_endpoints(path));
     }
     if let Some(address) = service.and_then(|s| s.telemetry.metrics.address.clone()) {

@@ -6,6 +6,8 @@ pub mod file;
 pub mod nop;
 pub mod otlp;
 pub mod otlphttp;
+pub mod prometheus;
+pub mod prometheusremotewrite;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -17,6 +19,7 @@ use vigil_proto::otlp::Signal;
 
 use crate::config::{Checker, ComponentId};
 use crate::pipeline::{Batch, BoxFuture};
+use crate::telemetry::Registry;
 
 /// Why an export attempt failed, which decides whether it is retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +174,10 @@ pub enum ExporterConfig {
     Debug(debug::DebugExporterConfig),
     /// `nop`: accepts, counts and discards.
     Nop(nop::NopExporterConfig),
+    /// `prometheus`: serves `/metrics` for Prometheus to scrape.
+    Prometheus(prometheus::PrometheusExporterConfig),
+    /// `prometheusremotewrite`: pushes with the remote-write 1.0 protocol.
+    PrometheusRemoteWrite(prometheusremotewrite::RemoteWriteConfig),
 }
 
 impl ExporterConfig {
@@ -182,10 +189,17 @@ impl ExporterConfig {
             "file" => ExporterConfig::File(check.decode(path, value)?),
             "debug" => ExporterConfig::Debug(check.decode(path, value)?),
             "nop" => ExporterConfig::Nop(check.decode(path, value)?),
+            "prometheus" => ExporterConfig::Prometheus(check.decode(path, value)?),
+            "prometheusremotewrite" => {
+                ExporterConfig::PrometheusRemoteWrite(check.decode(path, value)?)
+            }
             other => {
                 check.error(
                     path,
-                    format!("unknown exporter type `{other}`; known types: otlp, otlphttp, file, debug, nop"),
+                    format!(
+                        "unknown exporter type `{other}`; known types: otlp, otlphttp, file, debug, nop, \
+                         prometheus, prometheusremotewrite"
+                    ),
                 );
                 return None;
             }
@@ -213,7 +227,17 @@ impl ExporterConfig {
             ExporterConfig::Otlp(c) => c.validate(check, path),
             ExporterConfig::OtlpHttp(c) => c.validate(check, path),
             ExporterConfig::File(c) => c.validate(check, path),
+            ExporterConfig::Prometheus(c) => c.validate(check, path),
+            ExporterConfig::PrometheusRemoteWrite(c) => c.validate(check, path),
             ExporterConfig::Debug(_) | ExporterConfig::Nop(_) => {}
+        }
+    }
+
+    /// Addresses it listens on, as `(config path, endpoint)`, so clashes with other listeners are reported.
+    pub fn listen_endpoints(&self, path: &str) -> Vec<(String, String)> {
+        match self {
+            ExporterConfig::Prometheus(c) => vec![(format!("{path}.endpoint"), c.endpoint.clone())],
+            _ => Vec::new(),
         }
     }
 
@@ -223,6 +247,13 @@ impl ExporterConfig {
             ExporterConfig::OtlpHttp(c) if c.url(signal).is_none() => Some(format!(
                 "has no URL for {signal}: set `endpoint` or `{signal}_endpoint`"
             )),
+            ExporterConfig::Prometheus(_) | ExporterConfig::PrometheusRemoteWrite(_)
+                if signal != Signal::Metrics =>
+            {
+                Some(format!(
+                    "exports metrics only; it cannot be used in a {signal} pipeline"
+                ))
+            }
             _ => None,
         }
     }
@@ -235,6 +266,8 @@ impl ExporterConfig {
             ExporterConfig::File(c) => &c.sending_queue,
             ExporterConfig::Debug(c) => &c.sending_queue,
             ExporterConfig::Nop(c) => &c.sending_queue,
+            ExporterConfig::Prometheus(c) => &c.sending_queue,
+            ExporterConfig::PrometheusRemoteWrite(c) => &c.sending_queue,
         }
     }
 
@@ -244,7 +277,11 @@ impl ExporterConfig {
             ExporterConfig::Otlp(c) => c.retry_on_failure.clone(),
             ExporterConfig::OtlpHttp(c) => c.retry_on_failure.clone(),
             ExporterConfig::File(c) => c.retry_on_failure.clone(),
-            ExporterConfig::Debug(_) | ExporterConfig::Nop(_) => RetrySettings {
+            // Remote write retries inside the exporter: a retried batch must not be accumulated twice.
+            ExporterConfig::Debug(_)
+            | ExporterConfig::Nop(_)
+            | ExporterConfig::Prometheus(_)
+            | ExporterConfig::PrometheusRemoteWrite(_) => RetrySettings {
                 enabled: false,
                 ..RetrySettings::default()
             },
@@ -252,7 +289,7 @@ impl ExporterConfig {
     }
 
     /// Builds the exporter (opens files, creates clients; connections are made lazily).
-    pub fn build(&self, id: &ComponentId) -> Result<Box<dyn Exporter>, String> {
+    pub fn build(&self, id: &ComponentId, registry: &Registry) -> Result<Box<dyn Exporter>, String> {
         Ok(match self {
             ExporterConfig::Otlp(c) => {
                 Box::new(otlp::OtlpExporter::new(c).map_err(|e| format!("exporter {id}: {e}"))?)
@@ -265,6 +302,14 @@ impl ExporterConfig {
             }
             ExporterConfig::Debug(c) => Box::new(debug::DebugExporter::new(c)),
             ExporterConfig::Nop(_) => Box::new(nop::NopExporter),
+            ExporterConfig::Prometheus(c) => Box::new(
+                prometheus::PrometheusExporter::new(c, &id.to_string(), registry)
+                    .map_err(|e| format!("exporter {id}: {e}"))?,
+            ),
+            ExporterConfig::PrometheusRemoteWrite(c) => Box::new(
+                prometheusremotewrite::RemoteWriteExporter::new(c, &id.to_string(), registry)
+                    .map_err(|e| format!("exporter {id}: {e}"))?,
+            ),
         })
     }
 }

@@ -68,7 +68,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
             let Some(exporter_config) = config.exporters.get(id) else {
                 return Err(format!("exporter `{id}` is not defined"));
             };
-            let exporter = exporter_config.build(id)?;
+            let exporter = exporter_config.build(id, &registry)?;
             let worker = ExporterWorker::start(
                 &id.to_string(),
                 exporter,

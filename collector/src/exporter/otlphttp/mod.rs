@@ -164,36 +164,7 @@ impl OtlpHttpExporter {
                 .map(|url| Uri::from_str(&url).map_err(|e| format!("`{url}` is not a URL: {e}")))
                 .transpose()
         };
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        match &config.tls.ca_file {
-            Some(ca) => {
-                let pem = std::fs::read(ca).map_err(|e| format!("cannot read `{ca}`: {e}"))?;
-                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                    let cert = cert.map_err(|e| format!("`{ca}` is not a PEM bundle: {e}"))?;
-                    roots.add(cert).map_err(|e| format!("`{ca}`: {e}"))?;
-                }
-            }
-            None => {
-                for cert in rustls_native_certs::load_native_certs().certs {
-                    let _ = roots.add(cert);
-                }
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup failed: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .build();
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let client = http_client(&config.tls)?;
         Ok(OtlpHttpExporter {
             client,
             urls: [
@@ -244,6 +215,43 @@ impl OtlpHttpExporter {
             Compression::Zstd => Bytes::from(zstd::bulk::compress(&raw, 1).map_err(io)?),
         })
     }
+}
+
+/// The HTTP(S) client of exporters that POST: h1/h2, TLS with the system roots or `tls.ca_file`.
+pub fn http_client(
+    tls_config: &HttpClientTls,
+) -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, String> {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        match &tls_config.ca_file {
+            Some(ca) => {
+                let pem = std::fs::read(ca).map_err(|e| format!("cannot read `{ca}`: {e}"))?;
+                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                    let cert = cert.map_err(|e| format!("`{ca}` is not a PEM bundle: {e}"))?;
+                    roots.add(cert).map_err(|e| format!("`{ca}`: {e}"))?;
+                }
+            }
+            None => {
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+    Ok(client)
 }
 
 /// Parses `Retry-After`: delay seconds or an HTTP date.

@@ -191,8 +191,7 @@ impl Consumer {
     }
 
     async fn deliver(&self, batch: &Batch) {
-        let started = Instant::now();
-        let mut interval = self.retry.initial_interval;
+        let mut backoff = Backoff::new(&self.retry);
         loop {
             match self.exporter.export(batch).await {
                 Ok(exported) => {
@@ -219,29 +218,55 @@ impl Consumer {
                     message,
                     retry_after,
                 }) => {
-                    let wait = retry_after
-                        .unwrap_or_default()
-                        .max(jitter(interval, self.retry.randomization_factor));
-                    let limit = self.retry.max_elapsed_time;
-                    let out_of_time = !limit.is_zero() && started.elapsed() + wait > limit;
-                    if !self.retry.enabled || out_of_time {
+                    let Some(wait) = backoff.next_wait(retry_after) else {
                         self.accounts.retries_exhausted.add(batch.items);
                         tracing::error!(
                             exporter = %self.id, items = batch.items, error = %message,
                             "export failed and retries are exhausted; batch dropped"
                         );
                         return;
-                    }
+                    };
                     self.accounts.retries.add(1);
                     tracing::warn!(
                         exporter = %self.id, error = %message, retry_in_ms = wait.as_millis() as u64,
                         "export failed; will retry"
                     );
                     tokio::time::sleep(wait).await;
-                    interval = next_interval(interval, &self.retry);
                 }
             }
         }
+    }
+}
+
+/// Exponential backoff with jitter for one item, by `retry_on_failure`; honours the backend's retry hint.
+pub struct Backoff<'a> {
+    settings: &'a RetrySettings,
+    started: Instant,
+    interval: Duration,
+}
+
+impl<'a> Backoff<'a> {
+    /// Starts the clock.
+    pub fn new(settings: &'a RetrySettings) -> Self {
+        Backoff {
+            settings,
+            started: Instant::now(),
+            interval: settings.initial_interval,
+        }
+    }
+
+    /// How long to wait before the next attempt, or `None` when retries are off or out of time.
+    pub fn next_wait(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
+        let wait = retry_after
+            .unwrap_or_default()
+            .max(jitter(self.interval, self.settings.randomization_factor));
+        let limit = self.settings.max_elapsed_time;
+        let out_of_time = !limit.is_zero() && self.started.elapsed() + wait > limit;
+        if !self.settings.enabled || out_of_time {
+            return None;
+        }
+        self.interval = next_interval(self.interval, self.settings);
+        Some(wait)
     }
 }
 

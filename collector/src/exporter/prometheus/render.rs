@@ -1,0 +1,285 @@
+//! The exposition formats: Prometheus text 0.0.4 and OpenMetrics 1.0.0.
+//!
+//! Families are written in name order, each contiguous with its HELP and TYPE lines. Exponential histograms
+//! become classic `_bucket` series with `le` at their bucket boundaries (neither text format can carry native
+//! histograms), downscaled to at most [`MAX_EXPONENTIAL_BUCKETS`] buckets per sign.
+
+use std::io::Write;
+
+use super::naming::Kind;
+use super::store::{ExpBuckets, ExpHistogram, Family, Histogram, Labels, SeriesValue, Store, downscale};
+
+/// The 0.0.4 text format's content type.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// OpenMetrics 1.0.0's content type.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Most classic buckets an exponential histogram becomes, per sign.
+pub const MAX_EXPONENTIAL_BUCKETS: usize = 160;
+
+/// Which exposition format to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`.
+    Text,
+    /// `application/openmetrics-text; version=1.0.0`.
+    OpenMetrics,
+}
+
+impl Format {
+    /// Picks the format from an `Accept` header: OpenMetrics when the scraper ranks it at least as high as
+    /// the text format (Prometheus does by default), else text.
+    pub fn negotiate(accept: Option<&str>, open_metrics_enabled: bool) -> Format {
+        let Some(accept) = accept.filter(|_| open_metrics_enabled) else {
+            return Format::Text;
+        };
+        let mut open_metrics_q = 0.0f32;
+        let mut text_q = 0.0f32;
+        for item in accept.split(',') {
+            let mut parts = item.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let mut q = 1.0f32;
+            for parameter in parts {
+                if let Some(value) = parameter.strip_prefix("q=") {
+                    q = value.trim().parse().unwrap_or(0.0);
+                }
+            }
+            match media.as_str() {
+                "application/openmetrics-text" => open_metrics_q = open_metrics_q.max(q),
+                "text/plain" | "*/*" => text_q = text_q.max(q),
+                _ => {}
+            }
+        }
+        if open_metrics_q > 0.0 && open_metrics_q >= text_q {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    /// Its `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => TEXT_CONTENT_TYPE,
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+}
+
+/// Writes every family of `store`, one shard at a time.
+pub fn render(store: &Store, format: Format) -> Vec<u8> {
+    let mut parts: Vec<(String, Vec<u8>)> = Vec::new();
+    store.for_each_shard(|families| {
+        for (name, family) in families {
+            let mut out = Vec::with_capacity(64 + family.series.len() * 96);
+            write_family(&mut out, name, family, format);
+            parts.push((name.clone(), out));
+        }
+    });
+    parts.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.1.len()).sum::<usize>() + 8);
+    for (_, part) in parts {
+        out.extend_from_slice(&part);
+    }
+    if format == Format::OpenMetrics {
+        out.extend_from_slice(b"# EOF\n");
+    }
+    out
+}
+
+fn write_family(out: &mut Vec<u8>, name: &str, family: &Family, format: Format) {
+    // OpenMetrics names a counter family without `_total` and its sample with it; info families likewise
+    // drop `_info`.
+    let (family_name, type_name) = match (format, family.kind, family.info) {
+        (Format::OpenMetrics, _, true) => (name.strip_suffix("_info").unwrap_or(name), "info"),
+        (Format::OpenMetrics, Kind::Counter, _) => (name.strip_suffix("_total").unwrap_or(name), "counter"),
+        (_, kind, _) => (name, kind.type_name()),
+    };
+    let help = if family.help.is_empty() {
+        name
+    } else {
+        family.help.as_str()
+    };
+    out.extend_from_slice(b"# HELP ");
+    out.extend_from_slice(family_name.as_bytes());
+    out.push(b' ');
+    escape_help(out, help, format);
+    out.extend_from_slice(b"\n# TYPE ");
+    out.extend_from_slice(family_name.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(type_name.as_bytes());
+    out.push(b'\n');
+    let sample_name = match (format, family.kind) {
+        (Format::OpenMetrics, Kind::Counter) => format!("{family_name}_total"),
+        _ => name.to_string(),
+    };
+    for (labels, series) in &family.series {
+        match &series.value {
+            SeriesValue::Number(v) => sample(out, &sample_name, labels, None, *v, format),
+            SeriesValue::Histogram(h) => histogram(out, name, labels, h, format),
+            SeriesValue::Exponential(e) => histogram(out, name, labels, &to_classic(e), format),
+            SeriesValue::Summary(s) => {
+                for (q, v) in &s.quantiles {
+                    sample(out, name, labels, Some(("quantile", *q)), *v, format);
+                }
+                sample(out, &format!("{name}_sum"), labels, None, s.sum, format);
+                sample(out, &format!("{name}_count"), labels, None, s.count as f64, format);
+            }
+        }
+    }
+}
+
+fn histogram(out: &mut Vec<u8>, name: &str, labels: &Labels, h: &Histogram, format: Format) {
+    let bucket = format!("{name}_bucket");
+    let mut cumulative = 0u64;
+    for (bound, count) in h.bounds.iter().zip(&h.counts) {
+        cumulative += count;
+        sample(out, &bucket, labels, Some(("le", *bound)), cumulative as f64, format);
+    }
+    // `+Inf` must equal `_count`, whatever the buckets add up to.
+    sample(out, &bucket, labels, Some(("le", f64::INFINITY)), h.count as f64, format);
+    sample(out, &format!("{name}_sum"), labels, None, h.sum, format);
+    sample(out, &format!("{name}_count"), labels, None, h.count as f64, format);
+}
+
+/// An exponential histogram as classic buckets: negative buckets (most negative first), the zero bucket,
+/// then positive buckets, each with its upper boundary as `le`.
+pub fn to_classic(e: &ExpHistogram) -> Histogram {
+    let mut scale = e.scale;
+    let mut positive = e.positive.clone();
+    let mut negative = e.negative.clone();
+    while positive.counts.len().max(negative.counts.len()) > MAX_EXPONENTIAL_BUCKETS && scale > -10 {
+        positive = downscale(&positive, 1);
+        negative = downscale(&negative, 1);
+        scale -= 1;
+    }
+    let base_power = |index: i32| (index as f64 * (-scale as f64).exp2()).exp2();
+    let mut bounds = Vec::with_capacity(positive.counts.len() + negative.counts.len() + 1);
+    let mut counts = Vec::with_capacity(bounds.capacity());
+    let ExpBuckets {
+        offset: negative_offset,
+        counts: negative_counts,
+    } = &negative;
+    for (i, count) in negative_counts.iter().enumerate().rev() {
+        // Bucket `index` holds values in [-base^(index+1), -base^index): its upper bound is -base^index.
+        bounds.push(-base_power(negative_offset + i as i32));
+        counts.push(*count);
+    }
+    bounds.push(e.zero_threshold.max(0.0));
+    counts.push(e.zero_count);
+    for (i, count) in positive.counts.iter().enumerate() {
+        bounds.push(base_power(positive.offset + i as i32 + 1));
+        counts.push(*count);
+    }
+    // Boundaries may coincide with the zero threshold; keep them strictly ascending.
+    let mut merged_bounds: Vec<f64> = Vec::with_capacity(bounds.len());
+    let mut merged_counts: Vec<u64> = Vec::with_capacity(bounds.len());
+    for (bound, count) in bounds.into_iter().zip(counts) {
+        match merged_bounds.last() {
+            Some(last) if bound <= *last => {
+                if let Some(c) = merged_counts.last_mut() {
+                    *c += count;
+                }
+            }
+            _ => {
+                merged_bounds.push(bound);
+                merged_counts.push(count);
+            }
+        }
+    }
+    merged_counts.push(0);
+    Histogram {
+        bounds: merged_bounds,
+        counts: merged_counts,
+        sum: e.sum,
+        count: e.count,
+    }
+}
+
+fn sample(
+    out: &mut Vec<u8>,
+    name: &str,
+    labels: &Labels,
+    extra: Option<(&str, f64)>,
+    value: f64,
+    format: Format,
+) {
+    out.extend_from_slice(name.as_bytes());
+    if !labels.is_empty() || extra.is_some() {
+        out.push(b'{');
+        let mut first = true;
+        for (k, v) in labels.iter() {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b"=\"");
+            escape_label_value(out, v);
+            out.push(b'"');
+        }
+        if let Some((k, v)) = extra {
+            if !first {
+                out.push(b',');
+            }
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b"=\"");
+            write_bound(out, v, format);
+            out.push(b'"');
+        }
+        out.push(b'}');
+    }
+    out.push(b' ');
+    write_value(out, value);
+    out.push(b'\n');
+}
+
+/// A sample value: Go-parsable, always with `.` or an exponent (OpenMetrics requires it for floats).
+fn write_value(out: &mut Vec<u8>, value: f64) {
+    if value.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if value.is_infinite() {
+        out.extend_from_slice(if value > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else {
+        let _ = write!(out, "{value:?}");
+    }
+}
+
+/// An `le`/`quantile` value the way the Go clients write them: `1` and `0.005` in text, `1.0` in OpenMetrics.
+fn write_bound(out: &mut Vec<u8>, value: f64, format: Format) {
+    if value.is_infinite() {
+        out.extend_from_slice(if value > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else if format == Format::Text && value.fract() == 0.0 && value.abs() < 1e15 {
+        let _ = write!(out, "{}", value as i64);
+    } else {
+        write_value(out, value);
+    }
+}
+
+fn escape_label_value(out: &mut Vec<u8>, value: &str) {
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.extend_from_slice(value.as_bytes());
+        return;
+    }
+    for b in value.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            _ => out.push(b),
+        }
+    }
+}
+
+fn escape_help(out: &mut Vec<u8>, help: &str, format: Format) {
+    for b in help.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'"' if format == Format::OpenMetrics => out.extend_from_slice(b"\\\""),
+            b'\r' => {}
+            _ => out.push(b),
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! Exporter `prometheusremotewrite`: pushes metrics with the Prometheus remote-write 1.0 protocol (protobuf
+//! `WriteRequest`, snappy block compression, the required headers) to Prometheus, Mimir, Thanos, Cortex,
+//! VictoriaMetrics…
+//!
+//! Translation is the pull exporter's ([`super::prometheus::store`]): the same names, labels, `target_info`,
+//! and delta accumulation. Each batch is translated once and then sent, retried with backoff on network
+//! errors, 5xx and 429, and never on other 4xx, which the remote-write specification forbids. Retrying happens
+//! here rather than in the shared worker, because re-translating a batch would add its deltas twice. Series
+//! that expire get a stale marker, so Prometheus ends them at once instead of after five minutes.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use prost::Message;
+use serde::Deserialize;
+use vigil_proto::prometheus::{
+    Label, MetricMetadata, MetricType, STALE_NAN, Sample, TimeSeries, WriteRequest,
+};
+
+use super::otlphttp::{HttpClientTls, http_client, retry_after};
+use super::prometheus::naming::Kind;
+use super::prometheus::render::to_classic;
+use super::prometheus::store::{Changed, Histogram, SeriesValue, Store};
+use super::prometheus::{ResourceConversion, decode_batch, store_settings, validate_const_labels};
+use super::worker::Backoff;
+use super::{ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings, validate_headers};
+use crate::config::Checker;
+use crate::pipeline::{Batch, BoxFuture};
+use crate::telemetry::Registry;
+
+/// `exporters.prometheusremotewrite`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteWriteConfig {
+    /// The receiver's URL, e.g. `http://prometheus:9090/api/v1/write`.
+    pub endpoint: String,
+    /// Extra request headers (tenant ids, authorization).
+    pub headers: Headers,
+    /// TLS for `https://` endpoints.
+    pub tls: HttpClientTls,
+    /// Time allowed for one request.
+    #[serde(with = "crate::config::duration")]
+    pub timeout: Duration,
+    /// Prefix of every metric name.
+    pub namespace: String,
+    /// Labels added to every series unless it already has them (Prometheus' `external_labels`).
+    pub external_labels: BTreeMap<String, String>,
+    /// Add unit and type suffixes (`_seconds`, `_total`, `_ratio`) to names.
+    pub add_metric_suffixes: bool,
+    /// Copy every resource attribute onto every series.
+    pub resource_to_telemetry_conversion: ResourceConversion,
+    /// Resource attributes copied onto every series (when not all are).
+    pub promote_resource_attributes: Vec<String>,
+    /// Leave out `otel_scope_name`/`otel_scope_version` labels.
+    pub without_scope_info: bool,
+    /// Leave out the `target_info` series.
+    pub without_target_info: bool,
+    /// A series not updated for this long ends with a stale marker.
+    #[serde(with = "crate::config::duration")]
+    pub metric_expiration: Duration,
+    /// Most series tracked; data points of new series beyond it are dropped and counted.
+    pub max_series: usize,
+    /// Largest uncompressed `WriteRequest`; bigger batches are split.
+    pub max_batch_size_bytes: usize,
+    /// Send `# HELP`/`# TYPE`/unit metadata with the series.
+    pub send_metadata: bool,
+    /// Retries of 5xx, 429 and network errors.
+    pub retry_on_failure: RetrySettings,
+    /// The queue in front of it. One consumer by default: samples of a series must arrive in order.
+    pub sending_queue: QueueSettings,
+}
+
+impl Default for RemoteWriteConfig {
+    fn default() -> Self {
+        RemoteWriteConfig {
+            endpoint: String::new(),
+            headers: Headers::new(),
+            tls: HttpClientTls::default(),
+            timeout: Duration::from_secs(5),
+            namespace: String::new(),
+            external_labels: BTreeMap::new(),
+            add_metric_suffixes: true,
+            resource_to_telemetry_conversion: ResourceConversion::default(),
+            promote_resource_attributes: Vec::new(),
+            without_scope_info: false,
+            without_target_info: false,
+            metric_expiration: Duration::from_secs(300),
+            max_series: 100_000,
+            max_batch_size_bytes: 3_000_000,
+            send_metadata: true,
+            retry_on_failure: RetrySettings::default(),
+            sending_queue: QueueSettings {
+                queue_size: 1000,
+                num_consumers: 1,
+            },
+        }
+    }
+}
+
+impl RemoteWriteConfig {
+    /// Checks values serde cannot.
+    pub fn validate(&self, check: &mut Checker<'_>, path: &str) {
+        if self.endpoint.is_empty() {
+            check.error(
+                &format!("{path}.endpoint"),
+                "is required: the remote-write URL, e.g. `http://127.0.0.1:9090/api/v1/write`",
+            );
+        } else {
+            match Uri::from_str(&self.endpoint) {
+                Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) => {}
+                _ => check.error(
+                    &format!("{path}.endpoint"),
+                    format!("`{}` is not an http(s) URL", self.endpoint),
+                ),
+            }
+        }
+        if self.max_series == 0 {
+            check.error(&format!("{path}.max_series"), "must be at least 1");
+        }
+        if self.max_batch_size_bytes < 1024 {
+            check.error(
+                &format!("{path}.max_batch_size_bytes"),
+                "must be at least 1024",
+            );
+        }
+        if self.metric_expiration.is_zero() {
+            check.error(
+                &format!("{path}.metric_expiration"),
+                "must be longer than 0s",
+            );
+        }
+        validate_const_labels(&self.external_labels, check, path);
+        validate_headers(&self.headers, check, path);
+        self.retry_on_failure.validate(check, path);
+    }
+}
+
+/// Pushes series to a remote-write receiver.
+pub struct RemoteWriteExporter {
+    store: Arc<Store>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    url: Uri,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    external_labels: Vec<(String, String)>,
+    timeout: Duration,
+    max_batch_size_bytes: usize,
+    send_metadata: bool,
+    retry: RetrySettings,
+}
+
+impl RemoteWriteExporter {
+    /// Builds the client.
+    pub fn new(config: &RemoteWriteConfig, id: &str, registry: &Registry) -> Result<Self, String> {
+        let url = Uri::from_str(&config.endpoint)
+            .map_err(|e| format!("`{}` is not a URL: {e}", config.endpoint))?;
+        let store = Arc::new(Store::new(store_settings(
+            &config.namespace,
+            &BTreeMap::new(),
+            config.add_metric_suffixes,
+            config.resource_to_telemetry_conversion.enabled,
+            &config.promote_resource_attributes,
+            config.metric_expiration,
+            config.max_series,
+            !config.without_scope_info,
+            !config.without_target_info,
+        )));
+        let exporter = RemoteWriteExporter {
+            store,
+            client: http_client(&config.tls)?,
+            url,
+            headers: config
+                .headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        HeaderName::from_str(k).ok()?,
+                        HeaderValue::from_str(v).ok()?,
+                    ))
+                })
+                .collect(),
+            external_labels: config
+                .external_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            timeout: config.timeout,
+            max_batch_size_bytes: config.max_batch_size_bytes,
+            send_metadata: config.send_metadata,
+            retry: config.retry_on_failure.clone(),
+        };
+        let series = exporter.store.clone();
+        registry.gauge_fn(
+            "vigil_prometheus_exporter_series",
+            "Series a Prometheus exporter currently tracks.",
+            &[("exporter", id)],
+            move || series.series_count() as f64,
+        );
+        Ok(exporter)
+    }
+
+    /// Translates a batch into write requests (split by size); ingests it into the store exactly once.
+    pub fn translate(&self, batch: &Batch) -> Result<(Vec<WriteRequest>, u64), ExportError> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let mut series: Vec<TimeSeries> = Vec::new();
+        let mut metadata: BTreeMap<String, MetricMetadata> = BTreeMap::new();
+        let mut dropped = 0;
+        for request in decode_batch(batch)? {
+            let report = self.store.ingest(&request, &mut |changed| {
+                if self.send_metadata && !metadata.contains_key(changed.name) {
+                    metadata.insert(changed.name.to_string(), self.metadata(&changed));
+                }
+                self.time_series(&changed, None, now_ms, &mut series);
+            });
+            dropped += report.overflow + report.invalid;
+        }
+        self.store.expire(&mut |ended| {
+            self.time_series(&ended, Some(STALE_NAN), now_ms, &mut series);
+        });
+        let metadata: Vec<MetricMetadata> = metadata.into_values().collect();
+        Ok((self.split(series, metadata), dropped))
+    }
+
+    fn metadata(&self, changed: &Changed<'_>) -> MetricMetadata {
+        let metric_type = match changed.kind {
+            Kind::Counter => MetricType::Counter,
+            Kind::Gauge => MetricType::Gauge,
+            Kind::Histogram => MetricType::Histogram,
+            Kind::Summary => MetricType::Summary,
+        };
+        MetricMetadata {
+            r#type: metric_type as i32,
+            metric_family_name: changed.name.to_string(),
+            help: changed.help.to_string(),
+            unit: changed.unit.to_string(),
+        }
+    }
+
+    /// The remote-write series of one Prometheus series: one, or `_bucket`/`_sum`/`_count` (and quantiles).
+    fn time_series(
+        &self,
+        changed: &Changed<'_>,
+        stale: Option<f64>,
+        now_ms: i64,
+        out: &mut Vec<TimeSeries>,
+    ) {
+        let timestamp = match (stale, changed.series.timestamp_ms) {
+            (Some(_), _) | (None, 0) => now_ms,
+            (None, t) => t,
+        };
+        let mut push = |suffix: &str, extra: Option<(&str, String)>, value: f64| {
+            let mut labels: Vec<Label> = Vec::with_capacity(changed.labels.len() + 3);
+            labels.push(Label {
+                name: "__name__".into(),
+                value: format!("{}{suffix}", changed.name),
+            });
+            for (name, value) in changed.labels.iter() {
+                labels.push(Label {
+                    name: name.clone(),
+                    value: value.clone(),
+                });
+            }
+            if let Some((name, value)) = extra {
+                labels.push(Label {
+                    name: name.into(),
+                    value,
+                });
+            }
+            for (name, value) in &self.external_labels {
+                if !labels.iter().any(|l| &l.name == name) {
+                    labels.push(Label {
+                        name: name.clone(),
+                        value: value.clone(),
+                    });
+                }
+            }
+            labels.sort_by(|a, b| a.name.cmp(&b.name));
+            out.push(TimeSeries {
+                labels,
+                samples: vec![Sample {
+                    value: stale.unwrap_or(value),
+                    timestamp,
+                }],
+                exemplars: Vec::new(),
+            });
+        };
+        let histogram = |h: &Histogram, push: &mut dyn FnMut(&str, Option<(&str, String)>, f64)| {
+            let mut cumulative = 0u64;
+            for (bound, count) in h.bounds.iter().zip(&h.counts) {
+                cumulative += count;
+                push("_bucket", Some(("le", format_float(*bound))), cumulative as f64);
+            }
+            push("_bucket", Some(("le", "+Inf".into())), h.count as f64);
+            push("_sum", None, h.sum);
+            push("_count", None, h.count as f64);
+        };
+        match &changed.series.value {
+            SeriesValue::Number(v) => push("", None, *v),
+            SeriesValue::Histogram(h) => histogram(h, &mut push),
+            SeriesValue::Exponential(e) => histogram(&to_classic(e), &mut push),
+            SeriesValue::Summary(s) => {
+                for (q, v) in &s.quantiles {
+                    push("", Some(("quantile", format_float(*q))), *v);
+                }
+                push("_sum", None, s.sum);
+                push("_count", None, s.count as f64);
+            }
+        }
+    }
+
+    fn split(&self, series: Vec<TimeSeries>, metadata: Vec<MetricMetadata>) -> Vec<WriteRequest> {
+        let mut requests = Vec::new();
+        let mut current = WriteRequest {
+            timeseries: Vec::new(),
+            metadata,
+        };
+        let mut size = current.encoded_len();
+        for ts in series {
+            let len = ts.encoded_len() + 5;
+            if size + len > self.max_batch_size_bytes && !current.timeseries.is_empty() {
+                requests.push(std::mem::take(&mut current));
+                size = 0;
+            }
+            size += len;
+            current.timeseries.push(ts);
+        }
+        if !current.timeseries.is_empty() || !current.metadata.is_empty() {
+            requests.push(current);
+        }
+        requests
+    }
+
+    /// One POST of one write request.
+    async fn send(&self, body: Bytes) -> Result<(), ExportError> {
+        let mut request = Request::post(self.url.clone())
+            .header(header::CONTENT_TYPE, "application/x-protobuf")
+            .header(header::CONTENT_ENCODING, "snappy")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .header(
+                header::USER_AGENT,
+                concat!("vigil-collector/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(body))
+            .map_err(|e| ExportError::Permanent {
+                message: format!("cannot build request: {e}"),
+            })?;
+        for (name, value) in &self.headers {
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
+        let url = &self.url;
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| ExportError::Retryable {
+                message: format!("POST {url}: no response within {:?}", self.timeout),
+                retry_after: None,
+            })?
+            .map_err(|e| ExportError::Retryable {
+                message: format!("POST {url}: {e}"),
+                retry_after: None,
+            })?;
+        let status = response.status();
+        let wait = retry_after(response.headers().get(header::RETRY_AFTER));
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&body[..body.len().min(512)])
+            .trim()
+            .to_string();
+        let message = format!("POST {url}: {status}: {text}");
+        if status.is_server_error() || status.as_u16() == 429 {
+            Err(ExportError::Retryable {
+                message,
+                retry_after: wait,
+            })
+        } else {
+            Err(ExportError::Permanent { message })
+        }
+    }
+}
+
+/// A float the way Prometheus writes `le` and `quantile` values (`0.5`, `1`, `+Inf`).
+fn format_float(value: f64) -> String {
+    if value.is_infinite() {
+        return if value > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        return format!("{}", value as i64);
+    }
+    format!("{value:?}")
+}
+
+impl Exporter for RemoteWriteExporter {
+    fn export<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
+        Box::pin(async move {
+            let (requests, dropped) = self.translate(batch)?;
+            for request in requests {
+                let raw = request.encode_to_vec();
+                let compressed = snap::raw::Encoder::new()
+                    .compress_vec(&raw)
+                    .map_err(|e| ExportError::Permanent {
+                        message: format!("snappy compression failed: {e}"),
+                    })?;
+                let body = Bytes::from(compressed);
+                let mut backoff = Backoff::new(&self.retry);
+                loop {
+                    match self.send(body.clone()).await {
+                        Ok(()) => break,
+                        Err(ExportError::Retryable {
+                            message,
+                            retry_after,
+                        }) => match backoff.next_wait(retry_after) {
+                            Some(wait) => {
+                                tracing::warn!(error = %message, retry_in_ms = wait.as_millis() as u64,
+                                    "remote write failed; will retry");
+                                tokio::time::sleep(wait).await;
+                            }
+                            None => {
+                                return Err(ExportError::Retryable {
+                                    message,
+                                    retry_after,
+                                });
+                            }
+                        },
+                        Err(permanent) => return Err(permanent),
+                    }
+                }
+            }
+            if dropped == 0 {
+                Ok(Exported::default())
+            } else {
+                Ok(Exported {
+                    rejected: dropped,
+                    message: format!(
+                        "{dropped} data points over max_series or not expressible in Prometheus"
+                    ),
+                })
+            }
+        })
+    }
+}
+
+/// Shared with the tests: decodes a remote-write body as the receiver does.
+pub fn decode_body(body: &[u8]) -> Result<WriteRequest, String> {
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| format!("not snappy block format: {e}"))?;
+    WriteRequest::decode(raw.as_slice()).map_err(|e| format!("not a WriteRequest: {e}"))
+}
+
+#[cfg(test)]
+mod tests;
+
