@@ -25,6 +25,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod config;
+pub mod connector;
 pub mod exporter;
 pub mod extension;
 pub mod grpc_codec;

@@ -314,6 +314,8 @@ pub struct Collector {
     pub metrics_address: String,
     /// Health check `host:port`.
     pub health: String,
+    /// The `prometheus` exporter's `host:port` (`{prometheus}` in templates).
+    pub prometheus: String,
     /// Scratch directory owned by this collector (file exporter output, config).
     pub dir: tempfile::TempDir,
     log: PathBuf,
@@ -341,7 +343,8 @@ service:
     metrics: {address: '{metrics}'}
 ";
 
-/// Ports and paths substituted into a config template: `{grpc}`, `{http}`, `{metrics}`, `{health}`, `{dir}`.
+/// Ports and paths substituted into a config template: `{grpc}`, `{http}`, `{metrics}`, `{health}`, `{dir}`
+/// (and `{prometheus}`, by [`Collector`]).
 pub fn render(
     template: &str,
     grpc: &str,
@@ -381,12 +384,13 @@ impl Collector {
     fn start_locked(template: &str, env: &[(&str, &str)], grpc_port: u16) -> Collector {
         let dir = tempfile::tempdir().expect("temp dir");
         let address = |port: u16| format!("127.0.0.1:{port}");
-        let ports = distinct_ports(3, grpc_port);
-        let (grpc, http, metrics, health) = (
+        let ports = distinct_ports(4, grpc_port);
+        let (grpc, http, metrics, health, prometheus) = (
             address(grpc_port),
             address(ports[0]),
             address(ports[1]),
             address(ports[2]),
+            address(ports[3]),
         );
         let log = dir.path().join("collector.log");
         let log_file = std::fs::File::create(&log).expect("log file");
@@ -397,9 +401,11 @@ impl Collector {
                 .env("VIGIL_OTLP_GRPC_ENDPOINT", &grpc)
                 .env("VIGIL_OTLP_HTTP_ENDPOINT", &http)
                 .env("VIGIL_HEALTH_ENDPOINT", &health)
-                .env("VIGIL_METRICS_ADDRESS", &metrics);
+                .env("VIGIL_METRICS_ADDRESS", &metrics)
+                .env("VIGIL_PROMETHEUS_ENDPOINT", &prometheus);
         } else {
-            let config = render(template, &grpc, &http, &metrics, &health, dir.path());
+            let config = render(template, &grpc, &http, &metrics, &health, dir.path())
+                .replace("{prometheus}", &prometheus);
             let config_path = dir.path().join("collector.yaml");
             std::fs::write(&config_path, config).expect("write config");
             command.arg("--config").arg(&config_path);
@@ -418,6 +424,7 @@ impl Collector {
             http,
             metrics_address: metrics,
             health,
+            prometheus,
             dir,
             log,
         };

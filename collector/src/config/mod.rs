@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use vigil_proto::otlp::Signal;
 
+use crate::connector::ConnectorConfig;
 use crate::exporter::ExporterConfig;
 use crate::extension::ExtensionConfig;
 use crate::processor::ProcessorConfig;
@@ -243,6 +244,8 @@ struct RawConfig {
     exporters: BTreeMap<String, Value>,
     #[serde(default)]
     extensions: BTreeMap<String, Value>,
+    #[serde(default)]
+    connectors: BTreeMap<String, Value>,
     service: Value,
 }
 
@@ -281,6 +284,8 @@ pub struct Config {
     pub exporters: BTreeMap<ComponentId, ExporterConfig>,
     /// Extensions by id.
     pub extensions: BTreeMap<ComponentId, ExtensionConfig>,
+    /// Connectors by id: exporters of one pipeline that are receivers of another.
+    pub connectors: BTreeMap<ComponentId, ConnectorConfig>,
     /// Wiring.
     pub service: ServiceConfig,
 }
@@ -412,6 +417,12 @@ impl Config {
             &raw.extensions,
             ExtensionConfig::decode,
         );
+        let connectors = components(
+            &mut check,
+            "connectors",
+            &raw.connectors,
+            ConnectorConfig::decode,
+        );
 
         // Components that are declared but failed to decode already have an error; references to them are fine.
         let declared = |section: &BTreeMap<String, Value>| -> BTreeSet<ComponentId> {
@@ -425,10 +436,11 @@ impl Config {
             processors: declared(&raw.processors),
             exporters: declared(&raw.exporters),
             extensions: declared(&raw.extensions),
+            connectors: declared(&raw.connectors),
         };
         let service = check
             .decode::<RawService>("service", &raw.service)
-            .map(|service| resolve_service(&mut check, service, &declared, &exporters));
+            .map(|service| resolve_service(&mut check, service, &declared, &exporters, &connectors));
         check_endpoints(
             &mut check,
             &receivers,
@@ -445,6 +457,7 @@ impl Config {
                 processors: processors.into_iter().map(|(id, (_, c))| (id, c)).collect(),
                 exporters: exporters.into_iter().map(|(id, (_, c))| (id, c)).collect(),
                 extensions: extensions.into_iter().map(|(id, (_, c))| (id, c)).collect(),
+                connectors: connectors.into_iter().map(|(id, (_, c))| (id, c)).collect(),
                 service,
             }),
             _ => Err(fail(errors)),
@@ -459,6 +472,7 @@ struct Declared {
     processors: BTreeSet<ComponentId>,
     exporters: BTreeSet<ComponentId>,
     extensions: BTreeSet<ComponentId>,
+    connectors: BTreeSet<ComponentId>,
 }
 
 fn components<C>(
@@ -487,6 +501,7 @@ fn resolve_service(
     raw: RawService,
     declared: &Declared,
     exporters: &Decoded<ExporterConfig>,
+    connectors: &Decoded<ConnectorConfig>,
 ) -> ServiceConfig {
     let resolve = |check: &mut Checker<'_>,
                    path: &str,
@@ -522,6 +537,21 @@ fn resolve_service(
         &raw.extensions,
         &|id| declared.extensions.contains(id),
     );
+    for id in &declared.connectors {
+        for (section, set) in [
+            ("receivers", &declared.receivers),
+            ("exporters", &declared.exporters),
+        ] {
+            if set.contains(id) {
+                check.error(
+                    &format!("connectors.{id}"),
+                    format!("`{id}` is also defined in `{section}`; give the connector another name (e.g. `{id}/red`)"),
+                );
+            }
+        }
+    }
+    // Where each connector is used: (as an exporter, as a receiver).
+    let mut connector_uses: BTreeMap<ComponentId, (bool, bool)> = BTreeMap::new();
     let mut pipelines = BTreeMap::new();
     if raw.pipelines.is_empty() {
         check.error(
@@ -559,7 +589,7 @@ fn resolve_service(
             &format!("{path}.receivers"),
             "receivers",
             &pipeline.receivers,
-            &|id| declared.receivers.contains(id),
+            &|id| declared.receivers.contains(id) || declared.connectors.contains(id),
         );
         let processors = resolve(
             check,
@@ -573,8 +603,36 @@ fn resolve_service(
             &format!("{path}.exporters"),
             "exporters",
             &pipeline.exporters,
-            &|id| declared.exporters.contains(id),
+            &|id| declared.exporters.contains(id) || declared.connectors.contains(id),
         );
+        for (i, id) in receivers.iter().enumerate() {
+            if let Some((_, connector)) = connectors.get(id) {
+                connector_uses.entry(id.clone()).or_default().1 = true;
+                if connector.output() != signal {
+                    check.error(
+                        &format!("{path}.receivers[{i}]"),
+                        format!(
+                            "connector `{id}` produces {}; it cannot feed a {signal} pipeline",
+                            connector.output()
+                        ),
+                    );
+                }
+            }
+        }
+        for (i, id) in exporters_ids.iter().enumerate() {
+            if let Some((_, connector)) = connectors.get(id) {
+                connector_uses.entry(id.clone()).or_default().0 = true;
+                if connector.input() != signal {
+                    check.error(
+                        &format!("{path}.exporters[{i}]"),
+                        format!(
+                            "connector `{id}` consumes {}; it cannot be an exporter of a {signal} pipeline",
+                            connector.input()
+                        ),
+                    );
+                }
+            }
+        }
         for (i, id) in exporters_ids.iter().enumerate() {
             if let Some((_, config)) = exporters.get(id)
                 && let Some(problem) = config.signal_problem(signal)
@@ -593,6 +651,22 @@ fn resolve_service(
                 exporters: exporters_ids,
             },
         );
+    }
+    for (id, (as_exporter, as_receiver)) in connector_uses {
+        if as_exporter != as_receiver {
+            let (used, missing) = if as_exporter {
+                ("an exporter", "receiver")
+            } else {
+                ("a receiver", "exporter")
+            };
+            check.error(
+                "service.pipelines",
+                format!(
+                    "connector `{id}` is used as {used} but no pipeline lists it as a {missing}; a connector \
+                     joins two pipelines"
+                ),
+            );
+        }
     }
     ServiceConfig {
         extensions: extension_ids,

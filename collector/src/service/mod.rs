@@ -17,6 +17,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{ComponentId, Config};
+use crate::connector::ConnectorExporter;
+use crate::exporter::RetrySettings;
 use crate::exporter::worker::ExporterWorker;
 use crate::extension::ExtensionConfig;
 use crate::extension::health_check::{self, Readiness};
@@ -30,9 +32,11 @@ use crate::telemetry::{self, Registry};
 pub struct Running {
     shutdown: watch::Sender<bool>,
     receiver_tasks: Vec<JoinHandle<()>>,
-    /// Stateful stages per pipeline, front to back.
-    stages: Vec<(String, Vec<StageTask>)>,
+    /// Stateful stages per pipeline, front to back, with whether a connector feeds the pipeline.
+    stages: Vec<(String, bool, Vec<StageTask>)>,
     exporters: BTreeMap<ComponentId, ExporterWorker>,
+    /// The input sides of connectors.
+    connectors: BTreeMap<ComponentId, ExporterWorker>,
     side_tasks: Vec<JoinHandle<()>>,
     readiness: Readiness,
     registry: Registry,
@@ -59,10 +63,28 @@ pub async fn start(config: Config) -> Result<Running, String> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let readiness = Readiness::default();
 
+    let mut connectors = BTreeMap::new();
+    let mut connector_workers = BTreeMap::new();
+    for (id, connector_config) in &config.connectors {
+        let connector = connector_config.build(id, &registry);
+        let worker = ExporterWorker::start(
+            &format!("connector/{id}"),
+            Box::new(ConnectorExporter(connector.clone())),
+            connector_config.queue(),
+            RetrySettings {
+                enabled: false,
+                ..RetrySettings::default()
+            },
+            &registry,
+        );
+        connectors.insert(id.clone(), (connector, Vec::new()));
+        connector_workers.insert(id.clone(), worker);
+    }
+
     let mut exporters = BTreeMap::new();
     for pipeline in config.service.pipelines.values() {
         for id in &pipeline.exporters {
-            if exporters.contains_key(id) {
+            if exporters.contains_key(id) || connectors.contains_key(id) {
                 continue;
             }
             let Some(exporter_config) = config.exporters.get(id) else {
@@ -87,7 +109,10 @@ pub async fn start(config: Config) -> Result<Running, String> {
         let queues = pipeline
             .exporters
             .iter()
-            .map(|id| exporters[id].queue())
+            .map(|id| match connector_workers.get(id) {
+                Some(worker) => worker.queue(),
+                None => exporters[id].queue(),
+            })
             .collect();
         let mut next: SharedConsumer = Arc::new(FanOut::new(queues));
         let mut pipeline_stages = Vec::new();
@@ -106,13 +131,20 @@ pub async fn start(config: Config) -> Result<Running, String> {
             pipeline_stages.extend(built.stage);
         }
         pipeline_stages.reverse();
-        stages.push((name, pipeline_stages));
+        let fed_by_connector = pipeline.receivers.iter().any(|id| connectors.contains_key(id));
+        stages.push((name, fed_by_connector, pipeline_stages));
         for id in &pipeline.receivers {
-            outputs
-                .entry(id.clone())
-                .or_default()
-                .add(pipeline_id.signal, next.clone());
+            match connectors.get_mut(id) {
+                Some((_, connector_outputs)) => connector_outputs.push(next.clone()),
+                None => outputs
+                    .entry(id.clone())
+                    .or_default()
+                    .add(pipeline_id.signal, next.clone()),
+            }
         }
+    }
+    for (connector, connector_outputs) in connectors.into_values() {
+        connector.start(connector_outputs);
     }
 
     let mut receiver_tasks = Vec::new();
@@ -153,6 +185,7 @@ pub async fn start(config: Config) -> Result<Running, String> {
         receiver_tasks,
         stages,
         exporters,
+        connectors: connector_workers,
         side_tasks,
         readiness,
         registry,
@@ -175,7 +208,44 @@ impl Running {
         for task in self.receiver_tasks {
             let _ = tokio::time::timeout_at(deadline, task).await;
         }
-        for (pipeline, stages) in self.stages {
+        // Pipelines that feed connectors drain first, then the connectors hand on what they hold, then the
+        // pipelines they feed drain.
+        let (fed, feeding): (Vec<_>, Vec<_>) = self.stages.into_iter().partition(|(_, fed, _)| *fed);
+        Self::drain_stages(feeding, deadline, &self.registry, &mut report).await;
+        for (id, worker) in self.connectors {
+            let lost = worker.shutdown(deadline).await;
+            if lost > 0 {
+                report.undelivered.insert(format!("connector {id}"), lost);
+            }
+        }
+        Self::drain_stages(fed, deadline, &self.registry, &mut report).await;
+        for (id, worker) in self.exporters {
+            let lost = worker.shutdown(deadline).await;
+            if lost > 0 {
+                report.undelivered.insert(format!("exporter {id}"), lost);
+            }
+        }
+        for task in self.side_tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
+        }
+        if report.total() == 0 {
+            tracing::info!("collector stopped; everything accepted was delivered");
+        } else {
+            tracing::error!(
+                undelivered = report.total(),
+                "collector stopped; some accepted items were not delivered"
+            );
+        }
+        report
+    }
+
+    async fn drain_stages(
+        stages: Vec<(String, bool, Vec<StageTask>)>,
+        deadline: Instant,
+        registry: &Registry,
+        report: &mut ShutdownReport,
+    ) {
+        for (pipeline, _, stages) in stages {
             for stage in stages {
                 let _ = stage.closing.send(true);
                 let mut task = stage.task;
@@ -183,7 +253,7 @@ impl Running {
                     task.abort();
                     let lost = stage.held_items.swap(0, Ordering::Relaxed);
                     if lost > 0 {
-                        self.registry
+                        registry
                             .counter(
                                 "vigil_processor_dropped_items_total",
                                 "Items a processor held when the shutdown deadline passed.",
@@ -203,23 +273,5 @@ impl Running {
                 }
             }
         }
-        for (id, worker) in self.exporters {
-            let lost = worker.shutdown(deadline).await;
-            if lost > 0 {
-                report.undelivered.insert(format!("exporter {id}"), lost);
-            }
-        }
-        for task in self.side_tasks {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
-        }
-        if report.total() == 0 {
-            tracing::info!("collector stopped; everything accepted was delivered");
-        } else {
-            tracing::error!(
-                undelivered = report.total(),
-                "collector stopped; some accepted items were not delivered"
-            );
-        }
-        report
     }
 }

@@ -359,6 +359,9 @@ impl Exporter for PrometheusExporter {
                 dropped += report.overflow;
                 invalid += report.invalid;
             }
+            if self.store.sweep_due() {
+                self.store.expire(&mut |_| {});
+            }
             if dropped + invalid == 0 {
                 return Ok(Exported::default());
             }

@@ -324,20 +324,21 @@ impl Store {
                 );
             }
         }
-        let sweep_every = (self.settings.metric_expiration / 10).max(Duration::from_secs(1));
-        let due = {
-            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
-            if now.duration_since(*last) >= sweep_every {
-                *last = now;
-                true
-            } else {
-                false
-            }
-        };
-        if due {
-            self.expire(&mut |_| {});
-        }
         report
+    }
+
+    /// Whether an [`expire`](Store::expire) sweep is due (every tenth of `metric_expiration`, at least 1s):
+    /// callers sweep after ingesting so memory held by ended series is freed even when nobody scrapes.
+    pub fn sweep_due(&self) -> bool {
+        let now = self.clock.now();
+        let every = (self.settings.metric_expiration / 10).max(Duration::from_secs(1));
+        let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+        if now.duration_since(*last) >= every {
+            *last = now;
+            true
+        } else {
+            false
+        }
     }
 
     /// Removes series not updated within `metric_expiration`; `removed` sees each one as it goes.

@@ -28,7 +28,7 @@ use vigil_proto::prometheus::{
 use super::otlphttp::{HttpClientTls, http_client, retry_after};
 use super::prometheus::naming::Kind;
 use super::prometheus::render::to_classic;
-use super::prometheus::store::{Changed, Histogram, SeriesValue, Store};
+use super::prometheus::store::{Changed, Clock, Histogram, SeriesValue, Store, SystemClock};
 use super::prometheus::{ResourceConversion, decode_batch, store_settings, validate_const_labels};
 use super::worker::Backoff;
 use super::{ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings, validate_headers};
@@ -159,9 +159,19 @@ pub struct RemoteWriteExporter {
 impl RemoteWriteExporter {
     /// Builds the client.
     pub fn new(config: &RemoteWriteConfig, id: &str, registry: &Registry) -> Result<Self, String> {
+        Self::with_clock(config, id, registry, Arc::new(SystemClock))
+    }
+
+    /// Like [`RemoteWriteExporter::new`], reading time for expiry from `clock`.
+    pub fn with_clock(
+        config: &RemoteWriteConfig,
+        id: &str,
+        registry: &Registry,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, String> {
         let url = Uri::from_str(&config.endpoint)
             .map_err(|e| format!("`{}` is not a URL: {e}", config.endpoint))?;
-        let store = Arc::new(Store::new(store_settings(
+        let store = Arc::new(Store::with_clock(store_settings(
             &config.namespace,
             &BTreeMap::new(),
             config.add_metric_suffixes,
@@ -171,7 +181,7 @@ impl RemoteWriteExporter {
             config.max_series,
             !config.without_scope_info,
             !config.without_target_info,
-        )));
+        ), clock));
         let exporter = RemoteWriteExporter {
             store,
             client: http_client(&config.tls)?,
@@ -224,9 +234,11 @@ impl RemoteWriteExporter {
             });
             dropped += report.overflow + report.invalid;
         }
-        self.store.expire(&mut |ended| {
-            self.time_series(&ended, Some(STALE_NAN), now_ms, &mut series);
-        });
+        if self.store.sweep_due() {
+            self.store.expire(&mut |ended| {
+                self.time_series(&ended, Some(STALE_NAN), now_ms, &mut series);
+            });
+        }
         let metadata: Vec<MetricMetadata> = metadata.into_values().collect();
         Ok((self.split(series, metadata), dropped))
     }

@@ -1,0 +1,101 @@
+//! Connectors: the exporter of one pipeline and the receiver of another, as in otelcol. A connector is
+//! declared under `connectors:` and listed in a pipeline's `exporters` (its input signal) and in another
+//! pipeline's `receivers` (its output signal).
+//!
+//! On the input side the service wraps a connector in the same worker as an exporter ([`ConnectorExporter`]),
+//! so it gets a bounded queue, backpressure and item accounting for free. On the output side it hands what it
+//! produces to the entry of every pipeline that lists it as a receiver.
+
+pub mod spanmetrics;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use vigil_proto::otlp::Signal;
+
+use crate::config::{Checker, ComponentId};
+use crate::exporter::{ExportError, Exported, Exporter, QueueSettings};
+use crate::pipeline::{Batch, BoxFuture, SharedConsumer};
+use crate::telemetry::Registry;
+
+/// A connector: consumes batches of one signal, produces batches of another.
+pub trait Connector: Send + Sync + 'static {
+    /// Takes one batch of the input signal (called by the worker's consumers).
+    fn consume<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>>;
+
+    /// Starts producing into `outputs`, the entries of the pipelines that list the connector as a receiver.
+    fn start(self: Arc<Self>, outputs: Vec<SharedConsumer>);
+
+    /// Produces what it still holds and stops; called once, after the last `consume`.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
+
+/// A connector seen from its input pipeline: an exporter.
+pub struct ConnectorExporter(pub Arc<dyn Connector>);
+
+impl Exporter for ConnectorExporter {
+    fn export<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
+        self.0.consume(batch)
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        self.0.shutdown()
+    }
+}
+
+/// A connector's configuration, by type.
+#[derive(Clone, Debug)]
+pub enum ConnectorConfig {
+    /// `spanmetrics`: request rate, errors and duration (RED) metrics from spans.
+    SpanMetrics(spanmetrics::SpanMetricsConfig),
+}
+
+impl ConnectorConfig {
+    /// The factory: decodes the section of a connector of type `kind`.
+    pub fn decode(check: &mut Checker<'_>, path: &str, kind: &str, value: &Value) -> Option<Self> {
+        match kind {
+            "spanmetrics" => {
+                let config: spanmetrics::SpanMetricsConfig = check.decode(path, value)?;
+                config.validate(check, path);
+                Some(ConnectorConfig::SpanMetrics(config))
+            }
+            other => {
+                check.error(
+                    path,
+                    format!("unknown connector type `{other}`; known types: spanmetrics"),
+                );
+                None
+            }
+        }
+    }
+
+    /// The signal it consumes (it is listed as an exporter of pipelines of this signal).
+    pub fn input(&self) -> Signal {
+        match self {
+            ConnectorConfig::SpanMetrics(_) => Signal::Traces,
+        }
+    }
+
+    /// The signal it produces (it is listed as a receiver of pipelines of this signal).
+    pub fn output(&self) -> Signal {
+        match self {
+            ConnectorConfig::SpanMetrics(_) => Signal::Metrics,
+        }
+    }
+
+    /// The queue in front of its input side.
+    pub fn queue(&self) -> &QueueSettings {
+        match self {
+            ConnectorConfig::SpanMetrics(c) => &c.sending_queue,
+        }
+    }
+
+    /// Builds it.
+    pub fn build(&self, id: &ComponentId, registry: &Registry) -> Arc<dyn Connector> {
+        match self {
+            ConnectorConfig::SpanMetrics(c) => {
+                Arc::new(spanmetrics::SpanMetrics::new(c, &id.to_string(), registry))
+            }
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! Connector `spanmetrics`: RED metrics from spans, so request-rate, error-rate and latency dashboards and
+//! alerts work from traces alone.
+//!
+//! Per service, span name, span kind, status code and any configured dimension it counts calls
+//! (`traces.span.metrics.calls`, a monotonic sum → `traces_span_metrics_calls_total` in Prometheus) and records
+//! durations (`traces.span.metrics.duration`, an explicit-bucket histogram in seconds by default →
+//! `traces_span_metrics_duration_seconds`). Names and label values match otelcol's spanmetrics connector, so
+//! its dashboards work unchanged. Errors are the calls with `status_code="STATUS_CODE_ERROR"`.
+//!
+//! Every `metrics_flush_interval` the cumulative totals of the series updated within `metrics_expiration` are
+//! sent to the metrics pipelines that list the connector as a receiver. `max_series` caps memory: spans of new
+//! series beyond it are counted in one series labelled `otel_metric_overflow="true"`.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use prost::Message;
+use serde::Deserialize;
+use tokio::sync::watch;
+use vigil_proto::otlp::Signal;
+use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+use vigil_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use vigil_proto::otlp::metrics::v1::{
+    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+};
+use vigil_proto::otlp::resource::v1::Resource;
+use vigil_proto::otlp::trace::v1::{Span, span, status};
+
+use super::Connector;
+use crate::config::Checker;
+use crate::exporter::prometheus::store::value_text;
+use crate::exporter::{ExportError, Exported, QueueSettings};
+use crate::pipeline::{Batch, BoxFuture, SharedConsumer};
+use crate::telemetry::{Counter, Registry};
+
+/// A dimension beyond the four defaults: a span (or resource) attribute, with a value for spans without it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Dimension {
+    /// The attribute key, e.g. `http.request.method`.
+    pub name: String,
+    /// Used when the span has no such attribute; without it the label is left out.
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+/// The unit of the duration histogram.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum DurationUnit {
+    /// Seconds, Prometheus' base unit (the default; `promtool` accepts it).
+    #[default]
+    #[serde(rename = "s")]
+    Seconds,
+    /// Milliseconds, otelcol's default.
+    #[serde(rename = "ms")]
+    Milliseconds,
+}
+
+/// A bucket boundary: a duration (`250ms`) or a number in the histogram's unit.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Bound {
+    /// A number in the histogram's unit.
+    Number(f64),
+    /// A duration such as `250ms` or `2s`.
+    Duration(String),
+}
+
+/// `histogram.explicit`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExplicitBuckets {
+    /// Upper bounds, ascending.
+    pub buckets: Vec<Bound>,
+}
+
+/// `histogram`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistogramSettings {
+    /// `s` or `ms`.
+    pub unit: DurationUnit,
+    /// Bucket bounds; otelcol's defaults (2 ms … 15 s) when absent.
+    pub explicit: Option<ExplicitBuckets>,
+}
+
+impl Default for HistogramSettings {
+    fn default() -> Self {
+        HistogramSettings {
+            unit: DurationUnit::Seconds,
+            explicit: None,
+        }
+    }
+}
+
+/// otelcol's default bounds, in milliseconds.
+const DEFAULT_BOUNDS_MS: [f64; 16] = [
+    2.0, 4.0, 6.0, 8.0, 10.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1000.0, 1400.0, 2000.0, 5000.0,
+    10000.0, 15000.0,
+];
+
+/// `connectors.spanmetrics`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpanMetricsConfig {
+    /// Prefix of the metric names.
+    pub namespace: String,
+    /// Dimensions beyond service, span name, kind and status code.
+    pub dimensions: Vec<Dimension>,
+    /// The duration histogram.
+    pub histogram: HistogramSettings,
+    /// How often totals are sent on.
+    #[serde(with = "crate::config::duration")]
+    pub metrics_flush_interval: Duration,
+    /// A series without spans for this long is no longer sent; `0s` keeps every series forever.
+    #[serde(with = "crate::config::duration")]
+    pub metrics_expiration: Duration,
+    /// Most series kept; spans of further series go to one overflow series.
+    pub max_series: usize,
+    /// The queue in front of it.
+    pub sending_queue: QueueSettings,
+}
+
+impl Default for SpanMetricsConfig {
+    fn default() -> Self {
+        SpanMetricsConfig {
+            namespace: "traces.span.metrics".into(),
+            dimensions: Vec::new(),
+            histogram: HistogramSettings::default(),
+            metrics_flush_interval: Duration::from_secs(15),
+            metrics_expiration: Duration::from_secs(300),
+            max_series: 10_000,
+            sending_queue: QueueSettings::default(),
+        }
+    }
+}
+
+impl SpanMetricsConfig {
+    /// Checks values serde cannot.
+    pub fn validate(&self, check: &mut Checker<'_>, path: &str) {
+        if self.metrics_flush_interval.is_zero() {
+            check.error(
+                &format!("{path}.metrics_flush_interval"),
+                "must be longer than 0s",
+            );
+        }
+        if self.max_series == 0 {
+            check.error(&format!("{path}.max_series"), "must be at least 1");
+        }
+        match self.bounds() {
+            Ok(bounds) => {
+                if bounds.windows(2).any(|w| w[0] >= w[1]) {
+                    check.error(
+                        &format!("{path}.histogram.explicit.buckets"),
+                        "bounds must be strictly ascending",
+                    );
+                }
+            }
+            Err(message) => check.error(&format!("{path}.histogram.explicit.buckets"), message),
+        }
+        for (i, dimension) in self.dimensions.iter().enumerate() {
+            if ["service.name", "span.name", "span.kind", "status.code"]
+                .contains(&dimension.name.as_str())
+            {
+                check.error(
+                    &format!("{path}.dimensions[{i}].name"),
+                    format!("`{}` is always a dimension", dimension.name),
+                );
+            }
+        }
+    }
+
+    /// Bucket bounds in the histogram's unit.
+    pub fn bounds(&self) -> Result<Vec<f64>, String> {
+        let per_second = match self.histogram.unit {
+            DurationUnit::Seconds => 1.0,
+            DurationUnit::Milliseconds => 1000.0,
+        };
+        match &self.histogram.explicit {
+            None => Ok(DEFAULT_BOUNDS_MS
+                .iter()
+                .map(|ms| ms / 1000.0 * per_second)
+                .collect()),
+            Some(explicit) => explicit
+                .buckets
+                .iter()
+                .map(|bound| match bound {
+                    Bound::Number(n) => Ok(*n),
+                    Bound::Duration(text) => humantime::parse_duration(text)
+                        .map(|d| d.as_secs_f64() * per_second)
+                        .map_err(|e| format!("`{text}` is not a duration (e.g. `250ms`): {e}")),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The dimensions of one series; `None` where a configured dimension has no value and no default.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    service: String,
+    span_name: String,
+    kind: i32,
+    status: i32,
+    extra: Vec<Option<String>>,
+    overflow: bool,
+}
+
+struct Aggregate {
+    calls: u64,
+    buckets: Vec<u64>,
+    sum: f64,
+    start_unix_nano: u64,
+    updated: Instant,
+}
+
+struct Outputs {
+    pipelines: Vec<SharedConsumer>,
+}
+
+/// The running connector.
+pub struct SpanMetrics {
+    config: SpanMetricsConfig,
+    bounds: Vec<f64>,
+    series: Mutex<HashMap<Key, Aggregate>>,
+    outputs: OnceLock<Outputs>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    dropped: Counter,
+    overflowed: Counter,
+}
+
+impl SpanMetrics {
+    /// A connector from its (validated) config.
+    pub fn new(config: &SpanMetricsConfig, id: &str, registry: &Registry) -> Self {
+        let (stop, _) = watch::channel(false);
+        SpanMetrics {
+            config: config.clone(),
+            bounds: config.bounds().unwrap_or_default(),
+            series: Mutex::new(HashMap::new()),
+            outputs: OnceLock::new(),
+            stop,
+            task: Mutex::new(None),
+            dropped: registry.counter(
+                "vigil_connector_dropped_items_total",
+                "Data points a connector produced but could not hand on (the collector was shutting down).",
+                &[("connector", id)],
+            ),
+            overflowed: registry.counter(
+                "vigil_connector_overflow_items_total",
+                "Spans a connector counted in its overflow series because max_series was reached.",
+                &[("connector", id)],
+            ),
+        }
+    }
+
+    /// Adds the spans of one encoded `ExportTraceServiceRequest`.
+    pub fn add(&self, request: &ExportTraceServiceRequest) {
+        let now = Instant::now();
+        let now_unix_nano = unix_nano();
+        let per_second = match self.config.histogram.unit {
+            DurationUnit::Seconds => 1.0,
+            DurationUnit::Milliseconds => 1000.0,
+        };
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        for resource_spans in &request.resource_spans {
+            let resource_attributes = resource_spans
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.as_slice())
+                .unwrap_or(&[]);
+            let service = find(resource_attributes, "service.name").unwrap_or_default();
+            for scope_spans in &resource_spans.scope_spans {
+                for span in &scope_spans.spans {
+                    let mut key = self.key(&service, span, resource_attributes);
+                    let duration = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano)
+                        as f64
+                        / 1e9
+                        * per_second;
+                    if !series.contains_key(&key) && series.len() >= self.config.max_series {
+                        self.overflowed.add(1);
+                        key = Key {
+                            service: String::new(),
+                            span_name: String::new(),
+                            kind: 0,
+                            status: 0,
+                            extra: Vec::new(),
+                            overflow: true,
+                        };
+                    }
+                    let aggregate = series.entry(key).or_insert_with(|| Aggregate {
+                        calls: 0,
+                        buckets: vec![0; self.bounds.len() + 1],
+                        sum: 0.0,
+                        start_unix_nano: now_unix_nano,
+                        updated: now,
+                    });
+                    aggregate.calls += 1;
+                    aggregate.sum += duration;
+                    aggregate.buckets[self.bounds.partition_point(|b| *b < duration)] += 1;
+                    aggregate.updated = now;
+                }
+            }
+        }
+    }
+
+    fn key(&self, service: &str, span: &Span, resource: &[KeyValue]) -> Key {
+        let status = span.status.as_ref().map(|s| s.code).unwrap_or(0);
+        Key {
+            service: service.to_string(),
+            span_name: span.name.clone(),
+            kind: span.kind,
+            status,
+            extra: self
+                .config
+                .dimensions
+                .iter()
+                .map(|d| {
+                    find(&span.attributes, &d.name)
+                        .or_else(|| find(resource, &d.name))
+                        .or_else(|| d.default.clone())
+                })
+                .collect(),
+            overflow: false,
+        }
+    }
+
+    /// The cumulative totals of live series, one `ResourceMetrics` per service; drops expired series.
+    pub fn snapshot(&self) -> Option<(ExportMetricsServiceRequest, u64)> {
+        let now = Instant::now();
+        let time = unix_nano();
+        let expiration = self.config.metrics_expiration;
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        if !expiration.is_zero() {
+            series.retain(|_, a| now.saturating_duration_since(a.updated) < expiration);
+        }
+        if series.is_empty() {
+            return None;
+        }
+        let mut by_service: HashMap<String, (Vec<NumberDataPoint>, Vec<HistogramDataPoint>)> =
+            HashMap::new();
+        for (key, aggregate) in series.iter() {
+            let attributes = self.attributes(key);
+            let (calls, durations) = by_service.entry(key.service.clone()).or_default();
+            calls.push(NumberDataPoint {
+                attributes: attributes.clone(),
+                start_time_unix_nano: aggregate.start_unix_nano,
+                time_unix_nano: time,
+                value: Some(number_data_point::Value::AsInt(aggregate.calls as i64)),
+                ..Default::default()
+            });
+            durations.push(HistogramDataPoint {
+                attributes,
+                start_time_unix_nano: aggregate.start_unix_nano,
+                time_unix_nano: time,
+                count: aggregate.calls,
+                sum: Some(aggregate.sum),
+                bucket_counts: aggregate.buckets.clone(),
+                explicit_bounds: self.bounds.clone(),
+                ..Default::default()
+            });
+        }
+        let points = 2 * series.len() as u64;
+        drop(series);
+        let namespace = &self.config.namespace;
+        let name = |suffix: &str| {
+            if namespace.is_empty() {
+                suffix.to_string()
+            } else {
+                format!("{namespace}.{suffix}")
+            }
+        };
+        let unit = match self.config.histogram.unit {
+            DurationUnit::Seconds => "s",
+            DurationUnit::Milliseconds => "ms",
+        };
+        let mut services: Vec<_> = by_service.into_iter().collect();
+        services.sort_by(|a, b| a.0.cmp(&b.0));
+        let resource_metrics = services
+            .into_iter()
+            .map(|(service, (calls, durations))| ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: if service.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![string_attribute("service.name", &service)]
+                    },
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "vigil.connector.spanmetrics".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
+                    metrics: vec![
+                        Metric {
+                            name: name("calls"),
+                            description: "Spans ended, by service, span name, kind and status code."
+                                .into(),
+                            unit: "{call}".into(),
+                            data: Some(metric::Data::Sum(Sum {
+                                data_points: calls,
+                                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                                is_monotonic: true,
+                            })),
+                            ..Default::default()
+                        },
+                        Metric {
+                            name: name("duration"),
+                            description: "Span durations, by service, span name, kind and status code."
+                                .into(),
+                            unit: unit.into(),
+                            data: Some(metric::Data::Histogram(Histogram {
+                                data_points: durations,
+                                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                            })),
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        Some((ExportMetricsServiceRequest { resource_metrics }, points))
+    }
+
+    fn attributes(&self, key: &Key) -> Vec<KeyValue> {
+        if key.overflow {
+            return vec![KeyValue {
+                key: "otel.metric.overflow".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::BoolValue(true)),
+                }),
+                ..Default::default()
+            }];
+        }
+        let mut attributes = vec![
+            string_attribute("service.name", &key.service),
+            string_attribute("span.name", &key.span_name),
+            string_attribute("span.kind", kind_name(key.kind)),
+            string_attribute("status.code", status_name(key.status)),
+        ];
+        for (dimension, value) in self.config.dimensions.iter().zip(&key.extra) {
+            if let Some(value) = value {
+                attributes.push(string_attribute(&dimension.name, value));
+            }
+        }
+        attributes
+    }
+
+    /// Sends the current totals to every output pipeline, waiting for room.
+    async fn flush(&self) {
+        let Some(outputs) = self.outputs.get() else {
+            return;
+        };
+        let Some((request, points)) = self.snapshot() else {
+            return;
+        };
+        let batch = Batch::new(Signal::Metrics, Bytes::from(request.encode_to_vec()), points);
+        for output in &outputs.pipelines {
+            if output.consume(batch.clone()).await.is_err() {
+                self.dropped.add(points);
+                tracing::warn!(
+                    points,
+                    "spanmetrics: a metrics pipeline is shut down; these totals were not handed on"
+                );
+            }
+        }
+    }
+}
+
+impl Connector for SpanMetrics {
+    fn consume<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
+        Box::pin(async move {
+            for chunk in &batch.chunks {
+                let request =
+                    ExportTraceServiceRequest::decode(chunk.bytes.clone()).map_err(|e| {
+                        ExportError::Permanent {
+                            message: format!("batch does not decode as OTLP traces: {e}"),
+                        }
+                    })?;
+                self.add(&request);
+            }
+            Ok(Exported::default())
+        })
+    }
+
+    fn start(self: Arc<Self>, outputs: Vec<SharedConsumer>) {
+        if self.outputs.set(Outputs { pipelines: outputs }).is_err() {
+            return;
+        }
+        let mut stopped = self.stop.subscribe();
+        let connector = self.clone();
+        let task = tokio::spawn(async move {
+            let period = connector.config.metrics_flush_interval;
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = crate::pipeline::raised(&mut stopped) => return,
+                    _ = ticks.tick() => connector.flush().await,
+                }
+            }
+        });
+        *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.stop.send(true);
+            let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+            self.flush().await;
+        })
+    }
+}
+
+fn unix_nano() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn find(attributes: &[KeyValue], key: &str) -> Option<String> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| value_text(kv.value.as_ref()))
+}
+
+fn string_attribute(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// otelcol's spelling of span kinds (`SPAN_KIND_SERVER`…).
+fn kind_name(kind: i32) -> &'static str {
+    span::SpanKind::try_from(kind)
+        .map(|k| k.as_str_name())
+        .unwrap_or("SPAN_KIND_UNSPECIFIED")
+}
+
+/// otelcol's spelling of status codes (`STATUS_CODE_ERROR`…).
+fn status_name(code: i32) -> &'static str {
+    status::StatusCode::try_from(code)
+        .map(|c| c.as_str_name())
+        .unwrap_or("STATUS_CODE_UNSET")
+}
