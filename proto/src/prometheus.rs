@@ -132,7 +132,9 @@ mod tests {
         let bytes = request.encode_to_vec();
         // timeseries (1, len) { labels (1, len) { name (1) "a", value (2) "b" }, samples (2, len) { value (1,
         // fixed64) 1.0, timestamp (2, varint) 2 } }
-        let mut want = vec![0x0a, 0x15, 0x0a, 0x06, 0x0a, 0x01, b'a', 0x12, 0x01, b'b', 0x12, 0x0b, 0x09];
+        let mut want = vec![
+            0x0a, 0x15, 0x0a, 0x06, 0x0a, 0x01, b'a', 0x12, 0x01, b'b', 0x12, 0x0b, 0x09,
+        ];
         want.extend_from_slice(&1.0f64.to_le_bytes());
         want.extend_from_slice(&[0x10, 0x02]);
         assert_eq!(bytes, want);

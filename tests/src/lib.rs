@@ -875,3 +875,136 @@ impl Drop for MlflowServer {
         self.stop();
     }
 }
+
+/// A real Prometheus server (Debian's `prometheus`, installed by `scripts/test`) on a free loopback port, with
+/// its own TSDB in a temporary directory; stopped when dropped.
+pub struct Prometheus {
+    child: Child,
+    /// Its `host:port`.
+    pub address: String,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `targets` every second (`honor_labels`, so the exporter's `job` and
+    /// `instance` stand), with the remote-write receiver enabled, and waits until `/-/ready` answers 200.
+    pub fn start(targets: &[&str]) -> Prometheus {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: vigil\n    honor_labels: true\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).expect("write prometheus.yml");
+        let binary = std::env::var("VIGIL_PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
+        let (child, address) = {
+            let _ports = port_lock();
+            let port = distinct_ports(1, 0)[0];
+            let address = format!("127.0.0.1:{port}");
+            let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
+            let child = Command::new(&binary)
+                .arg(format!("--config.file={}", config_path.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address={address}"))
+                .arg("--web.enable-remote-write-receiver")
+                .arg("--log.level=warn")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start `{binary}` (scripts/test installs it): {e}")
+                });
+            (child, address)
+        };
+        let mut prometheus = Prometheus {
+            child,
+            address,
+            dir,
+        };
+        let ready = eventually(Duration::from_secs(30), || {
+            if let Ok(Some(status)) = prometheus.child.try_wait() {
+                panic!("prometheus exited ({status}):\n{}", prometheus.log());
+            }
+            http("GET", &prometheus.address, "/-/ready", &[], b"").is_ok_and(|r| r.status == 200)
+        });
+        assert!(
+            ready,
+            "prometheus not ready after 30s:\n{}",
+            prometheus.log()
+        );
+        prometheus
+    }
+
+    /// Its log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// Runs an instant PromQL query; returns each result's labels and value.
+    pub fn query(&self, promql: &str) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
+        let path = format!("/api/v1/query?query={}", percent_encode(promql));
+        let Ok(response) = http("GET", &self.address, &path, &[], b"") else {
+            return Vec::new();
+        };
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&response.body) else {
+            return Vec::new();
+        };
+        assert_eq!(body["status"], "success", "query `{promql}` failed: {body}");
+        body["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let labels = r["metric"].as_object().cloned().unwrap_or_default();
+                let value = r["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN);
+                (labels, value)
+            })
+            .collect()
+    }
+
+    /// Waits up to `timeout` for `promql` to return exactly one series with value `want`; returns its labels,
+    /// or panics with what it last saw.
+    pub fn wait_for(
+        &self,
+        promql: &str,
+        want: f64,
+        timeout: Duration,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let mut last = Vec::new();
+        let found = eventually(timeout, || {
+            last = self.query(promql);
+            last.len() == 1 && last[0].1 == want
+        });
+        assert!(
+            found,
+            "`{promql}` should be one series with value {want}; Prometheus returned {last:?}\n{}",
+            self.log()
+        );
+        last.remove(0).0
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -108,6 +108,70 @@ fn embedded_default_config_starts_receives_and_drains() {
 }
 
 #[test]
+fn embedded_default_config_serves_received_metrics_for_prometheus_to_scrape() {
+    use prost::Message;
+    use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+    use vigil_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
+    use vigil_proto::otlp::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+    };
+    use vigil_proto::otlp::resource::v1::Resource;
+
+    let mut collector = Collector::start("");
+    let request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("cli-test".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "queue.memory.usage".into(),
+                    unit: "By".into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint {
+                            value: Some(number_data_point::Value::AsInt(4096)),
+                            ..Default::default()
+                        }],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let response = http(
+        "POST",
+        &collector.http,
+        "/v1/metrics",
+        &[("Content-Type", "application/x-protobuf")],
+        &request.encode_to_vec(),
+    )
+    .unwrap();
+    assert_eq!(response.status, 200);
+    let mut scraped = String::new();
+    let found = vigil_e2e::eventually(std::time::Duration::from_secs(10), || {
+        scraped = http("GET", &collector.prometheus, "/metrics", &[], b"")
+            .map(|r| r.text())
+            .unwrap_or_default();
+        scraped.contains("queue_memory_usage_bytes{job=\"cli-test\"} 4096.0")
+    });
+    assert!(found, "{scraped}");
+    assert!(
+        scraped.contains("# TYPE queue_memory_usage_bytes gauge"),
+        "{scraped}"
+    );
+    assert!(collector.stop().success());
+}
+
+#[test]
 fn port_in_use_is_a_clear_start_up_error() {
     let (port, _listener) = vigil_e2e::reserve_port();
     let dir = tempfile::tempdir().unwrap();

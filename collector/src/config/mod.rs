@@ -440,7 +440,9 @@ impl Config {
         };
         let service = check
             .decode::<RawService>("service", &raw.service)
-            .map(|service| resolve_service(&mut check, service, &declared, &exporters, &connectors));
+            .map(|service| {
+                resolve_service(&mut check, service, &declared, &exporters, &connectors)
+            });
         check_endpoints(
             &mut check,
             &receivers,

@@ -253,11 +253,15 @@ fn connectors_must_join_a_pipeline_of_their_input_to_one_of_their_output() {
     );
     let config = parse(&good).unwrap();
     assert_eq!(config.connectors.len(), 1);
-    let errors = parse(&with("    traces: {receivers: [otlp], exporters: [spanmetrics]}\n"))
-        .unwrap_err()
-        .to_string();
+    let errors = parse(&with(
+        "    traces: {receivers: [otlp], exporters: [spanmetrics]}\n",
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(
-        errors.contains("connector `spanmetrics` is used as an exporter but no pipeline lists it as a receiver"),
+        errors.contains(
+            "connector `spanmetrics` is used as an exporter but no pipeline lists it as a receiver"
+        ),
         "{errors}"
     );
     let errors = parse(&with(
@@ -265,16 +269,28 @@ fn connectors_must_join_a_pipeline_of_their_input_to_one_of_their_output() {
     ))
     .unwrap_err()
     .to_string();
-    assert!(errors.contains("consumes traces; it cannot be an exporter of a logs pipeline"), "{errors}");
-    assert!(errors.contains("produces metrics; it cannot feed a traces pipeline"), "{errors}");
+    assert!(
+        errors.contains("consumes traces; it cannot be an exporter of a logs pipeline"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("produces metrics; it cannot feed a traces pipeline"),
+        "{errors}"
+    );
     let errors = parse(
         "receivers:\n  otlp:\nexporters:\n  nop:\nconnectors:\n  spanmetrics:\n    histogram:\n      explicit: {buckets: [10ms, 5ms]}\n    metrics_flush_interval: 0s\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [spanmetrics]}\n    metrics: {receivers: [spanmetrics], exporters: [nop]}\n",
     )
     .unwrap_err()
     .to_string();
-    assert!(errors.contains("connectors.spanmetrics.histogram.explicit.buckets"), "{errors}");
+    assert!(
+        errors.contains("connectors.spanmetrics.histogram.explicit.buckets"),
+        "{errors}"
+    );
     assert!(errors.contains("strictly ascending"), "{errors}");
-    assert!(errors.contains("connectors.spanmetrics.metrics_flush_interval"), "{errors}");
+    assert!(
+        errors.contains("connectors.spanmetrics.metrics_flush_interval"),
+        "{errors}"
+    );
 }
 
 #[test]
@@ -284,14 +300,29 @@ fn prometheus_exporters_take_metrics_only_and_check_their_fields() {
     )
     .unwrap_err()
     .to_string();
-    assert!(errors.contains("exports metrics only; it cannot be used in a traces pipeline"), "{errors}");
-    assert!(errors.contains("`bad-name` is not a Prometheus label name"), "{errors}");
-    assert!(errors.contains("exporters.prometheus.max_series"), "{errors}");
-    assert!(errors.contains("`ftp://x` is not an http(s) URL"), "{errors}");
+    assert!(
+        errors.contains("exports metrics only; it cannot be used in a traces pipeline"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("`bad-name` is not a Prometheus label name"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("exporters.prometheus.max_series"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("`ftp://x` is not an http(s) URL"),
+        "{errors}"
+    );
     let errors = parse(
         "receivers:\n  otlp: {protocols: {http: {endpoint: '127.0.0.1:9464'}}}\nexporters:\n  prometheus:\nservice:\n  pipelines:\n    metrics: {receivers: [otlp], exporters: [prometheus]}\n",
     )
     .unwrap_err()
     .to_string();
-    assert!(errors.contains("`127.0.0.1:9464` is already used"), "{errors}");
+    assert!(
+        errors.contains("`127.0.0.1:9464` is already used"),
+        "{errors}"
+    );
 }

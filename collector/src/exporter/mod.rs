@@ -289,7 +289,11 @@ impl ExporterConfig {
     }
 
     /// Builds the exporter (opens files, creates clients; connections are made lazily).
-    pub fn build(&self, id: &ComponentId, registry: &Registry) -> Result<Box<dyn Exporter>, String> {
+    pub fn build(
+        &self,
+        id: &ComponentId,
+        registry: &Registry,
+    ) -> Result<Box<dyn Exporter>, String> {
         Ok(match self {
             ExporterConfig::Otlp(c) => {
                 Box::new(otlp::OtlpExporter::new(c).map_err(|e| format!("exporter {id}: {e}"))?)

@@ -131,7 +131,10 @@ pub async fn start(config: Config) -> Result<Running, String> {
             pipeline_stages.extend(built.stage);
         }
         pipeline_stages.reverse();
-        let fed_by_connector = pipeline.receivers.iter().any(|id| connectors.contains_key(id));
+        let fed_by_connector = pipeline
+            .receivers
+            .iter()
+            .any(|id| connectors.contains_key(id));
         stages.push((name, fed_by_connector, pipeline_stages));
         for id in &pipeline.receivers {
             match connectors.get_mut(id) {
@@ -210,7 +213,8 @@ impl Running {
         }
         // Pipelines that feed connectors drain first, then the connectors hand on what they hold, then the
         // pipelines they feed drain.
-        let (fed, feeding): (Vec<_>, Vec<_>) = self.stages.into_iter().partition(|(_, fed, _)| *fed);
+        let (fed, feeding): (Vec<_>, Vec<_>) =
+            self.stages.into_iter().partition(|(_, fed, _)| *fed);
         Self::drain_stages(feeding, deadline, &self.registry, &mut report).await;
         for (id, worker) in self.connectors {
             let lost = worker.shutdown(deadline).await;

@@ -280,7 +280,9 @@ impl SpanMetrics {
             for scope_spans in &resource_spans.scope_spans {
                 for span in &scope_spans.spans {
                     let mut key = self.key(&service, span, resource_attributes);
-                    let duration = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano)
+                    let duration = span
+                        .end_time_unix_nano
+                        .saturating_sub(span.start_time_unix_nano)
                         as f64
                         / 1e9
                         * per_second;
@@ -403,8 +405,8 @@ impl SpanMetrics {
                     metrics: vec![
                         Metric {
                             name: name("calls"),
-                            description: "Spans ended, by service, span name, kind and status code."
-                                .into(),
+                            description:
+                                "Spans ended, by service, span name, kind and status code.".into(),
                             unit: "{call}".into(),
                             data: Some(metric::Data::Sum(Sum {
                                 data_points: calls,
@@ -415,8 +417,9 @@ impl SpanMetrics {
                         },
                         Metric {
                             name: name("duration"),
-                            description: "Span durations, by service, span name, kind and status code."
-                                .into(),
+                            description:
+                                "Span durations, by service, span name, kind and status code."
+                                    .into(),
                             unit: unit.into(),
                             data: Some(metric::Data::Histogram(Histogram {
                                 data_points: durations,
@@ -465,7 +468,11 @@ impl SpanMetrics {
         let Some((request, points)) = self.snapshot() else {
             return;
         };
-        let batch = Batch::new(Signal::Metrics, Bytes::from(request.encode_to_vec()), points);
+        let batch = Batch::new(
+            Signal::Metrics,
+            Bytes::from(request.encode_to_vec()),
+            points,
+        );
         for output in &outputs.pipelines {
             if output.consume(batch.clone()).await.is_err() {
                 self.dropped.add(points);

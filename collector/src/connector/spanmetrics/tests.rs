@@ -65,7 +65,9 @@ fn calls(connector: &SpanMetrics) -> Vec<(Vec<String>, i64)> {
                             .map(|kv| format!("{}={}", kv.key, value_text(kv.value.as_ref())))
                             .collect();
                         let value = match p.value {
-                            Some(vigil_proto::otlp::metrics::v1::number_data_point::Value::AsInt(v)) => v,
+                            Some(
+                                vigil_proto::otlp::metrics::v1::number_data_point::Value::AsInt(v),
+                            ) => v,
                             _ => panic!("calls are integers"),
                         };
                         out.push((attributes, value));
@@ -80,7 +82,11 @@ fn calls(connector: &SpanMetrics) -> Vec<(Vec<String>, i64)> {
 
 #[test]
 fn counts_calls_and_errors_per_service_span_kind_and_status() {
-    let connector = SpanMetrics::new(&SpanMetricsConfig::default(), "spanmetrics", &Registry::default());
+    let connector = SpanMetrics::new(
+        &SpanMetricsConfig::default(),
+        "spanmetrics",
+        &Registry::default(),
+    );
     connector.add(&request(
         "checkout",
         vec![
@@ -110,20 +116,36 @@ fn counts_calls_and_errors_per_service_span_kind_and_status() {
 
 #[test]
 fn durations_land_in_second_buckets_and_resources_carry_the_service() {
-    let connector = SpanMetrics::new(&SpanMetricsConfig::default(), "spanmetrics", &Registry::default());
-    connector.add(&request("api", vec![span("op", 3, false, vec![]), span("op", 120, false, vec![])]));
+    let connector = SpanMetrics::new(
+        &SpanMetricsConfig::default(),
+        "spanmetrics",
+        &Registry::default(),
+    );
+    connector.add(&request(
+        "api",
+        vec![span("op", 3, false, vec![]), span("op", 120, false, vec![])],
+    ));
     let (request, points) = connector.snapshot().unwrap();
     assert_eq!(points, 2);
     let rm = &request.resource_metrics[0];
-    assert_eq!(value_text(rm.resource.as_ref().unwrap().attributes[0].value.as_ref()), "api");
+    assert_eq!(
+        value_text(rm.resource.as_ref().unwrap().attributes[0].value.as_ref()),
+        "api"
+    );
     let duration = &rm.scope_metrics[0].metrics[1];
-    assert_eq!((duration.name.as_str(), duration.unit.as_str()), ("traces.span.metrics.duration", "s"));
-    let Some(metric::Data::Histogram(h)) = &duration.data else { panic!("histogram") };
+    assert_eq!(
+        (duration.name.as_str(), duration.unit.as_str()),
+        ("traces.span.metrics.duration", "s")
+    );
+    let Some(metric::Data::Histogram(h)) = &duration.data else {
+        panic!("histogram")
+    };
     let p = &h.data_points[0];
     assert_eq!(p.count, 2);
     assert!((p.sum.unwrap() - 0.123).abs() < 1e-9);
     // 3 ms falls in (0.002, 0.004], 120 ms in (0.1, 0.2].
-    let bucket = |bound: f64| p.bucket_counts[p.explicit_bounds.iter().position(|b| *b == bound).unwrap()];
+    let bucket =
+        |bound: f64| p.bucket_counts[p.explicit_bounds.iter().position(|b| *b == bound).unwrap()];
     assert_eq!((bucket(0.004), bucket(0.2)), (1, 1));
 }
 
@@ -139,13 +161,19 @@ fn extra_dimensions_use_span_then_resource_attributes_then_the_default() {
     let connector = SpanMetrics::new(&config, "spanmetrics", &Registry::default());
     connector.add(&request(
         "api",
-        vec![span("op", 1, false, vec![attr("http.request.method", "POST")]), span("op", 1, false, vec![])],
+        vec![
+            span("op", 1, false, vec![attr("http.request.method", "POST")]),
+            span("op", 1, false, vec![]),
+        ],
     ));
     let methods: Vec<String> = calls(&connector)
         .into_iter()
         .map(|(attributes, _)| attributes.last().unwrap().clone())
         .collect();
-    assert_eq!(methods, ["http.request.method=POST", "http.request.method=UNKNOWN"]);
+    assert_eq!(
+        methods,
+        ["http.request.method=POST", "http.request.method=UNKNOWN"]
+    );
 }
 
 #[test]
@@ -156,7 +184,9 @@ fn series_beyond_max_series_are_counted_in_one_overflow_series() {
     };
     let registry = Registry::default();
     let connector = SpanMetrics::new(&config, "spanmetrics", &registry);
-    let spans = (0..5).map(|i| span(&format!("op{i}"), 1, false, vec![])).collect();
+    let spans = (0..5)
+        .map(|i| span(&format!("op{i}"), 1, false, vec![]))
+        .collect();
     connector.add(&request("api", spans));
     let all = calls(&connector);
     let overflow: Vec<_> = all
@@ -167,7 +197,10 @@ fn series_beyond_max_series_are_counted_in_one_overflow_series() {
     assert_eq!(overflow[0].1, 3);
     assert_eq!(all.len(), 3);
     assert_eq!(
-        registry.counter_sum("vigil_connector_overflow_items_total", &[("connector", "spanmetrics")]),
+        registry.counter_sum(
+            "vigil_connector_overflow_items_total",
+            &[("connector", "spanmetrics")]
+        ),
         3
     );
 }

@@ -281,10 +281,7 @@ async fn scrape(
         return crate::net::text(StatusCode::NOT_FOUND, "metrics are served on /metrics");
     }
     if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
-        return crate::net::text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "use GET to scrape /metrics",
-        );
+        return crate::net::text(StatusCode::METHOD_NOT_ALLOWED, "use GET to scrape /metrics");
     }
     let header_text = |name| {
         request
@@ -330,7 +327,10 @@ async fn scrape(
             http::HeaderValue::from_static("gzip"),
         );
     }
-    headers.insert(header::VARY, http::HeaderValue::from_static("Accept, Accept-Encoding"));
+    headers.insert(
+        header::VARY,
+        http::HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
     response
 }
 

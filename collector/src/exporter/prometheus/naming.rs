@@ -39,7 +39,7 @@ pub fn metric_name(namespace: &str, name: &str, unit: &str, kind: Kind, suffixes
     if suffixes {
         let (main, per) = unit_words(unit);
         if let Some(main) = main
-            && !owned.iter().any(|t| *t == main)
+            && !owned.contains(&main)
         {
             owned.push(main);
         }
@@ -54,7 +54,9 @@ pub fn metric_name(namespace: &str, name: &str, unit: &str, kind: Kind, suffixes
                 owned.retain(|t| t != "total");
                 owned.push("total".into());
             }
-            Kind::Gauge if strip_annotations(unit) == "1" && !owned.iter().any(|t| t == "ratio") => {
+            Kind::Gauge
+                if strip_annotations(unit) == "1" && !owned.iter().any(|t| t == "ratio") =>
+            {
                 owned.push("ratio".into());
             }
             _ => {}
@@ -184,30 +186,65 @@ mod tests {
     #[test]
     fn metric_names_follow_the_compatibility_spec() {
         let cases = [
-            ("http.server.request.duration", "s", Kind::Histogram, "http_server_request_duration_seconds"),
+            (
+                "http.server.request.duration",
+                "s",
+                Kind::Histogram,
+                "http_server_request_duration_seconds",
+            ),
             ("requests.count", "1", Kind::Counter, "requests_count_total"),
-            ("system.cpu.utilization", "1", Kind::Gauge, "system_cpu_utilization_ratio"),
-            ("process.memory.usage", "By", Kind::Gauge, "process_memory_usage_bytes"),
+            (
+                "system.cpu.utilization",
+                "1",
+                Kind::Gauge,
+                "system_cpu_utilization_ratio",
+            ),
+            (
+                "process.memory.usage",
+                "By",
+                Kind::Gauge,
+                "process_memory_usage_bytes",
+            ),
             ("net.io", "By/s", Kind::Gauge, "net_io_bytes_per_second"),
             ("latency", "ms", Kind::Histogram, "latency_milliseconds"),
-            ("http.requests.total", "{request}", Kind::Counter, "http_requests_total"),
+            (
+                "http.requests.total",
+                "{request}",
+                Kind::Counter,
+                "http_requests_total",
+            ),
             ("total.bytes.sent", "By", Kind::Counter, "bytes_sent_total"),
             ("duration_seconds", "s", Kind::Histogram, "duration_seconds"),
             ("9lives", "", Kind::Gauge, "_9lives"),
             ("a..b--c", "", Kind::Gauge, "a_b_c"),
             ("queue.size", "{batch}", Kind::Gauge, "queue_size"),
             ("temp", "Cel", Kind::Gauge, "temp_celsius"),
-            ("weird", "furlongs/fortnight", Kind::Gauge, "weird_furlongs_per_fortnight"),
+            (
+                "weird",
+                "furlongs/fortnight",
+                Kind::Gauge,
+                "weird_furlongs_per_fortnight",
+            ),
         ];
         for (name, unit, kind, want) in cases {
-            assert_eq!(metric_name("", name, unit, kind, true), want, "{name} [{unit}]");
+            assert_eq!(
+                metric_name("", name, unit, kind, true),
+                want,
+                "{name} [{unit}]"
+            );
         }
         assert_eq!(
             metric_name("vigil", "requests", "1", Kind::Counter, true),
             "vigil_requests_total"
         );
         assert_eq!(
-            metric_name("", "http.server.request.duration", "s", Kind::Histogram, false),
+            metric_name(
+                "",
+                "http.server.request.duration",
+                "s",
+                Kind::Histogram,
+                false
+            ),
             "http_server_request_duration"
         );
     }

@@ -7,7 +7,9 @@
 use std::io::Write;
 
 use super::naming::Kind;
-use super::store::{ExpBuckets, ExpHistogram, Family, Histogram, Labels, SeriesValue, Store, downscale};
+use super::store::{
+    ExpBuckets, ExpHistogram, Family, Histogram, Labels, SeriesValue, Store, downscale,
+};
 
 /// The 0.0.4 text format's content type.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -93,7 +95,9 @@ fn write_family(out: &mut Vec<u8>, name: &str, family: &Family, format: Format) 
     // drop `_info`.
     let (family_name, type_name) = match (format, family.kind, family.info) {
         (Format::OpenMetrics, _, true) => (name.strip_suffix("_info").unwrap_or(name), "info"),
-        (Format::OpenMetrics, Kind::Counter, _) => (name.strip_suffix("_total").unwrap_or(name), "counter"),
+        (Format::OpenMetrics, Kind::Counter, _) => {
+            (name.strip_suffix("_total").unwrap_or(name), "counter")
+        }
         (_, kind, _) => (name, kind.type_name()),
     };
     let help = if family.help.is_empty() {
@@ -124,7 +128,14 @@ fn write_family(out: &mut Vec<u8>, name: &str, family: &Family, format: Format) 
                     sample(out, name, labels, Some(("quantile", *q)), *v, format);
                 }
                 sample(out, &format!("{name}_sum"), labels, None, s.sum, format);
-                sample(out, &format!("{name}_count"), labels, None, s.count as f64, format);
+                sample(
+                    out,
+                    &format!("{name}_count"),
+                    labels,
+                    None,
+                    s.count as f64,
+                    format,
+                );
             }
         }
     }
@@ -135,12 +146,33 @@ fn histogram(out: &mut Vec<u8>, name: &str, labels: &Labels, h: &Histogram, form
     let mut cumulative = 0u64;
     for (bound, count) in h.bounds.iter().zip(&h.counts) {
         cumulative += count;
-        sample(out, &bucket, labels, Some(("le", *bound)), cumulative as f64, format);
+        sample(
+            out,
+            &bucket,
+            labels,
+            Some(("le", *bound)),
+            cumulative as f64,
+            format,
+        );
     }
     // `+Inf` must equal `_count`, whatever the buckets add up to.
-    sample(out, &bucket, labels, Some(("le", f64::INFINITY)), h.count as f64, format);
+    sample(
+        out,
+        &bucket,
+        labels,
+        Some(("le", f64::INFINITY)),
+        h.count as f64,
+        format,
+    );
     sample(out, &format!("{name}_sum"), labels, None, h.sum, format);
-    sample(out, &format!("{name}_count"), labels, None, h.count as f64, format);
+    sample(
+        out,
+        &format!("{name}_count"),
+        labels,
+        None,
+        h.count as f64,
+        format,
+    );
 }
 
 /// An exponential histogram as classic buckets: negative buckets (most negative first), the zero bucket,
@@ -149,7 +181,8 @@ pub fn to_classic(e: &ExpHistogram) -> Histogram {
     let mut scale = e.scale;
     let mut positive = e.positive.clone();
     let mut negative = e.negative.clone();
-    while positive.counts.len().max(negative.counts.len()) > MAX_EXPONENTIAL_BUCKETS && scale > -10 {
+    while positive.counts.len().max(negative.counts.len()) > MAX_EXPONENTIAL_BUCKETS && scale > -10
+    {
         positive = downscale(&positive, 1);
         negative = downscale(&negative, 1);
         scale -= 1;

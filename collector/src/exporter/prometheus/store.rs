@@ -6,7 +6,7 @@
 //! for longer than one shard takes to render; a family always lives in one shard, so its lines stay contiguous.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -266,9 +266,7 @@ impl Store {
     }
 
     fn shard(&self, name: &str) -> MutexGuard<'_, HashMap<String, Family>> {
-        let mut hasher = self.hasher.build_hasher();
-        name.hash(&mut hasher);
-        let index = (hasher.finish() as usize) % SHARDS;
+        let index = (self.hasher.hash_one(name) as usize) % SHARDS;
         self.shards[index]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -77,7 +77,13 @@ fn number(attributes: Vec<KeyValue>, value: f64) -> NumberDataPoint {
     }
 }
 
-fn sum(name: &str, unit: &str, monotonic: bool, delta: bool, points: Vec<NumberDataPoint>) -> Metric {
+fn sum(
+    name: &str,
+    unit: &str,
+    monotonic: bool,
+    delta: bool,
+    points: Vec<NumberDataPoint>,
+) -> Metric {
     Metric {
         name: name.into(),
         unit: unit.into(),
@@ -126,9 +132,21 @@ fn counters_gauges_and_resource_follow_the_compatibility_rules() {
         &request(
             service(),
             vec![
-                sum("http.server.requests", "{request}", true, false, vec![number(vec![attr("http.method", "GET")], 42.0)]),
+                sum(
+                    "http.server.requests",
+                    "{request}",
+                    true,
+                    false,
+                    vec![number(vec![attr("http.method", "GET")], 42.0)],
+                ),
                 gauge("system.cpu.utilization", "1", vec![number(vec![], 0.25)]),
-                sum("queue.depth", "{item}", false, false, vec![number(vec![], 7.0)]),
+                sum(
+                    "queue.depth",
+                    "{item}",
+                    false,
+                    false,
+                    vec![number(vec![], 7.0)],
+                ),
             ],
         ),
         &mut |_| {},
@@ -136,11 +154,28 @@ fn counters_gauges_and_resource_follow_the_compatibility_rules() {
     assert_eq!(report.points, 3);
     let out = text(&store);
     let series_labels = r#"http_method="GET",instance="pod-1",job="shop/checkout",otel_scope_name="shop",otel_scope_version="1.2""#;
-    assert!(out.contains("# HELP http_server_requests_total http.server.requests help\n"), "{out}");
-    assert!(out.contains("# TYPE http_server_requests_total counter\n"), "{out}");
-    assert!(out.contains(&format!("http_server_requests_total{{{series_labels}}} 42.0\n")), "{out}");
-    assert!(out.contains("# TYPE system_cpu_utilization_ratio gauge\n"), "{out}");
-    assert!(out.contains("# TYPE queue_depth gauge\n"), "non-monotonic sums are gauges: {out}");
+    assert!(
+        out.contains("# HELP http_server_requests_total http.server.requests help\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("# TYPE http_server_requests_total counter\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "http_server_requests_total{{{series_labels}}} 42.0\n"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("# TYPE system_cpu_utilization_ratio gauge\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("# TYPE queue_depth gauge\n"),
+        "non-monotonic sums are gauges: {out}"
+    );
     // Resource attributes other than the service's identity go to target_info, not onto every series.
     assert!(
         out.contains(r#"target_info{host_name="node-7",instance="pod-1",job="shop/checkout"} 1.0"#),
@@ -160,7 +195,10 @@ fn promoted_resource_attributes_and_const_labels_are_on_every_series() {
         ..StoreSettings::default()
     });
     store.ingest(
-        &request(service(), vec![gauge("temp", "Cel", vec![number(vec![], 21.5)])]),
+        &request(
+            service(),
+            vec![gauge("temp", "Cel", vec![number(vec![], 21.5)])],
+        ),
         &mut |_| {},
     );
     let out = text(&store);
@@ -180,13 +218,23 @@ fn colliding_label_names_join_values_in_key_order_and_values_are_escaped() {
             vec![gauge(
                 "g",
                 "",
-                vec![number(vec![attr("a.b", "2"), attr("a_b", "1"), attr("msg", "say \"hi\"\\\nbye")], 1.0)],
+                vec![number(
+                    vec![
+                        attr("a.b", "2"),
+                        attr("a_b", "1"),
+                        attr("msg", "say \"hi\"\\\nbye"),
+                    ],
+                    1.0,
+                )],
             )],
         ),
         &mut |_| {},
     );
     let out = text(&store);
-    assert!(out.contains(r#"a_b="2;1""#), "`a.b` sorts before `a_b`: {out}");
+    assert!(
+        out.contains(r#"a_b="2;1""#),
+        "`a.b` sorts before `a_b`: {out}"
+    );
     assert!(out.contains(r#"msg="say \"hi\"\\\nbye""#), "{out}");
 }
 
@@ -195,7 +243,16 @@ fn delta_sums_and_histograms_are_accumulated() {
     let (store, _) = store();
     for value in [5.0, 3.0] {
         store.ingest(
-            &request(service(), vec![sum("jobs.done", "", true, true, vec![number(vec![], value)])]),
+            &request(
+                service(),
+                vec![sum(
+                    "jobs.done",
+                    "",
+                    true,
+                    true,
+                    vec![number(vec![], value)],
+                )],
+            ),
             &mut |_| {},
         );
     }
@@ -214,12 +271,19 @@ fn delta_sums_and_histograms_are_accumulated() {
         })),
         ..Default::default()
     };
-    store.ingest(&request(service(), vec![histogram(vec![1, 2, 0], 1.5)]), &mut |_| {});
-    store.ingest(&request(service(), vec![histogram(vec![0, 1, 1], 3.0)]), &mut |_| {});
+    store.ingest(
+        &request(service(), vec![histogram(vec![1, 2, 0], 1.5)]),
+        &mut |_| {},
+    );
+    store.ingest(
+        &request(service(), vec![histogram(vec![0, 1, 1], 3.0)]),
+        &mut |_| {},
+    );
     let out = text(&store);
     assert!(out.contains("jobs_done_total{"), "{out}");
     assert!(out.contains("} 8.0\n"), "5 + 3: {out}");
-    let labels = r#"instance="pod-1",job="shop/checkout",otel_scope_name="shop",otel_scope_version="1.2""#;
+    let labels =
+        r#"instance="pod-1",job="shop/checkout",otel_scope_name="shop",otel_scope_version="1.2""#;
     for line in [
         format!("latency_seconds_bucket{{{labels},le=\"0.1\"}} 1.0\n"),
         format!("latency_seconds_bucket{{{labels},le=\"1\"}} 4.0\n"),
@@ -328,7 +392,10 @@ fn summaries_have_quantiles_sum_and_count() {
         &mut |_| {},
     );
     let out = text(&store);
-    assert!(out.contains("# TYPE rpc_duration_seconds summary\n"), "{out}");
+    assert!(
+        out.contains("# TYPE rpc_duration_seconds summary\n"),
+        "{out}"
+    );
     assert!(out.contains(r#"quantile="0.99"} 0.9"#), "{out}");
     assert!(out.contains("rpc_duration_seconds_count{"), "{out}");
 }
@@ -342,14 +409,21 @@ fn series_expire_after_metric_expiration_on_the_injected_clock() {
     );
     clock.advance(Duration::from_secs(240));
     store.ingest(
-        &request(vec![attr("service.name", "fresh")], vec![gauge("new", "", vec![number(vec![], 2.0)])]),
+        &request(
+            vec![attr("service.name", "fresh")],
+            vec![gauge("new", "", vec![number(vec![], 2.0)])],
+        ),
         &mut |_| {},
     );
     clock.advance(Duration::from_secs(61));
     let mut ended = Vec::new();
     store.expire(&mut |c| ended.push(c.name.to_string()));
     ended.sort();
-    assert_eq!(ended, ["old", "target_info"], "only what was last updated 5m+ ago");
+    assert_eq!(
+        ended,
+        ["old", "target_info"],
+        "only what was last updated 5m+ ago"
+    );
     let out = text(&store);
     assert!(!out.contains("old{"), "{out}");
     assert!(out.contains("new{"), "{out}");
@@ -367,7 +441,10 @@ fn the_series_cap_drops_new_series_and_counts_them() {
         .map(|i| number(vec![attr("user", &i.to_string())], 1.0))
         .collect();
     let report = store.ingest(
-        &request(vec![attr("service.name", "s")], vec![gauge("logins", "", points)]),
+        &request(
+            vec![attr("service.name", "s")],
+            vec![gauge("logins", "", points)],
+        ),
         &mut |_| {},
     );
     assert_eq!((report.points, report.overflow), (3, 2));
@@ -377,7 +454,11 @@ fn the_series_cap_drops_new_series_and_counts_them() {
     let report = store.ingest(
         &request(
             vec![attr("service.name", "s")],
-            vec![gauge("logins", "", vec![number(vec![attr("user", "0")], 9.0)])],
+            vec![gauge(
+                "logins",
+                "",
+                vec![number(vec![attr("user", "0")], 9.0)],
+            )],
         ),
         &mut |_| {},
     );
@@ -391,7 +472,10 @@ fn no_recorded_value_removes_the_series() {
     let req = |flags| {
         let mut point = number(vec![], 1.0);
         point.flags = flags;
-        request(vec![attr("service.name", "s")], vec![gauge("up", "", vec![point])])
+        request(
+            vec![attr("service.name", "s")],
+            vec![gauge("up", "", vec![point])],
+        )
     };
     store.ingest(&req(0), &mut |_| {});
     assert!(text(&store).contains("up{"));
@@ -402,15 +486,21 @@ fn no_recorded_value_removes_the_series() {
 #[test]
 fn type_conflicts_keep_the_first_type_and_count_the_rest() {
     let (store, _) = store();
-    store.ingest(&request(service(), vec![gauge("x", "", vec![number(vec![], 1.0)])]), &mut |_| {});
+    store.ingest(
+        &request(service(), vec![gauge("x", "", vec![number(vec![], 1.0)])]),
+        &mut |_| {},
+    );
     let report = store.ingest(
-        &request(service(), vec![Metric {
-            name: "x".into(),
-            data: Some(metric::Data::Summary(Summary {
-                data_points: vec![SummaryDataPoint::default()],
-            })),
-            ..Default::default()
-        }]),
+        &request(
+            service(),
+            vec![Metric {
+                name: "x".into(),
+                data: Some(metric::Data::Summary(Summary {
+                    data_points: vec![SummaryDataPoint::default()],
+                })),
+                ..Default::default()
+            }],
+        ),
         &mut |_| {},
     );
     assert_eq!(report.invalid, 1);
@@ -421,7 +511,10 @@ fn type_conflicts_keep_the_first_type_and_count_the_rest() {
 fn open_metrics_output_names_counter_families_without_total_and_ends_with_eof() {
     let (store, _) = store();
     store.ingest(
-        &request(service(), vec![sum("requests", "", true, false, vec![number(vec![], 3.0)])]),
+        &request(
+            service(),
+            vec![sum("requests", "", true, false, vec![number(vec![], 3.0)])],
+        ),
         &mut |_| {},
     );
     let out = String::from_utf8(render(&store, Format::OpenMetrics)).unwrap();
@@ -434,12 +527,21 @@ fn open_metrics_output_names_counter_families_without_total_and_ends_with_eof() 
 #[test]
 fn content_negotiation_prefers_open_metrics_only_when_asked() {
     let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-    assert_eq!(Format::negotiate(Some(prometheus), true), Format::OpenMetrics);
+    assert_eq!(
+        Format::negotiate(Some(prometheus), true),
+        Format::OpenMetrics
+    );
     assert_eq!(Format::negotiate(Some(prometheus), false), Format::Text);
-    assert_eq!(Format::negotiate(Some("text/plain;version=0.0.4"), true), Format::Text);
+    assert_eq!(
+        Format::negotiate(Some("text/plain;version=0.0.4"), true),
+        Format::Text
+    );
     assert_eq!(Format::negotiate(None, true), Format::Text);
     assert_eq!(
-        Format::negotiate(Some("application/openmetrics-text;q=0.1,text/plain;q=0.9"), true),
+        Format::negotiate(
+            Some("application/openmetrics-text;q=0.1,text/plain;q=0.9"),
+            true
+        ),
         Format::Text
     );
     assert!(super::accepts_gzip("gzip, deflate"));

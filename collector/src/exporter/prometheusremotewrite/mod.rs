@@ -31,7 +31,9 @@ use super::prometheus::render::to_classic;
 use super::prometheus::store::{Changed, Clock, Histogram, SeriesValue, Store, SystemClock};
 use super::prometheus::{ResourceConversion, decode_batch, store_settings, validate_const_labels};
 use super::worker::Backoff;
-use super::{ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings, validate_headers};
+use super::{
+    ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings, validate_headers,
+};
 use crate::config::Checker;
 use crate::pipeline::{Batch, BoxFuture};
 use crate::telemetry::Registry;
@@ -171,17 +173,20 @@ impl RemoteWriteExporter {
     ) -> Result<Self, String> {
         let url = Uri::from_str(&config.endpoint)
             .map_err(|e| format!("`{}` is not a URL: {e}", config.endpoint))?;
-        let store = Arc::new(Store::with_clock(store_settings(
-            &config.namespace,
-            &BTreeMap::new(),
-            config.add_metric_suffixes,
-            config.resource_to_telemetry_conversion.enabled,
-            &config.promote_resource_attributes,
-            config.metric_expiration,
-            config.max_series,
-            !config.without_scope_info,
-            !config.without_target_info,
-        ), clock));
+        let store = Arc::new(Store::with_clock(
+            store_settings(
+                &config.namespace,
+                &BTreeMap::new(),
+                config.add_metric_suffixes,
+                config.resource_to_telemetry_conversion.enabled,
+                &config.promote_resource_attributes,
+                config.metric_expiration,
+                config.max_series,
+                !config.without_scope_info,
+                !config.without_target_info,
+            ),
+            clock,
+        ));
         let exporter = RemoteWriteExporter {
             store,
             client: http_client(&config.tls)?,
@@ -306,11 +311,15 @@ impl RemoteWriteExporter {
                 exemplars: Vec::new(),
             });
         };
-        let histogram = |h: &Histogram, push: &mut dyn FnMut(&str, Option<(&str, String)>, f64)| {
+        let histogram = |h: &Histogram, push: &mut Push<'_>| {
             let mut cumulative = 0u64;
             for (bound, count) in h.bounds.iter().zip(&h.counts) {
                 cumulative += count;
-                push("_bucket", Some(("le", format_float(*bound))), cumulative as f64);
+                push(
+                    "_bucket",
+                    Some(("le", format_float(*bound))),
+                    cumulative as f64,
+                );
             }
             push("_bucket", Some(("le", "+Inf".into())), h.count as f64);
             push("_sum", None, h.sum);
@@ -406,6 +415,9 @@ impl RemoteWriteExporter {
     }
 }
 
+/// Adds one remote-write series: name suffix, extra label, value.
+type Push<'a> = dyn FnMut(&str, Option<(&str, String)>, f64) + 'a;
+
 /// A float the way Prometheus writes `le` and `quantile` values (`0.5`, `1`, `+Inf`).
 fn format_float(value: f64) -> String {
     if value.is_infinite() {
@@ -423,11 +435,11 @@ impl Exporter for RemoteWriteExporter {
             let (requests, dropped) = self.translate(batch)?;
             for request in requests {
                 let raw = request.encode_to_vec();
-                let compressed = snap::raw::Encoder::new()
-                    .compress_vec(&raw)
-                    .map_err(|e| ExportError::Permanent {
+                let compressed = snap::raw::Encoder::new().compress_vec(&raw).map_err(|e| {
+                    ExportError::Permanent {
                         message: format!("snappy compression failed: {e}"),
-                    })?;
+                    }
+                })?;
                 let body = Bytes::from(compressed);
                 let mut backoff = Backoff::new(&self.retry);
                 loop {
@@ -477,4 +489,3 @@ pub fn decode_body(body: &[u8]) -> Result<WriteRequest, String> {
 
 #[cfg(test)]
 mod tests;
-

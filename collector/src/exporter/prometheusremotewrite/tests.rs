@@ -55,10 +55,18 @@ async fn receiver(statuses: Vec<u16>) -> (String, Arc<Receiver>, watch::Sender<b
                 let (parts, body) = request.into_parts();
                 let body = body.collect().await.unwrap().to_bytes();
                 let decoded = decode_body(&body).expect("a snappy WriteRequest");
-                state.received.lock().unwrap().push((parts.headers, decoded));
+                state
+                    .received
+                    .lock()
+                    .unwrap()
+                    .push((parts.headers, decoded));
                 let status = {
                     let mut statuses = state.statuses.lock().unwrap();
-                    if statuses.is_empty() { 204 } else { statuses.remove(0) }
+                    if statuses.is_empty() {
+                        204
+                    } else {
+                        statuses.remove(0)
+                    }
                 };
                 let mut response = Response::new(Full::new(Bytes::from_static(b"nope")));
                 *response.status_mut() = StatusCode::from_u16(status).unwrap();
@@ -122,7 +130,11 @@ fn config(endpoint: &str) -> RemoteWriteConfig {
 }
 
 fn labels(series: &vigil_proto::prometheus::TimeSeries) -> Vec<(String, String)> {
-    series.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect()
+    series
+        .labels
+        .iter()
+        .map(|l| (l.name.clone(), l.value.clone()))
+        .collect()
 }
 
 #[tokio::test]
@@ -137,7 +149,12 @@ async fn sends_snappy_protobuf_with_the_required_headers_sorted_labels_and_accum
     assert_eq!(headers["content-encoding"], "snappy");
     assert_eq!(headers["content-type"], "application/x-protobuf");
     assert_eq!(headers["x-prometheus-remote-write-version"], "0.1.0");
-    assert!(headers["user-agent"].to_str().unwrap().starts_with("vigil-collector/"));
+    assert!(
+        headers["user-agent"]
+            .to_str()
+            .unwrap()
+            .starts_with("vigil-collector/")
+    );
     let counter = request
         .timeseries
         .iter()
@@ -151,11 +168,19 @@ async fn sends_snappy_protobuf_with_the_required_headers_sorted_labels_and_accum
             ("job".into(), "api".into()),
         ]
     );
-    assert_eq!(counter.samples[0].value, 7.0, "deltas 5 + 2 are sent as a cumulative 7");
+    assert_eq!(
+        counter.samples[0].value, 7.0,
+        "deltas 5 + 2 are sent as a cumulative 7"
+    );
     assert_eq!(counter.samples[0].timestamp, 2_000);
-    assert!(request.metadata.iter().any(|m| m.metric_family_name == "http_requests_total"
-        && m.help == "Requests served."
-        && m.r#type == vigil_proto::prometheus::MetricType::Counter as i32));
+    assert!(
+        request
+            .metadata
+            .iter()
+            .any(|m| m.metric_family_name == "http_requests_total"
+                && m.help == "Requests served."
+                && m.r#type == vigil_proto::prometheus::MetricType::Counter as i32)
+    );
 }
 
 #[tokio::test]
@@ -167,14 +192,28 @@ async fn retries_5xx_and_429_but_not_other_4xx_and_never_adds_a_delta_twice() {
         let received = state.received.lock().unwrap();
         assert_eq!(received.len(), 3, "two retries, then success");
         for (_, request) in received.iter() {
-            let counter = request.timeseries.iter().find(|ts| ts.labels[0].value == "http_requests_total").unwrap();
-            assert_eq!(counter.samples[0].value, 5.0, "the same translation is resent");
+            let counter = request
+                .timeseries
+                .iter()
+                .find(|ts| ts.labels[0].value == "http_requests_total")
+                .unwrap();
+            assert_eq!(
+                counter.samples[0].value, 5.0,
+                "the same translation is resent"
+            );
         }
     }
     state.statuses.lock().unwrap().push(400);
-    let error = exporter.export(&counter_batch(1.0, 2_000)).await.unwrap_err();
+    let error = exporter
+        .export(&counter_batch(1.0, 2_000))
+        .await
+        .unwrap_err();
     assert!(matches!(error, ExportError::Permanent { .. }), "{error:?}");
-    assert_eq!(state.received.lock().unwrap().len(), 4, "a 400 is not retried");
+    assert_eq!(
+        state.received.lock().unwrap().len(),
+        4,
+        "a 400 is not retried"
+    );
 }
 
 #[tokio::test]
@@ -182,18 +221,27 @@ async fn expired_series_end_with_a_stale_marker() {
     let (url, state, _stop) = receiver(vec![]).await;
     let clock = Arc::new(ManualClock(Mutex::new(Instant::now())));
     let exporter =
-        RemoteWriteExporter::with_clock(&config(&url), "prw", &Registry::default(), clock.clone()).unwrap();
+        RemoteWriteExporter::with_clock(&config(&url), "prw", &Registry::default(), clock.clone())
+            .unwrap();
     exporter.export(&counter_batch(5.0, 1_000)).await.unwrap();
     *clock.0.lock().unwrap() += Duration::from_secs(301);
-    exporter.export(&Batch::new(
-        Signal::Metrics,
-        Bytes::from(ExportMetricsServiceRequest::default().encode_to_vec()),
-        0,
-    ))
-    .await
-    .unwrap();
+    exporter
+        .export(&Batch::new(
+            Signal::Metrics,
+            Bytes::from(ExportMetricsServiceRequest::default().encode_to_vec()),
+            0,
+        ))
+        .await
+        .unwrap();
     let received = state.received.lock().unwrap();
     let last = &received.last().unwrap().1;
-    let counter = last.timeseries.iter().find(|ts| ts.labels[0].value == "http_requests_total").unwrap();
-    assert_eq!(counter.samples[0].value.to_bits(), vigil_proto::prometheus::STALE_NAN.to_bits());
+    let counter = last
+        .timeseries
+        .iter()
+        .find(|ts| ts.labels[0].value == "http_requests_total")
+        .unwrap();
+    assert_eq!(
+        counter.samples[0].value.to_bits(),
+        vigil_proto::prometheus::STALE_NAN.to_bits()
+    );
 }
