@@ -287,3 +287,31 @@ fn a_real_prometheus_receives_remote_write_with_the_same_names_and_labels() {
 fn collector_dropped_nothing(log: &str) -> bool {
     !log.contains("dropped") && !log.contains("rejected")
 }
+
+#[test]
+fn the_shipped_red_alert_rules_fire_on_spanmetrics_series() {
+    let promtool = std::env::var("VIGIL_PROMTOOL_BIN").unwrap_or_else(|_| "promtool".into());
+    let output = Command::new(&promtool)
+        .args(["test", "rules", "tests/data/red_rules_test.yml"])
+        .current_dir(workspace_root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{promtool}`: {e}"));
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = Command::new(&promtool)
+        .args(["check", "config", "configs/prometheus/prometheus.yml"])
+        .current_dir(workspace_root())
+        .output()
+        .unwrap();
+    // The config names rule files under /etc/prometheus (the container path): only that lookup may fail.
+    let report = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        report.contains("valid prometheus config file syntax"),
+        "{report}"
+    );
+}

@@ -118,61 +118,63 @@ fn write_family(out: &mut Vec<u8>, name: &str, family: &Family, format: Format) 
         (Format::OpenMetrics, Kind::Counter) => format!("{family_name}_total"),
         _ => name.to_string(),
     };
-    for (labels, series) in &family.series {
+    let names = Names {
+        bucket: format!("{name}_bucket"),
+        sum: format!("{name}_sum"),
+        count: format!("{name}_count"),
+    };
+    for series in family.series.values() {
+        let labels = &*series.label_text;
         match &series.value {
             SeriesValue::Number(v) => sample(out, &sample_name, labels, None, *v, format),
-            SeriesValue::Histogram(h) => histogram(out, name, labels, h, format),
-            SeriesValue::Exponential(e) => histogram(out, name, labels, &to_classic(e), format),
+            SeriesValue::Histogram(h) => histogram(out, &names, labels, h, format),
+            SeriesValue::Exponential(e) => histogram(out, &names, labels, &to_classic(e), format),
             SeriesValue::Summary(s) => {
                 for (q, v) in &s.quantiles {
                     sample(out, name, labels, Some(("quantile", *q)), *v, format);
                 }
-                sample(out, &format!("{name}_sum"), labels, None, s.sum, format);
-                sample(
-                    out,
-                    &format!("{name}_count"),
-                    labels,
-                    None,
-                    s.count as f64,
-                    format,
-                );
+                sample(out, &names.sum, labels, None, s.sum, format);
+                sample(out, &names.count, labels, None, s.count as f64, format);
             }
         }
     }
 }
 
-fn histogram(out: &mut Vec<u8>, name: &str, labels: &Labels, h: &Histogram, format: Format) {
-    let bucket = format!("{name}_bucket");
+/// The derived sample names of a histogram or summary family, built once per family.
+struct Names {
+    bucket: String,
+    sum: String,
+    count: String,
+}
+
+fn histogram(out: &mut Vec<u8>, names: &Names, labels: &str, h: &Histogram, format: Format) {
     let mut cumulative = 0u64;
     for (bound, count) in h.bounds.iter().zip(&h.counts) {
         cumulative += count;
-        sample(
-            out,
-            &bucket,
-            labels,
-            Some(("le", *bound)),
-            cumulative as f64,
-            format,
-        );
+        let le = Some(("le", *bound));
+        sample(out, &names.bucket, labels, le, cumulative as f64, format);
     }
     // `+Inf` must equal `_count`, whatever the buckets add up to.
-    sample(
-        out,
-        &bucket,
-        labels,
-        Some(("le", f64::INFINITY)),
-        h.count as f64,
-        format,
-    );
-    sample(out, &format!("{name}_sum"), labels, None, h.sum, format);
-    sample(
-        out,
-        &format!("{name}_count"),
-        labels,
-        None,
-        h.count as f64,
-        format,
-    );
+    let le = Some(("le", f64::INFINITY));
+    sample(out, &names.bucket, labels, le, h.count as f64, format);
+    sample(out, &names.sum, labels, None, h.sum, format);
+    sample(out, &names.count, labels, None, h.count as f64, format);
+}
+
+/// A label set as exposition text: `a="x",b="y"`, values escaped.
+pub fn label_text(labels: &Labels) -> Box<str> {
+    let mut out = Vec::with_capacity(labels.iter().map(|(k, v)| k.len() + v.len() + 4).sum());
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b"=\"");
+        escape_label_value(&mut out, v);
+        out.push(b'"');
+    }
+    // Only ASCII escapes were added to valid UTF-8.
+    String::from_utf8(out).unwrap_or_default().into_boxed_str()
 }
 
 /// An exponential histogram as classic buckets: negative buckets (most negative first), the zero bucket,
@@ -233,7 +235,7 @@ pub fn to_classic(e: &ExpHistogram) -> Histogram {
 fn sample(
     out: &mut Vec<u8>,
     name: &str,
-    labels: &Labels,
+    labels: &str,
     extra: Option<(&str, f64)>,
     value: f64,
     format: Format,
@@ -241,19 +243,9 @@ fn sample(
     out.extend_from_slice(name.as_bytes());
     if !labels.is_empty() || extra.is_some() {
         out.push(b'{');
-        let mut first = true;
-        for (k, v) in labels.iter() {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(b"=\"");
-            escape_label_value(out, v);
-            out.push(b'"');
-        }
+        out.extend_from_slice(labels.as_bytes());
         if let Some((k, v)) = extra {
-            if !first {
+            if !labels.is_empty() {
                 out.push(b',');
             }
             out.extend_from_slice(k.as_bytes());
@@ -274,6 +266,10 @@ fn write_value(out: &mut Vec<u8>, value: f64) {
         out.extend_from_slice(b"NaN");
     } else if value.is_infinite() {
         out.extend_from_slice(if value > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else if value.fract() == 0.0 && value.abs() < 1e15 {
+        // Counts and most counters: integer formatting is several times faster than shortest-float.
+        out.extend_from_slice(itoa::Buffer::new().format(value as i64).as_bytes());
+        out.extend_from_slice(b".0");
     } else {
         let _ = write!(out, "{value:?}");
     }
@@ -284,7 +280,7 @@ fn write_bound(out: &mut Vec<u8>, value: f64, format: Format) {
     if value.is_infinite() {
         out.extend_from_slice(if value > 0.0 { b"+Inf" } else { b"-Inf" });
     } else if format == Format::Text && value.fract() == 0.0 && value.abs() < 1e15 {
-        let _ = write!(out, "{}", value as i64);
+        out.extend_from_slice(itoa::Buffer::new().format(value as i64).as_bytes());
     } else {
         write_value(out, value);
     }

@@ -161,6 +161,8 @@ pub struct Series {
     pub updated: Instant,
     /// The last data point's time, in milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
+    /// The labels as exposition text (`a="x",b="y"`, escaped), built once so a scrape only copies it.
+    pub label_text: Box<str>,
     /// Start of the cumulative period, nanoseconds since the Unix epoch.
     pub start_time_unix_nano: u64,
 }
@@ -453,6 +455,7 @@ impl Store {
             value: SeriesValue::Number(1.0),
             updated: now,
             timestamp_ms: 0,
+            label_text: super::render::label_text(&labels),
             start_time_unix_nano: 0,
         };
         if let Some(existing) = family.series.get_mut(&labels) {
@@ -597,6 +600,7 @@ impl Store {
                     value,
                     updated: now,
                     timestamp_ms,
+                    label_text: super::render::label_text(&labels),
                     start_time_unix_nano,
                 },
                 None => {
