@@ -208,6 +208,9 @@ pub struct Changed<'a> {
     pub help: &'a str,
     /// The family's OTel unit.
     pub unit: &'a str,
+    /// The series ended (expired, or a data point flagged "no recorded value"): remote write sends a stale
+    /// marker.
+    pub ended: bool,
 }
 
 const SHARDS: usize = 16;
@@ -359,6 +362,7 @@ impl Store {
                             series,
                             help: &family.help,
                             unit: &family.unit,
+                            ended: true,
                         });
                     }
                     keep
@@ -467,6 +471,7 @@ impl Store {
                 series: existing,
                 help: &family.help,
                 unit: "",
+                ended: false,
             });
         } else if self.admit_series() {
             changed(Changed {
@@ -476,6 +481,7 @@ impl Store {
                 series: &series,
                 help: &family.help,
                 unit: "",
+                ended: false,
             });
             family.series.insert(labels, series);
         }
@@ -566,8 +572,17 @@ impl Store {
             const NO_RECORDED_VALUE: u32 = 1;
             if flags & NO_RECORDED_VALUE != 0 {
                 // The series ended: leave it out of scrapes (Prometheus marks it stale itself).
-                if family.series.remove(&labels).is_some() {
+                if let Some(series) = family.series.remove(&labels) {
                     self.series.fetch_sub(1, Ordering::Relaxed);
+                    changed(Changed {
+                        name: &name,
+                        kind,
+                        labels: &labels,
+                        series: &series,
+                        help: &family.help,
+                        unit: &family.unit,
+                        ended: true,
+                    });
                 }
                 report.points += 1;
                 return;
@@ -593,6 +608,7 @@ impl Store {
                         series,
                         help: &family.help,
                         unit: &family.unit,
+                        ended: false,
                     });
                     return;
                 }
@@ -616,6 +632,7 @@ impl Store {
                 series: &series,
                 help: &family.help,
                 unit: &family.unit,
+                ended: false,
             });
             family.series.insert(labels, series);
         };

@@ -479,8 +479,14 @@ fn no_recorded_value_removes_the_series() {
     };
     store.ingest(&req(0), &mut |_| {});
     assert!(text(&store).contains("up{"));
-    store.ingest(&req(1), &mut |_| {});
+    let mut ended = Vec::new();
+    store.ingest(&req(1), &mut |c| {
+        if c.name == "up" {
+            ended.push(c.ended)
+        }
+    });
     assert!(!text(&store).contains("up{"));
+    assert_eq!(ended, [true], "remote write gets to send a stale marker");
 }
 
 #[test]

@@ -235,7 +235,8 @@ impl RemoteWriteExporter {
                 if self.send_metadata && !metadata.contains_key(changed.name) {
                     metadata.insert(changed.name.to_string(), self.metadata(&changed));
                 }
-                self.time_series(&changed, None, now_ms, &mut series);
+                let stale = changed.ended.then_some(STALE_NAN);
+                self.time_series(&changed, stale, now_ms, &mut series);
             });
             dropped += report.overflow + report.invalid;
         }
