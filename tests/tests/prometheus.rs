@@ -114,12 +114,12 @@ fn assert_series(prometheus: &Prometheus, run_id: &str, extra: &str) {
     // Like the Go clients, text 0.0.4 and remote write spell it `5`, OpenMetrics `5.0` (Prometheus 3 normalises
     // both to `5.0`).
     prometheus.wait_for(
-        &format!("e2e_latency_seconds_bucket{{job=\"python-e2e\",le=~\"5|5.0\"{extra}}}"),
+        &format!("e2e_latency_seconds_bucket{{job=\"python-e2e\",le=~\"5|5[.]0\"{extra}}}"),
         2.0,
         WAIT,
     );
     prometheus.wait_for(
-        &format!("e2e_latency_seconds_bucket{{job=\"python-e2e\",le=~\"0|0.0\"{extra}}}"),
+        &format!("e2e_latency_seconds_bucket{{job=\"python-e2e\",le=~\"0|0[.]0\"{extra}}}"),
         0.0,
         WAIT,
     );
