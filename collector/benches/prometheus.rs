@@ -2,7 +2,8 @@
 //! scrape body.
 //!
 //! * `ingest`: one 1,000-point request (100 metrics × 10 series, 3 attributes each, a resource of 4 attributes),
-//!   decoded from protobuf and stored, against decoding alone as the baseline.
+//!   decoded from protobuf and stored, against decoding alone as the baseline; and the same while another
+//!   thread renders a 100,000-series store back to back (a scrape must not stall ingestion).
 //! * `render`: 100,000 counter/gauge series (100 families × 1,000 series, 7 labels each) and 10,000 histogram
 //!   series (12 buckets each) in the text format, against a straightforward `format!`-per-line rendering of
 //!   the same series as the baseline.
@@ -140,6 +141,30 @@ fn ingest(c: &mut Criterion) {
             black_box(store.ingest(&request, &mut |_| {}))
         })
     });
+    // The same ingestion into a store of 100,000 series that another thread scrapes (renders) back to back:
+    // how much a scrape holds ingestion up.
+    let scraped = std::sync::Arc::new(filled_store(false));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = {
+        let (store, stop) = (scraped.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut scrapes = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                black_box(render(&store, Format::Text));
+                scrapes += 1;
+            }
+            scrapes
+        })
+    };
+    group.bench_function("decode_and_store_during_back_to_back_scrapes", |b| {
+        b.iter(|| {
+            let request = ExportMetricsServiceRequest::decode(black_box(bytes.as_slice())).unwrap();
+            black_box(scraped.ingest(&request, &mut |_| {}))
+        })
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let scrapes = scraper.join().unwrap_or(0);
+    eprintln!("scrapes rendered meanwhile: {scrapes}");
     group.finish();
 }
 

@@ -78,6 +78,12 @@ impl Scanner<'_> {
     /// a table lookup per byte.
     pub(crate) fn could_match(&self, text: &str) -> bool {
         let b = text.as_bytes();
+        // Any `@`, `=` or `:` sends the text to the scan; memchr finds the first one with SIMD, so long texts
+        // that have one (most log lines) are answered at once.
+        // Short values (most attributes) skip it: the call costs more than the counting pass below.
+        if b.len() >= 64 && memchr::memchr3(b'@', b'=', b':', b).is_some() {
+            return true;
+        }
         // One branch-free pass: counts, and which kinds of bytes that need a closer look occur at all.
         let (mut digits, mut dots, mut colons, mut seen) = (0usize, 0usize, 0usize, 0u8);
         for &c in b {

@@ -5,6 +5,7 @@
 //! histograms), downscaled to at most [`MAX_EXPONENTIAL_BUCKETS`] buckets per sign.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use super::naming::Kind;
 use super::store::{
@@ -69,14 +70,25 @@ impl Format {
     }
 }
 
-/// Writes every family of `store`, one shard at a time.
+/// A family copied out of the store: label texts are shared, values cloned, so a shard is locked only for
+/// the copy, not for the formatting.
+struct Snapshot {
+    name: String,
+    kind: Kind,
+    info: bool,
+    help: String,
+    rows: Vec<(Arc<str>, SeriesValue)>,
+}
+
+/// Writes every family of `store`. Each shard is locked just long enough to copy it (a small part of the time
+/// formatting takes), so a scrape does not hold ingestion up.
 pub fn render(store: &Store, format: Format) -> Vec<u8> {
     let mut parts: Vec<(String, Vec<u8>)> = Vec::new();
-    store.for_each_shard(|families| {
-        for (name, family) in families {
-            let mut out = Vec::with_capacity(64 + family.series.len() * 96);
-            write_family(&mut out, name, family, format);
-            parts.push((name.clone(), out));
+    store.for_each_shard_copied(snapshot, |copied| {
+        for family in copied {
+            let mut out = Vec::with_capacity(64 + family.rows.len() * 96);
+            write_family(&mut out, &family, format);
+            parts.push((family.name, out));
         }
     });
     parts.sort_by(|a, b| a.0.cmp(&b.0));
@@ -90,7 +102,22 @@ pub fn render(store: &Store, format: Format) -> Vec<u8> {
     out
 }
 
-fn write_family(out: &mut Vec<u8>, name: &str, family: &Family, format: Format) {
+fn snapshot(name: &str, family: &Family) -> Snapshot {
+    Snapshot {
+        name: name.to_string(),
+        kind: family.kind,
+        info: family.info,
+        help: family.help.clone(),
+        rows: family
+            .series
+            .values()
+            .map(|s| (s.label_text.clone(), s.value.clone()))
+            .collect(),
+    }
+}
+
+fn write_family(out: &mut Vec<u8>, family: &Snapshot, format: Format) {
+    let name = family.name.as_str();
     // OpenMetrics names a counter family without `_total` and its sample with it; info families likewise
     // drop `_info`.
     let (family_name, type_name) = match (format, family.kind, family.info) {
@@ -123,9 +150,9 @@ fn write_family(out: &mut Vec<u8>, name: &str, family: &Family, format: Format) 
         sum: format!("{name}_sum"),
         count: format!("{name}_count"),
     };
-    for series in family.series.values() {
-        let labels = &*series.label_text;
-        match &series.value {
+    for (labels, value) in &family.rows {
+        let labels = &**labels;
+        match value {
             SeriesValue::Number(v) => sample(out, &sample_name, labels, None, *v, format),
             SeriesValue::Histogram(h) => histogram(out, &names, labels, h, format),
             SeriesValue::Exponential(e) => histogram(out, &names, labels, &to_classic(e), format),
@@ -162,7 +189,7 @@ fn histogram(out: &mut Vec<u8>, names: &Names, labels: &str, h: &Histogram, form
 }
 
 /// A label set as exposition text: `a="x",b="y"`, values escaped.
-pub fn label_text(labels: &Labels) -> Box<str> {
+pub fn label_text(labels: &Labels) -> Arc<str> {
     let mut out = Vec::with_capacity(labels.iter().map(|(k, v)| k.len() + v.len() + 4).sum());
     for (i, (k, v)) in labels.iter().enumerate() {
         if i > 0 {
@@ -174,7 +201,7 @@ pub fn label_text(labels: &Labels) -> Box<str> {
         out.push(b'"');
     }
     // Only ASCII escapes were added to valid UTF-8.
-    String::from_utf8(out).unwrap_or_default().into_boxed_str()
+    Arc::from(String::from_utf8(out).unwrap_or_default())
 }
 
 /// An exponential histogram as classic buckets: negative buckets (most negative first), the zero bucket,

@@ -162,7 +162,7 @@ pub struct Series {
     /// The last data point's time, in milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
     /// The labels as exposition text (`a="x",b="y"`, escaped), built once so a scrape only copies it.
-    pub label_text: Box<str>,
+    pub label_text: Arc<str>,
     /// Start of the cumulative period, nanoseconds since the Unix epoch.
     pub start_time_unix_nano: u64,
 }
@@ -275,6 +275,25 @@ impl Store {
         self.shards[index]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Copies each shard's families with `copy` under its lock, then hands the copies to `visit` with the lock
+    /// released: a shard is held only as long as copying takes.
+    pub fn for_each_shard_copied<T>(
+        &self,
+        copy: impl Fn(&str, &Family) -> T,
+        mut visit: impl FnMut(Vec<T>),
+    ) {
+        for shard in &self.shards {
+            let copied: Vec<T> = {
+                let guard = shard.lock().unwrap_or_else(|p| p.into_inner());
+                guard
+                    .iter()
+                    .map(|(name, family)| copy(name, family))
+                    .collect()
+            };
+            visit(copied);
+        }
     }
 
     /// Visits every shard's families in turn, holding one shard's lock at a time.
