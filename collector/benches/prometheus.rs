@@ -184,21 +184,18 @@ fn filled_store(histogram: bool) -> Store {
 /// What a first implementation would do: one `format!` per label pair and line, no reuse.
 fn naive_render(store: &Store) -> Vec<u8> {
     let mut out = String::new();
-    store.for_each_shard(|families| {
-        for (name, family) in families {
-            out.push_str(&format!(
-                "# HELP {name} {}\n# TYPE {name} {}\n",
-                family.help,
-                family.kind.type_name()
-            ));
-            for (labels, series) in &family.series {
-                let labels: Vec<String> =
-                    labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-                if let vigil_collector::exporter::prometheus::store::SeriesValue::Number(v) =
-                    series.value
-                {
-                    let _ = writeln!(out, "{name}{{{}}} {v:?}", labels.join(","));
-                }
+    store.for_each_family(|name, family| {
+        out.push_str(&format!(
+            "# HELP {name} {}\n# TYPE {name} {}\n",
+            family.help,
+            family.kind.type_name()
+        ));
+        for (labels, series) in &family.series {
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            if let vigil_collector::exporter::prometheus::store::SeriesValue::Number(v) =
+                series.value
+            {
+                let _ = writeln!(out, "{name}{{{}}} {v:?}", labels.join(","));
             }
         }
     });

@@ -2,13 +2,14 @@
 //! sets, delta temporality accumulated into cumulative values, series that stop being updated expired, and the
 //! number of series capped.
 //!
-//! The store is sharded by family name so a scrape, which renders one shard at a time, never holds up ingestion
-//! for longer than one shard takes to render; a family always lives in one shard, so its lines stay contiguous.
+//! Families live in 16 shards by name, each family behind its own lock. Ingestion and scrapes share a shard's
+//! read lock (only a new family takes it for writing), and a scrape holds a family's lock only while copying
+//! it, so it never holds ingestion up for longer than one family takes to copy.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -180,6 +181,8 @@ pub struct Family {
     pub info: bool,
     /// Series by label set.
     pub series: HashMap<Labels, Series>,
+    /// Taken out of the store (it had no series left): an ingest that still holds it must look again.
+    removed: bool,
 }
 
 /// What one ingest did.
@@ -218,7 +221,7 @@ const SHARDS: usize = 16;
 /// The series of one exporter.
 pub struct Store {
     settings: StoreSettings,
-    shards: Vec<Mutex<HashMap<String, Family>>>,
+    shards: Vec<RwLock<HashMap<String, SharedFamily>>>,
     hasher: std::collections::hash_map::RandomState,
     clock: Arc<dyn Clock>,
     series: AtomicUsize,
@@ -226,6 +229,9 @@ pub struct Store {
     last_overflow_log: Mutex<Option<Instant>>,
     last_sweep: Mutex<Instant>,
 }
+
+/// A family shared between the shard map and whoever is updating or copying it.
+type SharedFamily = Arc<Mutex<Family>>;
 
 /// Per-resource labels, computed once per `ResourceMetrics`.
 struct ResourceLabels {
@@ -245,7 +251,7 @@ impl Store {
         let now = clock.now();
         Store {
             settings,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: Default::default(),
             clock,
             series: AtomicUsize::new(0),
@@ -270,37 +276,80 @@ impl Store {
         self.overflow_total.load(Ordering::Relaxed)
     }
 
-    fn shard(&self, name: &str) -> MutexGuard<'_, HashMap<String, Family>> {
-        let index = (self.hasher.hash_one(name) as usize) % SHARDS;
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn shard_of(&self, name: &str) -> &RwLock<HashMap<String, SharedFamily>> {
+        &self.shards[(self.hasher.hash_one(name) as usize) % SHARDS]
     }
 
-    /// Copies each shard's families with `copy` under its lock, then hands the copies to `visit` with the lock
-    /// released: a shard is held only as long as copying takes.
+    /// The family `name`, created by `make` if it does not exist, locked. Ingestion and scrapes share the
+    /// shard's read lock; only a new family takes it for writing.
+    fn family(&self, name: &str, make: impl Fn() -> Family) -> (SharedFamily, bool) {
+        let shard = self.shard_of(name);
+        let existing = shard
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned();
+        match existing {
+            Some(family) => (family, false),
+            None => {
+                let mut families = shard.write().unwrap_or_else(|p| p.into_inner());
+                let family = families
+                    .entry(name.to_string())
+                    .or_insert_with(|| Arc::new(Mutex::new(make())));
+                (family.clone(), true)
+            }
+        }
+    }
+
+    /// Runs `update` on the locked family `name` (created by `make` if needed), looking again if an expiry
+    /// sweep took the family out of the store in between.
+    fn with_family<R>(
+        &self,
+        name: &str,
+        make: impl Fn() -> Family,
+        update: impl FnOnce(&mut Family) -> R,
+    ) -> R {
+        loop {
+            let (shared, _) = self.family(name, &make);
+            let mut family = shared.lock().unwrap_or_else(|p| p.into_inner());
+            if !family.removed {
+                return update(&mut family);
+            }
+        }
+    }
+
+    /// The families of one shard, taken under its read lock and released at once.
+    fn families_of(shard: &RwLock<HashMap<String, SharedFamily>>) -> Vec<(String, SharedFamily)> {
+        shard
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, family)| (name.clone(), family.clone()))
+            .collect()
+    }
+
+    /// Copies each shard's families with `copy`, each family under its own lock only while it is copied, then
+    /// hands the copies to `visit` with no lock held.
     pub fn for_each_shard_copied<T>(
         &self,
         copy: impl Fn(&str, &Family) -> T,
         mut visit: impl FnMut(Vec<T>),
     ) {
         for shard in &self.shards {
-            let copied: Vec<T> = {
-                let guard = shard.lock().unwrap_or_else(|p| p.into_inner());
-                guard
-                    .iter()
-                    .map(|(name, family)| copy(name, family))
-                    .collect()
-            };
+            let copied: Vec<T> = Self::families_of(shard)
+                .iter()
+                .map(|(name, family)| copy(name, &family.lock().unwrap_or_else(|p| p.into_inner())))
+                .collect();
             visit(copied);
         }
     }
 
-    /// Visits every shard's families in turn, holding one shard's lock at a time.
-    pub fn for_each_shard(&self, mut visit: impl FnMut(&HashMap<String, Family>)) {
+    /// Visits every family in turn, holding only that family's lock.
+    pub fn for_each_family(&self, mut visit: impl FnMut(&str, &Family)) {
         for shard in &self.shards {
-            let guard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            visit(&guard);
+            for (name, family) in Self::families_of(shard) {
+                visit(&name, &family.lock().unwrap_or_else(|p| p.into_inner()));
+            }
         }
     }
 
@@ -368,14 +417,16 @@ impl Store {
         let now = self.clock.now();
         let expiration = self.settings.metric_expiration;
         for shard in &self.shards {
-            let mut families = shard.lock().unwrap_or_else(|p| p.into_inner());
-            families.retain(|name, family| {
+            let mut emptied = Vec::new();
+            for (name, shared) in Self::families_of(shard) {
+                let mut family = shared.lock().unwrap_or_else(|p| p.into_inner());
+                let family = &mut *family;
                 let before = family.series.len();
                 family.series.retain(|labels, series| {
                     let keep = now.saturating_duration_since(series.updated) < expiration;
                     if !keep {
                         removed(Changed {
-                            name,
+                            name: &name,
                             kind: family.kind,
                             labels,
                             series,
@@ -388,8 +439,26 @@ impl Store {
                 });
                 self.series
                     .fetch_sub(before - family.series.len(), Ordering::Relaxed);
-                !family.series.is_empty()
-            });
+                if family.series.is_empty() {
+                    emptied.push(name);
+                }
+            }
+            if emptied.is_empty() {
+                continue;
+            }
+            // Take empty families out under the write lock, checking again under each family's lock: an ingest
+            // may have added a series since; one that still holds a removed family looks again.
+            let mut families = shard.write().unwrap_or_else(|p| p.into_inner());
+            for name in emptied {
+                let empty = families.get(&name).is_some_and(|shared| {
+                    let mut family = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    family.removed = family.series.is_empty();
+                    family.removed
+                });
+                if empty {
+                    families.remove(&name);
+                }
+            }
         }
     }
 
@@ -466,44 +535,46 @@ impl Store {
         all.push(("instance".into(), labels.instance.clone()));
         let name = "target_info";
         let labels = finish(all);
-        let mut shard = self.shard(name);
-        let family = shard.entry(name.to_string()).or_insert_with(|| Family {
+        let make = || Family {
             kind: Kind::Gauge,
             help: "Target metadata".into(),
             unit: String::new(),
             info: true,
             series: HashMap::new(),
-        });
-        let series = Series {
-            value: SeriesValue::Number(1.0),
-            updated: now,
-            timestamp_ms: 0,
-            label_text: super::render::label_text(&labels),
-            start_time_unix_nano: 0,
+            removed: false,
         };
-        if let Some(existing) = family.series.get_mut(&labels) {
-            existing.updated = now;
-            changed(Changed {
-                name,
-                kind: Kind::Gauge,
-                labels: &labels,
-                series: existing,
-                help: &family.help,
-                unit: "",
-                ended: false,
-            });
-        } else if self.admit_series() {
-            changed(Changed {
-                name,
-                kind: Kind::Gauge,
-                labels: &labels,
-                series: &series,
-                help: &family.help,
-                unit: "",
-                ended: false,
-            });
-            family.series.insert(labels, series);
-        }
+        self.with_family(name, make, |family| {
+            let series = Series {
+                value: SeriesValue::Number(1.0),
+                updated: now,
+                timestamp_ms: 0,
+                label_text: super::render::label_text(&labels),
+                start_time_unix_nano: 0,
+            };
+            if let Some(existing) = family.series.get_mut(&labels) {
+                existing.updated = now;
+                changed(Changed {
+                    name,
+                    kind: Kind::Gauge,
+                    labels: &labels,
+                    series: existing,
+                    help: &family.help,
+                    unit: "",
+                    ended: false,
+                });
+            } else if self.admit_series() {
+                changed(Changed {
+                    name,
+                    kind: Kind::Gauge,
+                    labels: &labels,
+                    series: &series,
+                    help: &family.help,
+                    unit: "",
+                    ended: false,
+                });
+                family.series.insert(labels, series);
+            }
+        });
     }
 
     fn admit_series(&self) -> bool {
@@ -564,14 +635,15 @@ impl Store {
             kind,
             self.settings.suffixes,
         );
-        let mut shard = self.shard(&name);
-        let family = shard.entry(name.clone()).or_insert_with(|| Family {
+        let make = || Family {
             kind,
             help: String::new(),
             unit: metric.unit.clone(),
             info: false,
             series: HashMap::new(),
-        });
+            removed: false,
+        };
+        self.with_family(&name, make, |family| {
         let points = point_count(data);
         if family.kind != kind || family.info {
             // Two OTel metrics that map to one Prometheus name with different types cannot both be exposed.
@@ -718,6 +790,7 @@ impl Store {
                 }
             }
         }
+        });
     }
 
     /// The label set of a data point: its attributes, scope labels, promoted resource attributes and constant

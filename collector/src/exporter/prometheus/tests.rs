@@ -554,3 +554,43 @@ fn content_negotiation_prefers_open_metrics_only_when_asked() {
     assert!(!super::accepts_gzip("gzip;q=0, identity"));
     assert!(!super::accepts_gzip("identity"));
 }
+
+#[test]
+fn concurrent_ingest_scrape_and_expiry_lose_no_series_and_keep_the_count_exact() {
+    let (store, clock) = store();
+    let store = Arc::new(store);
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 0..2_000 {
+                let points = vec![number(vec![attr("n", &(i % 50).to_string())], i as f64)];
+                store.ingest(
+                    &request(service(), vec![gauge("racy", "", points)]),
+                    &mut |_| {},
+                );
+            }
+        })
+    };
+    while !writer.is_finished() {
+        clock.advance(Duration::from_secs(301));
+        store.expire(&mut |_| {});
+        let _ = render(&store, Format::Text);
+    }
+    writer.join().unwrap();
+    // One more point after the last sweep: it must land in a live family, not in one a sweep took out.
+    store.ingest(
+        &request(
+            service(),
+            vec![gauge(
+                "racy",
+                "",
+                vec![number(vec![attr("n", "last")], 1.0)],
+            )],
+        ),
+        &mut |_| {},
+    );
+    let mut visible = 0;
+    store.for_each_family(|_, family| visible += family.series.len());
+    assert_eq!(visible, store.series_count());
+    assert!(text(&store).contains(r#"n="last""#));
+}
