@@ -9,5 +9,5 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && useradd --system --uid 10001 vigil && mkdir -p /var/lib/vigil && chown vigil /var/lib/vigil
 COPY --from=build /src/target/release/vigil-collector /usr/local/bin/vigil-collector
 USER vigil
-EXPOSE 4317 4318 8888 13133
+EXPOSE 4317 4318 8888 9464 13133
 ENTRYPOINT ["vigil-collector"]

@@ -794,7 +794,8 @@ impl Store {
     }
 
     /// The label set of a data point: its attributes, scope labels, promoted resource attributes and constant
-    /// labels, then `job` and `instance`, which always win.
+    /// labels, then `job` and `instance`, which always win. `le` and `quantile` become `key_le` and
+    /// `key_quantile`.
     fn labels(
         &self,
         attributes: &[KeyValue],
@@ -818,6 +819,13 @@ impl Store {
             }
         }
         all.retain(|(n, _)| n != "job" && n != "instance");
+        // `le` and `quantile` belong to bucket and quantile samples; an attribute of that name would give a
+        // sample two of them, which fails the whole scrape.
+        for (name, _) in &mut all {
+            if name == "le" || name == "quantile" {
+                name.insert_str(0, "key_");
+            }
+        }
         all.push(("job".into(), resource.job.clone()));
         all.push(("instance".into(), resource.instance.clone()));
         finish(all)

@@ -239,6 +239,38 @@ fn colliding_label_names_join_values_in_key_order_and_values_are_escaped() {
 }
 
 #[test]
+fn attributes_named_le_or_quantile_cannot_clash_with_bucket_labels() {
+    let (store, _) = store();
+    store.ingest(
+        &request(
+            vec![attr("service.name", "s")],
+            vec![Metric {
+                name: "h".into(),
+                data: Some(metric::Data::Histogram(Histogram {
+                    data_points: vec![HistogramDataPoint {
+                        attributes: vec![attr("le", "x"), attr("quantile", "y")],
+                        count: 1,
+                        bucket_counts: vec![1, 0],
+                        explicit_bounds: vec![1.0],
+                        ..Default::default()
+                    }],
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                })),
+                ..Default::default()
+            }],
+        ),
+        &mut |_| {},
+    );
+    let out = text(&store);
+    assert!(out.contains(r#"h_bucket{job="s",key_le="x",key_quantile="y",otel_scope_name="shop",otel_scope_version="1.2",le="1"} 1.0"#), "{out}");
+    assert_eq!(
+        out.matches(",le=\"").count(),
+        2,
+        "one `le` per bucket line: {out}"
+    );
+}
+
+#[test]
 fn delta_sums_and_histograms_are_accumulated() {
     let (store, _) = store();
     for value in [5.0, 3.0] {
