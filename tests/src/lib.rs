@@ -887,7 +887,8 @@ pub struct Prometheus {
 
 impl Prometheus {
     /// Starts Prometheus scraping `targets` every second (`honor_labels`, so the exporter's `job` and
-    /// `instance` stand), with the remote-write receiver enabled, and waits until `/-/ready` answers 200.
+    /// `instance` stand), with the remote-write receiver and exemplar storage enabled, and waits until
+    /// `/-/ready` answers 200.
     pub fn start(targets: &[&str]) -> Prometheus {
         let dir = tempfile::tempdir().expect("temp dir");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
@@ -911,6 +912,7 @@ impl Prometheus {
                 ))
                 .arg(format!("--web.listen-address={address}"))
                 .arg("--web.enable-remote-write-receiver")
+                .arg("--enable-feature=exemplar-storage")
                 .arg("--log.level=warn")
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -966,6 +968,33 @@ impl Prometheus {
                     .unwrap_or(f64::NAN);
                 (labels, value)
             })
+            .collect()
+    }
+
+    /// The `trace_id` of every exemplar stored for the series `promql` selects (the last hour).
+    pub fn exemplar_trace_ids(&self, promql: &str) -> Vec<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let path = format!(
+            "/api/v1/query_exemplars?query={}&start={}&end={}",
+            percent_encode(promql),
+            now.saturating_sub(3600),
+            now + 60
+        );
+        let Ok(response) = http("GET", &self.address, &path, &[], b"") else {
+            return Vec::new();
+        };
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&response.body) else {
+            return Vec::new();
+        };
+        body["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|series| series["exemplars"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e["labels"]["trace_id"].as_str().map(str::to_string))
             .collect()
     }
 

@@ -42,8 +42,9 @@ service:
     )
 }
 
-/// Sends the Python SDK's traces and metrics over OTLP/HTTP; returns its run id (a resource attribute).
-fn send_from_python(collector: &Collector) -> String {
+/// Sends the Python SDK's traces and metrics over OTLP/HTTP; returns its run id (a resource attribute) and the
+/// trace id of the span its measurements were recorded in.
+fn send_from_python(collector: &Collector) -> (String, String) {
     let run_id = format!("prom-{}", std::process::id());
     let manifest = collector.dir.path().join("manifest.json");
     let output = Command::new(python())
@@ -59,7 +60,14 @@ fn send_from_python(collector: &Collector) -> String {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    run_id
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).expect("manifest"))
+            .expect("manifest JSON");
+    let trace_id = manifest["trace_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (run_id, trace_id)
 }
 
 /// Runs the example training job (the `vigil` SDK) against the collector over gRPC.
@@ -82,7 +90,7 @@ fn send_from_vigil_sdk(collector: &Collector) {
 }
 
 /// The series both exporters must produce, asserted through PromQL.
-fn assert_series(prometheus: &Prometheus, run_id: &str, extra: &str) {
+fn assert_series(prometheus: &Prometheus, (run_id, trace_id): &(String, String), extra: &str) {
     // Python: a counter with unit `1` keeps its name plus `_total`; a histogram in `s` gets `_seconds`.
     let labels = prometheus.wait_for(
         &format!("e2e_requests_total{{job=\"python-e2e\",route=\"/train\"{extra}}}"),
@@ -130,6 +138,15 @@ fn assert_series(prometheus: &Prometheus, run_id: &str, extra: &str) {
     );
     assert_eq!(info["deployment_environment"], "http/protobuf", "{info:?}");
     assert_eq!(info["telemetry_sdk_language"], "python", "{info:?}");
+    // The Python SDK recorded its measurements inside the `train` span: its exemplars lead to that trace.
+    let mut seen = Vec::new();
+    let linked = vigil_e2e::eventually(WAIT, || {
+        seen = prometheus.exemplar_trace_ids(&format!(
+            "e2e_latency_seconds_bucket{{job=\"python-e2e\"{extra}}}"
+        ));
+        seen.iter().any(|t| t == trace_id)
+    });
+    assert!(linked, "exemplar trace ids {seen:?}, want {trace_id}");
     // The vigil SDK: its own counter and histogram, and the system metrics it collects.
     prometheus.wait_for(
         &format!("training_epochs_total{{job=\"training-job\",model_type=\"lightgbm\"{extra}}}"),
@@ -176,9 +193,9 @@ fn a_real_prometheus_scrapes_what_the_python_and_vigil_sdks_send() {
     let mut collector =
         Collector::start(&config("  prometheus/out:\n    endpoint: '{prometheus}'\n"));
     let prometheus = Prometheus::start(&[&collector.prometheus]);
-    let run_id = send_from_python(&collector);
+    let sent = send_from_python(&collector);
     send_from_vigil_sdk(&collector);
-    assert_series(&prometheus, &run_id, "");
+    assert_series(&prometheus, &sent, "");
     prometheus.wait_for("up{job=\"vigil\"}", 1.0, WAIT);
 
     // Prometheus negotiated OpenMetrics; an old scraper gets text 0.0.4, and gzip when it asks.
@@ -272,9 +289,9 @@ fn a_real_prometheus_receives_remote_write_with_the_same_names_and_labels() {
         "  prometheusremotewrite/out:\n    endpoint: 'http://{}/api/v1/write'\n    external_labels: {{cluster: e2e}}\n    retry_on_failure: {{initial_interval: 100ms}}\n",
         prometheus.address
     )));
-    let run_id = send_from_python(&collector);
+    let sent = send_from_python(&collector);
     send_from_vigil_sdk(&collector);
-    assert_series(&prometheus, &run_id, ",cluster=\"e2e\"");
+    assert_series(&prometheus, &sent, ",cluster=\"e2e\"");
     assert!(collector.stop().success(), "{}", collector.log());
     let log = collector.log();
     assert!(!log.contains("remote write failed"), "{log}");

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use super::naming::Kind;
 use super::store::{
-    ExpBuckets, ExpHistogram, Family, Histogram, Labels, SeriesValue, Store, downscale,
+    ExpBuckets, ExpHistogram, Family, Histogram, Labels, SeriesValue, Store, StoredExemplar,
+    downscale,
 };
 
 /// The 0.0.4 text format's content type.
@@ -77,7 +78,7 @@ struct Snapshot {
     kind: Kind,
     info: bool,
     help: String,
-    rows: Vec<(Arc<str>, SeriesValue)>,
+    rows: Vec<(Arc<str>, SeriesValue, Vec<StoredExemplar>)>,
 }
 
 /// Writes every family of `store`. Each shard is locked just long enough to copy it (a small part of the time
@@ -111,7 +112,7 @@ fn snapshot(name: &str, family: &Family) -> Snapshot {
         rows: family
             .series
             .values()
-            .map(|s| (s.label_text.clone(), s.value.clone()))
+            .map(|s| (s.label_text.clone(), s.value.clone(), s.exemplars.clone()))
             .collect(),
     }
 }
@@ -150,12 +151,26 @@ fn write_family(out: &mut Vec<u8>, family: &Snapshot, format: Format) {
         sum: format!("{name}_sum"),
         count: format!("{name}_count"),
     };
-    for (labels, value) in &family.rows {
+    // Exemplars exist only in OpenMetrics.
+    let no_exemplars = Vec::new();
+    for (labels, value, exemplars) in &family.rows {
         let labels = &**labels;
+        let exemplars = if format == Format::OpenMetrics {
+            exemplars
+        } else {
+            &no_exemplars
+        };
         match value {
-            SeriesValue::Number(v) => sample(out, &sample_name, labels, None, *v, format),
-            SeriesValue::Histogram(h) => histogram(out, &names, labels, h, format),
-            SeriesValue::Exponential(e) => histogram(out, &names, labels, &to_classic(e), format),
+            SeriesValue::Number(v) => {
+                sample(out, &sample_name, labels, None, *v, format);
+                if let Some(exemplar) = exemplars.first() {
+                    append_exemplar(out, exemplar);
+                }
+            }
+            SeriesValue::Histogram(h) => histogram(out, &names, labels, h, exemplars, format),
+            SeriesValue::Exponential(e) => {
+                histogram(out, &names, labels, &to_classic(e), &[], format)
+            }
             SeriesValue::Summary(s) => {
                 for (q, v) in &s.quantiles {
                     sample(out, name, labels, Some(("quantile", *q)), *v, format);
@@ -174,18 +189,56 @@ struct Names {
     count: String,
 }
 
-fn histogram(out: &mut Vec<u8>, names: &Names, labels: &str, h: &Histogram, format: Format) {
+fn histogram(
+    out: &mut Vec<u8>,
+    names: &Names,
+    labels: &str,
+    h: &Histogram,
+    exemplars: &[StoredExemplar],
+    format: Format,
+) {
+    let exemplar_of = |bucket: usize| exemplars.iter().find(|e| e.bucket == bucket);
     let mut cumulative = 0u64;
-    for (bound, count) in h.bounds.iter().zip(&h.counts) {
+    for (i, (bound, count)) in h.bounds.iter().zip(&h.counts).enumerate() {
         cumulative += count;
         let le = Some(("le", *bound));
         sample(out, &names.bucket, labels, le, cumulative as f64, format);
+        if let Some(exemplar) = exemplar_of(i) {
+            append_exemplar(out, exemplar);
+        }
     }
     // `+Inf` must equal `_count`, whatever the buckets add up to.
     let le = Some(("le", f64::INFINITY));
     sample(out, &names.bucket, labels, le, h.count as f64, format);
+    if let Some(exemplar) = exemplar_of(h.bounds.len()) {
+        append_exemplar(out, exemplar);
+    }
     sample(out, &names.sum, labels, None, h.sum, format);
     sample(out, &names.count, labels, None, h.count as f64, format);
+}
+
+/// Turns the sample line just written into `… # {trace_id="…",span_id="…"} value timestamp`.
+fn append_exemplar(out: &mut Vec<u8>, exemplar: &StoredExemplar) {
+    if out.last() == Some(&b'\n') {
+        out.pop();
+    }
+    out.extend_from_slice(b" # {");
+    for (i, (k, v)) in exemplar.labels.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b"=\"");
+        escape_label_value(out, v);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"} ");
+    write_value(out, exemplar.value);
+    if exemplar.time_unix_nano > 0 {
+        // OpenMetrics timestamps are seconds.
+        let _ = write!(out, " {:?}", exemplar.time_unix_nano as f64 / 1e9);
+    }
+    out.push(b'\n');
 }
 
 /// A label set as exposition text: `a="x",b="y"`, values escaped.

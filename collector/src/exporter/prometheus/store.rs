@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use vigil_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use vigil_proto::otlp::metrics::v1::{
-    AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, Metric,
-    NumberDataPoint, SummaryDataPoint, exponential_histogram_data_point, metric, number_data_point,
+    AggregationTemporality, Exemplar as OtlpExemplar, ExponentialHistogramDataPoint,
+    HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint, exemplar,
+    exponential_histogram_data_point, metric, number_data_point,
 };
 use vigil_proto::otlp::resource::v1::Resource;
 
@@ -164,8 +165,24 @@ pub struct Series {
     pub timestamp_ms: i64,
     /// The labels as exposition text (`a="x",b="y"`, escaped), built once so a scrape only copies it.
     pub label_text: Arc<str>,
+    /// The latest exemplar per bucket (histograms) or of the counter; none for gauges and summaries.
+    pub exemplars: Vec<StoredExemplar>,
     /// Start of the cumulative period, nanoseconds since the Unix epoch.
     pub start_time_unix_nano: u64,
+}
+
+/// The latest exemplar of a counter, or of one histogram bucket.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredExemplar {
+    /// The bucket it belongs to (its index in the bounds; 0 for a counter).
+    pub bucket: usize,
+    /// `trace_id`, `span_id` and the exemplar's filtered attributes, sanitised; at most 128 characters in all,
+    /// as OpenMetrics requires.
+    pub labels: Vec<(String, String)>,
+    /// The observed value.
+    pub value: f64,
+    /// When it was observed, nanoseconds since the Unix epoch.
+    pub time_unix_nano: u64,
 }
 
 /// A metric family: one name, one type, many series.
@@ -549,6 +566,7 @@ impl Store {
                 updated: now,
                 timestamp_ms: 0,
                 label_text: super::render::label_text(&labels),
+                exemplars: Vec::new(),
                 start_time_unix_nano: 0,
             };
             if let Some(existing) = family.series.get_mut(&labels) {
@@ -658,7 +676,8 @@ impl Store {
                           time_unix_nano: u64,
                           start_time_unix_nano: u64,
                           flags: u32,
-                          value: SeriesValue| {
+                          value: SeriesValue,
+                          exemplars: Vec<StoredExemplar>| {
             let labels = self.labels(attributes, resource, scope);
             const NO_RECORDED_VALUE: u32 = 1;
             if flags & NO_RECORDED_VALUE != 0 {
@@ -688,6 +707,12 @@ impl Store {
                     };
                     series.updated = now;
                     series.timestamp_ms = timestamp_ms;
+                    for exemplar in exemplars {
+                        match series.exemplars.iter_mut().find(|e| e.bucket == exemplar.bucket) {
+                            Some(old) => *old = exemplar,
+                            None => series.exemplars.push(exemplar),
+                        }
+                    }
                     if !delta {
                         series.start_time_unix_nano = start_time_unix_nano;
                     }
@@ -708,6 +733,7 @@ impl Store {
                     updated: now,
                     timestamp_ms,
                     label_text: super::render::label_text(&labels),
+                    exemplars,
                     start_time_unix_nano,
                 },
                 None => {
@@ -736,22 +762,39 @@ impl Store {
                         p.start_time_unix_nano,
                         p.flags,
                         SeriesValue::Number(number(p)),
+                        Vec::new(),
                     );
                 }
             }
             metric::Data::Sum(s) => {
                 for p in &s.data_points {
+                    // Exemplars on gauges are dropped (the compatibility rules); counters keep the latest.
+                    let exemplars = if kind == Kind::Counter {
+                        p.exemplars.last().map(|e| stored_exemplar(e, 0)).into_iter().collect()
+                    } else {
+                        Vec::new()
+                    };
                     upsert(
                         &p.attributes,
                         p.time_unix_nano,
                         p.start_time_unix_nano,
                         p.flags,
                         SeriesValue::Number(number(p)),
+                        exemplars,
                     );
                 }
             }
             metric::Data::Histogram(h) => {
                 for p in &h.data_points {
+                    let exemplars = p
+                        .exemplars
+                        .iter()
+                        .map(|e| {
+                            let value = exemplar_value(e);
+                            let bucket = p.explicit_bounds.partition_point(|b| *b < value);
+                            stored_exemplar(e, bucket)
+                        })
+                        .collect();
                     match histogram(p) {
                         Some(value) => upsert(
                             &p.attributes,
@@ -759,6 +802,7 @@ impl Store {
                             p.start_time_unix_nano,
                             p.flags,
                             value,
+                            exemplars,
                         ),
                         None => report.invalid += 1,
                     }
@@ -773,6 +817,7 @@ impl Store {
                             p.start_time_unix_nano,
                             p.flags,
                             value,
+                            Vec::new(),
                         ),
                         None => report.invalid += 1,
                     }
@@ -786,6 +831,7 @@ impl Store {
                         p.start_time_unix_nano,
                         p.flags,
                         summary(p),
+                        Vec::new(),
                     );
                 }
             }
@@ -873,6 +919,47 @@ fn point_count(data: &metric::Data) -> u64 {
         metric::Data::ExponentialHistogram(h) => h.data_points.len(),
         metric::Data::Summary(s) => s.data_points.len(),
     }) as u64
+}
+
+fn exemplar_value(e: &OtlpExemplar) -> f64 {
+    match e.value {
+        Some(exemplar::Value::AsDouble(v)) => v,
+        Some(exemplar::Value::AsInt(v)) => v as f64,
+        None => 0.0,
+    }
+}
+
+/// An OTLP exemplar as Prometheus keeps it: `trace_id` and `span_id` in hex, then filtered attributes while
+/// the label set stays within OpenMetrics' 128 characters.
+fn stored_exemplar(e: &OtlpExemplar, bucket: usize) -> StoredExemplar {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut labels = Vec::new();
+    if !e.trace_id.is_empty() {
+        labels.push(("trace_id".to_string(), hex(&e.trace_id)));
+    }
+    if !e.span_id.is_empty() {
+        labels.push(("span_id".to_string(), hex(&e.span_id)));
+    }
+    let mut length: usize = labels
+        .iter()
+        .map(|(k, v)| k.chars().count() + v.chars().count())
+        .sum();
+    for kv in &e.filtered_attributes {
+        let name = naming::label_name(&kv.key);
+        let value = value_text(kv.value.as_ref());
+        let added = name.chars().count() + value.chars().count();
+        if labels.iter().any(|(n, _)| *n == name) || length + added > 128 {
+            continue;
+        }
+        length += added;
+        labels.push((name, value));
+    }
+    StoredExemplar {
+        bucket,
+        labels,
+        value: exemplar_value(e),
+        time_unix_nano: e.time_unix_nano,
+    }
 }
 
 fn number(p: &NumberDataPoint) -> f64 {

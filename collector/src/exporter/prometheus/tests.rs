@@ -626,3 +626,65 @@ fn concurrent_ingest_scrape_and_expiry_lose_no_series_and_keep_the_count_exact()
     assert_eq!(visible, store.series_count());
     assert!(text(&store).contains(r#"n="last""#));
 }
+
+#[test]
+fn exemplars_reach_open_metrics_counters_and_buckets_but_not_text_or_gauges() {
+    use vigil_proto::otlp::metrics::v1::{Exemplar, exemplar};
+    let exemplar = |value: f64| Exemplar {
+        trace_id: vec![0xab; 16],
+        span_id: vec![0xcd; 8],
+        time_unix_nano: 1_700_000_000_500_000_000,
+        value: Some(exemplar::Value::AsDouble(value)),
+        ..Default::default()
+    };
+    let (store, _) = store();
+    let mut counter = number(vec![], 3.0);
+    counter.exemplars = vec![exemplar(1.0)];
+    let mut level = number(vec![], 7.0);
+    level.exemplars = vec![exemplar(7.0)];
+    store.ingest(
+        &request(
+            vec![attr("service.name", "s")],
+            vec![
+                sum("hits", "", true, false, vec![counter]),
+                gauge("level", "", vec![level]),
+                Metric {
+                    name: "lat".into(),
+                    unit: "s".into(),
+                    data: Some(metric::Data::Histogram(Histogram {
+                        data_points: vec![HistogramDataPoint {
+                            count: 2,
+                            sum: Some(2.5),
+                            bucket_counts: vec![1, 1, 0],
+                            explicit_bounds: vec![1.0, 5.0],
+                            exemplars: vec![exemplar(2.0)],
+                            ..Default::default()
+                        }],
+                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                    })),
+                    ..Default::default()
+                },
+            ],
+        ),
+        &mut |_| {},
+    );
+    let om = String::from_utf8(render(&store, Format::OpenMetrics)).unwrap();
+    let tail = format!(
+        r#" # {{trace_id="{}",span_id="{}"}}"#,
+        "ab".repeat(16),
+        "cd".repeat(8)
+    );
+    assert!(
+        om.contains(&format!("}} 3.0{tail} 1.0 1700000000.5\n")),
+        "{om}"
+    );
+    assert!(
+        om.contains(&format!("le=\"5.0\"}} 2.0{tail} 2.0 1700000000.5\n")),
+        "2.0 falls in (1, 5]: {om}"
+    );
+    assert_eq!(om.matches(" # {").count(), 2, "not on the gauge: {om}");
+    assert!(
+        !text(&store).contains(" # {"),
+        "text 0.0.4 has no exemplars"
+    );
+}

@@ -22,7 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use prost::Message;
 use serde::Deserialize;
 use vigil_proto::prometheus::{
-    Label, MetricMetadata, MetricType, STALE_NAN, Sample, TimeSeries, WriteRequest,
+    Exemplar, Label, MetricMetadata, MetricType, STALE_NAN, Sample, TimeSeries, WriteRequest,
 };
 
 use super::otlphttp::{HttpClientTls, http_client, retry_after};
@@ -276,6 +276,7 @@ impl RemoteWriteExporter {
             (Some(_), _) | (None, 0) => now_ms,
             (None, t) => t,
         };
+        let first = out.len();
         let mut push = |suffix: &str, extra: Option<(&str, String)>, value: f64| {
             let mut labels: Vec<Label> = Vec::with_capacity(changed.labels.len() + 3);
             labels.push(Label {
@@ -336,6 +337,30 @@ impl RemoteWriteExporter {
                 }
                 push("_sum", None, s.sum);
                 push("_count", None, s.count as f64);
+            }
+        }
+        // Exemplars go on the counter's series or on their bucket's series (buckets come first, in order).
+        if stale.is_none()
+            && matches!(
+                changed.series.value,
+                SeriesValue::Number(_) | SeriesValue::Histogram(_)
+            )
+        {
+            for exemplar in &changed.series.exemplars {
+                if let Some(series) = out.get_mut(first + exemplar.bucket) {
+                    series.exemplars.push(Exemplar {
+                        labels: exemplar
+                            .labels
+                            .iter()
+                            .map(|(name, value)| Label {
+                                name: name.clone(),
+                                value: value.clone(),
+                            })
+                            .collect(),
+                        value: exemplar.value,
+                        timestamp: (exemplar.time_unix_nano / 1_000_000) as i64,
+                    });
+                }
             }
         }
     }
