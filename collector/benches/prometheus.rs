@@ -18,21 +18,16 @@ use prost::Message as _;
 use vigil_collector::exporter::prometheus::render::{Format, render};
 use vigil_collector::exporter::prometheus::store::{Store, StoreSettings};
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
-use vigil_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use vigil_proto::otlp::common::v1::{InstrumentationScope, KeyValue};
 use vigil_proto::otlp::metrics::v1::{
     AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
     ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
 };
 use vigil_proto::otlp::resource::v1::Resource;
+use vigil_proto::otlp::string_attribute;
 
 fn attr(key: &str, value: String) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value)),
-        }),
-        ..Default::default()
-    }
+    string_attribute(key, &value)
 }
 
 fn resource(service: usize) -> Resource {

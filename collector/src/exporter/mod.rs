@@ -321,6 +321,19 @@ impl ExporterConfig {
 /// Headers added to every export request; values may use `${env:…}`.
 pub type Headers = BTreeMap<String, String>;
 
+/// The configured headers as HTTP name/value pairs (validated at config load, so none is dropped here).
+pub fn header_pairs(headers: &Headers) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((
+                http::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                http::HeaderValue::from_str(value).ok()?,
+            ))
+        })
+        .collect()
+}
+
 /// Checks header names and values are valid HTTP.
 fn validate_headers(headers: &Headers, check: &mut Checker<'_>, path: &str) {
     for (name, value) in headers {

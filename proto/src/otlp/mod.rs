@@ -58,3 +58,14 @@ impl std::fmt::Display for Signal {
         f.write_str(self.as_str())
     }
 }
+
+/// A string attribute, the most common `KeyValue`.
+pub fn string_attribute(key: &str, value: &str) -> common::v1::KeyValue {
+    common::v1::KeyValue {
+        key: key.into(),
+        value: Some(common::v1::AnyValue {
+            value: Some(common::v1::any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}

@@ -22,7 +22,6 @@ use bytes::Bytes;
 use prost::Message;
 use serde::Deserialize;
 use tokio::sync::watch;
-use vigil_proto::otlp::Signal;
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use vigil_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
@@ -32,6 +31,7 @@ use vigil_proto::otlp::metrics::v1::{
 };
 use vigil_proto::otlp::resource::v1::Resource;
 use vigil_proto::otlp::trace::v1::{Span, span, status};
+use vigil_proto::otlp::{Signal, string_attribute};
 
 use super::Connector;
 use crate::config::Checker;
@@ -546,16 +546,6 @@ fn find(attributes: &[KeyValue], key: &str) -> Option<String> {
         .iter()
         .find(|kv| kv.key == key)
         .map(|kv| value_text(kv.value.as_ref()))
-}
-
-fn string_attribute(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
 }
 
 /// otelcol's spelling of span kinds (`SPAN_KIND_SERVER`…).

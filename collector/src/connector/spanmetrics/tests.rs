@@ -1,22 +1,13 @@
 use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
-use vigil_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
+use vigil_proto::otlp::common::v1::KeyValue;
 use vigil_proto::otlp::metrics::v1::metric;
 use vigil_proto::otlp::resource::v1::Resource;
+use vigil_proto::otlp::string_attribute as attr;
 use vigil_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
 
 use super::{Dimension, SpanMetrics, SpanMetricsConfig};
 use crate::exporter::prometheus::store::value_text;
 use crate::telemetry::Registry;
-
-fn attr(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
 
 fn span(name: &str, millis: u64, error: bool, attributes: Vec<KeyValue>) -> Span {
     Span {

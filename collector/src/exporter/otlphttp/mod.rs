@@ -24,7 +24,7 @@ use vigil_proto::otlp::json::protobuf_to_json;
 use super::otlp::partial_success;
 use super::{
     Compression, ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings,
-    validate_headers,
+    header_pairs, validate_headers,
 };
 use crate::config::Checker;
 use crate::pipeline::{Batch, BoxFuture};
@@ -172,16 +172,7 @@ impl OtlpHttpExporter {
                 url(Signal::Metrics)?,
                 url(Signal::Logs)?,
             ],
-            headers: config
-                .headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        HeaderName::from_str(k).ok()?,
-                        HeaderValue::from_str(v).ok()?,
-                    ))
-                })
-                .collect(),
+            headers: header_pairs(&config.headers),
             encoding: config.encoding,
             compression: config.compression,
             timeout: config.timeout,

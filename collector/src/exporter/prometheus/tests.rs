@@ -2,7 +2,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
-use vigil_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use vigil_proto::otlp::common::v1::{InstrumentationScope, KeyValue};
 use vigil_proto::otlp::metrics::v1::{
     AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram,
     HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary,
@@ -10,6 +10,7 @@ use vigil_proto::otlp::metrics::v1::{
     summary_data_point,
 };
 use vigil_proto::otlp::resource::v1::Resource;
+use vigil_proto::otlp::string_attribute as attr;
 
 use super::render::{Format, render};
 use super::store::{Clock, Store, StoreSettings};
@@ -25,16 +26,6 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
         *self.0.lock().unwrap()
-    }
-}
-
-fn attr(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
     }
 }
 

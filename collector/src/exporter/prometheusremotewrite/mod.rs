@@ -32,7 +32,8 @@ use super::prometheus::store::{Changed, Clock, Histogram, SeriesValue, Store, Sy
 use super::prometheus::{ResourceConversion, decode_batch, store_settings, validate_const_labels};
 use super::worker::Backoff;
 use super::{
-    ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings, validate_headers,
+    ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings, header_pairs,
+    validate_headers,
 };
 use crate::config::Checker;
 use crate::pipeline::{Batch, BoxFuture};
@@ -191,16 +192,7 @@ impl RemoteWriteExporter {
             store,
             client: http_client(&config.tls)?,
             url,
-            headers: config
-                .headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        HeaderName::from_str(k).ok()?,
-                        HeaderValue::from_str(v).ok()?,
-                    ))
-                })
-                .collect(),
+            headers: header_pairs(&config.headers),
             external_labels: config
                 .external_labels
                 .iter()

@@ -1,5 +1,6 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
+use vigil_proto::otlp::string_attribute as string;
 
 use vigil_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
 use vigil_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, status};
@@ -271,16 +272,6 @@ fn memory_stays_within_bounds_with_too_many_traces_and_one_huge_trace() {
     let mut rest = Output::default();
     buffer.decide_due(start + Duration::from_secs(10), &mut rest);
     assert_eq!(buffer.trace_count(), 0);
-}
-
-fn string(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
 }
 
 fn int(key: &str, value: i64) -> KeyValue {
