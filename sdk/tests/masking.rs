@@ -55,6 +55,33 @@ fn the_corpus_has_no_leak_and_no_false_positive() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The scanner classifies text in 64-byte blocks and looks ahead and behind across block edges: every corpus
+/// line must be masked the same at every offset inside a long text.
+#[test]
+fn the_corpus_is_masked_the_same_at_every_offset_of_a_long_text() {
+    const FILLER: &str =
+        "2024-01-15 worker ok step done lr 3 loss low queue idle batch ready cache warm ";
+    let default = Masker::new(&MaskConfig::default()).unwrap();
+    let opt_in = Masker::new(&opt_in_config()).unwrap();
+    let mut failures = Vec::new();
+    for case in corpus().iter().filter(|case| case.key.is_none()) {
+        let masker = if case.opt_in { &opt_in } else { &default };
+        let alone = masker.text(&case.text).into_owned();
+        for offset in 0..=66 {
+            let head = format!("{} ", &FILLER[..offset]);
+            let long = format!("{head}{}\n{FILLER}{FILLER}", case.text);
+            let expected = format!("{head}{alone}\n{FILLER}{FILLER}");
+            let masked = masker.text(&long);
+            if masked != expected {
+                failures.push(format!(
+                    "offset {offset}: {masked:?}\n  expected {expected:?}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn every_detector_is_exercised_by_the_corpus() {
     let masker = Masker::new(&opt_in_config()).unwrap();

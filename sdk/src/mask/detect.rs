@@ -1,13 +1,16 @@
 //! The built-in detectors: one left-to-right pass over the text.
 //!
-//! Why not a regex per detector: the text is cut into tokens with a byte-class table, and a token is looked at
-//! only when its classes say a detector could match (an `@` for e-mail, digits for cards and addresses, `=` or
-//! `:` for pairs, 16+ characters for keys and tokens). Plain words — almost all of a log line — cost a table
-//! lookup per byte. Checks that regexes cannot do cheaply (Luhn, issuer prefixes, IPv6 grammar, Basic
+//! Why not a regex per detector: each detector starts on something rare — an `@` for e-mail, `=` or `:` for
+//! pairs and IPv6, a run of four digits (or one to three digits and a dot) for cards and IPv4, a word of ten or
+//! more key characters for keys and tokens. The text is classified 64 bytes at a time into bit masks
+//! ([`super::classify`]); shifts and `and`s of those masks leave the few positions where a detector could
+//! start, and only those are looked at. Plain words and numbers — almost all of a log line — are never looked
+//! at one by one. Checks that regexes cannot do cheaply (Luhn, issuer prefixes, IPv6 grammar, Basic
 //! credentials that decode to `user:password`, IBAN mod-97) keep ids, timestamps and version numbers intact.
 
 use super::Detector;
-use super::keys::KeyMatcher;
+use super::classify::{Block, block_at};
+use super::keys::{KeyMatcher, KeyVerdicts};
 
 /// A match: bytes `start..end` of the text, found by `detector`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,38 +20,35 @@ pub(crate) struct Hit {
     pub(crate) detector: Detector,
 }
 
-const SEP: u8 = 0;
-const ALPHA: u8 = 1;
-const DIGIT: u8 = 2;
-const AT: u8 = 4;
-const COLON: u8 = 8;
-const EQ: u8 = 16;
-const DOT: u8 = 32;
-const DASH: u8 = 64;
-const OTHER: u8 = 128;
-
-static CLASS: [u8; 256] = {
-    let mut table = [OTHER; 256];
+/// Bytes that end a token: white space, quotes, brackets, and other punctuation that never belongs to an
+/// address, a key or a number.
+static SEPARATOR: [bool; 256] = {
+    let mut table = [false; 256];
     let mut i = 0;
     while i < 256 {
         let b = i as u8;
-        table[i] = if b.is_ascii_alphabetic() || b >= 0x80 {
-            ALPHA
-        } else if b.is_ascii_digit() {
-            DIGIT
-        } else {
-            match b {
-                b'@' => AT,
-                b':' => COLON,
-                b'=' => EQ,
-                b'.' => DOT,
-                b'-' => DASH,
-                b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b',' | b';' | b'(' | b')' | b'['
-                | b']' | b'{' | b'}' | b'<' | b'>' | b'|' | b'`' | b'\\' => SEP,
-                0..=0x1f | 0x7f => SEP,
-                _ => OTHER,
-            }
-        };
+        table[i] = matches!(
+            b,
+            b' ' | b'\t'
+                | b'\n'
+                | b'\r'
+                | b'"'
+                | b'\''
+                | b','
+                | b';'
+                | b'('
+                | b')'
+                | b'['
+                | b']'
+                | b'{'
+                | b'}'
+                | b'<'
+                | b'>'
+                | b'|'
+                | b'`'
+                | b'\\'
+                | 0..=0x1f | 0x7f
+        );
         i += 1;
     }
     table
@@ -59,8 +59,17 @@ fn is_alnum(b: u8) -> bool {
 }
 
 fn is_sep(b: u8) -> bool {
-    CLASS[b as usize] == SEP
+    SEPARATOR[usize::from(b)]
 }
+
+/// Whether a key inside a token starts after `b`: a separator, or the `?`, `&`, `/`, `=` of a query string or
+/// path.
+fn ends_key(b: u8) -> bool {
+    is_sep(b) || matches!(b, b'?' | b'&' | b'/' | b'=')
+}
+
+/// The longest key looked at in front of a `=` or `:`; longer ones are never sensitive (see `KeyMatcher`).
+const MAX_PAIR_KEY: usize = 128;
 
 /// Runs the enabled detectors over a text.
 pub(crate) struct Scanner<'a> {
@@ -68,20 +77,175 @@ pub(crate) struct Scanner<'a> {
     pub(crate) keys: &'a KeyMatcher,
 }
 
+/// The tokens one kind of candidate has been handed over in: each token is looked at once, whatever number of
+/// `@`s or `:`s it holds.
+#[derive(Default)]
+struct TokenCursor {
+    /// The end of the last token handed out.
+    end: usize,
+}
+
+impl TokenCursor {
+    /// The token (maximal run of non-separators) around `p`, or `None` when `p` is in the token handed out
+    /// last. Positions only grow, so each byte is walked over a bounded number of times.
+    fn next_token(&mut self, b: &[u8], p: usize) -> Option<(usize, usize)> {
+        if p < self.end {
+            return None;
+        }
+        let mut start = p;
+        while start > self.end && !is_sep(b[start - 1]) {
+            start -= 1;
+        }
+        let mut end = p;
+        while end < b.len() && !is_sep(b[end]) {
+            end += 1;
+        }
+        self.end = end;
+        Some((start, end))
+    }
+}
+
+/// The positions of one block worth a look, by the detectors that may start there.
+#[derive(Default)]
+struct Candidates {
+    /// `@`: e-mail addresses and URL credentials in the token.
+    at: u64,
+    /// `=` and `:`: sensitive `key=value` pairs.
+    pairs: u64,
+    /// `:`: IPv6 addresses in the token.
+    colons: u64,
+    /// Digit runs: cards, IPv4 addresses, phone numbers.
+    numbers: u64,
+    /// Word starts: keys and tokens, `Bearer`/`Basic`, IBANs.
+    words: u64,
+    /// `--`: private key blocks.
+    dashes: u64,
+}
+
+/// The absolute positions of the set bits of `mask`, a block starting at `base`.
+fn positions(mask: u64, base: usize) -> Positions {
+    Positions { mask, base }
+}
+
+/// The iterator of [`positions`].
+struct Positions {
+    mask: u64,
+    base: usize,
+}
+
+impl Iterator for Positions {
+    type Item = usize;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        if self.mask == 0 {
+            return None;
+        }
+        let p = self.base + self.mask.trailing_zeros() as usize;
+        self.mask &= self.mask - 1;
+        Some(p)
+    }
+}
+
+/// Which kinds of positions the enabled detectors start on.
+struct Starts {
+    at: bool,
+    pairs: bool,
+    ipv6: bool,
+    card: bool,
+    ipv4: bool,
+    phone: bool,
+    iban: bool,
+    keys: bool,
+    auth: bool,
+    private_key: bool,
+}
+
+impl Starts {
+    /// The positions of `current` worth a look, from the masks of the blocks around it.
+    #[inline(always)]
+    fn candidates(&self, previous: &Block, current: &Block, next: &Block) -> Candidates {
+        // Bit i of `behind` describes byte i - 1, bit i of `ahead(.., k)` byte i + k.
+        let behind = |now: u64, before: u64| (now << 1) | (before >> 63);
+        let ahead = |now: u64, after: u64, k: u32| (now >> k) | (after << (64 - k));
+        let mut out = Candidates::default();
+        if self.at {
+            out.at = current.at;
+        }
+        if self.pairs {
+            out.pairs = current.eq | current.colon;
+        }
+        if self.ipv6 {
+            out.colons = current.colon;
+        }
+        if current.digit != 0 {
+            let (digit, next_digit) = (current.digit, next.digit);
+            let run_starts = digit & !behind(current.alnum, previous.alnum);
+            if self.phone {
+                out.numbers |= run_starts;
+            }
+            if self.card {
+                // A card's first group has at least four digits.
+                out.numbers |= run_starts
+                    & ahead(digit, next_digit, 1)
+                    & ahead(digit, next_digit, 2)
+                    & ahead(digit, next_digit, 3);
+            }
+            if self.ipv4 {
+                // An address starts with one to three digits and a dot, not right after a dot, and two
+                // dot-digit pairs follow within a few bytes (`12.5` and `0.2345` are not looked at).
+                let (dot, next_dot) = (current.dot, next.dot);
+                let dot_digit = dot & ahead(digit, next_digit, 1);
+                let next_dot_digit = next_dot & (next_digit >> 1);
+                let second = dot_digit
+                    & (ahead(dot_digit, next_dot_digit, 2)
+                        | ahead(dot_digit, next_dot_digit, 3)
+                        | ahead(dot_digit, next_dot_digit, 4));
+                let next_second = next_dot_digit
+                    & (next_dot_digit >> 2 | next_dot_digit >> 3 | next_dot_digit >> 4);
+                out.numbers |= run_starts
+                    & !behind(dot, previous.dot)
+                    & (ahead(second, next_second, 1)
+                        | ahead(second, next_second, 2)
+                        | ahead(second, next_second, 3));
+            }
+        }
+        let word_starts = current.word & !behind(current.word, previous.word);
+        if self.keys {
+            // Ten key characters in a row from here: the shortest JWT header; every key shape is longer.
+            let word = u128::from(current.word) | u128::from(next.word) << 64;
+            let two = word & word >> 1;
+            let four = two & two >> 2;
+            let ten = four & four >> 4 & two >> 8;
+            out.words |= word_starts & current.key_first & ten as u64;
+        }
+        if self.auth {
+            out.words |= word_starts & current.letter_b;
+        }
+        if self.iban {
+            out.words |= word_starts & current.alnum & !current.digit;
+        }
+        if self.private_key {
+            out.dashes = current.dash
+                & !behind(current.dash, previous.dash)
+                & ahead(current.dash, next.dash, 1);
+        }
+        out
+    }
+}
+
 impl Scanner<'_> {
     fn on(&self, detector: Detector) -> bool {
         self.enabled[detector as usize]
     }
 
-    /// A conservative one-pass check: `false` means no enabled detector can match anywhere in `text`, so the
-    /// scan is skipped. Most attribute values (`GET`, `200`, `/api/v1/orders`, ids) are rejected here at about
-    /// a table lookup per byte.
+    /// A conservative one-pass check for short texts: `false` means no enabled detector can match anywhere in
+    /// `text`, so the scan is skipped. Most attribute values (`GET`, `200`, `/api/v1/orders`, ids) are rejected
+    /// here at about a table lookup per byte. Texts of 64 bytes or more go straight to the scan, whose
+    /// block classification costs less than this pass.
     pub(crate) fn could_match(&self, text: &str) -> bool {
         let b = text.as_bytes();
-        // Any `@`, `=` or `:` sends the text to the scan; memchr finds the first one with SIMD, so long texts
-        // that have one (most log lines) are answered at once.
-        // Short values (most attributes) skip it: the call costs more than the counting pass below.
-        if b.len() >= 64 && memchr::memchr3(b'@', b'=', b':', b).is_some() {
+        if b.len() >= 64 {
             return true;
         }
         // One branch-free pass: counts, and which kinds of bytes that need a closer look occur at all.
@@ -133,35 +297,83 @@ impl Scanner<'_> {
             })
     }
 
+    fn starts(&self) -> Starts {
+        Starts {
+            at: self.on(Detector::Email) || self.on(Detector::UrlCredentials),
+            pairs: self.on(Detector::SecretPair),
+            ipv6: self.on(Detector::Ipv6),
+            card: self.on(Detector::PaymentCard),
+            ipv4: self.on(Detector::Ipv4),
+            phone: self.on(Detector::Phone),
+            iban: self.on(Detector::Iban),
+            keys: self.on(Detector::Jwt) || self.on(Detector::ApiKey),
+            auth: self.on(Detector::AuthHeader),
+            private_key: self.on(Detector::PrivateKey),
+        }
+    }
+
     /// Appends every match in `text` to `hits`, in order and without overlaps.
     pub(crate) fn scan(&self, text: &str, hits: &mut Vec<Hit>) {
+        self.keys
+            .with_verdicts(|verdicts| self.scan_with(text, hits, verdicts));
+    }
+
+    fn scan_with(&self, text: &str, hits: &mut Vec<Hit>, verdicts: &mut KeyVerdicts<'_>) {
         let b = text.as_bytes();
-        let n = b.len();
         let first = hits.len();
-        let mut i = 0;
-        while i < n {
-            if is_sep(b[i]) {
-                i += 1;
-                continue;
-            }
-            let s = i;
-            let mut flags = 0u8;
-            while i < n {
-                let class = CLASS[b[i] as usize];
-                if class == SEP {
-                    break;
+        let starts = self.starts();
+        let mut at_tokens = TokenCursor::default();
+        // The end of the last run of hex digits, colons and dots looked at for an IPv6 address.
+        let mut colons_done = 0;
+        // The end of the furthest number hit: digit runs inside a card number are not numbers of their own.
+        let mut numbers_covered = 0;
+        let mut previous = Block::default();
+        let mut current = block_at(b, 0);
+        let mut base = 0;
+        while base < b.len() {
+            let next = block_at(b, base + 64);
+            let candidates = starts.candidates(&previous, &current, &next);
+            // One loop per kind: each loop's branches are predictable, and hits are put in order at the end.
+            let words = u128::from(previous.word) | u128::from(current.word) << 64;
+            let digits = u128::from(current.digit) | u128::from(next.digit) << 64;
+            for j in positions(candidates.pairs, base) {
+                if let Some(hit) = self.pair_at(b, j, words, base, verdicts) {
+                    hits.push(hit);
                 }
-                flags |= class;
-                i += 1;
             }
-            // Most tokens are short words that can only matter as the key of a pair: skip them unless a `:`
-            // or `=` follows.
-            let len = i - s;
-            if flags == ALPHA && len < 16 && len != 5 && len != 6 && !separator_follows(b, i) {
-                continue;
+            for p in positions(candidates.numbers, base) {
+                if p >= numbers_covered
+                    && let Some(hit) = self.number_at(b, p, digits, base)
+                {
+                    numbers_covered = hit.end;
+                    hits.push(hit);
+                }
             }
-            let resume = self.token(text, s, i, flags, hits);
-            i = i.max(resume);
+            for p in positions(candidates.at, base) {
+                if let Some((s, e)) = at_tokens.next_token(b, p) {
+                    self.at_signs(b, s, e, &mut |hit| hits.push(hit));
+                }
+            }
+            for j in positions(candidates.colons, base) {
+                if j >= colons_done {
+                    let (hit, run_end) = ipv6_around(b, j);
+                    colons_done = run_end;
+                    hits.extend(hit);
+                }
+            }
+            for p in positions(candidates.words, base) {
+                self.word_at(b, p, hits);
+            }
+            for p in positions(candidates.dashes, base) {
+                if b[p..].starts_with(b"-----BEGIN")
+                    && let Some(hit) = private_key_at(text, p)
+                {
+                    hits.push(hit);
+                }
+            }
+            previous = current;
+            current = next;
+            base += 64;
         }
         resolve_overlaps(&mut hits[first..]);
         let mut keep = first;
@@ -174,146 +386,144 @@ impl Scanner<'_> {
         hits.truncate(keep);
     }
 
-    /// Looks at one token `s..e`; returns where scanning resumes (past a match that ran beyond the token).
-    fn token(&self, text: &str, s: usize, e: usize, flags: u8, hits: &mut Vec<Hit>) -> usize {
-        let b = text.as_bytes();
-        let len = e - s;
-        let mut resume = e;
-        let mut push = |hit: Hit, resume: &mut usize| {
-            *resume = (*resume).max(hit.end);
+    /// A card number, an IPv4 address or a phone number starting with the digit run at `p`. `digits` holds the
+    /// digit masks of `p`'s block (low half), which starts at `base`, and of the next one.
+    fn number_at(&self, b: &[u8], p: usize, digits: u128, base: usize) -> Option<Hit> {
+        let previous = if p > 0 { b[p - 1] } else { b' ' };
+        // A card's first group has at least four digits, and a number shorter than 13 digits must continue
+        // after a space or dash; an IPv4 address starts with 1–3 digits and a dot.
+        let run = (digits >> (p - base)).trailing_ones() as usize;
+        let mut digits = p + run;
+        if run == 128 - (p - base) {
+            // The run goes on past the masks.
+            while digits < b.len() && b[digits].is_ascii_digit() {
+                digits += 1;
+            }
+        }
+        let group = digits - p;
+        let card_shaped = group >= 13
+            || (group >= 4
+                && digits + 1 < b.len()
+                && matches!(b[digits], b' ' | b'-')
+                && b[digits + 1].is_ascii_digit());
+        let ipv4_shaped = group <= 3 && digits < b.len() && b[digits] == b'.';
+        if self.on(Detector::Phone)
+            && let Some(hit) = phone_at(b, p)
+        {
+            return Some(hit);
+        }
+        if card_shaped && self.on(Detector::PaymentCard) {
+            return card_at(b, p);
+        }
+        if ipv4_shaped && self.on(Detector::Ipv4) && previous != b'.' {
+            return ipv4_at(b, p);
+        }
+        None
+    }
+
+    /// Keys and tokens, `Bearer`/`Basic` credentials and IBANs starting at the word at `p`.
+    fn word_at(&self, b: &[u8], p: usize, hits: &mut Vec<Hit>) {
+        let before = if p > 0 { b[p - 1] } else { b' ' };
+        let token_start = is_sep(before);
+        // Keys and tokens start a token or follow a delimiter inside it (`key=AKIA…`, `/hooks/xoxb-…`).
+        if token_start || matches!(before, b'=' | b':' | b'/' | b'?' | b'&') {
+            if self.on(Detector::Jwt)
+                && let Some(hit) = jwt_at(b, p)
+            {
+                hits.push(hit);
+            } else if self.on(Detector::ApiKey)
+                && let Some(hit) = api_key_at(b, p)
+            {
+                hits.push(hit);
+            }
+        }
+        if !token_start {
+            return;
+        }
+        if self.on(Detector::AuthHeader) && b[p] | 0x20 == b'b' {
+            let end = (p + 6).min(b.len());
+            let word_end = b[p..end]
+                .iter()
+                .position(|&c| !c.is_ascii_alphabetic())
+                .map_or(end, |len| p + len);
+            if let Some(hit) = auth_scheme(b, p, word_end) {
+                hits.push(hit);
+            }
+        }
+        if self.on(Detector::Iban)
+            && p + 4 <= b.len()
+            && let Some(hit) = iban_at(b, p)
+        {
             hits.push(hit);
-        };
-        // A key followed (after an optional closing quote and spaces) by `:` or `=`: `"password": "x"`,
-        // `password = x`, `password: x`.
-        if self.on(Detector::SecretPair)
-            && separator_follows(b, e)
-            && let Some(hit) = self.pair_after(b, s, e, e)
-        {
-            push(hit, &mut resume);
         }
-        if flags & !ALPHA == 0 {
-            // Letters only: the common case.
-            if self.on(Detector::AuthHeader)
-                && (len == 5 || len == 6)
-                && let Some(hit) = auth_scheme(b, s, e)
-            {
-                push(hit, &mut resume);
-            }
-            if len >= 20
-                && self.on(Detector::ApiKey)
-                && let Some(hit) = api_key_at(b, s)
-            {
-                push(hit, &mut resume);
-            }
-            return resume;
+    }
+
+    /// A sensitive `key=value` or `key: value` around the `=` or `:` at `j`. `words` holds the key-character
+    /// masks of the block before `j`'s block (low half) and of `j`'s block (high half), which starts at `base`.
+    fn pair_at(
+        &self,
+        b: &[u8],
+        j: usize,
+        words: u128,
+        base: usize,
+        verdicts: &mut KeyVerdicts<'_>,
+    ) -> Option<Hit> {
+        if j == 0 {
+            return None;
         }
-        if flags & AT != 0 {
-            self.at_signs(b, s, e, flags, &mut |hit| push(hit, &mut resume));
+        if is_sep(b[j - 1]) {
+            return self.spaced_pair_at(b, j, verdicts);
         }
-        if flags & (EQ | COLON) != 0 && self.on(Detector::SecretPair) {
-            for j in s..e {
-                if b[j] == b'=' || (b[j] == b':' && !b[j + 1..].starts_with(b"//")) {
-                    let mut key_start = j;
-                    while key_start > s && !matches!(b[key_start - 1], b'?' | b'&' | b'/' | b'=') {
-                        key_start -= 1;
-                    }
-                    if let Some(hit) = self.pair_after(b, key_start, j, j) {
-                        push(hit, &mut resume);
-                    }
-                }
+        // Inside a token: the key runs back to the token start or to a `?`, `&`, `/` or `=` (query strings,
+        // paths). `https://` is a scheme, not a key.
+        if b[j] == b':' && b[j + 1..].starts_with(b"//") {
+            return None;
+        }
+        // Most keys are one run of key characters after a separator: found from the masks, and their verdict
+        // remembered, with no walk over the key.
+        let gaps = !words & ((1u128 << (j - base + 64)) - 1);
+        if gaps != 0 {
+            let key_start = base + (128 - gaps.leading_zeros() as usize) - 64;
+            if key_start == 0 || ends_key(b[key_start - 1]) {
+                return self.pair_after(b, key_start, j, j, verdicts);
             }
         }
-        if flags & COLON != 0 && self.on(Detector::Ipv6) {
-            ipv6_in(b, s, e, &mut |hit| push(hit, &mut resume));
+        let mut key_start = j;
+        while key_start > 0 && j - key_start <= MAX_PAIR_KEY && !ends_key(b[key_start - 1]) {
+            key_start -= 1;
         }
-        if flags & DIGIT != 0 {
-            if self.on(Detector::Iban)
-                && len >= 4
-                && let Some(hit) = iban_at(b, s)
-            {
-                push(hit, &mut resume);
-            }
-            let mut j = s;
-            while j < e {
-                let starts_run = b[j].is_ascii_digit() && (j == s || !is_alnum(b[j - 1]));
-                if !starts_run {
-                    j += 1;
-                    continue;
-                }
-                let previous = if j > 0 { b[j - 1] } else { b' ' };
-                let mut next = j + 1;
-                // A card's first group has at least four digits, and a number shorter than 13 digits must
-                // continue after a space or dash; an IPv4 address starts with 1–3 digits and a dot.
-                let mut digits = j;
-                while digits < e && b[digits].is_ascii_digit() {
-                    digits += 1;
-                }
-                let group = digits - j;
-                let card_shaped = group >= 13
-                    || (group >= 4
-                        && digits + 1 < b.len()
-                        && matches!(b[digits], b' ' | b'-')
-                        && b[digits + 1].is_ascii_digit());
-                let ipv4_shaped = group <= 3 && digits < e && b[digits] == b'.';
-                if self.on(Detector::Phone)
-                    && let Some(hit) = phone_at(b, j)
-                {
-                    next = next.max(hit.end);
-                    push(hit, &mut resume);
-                } else if card_shaped
-                    && self.on(Detector::PaymentCard)
-                    && let Some(hit) = card_at(b, j)
-                {
-                    next = next.max(hit.end);
-                    push(hit, &mut resume);
-                } else if ipv4_shaped
-                    && self.on(Detector::Ipv4)
-                    && previous != b'.'
-                    && let Some(hit) = ipv4_at(b, j)
-                {
-                    next = next.max(hit.end);
-                    push(hit, &mut resume);
-                }
-                j = next.max(digits);
-            }
+        self.pair_after(b, key_start, j, j, verdicts)
+    }
+
+    /// `password = x`, `"password": x`: the whole token before an optional closing quote and up to four spaces.
+    fn spaced_pair_at(&self, b: &[u8], j: usize, verdicts: &mut KeyVerdicts<'_>) -> Option<Hit> {
+        let mut key_end = j;
+        while key_end > 0 && b[key_end - 1] == b' ' && j - key_end < 4 {
+            key_end -= 1;
         }
-        if len >= 16 {
-            // Keys and tokens start the token or follow a delimiter inside it (`key=AKIA…`, `/hooks/xoxb-…`).
-            let mut j = s;
-            while j < e {
-                let starts = j == s || matches!(b[j - 1], b'=' | b':' | b'/' | b'?' | b'&');
-                if starts && e - j >= 16 {
-                    if self.on(Detector::Jwt)
-                        && let Some(hit) = jwt_at(b, j)
-                    {
-                        j = hit.end;
-                        push(hit, &mut resume);
-                        continue;
-                    }
-                    if self.on(Detector::ApiKey)
-                        && let Some(hit) = api_key_at(b, j)
-                    {
-                        j = hit.end;
-                        push(hit, &mut resume);
-                        continue;
-                    }
-                }
-                j += 1;
-            }
+        if key_end > 0 && matches!(b[key_end - 1], b'"' | b'\'') {
+            key_end -= 1;
         }
-        if flags & DASH != 0
-            && self.on(Detector::PrivateKey)
-            && b[s..].starts_with(b"-----BEGIN")
-            && let Some(hit) = private_key_at(text, s)
-        {
-            push(hit, &mut resume);
+        if key_end == 0 || is_sep(b[key_end - 1]) {
+            return None;
         }
-        resume
+        let mut key_start = key_end;
+        while key_start > 0 && key_end - key_start <= MAX_PAIR_KEY && !is_sep(b[key_start - 1]) {
+            key_start -= 1;
+        }
+        self.pair_after(b, key_start, key_end, key_end, verdicts)
     }
 
     /// If `key_s..key_e` is a sensitive key and `sep_from` starts (after an optional closing quote and spaces)
     /// with `:` or `=`, the value that follows.
-    fn pair_after(&self, b: &[u8], key_s: usize, key_e: usize, sep_from: usize) -> Option<Hit> {
+    fn pair_after(
+        &self,
+        b: &[u8],
+        key_s: usize,
+        key_e: usize,
+        sep_from: usize,
+        verdicts: &mut KeyVerdicts<'_>,
+    ) -> Option<Hit> {
         let n = b.len();
         let mut p = sep_from;
         if p < n && (b[p] == b'"' || b[p] == b'\'') && p == key_e {
@@ -328,7 +538,7 @@ impl Scanner<'_> {
             return None;
         }
         let key = &b[key_s..key_e];
-        if key.is_empty() || !self.keys.is_sensitive_bytes(key) {
+        if key.is_empty() || !verdicts.is_sensitive(b, key_s, key_e) {
             return None;
         }
         p += 1;
@@ -343,11 +553,11 @@ impl Scanner<'_> {
         })
     }
 
-    fn at_signs(&self, b: &[u8], s: usize, e: usize, flags: u8, push: &mut dyn FnMut(Hit)) {
+    /// E-mail addresses and URL credentials in the token `s..e`.
+    fn at_signs(&self, b: &[u8], s: usize, e: usize, push: &mut dyn FnMut(Hit)) {
         let mut credentials_at = None;
-        if flags & COLON != 0
-            && self.on(Detector::UrlCredentials)
-            && let Some(scheme) = find(&b[s..e], b"://")
+        if self.on(Detector::UrlCredentials)
+            && let Some(scheme) = memchr::memmem::find(&b[s..e], b"://")
         {
             let authority = s + scheme + 3;
             let authority_end = b[authority..e]
@@ -376,8 +586,8 @@ impl Scanner<'_> {
         if !self.on(Detector::Email) {
             return;
         }
-        for j in s..e {
-            if b[j] != b'@' || Some(j) == credentials_at {
+        for j in memchr::memchr_iter(b'@', &b[s..e]).map(|j| s + j) {
+            if Some(j) == credentials_at {
                 continue;
             }
             if let Some(hit) = email_at(b, s, e, j) {
@@ -424,11 +634,12 @@ static TRIGGER: [u8; 256] = {
     table[b's' as usize] = T_KEY_START;
     table[b'r' as usize] = T_KEY_START;
     table[b'e' as usize] = T_KEY_START;
+    table[b'w' as usize] = T_KEY_START;
     table
 };
 
 /// Whether `b` starts like an API key or a JWT (`AKIA`, `AIza`, `gh?_`, `github_pat_`, `glpat-`, `xox?-`,
-/// `sk_`, `sk-`, `rk_`, `eyJ`).
+/// `sk_`, `sk-`, `rk_`, `whsec_`, `eyJ`).
 fn key_prefix(b: &[u8]) -> bool {
     matches!(
         b,
@@ -437,21 +648,8 @@ fn key_prefix(b: &[u8]) -> bool {
             | [b'x', b'o', b'x', ..]
             | [b's' | b'r', b'k', b'_' | b'-', ..]
             | [b'e', b'y', b'J', ..]
+            | [b'w', b'h', b's', ..]
     )
-}
-
-/// Whether `:` or `=` follows position `p`, after an optional closing quote and up to four spaces.
-#[inline(always)]
-fn separator_follows(b: &[u8], mut p: usize) -> bool {
-    if p < b.len() && (b[p] == b'"' || b[p] == b'\'') {
-        p += 1;
-    }
-    let mut spaces = 0;
-    while p < b.len() && b[p] == b' ' && spaces < 4 {
-        p += 1;
-        spaces += 1;
-    }
-    p < b.len() && (b[p] == b':' || b[p] == b'=')
 }
 
 /// Keeps the earliest (then longest) of overlapping hits.
@@ -465,10 +663,6 @@ fn resolve_overlaps(hits: &mut [Hit]) {
         }
         covered = covered.max(hit.end);
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// A value after `key:`/`key=`: a quoted string up to its closing quote, or up to a separator, `&` or `,`.
@@ -752,46 +946,43 @@ fn ipv4_at(b: &[u8], p: usize) -> Option<Hit> {
     })
 }
 
-fn ipv6_in(b: &[u8], s: usize, e: usize, push: &mut dyn FnMut(Hit)) {
+/// The IPv6 address in the run of hex digits, colons and dots around the `:` at `j`, and where that run ends.
+fn ipv6_around(b: &[u8], j: usize) -> (Option<Hit>, usize) {
     let part = |c: u8| c.is_ascii_hexdigit() || c == b':' || c == b'.';
-    let mut k = s;
-    while k < e {
-        if !part(b[k]) {
-            k += 1;
-            continue;
-        }
-        let start = k;
-        while k < e && part(b[k]) {
-            k += 1;
-        }
-        let mut end = k;
-        while end > start && b[end - 1] == b'.' {
-            end -= 1;
-        }
-        let candidate = &b[start..end];
-        let colons = candidate.iter().filter(|&&c| c == b':').count();
-        let groups = candidate
-            .split(|&c| c == b':')
-            .filter(|g| !g.is_empty())
-            .count();
-        let bounded = (start == s || !(is_alnum(b[start - 1]) || b[start - 1] == b'_'))
-            && (k == e || !(is_alnum(b[k]) || b[k] == b'_'));
-        if colons >= 2
-            && bounded
-            && (candidate.iter().any(u8::is_ascii_digit) || groups >= 4)
-            && std::str::from_utf8(candidate)
-                .ok()
-                .and_then(|c| c.parse::<std::net::Ipv6Addr>().ok())
-                // Loopback and unspecified addresses (`::1`, `::`) point at no one: listen addresses stay.
-                .is_some_and(|ip| !ip.is_loopback() && !ip.is_unspecified())
-        {
-            push(Hit {
-                start,
-                end,
-                detector: Detector::Ipv6,
-            });
-        }
+    let mut start = j;
+    while start > 0 && part(b[start - 1]) {
+        start -= 1;
     }
+    let mut k = j;
+    while k < b.len() && part(b[k]) {
+        k += 1;
+    }
+    let mut end = k;
+    while end > start && b[end - 1] == b'.' {
+        end -= 1;
+    }
+    let candidate = &b[start..end];
+    let colons = candidate.iter().filter(|&&c| c == b':').count();
+    let groups = candidate
+        .split(|&c| c == b':')
+        .filter(|g| !g.is_empty())
+        .count();
+    let word = |c: u8| is_alnum(c) || c == b'_';
+    let bounded = (start == 0 || !word(b[start - 1])) && (k == b.len() || !word(b[k]));
+    let address = colons >= 2
+        && bounded
+        && (candidate.iter().any(u8::is_ascii_digit) || groups >= 4)
+        && std::str::from_utf8(candidate)
+            .ok()
+            .and_then(|c| c.parse::<std::net::Ipv6Addr>().ok())
+            // Loopback and unspecified addresses (`::1`, `::`) point at no one: listen addresses stay.
+            .is_some_and(|ip| !ip.is_loopback() && !ip.is_unspecified());
+    let hit = address.then_some(Hit {
+        start,
+        end,
+        detector: Detector::Ipv6,
+    });
+    (hit, k)
 }
 
 /// `+44 20 7946 0958`, `+1-415-555-2671`, `(415) 555-2671`, `415-555-2671`.
@@ -968,7 +1159,8 @@ fn api_key_at(b: &[u8], p: usize) -> Option<Hit> {
         _ => return None,
     };
     for &(prefix, class, minimum, exact) in shapes {
-        if !b[p..].starts_with(prefix) {
+        // Compared byte by byte: `starts_with` on a prefix of unknown length is a `memcmp` call.
+        if b.len() - p < prefix.len() || b[p..].iter().zip(prefix).any(|(a, b)| a != b) {
             continue;
         }
         let body = p + prefix.len();

@@ -27,9 +27,12 @@ pub(crate) struct KeyMatcher {
     names_by_first: Vec<Vec<usize>>,
     /// `words` by hash of their lowercase bytes: `(hash, index + 1)`, open addressing, 0 = empty.
     word_table: Box<[(u64, u8); WORD_TABLE]>,
-    /// Bit `(a << 8) | b` is set when some name word starts with the lowercase letters `a b`: a key none of
-    /// whose words starts that way is rejected after a table lookup per word.
-    bigrams: Box<[u64; 1024]>,
+    /// Bit `min(len, 63)` of `starts[start_index(a, b)]` is set when a name word of `len` characters starts
+    /// with `a b` (any case), and likewise for each name of several words with its separators removed. A key
+    /// none of whose words has a listed start and length is rejected after a table lookup per word.
+    starts: Box<[u64; 1024]>,
+    /// Some name word is a single character: any word could be it, so `starts` rejects nothing.
+    single_letter_word: bool,
 }
 
 /// Keys whose verdicts one thread remembers before starting over.
@@ -64,6 +67,27 @@ thread_local! {
     static VERDICTS: std::cell::RefCell<Verdicts> = std::cell::RefCell::new(Verdicts::default());
 }
 
+/// Slots of the per-thread table of verdicts on short keys found in text (a power of two).
+const SHORT_SLOTS: usize = 512;
+
+/// One thread's verdicts on keys of up to 31 bytes found in front of `=` and `:` in text, direct-mapped:
+/// a key is its bytes and length packed into two `u128`s, tagged with the matcher that judged it.
+struct ShortVerdicts {
+    keys: [(u128, u128); SHORT_SLOTS],
+    matchers: [u64; SHORT_SLOTS],
+    verdicts: [bool; SHORT_SLOTS],
+}
+
+thread_local! {
+    static SHORT_VERDICTS: std::cell::RefCell<ShortVerdicts> = const {
+        std::cell::RefCell::new(ShortVerdicts {
+            keys: [(0, 0); SHORT_SLOTS],
+            matchers: [0; SHORT_SLOTS],
+            verdicts: [false; SHORT_SLOTS],
+        })
+    };
+}
+
 /// Slots of the word hash table (a power of two, well above the number of distinct name words).
 const WORD_TABLE: usize = 512;
 
@@ -75,8 +99,19 @@ fn hash_step(hash: u64, byte: u8) -> u64 {
 
 const HASH_START: u64 = 0xcbf2_9ce4_8422_2325;
 
-fn bigram(a: u8, b: u8) -> usize {
-    (usize::from(a.to_ascii_lowercase()) << 8) | usize::from(b.to_ascii_lowercase())
+/// Where a word starting with `a b` is found in `KeyMatcher::starts`: the low five bits of each byte, so
+/// upper and lower case share a slot (digits share slots with letters, which only lets more keys through to
+/// the exact check).
+fn start_index(a: u8, b: u8) -> usize {
+    (usize::from(a & 0x1f) << 5) | usize::from(b & 0x1f)
+}
+
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
+}
+
+fn is_word_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c >= 0x80
 }
 
 /// A key split into lowercase words in a stack buffer: no allocation per lookup.
@@ -141,6 +176,70 @@ impl Words {
     }
 }
 
+/// A matcher with its thread's remembered verdicts on short keys, for the length of one scan.
+pub(crate) struct KeyVerdicts<'a> {
+    matcher: &'a KeyMatcher,
+    /// `None` when a scan on this thread already holds the table (masking inside masking): nothing is
+    /// remembered then.
+    table: Option<std::cell::RefMut<'a, ShortVerdicts>>,
+}
+
+impl KeyVerdicts<'_> {
+    /// [`KeyMatcher::is_sensitive_bytes`] for the key `text[key_start..key_end]`, cut out of text. The keys of a
+    /// log format (`method=`, `status=`) repeat on every line, so verdicts on keys of up to 31 bytes are
+    /// remembered per thread; a remembered verdict costs a table lookup, not a walk over the key.
+    pub(crate) fn is_sensitive(&mut self, text: &[u8], key_start: usize, key_end: usize) -> bool {
+        let len = key_end - key_start;
+        if len == 0 || len > 31 {
+            return self.matcher.is_sensitive_bytes(&text[key_start..key_end]);
+        }
+        // The key's last 16 bytes in `low`, the bytes before them in `high`, its length in the top byte of
+        // `high`. Read as the 32 bytes that end with the key where the text has them: two loads (building the
+        // values byte by byte stalls the CPU).
+        let (low, high) = match key_end.checked_sub(32) {
+            Some(from) => {
+                let high: [u8; 16] = text[from..from + 16].try_into().expect("16 bytes");
+                let low: [u8; 16] = text[from + 16..key_end].try_into().expect("16 bytes");
+                let (high, low) = (u128::from_le_bytes(high), u128::from_le_bytes(low));
+                if len <= 16 {
+                    (low >> (8 * (16 - len)), 0)
+                } else {
+                    (low, high >> (8 * (32 - len)))
+                }
+            }
+            None => {
+                let mut bytes = [0u8; 32];
+                bytes[32 - len..].copy_from_slice(&text[key_start..key_end]);
+                let high = u128::from_le_bytes(bytes[..16].try_into().expect("16 bytes"));
+                let low = u128::from_le_bytes(bytes[16..].try_into().expect("16 bytes"));
+                if len <= 16 {
+                    (low >> (8 * (16 - len)), 0)
+                } else {
+                    (low, high >> (8 * (32 - len)))
+                }
+            }
+        };
+        let high = high | (len as u128) << 120;
+        let folded =
+            (low ^ high.rotate_left(29)) as u64 ^ ((low ^ high) >> 64) as u64 ^ self.matcher.id;
+        let slot = (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            >> (64 - SHORT_SLOTS.trailing_zeros())) as usize;
+        let matcher = self.matcher;
+        let key = &text[key_start..key_end];
+        let Some(table) = self.table.as_mut() else {
+            return matcher.is_sensitive_bytes(key);
+        };
+        if table.keys[slot] == (low, high) && table.matchers[slot] == matcher.id {
+            return table.verdicts[slot];
+        }
+        let verdict = matcher.is_sensitive_bytes(key);
+        table.keys[slot] = (low, high);
+        table.matchers[slot] = matcher.id;
+        table.verdicts[slot] = verdict;
+        verdict
+    }
+}
+
 impl KeyMatcher {
     pub(crate) fn new(names: &[String]) -> KeyMatcher {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -152,7 +251,8 @@ impl KeyMatcher {
             name_ids: Vec::new(),
             names_by_first: Vec::new(),
             word_table: Box::new([(0, 0); WORD_TABLE]),
-            bigrams: Box::new([0; 1024]),
+            starts: Box::new([0; 1024]),
+            single_letter_word: false,
         };
         for name in names {
             let Some(words) = Words::split(name.as_bytes()) else {
@@ -206,54 +306,64 @@ impl KeyMatcher {
             }
         }
         for word in matcher.words.iter().chain(&matcher.compact) {
-            let bytes = word.as_bytes();
-            let index = match bytes {
-                [a, b, ..] => bigram(*a, *b),
-                // A one-letter word could start anything: no quick rejection.
-                _ => {
-                    matcher.bigrams.fill(u64::MAX);
-                    break;
-                }
-            };
-            matcher.bigrams[index / 64] |= 1 << (index % 64);
+            match word.as_bytes() {
+                [a, b, ..] => matcher.starts[start_index(*a, *b)] |= length_bit(word.len()),
+                _ => matcher.single_letter_word = true,
+            }
         }
         matcher
     }
 
-    /// Whether some word of `key` (or its first two letters and digits, for the separator-free form) starts
-    /// like a word of a name. False means `key` is certainly not sensitive.
+    /// Whether some word of `key`, or the whole key without separators, has the start and length of a name
+    /// word (or of a name without separators). False means `key` is certainly not sensitive; the common keys
+    /// (`method`, `path`, `max_tokens`, `duration_ms`) are rejected here.
     fn could_match(&self, key: &[u8]) -> bool {
-        let has = |a: u8, b: u8| {
-            let index = bigram(a, b);
-            self.bigrams[index / 64] & (1 << (index % 64)) != 0
-        };
-        let alnum = |c: u8| c.is_ascii_alphanumeric() || c >= 0x80;
-        let mut first_two = key.iter().copied().filter(|&c| alnum(c));
-        if let (Some(a), Some(b)) = (first_two.next(), first_two.next())
-            && has(a, b)
-        {
+        if self.single_letter_word {
             return true;
         }
-        let mut previous_alnum = false;
-        let mut previous_lower = false;
-        for (i, &c) in key.iter().enumerate() {
-            let is_alnum = alnum(c);
-            let starts =
-                is_alnum && (!previous_alnum || (c.is_ascii_uppercase() && previous_lower));
-            if starts && i + 1 < key.len() && has(c, key[i + 1]) {
+        let listed =
+            |a: u8, b: u8, len: usize| self.starts[start_index(a, b)] & length_bit(len) != 0;
+        let n = key.len();
+        let (mut first, mut second) = (None, None);
+        let mut total = 0;
+        let mut i = 0;
+        while i < n {
+            if !is_word_byte(key[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            i += 1;
+            while i < n
+                && is_word_byte(key[i])
+                && !(key[i].is_ascii_uppercase()
+                    && (key[i - 1].is_ascii_lowercase() || key[i - 1].is_ascii_digit()))
+            {
+                i += 1;
+            }
+            let len = i - start;
+            if len >= 2 && listed(key[start], key[start + 1], len) {
                 return true;
             }
-            previous_alnum = is_alnum;
-            previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+            if first.is_none() {
+                first = Some(key[start]);
+                second = key
+                    .get(start + 1)
+                    .copied()
+                    .filter(|&c| len >= 2 && is_word_byte(c));
+            } else if second.is_none() {
+                second = Some(key[start]);
+            }
+            total += len;
         }
-        false
+        matches!((first, second), (Some(a), Some(b)) if listed(a, b, total))
     }
 
     /// Whether `key` names a sensitive value. Attribute keys repeat endlessly (semantic conventions, a
     /// program's field names), so verdicts are remembered per thread.
     pub(crate) fn is_sensitive(&self, key: &str) -> bool {
         let bytes = key.as_bytes();
-        // Most keys fail the bigram test, which is cheaper than the cache.
+        // Most keys fail the start-and-length test, which is cheaper than the cache.
         if bytes.len() > MAX_KEY || self.names.is_empty() || !self.could_match(bytes) {
             return false;
         }
@@ -275,6 +385,18 @@ impl KeyMatcher {
             }
             cache.verdicts.insert(bytes.into(), verdict);
             verdict
+        })
+    }
+
+    /// Runs `f` with this thread's remembered verdicts on short keys at hand (one thread-local access for a
+    /// whole scan, not one per key).
+    pub(crate) fn with_verdicts<R>(&self, f: impl FnOnce(&mut KeyVerdicts<'_>) -> R) -> R {
+        SHORT_VERDICTS.with(|cell| {
+            let mut verdicts = KeyVerdicts {
+                matcher: self,
+                table: cell.try_borrow_mut().ok(),
+            };
+            f(&mut verdicts)
         })
     }
 
@@ -406,6 +528,8 @@ mod tests {
             "sessionId",
             "client_secret",
             "aws.secret.access.key",
+            "a_p_i_k_e_y",
+            "x.SET_COOKIE",
         ] {
             assert!(m.is_sensitive(key), "{key} should be sensitive");
         }
@@ -421,6 +545,26 @@ mod tests {
         ] {
             assert!(!m.is_sensitive(key), "{key} should not be sensitive");
         }
+    }
+
+    #[test]
+    fn common_keys_are_rejected_before_the_exact_check() {
+        let m = default_matcher();
+        for key in [
+            "method",
+            "path",
+            "max_tokens",
+            "duration_ms",
+            "tokens_used",
+            "status",
+        ] {
+            assert!(
+                !m.could_match(key.as_bytes()),
+                "{key} should be rejected early"
+            );
+        }
+        let single = KeyMatcher::new(&["x".to_string()]);
+        assert!(single.is_sensitive("max_x"));
     }
 
     #[test]

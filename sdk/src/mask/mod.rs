@@ -17,6 +17,7 @@
 //! which a token is examined only when its byte classes say a detector could match. Replacements are counted per detector ([`Masker::replacements`]); the
 //! original value is never kept, logged or put in an error.
 
+mod classify;
 mod config;
 mod detect;
 mod keys;
