@@ -426,7 +426,7 @@ impl Scanner<'_> {
         let before = if p > 0 { b[p - 1] } else { b' ' };
         let token_start = is_sep(before);
         // Keys and tokens start a token or follow a delimiter inside it (`key=AKIA…`, `/hooks/xoxb-…`).
-        if token_start || matches!(before, b'=' | b':' | b'/' | b'?' | b'&') {
+        if (token_start || matches!(before, b'=' | b':' | b'/' | b'?' | b'&')) && key_prefix(&b[p..]) {
             if self.on(Detector::Jwt)
                 && let Some(hit) = jwt_at(b, p)
             {
@@ -961,16 +961,18 @@ fn ipv6_around(b: &[u8], j: usize) -> (Option<Hit>, usize) {
     while end > start && b[end - 1] == b'.' {
         end -= 1;
     }
+    let word = |c: u8| is_alnum(c) || c == b'_';
+    // Most runs are parts of longer words (`T10:30:00`, `profile:12345`): rejected before any counting.
+    if (start > 0 && word(b[start - 1])) || (k < b.len() && word(b[k])) {
+        return (None, k);
+    }
     let candidate = &b[start..end];
     let colons = candidate.iter().filter(|&&c| c == b':').count();
     let groups = candidate
         .split(|&c| c == b':')
         .filter(|g| !g.is_empty())
         .count();
-    let word = |c: u8| is_alnum(c) || c == b'_';
-    let bounded = (start == 0 || !word(b[start - 1])) && (k == b.len() || !word(b[k]));
     let address = colons >= 2
-        && bounded
         && (candidate.iter().any(u8::is_ascii_digit) || groups >= 4)
         && std::str::from_utf8(candidate)
             .ok()
