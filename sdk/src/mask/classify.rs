@@ -112,7 +112,10 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     fn in_range(x: __m256i, low: u8, width: u8) -> __m256i {
         let offset = _mm256_sub_epi8(x, _mm256_set1_epi8(low as i8));
-        _mm256_cmpeq_epi8(_mm256_min_epu8(offset, _mm256_set1_epi8(width as i8)), offset)
+        _mm256_cmpeq_epi8(
+            _mm256_min_epu8(offset, _mm256_set1_epi8(width as i8)),
+            offset,
+        )
     }
 
     #[target_feature(enable = "avx2")]
@@ -225,7 +228,11 @@ mod tests {
             }
             assert_eq!(classify(&chunk), classify_portable(&chunk), "round {round}");
             #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-            assert_eq!(classify_sse2(&chunk), classify_portable(&chunk), "round {round}");
+            assert_eq!(
+                classify_sse2(&chunk),
+                classify_portable(&chunk),
+                "round {round}"
+            );
         }
         let text = b"key=AKIA_x-9 @: b.B-{}\xc3\xa9\x00\xff a@example.com 4111-1111:x=y/z?q&r";
         chunk[..text.len()].copy_from_slice(text);

@@ -333,6 +333,7 @@ impl Scanner<'_> {
         while base < b.len() {
             let next = block_at(b, base + 64);
             let candidates = starts.candidates(&previous, &current, &next);
+            let block_first = hits.len();
             // One loop per kind: each loop's branches are predictable, and hits are put in order at the end.
             let words = u128::from(previous.word) | u128::from(current.word) << 64;
             let digits = u128::from(current.digit) | u128::from(next.digit) << 64;
@@ -371,6 +372,9 @@ impl Scanner<'_> {
                     hits.push(hit);
                 }
             }
+            // Each block's hits in order (a few, found kind by kind), so the whole list is nearly sorted and
+            // the final sort has little left to do.
+            hits[block_first..].sort_unstable_by_key(|hit| (hit.start, std::cmp::Reverse(hit.end)));
             previous = current;
             current = next;
             base += 64;
@@ -426,7 +430,9 @@ impl Scanner<'_> {
         let before = if p > 0 { b[p - 1] } else { b' ' };
         let token_start = is_sep(before);
         // Keys and tokens start a token or follow a delimiter inside it (`key=AKIA…`, `/hooks/xoxb-…`).
-        if (token_start || matches!(before, b'=' | b':' | b'/' | b'?' | b'&')) && key_prefix(&b[p..]) {
+        if (token_start || matches!(before, b'=' | b':' | b'/' | b'?' | b'&'))
+            && key_prefix(&b[p..])
+        {
             if self.on(Detector::Jwt)
                 && let Some(hit) = jwt_at(b, p)
             {
@@ -654,7 +660,8 @@ fn key_prefix(b: &[u8]) -> bool {
 
 /// Keeps the earliest (then longest) of overlapping hits.
 fn resolve_overlaps(hits: &mut [Hit]) {
-    hits.sort_unstable_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+    // A stable sort: it finds the runs already in order and merges them.
+    hits.sort_by_key(|hit| (hit.start, std::cmp::Reverse(hit.end)));
     let mut covered = 0;
     for hit in hits.iter_mut() {
         if hit.start < covered {

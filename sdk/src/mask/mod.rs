@@ -315,7 +315,9 @@ impl Masker {
         self.count(index);
         match self.inner.key_action {
             Action::Drop => Masked::Drop,
-            action => Masked::Keep(Cow::Owned(self.replacement(index, action, value))),
+            action => Masked::Keep(Cow::Owned(
+                self.replacement(index, action, value).into_owned(),
+            )),
         }
     }
 
@@ -374,7 +376,7 @@ impl Masker {
                 .regex
                 .replace_all(&current, |found: &regex::Captures<'_>| {
                     self.count(index);
-                    self.replacement(index, rule.action, &found[0])
+                    self.replacement(index, rule.action, &found[0]).into_owned()
                 })
                 .into_owned();
             current = Cow::Owned(replaced);
@@ -382,10 +384,11 @@ impl Masker {
         Masked::Keep(current)
     }
 
-    fn replacement(&self, index: usize, action: Action, original: &str) -> String {
+    fn replacement(&self, index: usize, action: Action, original: &str) -> Cow<'_, str> {
         let inner = &*self.inner;
-        match action {
-            Action::Redact | Action::Drop => inner.redactions[index].clone(),
+        Cow::Owned(match action {
+            // The common case borrows: no allocation per redaction.
+            Action::Redact | Action::Drop => return Cow::Borrowed(&inner.redactions[index]),
             Action::Hash => match &inner.hash_key {
                 Some(key) => {
                     let mut mac = key.clone();
@@ -398,17 +401,17 @@ impl Masker {
                     out.push(']');
                     out
                 }
-                None => inner.redactions[index].clone(),
+                None => return Cow::Borrowed(&inner.redactions[index]),
             },
             Action::Partial => {
                 let keep = inner.partial_keep;
                 let length = original.chars().count();
                 if keep == 0 || length <= keep * 2 {
-                    return inner.redactions[index].clone();
+                    return Cow::Borrowed(&inner.redactions[index]);
                 }
                 let tail: String = original.chars().skip(length - keep).collect();
                 format!("****{tail}")
             }
-        }
+        })
     }
 }
