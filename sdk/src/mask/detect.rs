@@ -72,9 +72,11 @@ fn ends_key(b: u8) -> bool {
 const MAX_PAIR_KEY: usize = 128;
 
 /// Runs the enabled detectors over a text.
-pub(crate) struct Scanner<'a> {
-    pub(crate) enabled: [bool; Detector::COUNT],
-    pub(crate) keys: &'a KeyMatcher,
+pub(crate) struct Scanner {
+    enabled: [bool; Detector::COUNT],
+    /// Which kinds of positions the enabled detectors start on (fixed, so not worked out per text).
+    starts: Starts,
+    pub(crate) keys: KeyMatcher,
 }
 
 /// The tokens one kind of candidate has been handed over in: each token is looked at once, whatever number of
@@ -234,94 +236,46 @@ impl Starts {
     }
 }
 
-impl Scanner<'_> {
+impl Scanner {
+    pub(crate) fn new(enabled: [bool; Detector::COUNT], keys: KeyMatcher) -> Scanner {
+        let on = |detector: Detector| enabled[detector as usize];
+        let starts = Starts {
+            at: on(Detector::Email) || on(Detector::UrlCredentials),
+            pairs: on(Detector::SecretPair),
+            ipv6: on(Detector::Ipv6),
+            card: on(Detector::PaymentCard),
+            ipv4: on(Detector::Ipv4),
+            phone: on(Detector::Phone),
+            iban: on(Detector::Iban),
+            keys: on(Detector::Jwt) || on(Detector::ApiKey),
+            auth: on(Detector::AuthHeader),
+            private_key: on(Detector::PrivateKey),
+        };
+        Scanner {
+            enabled,
+            starts,
+            keys,
+        }
+    }
+
     fn on(&self, detector: Detector) -> bool {
         self.enabled[detector as usize]
     }
 
-    /// A conservative one-pass check for short texts: `false` means no enabled detector can match anywhere in
-    /// `text`, so the scan is skipped. Most attribute values (`GET`, `200`, `/api/v1/orders`, ids) are rejected
-    /// here at about a table lookup per byte. Texts of 64 bytes or more go straight to the scan, whose
-    /// block classification costs less than this pass.
-    pub(crate) fn could_match(&self, text: &str) -> bool {
-        let b = text.as_bytes();
-        if b.len() >= 64 {
-            return true;
-        }
-        // One branch-free pass: counts, and which kinds of bytes that need a closer look occur at all.
-        let (mut digits, mut dots, mut colons, mut seen) = (0usize, 0usize, 0usize, 0u8);
-        for &c in b {
-            let t = TRIGGER[usize::from(c)];
-            digits += usize::from(t == T_DIGIT);
-            dots += usize::from(t == T_DOT);
-            colons += usize::from(t == T_COLON);
-            seen |= SEEN[usize::from(t)];
-        }
-        if seen & S_AT_EQ != 0
-            || colons >= 1
-            || digits >= 12
-            || (dots >= 3 && digits >= 4)
-            || (self.on(Detector::Phone) && digits >= 7)
-            || (self.on(Detector::Iban) && digits >= 2 && b.len() >= 15)
-        {
-            return true;
-        }
-        // Private keys.
-        if seen & S_DASH != 0 {
-            let mut run = 0;
-            for &c in b {
-                run = if c == b'-' { run + 1 } else { 0 };
-                if run == 5 {
-                    return true;
-                }
-            }
-        }
-        // `Bearer x` / `Basic x`: a space after such a word.
-        if seen & S_SPACE != 0
-            && b.len() >= 6
-            && b.iter().enumerate().any(|(i, &c)| {
-                c == b' '
-                    && ((i >= 6 && b[i - 6..i].eq_ignore_ascii_case(b"bearer"))
-                        || (i >= 5 && b[i - 5..i].eq_ignore_ascii_case(b"basic")))
-            })
-        {
-            return true;
-        }
-        // A key or token shape starting at a token start or after a delimiter.
-        seen & S_KEY_START != 0
-            && b.len() >= 15
-            && (0..=b.len() - 15).any(|i| {
-                TRIGGER[usize::from(b[i])] == T_KEY_START
-                    && (i == 0 || is_sep(b[i - 1]) || matches!(b[i - 1], b'/' | b'?' | b'&'))
-                    && key_prefix(&b[i..])
-            })
-    }
-
-    fn starts(&self) -> Starts {
-        Starts {
-            at: self.on(Detector::Email) || self.on(Detector::UrlCredentials),
-            pairs: self.on(Detector::SecretPair),
-            ipv6: self.on(Detector::Ipv6),
-            card: self.on(Detector::PaymentCard),
-            ipv4: self.on(Detector::Ipv4),
-            phone: self.on(Detector::Phone),
-            iban: self.on(Detector::Iban),
-            keys: self.on(Detector::Jwt) || self.on(Detector::ApiKey),
-            auth: self.on(Detector::AuthHeader),
-            private_key: self.on(Detector::PrivateKey),
-        }
-    }
-
     /// Appends every match in `text` to `hits`, in order and without overlaps.
-    pub(crate) fn scan(&self, text: &str, hits: &mut Vec<Hit>) {
+    pub(crate) fn scan(&self, text: &[u8], hits: &mut Vec<Hit>) {
+        // Most short values (attribute values, span names) have no `=` or `:`, so no key to judge: they skip
+        // the thread's table of remembered verdicts.
+        if text.len() <= 64 && memchr::memchr2(b'=', b':', text).is_none() {
+            return self.scan_with(text, hits, &mut KeyVerdicts::unremembered(&self.keys));
+        }
         self.keys
             .with_verdicts(|verdicts| self.scan_with(text, hits, verdicts));
     }
 
-    fn scan_with(&self, text: &str, hits: &mut Vec<Hit>, verdicts: &mut KeyVerdicts<'_>) {
-        let b = text.as_bytes();
+    fn scan_with(&self, b: &[u8], hits: &mut Vec<Hit>, verdicts: &mut KeyVerdicts<'_>) {
         let first = hits.len();
-        let starts = self.starts();
+        let starts = &self.starts;
         let mut at_tokens = TokenCursor::default();
         // The end of the last run of hex digits, colons and dots looked at for an IPv6 address.
         let mut colons_done = 0;
@@ -367,7 +321,7 @@ impl Scanner<'_> {
             }
             for p in positions(candidates.dashes, base) {
                 if b[p..].starts_with(b"-----BEGIN")
-                    && let Some(hit) = private_key_at(text, p)
+                    && let Some(hit) = private_key_at(b, p)
                 {
                     hits.push(hit);
                 }
@@ -602,47 +556,6 @@ impl Scanner<'_> {
         }
     }
 }
-
-const T_NONE: u8 = 0;
-const T_DIGIT: u8 = 1;
-const T_DOT: u8 = 2;
-const T_COLON: u8 = 3;
-const T_AT_EQ: u8 = 4;
-const T_DASH: u8 = 5;
-const T_SPACE: u8 = 6;
-const T_KEY_START: u8 = 7;
-
-const S_AT_EQ: u8 = 1;
-const S_DASH: u8 = 2;
-const S_SPACE: u8 = 4;
-const S_KEY_START: u8 = 8;
-
-/// Which byte kinds need a closer look, by `TRIGGER` class.
-static SEEN: [u8; 8] = [0, 0, 0, 0, S_AT_EQ, S_DASH, S_SPACE, S_KEY_START];
-
-/// What each byte can mean to [`Scanner::could_match`].
-static TRIGGER: [u8; 256] = {
-    let mut table = [T_NONE; 256];
-    let mut i = b'0';
-    while i <= b'9' {
-        table[i as usize] = T_DIGIT;
-        i += 1;
-    }
-    table[b'.' as usize] = T_DOT;
-    table[b':' as usize] = T_COLON;
-    table[b'@' as usize] = T_AT_EQ;
-    table[b'=' as usize] = T_AT_EQ;
-    table[b'-' as usize] = T_DASH;
-    table[b' ' as usize] = T_SPACE;
-    table[b'A' as usize] = T_KEY_START;
-    table[b'g' as usize] = T_KEY_START;
-    table[b'x' as usize] = T_KEY_START;
-    table[b's' as usize] = T_KEY_START;
-    table[b'r' as usize] = T_KEY_START;
-    table[b'e' as usize] = T_KEY_START;
-    table[b'w' as usize] = T_KEY_START;
-    table
-};
 
 /// Whether `b` starts like an API key or a JWT (`AKIA`, `AIza`, `gh?_`, `github_pat_`, `glpat-`, `xox?-`,
 /// `sk_`, `sk-`, `rk_`, `whsec_`, `eyJ`).
@@ -1203,18 +1116,17 @@ fn api_key_at(b: &[u8], p: usize) -> Option<Hit> {
 }
 
 /// A PEM private key block, through its END line (or to the end of the text when it was cut).
-fn private_key_at(text: &str, p: usize) -> Option<Hit> {
-    let rest = &text[p..];
-    let header_end = rest[10..].find("-----")? + 10;
-    if !rest[..header_end].ends_with("PRIVATE KEY") {
+fn private_key_at(b: &[u8], p: usize) -> Option<Hit> {
+    use memchr::memmem::find;
+    let rest = &b[p..];
+    let header_end = find(&rest[10..], b"-----")? + 10;
+    if !rest[..header_end].ends_with(b"PRIVATE KEY") {
         return None;
     }
-    let end = match rest[header_end + 5..].find("-----END") {
+    let end = match find(&rest[header_end + 5..], b"-----END") {
         Some(end_line) => {
             let after = header_end + 5 + end_line + 8;
-            rest[after..]
-                .find("-----")
-                .map_or(rest.len(), |close| after + close + 5)
+            find(&rest[after..], b"-----").map_or(rest.len(), |close| after + close + 5)
         }
         None => rest.len(),
     };

@@ -184,7 +184,15 @@ pub(crate) struct KeyVerdicts<'a> {
     table: Option<std::cell::RefMut<'a, ShortVerdicts>>,
 }
 
-impl KeyVerdicts<'_> {
+impl<'a> KeyVerdicts<'a> {
+    /// Verdicts that are worked out and not remembered.
+    pub(crate) fn unremembered(matcher: &'a KeyMatcher) -> KeyVerdicts<'a> {
+        KeyVerdicts {
+            matcher,
+            table: None,
+        }
+    }
+
     /// [`KeyMatcher::is_sensitive_bytes`] for the key `text[key_start..key_end]`, cut out of text. The keys of a
     /// log format (`method=`, `status=`) repeat on every line, so verdicts on keys of up to 31 bytes are
     /// remembered per thread; a remembered verdict costs a table lookup, not a walk over the key.

@@ -176,7 +176,7 @@ struct Rule {
 struct Inner {
     enabled: [bool; Detector::COUNT],
     actions: [Action; Detector::COUNT],
-    keys: KeyMatcher,
+    scanner: Scanner,
     key_action: Action,
     allow: Vec<String>,
     rules: Vec<Rule>,
@@ -256,7 +256,7 @@ impl Masker {
             inner: Arc::new(Inner {
                 enabled,
                 actions,
-                keys: KeyMatcher::new(&config.sensitive_keys),
+                scanner: Scanner::new(enabled, KeyMatcher::new(&config.sensitive_keys)),
                 key_action: config.key_action,
                 allow: config
                     .allow_keys
@@ -280,7 +280,7 @@ impl Masker {
 
     /// Whether the value of `key` is replaced whole whatever it holds (and the key is not allowed).
     pub fn is_sensitive_key(&self, key: &str) -> bool {
-        self.inner.keys.is_sensitive(key) && !self.is_allowed(key)
+        self.inner.scanner.keys.is_sensitive(key) && !self.is_allowed(key)
     }
 
     /// Masks free text: log bodies, span names, status and exception messages. A `drop` match redacts here.
@@ -297,7 +297,7 @@ impl Masker {
         if self.is_allowed(key) {
             return Masked::Keep(Cow::Borrowed(value));
         }
-        if self.inner.keys.is_sensitive(key) {
+        if self.inner.scanner.keys.is_sensitive(key) {
             return self.replace_whole(value);
         }
         self.apply(value, true)
@@ -307,6 +307,20 @@ impl Masker {
     /// [`Masker::is_allowed`] and [`Masker::is_sensitive_key`] (the collector walks keys once).
     pub fn content<'a>(&self, value: &'a str) -> Masked<'a> {
         self.apply(value, true)
+    }
+
+    /// Whether masking `value` (as text or as an attribute value) could change it: some detector matches in
+    /// it, or user rules exist (they need the text). A caller holding raw bytes (the collector walking
+    /// encoded requests) skips the UTF-8 check and the masking call for the clean values that are nearly all
+    /// of them. Allocates nothing when nothing matches.
+    pub fn may_change(&self, value: &[u8]) -> bool {
+        let inner = &*self.inner;
+        if !inner.rules.is_empty() {
+            return true;
+        }
+        let mut hits = Vec::new();
+        inner.scanner.scan(value, &mut hits);
+        !hits.is_empty()
     }
 
     /// The replacement of a sensitive key's value (`value` is its text form, used by `hash` and `partial`).
@@ -338,13 +352,7 @@ impl Masker {
     fn apply<'a>(&self, text: &'a str, in_attribute: bool) -> Masked<'a> {
         let inner = &*self.inner;
         let mut hits: Vec<Hit> = Vec::new();
-        let scanner = Scanner {
-            enabled: inner.enabled,
-            keys: &inner.keys,
-        };
-        if scanner.could_match(text) {
-            scanner.scan(text, &mut hits);
-        }
+        inner.scanner.scan(text.as_bytes(), &mut hits);
         let mut current: Cow<'a, str> = Cow::Borrowed(text);
         if !hits.is_empty() {
             let mut out = String::with_capacity(text.len());

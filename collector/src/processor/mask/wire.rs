@@ -335,6 +335,9 @@ impl Rewrite<'_> {
 }
 
 fn text(body: &[u8], walk: &mut Walk<'_, '_>) -> Outcome {
+    if !walk.masker.may_change(body) {
+        return Outcome::Keep;
+    }
     let Ok(text) = std::str::from_utf8(body) else {
         return Outcome::Keep;
     };
@@ -440,6 +443,10 @@ fn any_value<'b>(
         let outcome = match (field, wire) {
             (1, WIRE_LEN) => {
                 let body = reader.bytes()?;
+                // Nearly every value is clean: found so on the bytes, before any UTF-8 check.
+                if !walk.masker.may_change(body) {
+                    continue;
+                }
                 let Ok(text) = std::str::from_utf8(body) else {
                     continue;
                 };
