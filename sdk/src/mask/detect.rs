@@ -281,6 +281,12 @@ impl Scanner {
         let mut colons_done = 0;
         // The end of the furthest number hit: digit runs inside a card number are not numbers of their own.
         let mut numbers_covered = 0;
+        // The secret value found furthest into the text before the current block.
+        let mut last_pair = Hit {
+            start: 0,
+            end: 0,
+            detector: Detector::SecretPair,
+        };
         let mut previous = Block::default();
         let mut current = block_at(b, 0);
         let mut base = 0;
@@ -296,6 +302,7 @@ impl Scanner {
                     hits.push(hit);
                 }
             }
+            let pairs_end = hits.len();
             for p in positions(candidates.numbers, base) {
                 if p >= numbers_covered
                     && let Some(hit) = self.number_at(b, p, digits, base)
@@ -317,7 +324,19 @@ impl Scanner {
                 }
             }
             for p in positions(candidates.words, base) {
+                // A key, token or credential inside a secret value already found is masked with it (a word
+                // hit ends where the value does, at a separator): not walked again.
+                let in_value = |hit: &Hit| hit.start <= p && p < hit.end;
+                if in_value(&last_pair) || hits[block_first..pairs_end].iter().any(in_value) {
+                    continue;
+                }
                 self.word_at(b, p, hits);
+            }
+            if let Some(furthest) = hits[block_first..pairs_end]
+                .iter()
+                .max_by_key(|hit| hit.end)
+            {
+                last_pair = *furthest;
             }
             for p in positions(candidates.dashes, base) {
                 if b[p..].starts_with(b"-----BEGIN")
@@ -1033,17 +1052,50 @@ fn jwt_at(b: &[u8], p: usize) -> Option<Hit> {
     })
 }
 
+const KEY_UPPER_DIGIT: u8 = 1;
+const KEY_ALNUM: u8 = 2;
+const KEY_WORD: u8 = 4;
+const KEY_WORD_DASH: u8 = 8;
+const KEY_ALNUM_DASH: u8 = 16;
+
+/// The key-body classes each byte belongs to.
+static KEY_BODY: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let mut classes = 0;
+        if c.is_ascii_uppercase() || c.is_ascii_digit() {
+            classes |= KEY_UPPER_DIGIT;
+        }
+        if c.is_ascii_alphanumeric() {
+            classes |= KEY_ALNUM | KEY_WORD | KEY_WORD_DASH | KEY_ALNUM_DASH;
+        }
+        if c == b'_' {
+            classes |= KEY_WORD | KEY_WORD_DASH;
+        }
+        if c == b'-' {
+            classes |= KEY_WORD_DASH | KEY_ALNUM_DASH;
+        }
+        table[i] = classes;
+        i += 1;
+    }
+    table
+};
+
 /// Well-known key shapes: prefix, the characters that follow it, and how many at least (exactly, for fixed
 /// lengths).
 fn api_key_at(b: &[u8], p: usize) -> Option<Hit> {
-    type Class = fn(u8) -> bool;
-    let upper_digit: Class = |c| c.is_ascii_uppercase() || c.is_ascii_digit();
-    let alnum: Class = |c| c.is_ascii_alphanumeric();
-    let word: Class = |c| c.is_ascii_alphanumeric() || c == b'_';
-    let word_dash: Class = |c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
-    let alnum_dash: Class = |c| c.is_ascii_alphanumeric() || c == b'-';
+    // Character classes of key bodies, as bits of `KEY_BODY` (a table, not a function per byte).
+    let (upper_digit, alnum, word, word_dash, alnum_dash) = (
+        KEY_UPPER_DIGIT,
+        KEY_ALNUM,
+        KEY_WORD,
+        KEY_WORD_DASH,
+        KEY_ALNUM_DASH,
+    );
     // (prefix, class, minimum, exact length?)
-    let shapes: &[(&[u8], Class, usize, bool)] = match b[p] {
+    let shapes: &[(&[u8], u8, usize, bool)] = match b[p] {
         b'A' => &[
             (b"AKIA", upper_digit, 16, true),
             (b"ASIA", upper_digit, 16, true),
@@ -1087,7 +1139,7 @@ fn api_key_at(b: &[u8], p: usize) -> Option<Hit> {
         }
         let body = p + prefix.len();
         let mut end = body;
-        while end < b.len() && class(b[end]) {
+        while end < b.len() && KEY_BODY[usize::from(b[end])] & class != 0 {
             end += 1;
         }
         let length = end - body;
