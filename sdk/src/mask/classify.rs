@@ -10,6 +10,8 @@
 pub(crate) struct Block {
     /// ASCII letters and digits.
     pub(crate) alnum: u64,
+    /// ASCII upper-case letters.
+    pub(crate) upper: u64,
     /// Letters, digits, `_` and `-`: the characters of API keys and base64url tokens.
     pub(crate) word: u64,
     pub(crate) digit: u64,
@@ -79,6 +81,7 @@ mod sse2 {
             let digit = in_range(x, b'0', 9);
             let dash = is(x, b'-');
             let alnum = _mm_or_si128(letter, digit);
+            block.upper |= bits(in_range(x, b'A', 25)) << (lane * 16);
             let word = _mm_or_si128(_mm_or_si128(alnum, dash), is(x, b'_'));
             let shift = lane * 16;
             block.alnum |= bits(alnum) << shift;
@@ -141,6 +144,7 @@ mod avx2 {
             let digit = in_range(x, b'0', 9);
             let dash = is(x, b'-');
             let alnum = _mm256_or_si256(letter, digit);
+            block.upper |= bits(in_range(x, b'A', 25)) << (half * 32);
             let word = _mm256_or_si256(_mm256_or_si256(alnum, dash), is(x, b'_'));
             let key_first = _mm256_or_si256(
                 _mm256_or_si256(is(x, b'A'), in_range(x, b'e', 2)),
@@ -202,6 +206,7 @@ pub(crate) fn classify_portable(chunk: &[u8; 64]) -> Block {
     for (i, &c) in chunk.iter().enumerate() {
         let bit = |yes: bool| u64::from(yes) << i;
         block.alnum |= bit(c.is_ascii_alphanumeric());
+        block.upper |= bit(c.is_ascii_uppercase());
         block.word |= bit(c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
         block.digit |= bit(c.is_ascii_digit());
         block.at |= bit(c == b'@');

@@ -65,8 +65,18 @@ fn is_sep(b: u8) -> bool {
 /// Whether a key inside a token starts after `b`: a separator, or the `?`, `&`, `/`, `=` of a query string or
 /// path.
 fn ends_key(b: u8) -> bool {
-    is_sep(b) || matches!(b, b'?' | b'&' | b'/' | b'=')
+    KEY_END[usize::from(b)]
 }
+
+/// [`ends_key`] as a table.
+static KEY_END: [bool; 256] = {
+    let mut table = SEPARATOR;
+    table[b'?' as usize] = true;
+    table[b'&' as usize] = true;
+    table[b'/' as usize] = true;
+    table[b'=' as usize] = true;
+    table
+};
 
 /// The longest key looked at in front of a `=` or `:`; longer ones are never sensitive (see `KeyMatcher`).
 const MAX_PAIR_KEY: usize = 128;
@@ -122,6 +132,16 @@ struct Candidates {
     words: u64,
     /// `--`: private key blocks.
     dashes: u64,
+}
+
+/// What a `key=value` check reads from the masks of the block holding the separator (which starts at `base`)
+/// and of the block before it: low half the block before, high half the separator's block.
+struct KeyMasks {
+    base: usize,
+    /// Key characters (letters, digits, `_`, `-`).
+    words: u128,
+    /// Lower-case letters and digits.
+    lower: u128,
 }
 
 /// The absolute positions of the set bits of `mask`, a block starting at `base`.
@@ -295,10 +315,15 @@ impl Scanner {
             let candidates = starts.candidates(&previous, &current, &next);
             let block_first = hits.len();
             // One loop per kind: each loop's branches are predictable, and hits are put in order at the end.
-            let words = u128::from(previous.word) | u128::from(current.word) << 64;
+            let masks = KeyMasks {
+                base,
+                words: u128::from(previous.word) | u128::from(current.word) << 64,
+                lower: u128::from(previous.alnum & !previous.upper)
+                    | u128::from(current.alnum & !current.upper) << 64,
+            };
             let digits = u128::from(current.digit) | u128::from(next.digit) << 64;
             for j in positions(candidates.pairs, base) {
-                if let Some(hit) = self.pair_at(b, j, words, base, verdicts) {
+                if let Some(hit) = self.pair_at(b, j, &masks, verdicts) {
                     hits.push(hit);
                 }
             }
@@ -443,10 +468,10 @@ impl Scanner {
         &self,
         b: &[u8],
         j: usize,
-        words: u128,
-        base: usize,
+        masks: &KeyMasks,
         verdicts: &mut KeyVerdicts<'_>,
     ) -> Option<Hit> {
+        let (base, words) = (masks.base, masks.words);
         if j == 0 {
             return None;
         }
@@ -464,6 +489,19 @@ impl Scanner {
         if gaps != 0 {
             let key_start = base + (128 - gaps.leading_zeros() as usize) - 64;
             if key_start == 0 || ends_key(b[key_start - 1]) {
+                // A key of one word (`status`, `Authorization`: letters and digits, upper case first only)
+                // is sensitive only if it is a name word: a table lookup on its first two bytes and length.
+                let rest =
+                    || ((1u128 << (j - base + 64)) - 1) & !((1u128 << (key_start + 65 - base)) - 1);
+                if j - key_start >= 2
+                    && b[key_start].is_ascii_alphanumeric()
+                    && masks.lower & rest() == rest()
+                    && !self
+                        .keys
+                        .may_be_word(b[key_start], b[key_start + 1], j - key_start)
+                {
+                    return None;
+                }
                 return self.pair_after(b, key_start, j, j, verdicts);
             }
         }

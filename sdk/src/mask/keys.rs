@@ -322,6 +322,12 @@ impl KeyMatcher {
         matcher
     }
 
+    /// Whether a key that is one word, `len` bytes starting with `first second`, may be sensitive: the
+    /// start-and-length test of `could_match` on its only word, with no walk over the key.
+    pub(crate) fn may_be_word(&self, first: u8, second: u8, len: usize) -> bool {
+        self.single_letter_word || self.starts[start_index(first, second)] & length_bit(len) != 0
+    }
+
     /// Whether some word of `key`, or the whole key without separators, has the start and length of a name
     /// word (or of a name without separators). False means `key` is certainly not sensitive; the common keys
     /// (`method`, `path`, `max_tokens`, `duration_ms`) are rejected here.

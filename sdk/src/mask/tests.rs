@@ -205,3 +205,29 @@ fn the_hash_key_never_appears_in_debug_output() {
     let shown = format!("{config:?} {:?}", Masker::new(&config).unwrap());
     assert!(!shown.contains("k3y-do-not-print"), "{shown}");
 }
+
+#[test]
+fn keys_in_text_are_judged_in_every_case_style() {
+    let masker = Masker::new(&MaskConfig::default()).unwrap();
+    for key in [
+        "password",
+        "Password",
+        "PASSWORD",
+        "dbPassword",
+        "db_password",
+        "api-key",
+        "APIKEY",
+        "x.Authorization",
+    ] {
+        let line = format!("status=200 lr=3e-4 {key}=hunter2 user=bob");
+        assert_eq!(
+            masker.text(&line),
+            format!("status=200 lr=3e-4 {key}=[REDACTED:secret_pair] user=bob"),
+            "{key}"
+        );
+    }
+    for key in ["passwords", "max_tokens", "Tokens", "keyboard"] {
+        let line = format!("status=200 {key}=hunter2");
+        assert_eq!(masker.text(&line), line, "{key}");
+    }
+}
