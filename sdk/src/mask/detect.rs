@@ -414,7 +414,8 @@ impl Scanner {
         {
             return Some(hit);
         }
-        if card_shaped && self.on(Detector::PaymentCard) {
+        // Every issuer starts with 2 to 6 (`card_issuer`): ids and invoice numbers starting otherwise are not walked.
+        if card_shaped && matches!(b[p], b'2'..=b'6') && self.on(Detector::PaymentCard) {
             return card_at(b, p);
         }
         if ipv4_shaped && self.on(Detector::Ipv4) && previous != b'.' {
