@@ -144,6 +144,12 @@ struct KeyMasks {
     lower: u128,
 }
 
+impl Candidates {
+    fn is_empty(&self) -> bool {
+        self.at | self.pairs | self.colons | self.numbers | self.words | self.dashes == 0
+    }
+}
+
 /// The absolute positions of the set bits of `mask`, a block starting at `base`.
 fn positions(mask: u64, base: usize) -> Positions {
     Positions { mask, base }
@@ -284,10 +290,18 @@ impl Scanner {
 
     /// Appends every match in `text` to `hits`, in order and without overlaps.
     pub(crate) fn scan(&self, text: &[u8], hits: &mut Vec<Hit>) {
-        // Most short values (attribute values, span names) have no `=` or `:`, so no key to judge: they skip
-        // the thread's table of remembered verdicts.
-        if text.len() <= 64 && memchr::memchr2(b'=', b':', text).is_none() {
-            return self.scan_with(text, hits, &mut KeyVerdicts::unremembered(&self.keys));
+        if text.len() <= 64 {
+            // A short value (an attribute value, a span name) is one block: most have no candidate at all,
+            // which one classification tells.
+            let block = block_at(text, 0);
+            let none = Block::default();
+            if self.starts.candidates(&none, &block, &none).is_empty() {
+                return;
+            }
+            // No `=` or `:`, so no key to judge: the thread's remembered verdicts are not needed.
+            if block.eq | block.colon == 0 {
+                return self.scan_with(text, hits, &mut KeyVerdicts::unremembered(&self.keys));
+            }
         }
         self.keys
             .with_verdicts(|verdicts| self.scan_with(text, hits, verdicts));
