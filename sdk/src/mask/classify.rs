@@ -36,7 +36,8 @@ pub(crate) fn block_at(bytes: &[u8], start: usize) -> Block {
     } else if start < bytes.len() {
         let mut padded = [0u8; 64];
         padded[..bytes.len() - start].copy_from_slice(&bytes[start..]);
-        classify(&padded)
+        // Only the lanes that hold text are classified: the rest are zeros, in no class.
+        classify_prefix(&padded, bytes.len() - start)
     } else {
         Block::default()
     }
@@ -68,9 +69,9 @@ mod sse2 {
     }
 
     #[target_feature(enable = "sse2")]
-    pub(super) fn classify(chunk: &[u8; 64]) -> Block {
+    pub(super) fn classify(chunk: &[u8; 64], used: usize) -> Block {
         let mut block = Block::default();
-        for lane in 0..4 {
+        for lane in 0..used.div_ceil(16) {
             let bytes: [u8; 16] = chunk[lane * 16..lane * 16 + 16]
                 .try_into()
                 .expect("a 16-byte slice");
@@ -133,9 +134,9 @@ mod avx2 {
 
     /// [`super::sse2::classify`] 32 bytes at a time.
     #[target_feature(enable = "avx2")]
-    pub(super) fn classify(chunk: &[u8; 64]) -> Block {
+    pub(super) fn classify(chunk: &[u8; 64], used: usize) -> Block {
         let mut block = Block::default();
-        for half in 0..2 {
+        for half in 0..used.div_ceil(32) {
             let lane = &chunk[half * 32..half * 32 + 32];
             // SAFETY: `lane` is 32 readable bytes, and an unaligned load has no alignment requirement.
             let x = unsafe { _mm256_loadu_si256(lane.as_ptr().cast()) };
@@ -177,25 +178,38 @@ fn has_avx2() -> bool {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
 pub(crate) fn classify(chunk: &[u8; 64]) -> Block {
+    classify_prefix(chunk, 64)
+}
+
+/// [`classify`] of a chunk whose bytes past `used` are zeros.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+fn classify_prefix(chunk: &[u8; 64], used: usize) -> Block {
     if has_avx2() {
         // SAFETY: the CPU has AVX2 (checked at run time).
-        return unsafe { avx2::classify(chunk) };
+        return unsafe { avx2::classify(chunk, used) };
     }
     // SAFETY: this is compiled only where the whole target enables SSE2 (every x86_64 target does), so the
     // CPU running it has the instructions `sse2::classify` uses.
-    unsafe { sse2::classify(chunk) }
+    unsafe { sse2::classify(chunk, used) }
 }
 
 /// The SSE2 classification, whatever the CPU has (to check it against the others).
 #[cfg(all(test, target_arch = "x86_64", target_feature = "sse2"))]
 pub(crate) fn classify_sse2(chunk: &[u8; 64]) -> Block {
     // SAFETY: as in `classify`.
-    unsafe { sse2::classify(chunk) }
+    unsafe { sse2::classify(chunk, 64) }
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline]
 pub(crate) fn classify(chunk: &[u8; 64]) -> Block {
+    classify_portable(chunk)
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline]
+fn classify_prefix(chunk: &[u8; 64], _used: usize) -> Block {
     classify_portable(chunk)
 }
 
@@ -253,5 +267,16 @@ mod tests {
         assert_eq!(block.at, 0b010);
         assert_eq!(block.alnum, 0b101);
         assert_eq!(block_at(text, 64), Block::default());
+        // A short text classifies only the lanes it fills; the result is the whole padded block's.
+        for len in [1, 15, 16, 17, 31, 32, 33, 63] {
+            let text: Vec<u8> = (0..len).map(|i| b"a@1=:.-_Bx9 "[i % 12]).collect();
+            let mut padded = [0u8; 64];
+            padded[..len].copy_from_slice(&text);
+            assert_eq!(
+                block_at(&text, 0),
+                classify_portable(&padded),
+                "{len} bytes"
+            );
+        }
     }
 }
