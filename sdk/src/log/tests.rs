@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tracing::{info, info_span, warn};
 
-use super::clock::ManualClock;
+use super::clock::{Clock, ManualClock};
 use super::file::{FileOptions, RotatingFile, rotated_files};
 use super::writer::{AsyncWriter, FullPolicy, LineSink};
 use crate::Builder;
@@ -217,6 +217,14 @@ fn restart_continues_the_current_file() {
         let mut file = RotatingFile::open(options(dir.path()), clock.clone()).unwrap();
         file.write_lines(b"{\"run\":1}\n").unwrap();
     }
+    // The file was last written at the clock's time (not the real one, which may be another day: then the
+    // restart would rightly start a new file).
+    std::fs::File::options()
+        .append(true)
+        .open(dir.path().join("app.jsonl"))
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + Clock::now(&*clock))
+        .unwrap();
     let mut file = RotatingFile::open(options(dir.path()), clock).unwrap();
     file.write_lines(b"{\"run\":2}\n").unwrap();
     drop(file);
