@@ -231,3 +231,15 @@ fn keys_in_text_are_judged_in_every_case_style() {
         assert_eq!(masker.text(&line), line, "{key}");
     }
 }
+
+#[test]
+fn stripe_webhook_secrets_are_found_in_short_and_long_values() {
+    let masker = Masker::new(&MaskConfig::default()).unwrap();
+    let secret = "whsec_5WbX5kEWLlfzsGNjH64I8lOOqUB6e8FH";
+    assert_eq!(masker.text(secret), "[REDACTED:api_key]");
+    let long = format!(
+        "{} webhook {secret} configured",
+        "step done lr 3 ".repeat(5)
+    );
+    assert!(!masker.text(&long).contains("whsec_"));
+}
