@@ -43,129 +43,101 @@ pub(crate) fn block_at(bytes: &[u8], start: usize) -> Block {
     }
 }
 
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-mod sse2 {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x,
-        _mm_set1_epi8, _mm_sub_epi8,
-    };
+/// One SIMD classifier: the same steps for SSE2 (16 bytes per vector) and AVX2 (32).
+macro_rules! simd_classifier {
+    ($module:ident, $feature:literal, $width:literal, $vector:ident, $bits:ty,
+     $load:ident, $set1:ident, $sub:ident, $min:ident, $cmpeq:ident, $or:ident, $movemask:ident) => {
+        mod $module {
+            use std::arch::x86_64::{$cmpeq, $load, $min, $movemask, $or, $set1, $sub, $vector};
 
-    use super::Block;
+            use super::Block;
 
-    #[target_feature(enable = "sse2")]
-    fn in_range(x: __m128i, low: u8, width: u8) -> __m128i {
-        let offset = _mm_sub_epi8(x, _mm_set1_epi8(low as i8));
-        _mm_cmpeq_epi8(_mm_min_epu8(offset, _mm_set1_epi8(width as i8)), offset)
-    }
+            /// Bytes in `low..=low + width`.
+            #[target_feature(enable = $feature)]
+            fn in_range(x: $vector, low: u8, width: u8) -> $vector {
+                let offset = $sub(x, $set1(low as i8));
+                $cmpeq($min(offset, $set1(width as i8)), offset)
+            }
 
-    #[target_feature(enable = "sse2")]
-    fn is(x: __m128i, byte: u8) -> __m128i {
-        _mm_cmpeq_epi8(x, _mm_set1_epi8(byte as i8))
-    }
+            #[target_feature(enable = $feature)]
+            fn is(x: $vector, byte: u8) -> $vector {
+                $cmpeq(x, $set1(byte as i8))
+            }
 
-    #[target_feature(enable = "sse2")]
-    fn bits(mask: __m128i) -> u64 {
-        u64::from(_mm_movemask_epi8(mask) as u16)
-    }
+            #[target_feature(enable = $feature)]
+            fn bits(mask: $vector) -> u64 {
+                u64::from($movemask(mask) as $bits)
+            }
 
-    #[target_feature(enable = "sse2")]
-    pub(super) fn classify(chunk: &[u8; 64], used: usize) -> Block {
-        let mut block = Block::default();
-        for lane in 0..used.div_ceil(16) {
-            let bytes: [u8; 16] = chunk[lane * 16..lane * 16 + 16]
-                .try_into()
-                .expect("a 16-byte slice");
-            let value = u128::from_le_bytes(bytes);
-            let x = _mm_set_epi64x((value >> 64) as i64, value as i64);
-            let lower = _mm_or_si128(x, _mm_set1_epi8(0x20));
-            let letter = in_range(lower, b'a', 25);
-            let digit = in_range(x, b'0', 9);
-            let dash = is(x, b'-');
-            let alnum = _mm_or_si128(letter, digit);
-            block.upper |= bits(in_range(x, b'A', 25)) << (lane * 16);
-            let word = _mm_or_si128(_mm_or_si128(alnum, dash), is(x, b'_'));
-            let shift = lane * 16;
-            block.alnum |= bits(alnum) << shift;
-            block.word |= bits(word) << shift;
-            block.digit |= bits(digit) << shift;
-            block.at |= bits(is(x, b'@')) << shift;
-            block.eq |= bits(is(x, b'=')) << shift;
-            block.colon |= bits(is(x, b':')) << shift;
-            block.dot |= bits(is(x, b'.')) << shift;
-            block.dash |= bits(dash) << shift;
-            block.letter_b |= bits(is(lower, b'b')) << shift;
-            let key_first = _mm_or_si128(
-                _mm_or_si128(is(x, b'A'), in_range(x, b'e', 2)),
-                _mm_or_si128(in_range(x, b'r', 1), in_range(x, b'w', 1)),
-            );
-            block.key_first |= bits(key_first) << shift;
+            /// The [`Block`] of `chunk`, whose bytes past `used` are zeros (their lanes are not looked at).
+            #[target_feature(enable = $feature)]
+            pub(super) fn classify(chunk: &[u8; 64], used: usize) -> Block {
+                let mut block = Block::default();
+                for lane in 0..used.div_ceil($width) {
+                    let shift = lane * $width;
+                    let bytes = &chunk[shift..shift + $width];
+                    // SAFETY: `bytes` is one vector's worth of readable bytes, and an unaligned load has no
+                    // alignment requirement.
+                    let x = unsafe { $load(bytes.as_ptr().cast()) };
+                    let lower = $or(x, $set1(0x20));
+                    let letter = in_range(lower, b'a', 25);
+                    let digit = in_range(x, b'0', 9);
+                    let dash = is(x, b'-');
+                    let alnum = $or(letter, digit);
+                    let word = $or($or(alnum, dash), is(x, b'_'));
+                    let key_first = $or(
+                        $or(is(x, b'A'), in_range(x, b'e', 2)),
+                        $or(in_range(x, b'r', 1), in_range(x, b'w', 1)),
+                    );
+                    block.alnum |= bits(alnum) << shift;
+                    block.upper |= bits(in_range(x, b'A', 25)) << shift;
+                    block.word |= bits(word) << shift;
+                    block.digit |= bits(digit) << shift;
+                    block.at |= bits(is(x, b'@')) << shift;
+                    block.eq |= bits(is(x, b'=')) << shift;
+                    block.colon |= bits(is(x, b':')) << shift;
+                    block.dot |= bits(is(x, b'.')) << shift;
+                    block.dash |= bits(dash) << shift;
+                    block.letter_b |= bits(is(lower, b'b')) << shift;
+                    block.key_first |= bits(key_first) << shift;
+                }
+                block
+            }
         }
-        block
-    }
+    };
 }
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+simd_classifier!(
+    sse2,
+    "sse2",
+    16,
+    __m128i,
+    u16,
+    _mm_loadu_si128,
+    _mm_set1_epi8,
+    _mm_sub_epi8,
+    _mm_min_epu8,
+    _mm_cmpeq_epi8,
+    _mm_or_si128,
+    _mm_movemask_epi8
+);
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::{
-        __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_min_epu8, _mm256_movemask_epi8,
-        _mm256_or_si256, _mm256_set1_epi8, _mm256_sub_epi8,
-    };
-
-    use super::Block;
-
-    #[target_feature(enable = "avx2")]
-    fn in_range(x: __m256i, low: u8, width: u8) -> __m256i {
-        let offset = _mm256_sub_epi8(x, _mm256_set1_epi8(low as i8));
-        _mm256_cmpeq_epi8(
-            _mm256_min_epu8(offset, _mm256_set1_epi8(width as i8)),
-            offset,
-        )
-    }
-
-    #[target_feature(enable = "avx2")]
-    fn is(x: __m256i, byte: u8) -> __m256i {
-        _mm256_cmpeq_epi8(x, _mm256_set1_epi8(byte as i8))
-    }
-
-    #[target_feature(enable = "avx2")]
-    fn bits(mask: __m256i) -> u64 {
-        u64::from(_mm256_movemask_epi8(mask) as u32)
-    }
-
-    /// [`super::sse2::classify`] 32 bytes at a time.
-    #[target_feature(enable = "avx2")]
-    pub(super) fn classify(chunk: &[u8; 64], used: usize) -> Block {
-        let mut block = Block::default();
-        for half in 0..used.div_ceil(32) {
-            let lane = &chunk[half * 32..half * 32 + 32];
-            // SAFETY: `lane` is 32 readable bytes, and an unaligned load has no alignment requirement.
-            let x = unsafe { _mm256_loadu_si256(lane.as_ptr().cast()) };
-            let lower = _mm256_or_si256(x, _mm256_set1_epi8(0x20));
-            let letter = in_range(lower, b'a', 25);
-            let digit = in_range(x, b'0', 9);
-            let dash = is(x, b'-');
-            let alnum = _mm256_or_si256(letter, digit);
-            block.upper |= bits(in_range(x, b'A', 25)) << (half * 32);
-            let word = _mm256_or_si256(_mm256_or_si256(alnum, dash), is(x, b'_'));
-            let key_first = _mm256_or_si256(
-                _mm256_or_si256(is(x, b'A'), in_range(x, b'e', 2)),
-                _mm256_or_si256(in_range(x, b'r', 1), in_range(x, b'w', 1)),
-            );
-            let shift = half * 32;
-            block.alnum |= bits(alnum) << shift;
-            block.word |= bits(word) << shift;
-            block.digit |= bits(digit) << shift;
-            block.at |= bits(is(x, b'@')) << shift;
-            block.eq |= bits(is(x, b'=')) << shift;
-            block.colon |= bits(is(x, b':')) << shift;
-            block.dot |= bits(is(x, b'.')) << shift;
-            block.dash |= bits(dash) << shift;
-            block.letter_b |= bits(is(lower, b'b')) << shift;
-            block.key_first |= bits(key_first) << shift;
-        }
-        block
-    }
-}
+simd_classifier!(
+    avx2,
+    "avx2",
+    32,
+    __m256i,
+    u32,
+    _mm256_loadu_si256,
+    _mm256_set1_epi8,
+    _mm256_sub_epi8,
+    _mm256_min_epu8,
+    _mm256_cmpeq_epi8,
+    _mm256_or_si256,
+    _mm256_movemask_epi8
+);
 
 /// Whether this CPU has AVX2, asked once (the answer is cached by the standard library too, but behind an
 /// atomic load and a branch per call).

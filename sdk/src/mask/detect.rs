@@ -300,14 +300,22 @@ impl Scanner {
             }
             // No `=` or `:`, so no key to judge: the thread's remembered verdicts are not needed.
             if block.eq | block.colon == 0 {
-                return self.scan_with(text, hits, &mut KeyVerdicts::unremembered(&self.keys));
+                let verdicts = &mut KeyVerdicts::unremembered(&self.keys);
+                return self.scan_with(text, Some(block), hits, verdicts);
             }
         }
         self.keys
-            .with_verdicts(|verdicts| self.scan_with(text, hits, verdicts));
+            .with_verdicts(|verdicts| self.scan_with(text, None, hits, verdicts));
     }
 
-    fn scan_with(&self, b: &[u8], hits: &mut Vec<Hit>, verdicts: &mut KeyVerdicts<'_>) {
+    /// The scan proper; `first_block` is the first block's classification when the caller has it already.
+    fn scan_with(
+        &self,
+        b: &[u8],
+        first_block: Option<Block>,
+        hits: &mut Vec<Hit>,
+        verdicts: &mut KeyVerdicts<'_>,
+    ) {
         let first = hits.len();
         let starts = &self.starts;
         let mut at_tokens = TokenCursor::default();
@@ -322,7 +330,7 @@ impl Scanner {
             detector: Detector::SecretPair,
         };
         let mut previous = Block::default();
-        let mut current = block_at(b, 0);
+        let mut current = first_block.unwrap_or_else(|| block_at(b, 0));
         let mut base = 0;
         while base < b.len() {
             let next = block_at(b, base + 64);

@@ -201,42 +201,34 @@ impl<'a> KeyVerdicts<'a> {
         if len == 0 || len > 31 {
             return self.matcher.is_sensitive_bytes(&text[key_start..key_end]);
         }
-        // The key's last 16 bytes in `low`, the bytes before them in `high`, its length in the top byte of
-        // `high`. Read as the 32 bytes that end with the key where the text has them: two loads (building the
-        // values byte by byte stalls the CPU).
-        let (low, high) = match key_end.checked_sub(32) {
-            Some(from) => {
-                let high: [u8; 16] = text[from..from + 16].try_into().expect("16 bytes");
-                let low: [u8; 16] = text[from + 16..key_end].try_into().expect("16 bytes");
-                let (high, low) = (u128::from_le_bytes(high), u128::from_le_bytes(low));
-                if len <= 16 {
-                    (low >> (8 * (16 - len)), 0)
-                } else {
-                    (low, high >> (8 * (32 - len)))
-                }
-            }
-            None => {
-                let mut bytes = [0u8; 32];
-                bytes[32 - len..].copy_from_slice(&text[key_start..key_end]);
-                let high = u128::from_le_bytes(bytes[..16].try_into().expect("16 bytes"));
-                let low = u128::from_le_bytes(bytes[16..].try_into().expect("16 bytes"));
-                if len <= 16 {
-                    (low >> (8 * (16 - len)), 0)
-                } else {
-                    (low, high >> (8 * (32 - len)))
-                }
-            }
-        };
-        let high = high | (len as u128) << 120;
-        let folded =
-            (low ^ high.rotate_left(29)) as u64 ^ ((low ^ high) >> 64) as u64 ^ self.matcher.id;
-        let slot = (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            >> (64 - SHORT_SLOTS.trailing_zeros())) as usize;
-        let matcher = self.matcher;
         let key = &text[key_start..key_end];
+        let matcher = self.matcher;
         let Some(table) = self.table.as_mut() else {
             return matcher.is_sensitive_bytes(key);
         };
+        // The key's last 16 bytes in `low`, the bytes before them in `high`, its length in the top byte of
+        // `high`. Read from the 32 bytes that end with the key, straight from the text where it has them (two
+        // loads; building the values byte by byte stalls the CPU).
+        let mut padded = [0u8; 32];
+        let window: &[u8] = match key_end.checked_sub(32) {
+            Some(from) => &text[from..key_end],
+            None => {
+                padded[32 - len..].copy_from_slice(key);
+                &padded
+            }
+        };
+        let half = |range: std::ops::Range<usize>| {
+            u128::from_le_bytes(window[range].try_into().expect("16 bytes"))
+        };
+        let (low, high) = if len <= 16 {
+            (half(16..32) >> (8 * (16 - len)), 0)
+        } else {
+            (half(16..32), half(0..16) >> (8 * (32 - len)))
+        };
+        let high = high | (len as u128) << 120;
+        let folded = (low ^ high.rotate_left(29)) as u64 ^ ((low ^ high) >> 64) as u64 ^ matcher.id;
+        let slot = (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            >> (64 - SHORT_SLOTS.trailing_zeros())) as usize;
         if table.keys[slot] == (low, high) && table.matchers[slot] == matcher.id {
             return table.verdicts[slot];
         }
