@@ -1,11 +1,13 @@
 //! The collector's `mask` processor on the PII corpus: every place a secret can hide in an OTLP request of each
-//! signal, masked on the wire; clean requests pass without a rewrite. Then a real collector with the embedded
+//! signal, masked on the wire; the receiver's check flags every request that needs masking, and clean requests
+//! are neither flagged nor rewritten. Then a real collector with the embedded
 //! default config fed by the OpenTelemetry Python SDK.
 
 use std::process::Command;
 
 use prost::Message as _;
 use vigil::mask::{MaskConfig, Masker};
+use vigil_collector::processor::mask::precheck::MaskPrecheck;
 use vigil_collector::processor::mask::wire::{Outcome, mask_request};
 use vigil_e2e::{Collector, PiiCase, file_exporter_lines, pii_corpus, python, workspace_root};
 use vigil_proto::otlp::Signal;
@@ -21,6 +23,7 @@ use vigil_proto::otlp::metrics::v1::{
     ScopeMetrics, metric,
 };
 use vigil_proto::otlp::resource::v1::Resource;
+use vigil_proto::otlp::scan::scan_inspecting;
 use vigil_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 
 fn string(text: &str) -> Option<AnyValue> {
@@ -56,12 +59,25 @@ fn find(attributes: &[KeyValue], key: &str) -> String {
         .unwrap_or_else(|| format!("<{key} missing>"))
 }
 
-fn masked(signal: Signal, bytes: &[u8], masker: &Masker) -> Option<Vec<u8>> {
-    match mask_request(signal, bytes, masker).expect("a valid request walks") {
+/// A request through the collector: the receiver's validation walk runs the `mask` processor's check, and
+/// the processor walks and masks it. Returns the rewritten bytes (`None`: passed on as received) and whether the
+/// check flagged it; panics if the check passed a request that the processor's walk rewrites, since the
+/// collector would then export it unmasked.
+fn masked(signal: Signal, bytes: &[u8], masker: &Masker) -> (Option<Vec<u8>>, bool) {
+    let summary = scan_inspecting(signal, bytes, &mut MaskPrecheck::new(masker))
+        .expect("a valid request scans");
+    assert!(summary.first_error().is_none(), "the test request is valid");
+    let flagged = summary.resources.iter().any(|entry| entry.flagged);
+    let walked = match mask_request(signal, bytes, masker).expect("a valid request walks") {
         Outcome::Keep => None,
         Outcome::Replace(bytes) => Some(bytes),
         Outcome::Drop => panic!("a request is never dropped whole"),
-    }
+    };
+    assert!(
+        flagged || walked.is_none(),
+        "the receiver's check passed a {signal:?} request that masking rewrites"
+    );
+    (walked, flagged)
 }
 
 /// Every place in a trace request: resource, scope, span name, attribute (under the case's key), array
@@ -131,9 +147,15 @@ fn trace_request(case: &PiiCase, key: &str) -> ExportTraceServiceRequest {
 
 fn check_traces(case: &PiiCase, key: &str, masker: &Masker, failures: &mut Vec<String>) {
     let bytes = trace_request(case, key).encode_to_vec();
-    let output = masked(Signal::Traces, &bytes, masker);
+    let (output, flagged) = masked(Signal::Traces, &bytes, masker);
     if case.secrets.is_empty() && output.is_some() {
         failures.push(format!("REWROTE a clean trace request: {:?}", case.text));
+    }
+    if case.secrets.is_empty() && flagged {
+        failures.push(format!(
+            "FLAGGED a clean trace request for a second walk: {:?}",
+            case.text
+        ));
     }
     let request = match output {
         Some(bytes) => ExportTraceServiceRequest::decode(bytes.as_slice()).expect("decodes"),
@@ -214,9 +236,15 @@ fn log_request(case: &PiiCase, key: &str) -> ExportLogsServiceRequest {
 
 fn check_logs(case: &PiiCase, key: &str, masker: &Masker, failures: &mut Vec<String>) {
     let bytes = log_request(case, key).encode_to_vec();
-    let output = masked(Signal::Logs, &bytes, masker);
+    let (output, flagged) = masked(Signal::Logs, &bytes, masker);
     if case.secrets.is_empty() && output.is_some() {
         failures.push(format!("REWROTE a clean log request: {:?}", case.text));
+    }
+    if case.secrets.is_empty() && flagged {
+        failures.push(format!(
+            "FLAGGED a clean log request for a second walk: {:?}",
+            case.text
+        ));
     }
     let request = match output {
         Some(bytes) => ExportLogsServiceRequest::decode(bytes.as_slice()).expect("decodes"),
@@ -289,9 +317,15 @@ fn metric_request(case: &PiiCase, key: &str) -> ExportMetricsServiceRequest {
 
 fn check_metrics(case: &PiiCase, key: &str, masker: &Masker, failures: &mut Vec<String>) {
     let bytes = metric_request(case, key).encode_to_vec();
-    let output = masked(Signal::Metrics, &bytes, masker);
+    let (output, flagged) = masked(Signal::Metrics, &bytes, masker);
     if case.secrets.is_empty() && output.is_some() {
         failures.push(format!("REWROTE a clean metric request: {:?}", case.text));
+    }
+    if case.secrets.is_empty() && flagged {
+        failures.push(format!(
+            "FLAGGED a clean metric request for a second walk: {:?}",
+            case.text
+        ));
     }
     let request = match output {
         Some(bytes) => ExportMetricsServiceRequest::decode(bytes.as_slice()).expect("decodes"),
@@ -366,7 +400,9 @@ fn drop_rules_remove_attributes_and_sensitive_keys_replace_any_type() {
         kv("user.id", "42"),
     ]);
     let bytes = request.encode_to_vec();
-    let output = masked(Signal::Traces, &bytes, &masker).expect("rewritten");
+    let output = masked(Signal::Traces, &bytes, &masker)
+        .0
+        .expect("rewritten");
     let decoded = ExportTraceServiceRequest::decode(output.as_slice()).unwrap();
     let attributes = &decoded.resource_spans[0].scope_spans[0].spans[0].attributes;
     let keys: Vec<&str> = attributes.iter().map(|a| a.key.as_str()).collect();

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use vigil::mask::Masker;
 use vigil_proto::otlp::Signal;
 
 /// A boxed future, the return type of the object-safe async trait methods in the collector.
@@ -33,6 +34,21 @@ pub struct Chunk {
     pub bytes: Bytes,
     /// Spans, data points or log records in it.
     pub items: u64,
+    /// The masking engine this chunk's receiver checked it against while validating it, finding nothing that
+    /// engine would change; a `mask` processor with that engine passes the chunk on without walking it. A stage
+    /// that changes a chunk's content makes a new chunk, which carries no such mark.
+    pub mask_checked: Option<Masker>,
+}
+
+impl Chunk {
+    /// A chunk no receiver has checked for masking.
+    pub fn new(bytes: Bytes, items: u64) -> Self {
+        Chunk {
+            bytes,
+            items,
+            mask_checked: None,
+        }
+    }
 }
 
 /// Encoded OTLP export requests of one signal, treated as one unit.
@@ -53,10 +69,15 @@ pub struct Batch {
 impl Batch {
     /// A batch of one encoded request with a known item count.
     pub fn new(signal: Signal, bytes: Bytes, items: u64) -> Self {
+        Batch::from_chunk(signal, Chunk::new(bytes, items))
+    }
+
+    /// A batch of one chunk.
+    pub fn from_chunk(signal: Signal, chunk: Chunk) -> Self {
         Batch {
             signal,
-            chunks: vec![Chunk { bytes, items }],
-            items,
+            items: chunk.items,
+            chunks: vec![chunk],
         }
     }
 

@@ -74,6 +74,15 @@ impl ProcessorConfig {
         }
     }
 
+    /// The masking engine that the receivers of a pipeline with this processor should check requests against
+    /// while they validate them (see [`mask::precheck`]).
+    pub fn mask_check(&self) -> Option<vigil::mask::Masker> {
+        match self {
+            ProcessorConfig::Mask(config) => config.masker.clone(),
+            _ => None,
+        }
+    }
+
     /// Builds this processor for one pipeline in front of `next`.
     pub fn build(&self, context: ProcessorContext<'_>, next: SharedConsumer) -> Built {
         match self {

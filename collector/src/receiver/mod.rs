@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use vigil::mask::Masker;
 use vigil_proto::otlp::Signal;
 
 use crate::config::{Checker, ComponentId};
@@ -65,6 +66,7 @@ impl ReceiverConfig {
 #[derive(Clone, Default)]
 pub struct Outputs {
     by_signal: BTreeMap<Signal, SharedConsumer>,
+    mask_checks: BTreeMap<Signal, Masker>,
 }
 
 impl Outputs {
@@ -75,6 +77,18 @@ impl Outputs {
             Some(existing) => Arc::new(Broadcast(vec![existing, consumer])),
         };
         self.by_signal.insert(signal, merged);
+    }
+
+    /// Asks the receiver to check each `signal` request against `masker` while validating it, for a `mask`
+    /// processor down a pipeline. One engine per signal is checked in the receiver's walk; a second pipeline
+    /// with another engine masks as if no check had been made.
+    pub fn check_masking(&mut self, signal: Signal, masker: Masker) {
+        self.mask_checks.entry(signal).or_insert(masker);
+    }
+
+    /// The engine each `signal` request is checked against while it is validated, if any.
+    pub fn mask_check(&self, signal: Signal) -> Option<&Masker> {
+        self.mask_checks.get(&signal)
     }
 
     /// The consumer for `signal`, if a pipeline takes it.

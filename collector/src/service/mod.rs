@@ -136,13 +136,22 @@ pub async fn start(config: Config) -> Result<Running, String> {
             .iter()
             .any(|id| connectors.contains_key(id));
         stages.push((name, fed_by_connector, pipeline_stages));
+        // Chunks keep the mark through processors that do not change them, so the first `mask` of the
+        // pipeline is the one whose check the receivers can run.
+        let mask_check = pipeline
+            .processors
+            .iter()
+            .find_map(|id| config.processors.get(id)?.mask_check());
         for id in &pipeline.receivers {
             match connectors.get_mut(id) {
                 Some((_, connector_outputs)) => connector_outputs.push(next.clone()),
-                None => outputs
-                    .entry(id.clone())
-                    .or_default()
-                    .add(pipeline_id.signal, next.clone()),
+                None => {
+                    let receiver_outputs = outputs.entry(id.clone()).or_default();
+                    receiver_outputs.add(pipeline_id.signal, next.clone());
+                    if let Some(masker) = &mask_check {
+                        receiver_outputs.check_masking(pipeline_id.signal, masker.clone());
+                    }
+                }
             }
         }
     }

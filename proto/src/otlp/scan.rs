@@ -8,6 +8,11 @@
 //!
 //! What it accepts, `prost` decodes; what it rejects comes with the path of the offending field, e.g.
 //! `resource_spans[0].scope_spans[0].spans[3].attributes[1].value.string_value: invalid UTF-8`.
+//!
+//! [`scan_inspecting`] also shows the request's content (attribute keys and values, span and event names,
+//! status messages, log bodies) to an [`Inspector`] during the same walk, so a stage that would otherwise walk
+//! every request a second time to look for something (the collector's `mask` processor) learns which top-level
+//! entries need its attention from the receiver's one walk ([`ResourceEntry::flagged`]).
 
 use std::fmt;
 use std::ops::Range;
@@ -39,6 +44,73 @@ pub struct ResourceEntry {
     /// Why this entry is invalid, when it is. Its framing was intact, so the other entries stand on their own
     /// and can be accepted (an OTLP partial success).
     pub error: Option<ScanError>,
+    /// Whether the [`Inspector`] of [`scan_inspecting`] flagged something in this entry (always `false` for
+    /// [`scan`] and for invalid entries).
+    pub flagged: bool,
+}
+
+/// How an [`Inspector`] wants the value of an attribute looked at, once it has seen the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interest {
+    /// Not at all, nested values included (an allow-listed key).
+    Ignore,
+    /// The key alone flags its entry (a key whose value is always replaced).
+    Flag,
+    /// Show its strings and integers, and the keys of nested key-value lists.
+    Content,
+}
+
+/// Looks at a request's content while [`scan_inspecting`] validates it.
+///
+/// It is shown what can hold personal data: the key and then the value of every attribute (resource, scope,
+/// span, event, link, log record, data point, exemplar, metric metadata, nested key-value lists), span and
+/// event names, status messages and log bodies. Keys, ids, metric names and schema URLs are not shown as
+/// text. Strings are shown after their UTF-8 check, as bytes. Once it flags something, nothing more of that
+/// top-level entry is shown to it. `'b` is the lifetime of the request's bytes, so an inspector can remember
+/// keys without copying them.
+pub trait Inspector<'b> {
+    /// An attribute's key, before its value.
+    fn key(&mut self, key: &'b [u8]) -> Interest;
+    /// A string value or free text; `true` flags the entry.
+    fn text(&mut self, text: &'b [u8]) -> bool;
+    /// An integer value; `true` flags the entry.
+    fn integer(&mut self, value: i64) -> bool;
+    /// The end of a top-level entry, valid or not: `true` flags it if it is valid. For an inspector that
+    /// looks at what it is shown later, in groups; it starts the next entry afresh.
+    fn entry_done(&mut self) -> bool {
+        false
+    }
+}
+
+/// The inspector of a plain [`scan`]: never shown anything.
+struct Blind;
+
+impl Inspector<'_> for Blind {
+    fn key(&mut self, _: &[u8]) -> Interest {
+        Interest::Ignore
+    }
+    fn text(&mut self, _: &[u8]) -> bool {
+        false
+    }
+    fn integer(&mut self, _: i64) -> bool {
+        false
+    }
+}
+
+/// Where the walk stands with its inspector.
+struct Look<'i, I> {
+    inspector: &'i mut I,
+    /// Whether content is being shown right now (off under an ignored key and after a flag).
+    showing: bool,
+    /// Whether the inspector flagged something in the current top-level entry.
+    flagged: bool,
+}
+
+impl<'b, I: Inspector<'b>> Look<'_, I> {
+    fn flag(&mut self) {
+        self.flagged = true;
+        self.showing = false;
+    }
 }
 
 impl Summary {
@@ -103,6 +175,25 @@ impl ScanError {
 /// top-level entry whose framing holds but whose content is invalid (bad UTF-8, a wrong id length, nesting too
 /// deep) is reported in its [`ResourceEntry::error`], with its items counted in [`Summary::rejected_items`].
 pub fn scan(signal: Signal, buf: &[u8]) -> Result<Summary, ScanError> {
+    walk_request(signal, buf, &mut Blind, false)
+}
+
+/// [`scan`], showing the content of each valid top-level entry to `inspector` in the same walk; what it
+/// flagged is in [`ResourceEntry::flagged`].
+pub fn scan_inspecting<'b, I: Inspector<'b>>(
+    signal: Signal,
+    buf: &'b [u8],
+    inspector: &mut I,
+) -> Result<Summary, ScanError> {
+    walk_request(signal, buf, inspector, true)
+}
+
+fn walk_request<'b, I: Inspector<'b>>(
+    signal: Signal,
+    buf: &'b [u8],
+    inspector: &mut I,
+    inspecting: bool,
+) -> Result<Summary, ScanError> {
     let (field_name, resource_schema) = match signal {
         Signal::Traces => ("resource_spans", &RESOURCE_SPANS),
         Signal::Metrics => ("resource_metrics", &RESOURCE_METRICS),
@@ -125,7 +216,16 @@ pub fn scan(signal: Signal, buf: &[u8]) -> Result<Summary, ScanError> {
                 .len_delimited()
                 .map_err(|e| e.within(field_name, Some(index)))?;
             let mut items = 0;
-            let error = match walk(body, resource_schema, 0, true, &mut items) {
+            let mut look = Look {
+                inspector: &mut *inspector,
+                showing: inspecting,
+                flagged: false,
+            };
+            let walked = walk(body, resource_schema, 0, true, &mut items, &mut look);
+            if inspecting && look.inspector.entry_done() {
+                look.flagged = true;
+            }
+            let error = match walked {
                 Ok(()) => {
                     summary.items += items;
                     None
@@ -133,7 +233,9 @@ pub fn scan(signal: Signal, buf: &[u8]) -> Result<Summary, ScanError> {
                 Err(error) => {
                     // Count what the client sent in this entry, looking only at structure.
                     items = 0;
-                    walk(body, resource_schema, 0, false, &mut items)
+                    look.flagged = false;
+                    look.showing = false;
+                    walk(body, resource_schema, 0, false, &mut items, &mut look)
                         .map_err(|e| e.within(field_name, Some(index)))?;
                     summary.rejected_items += items;
                     Some(error.within(field_name, Some(index)))
@@ -143,6 +245,7 @@ pub fn scan(signal: Signal, buf: &[u8]) -> Result<Summary, ScanError> {
                 bytes: start..reader.pos,
                 items,
                 error,
+                flagged: look.flagged,
             });
             index += 1;
         } else {
@@ -160,6 +263,36 @@ const WIRE_I32: u8 = 5;
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+}
+
+/// The key (field 1) of an encoded `KeyValue`, read leniently: the strict walk reports what is malformed.
+#[inline(always)]
+fn key_of(buf: &[u8]) -> &[u8] {
+    // Encoders write the key first, and keys are shorter than 128 bytes.
+    if let [0x0a, len, rest @ ..] = buf
+        && let Some(key) = rest.get(..usize::from(*len))
+        && *len < 0x80
+    {
+        return key;
+    }
+    key_anywhere(buf)
+}
+
+#[cold]
+fn key_anywhere(buf: &[u8]) -> &[u8] {
+    let mut reader = Reader { buf, pos: 0 };
+    while !reader.done() {
+        let Ok((field, wire)) = reader.key() else {
+            break;
+        };
+        if field == 1 && wire == WIRE_LEN {
+            return reader.len_delimited().unwrap_or_default();
+        }
+        if reader.skip(wire).is_err() {
+            break;
+        }
+    }
+    &[]
 }
 
 impl<'a> Reader<'a> {
@@ -244,8 +377,14 @@ impl<'a> Reader<'a> {
 enum Kind {
     /// A nested message; `repeated` decides whether the path shows an index.
     Message(&'static Schema, bool),
-    /// A UTF-8 string.
+    /// A UTF-8 string that is an identifier (a key, a version, a URL): not shown to an inspector.
     Str,
+    /// A UTF-8 string that is content (a name, a message, a value): shown to an inspector.
+    Text,
+    /// A repeated `KeyValue`: its key is shown to an inspector, which decides how its value is shown.
+    Attribute,
+    /// A varint integer value, shown to an inspector.
+    Int,
     /// Bytes that must be empty or exactly this long (trace and span ids).
     Id(usize),
     /// An `AnyValue` (nesting depth is tracked).
@@ -271,12 +410,13 @@ impl Schema {
 
 /// Walks one message. With `strict` off, only the message structure is followed (to count items of an entry
 /// already known to be invalid); strings, ids and values are not looked at.
-fn walk(
-    buf: &[u8],
+fn walk<'b, I: Inspector<'b>>(
+    buf: &'b [u8],
     schema: &Schema,
     depth: usize,
     strict: bool,
     items: &mut u64,
+    look: &mut Look<'_, I>,
 ) -> Result<(), ScanError> {
     if schema.is_item {
         *items += 1;
@@ -291,7 +431,7 @@ fn walk(
             continue;
         };
         let (_, name, kind) = schema.fields[slot];
-        if !strict && !matches!(kind, Kind::Message(..)) {
+        if !strict && !matches!(kind, Kind::Message(..) | Kind::Attribute) {
             reader.skip(wire)?;
             continue;
         }
@@ -299,6 +439,18 @@ fn walk(
         counters[slot] += 1;
         match kind {
             Kind::Scalar => reader.skip(wire).map_err(|e| e.within(name, None))?,
+            Kind::Int => {
+                if wire != WIRE_VARINT {
+                    return Err(
+                        ScanError::new(format!("wire type {wire}, expected a varint"))
+                            .within(name, None),
+                    );
+                }
+                let value = reader.varint().map_err(|e| e.within(name, None))?;
+                if look.showing && look.inspector.integer(value as i64) {
+                    look.flag();
+                }
+            }
             _ if wire != WIRE_LEN => {
                 return Err(
                     ScanError::new(format!("wire type {wire}, expected length-delimited"))
@@ -307,13 +459,30 @@ fn walk(
             }
             Kind::Message(inner, repeated) => {
                 let body = reader.len_delimited().map_err(|e| e.within(name, None))?;
-                walk(body, inner, depth, strict, items)
+                walk(body, inner, depth, strict, items, look)
                     .map_err(|e| e.within(name, repeated.then_some(index)))?;
             }
-            Kind::Str => {
+            Kind::Attribute => {
+                let body = reader.len_delimited().map_err(|e| e.within(name, None))?;
+                let showing = look.showing;
+                if showing {
+                    match look.inspector.key(key_of(body)) {
+                        Interest::Ignore => look.showing = false,
+                        Interest::Flag => look.flag(),
+                        Interest::Content => {}
+                    }
+                }
+                walk(body, &KEY_VALUE, depth, strict, items, look)
+                    .map_err(|e| e.within(name, Some(index)))?;
+                look.showing = showing && !look.flagged;
+            }
+            Kind::Str | Kind::Text => {
                 let body = reader.len_delimited().map_err(|e| e.within(name, None))?;
                 if !is_utf8(body) {
                     return Err(ScanError::new("invalid UTF-8 in string").within(name, None));
+                }
+                if matches!(kind, Kind::Text) && look.showing && look.inspector.text(body) {
+                    look.flag();
                 }
             }
             Kind::Id(len) => {
@@ -328,7 +497,7 @@ fn walk(
             }
             Kind::AnyValue => {
                 let body = reader.len_delimited().map_err(|e| e.within(name, None))?;
-                any_value(body, depth + 1).map_err(|e| e.within(name, None))?;
+                any_value(body, depth + 1, look).map_err(|e| e.within(name, None))?;
             }
         }
     }
@@ -352,14 +521,18 @@ fn is_utf8(bytes: &[u8]) -> bool {
     high & 0x8080_8080_8080_8080 == 0 || simdutf8::basic::from_utf8(bytes).is_ok()
 }
 
-fn any_value(buf: &[u8], depth: usize) -> Result<(), ScanError> {
+fn any_value<'b, I: Inspector<'b>>(
+    buf: &'b [u8],
+    depth: usize,
+    look: &mut Look<'_, I>,
+) -> Result<(), ScanError> {
     if depth > MAX_ANY_VALUE_DEPTH {
         return Err(ScanError::new(format!(
             "AnyValue nested deeper than {MAX_ANY_VALUE_DEPTH} levels"
         )));
     }
     let mut no_items = 0;
-    walk(buf, &ANY_VALUE, depth, true, &mut no_items)
+    walk(buf, &ANY_VALUE, depth, true, &mut no_items, look)
 }
 
 macro_rules! schema {
@@ -368,19 +541,19 @@ macro_rules! schema {
     };
 }
 
-use Kind::{AnyValue as Any, Id, Message as Msg, Scalar, Str};
+use Kind::{AnyValue as Any, Attribute as Attr, Id, Int, Message as Msg, Scalar, Str, Text};
 
 schema!(ANY_VALUE, item: false, [
-    (1, "string_value", Str), (5, "array_value", Msg(&ARRAY_VALUE, false)),
+    (1, "string_value", Text), (3, "int_value", Int), (5, "array_value", Msg(&ARRAY_VALUE, false)),
     (6, "kvlist_value", Msg(&KEY_VALUE_LIST, false)), (7, "bytes_value", Scalar),
 ]);
 schema!(ARRAY_VALUE, item: false, [(1, "values", Any)]);
-schema!(KEY_VALUE_LIST, item: false, [(1, "values", Msg(&KEY_VALUE, true))]);
+schema!(KEY_VALUE_LIST, item: false, [(1, "values", Attr)]);
 schema!(KEY_VALUE, item: false, [(1, "key", Str), (2, "value", Any)]);
 schema!(SCOPE, item: false, [
-    (1, "name", Str), (2, "version", Str), (3, "attributes", Msg(&KEY_VALUE, true)),
+    (1, "name", Str), (2, "version", Str), (3, "attributes", Attr),
 ]);
-schema!(RESOURCE, item: false, [(1, "attributes", Msg(&KEY_VALUE, true))]);
+schema!(RESOURCE, item: false, [(1, "attributes", Attr)]);
 
 schema!(RESOURCE_SPANS, item: false, [
     (1, "resource", Msg(&RESOURCE, false)), (2, "scope_spans", Msg(&SCOPE_SPANS, true)), (3, "schema_url", Str),
@@ -390,15 +563,15 @@ schema!(SCOPE_SPANS, item: false, [
 ]);
 schema!(SPAN, item: true, [
     (1, "trace_id", Id(16)), (2, "span_id", Id(8)), (3, "trace_state", Str), (4, "parent_span_id", Id(8)),
-    (5, "name", Str), (9, "attributes", Msg(&KEY_VALUE, true)), (11, "events", Msg(&SPAN_EVENT, true)),
+    (5, "name", Text), (9, "attributes", Attr), (11, "events", Msg(&SPAN_EVENT, true)),
     (13, "links", Msg(&SPAN_LINK, true)), (15, "status", Msg(&STATUS, false)),
 ]);
-schema!(SPAN_EVENT, item: false, [(2, "name", Str), (3, "attributes", Msg(&KEY_VALUE, true))]);
+schema!(SPAN_EVENT, item: false, [(2, "name", Text), (3, "attributes", Attr)]);
 schema!(SPAN_LINK, item: false, [
     (1, "trace_id", Id(16)), (2, "span_id", Id(8)), (3, "trace_state", Str),
-    (4, "attributes", Msg(&KEY_VALUE, true)),
+    (4, "attributes", Attr),
 ]);
-schema!(STATUS, item: false, [(2, "message", Str)]);
+schema!(STATUS, item: false, [(2, "message", Text)]);
 
 schema!(RESOURCE_METRICS, item: false, [
     (1, "resource", Msg(&RESOURCE, false)), (2, "scope_metrics", Msg(&SCOPE_METRICS, true)),
@@ -411,24 +584,24 @@ schema!(METRIC, item: false, [
     (1, "name", Str), (2, "description", Str), (3, "unit", Str), (5, "gauge", Msg(&GAUGE, false)),
     (7, "sum", Msg(&GAUGE, false)), (9, "histogram", Msg(&HISTOGRAM, false)),
     (10, "exponential_histogram", Msg(&EXP_HISTOGRAM, false)), (11, "summary", Msg(&SUMMARY, false)),
-    (12, "metadata", Msg(&KEY_VALUE, true)),
+    (12, "metadata", Attr),
 ]);
 schema!(GAUGE, item: false, [(1, "data_points", Msg(&NUMBER_POINT, true))]);
 schema!(HISTOGRAM, item: false, [(1, "data_points", Msg(&HISTOGRAM_POINT, true))]);
 schema!(EXP_HISTOGRAM, item: false, [(1, "data_points", Msg(&EXP_HISTOGRAM_POINT, true))]);
 schema!(SUMMARY, item: false, [(1, "data_points", Msg(&SUMMARY_POINT, true))]);
 schema!(NUMBER_POINT, item: true, [
-    (7, "attributes", Msg(&KEY_VALUE, true)), (5, "exemplars", Msg(&EXEMPLAR, true)),
+    (7, "attributes", Attr), (5, "exemplars", Msg(&EXEMPLAR, true)),
 ]);
 schema!(HISTOGRAM_POINT, item: true, [
-    (9, "attributes", Msg(&KEY_VALUE, true)), (8, "exemplars", Msg(&EXEMPLAR, true)),
+    (9, "attributes", Attr), (8, "exemplars", Msg(&EXEMPLAR, true)),
 ]);
 schema!(EXP_HISTOGRAM_POINT, item: true, [
-    (1, "attributes", Msg(&KEY_VALUE, true)), (11, "exemplars", Msg(&EXEMPLAR, true)),
+    (1, "attributes", Attr), (11, "exemplars", Msg(&EXEMPLAR, true)),
 ]);
-schema!(SUMMARY_POINT, item: true, [(7, "attributes", Msg(&KEY_VALUE, true))]);
+schema!(SUMMARY_POINT, item: true, [(7, "attributes", Attr)]);
 schema!(EXEMPLAR, item: false, [
-    (7, "filtered_attributes", Msg(&KEY_VALUE, true)), (4, "span_id", Id(8)), (5, "trace_id", Id(16)),
+    (7, "filtered_attributes", Attr), (4, "span_id", Id(8)), (5, "trace_id", Id(16)),
 ]);
 
 schema!(RESOURCE_LOGS, item: false, [
@@ -438,7 +611,7 @@ schema!(SCOPE_LOGS, item: false, [
     (1, "scope", Msg(&SCOPE, false)), (2, "log_records", Msg(&LOG_RECORD, true)), (3, "schema_url", Str),
 ]);
 schema!(LOG_RECORD, item: true, [
-    (3, "severity_text", Str), (5, "body", Any), (6, "attributes", Msg(&KEY_VALUE, true)),
+    (3, "severity_text", Str), (5, "body", Any), (6, "attributes", Attr),
     (9, "trace_id", Id(16)), (10, "span_id", Id(8)), (12, "event_name", Str),
 ]);
 
@@ -620,6 +793,122 @@ mod tests {
         let summary = scan(Signal::Traces, &request.encode_to_vec()).unwrap();
         let err = summary.first_error().unwrap();
         assert!(err.problem.contains("nested deeper"), "{err}");
+    }
+
+    /// Records what it is shown; flags a text equal to `flag_on`, ignores the values of `ignored`, flags the
+    /// key `flagging`.
+    #[derive(Default)]
+    struct Recording {
+        shown: Vec<String>,
+        flag_on: &'static str,
+    }
+
+    impl<'b> Inspector<'b> for Recording {
+        fn key(&mut self, key: &'b [u8]) -> Interest {
+            let key = String::from_utf8_lossy(key).into_owned();
+            let interest = match key.as_str() {
+                "ignored" => Interest::Ignore,
+                "flagging" => Interest::Flag,
+                _ => Interest::Content,
+            };
+            self.shown.push(format!("key {key}"));
+            interest
+        }
+        fn text(&mut self, text: &'b [u8]) -> bool {
+            let text = String::from_utf8_lossy(text).into_owned();
+            let flag = text == self.flag_on;
+            self.shown.push(text);
+            flag
+        }
+        fn integer(&mut self, value: i64) -> bool {
+            self.shown.push(format!("int {value}"));
+            false
+        }
+    }
+
+    #[test]
+    fn an_inspector_is_shown_content_but_not_identifiers_and_nothing_after_a_flag() {
+        use crate::otlp::common::v1::{InstrumentationScope, KeyValueList};
+        use crate::otlp::trace::v1::{Status, span::Event};
+        let int = |n| AnyValue {
+            value: Some(Value::IntValue(n)),
+        };
+        let mut request = traces(&[1, 1, 1]);
+        let first = &mut request.resource_spans[0].scope_spans[0];
+        first.scope = Some(InstrumentationScope {
+            name: "scope.name".into(),
+            version: "1.0".into(),
+            ..Default::default()
+        });
+        let span = &mut first.spans[0];
+        span.trace_state = "ot=th:8".into();
+        span.attributes = vec![
+            KeyValue {
+                key: "outer".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::KvlistValue(KeyValueList {
+                        values: vec![attr("inner", "deep")],
+                    })),
+                }),
+                ..Default::default()
+            },
+            KeyValue {
+                key: "ignored".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::ArrayValue(ArrayValue {
+                        values: vec![int(1), int(2)],
+                    })),
+                }),
+                ..Default::default()
+            },
+            KeyValue {
+                key: "count".into(),
+                value: Some(int(12)),
+                ..Default::default()
+            },
+        ];
+        span.events = vec![Event {
+            name: "event".into(),
+            ..Default::default()
+        }];
+        span.status = Some(Status {
+            message: "status".into(),
+            code: 2,
+        });
+        // The second entry is flagged by its span name; what follows in it is not shown.
+        request.resource_spans[1].scope_spans[0].spans[0].name = "FLAG".into();
+        request.resource_spans[1].scope_spans[0].spans[0].attributes = vec![attr("after", "flag")];
+        // The third entry is flagged by a key alone; its value is not shown.
+        request.resource_spans[2].scope_spans[0].spans[0].attributes = vec![attr("flagging", "x")];
+        let bytes = request.encode_to_vec();
+        let mut recording = Recording {
+            flag_on: "FLAG",
+            ..Default::default()
+        };
+        let summary = scan_inspecting(Signal::Traces, &bytes, &mut recording).unwrap();
+        assert_eq!(
+            recording.shown,
+            [
+                "span-0",
+                "key outer",
+                "key inner",
+                "deep",
+                "key ignored",
+                "key count",
+                "int 12",
+                "event",
+                "status",
+                "FLAG",
+                "span-0",
+                "key flagging",
+            ]
+        );
+        let flagged: Vec<bool> = summary.resources.iter().map(|r| r.flagged).collect();
+        assert_eq!(flagged, [false, true, true]);
+        // Without an inspector, nothing is flagged and the summary is otherwise the same.
+        let plain = scan(Signal::Traces, &bytes).unwrap();
+        assert_eq!(plain.items, summary.items);
+        assert!(plain.resources.iter().all(|r| !r.flagged));
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub(crate) fn classify(chunk: &[u8; 64]) -> Block {
 /// [`classify`] of a chunk whose bytes past `used` are zeros.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
-fn classify_prefix(chunk: &[u8; 64], used: usize) -> Block {
+pub(crate) fn classify_prefix(chunk: &[u8; 64], used: usize) -> Block {
     if has_avx2() {
         // SAFETY: the CPU has AVX2 (checked at run time).
         return unsafe { avx2::classify(chunk, used) };
@@ -181,7 +181,7 @@ pub(crate) fn classify(chunk: &[u8; 64]) -> Block {
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline]
-fn classify_prefix(chunk: &[u8; 64], _used: usize) -> Block {
+pub(crate) fn classify_prefix(chunk: &[u8; 64], _used: usize) -> Block {
     classify_portable(chunk)
 }
 

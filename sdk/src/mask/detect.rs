@@ -146,7 +146,12 @@ struct KeyMasks {
 
 impl Candidates {
     fn is_empty(&self) -> bool {
-        self.at | self.pairs | self.colons | self.numbers | self.words | self.dashes == 0
+        self.any() == 0
+    }
+
+    /// Every candidate position, of any kind.
+    fn any(&self) -> u64 {
+        self.at | self.pairs | self.colons | self.numbers | self.words | self.dashes
     }
 }
 
@@ -306,6 +311,13 @@ impl Scanner {
         }
         self.keys
             .with_verdicts(|verdicts| self.scan_with(text, None, hits, verdicts));
+    }
+
+    /// The positions a detector could start on in `block`, a text of at most 64 bytes with nothing around it:
+    /// a text without any has no hit.
+    pub(crate) fn candidates_alone(&self, block: &Block) -> u64 {
+        let none = Block::default();
+        self.starts.candidates(&none, block, &none).any()
     }
 
     /// The scan proper; `first_block` is the first block's classification when the caller has it already.

@@ -17,6 +17,7 @@
 //! which a token is examined only when its byte classes say a detector could match. Replacements are counted per detector ([`Masker::replacements`]); the
 //! original value is never kept, logged or put in an error.
 
+mod check;
 mod classify;
 mod config;
 mod detect;
@@ -33,6 +34,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
+pub use check::ChangeCheck;
 pub use config::{
     DEFAULT_SENSITIVE_KEYS, DetectorSetting, DetectorSettings, MaskConfig, RuleConfig,
 };
@@ -271,6 +273,12 @@ impl Masker {
                 partial_keep: config.partial_keep,
             }),
         })
+    }
+
+    /// Whether `other` is this very engine (a clone of it), not merely one built from an equal config, so
+    /// that a "nothing to mask" verdict is only relied on by the engine that reached it.
+    pub fn is_same_engine(&self, other: &Masker) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Whether `key` is on the allow-list (never touched).

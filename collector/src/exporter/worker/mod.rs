@@ -96,8 +96,10 @@ impl ExporterWorker {
         let receiver = Arc::new(Mutex::new(receiver));
         let (closing, closing_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        for _ in 0..queue_settings.num_consumers.max(1) {
+        let consumers = queue_settings.num_consumers.max(1);
+        for _ in 0..consumers {
             let consumer = Consumer {
+                consumers,
                 id: id.to_string(),
                 exporter: exporter.clone(),
                 receiver: receiver.clone(),
@@ -156,6 +158,8 @@ impl ExporterWorker {
 }
 
 struct Consumer {
+    /// How many consumers share the receiver.
+    consumers: usize,
     id: String,
     exporter: Arc<dyn Exporter>,
     receiver: Arc<Mutex<QueueReceiver>>,
@@ -166,27 +170,34 @@ struct Consumer {
 
 impl Consumer {
     async fn run(mut self) {
+        let mut taken = Vec::new();
         loop {
-            let next = {
+            {
                 let mut receiver = self.receiver.lock().await;
+                // Each turn at the shared receiver costs a trip through the scheduler, which under load is long:
+                // with a backlog, a consumer takes its share of it, not one batch.
+                let share = (receiver.len() / self.consumers).max(1);
                 tokio::select! {
                     biased;
-                    batch = receiver.recv() => batch,
+                    _ = receiver.recv_many(&mut taken, share) => {}
                     _ = crate::pipeline::raised(&mut self.closing) => {
                         // No new batches from now on; the ones queued are still exported.
                         receiver.close();
-                        receiver.recv().await
+                        receiver.recv_many(&mut taken, share).await;
                     }
                 }
-            };
-            let Some(batch) = next else { return };
-            self.accounts
-                .in_flight
-                .fetch_add(batch.items, Ordering::Relaxed);
-            self.deliver(&batch).await;
-            self.accounts
-                .in_flight
-                .fetch_sub(batch.items, Ordering::Relaxed);
+            }
+            if taken.is_empty() {
+                return;
+            }
+            let items: u64 = taken.iter().map(|batch| batch.items).sum();
+            self.accounts.in_flight.fetch_add(items, Ordering::Relaxed);
+            for batch in taken.drain(..) {
+                self.deliver(&batch).await;
+                self.accounts
+                    .in_flight
+                    .fetch_sub(batch.items, Ordering::Relaxed);
+            }
         }
     }
 

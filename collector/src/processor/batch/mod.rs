@@ -278,6 +278,8 @@ fn split(signal: vigil_proto::otlp::Signal, chunk: &Chunk) -> Vec<Chunk> {
             .map(|entry| Chunk {
                 bytes: chunk.bytes.slice(entry.bytes),
                 items: entry.items,
+                // Part of a chunk with nothing to mask has nothing to mask.
+                mask_checked: chunk.mask_checked.clone(),
             })
             .collect(),
         _ => vec![chunk.clone()],

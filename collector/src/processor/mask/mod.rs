@@ -3,8 +3,10 @@
 //! keys, allow-list, rules, actions).
 //!
 //! Requests are masked on their encoded bytes ([`wire`]): a clean request passes without being decoded or
-//! copied. Replacements are counted per detector or rule in `vigil_mask_replacements_total`.
+//! copied. The receivers in front of the processor run its check inside their validation walk ([`precheck`]),
+//! so a request found clean there is not walked again here. Replacements are counted per detector or rule in `vigil_mask_replacements_total`.
 
+pub mod precheck;
 pub mod wire;
 
 #[cfg(test)]
@@ -105,12 +107,19 @@ impl MaskStage {
     fn mask(&self, batch: Batch) -> Batch {
         let mut masked = Batch::empty(batch.signal);
         for chunk in batch.chunks {
+            if chunk
+                .mask_checked
+                .as_ref()
+                .is_some_and(|checked| checked.is_same_engine(&self.masker))
+            {
+                masked.push(chunk);
+                continue;
+            }
             match wire::mask_request(batch.signal, &chunk.bytes, &self.masker) {
                 Ok(wire::Outcome::Keep) => masked.push(chunk),
-                Ok(wire::Outcome::Replace(bytes)) => masked.push(Chunk {
-                    bytes: Bytes::from(bytes),
-                    items: chunk.items,
-                }),
+                Ok(wire::Outcome::Replace(bytes)) => {
+                    masked.push(Chunk::new(Bytes::from(bytes), chunk.items))
+                }
                 Ok(wire::Outcome::Drop) => {}
                 Err(e) => {
                     self.failed_items.add(chunk.items);

@@ -29,7 +29,7 @@ pub enum Outcome {
 }
 
 /// Integers this large may be card, account or phone numbers.
-const SCANNED_INTEGER: u64 = 1_000_000_000;
+pub(super) const SCANNED_INTEGER: u64 = 1_000_000_000;
 /// Deepest `AnyValue` nesting followed (the receiver rejects deeper).
 const MAX_DEPTH: usize = 64;
 
@@ -222,7 +222,7 @@ pub fn mask_request(signal: Signal, buf: &[u8], masker: &Masker) -> Result<Outco
         node,
         &mut Walk {
             masker,
-            keys: [None; KEY_MEMO],
+            keys: KeyClasses::new(),
         },
     )
 }
@@ -232,7 +232,7 @@ const KEY_MEMO: usize = 64;
 
 /// How masking treats the values of a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KeyClass {
+pub(super) enum KeyClass {
     /// On the allow-list: never touched.
     Allowed,
     /// Replaced whole.
@@ -241,14 +241,20 @@ enum KeyClass {
     Plain,
 }
 
-/// One request's walk: the engine, and the class of each key seen (the same few keys repeat on every span).
-struct Walk<'m, 'b> {
-    masker: &'m Masker,
-    keys: [Option<(&'b [u8], KeyClass)>; KEY_MEMO],
+/// The class of each key seen in one request: the same few keys repeat on every span, so each is judged once.
+pub(super) struct KeyClasses<'b> {
+    memo: [Option<(&'b [u8], KeyClass)>; KEY_MEMO],
 }
 
-impl<'b> Walk<'_, 'b> {
-    fn class(&mut self, key: &'b [u8]) -> KeyClass {
+impl<'b> KeyClasses<'b> {
+    pub(super) fn new() -> Self {
+        KeyClasses {
+            memo: [None; KEY_MEMO],
+        }
+    }
+
+    /// How `masker` treats the values of `key`.
+    pub(super) fn class(&mut self, masker: &Masker, key: &'b [u8]) -> KeyClass {
         // Length and three bytes, mixed: keys like `attribute.key.0` … `.9` must not share slots.
         let byte = |i: usize| u64::from(key.get(i).copied().unwrap_or(0));
         let mixed = (key.len() as u64)
@@ -256,22 +262,55 @@ impl<'b> Walk<'_, 'b> {
             ^ byte(key.len() / 2) << 16
             ^ byte(key.len().wrapping_sub(1)) << 24;
         let slot = (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % KEY_MEMO;
-        if let Some((known, class)) = self.keys[slot]
-            && known == key
+        if let Some((known, class)) = self.memo[slot]
+            && same_bytes(known, key)
         {
             return class;
         }
         // Keys were validated as UTF-8 on receipt; a key that is not is masked by content only.
         let text = std::str::from_utf8(key).unwrap_or_default();
-        let class = if self.masker.is_allowed(text) {
+        let class = if masker.is_allowed(text) {
             KeyClass::Allowed
-        } else if self.masker.is_sensitive_key(text) {
+        } else if masker.is_sensitive_key(text) {
             KeyClass::Sensitive
         } else {
             KeyClass::Plain
         };
-        self.keys[slot] = Some((key, class));
+        self.memo[slot] = Some((key, class));
         class
+    }
+}
+
+/// `a == b`, without a call into `memcmp` for the short keys that are nearly all of them.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |bytes: &[u8], at: usize| {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(eight)
+    };
+    match a.len() {
+        // Two overlapping words cover 8 to 16 bytes.
+        8..=16 => {
+            let last = a.len() - 8;
+            word(a, 0) == word(b, 0) && word(a, last) == word(b, last)
+        }
+        _ => a == b,
+    }
+}
+
+/// One request's walk: the engine, and the classes of the keys seen.
+struct Walk<'m, 'b> {
+    masker: &'m Masker,
+    keys: KeyClasses<'b>,
+}
+
+impl<'b> Walk<'_, 'b> {
+    fn class(&mut self, key: &'b [u8]) -> KeyClass {
+        self.keys.class(self.masker, key)
     }
 }
 

@@ -209,10 +209,9 @@ impl Sampler {
                 Signal::Metrics => Some((chunk.bytes.to_vec(), chunk.items)),
             };
             match sampled {
-                Some((bytes, items)) if items > 0 => out.push(crate::pipeline::Chunk {
-                    bytes: Bytes::from(bytes),
-                    items,
-                }),
+                Some((bytes, items)) if items > 0 => {
+                    out.push(crate::pipeline::Chunk::new(Bytes::from(bytes), items))
+                }
                 Some(_) => {}
                 // Validated on receipt, so this is a bug: say so, count the loss.
                 None => {

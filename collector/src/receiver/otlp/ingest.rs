@@ -11,7 +11,8 @@ use vigil_proto::otlp::collector::trace::v1::{
 };
 use vigil_proto::otlp::{Signal, scan};
 
-use crate::pipeline::{Batch, Refusal};
+use crate::pipeline::{Batch, Chunk, Refusal};
+use crate::processor::mask::precheck::MaskPrecheck;
 use crate::receiver::Outputs;
 use crate::telemetry::{Counter, Registry};
 
@@ -133,7 +134,12 @@ impl Ingest {
             counters.requests_invalid.add(1);
             return Err(IngestError::NotAccepted(signal));
         }
-        let summary = match scan::scan(signal, &body) {
+        let mask_check = self.outputs.mask_check(signal);
+        let scanned = match mask_check {
+            Some(masker) => scan::scan_inspecting(signal, &body, &mut MaskPrecheck::new(masker)),
+            None => scan::scan(signal, &body),
+        };
+        let summary = match scanned {
             Ok(summary) => summary,
             Err(error) => {
                 counters.requests_invalid.add(1);
@@ -142,10 +148,17 @@ impl Ingest {
                 )));
             }
         };
+        // Every valid entry was shown to the check (invalid ones are never flagged, and are not admitted).
+        let mask_checked = mask_check
+            .filter(|_| summary.resources.iter().all(|e| !e.flagged))
+            .cloned();
         let Some(first_error) = summary.first_error() else {
             if summary.items > 0 {
-                let items = summary.items;
-                self.admit(signal, Batch::new(signal, body, items))?;
+                let chunk = Chunk {
+                    mask_checked,
+                    ..Chunk::new(body, summary.items)
+                };
+                self.admit(signal, Batch::from_chunk(signal, chunk))?;
             }
             return Ok(Accepted::default());
         };
@@ -164,10 +177,11 @@ impl Ingest {
         for entry in summary.resources.iter().filter(|e| e.error.is_none()) {
             valid.extend_from_slice(&body[entry.bytes.clone()]);
         }
-        self.admit(
-            signal,
-            Batch::new(signal, Bytes::from(valid), summary.items),
-        )?;
+        let chunk = Chunk {
+            mask_checked,
+            ..Chunk::new(Bytes::from(valid), summary.items)
+        };
+        self.admit(signal, Batch::from_chunk(signal, chunk))?;
         Ok(Accepted {
             rejected: summary.rejected_items,
             message,
@@ -240,4 +254,91 @@ pub fn response_json(signal: Signal, accepted: &Accepted) -> Bytes {
         "partialSuccess": { field: accepted.rejected.to_string(), "errorMessage": accepted.message }
     });
     Bytes::from(body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use prost::Message as _;
+    use vigil::mask::{MaskConfig, Masker};
+    use vigil_proto::otlp::Signal;
+    use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+    use vigil_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    use super::Ingest;
+    use crate::processor::test_support::Recorder;
+    use crate::receiver::Outputs;
+    use crate::telemetry::Registry;
+
+    /// One resource entry per span name.
+    fn request(names: &[&str]) -> Vec<u8> {
+        ExportTraceServiceRequest {
+            resource_spans: names
+                .iter()
+                .map(|name| ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![Span {
+                            trace_id: vec![1; 16],
+                            span_id: vec![2; 8],
+                            name: name.to_string(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+        }
+        .encode_to_vec()
+    }
+
+    /// Ingests `body` and returns what the pipeline received: its items and the engine it was checked by.
+    fn admitted(masker: Option<&Masker>, body: Vec<u8>) -> (u64, Option<Masker>) {
+        let recorder = Arc::new(Recorder::default());
+        let mut outputs = Outputs::default();
+        outputs.add(Signal::Traces, recorder.clone());
+        if let Some(masker) = masker {
+            outputs.check_masking(Signal::Traces, masker.clone());
+        }
+        let ingest = Ingest::new("otlp", "grpc", outputs, &Registry::default());
+        ingest.ingest(Signal::Traces, Bytes::from(body)).unwrap();
+        let batches = recorder.0.lock().unwrap();
+        let [batch] = batches.as_slice() else {
+            panic!("one batch admitted, got {}", batches.len());
+        };
+        (batch.items, batch.chunks[0].mask_checked.clone())
+    }
+
+    #[test]
+    fn a_request_with_nothing_to_mask_is_marked_with_the_engine_that_checked_it() {
+        let masker = Masker::new(&MaskConfig::default()).unwrap();
+        let (items, checked) = admitted(Some(&masker), request(&["GET /items", "POST /cart"]));
+        assert_eq!(items, 2);
+        assert!(checked.is_some_and(|c| c.is_same_engine(&masker)));
+
+        let (_, checked) = admitted(
+            Some(&masker),
+            request(&["GET /items", "to bob@example.com"]),
+        );
+        assert!(
+            checked.is_none(),
+            "one flagged entry leaves the request to the processor"
+        );
+
+        let (_, checked) = admitted(None, request(&["GET /items"]));
+        assert!(checked.is_none(), "no pipeline asked for a check");
+    }
+
+    #[test]
+    fn the_valid_part_of_a_partly_invalid_request_keeps_its_mark() {
+        let masker = Masker::new(&MaskConfig::default()).unwrap();
+        let mut body = request(&["GET /items", "BROKEN", "POST /cart"]);
+        let at = body.windows(6).position(|w| w == b"BROKEN").unwrap();
+        body[at] = 0xff;
+        let (items, checked) = admitted(Some(&masker), body);
+        assert_eq!(items, 2, "the invalid entry is rejected");
+        assert!(checked.is_some_and(|c| c.is_same_engine(&masker)));
+    }
 }
