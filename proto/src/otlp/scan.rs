@@ -265,13 +265,19 @@ struct Reader<'a> {
     pos: usize,
 }
 
-/// The key (field 1) of an encoded `KeyValue`, read leniently: the strict walk reports what is malformed.
+/// The key of an encoded `KeyValue`, as a decoder reads it: the last field 1 (read leniently; the strict walk
+/// reports what is malformed). A client that sends the key twice must not get a harmless first key checked
+/// while the sensitive second one is the key everyone downstream decodes.
 #[inline(always)]
 fn key_of(buf: &[u8]) -> &[u8] {
-    // Encoders write the key first, and keys are shorter than 128 bytes.
+    // Encoders write the key, then the value as the last field, and keys are shorter than 128 bytes.
     if let [0x0a, len, rest @ ..] = buf
-        && let Some(key) = rest.get(..usize::from(*len))
         && *len < 0x80
+        && let Some((key, after)) = rest.split_at_checked(usize::from(*len))
+        && let [] | [0x12, 0..0x80, ..] = after
+        && after
+            .get(1)
+            .is_none_or(|&value_len| after.len() == 2 + usize::from(value_len))
     {
         return key;
     }
@@ -281,18 +287,21 @@ fn key_of(buf: &[u8]) -> &[u8] {
 #[cold]
 fn key_anywhere(buf: &[u8]) -> &[u8] {
     let mut reader = Reader { buf, pos: 0 };
+    let mut key: &[u8] = &[];
     while !reader.done() {
         let Ok((field, wire)) = reader.key() else {
             break;
         };
         if field == 1 && wire == WIRE_LEN {
-            return reader.len_delimited().unwrap_or_default();
-        }
-        if reader.skip(wire).is_err() {
+            match reader.len_delimited() {
+                Ok(bytes) => key = bytes,
+                Err(_) => break,
+            }
+        } else if reader.skip(wire).is_err() {
             break;
         }
     }
-    &[]
+    key
 }
 
 impl<'a> Reader<'a> {

@@ -201,6 +201,28 @@ mod tests {
     }
 
     #[test]
+    fn a_key_sent_twice_is_judged_by_the_one_decoders_keep() {
+        let masker = Masker::new(&MaskConfig::default()).unwrap();
+        // Length-delimited field `tag` holding `body` (all lengths here fit one byte).
+        let field = |tag: u8, body: &[u8]| [&[tag, body.len() as u8][..], body].concat();
+        let value = field(0x0a, b"hunter2");
+        // `detail` first, `password` last: protobuf decoders keep the last, so the value must be masked.
+        let twice = [
+            field(0x0a, b"detail"),
+            field(0x0a, b"password"),
+            field(0x12, &value),
+        ]
+        .concat();
+        let request = field(0x0a, &field(0x12, &field(0x12, &field(0x32, &twice))));
+        let summary =
+            scan_inspecting(Signal::Logs, &request, &mut MaskPrecheck::new(&masker)).unwrap();
+        assert!(summary.first_error().is_none());
+        assert!(summary.resources[0].flagged);
+        let walked = mask_request(Signal::Logs, &request, &masker).unwrap();
+        assert_ne!(walked, Outcome::Keep, "the processor's walk masks it too");
+    }
+
+    #[test]
     fn user_rules_flag_every_entry_with_content() {
         let mut config = MaskConfig::default();
         config.rules.push(vigil::mask::RuleConfig {
