@@ -15,6 +15,8 @@ pub(crate) struct Block {
     /// Letters, digits, `_` and `-`: the characters of API keys and base64url tokens.
     pub(crate) word: u64,
     pub(crate) digit: u64,
+    /// `2`–`6`: the digits a payment card number starts with (every issuer's prefix does).
+    pub(crate) card_first: u64,
     pub(crate) at: u64,
     pub(crate) eq: u64,
     pub(crate) colon: u64,
@@ -30,17 +32,89 @@ pub(crate) struct Block {
 /// The block of `bytes` starting at `start`, zero-padded past the end (a zero byte is in no class).
 #[inline]
 pub(crate) fn block_at(bytes: &[u8], start: usize) -> Block {
+    // SAFETY: `Detected` asks the CPU what it has on each call.
+    unsafe { block_at_with::<Detected>(bytes, start) }
+}
+
+/// [`block_at`] with the classifier `C`.
+///
+/// # Safety
+/// The CPU must have the instructions `C` uses (see [`Classifier::classify`]).
+#[inline(always)]
+pub(crate) unsafe fn block_at_with<C: Classifier>(bytes: &[u8], start: usize) -> Block {
     if let Some(chunk) = bytes.get(start..start + 64) {
         let chunk: &[u8; 64] = chunk.try_into().expect("a 64-byte slice");
-        classify(chunk)
+        // SAFETY: passed on from the caller.
+        unsafe { C::classify(chunk, 64) }
     } else if start < bytes.len() {
         let mut padded = [0u8; 64];
         padded[..bytes.len() - start].copy_from_slice(&bytes[start..]);
         // Only the lanes that hold text are classified: the rest are zeros, in no class.
-        classify_prefix(&padded, bytes.len() - start)
+        // SAFETY: passed on from the caller.
+        unsafe { C::classify(&padded, bytes.len() - start) }
     } else {
         Block::default()
     }
+}
+
+/// One way of classifying a block. The scanner is compiled once per classifier, so that the one for the
+/// CPU's best instructions is inlined into a scan compiled for those instructions too (a `target_feature`
+/// function is never inlined into code compiled without the feature: each block would cost a call).
+pub(crate) trait Classifier {
+    /// The [`Block`] of `chunk`, whose bytes past `used` are zeros.
+    ///
+    /// # Safety
+    /// The CPU must have the instructions this classifier is compiled for.
+    unsafe fn classify(chunk: &[u8; 64], used: usize) -> Block;
+}
+
+/// The classifier for whatever CPU runs the code, asked at run time: usable anywhere.
+pub(crate) struct Detected;
+
+impl Classifier for Detected {
+    #[inline(always)]
+    unsafe fn classify(chunk: &[u8; 64], used: usize) -> Block {
+        classify_prefix(chunk, used)
+    }
+}
+
+/// The AVX2 classifier, for code compiled with AVX2 enabled (then it is inlined there).
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl Classifier for Avx2 {
+    #[inline(always)]
+    unsafe fn classify(chunk: &[u8; 64], used: usize) -> Block {
+        // SAFETY: the caller's promise (the CPU has AVX2).
+        unsafe { avx2::classify(chunk, used) }
+    }
+}
+
+/// The SSE2 classifier, whatever the CPU has (to check the scanner's builds against each other).
+#[cfg(all(test, target_arch = "x86_64", target_feature = "sse2"))]
+pub(crate) struct Sse2;
+
+#[cfg(all(test, target_arch = "x86_64", target_feature = "sse2"))]
+impl Classifier for Sse2 {
+    unsafe fn classify(chunk: &[u8; 64], used: usize) -> Block {
+        // SAFETY: the whole target has SSE2.
+        unsafe { sse2::classify(chunk, used) }
+    }
+}
+
+/// Whether this CPU has what the scanner's fast build needs: AVX2 for classifying, and BMI1/BMI2/LZCNT/POPCNT
+/// for the bit work on the masks (`tzcnt`, `lzcnt`, `blsr`, shifts by a register without the `cl` register).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_fast_scan() -> bool {
+    static FAST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FAST.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("bmi1")
+            && std::arch::is_x86_feature_detected!("bmi2")
+            && std::arch::is_x86_feature_detected!("lzcnt")
+            && std::arch::is_x86_feature_detected!("popcnt")
+    })
 }
 
 /// One SIMD classifier: the same steps for SSE2 (16 bytes per vector) and AVX2 (32).
@@ -71,6 +145,7 @@ macro_rules! simd_classifier {
 
             /// The [`Block`] of `chunk`, whose bytes past `used` are zeros (their lanes are not looked at).
             #[target_feature(enable = $feature)]
+            #[inline]
             pub(super) fn classify(chunk: &[u8; 64], used: usize) -> Block {
                 let mut block = Block::default();
                 for lane in 0..used.div_ceil($width) {
@@ -93,6 +168,7 @@ macro_rules! simd_classifier {
                     block.upper |= bits(in_range(x, b'A', 25)) << shift;
                     block.word |= bits(word) << shift;
                     block.digit |= bits(digit) << shift;
+                    block.card_first |= bits(in_range(x, b'2', 4)) << shift;
                     block.at |= bits(is(x, b'@')) << shift;
                     block.eq |= bits(is(x, b'=')) << shift;
                     block.colon |= bits(is(x, b':')) << shift;
@@ -147,8 +223,8 @@ fn has_avx2() -> bool {
     *AVX2.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
 }
 
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-#[inline]
+/// A whole block, classified for this CPU.
+#[cfg(test)]
 pub(crate) fn classify(chunk: &[u8; 64]) -> Block {
     classify_prefix(chunk, 64)
 }
@@ -175,12 +251,6 @@ pub(crate) fn classify_sse2(chunk: &[u8; 64]) -> Block {
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline]
-pub(crate) fn classify(chunk: &[u8; 64]) -> Block {
-    classify_portable(chunk)
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-#[inline]
 pub(crate) fn classify_prefix(chunk: &[u8; 64], _used: usize) -> Block {
     classify_portable(chunk)
 }
@@ -195,6 +265,7 @@ pub(crate) fn classify_portable(chunk: &[u8; 64]) -> Block {
         block.upper |= bit(c.is_ascii_uppercase());
         block.word |= bit(c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
         block.digit |= bit(c.is_ascii_digit());
+        block.card_first |= bit(matches!(c, b'2'..=b'6'));
         block.at |= bit(c == b'@');
         block.eq |= bit(c == b'=');
         block.colon |= bit(c == b':');

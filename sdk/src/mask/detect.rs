@@ -9,7 +9,7 @@
 //! credentials that decode to `user:password`, IBAN mod-97) keep ids, timestamps and version numbers intact.
 
 use super::Detector;
-use super::classify::{Block, block_at};
+use super::classify::{Block, Classifier, Detected, block_at, block_at_with};
 use super::keys::{KeyMatcher, KeyVerdicts};
 
 /// A match: bytes `start..end` of the text, found by `detector`.
@@ -218,8 +218,9 @@ impl Starts {
                 out.numbers |= run_starts;
             }
             if self.card {
-                // A card's first group has at least four digits.
+                // A card starts with 2 to 6 (`card_issuer`), and its first group has at least four digits.
                 out.numbers |= run_starts
+                    & current.card_first
                     & ahead(digit, next_digit, 1)
                     & ahead(digit, next_digit, 2)
                     & ahead(digit, next_digit, 3);
@@ -328,6 +329,54 @@ impl Scanner {
         hits: &mut Vec<Hit>,
         verdicts: &mut KeyVerdicts<'_>,
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if super::classify::has_fast_scan() {
+            // SAFETY: the CPU has every feature `scan_fast` is compiled with (checked just now).
+            return unsafe { self.scan_fast(b, first_block, hits, verdicts) };
+        }
+        // SAFETY: `Detected` asks the CPU what it has.
+        unsafe { self.scan_blocks::<Detected>(b, first_block, hits, verdicts) }
+    }
+
+    /// Every match in `text` as the baseline build finds it, classified with SSE2 only: what a CPU without
+    /// AVX2 runs, checked against the fast build on CPUs that have it.
+    #[cfg(all(test, target_arch = "x86_64", target_feature = "sse2"))]
+    pub(crate) fn scan_baseline(&self, text: &[u8], hits: &mut Vec<Hit>) {
+        self.keys.with_verdicts(|verdicts| {
+            // SAFETY: the whole target has SSE2.
+            unsafe { self.scan_blocks::<super::classify::Sse2>(text, None, hits, verdicts) }
+        })
+    }
+
+    /// [`Scanner::scan_blocks`] compiled for CPUs with AVX2 and the bit-manipulation instructions.
+    ///
+    /// # Safety
+    /// The CPU must have those features (`has_fast_scan`).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
+    unsafe fn scan_fast(
+        &self,
+        b: &[u8],
+        first_block: Option<Block>,
+        hits: &mut Vec<Hit>,
+        verdicts: &mut KeyVerdicts<'_>,
+    ) {
+        // SAFETY: the caller's promise covers AVX2.
+        unsafe { self.scan_blocks::<super::classify::Avx2>(b, first_block, hits, verdicts) }
+    }
+
+    /// The left-to-right pass over the blocks of `b`, classified by `C`.
+    ///
+    /// # Safety
+    /// The CPU must have the instructions `C` uses.
+    #[inline(always)]
+    unsafe fn scan_blocks<C: Classifier>(
+        &self,
+        b: &[u8],
+        first_block: Option<Block>,
+        hits: &mut Vec<Hit>,
+        verdicts: &mut KeyVerdicts<'_>,
+    ) {
         let first = hits.len();
         let starts = &self.starts;
         let mut at_tokens = TokenCursor::default();
@@ -342,10 +391,11 @@ impl Scanner {
             detector: Detector::SecretPair,
         };
         let mut previous = Block::default();
-        let mut current = first_block.unwrap_or_else(|| block_at(b, 0));
+        // SAFETY (both classifications): passed on from the caller.
+        let mut current = first_block.unwrap_or_else(|| unsafe { block_at_with::<C>(b, 0) });
         let mut base = 0;
         while base < b.len() {
-            let next = block_at(b, base + 64);
+            let next = unsafe { block_at_with::<C>(b, base + 64) };
             let candidates = starts.candidates(&previous, &current, &next);
             let block_first = hits.len();
             // One loop per kind: each loop's branches are predictable, and hits are put in order at the end.
@@ -424,6 +474,7 @@ impl Scanner {
 
     /// A card number, an IPv4 address or a phone number starting with the digit run at `p`. `digits` holds the
     /// digit masks of `p`'s block (low half), which starts at `base`, and of the next one.
+    #[inline(always)]
     fn number_at(&self, b: &[u8], p: usize, digits: u128, base: usize) -> Option<Hit> {
         let previous = if p > 0 { b[p - 1] } else { b' ' };
         // A card's first group has at least four digits, and a number shorter than 13 digits must continue
@@ -459,6 +510,7 @@ impl Scanner {
     }
 
     /// Keys and tokens, `Bearer`/`Basic` credentials and IBANs starting at the word at `p`.
+    #[inline(always)]
     fn word_at(&self, b: &[u8], p: usize, hits: &mut Vec<Hit>) {
         let before = if p > 0 { b[p - 1] } else { b' ' };
         let token_start = is_sep(before);
@@ -499,6 +551,7 @@ impl Scanner {
 
     /// A sensitive `key=value` or `key: value` around the `=` or `:` at `j`. `words` holds the key-character
     /// masks of the block before `j`'s block (low half) and of `j`'s block (high half), which starts at `base`.
+    #[inline(always)]
     fn pair_at(
         &self,
         b: &[u8],
@@ -568,6 +621,7 @@ impl Scanner {
 
     /// If `key_s..key_e` is a sensitive key and `sep_from` starts (after an optional closing quote and spaces)
     /// with `:` or `=`, the value that follows.
+    #[inline(always)]
     fn pair_after(
         &self,
         b: &[u8],
@@ -959,6 +1013,7 @@ fn ipv4_at(b: &[u8], p: usize) -> Option<Hit> {
 }
 
 /// The IPv6 address in the run of hex digits, colons and dots around the `:` at `j`, and where that run ends.
+#[inline(always)]
 fn ipv6_around(b: &[u8], j: usize) -> (Option<Hit>, usize) {
     let part = |c: u8| c.is_ascii_hexdigit() || c == b':' || c == b'.';
     let mut start = j;

@@ -196,6 +196,7 @@ impl<'a> KeyVerdicts<'a> {
     /// [`KeyMatcher::is_sensitive_bytes`] for the key `text[key_start..key_end]`, cut out of text. The keys of a
     /// log format (`method=`, `status=`) repeat on every line, so verdicts on keys of up to 31 bytes are
     /// remembered per thread; a remembered verdict costs a table lookup, not a walk over the key.
+    #[inline(always)]
     pub(crate) fn is_sensitive(&mut self, text: &[u8], key_start: usize, key_end: usize) -> bool {
         let len = key_end - key_start;
         if len == 0 || len > 31 {

@@ -243,3 +243,31 @@ fn stripe_webhook_secrets_are_found_in_short_and_long_values() {
     );
     assert!(!masker.text(&long).contains("whsec_"));
 }
+
+/// The scanner is built twice: for CPUs with AVX2 and the bit-manipulation instructions, and for any x86-64.
+/// Both must find the same matches in every corpus line, at every offset across the 64-byte block edges.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[test]
+fn the_fast_and_baseline_scanners_find_the_same_matches() {
+    let mut config = MaskConfig::default();
+    config.detectors.phone.enabled = Some(true);
+    config.detectors.iban.enabled = Some(true);
+    let masker = Masker::new(&config).unwrap();
+    let scanner = &masker.inner.scanner;
+    let corpus = include_str!("../../../tests/data/pii_corpus.jsonl");
+    let filler = "2024-01-15 worker ok step=3 loss=0.25 queue idle 10.1.2 batch ready cache warm ";
+    let mut compared = 0;
+    for line in corpus.lines().filter(|line| !line.trim().is_empty()) {
+        let case: serde_json::Value = serde_json::from_str(line).unwrap();
+        let text = case["text"].as_str().unwrap();
+        for offset in 0..=70 {
+            let long = format!("{}{text} {filler}{text}", &filler[..offset]);
+            let (mut fast, mut baseline) = (Vec::new(), Vec::new());
+            scanner.scan(long.as_bytes(), &mut fast);
+            scanner.scan_baseline(long.as_bytes(), &mut baseline);
+            assert_eq!(fast, baseline, "offset {offset} of {text:?}");
+            compared += usize::from(!fast.is_empty());
+        }
+    }
+    assert!(compared > 1000, "only {compared} texts had matches");
+}
