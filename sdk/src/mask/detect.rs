@@ -78,6 +78,87 @@ static KEY_END: [bool; 256] = {
     table
 };
 
+/// Bytes that end an e-mail address's local part going back from its `@`: all but letters, digits and
+/// `._%+-`.
+static NOT_LOCAL_PART: [bool; 256] = {
+    let mut table = [true; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        table[i] = !(c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-'));
+        i += 1;
+    }
+    table
+};
+
+/// Bytes that end an e-mail address's domain: all but letters, digits, `.` and `-`.
+static NOT_DOMAIN: [bool; 256] = {
+    let mut table = [true; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        table[i] = !(c.is_ascii_alphanumeric() || c == b'.' || c == b'-');
+        i += 1;
+    }
+    table
+};
+
+/// Bytes that are no part of an IPv6 address: all but hex digits, `:` and `.`.
+static NOT_IPV6: [bool; 256] = {
+    let mut table = [true; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        table[i] = !(c.is_ascii_hexdigit() || c == b':' || c == b'.');
+        i += 1;
+    }
+    table
+};
+
+/// Where a value after `key=` ends: a separator or the `&` of a query string.
+static VALUE_END: [bool; 256] = {
+    let mut table = SEPARATOR;
+    table[b'&' as usize] = true;
+    table
+};
+
+/// The first position at or after `from` whose byte is in `stop`, or the end of `b`. Tokens, values and
+/// credentials run for tens to hundreds of bytes: eight bytes are looked up per step, with one branch.
+#[inline]
+fn first_in(stop: &[bool; 256], b: &[u8], mut from: usize) -> usize {
+    while let Some(chunk) = b.get(from..from + 8) {
+        if chunk
+            .iter()
+            .fold(false, |any, &c| any | stop[usize::from(c)])
+        {
+            break;
+        }
+        from += 8;
+    }
+    while from < b.len() && !stop[usize::from(b[from])] {
+        from += 1;
+    }
+    from
+}
+
+/// The start of the run of bytes not in `stop` that ends at `to`, going back no further than `floor`.
+#[inline]
+fn run_start(stop: &[bool; 256], b: &[u8], floor: usize, mut to: usize) -> usize {
+    while to >= floor + 8 {
+        if b[to - 8..to]
+            .iter()
+            .fold(false, |any, &c| any | stop[usize::from(c)])
+        {
+            break;
+        }
+        to -= 8;
+    }
+    while to > floor && !stop[usize::from(b[to - 1])] {
+        to -= 1;
+    }
+    to
+}
+
 /// The longest key looked at in front of a `=` or `:`; longer ones are never sensitive (see `KeyMatcher`).
 const MAX_PAIR_KEY: usize = 128;
 
@@ -104,14 +185,8 @@ impl TokenCursor {
         if p < self.end {
             return None;
         }
-        let mut start = p;
-        while start > self.end && !is_sep(b[start - 1]) {
-            start -= 1;
-        }
-        let mut end = p;
-        while end < b.len() && !is_sep(b[end]) {
-            end += 1;
-        }
+        let start = run_start(&SEPARATOR, b, self.end, p);
+        let end = first_in(&SEPARATOR, b, p);
         self.end = end;
         Some((start, end))
     }
@@ -209,7 +284,15 @@ impl Starts {
             out.pairs = current.eq | current.colon;
         }
         if self.ipv6 {
-            out.colons = current.colon;
+            // An address has two colons at most five bytes apart (a group is at most four hex digits), and
+            // the first of them starts the look at its run: `key: value` and `host:port` are not looked at.
+            let (colon, next_colon) = (current.colon, next.colon);
+            out.colons = colon
+                & (ahead(colon, next_colon, 1)
+                    | ahead(colon, next_colon, 2)
+                    | ahead(colon, next_colon, 3)
+                    | ahead(colon, next_colon, 4)
+                    | ahead(colon, next_colon, 5));
         }
         if current.digit != 0 {
             let (digit, next_digit) = (current.digit, next.digit);
@@ -422,7 +505,7 @@ impl Scanner {
             }
             for p in positions(candidates.at, base) {
                 if let Some((s, e)) = at_tokens.next_token(b, p) {
-                    self.at_signs(b, s, e, &mut |hit| hits.push(hit));
+                    self.at_signs(b, s, e, hits);
                 }
             }
             for j in positions(candidates.colons, base) {
@@ -593,10 +676,7 @@ impl Scanner {
                 return self.pair_after(b, key_start, j, j, verdicts);
             }
         }
-        let mut key_start = j;
-        while key_start > 0 && j - key_start <= MAX_PAIR_KEY && !ends_key(b[key_start - 1]) {
-            key_start -= 1;
-        }
+        let key_start = run_start(&KEY_END, b, j.saturating_sub(MAX_PAIR_KEY + 1), j);
         self.pair_after(b, key_start, j, j, verdicts)
     }
 
@@ -612,10 +692,12 @@ impl Scanner {
         if key_end == 0 || is_sep(b[key_end - 1]) {
             return None;
         }
-        let mut key_start = key_end;
-        while key_start > 0 && key_end - key_start <= MAX_PAIR_KEY && !is_sep(b[key_start - 1]) {
-            key_start -= 1;
-        }
+        let key_start = run_start(
+            &SEPARATOR,
+            b,
+            key_end.saturating_sub(MAX_PAIR_KEY + 1),
+            key_end,
+        );
         self.pair_after(b, key_start, key_end, key_end, verdicts)
     }
 
@@ -660,10 +742,10 @@ impl Scanner {
     }
 
     /// E-mail addresses and URL credentials in the token `s..e`.
-    fn at_signs(&self, b: &[u8], s: usize, e: usize, push: &mut dyn FnMut(Hit)) {
+    fn at_signs(&self, b: &[u8], s: usize, e: usize, hits: &mut Vec<Hit>) {
         let mut credentials_at = None;
         if self.on(Detector::UrlCredentials)
-            && let Some(scheme) = memchr::memmem::find(&b[s..e], b"://")
+            && let Some(scheme) = find_scheme_end(&b[s..e])
         {
             let authority = s + scheme + 3;
             let authority_end = b[authority..e]
@@ -680,7 +762,7 @@ impl Scanner {
                 if let Some(colon) = b[authority..at].iter().position(|&c| c == b':') {
                     let password = authority + colon + 1;
                     if password < at {
-                        push(Hit {
+                        hits.push(Hit {
                             start: password,
                             end: at,
                             detector: Detector::UrlCredentials,
@@ -692,15 +774,22 @@ impl Scanner {
         if !self.on(Detector::Email) {
             return;
         }
-        for j in memchr::memchr_iter(b'@', &b[s..e]).map(|j| s + j) {
+        // Tokens are short: a plain loop beats setting up a vectorised search.
+        for j in (s..e).filter(|&j| b[j] == b'@') {
             if Some(j) == credentials_at {
                 continue;
             }
             if let Some(hit) = email_at(b, s, e, j) {
-                push(hit);
+                hits.push(hit);
             }
         }
     }
+}
+
+/// Where `://` starts in `token`, if anywhere.
+fn find_scheme_end(token: &[u8]) -> Option<usize> {
+    // Most tokens with an `@` (e-mail addresses) have no `:` at all.
+    memchr::memchr_iter(b':', token).find(|&i| token[i + 1..].starts_with(b"//"))
 }
 
 /// Whether `b` starts like an API key or a JWT (`AKIA`, `AIza`, `gh?_`, `github_pat_`, `glpat-`, `xox?-`,
@@ -749,34 +838,25 @@ fn value_span(b: &[u8], p: usize) -> Option<(usize, usize)> {
     if matches!(b[p], b'{' | b'[') {
         return None;
     }
-    let mut q = p;
-    while q < n && !is_sep(b[q]) && b[q] != b'&' {
-        q += 1;
-    }
+    let q = first_in(&VALUE_END, b, p);
     (q > p).then_some((p, q))
 }
 
 /// `Bearer abc…` as the value of `Authorization`: the credential belongs to the value.
 fn extend_scheme(b: &[u8], start: usize, end: usize) -> usize {
     let word = &b[start..end];
-    let scheme = [
-        &b"bearer"[..],
-        b"basic",
-        b"digest",
-        b"token",
-        b"apikey",
-        b"negotiate",
-    ]
-    .iter()
-    .any(|s| word.eq_ignore_ascii_case(s));
+    // Sorted by length: most values are no scheme, and are rejected on their length alone.
+    let schemes: &[&[u8]] = match word.len() {
+        5 => &[b"basic", b"token"],
+        6 => &[b"bearer", b"digest", b"apikey"],
+        9 => &[b"negotiate"],
+        _ => &[],
+    };
+    let scheme = schemes.iter().any(|s| word.eq_ignore_ascii_case(s));
     if !scheme || end + 1 >= b.len() || b[end] != b' ' {
         return end;
     }
-    let mut q = end + 1;
-    while q < b.len() && !is_sep(b[q]) {
-        q += 1;
-    }
-    q
+    first_in(&SEPARATOR, b, end + 1)
 }
 
 /// `Bearer <token>` / `Basic <base64 of user:password>`.
@@ -852,21 +932,14 @@ fn base64_decodes_to_pair(text: &[u8]) -> bool {
 }
 
 fn email_at(b: &[u8], s: usize, e: usize, at: usize) -> Option<Hit> {
-    let local_char = |c: u8| is_alnum(c) || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-');
-    let mut start = at;
-    while start > s && local_char(b[start - 1]) {
-        start -= 1;
-    }
+    let mut start = run_start(&NOT_LOCAL_PART, b, s, at);
     while start < at && b[start] == b'.' {
         start += 1;
     }
     if start == at {
         return None;
     }
-    let mut end = at + 1;
-    while end < e && (is_alnum(b[end]) || b[end] == b'.' || b[end] == b'-') {
-        end += 1;
-    }
+    let mut end = first_in(&NOT_DOMAIN, &b[..e], at + 1);
     while end > at + 1 && matches!(b[end - 1], b'.' | b'-') {
         end -= 1;
     }
@@ -1015,15 +1088,8 @@ fn ipv4_at(b: &[u8], p: usize) -> Option<Hit> {
 /// The IPv6 address in the run of hex digits, colons and dots around the `:` at `j`, and where that run ends.
 #[inline(always)]
 fn ipv6_around(b: &[u8], j: usize) -> (Option<Hit>, usize) {
-    let part = |c: u8| c.is_ascii_hexdigit() || c == b':' || c == b'.';
-    let mut start = j;
-    while start > 0 && part(b[start - 1]) {
-        start -= 1;
-    }
-    let mut k = j;
-    while k < b.len() && part(b[k]) {
-        k += 1;
-    }
+    let start = run_start(&NOT_IPV6, b, 0, j);
+    let k = first_in(&NOT_IPV6, b, j);
     let mut end = k;
     while end > start && b[end - 1] == b'.' {
         end -= 1;
@@ -1034,24 +1100,121 @@ fn ipv6_around(b: &[u8], j: usize) -> (Option<Hit>, usize) {
         return (None, k);
     }
     let candidate = &b[start..end];
-    let colons = candidate.iter().filter(|&&c| c == b':').count();
-    let groups = candidate
-        .split(|&c| c == b':')
-        .filter(|g| !g.is_empty())
-        .count();
+    // One pass: colons, non-empty groups, digits.
+    let (mut colons, mut groups, mut digits, mut previous) = (0, 0, false, b':');
+    for &c in candidate {
+        colons += usize::from(c == b':');
+        groups += usize::from(c != b':' && previous == b':');
+        digits |= c.is_ascii_digit();
+        previous = c;
+    }
     let address = colons >= 2
-        && (candidate.iter().any(u8::is_ascii_digit) || groups >= 4)
-        && std::str::from_utf8(candidate)
-            .ok()
-            .and_then(|c| c.parse::<std::net::Ipv6Addr>().ok())
-            // Loopback and unspecified addresses (`::1`, `::`) point at no one: listen addresses stay.
-            .is_some_and(|ip| !ip.is_loopback() && !ip.is_unspecified());
+        && (digits || groups >= 4)
+        // Loopback and unspecified addresses (`::1`, `::`) point at no one: listen addresses stay.
+        && ipv6_groups(candidate).is_some_and(|groups| groups[..7] != [0; 7] || groups[7] > 1);
     let hit = address.then_some(Hit {
         start,
         end,
         detector: Detector::Ipv6,
     });
     (hit, k)
+}
+
+/// The eight groups of the IPv6 address `text`, accepting exactly what `std::net::Ipv6Addr`'s parser accepts
+/// (hex groups of one to four digits, one `::` standing for at least one zero group, an IPv4 address in the
+/// last two groups) without its UTF-8 check, atomic reads and error values: it runs on every address-shaped
+/// run in the text.
+pub(crate) fn ipv6_groups(text: &[u8]) -> Option<[u16; 8]> {
+    /// A number in `radix` of one to `max_digits` digits starting at `*at`, moving `*at` past it.
+    fn number(
+        text: &[u8],
+        at: &mut usize,
+        radix: u32,
+        max_digits: usize,
+        zero_prefix: bool,
+    ) -> Option<u32> {
+        let start = *at;
+        let mut value = 0u32;
+        while let Some(digit) = text.get(*at).and_then(|&c| char::from(c).to_digit(radix)) {
+            value = value * radix + digit;
+            *at += 1;
+            if *at - start > max_digits {
+                return None;
+            }
+        }
+        let digits = *at - start;
+        (digits > 0 && (zero_prefix || digits == 1 || text[start] != b'0')).then_some(value)
+    }
+    /// An IPv4 address starting at `*at` (decimal octets, no leading zeros), moving `*at` past it.
+    fn ipv4(text: &[u8], at: &mut usize) -> Option<[u16; 2]> {
+        let mut octets = [0u16; 4];
+        for (i, octet) in octets.iter_mut().enumerate() {
+            if i > 0 {
+                (text.get(*at) == Some(&b'.')).then_some(())?;
+                *at += 1;
+            }
+            *octet = number(text, at, 10, 3, false).filter(|&v| v <= 255)? as u16;
+        }
+        Some([octets[0] << 8 | octets[1], octets[2] << 8 | octets[3]])
+    }
+    /// Groups separated by `:` into `groups`, from `*at`; how many, and whether the last was an IPv4 address.
+    /// A separator and group that do not parse are not consumed.
+    fn read_groups(text: &[u8], at: &mut usize, groups: &mut [u16], dotted: bool) -> (usize, bool) {
+        let limit = groups.len();
+        for i in 0..limit {
+            let mark = *at;
+            let separated = |at: &mut usize| {
+                if i == 0 {
+                    return true;
+                }
+                let colon = text.get(*at) == Some(&b':');
+                *at += usize::from(colon);
+                colon
+            };
+            if dotted && i + 1 < limit {
+                if separated(at)
+                    && let Some([high, low]) = ipv4(text, at)
+                {
+                    groups[i] = high;
+                    groups[i + 1] = low;
+                    return (i + 2, true);
+                }
+                *at = mark;
+            }
+            match separated(at)
+                .then(|| number(text, at, 16, 4, true))
+                .flatten()
+            {
+                Some(group) => groups[i] = group as u16,
+                None => {
+                    *at = mark;
+                    return (i, false);
+                }
+            }
+        }
+        (limit, false)
+    }
+    let mut at = 0;
+    let mut head = [0u16; 8];
+    // Without a dot there is no IPv4 part to try at each group.
+    let dotted = text.contains(&b'.');
+    let (head_size, head_ipv4) = read_groups(text, &mut at, &mut head, dotted);
+    if head_size == 8 {
+        return (at == text.len()).then_some(head);
+    }
+    if head_ipv4 || !text[at..].starts_with(b"::") {
+        return None;
+    }
+    at += 2;
+    // `::` stands for at least one zero group.
+    let mut tail = [0u16; 7];
+    let limit = 8 - (head_size + 1);
+    let (tail_size, _) = read_groups(text, &mut at, &mut tail[..limit], dotted);
+    if at != text.len() {
+        return None;
+    }
+    head[8 - tail_size..].copy_from_slice(&tail[..tail_size]);
+    Some(head)
 }
 
 /// `+44 20 7946 0958`, `+1-415-555-2671`, `(415) 555-2671`, `415-555-2671`.

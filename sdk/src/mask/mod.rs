@@ -363,19 +363,31 @@ impl Masker {
         inner.scanner.scan(text.as_bytes(), &mut hits);
         let mut current: Cow<'a, str> = Cow::Borrowed(text);
         if !hits.is_empty() {
+            // Counted here and added to the shared counters once per detector: a dense text has a hit every
+            // few dozen bytes, and threads masking at once would fight over the counters' cache line.
+            let mut counts = [0u64; Detector::COUNT];
+            let flush = |counts: &[u64; Detector::COUNT]| {
+                for (index, &count) in counts.iter().enumerate() {
+                    if count > 0 {
+                        inner.counts[index].fetch_add(count, Ordering::Relaxed);
+                    }
+                }
+            };
             let mut out = String::with_capacity(text.len());
             let mut copied = 0;
             for hit in &hits {
                 let index = hit.detector as usize;
                 let action = inner.actions[index];
-                self.count(index);
+                counts[index] += 1;
                 if action == Action::Drop && in_attribute {
+                    flush(&counts);
                     return Masked::Drop;
                 }
                 out.push_str(&text[copied..hit.start]);
                 out.push_str(&self.replacement(index, action, &text[hit.start..hit.end]));
                 copied = hit.end;
             }
+            flush(&counts);
             out.push_str(&text[copied..]);
             current = Cow::Owned(out);
         }

@@ -271,3 +271,93 @@ fn the_fast_and_baseline_scanners_find_the_same_matches() {
     }
     assert!(compared > 1000, "only {compared} texts had matches");
 }
+
+/// The scanner's IPv6 parser accepts exactly what the standard library's does, with the same groups: checked
+/// on address-shaped strings made of the characters an address holds.
+#[test]
+fn the_ipv6_parser_agrees_with_the_standard_library() {
+    let alphabet = b"0123456789abcdefABCDEF:.::";
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut texts: Vec<String> = [
+        "::",
+        "::1",
+        "1::",
+        "1:2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7::",
+        "::2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7:8::",
+        "2001:db8::8a2e:370:7334",
+        "::ffff:192.0.2.1",
+        "::ffff:192.0.2.01",
+        "1:2:3:4:5:6:1.2.3.4",
+        "1:2:3:4:5:6:7:1.2.3.4",
+        "::1.2.3.4",
+        "1::1.2.3.4",
+        "1.2.3.4",
+        "12345::",
+        "fe80::1:2:3:4:5:6",
+        ":1:2:3:4:5:6:7",
+        "1:2:3:4:5:6:7:",
+        "1:::2",
+        "1::2::3",
+        "00000::",
+        "0000::",
+        "::256.1.1.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for _ in 0..200_000 {
+        // Groups of zero to five hex digits (an empty one makes `::`), sometimes an IPv4 tail (an octet of
+        // 0 to 299, sometimes zero-prefixed), sometimes a stray character: near-addresses and addresses.
+        let mut text = String::new();
+        for group in 0..1 + next() % 9 {
+            if group > 0 {
+                text.push(':');
+            }
+            for _ in 0..next() % 6 {
+                text.push(char::from(
+                    b"0123456789abcdefABCDEF"[(next() % 22) as usize],
+                ));
+            }
+        }
+        if next() % 4 == 0 {
+            let octets: Vec<String> = (0..3 + next() % 2)
+                .map(|_| match next() % 8 {
+                    0 => format!("0{}", next() % 10),
+                    _ => (next() % 300).to_string(),
+                })
+                .collect();
+            text.push(':');
+            text.push_str(&octets.join("."));
+        }
+        if next() % 10 == 0 {
+            let at = (next() as usize) % (text.len() + 1);
+            text.insert(
+                at,
+                char::from(alphabet[(next() % alphabet.len() as u64) as usize]),
+            );
+        }
+        texts.push(text);
+    }
+    let mut parsed = 0;
+    for text in &texts {
+        let ours = super::detect::ipv6_groups(text.as_bytes());
+        let std = text
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|ip| ip.segments());
+        assert_eq!(ours, std, "{text:?}");
+        parsed += usize::from(std.is_some());
+    }
+    assert!(
+        parsed > 10_000,
+        "only {parsed} of the strings were addresses"
+    );
+}
