@@ -168,6 +168,11 @@ pub(crate) struct Scanner {
     /// Which kinds of positions the enabled detectors start on (fixed, so not worked out per text).
     starts: Starts,
     pub(crate) keys: KeyMatcher,
+    /// No sensitive name is made of hex digits alone, so a key inside an IPv6 address (`2001:db8` in front of
+    /// its next colon) is never sensitive: when the address starts a key (nothing but a separator, `?`, `&`, `/`
+    /// or `=` before it), its colons are not looked at as `key:value` separators. Each would cost a walk back
+    /// over the address and a verdict, five or more per address.
+    keyless_addresses: bool,
 }
 
 /// The tokens one kind of candidate has been handed over in: each token is looked at once, whatever number of
@@ -369,6 +374,7 @@ impl Scanner {
         Scanner {
             enabled,
             starts,
+            keyless_addresses: !keys.has_hex_name(),
             keys,
         }
     }
@@ -465,6 +471,12 @@ impl Scanner {
         let mut at_tokens = TokenCursor::default();
         // The end of the last run of hex digits, colons and dots looked at for an IPv6 address.
         let mut colons_done = 0;
+        // The last IPv6 address found whose colons cannot separate a sensitive key from its value.
+        let mut keyless_address = Hit {
+            start: 0,
+            end: 0,
+            detector: Detector::Ipv6,
+        };
         // The end of the furthest number hit: digit runs inside a card number are not numbers of their own.
         let mut numbers_covered = 0;
         // The secret value found furthest into the text before the current block.
@@ -489,7 +501,27 @@ impl Scanner {
                     | u128::from(current.alnum & !current.upper) << 64,
             };
             let digits = u128::from(current.digit) | u128::from(next.digit) << 64;
+            // Addresses before pairs: the colons of an address are no `key:value` separators (see
+            // `keyless_addresses`), and are not looked at again as such.
+            for j in positions(candidates.colons, base) {
+                if j >= colons_done {
+                    let (hit, run_end) = ipv6_around(b, j);
+                    colons_done = run_end;
+                    if let Some(hit) = hit {
+                        hits.push(hit);
+                        if self.keyless_addresses && (hit.start == 0 || ends_key(b[hit.start - 1]))
+                        {
+                            keyless_address = hit;
+                        }
+                    }
+                }
+            }
+            let pairs_first = hits.len();
+            let address_here = keyless_address.end > base;
             for j in positions(candidates.pairs, base) {
+                if address_here && keyless_address.start <= j && j < keyless_address.end {
+                    continue;
+                }
                 if let Some(hit) = self.pair_at(b, j, &masks, verdicts) {
                     hits.push(hit);
                 }
@@ -508,23 +540,16 @@ impl Scanner {
                     self.at_signs(b, s, e, hits);
                 }
             }
-            for j in positions(candidates.colons, base) {
-                if j >= colons_done {
-                    let (hit, run_end) = ipv6_around(b, j);
-                    colons_done = run_end;
-                    hits.extend(hit);
-                }
-            }
             for p in positions(candidates.words, base) {
                 // A key, token or credential inside a secret value already found is masked with it (a word
                 // hit ends where the value does, at a separator): not walked again.
                 let in_value = |hit: &Hit| hit.start <= p && p < hit.end;
-                if in_value(&last_pair) || hits[block_first..pairs_end].iter().any(in_value) {
+                if in_value(&last_pair) || hits[pairs_first..pairs_end].iter().any(in_value) {
                     continue;
                 }
                 self.word_at(b, p, hits);
             }
-            if let Some(furthest) = hits[block_first..pairs_end]
+            if let Some(furthest) = hits[pairs_first..pairs_end]
                 .iter()
                 .max_by_key(|hit| hit.end)
             {
@@ -1086,7 +1111,7 @@ fn ipv4_at(b: &[u8], p: usize) -> Option<Hit> {
 }
 
 /// The IPv6 address in the run of hex digits, colons and dots around the `:` at `j`, and where that run ends.
-#[inline(always)]
+#[inline(never)]
 fn ipv6_around(b: &[u8], j: usize) -> (Option<Hit>, usize) {
     let start = run_start(&NOT_IPV6, b, 0, j);
     let k = first_in(&NOT_IPV6, b, j);

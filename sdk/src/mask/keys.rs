@@ -315,6 +315,16 @@ impl KeyMatcher {
         matcher
     }
 
+    /// Whether some name is made of hex digits alone (`dead_beef`, `c0ffee`): only such a name can match a key
+    /// cut out of an IPv6 address, whose words are all hex digits.
+    pub(crate) fn has_hex_name(&self) -> bool {
+        self.names.iter().any(|words| {
+            words
+                .iter()
+                .all(|word| word.bytes().all(|c| c.is_ascii_hexdigit()))
+        })
+    }
+
     /// Whether a key that is one word, `len` bytes starting with `first second`, may be sensitive: the
     /// start-and-length test of `could_match` on its only word, with no walk over the key.
     pub(crate) fn may_be_word(&self, first: u8, second: u8, len: usize) -> bool {

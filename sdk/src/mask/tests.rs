@@ -361,3 +361,29 @@ fn the_ipv6_parser_agrees_with_the_standard_library() {
         "only {parsed} of the strings were addresses"
     );
 }
+
+/// The colons of an IPv6 address are skipped as `key:value` separators only where no key can be sensitive:
+/// the address starts its key, and no sensitive name is made of hex digits alone.
+#[test]
+fn keys_inside_ipv6_addresses_are_judged_whenever_they_could_be_sensitive() {
+    let default = Masker::new(&MaskConfig::default()).unwrap();
+    // Nothing but the address to mask when it starts the key.
+    assert_eq!(
+        default.text("route 2001:db8::beef:1234:5/64 ok"),
+        "route [REDACTED:ipv6]/64 ok"
+    );
+    // A key running into the address from before it (`token@2001`) is sensitive: its value, to the next
+    // separator, is masked, past the end of the address.
+    assert_eq!(
+        default.text("login token@2001:db8::1/abc123 done"),
+        "login token@[REDACTED:ipv6][REDACTED:secret_pair] done"
+    );
+    // A hex-only sensitive name (`beef`) can be a key inside an address: its value is masked too.
+    let mut config = MaskConfig::default();
+    config.sensitive_keys.push("beef".into());
+    let hex_name = Masker::new(&config).unwrap();
+    assert_eq!(
+        hex_name.text("route 2001:db8::beef:1234:5/64 ok"),
+        "route [REDACTED:ipv6][REDACTED:secret_pair] ok"
+    );
+}
