@@ -173,6 +173,9 @@ pub(crate) struct Scanner {
     /// or `=` before it), its colons are not looked at as `key:value` separators. Each would cost a walk back
     /// over the address and a verdict, five or more per address.
     keyless_addresses: bool,
+    /// E-mail addresses are read from the masks where they can be (`EmailMasks`); off only to check that
+    /// against walking every token.
+    pub(crate) emails_from_masks: bool,
 }
 
 /// The tokens one kind of candidate has been handed over in: each token is looked at once, whatever number of
@@ -212,6 +215,77 @@ struct Candidates {
     words: u64,
     /// `--`: private key blocks.
     dashes: u64,
+}
+
+/// The masks an e-mail address is read from around an `@` of the block starting at `base`: local-part
+/// characters in the block and the one before, domain characters in the block and the one after.
+struct EmailMasks {
+    base: usize,
+    /// Letters, digits, `_`, `-`, `.` (every local-part character but `%` and `+`); bit 0 is byte `base - 64`.
+    local: u128,
+    /// Letters, digits, `.`, `-`; bit 0 is byte `base`.
+    domain: u128,
+}
+
+impl EmailMasks {
+    fn new(previous: &Block, current: &Block, next: &Block, base: usize) -> EmailMasks {
+        let local = |block: &Block| u128::from(block.word | block.dot);
+        let domain = |block: &Block| u128::from(block.alnum | block.dot | block.dash);
+        EmailMasks {
+            base,
+            local: local(previous) | local(current) << 64,
+            domain: domain(current) | domain(next) << 64,
+        }
+    }
+
+    /// The e-mail address around the `@` at `at`, read from the masks: `Some(None)` when there is none,
+    /// `None` when the masks cannot tell and the token must be walked (`Scanner::at_signs`). They tell when the
+    /// local part starts the token (a separator or the text's start before it; so no `scheme://` in front
+    /// makes the `@` a URL's) and both parts end inside the masks. `email_at` gives the same answer then.
+    #[inline(always)]
+    fn address_at(&self, b: &[u8], at: usize) -> Option<Option<Hit>> {
+        let below = (1u128 << (at + 64 - self.base)) - 1;
+        let gaps = !self.local & below;
+        if gaps == 0 {
+            return None;
+        }
+        let mut start = self.base + (127 - gaps.leading_zeros() as usize) + 1 - 64;
+        if start > 0 && !is_sep(b[start - 1]) {
+            return None;
+        }
+        let above = !((2u128 << (at - self.base)) - 1);
+        let stops = !self.domain & above;
+        if stops == 0 {
+            return None;
+        }
+        let mut end = self.base + stops.trailing_zeros() as usize;
+        while start < at && b[start] == b'.' {
+            start += 1;
+        }
+        if start == at {
+            return Some(None);
+        }
+        while end > at + 1 && matches!(b[end - 1], b'.' | b'-') {
+            end -= 1;
+        }
+        let domain = &b[at + 1..end];
+        let Some(dot) = domain.iter().rposition(|&c| c == b'.') else {
+            return Some(None);
+        };
+        let tld = &domain[dot + 1..];
+        if dot == 0
+            || tld.len() < 2
+            || !tld.iter().all(u8::is_ascii_alphabetic)
+            || !is_alnum(domain[0])
+        {
+            return Some(None);
+        }
+        Some(Some(Hit {
+            start,
+            end,
+            detector: Detector::Email,
+        }))
+    }
 }
 
 /// What a `key=value` check reads from the masks of the block holding the separator (which starts at `base`)
@@ -375,6 +449,7 @@ impl Scanner {
             enabled,
             starts,
             keyless_addresses: !keys.has_hex_name(),
+            emails_from_masks: true,
             keys,
         }
     }
@@ -535,9 +610,22 @@ impl Scanner {
                     hits.push(hit);
                 }
             }
-            for p in positions(candidates.at, base) {
-                if let Some((s, e)) = at_tokens.next_token(b, p) {
-                    self.at_signs(b, s, e, hits);
+            if candidates.at != 0 {
+                let email = EmailMasks::new(&previous, &current, &next, base);
+                for p in positions(candidates.at, base) {
+                    if p < at_tokens.end {
+                        continue;
+                    }
+                    if self.emails_from_masks
+                        && self.on(Detector::Email)
+                        && let Some(hit) = email.address_at(b, p)
+                    {
+                        hits.extend(hit);
+                        continue;
+                    }
+                    if let Some((s, e)) = at_tokens.next_token(b, p) {
+                        self.at_signs(b, s, e, hits);
+                    }
                 }
             }
             for p in positions(candidates.words, base) {

@@ -387,3 +387,46 @@ fn keys_inside_ipv6_addresses_are_judged_whenever_they_could_be_sensitive() {
         "route [REDACTED:ipv6][REDACTED:secret_pair] ok"
     );
 }
+
+/// E-mail addresses read from the masks are the ones walking each token finds, wherever the `@` sits in its
+/// block and whatever surrounds the address (URLs with credentials, `%` and `+` in local parts, several `@`s).
+#[test]
+fn emails_read_from_the_masks_are_the_ones_walking_finds() {
+    let masker = Masker::new(&MaskConfig::default()).unwrap();
+    let mut walking = Masker::new(&MaskConfig::default()).unwrap();
+    Arc::get_mut(&mut walking.inner)
+        .unwrap()
+        .scanner
+        .emails_from_masks = false;
+    let shapes = [
+        "jane.doe@example.com",
+        "a@b.co",
+        "x@localhost",
+        ".dots.@example.org.",
+        "j.smith+billing@corp.example.co.uk",
+        "100%off@shop.example.com",
+        "user=jane@example.com",
+        "mailto:jane@example.com",
+        "https://app:Sup3rS3cret@db.example.com/prod",
+        "ssh://git@github.com:org/repo",
+        "a@b.com@c.org",
+        "jane@example.com://host:pw@other.example.net/x",
+        "@example.com",
+        "name@-bad-.example.c0m",
+        "very.long.local.part.with.many.words.and.more.words.still.going.on@sub.domain.example.com",
+        "first@example.com,second@example.org;third@example.net",
+    ];
+    let mut found = 0;
+    for shape in shapes {
+        for offset in 0..=130 {
+            let text = format!(
+                "{}{shape} tail",
+                "w".repeat(offset % 7) + &" ".repeat(offset - offset % 7)
+            );
+            let (ours, theirs) = (masker.text(&text), walking.text(&text));
+            assert_eq!(ours, theirs, "offset {offset}: {text:?}");
+            found += usize::from(ours != text);
+        }
+    }
+    assert!(found > 1000, "only {found} texts had something masked");
+}
