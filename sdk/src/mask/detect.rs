@@ -624,7 +624,7 @@ impl Scanner {
                         continue;
                     }
                     if let Some((s, e)) = at_tokens.next_token(b, p) {
-                        self.at_signs(b, s, e, hits);
+                        self.at_signs(b, s, p, e, hits);
                     }
                 }
             }
@@ -854,22 +854,24 @@ impl Scanner {
         })
     }
 
-    /// E-mail addresses and URL credentials in the token `s..e`.
-    fn at_signs(&self, b: &[u8], s: usize, e: usize, hits: &mut Vec<Hit>) {
+    /// E-mail addresses and URL credentials in the token `s..e`, whose `@`s before `first_at` were read from the
+    /// masks.
+    fn at_signs(&self, b: &[u8], s: usize, first_at: usize, e: usize, hits: &mut Vec<Hit>) {
         let mut credentials_at = None;
         if self.on(Detector::UrlCredentials)
             && let Some(scheme) = find_scheme_end(&b[s..e])
         {
             let authority = s + scheme + 3;
-            let authority_end = b[authority..e]
-                .iter()
-                .position(|&c| c == b'/' || c == b'?' || c == b'#')
-                .map_or(e, |p| authority + p);
-            if let Some(at) = b[authority..authority_end]
-                .iter()
-                .rposition(|&c| c == b'@')
-                .map(|p| authority + p)
-            {
+            // One pass over the authority (up to `/`, `?` or `#`) for its last `@`.
+            let mut last_at = None;
+            for (i, &c) in b[authority..e].iter().enumerate() {
+                match c {
+                    b'/' | b'?' | b'#' => break,
+                    b'@' => last_at = Some(authority + i),
+                    _ => {}
+                }
+            }
+            if let Some(at) = last_at {
                 // `user@host` in a URL is not an e-mail address; a password after `user:` is a credential.
                 credentials_at = Some(at);
                 if let Some(colon) = b[authority..at].iter().position(|&c| c == b':') {
@@ -887,8 +889,9 @@ impl Scanner {
         if !self.on(Detector::Email) {
             return;
         }
+        // From the first `@` not read from the masks: those before it were (see `EmailMasks::address_at`).
         // Tokens are short: a plain loop beats setting up a vectorised search.
-        for j in (s..e).filter(|&j| b[j] == b'@') {
+        for j in (first_at..e).filter(|&j| b[j] == b'@') {
             if Some(j) == credentials_at {
                 continue;
             }
