@@ -384,7 +384,11 @@ impl Masker {
                     return Masked::Drop;
                 }
                 out.push_str(&text[copied..hit.start]);
-                out.push_str(&self.replacement(index, action, &text[hit.start..hit.end]));
+                match action {
+                    // The common case, without a call.
+                    Action::Redact => out.push_str(&inner.redactions[index]),
+                    _ => out.push_str(&self.replacement(index, action, &text[hit.start..hit.end])),
+                }
                 copied = hit.end;
             }
             flush(&counts);
