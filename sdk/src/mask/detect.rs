@@ -1216,18 +1216,12 @@ fn ipv6_around(b: &[u8], j: usize) -> (Option<Hit>, usize) {
         return (None, k);
     }
     let candidate = &b[start..end];
-    // One pass: colons, non-empty groups, digits.
-    let (mut colons, mut groups, mut digits, mut previous) = (0, 0, false, b':');
-    for &c in candidate {
-        colons += usize::from(c == b':');
-        groups += usize::from(c != b':' && previous == b':');
-        digits |= c.is_ascii_digit();
-        previous = c;
-    }
-    let address = colons >= 2
-        && (digits || groups >= 4)
-        // Loopback and unspecified addresses (`::1`, `::`) point at no one: listen addresses stay.
-        && ipv6_groups(candidate).is_some_and(|groups| groups[..7] != [0; 7] || groups[7] > 1);
+    // A run of a few hex words (`be:ef::ad`) is an address only with a digit or four groups.
+    let address = ipv6_groups(candidate).is_some_and(|(groups, written)| {
+        (written >= 4 || candidate.iter().any(u8::is_ascii_digit))
+            // Loopback and unspecified addresses (`::1`, `::`) point at no one: listen addresses stay.
+            && (groups[..7] != [0; 7] || groups[7] > 1)
+    });
     let hit = address.then_some(Hit {
         start,
         end,
@@ -1236,11 +1230,21 @@ fn ipv6_around(b: &[u8], j: usize) -> (Option<Hit>, usize) {
     (hit, k)
 }
 
-/// The eight groups of the IPv6 address `text`, accepting exactly what `std::net::Ipv6Addr`'s parser accepts
-/// (hex groups of one to four digits, one `::` standing for at least one zero group, an IPv4 address in the
-/// last two groups) without its UTF-8 check, atomic reads and error values: it runs on every address-shaped
-/// run in the text.
-pub(crate) fn ipv6_groups(text: &[u8]) -> Option<[u16; 8]> {
+/// The eight groups of the IPv6 address `text`, and how many groups it writes out (an IPv4 part counts as
+/// four), accepting exactly what `std::net::Ipv6Addr`'s parser accepts (hex groups of one to four digits, one
+/// `::` standing for at least one zero group, an IPv4 address in the last two groups) without its UTF-8 check,
+/// atomic reads and error values: it runs on every address-shaped run in the text.
+pub(crate) fn ipv6_groups(text: &[u8]) -> Option<([u16; 8], usize)> {
+    // Without a dot there is no IPv4 part to try at each group: one pass over the groups and colons.
+    if !text.contains(&b'.') {
+        return hex_groups(text);
+    }
+    dotted_groups(text).map(|groups| (groups, 4))
+}
+
+/// [`ipv6_groups`] of an address that may end in an IPv4 part, as the standard library reads it: an IPv4 part
+/// is tried at every group.
+fn dotted_groups(text: &[u8]) -> Option<[u16; 8]> {
     /// A number in `radix` of one to `max_digits` digits starting at `*at`, moving `*at` past it.
     fn number(
         text: &[u8],
@@ -1275,7 +1279,7 @@ pub(crate) fn ipv6_groups(text: &[u8]) -> Option<[u16; 8]> {
     }
     /// Groups separated by `:` into `groups`, from `*at`; how many, and whether the last was an IPv4 address.
     /// A separator and group that do not parse are not consumed.
-    fn read_groups(text: &[u8], at: &mut usize, groups: &mut [u16], dotted: bool) -> (usize, bool) {
+    fn read_groups(text: &[u8], at: &mut usize, groups: &mut [u16]) -> (usize, bool) {
         let limit = groups.len();
         for i in 0..limit {
             let mark = *at;
@@ -1287,7 +1291,7 @@ pub(crate) fn ipv6_groups(text: &[u8]) -> Option<[u16; 8]> {
                 *at += usize::from(colon);
                 colon
             };
-            if dotted && i + 1 < limit {
+            if i + 1 < limit {
                 if separated(at)
                     && let Some([high, low]) = ipv4(text, at)
                 {
@@ -1312,9 +1316,7 @@ pub(crate) fn ipv6_groups(text: &[u8]) -> Option<[u16; 8]> {
     }
     let mut at = 0;
     let mut head = [0u16; 8];
-    // Without a dot there is no IPv4 part to try at each group.
-    let dotted = text.contains(&b'.');
-    let (head_size, head_ipv4) = read_groups(text, &mut at, &mut head, dotted);
+    let (head_size, head_ipv4) = read_groups(text, &mut at, &mut head);
     if head_size == 8 {
         return (at == text.len()).then_some(head);
     }
@@ -1325,12 +1327,62 @@ pub(crate) fn ipv6_groups(text: &[u8]) -> Option<[u16; 8]> {
     // `::` stands for at least one zero group.
     let mut tail = [0u16; 7];
     let limit = 8 - (head_size + 1);
-    let (tail_size, _) = read_groups(text, &mut at, &mut tail[..limit], dotted);
+    let (tail_size, _) = read_groups(text, &mut at, &mut tail[..limit]);
     if at != text.len() {
         return None;
     }
     head[8 - tail_size..].copy_from_slice(&tail[..tail_size]);
     Some(head)
+}
+
+/// [`ipv6_groups`] of an address without an IPv4 part: hex groups of one to four digits between single
+/// colons, eight of them, or at most seven with one `::` among them.
+fn hex_groups(text: &[u8]) -> Option<([u16; 8], usize)> {
+    let mut groups = [0u16; 8];
+    let (mut count, mut gap, mut at) = (0, None, 0);
+    if text.starts_with(b"::") {
+        gap = Some(0);
+        at = 2;
+    }
+    while at < text.len() {
+        let start = at;
+        let mut value = 0u32;
+        while let Some(digit) = text.get(at).and_then(|&c| char::from(c).to_digit(16)) {
+            value = value << 4 | digit;
+            at += 1;
+        }
+        if !(1..=4).contains(&(at - start)) || count == 8 {
+            return None;
+        }
+        groups[count] = value as u16;
+        count += 1;
+        if at == text.len() {
+            break;
+        }
+        if text[at] != b':' || at + 1 == text.len() {
+            // Not a colon, or a single colon at the end.
+            return None;
+        }
+        at += 1;
+        if text[at] == b':' {
+            if gap.is_some() {
+                return None;
+            }
+            gap = Some(count);
+            at += 1;
+        }
+    }
+    match gap {
+        None => (count == 8).then_some((groups, count)),
+        Some(gap) if count <= 7 => {
+            // The groups after `::` go to the end.
+            let tail = count - gap;
+            groups.copy_within(gap..count, 8 - tail);
+            groups[gap..8 - tail].fill(0);
+            Some((groups, count))
+        }
+        Some(_) => None,
+    }
 }
 
 /// `+44 20 7946 0958`, `+1-415-555-2671`, `(415) 555-2671`, `415-555-2671`.

@@ -348,7 +348,7 @@ fn the_ipv6_parser_agrees_with_the_standard_library() {
     }
     let mut parsed = 0;
     for text in &texts {
-        let ours = super::detect::ipv6_groups(text.as_bytes());
+        let ours = super::detect::ipv6_groups(text.as_bytes()).map(|(groups, _)| groups);
         let std = text
             .parse::<std::net::Ipv6Addr>()
             .ok()
@@ -429,4 +429,20 @@ fn emails_read_from_the_masks_are_the_ones_walking_finds() {
         }
     }
     assert!(found > 1000, "only {found} texts had something masked");
+}
+
+/// Runs of hex words with colons are IPv6 addresses only with a digit or at least four groups written out:
+/// `dead:beef::cafe` parses as an address, but reads as words.
+#[test]
+fn hex_words_are_an_ipv6_address_only_with_a_digit_or_four_groups() {
+    let masker = Masker::new(&MaskConfig::default()).unwrap();
+    for (text, masked) in [
+        ("tag dead:beef::cafe ok", "tag dead:beef::cafe ok"),
+        ("tag dead:beef::cafe:1 ok", "tag [REDACTED:ipv6] ok"),
+        ("tag dead:beef:cafe::face ok", "tag [REDACTED:ipv6] ok"),
+        ("tag ::ffff:192.0.2.1 ok", "tag [REDACTED:ipv6] ok"),
+        ("tag ::1 and :: ok", "tag ::1 and :: ok"),
+    ] {
+        assert_eq!(masker.text(text), masked, "{text:?}");
+    }
 }
