@@ -862,16 +862,12 @@ impl Scanner {
             && let Some(scheme) = find_scheme_end(&b[s..e])
         {
             let authority = s + scheme + 3;
-            // One pass over the authority (up to `/`, `?` or `#`) for its last `@`.
-            let mut last_at = None;
-            for (i, &c) in b[authority..e].iter().enumerate() {
-                match c {
-                    b'/' | b'?' | b'#' => break,
-                    b'@' => last_at = Some(authority + i),
-                    _ => {}
-                }
-            }
-            if let Some(at) = last_at {
+            // The authority runs to `/`, `?` or `#`; its last `@` ends the credentials.
+            let authority_end = memchr::memchr3(b'/', b'?', b'#', &b[authority..e])
+                .map_or(e, |end| authority + end);
+            if let Some(at) =
+                memchr::memrchr(b'@', &b[authority..authority_end]).map(|at| authority + at)
+            {
                 // `user@host` in a URL is not an e-mail address; a password after `user:` is a credential.
                 credentials_at = Some(at);
                 if let Some(colon) = b[authority..at].iter().position(|&c| c == b':') {
@@ -890,8 +886,7 @@ impl Scanner {
             return;
         }
         // From the first `@` not read from the masks: those before it were (see `EmailMasks::address_at`).
-        // Tokens are short: a plain loop beats setting up a vectorised search.
-        for j in (first_at..e).filter(|&j| b[j] == b'@') {
+        for j in memchr::memchr_iter(b'@', &b[first_at..e]).map(|j| first_at + j) {
             if Some(j) == credentials_at {
                 continue;
             }
