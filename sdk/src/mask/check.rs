@@ -3,8 +3,9 @@
 //! Most values are short (attribute values, span names) and clean, and classifying each on its own costs more
 //! than looking at its candidates. So values are packed into one 64-byte block, each followed by a zero byte,
 //! and the block is classified once. A zero byte is in no class, and every detector's start condition looks at
-//! most one byte back for what must *not* be there, so each value's candidate positions in the block include
-//! all it has when alone (patterns reaching across a zero byte may add some, never remove any). Only a value
+//! most one byte back for what must *not* be there (and further only for what must be there: the digits after
+//! a card's first digit, the second colon of an IPv6 address), so each value's candidate positions in the
+//! block include all it has when alone (patterns reaching across a zero byte may add some, never remove any). Only a value
 //! that holds a candidate in the block is then scanned on its own.
 
 use super::Masker;
