@@ -371,17 +371,47 @@ impl Collector {
     /// Like [`Collector::start`], with extra environment variables.
     pub fn start_with_env(template: &str, env: &[(&str, &str)]) -> Collector {
         let _ports = port_lock();
-        Collector::start_locked(template, env, distinct_ports(1, 0)[0])
+        Collector::start_locked(template, env, None)
     }
 
     /// Like [`Collector::start`], with extra environment variables and a chosen OTLP/gRPC port.
     pub fn start_on(template: &str, env: &[(&str, &str)], grpc_port: u16) -> Collector {
         let _ports = port_lock();
-        Collector::start_locked(template, env, grpc_port)
+        Collector::start_locked(template, env, Some(grpc_port))
     }
 
-    /// Starts the collector; the caller holds [`port_lock`] until it is ready (its ports are bound).
-    fn start_locked(template: &str, env: &[(&str, &str)], grpc_port: u16) -> Collector {
+    /// Starts the collector, on `grpc_port` if given; the caller holds [`port_lock`] until it is ready (its
+    /// ports are bound).
+    ///
+    /// A port found free here can still be taken by another process before the collector binds it (the lock
+    /// only orders this test process). The collector then exits naming the port, and start-up is tried again
+    /// on fresh ports, at most three times; any other start-up failure (or a taken `grpc_port` that the caller
+    /// chose) fails the test at once.
+    fn start_locked(template: &str, env: &[(&str, &str)], grpc_port: Option<u16>) -> Collector {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let grpc = grpc_port.unwrap_or_else(|| distinct_ports(1, 0)[0]);
+            let mut collector = Collector::spawn(template, env, grpc);
+            match collector.wait_ready() {
+                Ok(()) => return collector,
+                Err(failure)
+                    if attempt < ATTEMPTS
+                        && failure.contains("Address already in use")
+                        && !grpc_port
+                            .is_some_and(|port| failure.contains(&format!(":{port}:"))) =>
+                {
+                    eprintln!(
+                        "collector start-up attempt {attempt} lost a port, retrying:\n{failure}"
+                    );
+                }
+                Err(failure) => panic!("{failure}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Spawns the collector on fresh ports (and `grpc_port`), without waiting for it.
+    fn spawn(template: &str, env: &[(&str, &str)], grpc_port: u16) -> Collector {
         let dir = tempfile::tempdir().expect("temp dir");
         let address = |port: u16| format!("127.0.0.1:{port}");
         let ports = distinct_ports(4, grpc_port);
@@ -418,7 +448,7 @@ impl Collector {
             command.env(k, v);
         }
         let child = command.spawn().expect("start vigil-collector");
-        let mut collector = Collector {
+        Collector {
             child: Some(child),
             grpc,
             http,
@@ -427,26 +457,25 @@ impl Collector {
             prometheus,
             dir,
             log,
-        };
-        collector.wait_ready();
-        collector
+        }
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until `/readyz` answers 200; the failure, with the collector's log, if it exits first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(response) = http("GET", &self.health, "/readyz", &[], b"")
                 && response.status == 200
             {
-                return;
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!(
+                return Err(format!(
                     "collector exited during start-up ({status}):\n{}",
                     self.log()
-                );
+                ));
             }
             assert!(
                 Instant::now() < deadline,
