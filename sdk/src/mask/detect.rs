@@ -1197,6 +1197,7 @@ fn ipv4_at(b: &[u8], p: usize) -> Option<Hit> {
 }
 
 /// The IPv6 address in the run of hex digits, colons and dots around the `:` at `j`, and where that run ends.
+// Kept out of the scan loop: it runs before the pairs loop, and inlined there it cost clean text 3 %.
 #[inline(never)]
 fn ipv6_around(b: &[u8], j: usize) -> (Option<Hit>, usize) {
     let start = run_start(&NOT_IPV6, b, 0, j);
