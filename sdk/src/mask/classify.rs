@@ -244,9 +244,9 @@ pub(crate) fn classify_prefix(chunk: &[u8; 64], used: usize) -> Block {
 
 /// The SSE2 classification, whatever the CPU has (to check it against the others).
 #[cfg(all(test, target_arch = "x86_64", target_feature = "sse2"))]
-pub(crate) fn classify_sse2(chunk: &[u8; 64]) -> Block {
-    // SAFETY: as in `classify`.
-    unsafe { sse2::classify(chunk, 64) }
+fn classify_sse2(chunk: &[u8; 64]) -> Block {
+    // SAFETY: the whole target has SSE2.
+    unsafe { Sse2::classify(chunk, 64) }
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]

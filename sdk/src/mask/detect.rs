@@ -78,42 +78,36 @@ static KEY_END: [bool; 256] = {
     table
 };
 
-/// Bytes that end an e-mail address's local part going back from its `@`: all but letters, digits and
-/// `._%+-`.
-static NOT_LOCAL_PART: [bool; 256] = {
+/// A walk's stop table: every byte but ASCII letters and digits (only hex digits with `hex_only`) and the
+/// bytes of `also`.
+const fn all_but(hex_only: bool, also: &[u8]) -> [bool; 256] {
     let mut table = [true; 256];
     let mut i = 0;
     while i < 256 {
         let c = i as u8;
-        table[i] = !(c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-'));
+        table[i] = !(if hex_only {
+            c.is_ascii_hexdigit()
+        } else {
+            c.is_ascii_alphanumeric()
+        });
         i += 1;
     }
+    let mut k = 0;
+    while k < also.len() {
+        table[also[k] as usize] = false;
+        k += 1;
+    }
     table
-};
+}
 
-/// Bytes that end an e-mail address's domain: all but letters, digits, `.` and `-`.
-static NOT_DOMAIN: [bool; 256] = {
-    let mut table = [true; 256];
-    let mut i = 0;
-    while i < 256 {
-        let c = i as u8;
-        table[i] = !(c.is_ascii_alphanumeric() || c == b'.' || c == b'-');
-        i += 1;
-    }
-    table
-};
+/// Bytes that end an e-mail address's local part going back from its `@`.
+static NOT_LOCAL_PART: [bool; 256] = all_but(false, b"._%+-");
 
-/// Bytes that are no part of an IPv6 address: all but hex digits, `:` and `.`.
-static NOT_IPV6: [bool; 256] = {
-    let mut table = [true; 256];
-    let mut i = 0;
-    while i < 256 {
-        let c = i as u8;
-        table[i] = !(c.is_ascii_hexdigit() || c == b':' || c == b'.');
-        i += 1;
-    }
-    table
-};
+/// Bytes that end an e-mail address's domain.
+static NOT_DOMAIN: [bool; 256] = all_but(false, b".-");
+
+/// Bytes that are no part of an IPv6 address.
+static NOT_IPV6: [bool; 256] = all_but(true, b":.");
 
 /// Where a value after `key=` ends: a separator or the `&` of a query string.
 static VALUE_END: [bool; 256] = {
@@ -249,7 +243,7 @@ impl EmailMasks {
         if gaps == 0 {
             return None;
         }
-        let mut start = self.base + (127 - gaps.leading_zeros() as usize) + 1 - 64;
+        let start = self.base + (127 - gaps.leading_zeros() as usize) + 1 - 64;
         if start > 0 && !is_sep(b[start - 1]) {
             return None;
         }
@@ -258,33 +252,8 @@ impl EmailMasks {
         if stops == 0 {
             return None;
         }
-        let mut end = self.base + stops.trailing_zeros() as usize;
-        while start < at && b[start] == b'.' {
-            start += 1;
-        }
-        if start == at {
-            return Some(None);
-        }
-        while end > at + 1 && matches!(b[end - 1], b'.' | b'-') {
-            end -= 1;
-        }
-        let domain = &b[at + 1..end];
-        let Some(dot) = domain.iter().rposition(|&c| c == b'.') else {
-            return Some(None);
-        };
-        let tld = &domain[dot + 1..];
-        if dot == 0
-            || tld.len() < 2
-            || !tld.iter().all(u8::is_ascii_alphabetic)
-            || !is_alnum(domain[0])
-        {
-            return Some(None);
-        }
-        Some(Some(Hit {
-            start,
-            end,
-            detector: Detector::Email,
-        }))
+        let end = self.base + stops.trailing_zeros() as usize;
+        Some(email_between(b, start, at, end))
     }
 }
 
@@ -1043,14 +1012,21 @@ fn base64_decodes_to_pair(text: &[u8]) -> bool {
 }
 
 fn email_at(b: &[u8], s: usize, e: usize, at: usize) -> Option<Hit> {
-    let mut start = run_start(&NOT_LOCAL_PART, b, s, at);
+    let local_start = run_start(&NOT_LOCAL_PART, b, s, at);
+    let domain_end = first_in(&NOT_DOMAIN, &b[..e], at + 1);
+    email_between(b, local_start, at, domain_end)
+}
+
+/// The e-mail address made of the local-part run `local_start..at` and the domain run `at + 1..domain_end`,
+/// once dots at its ends are trimmed, if its domain has a dot and a top-level domain of two letters or more.
+#[inline(always)]
+fn email_between(b: &[u8], mut start: usize, at: usize, mut end: usize) -> Option<Hit> {
     while start < at && b[start] == b'.' {
         start += 1;
     }
     if start == at {
         return None;
     }
-    let mut end = first_in(&NOT_DOMAIN, &b[..e], at + 1);
     while end > at + 1 && matches!(b[end - 1], b'.' | b'-') {
         end -= 1;
     }
