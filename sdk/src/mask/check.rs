@@ -9,7 +9,6 @@
 //! that holds a candidate in the block is then scanned on its own.
 
 use super::Masker;
-use super::classify::classify_prefix;
 
 /// The most values a block holds: each takes at least two bytes.
 const MAX_VALUES: usize = 32;
@@ -60,7 +59,7 @@ impl<'m> ChangeCheck<'m> {
             }
         }
         let start = self.used;
-        self.block[start..start + value.len()].copy_from_slice(value);
+        copy_short(value, &mut self.block[start..start + value.len()]);
         self.values[self.count] = (start as u8, (start + value.len()) as u8);
         self.count += 1;
         // The separator is the zero byte after the value (or the end of the block).
@@ -83,8 +82,11 @@ impl<'m> ChangeCheck<'m> {
             return;
         }
         let used = self.used.min(64);
-        let scanner = &self.masker.inner.scanner;
-        let candidates = scanner.candidates_alone(&classify_prefix(&self.block, used));
+        let candidates = self
+            .masker
+            .inner
+            .scanner
+            .candidates_in_chunk(&self.block, used);
         if candidates != 0 {
             for &(start, end) in &self.values[..self.count] {
                 let (start, end) = (usize::from(start), usize::from(end));
@@ -95,9 +97,33 @@ impl<'m> ChangeCheck<'m> {
                 }
             }
         }
-        self.block[..used].fill(0);
+        // The whole block, a fixed size: a few vector stores rather than a call to `memset`.
+        self.block = [0; 64];
         self.used = 0;
         self.count = 0;
+    }
+}
+
+/// `to.copy_from_slice(from)` for values shorter than 64 bytes, as at most two overlapping fixed-size copies
+/// instead of a call to `memcpy`: nearly every value is that short, and the call costs more than the copy.
+#[inline(always)]
+fn copy_short(from: &[u8], to: &mut [u8]) {
+    #[inline(always)]
+    fn halves<const N: usize>(from: &[u8], to: &mut [u8]) {
+        let tail = from.len() - N;
+        let (head_bytes, tail_bytes): ([u8; N], [u8; N]) = (
+            from[..N].try_into().expect("N bytes"),
+            from[tail..].try_into().expect("N bytes"),
+        );
+        to[..N].copy_from_slice(&head_bytes);
+        to[tail..].copy_from_slice(&tail_bytes);
+    }
+    match from.len() {
+        32.. => halves::<32>(from, to),
+        16..32 => halves::<16>(from, to),
+        8..16 => halves::<8>(from, to),
+        4..8 => halves::<4>(from, to),
+        _ => to.copy_from_slice(from),
     }
 }
 
@@ -155,6 +181,20 @@ mod tests {
             }
         }
         assert!(!check.finish(), "clean values packed together stay clean");
+    }
+
+    #[test]
+    fn short_copies_copy_every_length_exactly() {
+        let source: Vec<u8> = (1..=64).collect();
+        for len in 0..64 {
+            let mut to = [0u8; 64];
+            super::copy_short(&source[..len], &mut to[..len]);
+            assert_eq!(&to[..len], &source[..len], "{len} bytes");
+            assert!(
+                to[len..].iter().all(|&byte| byte == 0),
+                "{len} bytes: nothing past the end"
+            );
+        }
     }
 
     #[test]

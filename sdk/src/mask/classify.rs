@@ -91,6 +91,20 @@ impl Classifier for Avx2 {
     }
 }
 
+/// The AVX-512 classifier, for code compiled with AVX-512 (F and BW) enabled: the whole block is one vector,
+/// and each class is one compare straight into a 64-bit mask.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl Classifier for Avx512 {
+    #[inline(always)]
+    unsafe fn classify(chunk: &[u8; 64], _used: usize) -> Block {
+        // SAFETY: the caller's promise (the CPU has AVX-512 F and BW).
+        unsafe { avx512::classify(chunk) }
+    }
+}
+
 /// The SSE2 classifier, whatever the CPU has (to check the scanner's builds against each other).
 #[cfg(all(test, target_arch = "x86_64", target_feature = "sse2"))]
 pub(crate) struct Sse2;
@@ -115,6 +129,73 @@ pub(crate) fn has_fast_scan() -> bool {
             && std::arch::is_x86_feature_detected!("lzcnt")
             && std::arch::is_x86_feature_detected!("popcnt")
     })
+}
+
+/// Whether this CPU can run the scanner's AVX-512 build: everything [`has_fast_scan`] asks for, and AVX-512 F
+/// and BW (64-byte vectors, and compares of bytes into mask registers).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_fast_scan512() -> bool {
+    static FAST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FAST.get_or_init(|| {
+        has_fast_scan()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::{
+        __m512i, _mm512_cmpeq_epi8_mask, _mm512_cmple_epu8_mask, _mm512_loadu_si512,
+        _mm512_or_si512, _mm512_set1_epi8, _mm512_sub_epi8,
+    };
+
+    use super::Block;
+
+    /// Bytes in `low..=low + width`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    fn in_range(x: __m512i, low: u8, width: u8) -> u64 {
+        _mm512_cmple_epu8_mask(
+            _mm512_sub_epi8(x, _mm512_set1_epi8(low as i8)),
+            _mm512_set1_epi8(width as i8),
+        )
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    fn is(x: __m512i, byte: u8) -> u64 {
+        _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8(byte as i8))
+    }
+
+    /// The [`Block`] of `chunk` (zeros are in no class, so a zero-padded chunk needs nothing special).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    pub(super) fn classify(chunk: &[u8; 64]) -> Block {
+        // SAFETY: `chunk` is 64 readable bytes, and an unaligned load has no alignment requirement.
+        let x = unsafe { _mm512_loadu_si512(chunk.as_ptr().cast()) };
+        let lower = _mm512_or_si512(x, _mm512_set1_epi8(0x20));
+        let digit = in_range(x, b'0', 9);
+        let dash = is(x, b'-');
+        let alnum = in_range(lower, b'a', 25) | digit;
+        Block {
+            alnum,
+            upper: in_range(x, b'A', 25),
+            word: alnum | dash | is(x, b'_'),
+            digit,
+            card_first: in_range(x, b'2', 4),
+            at: is(x, b'@'),
+            eq: is(x, b'='),
+            colon: is(x, b':'),
+            dot: is(x, b'.'),
+            dash,
+            letter_b: is(lower, b'b'),
+            key_first: is(x, b'A')
+                | in_range(x, b'e', 2)
+                | in_range(x, b'r', 1)
+                | in_range(x, b'w', 1),
+        }
+    }
 }
 
 /// One SIMD classifier: the same steps for SSE2 (16 bytes per vector) and AVX2 (32).
@@ -233,6 +314,10 @@ pub(crate) fn classify(chunk: &[u8; 64]) -> Block {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
 pub(crate) fn classify_prefix(chunk: &[u8; 64], used: usize) -> Block {
+    if has_fast_scan512() {
+        // SAFETY: the CPU has AVX-512 F and BW (checked at run time).
+        return unsafe { avx512::classify(chunk) };
+    }
     if has_avx2() {
         // SAFETY: the CPU has AVX2 (checked at run time).
         return unsafe { avx2::classify(chunk, used) };
@@ -240,6 +325,17 @@ pub(crate) fn classify_prefix(chunk: &[u8; 64], used: usize) -> Block {
     // SAFETY: this is compiled only where the whole target enables SSE2 (every x86_64 target does), so the
     // CPU running it has the instructions `sse2::classify` uses.
     unsafe { sse2::classify(chunk, used) }
+}
+
+/// The AVX2 classification where the CPU has AVX2, else the portable one (to check it against the others on
+/// CPUs where [`classify`] takes the AVX-512 path).
+#[cfg(all(test, target_arch = "x86_64"))]
+fn classify_avx2(chunk: &[u8; 64]) -> Block {
+    if !has_avx2() {
+        return classify_portable(chunk);
+    }
+    // SAFETY: the CPU has AVX2 (checked just now).
+    unsafe { Avx2::classify(chunk, 64) }
 }
 
 /// The SSE2 classification, whatever the CPU has (to check it against the others).
@@ -289,6 +385,12 @@ mod tests {
                 *byte = (i as u8).wrapping_mul(4).wrapping_add(round);
             }
             assert_eq!(classify(&chunk), classify_portable(&chunk), "round {round}");
+            #[cfg(target_arch = "x86_64")]
+            assert_eq!(
+                classify_avx2(&chunk),
+                classify_portable(&chunk),
+                "round {round}"
+            );
             #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
             assert_eq!(
                 classify_sse2(&chunk),
@@ -299,6 +401,8 @@ mod tests {
         let text = b"key=AKIA_x-9 @: b.B-{}\xc3\xa9\x00\xff a@example.com 4111-1111:x=y/z?q&r";
         chunk[..text.len()].copy_from_slice(text);
         assert_eq!(classify(&chunk), classify_portable(&chunk));
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(classify_avx2(&chunk), classify_portable(&chunk));
         #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
         assert_eq!(classify_sse2(&chunk), classify_portable(&chunk));
     }

@@ -449,9 +449,52 @@ impl Scanner {
 
     /// The positions a detector could start on in `block`, a text of at most 64 bytes with nothing around it:
     /// a text without any has no hit.
+    #[inline(always)]
     pub(crate) fn candidates_alone(&self, block: &Block) -> u64 {
         let none = Block::default();
         self.starts.candidates(&none, block, &none).any()
+    }
+
+    /// [`Scanner::candidates_alone`] of `chunk`, whose bytes past `used` are zeros, classified here: in the
+    /// fast build the classification is inlined, not returned through memory from a call.
+    pub(crate) fn candidates_in_chunk(&self, chunk: &[u8; 64], used: usize) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::classify::has_fast_scan512() {
+                // SAFETY: the CPU has every feature `candidates_in_chunk_fast512` is compiled with (checked
+                // just now).
+                return unsafe { self.candidates_in_chunk_fast512(chunk) };
+            }
+            if super::classify::has_fast_scan() {
+                // SAFETY: the CPU has every feature `candidates_in_chunk_fast` is compiled with (checked just
+                // now).
+                return unsafe { self.candidates_in_chunk_fast(chunk, used) };
+            }
+        }
+        // SAFETY: `Detected` asks the CPU what it has.
+        self.candidates_alone(&unsafe { Detected::classify(chunk, used) })
+    }
+
+    /// [`Scanner::candidates_in_chunk`] compiled like [`Scanner::scan_fast`].
+    ///
+    /// # Safety
+    /// The CPU must have those features (`has_fast_scan`).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
+    unsafe fn candidates_in_chunk_fast(&self, chunk: &[u8; 64], used: usize) -> u64 {
+        // SAFETY: the caller's promise covers AVX2.
+        self.candidates_alone(&unsafe { super::classify::Avx2::classify(chunk, used) })
+    }
+
+    /// [`Scanner::candidates_in_chunk`] compiled like [`Scanner::scan_fast512`].
+    ///
+    /// # Safety
+    /// The CPU must have those features (`has_fast_scan512`).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,bmi1,bmi2,lzcnt,popcnt")]
+    unsafe fn candidates_in_chunk_fast512(&self, chunk: &[u8; 64]) -> u64 {
+        // SAFETY: the caller's promise covers AVX-512 F and BW.
+        self.candidates_alone(&unsafe { super::classify::Avx512::classify(chunk, 64) })
     }
 
     /// The scan proper; `first_block` is the first block's classification when the caller has it already.
@@ -463,12 +506,31 @@ impl Scanner {
         verdicts: &mut KeyVerdicts<'_>,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if super::classify::has_fast_scan() {
-            // SAFETY: the CPU has every feature `scan_fast` is compiled with (checked just now).
-            return unsafe { self.scan_fast(b, first_block, hits, verdicts) };
+        {
+            if super::classify::has_fast_scan512() {
+                // SAFETY: the CPU has every feature `scan_fast512` is compiled with (checked just now).
+                return unsafe { self.scan_fast512(b, first_block, hits, verdicts) };
+            }
+            if super::classify::has_fast_scan() {
+                // SAFETY: the CPU has every feature `scan_fast` is compiled with (checked just now).
+                return unsafe { self.scan_fast(b, first_block, hits, verdicts) };
+            }
         }
         // SAFETY: `Detected` asks the CPU what it has.
         unsafe { self.scan_blocks::<Detected>(b, first_block, hits, verdicts) }
+    }
+
+    /// Every match in `text` as the AVX2 build finds it, where the CPU can run that build (else as
+    /// [`Scanner::scan`] does): to check it against the others on CPUs that take the AVX-512 build.
+    #[cfg(all(test, target_arch = "x86_64"))]
+    pub(crate) fn scan_avx2(&self, text: &[u8], hits: &mut Vec<Hit>) {
+        if !super::classify::has_fast_scan() {
+            return self.scan(text, hits);
+        }
+        self.keys.with_verdicts(|verdicts| {
+            // SAFETY: the CPU has every feature `scan_fast` is compiled with (checked just now).
+            unsafe { self.scan_fast(text, None, hits, verdicts) }
+        })
     }
 
     /// Every match in `text` as the baseline build finds it, classified with SSE2 only: what a CPU without
@@ -496,6 +558,23 @@ impl Scanner {
     ) {
         // SAFETY: the caller's promise covers AVX2.
         unsafe { self.scan_blocks::<super::classify::Avx2>(b, first_block, hits, verdicts) }
+    }
+
+    /// [`Scanner::scan_blocks`] compiled for CPUs with AVX-512 (F and BW) as well.
+    ///
+    /// # Safety
+    /// The CPU must have those features (`has_fast_scan512`).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,bmi1,bmi2,lzcnt,popcnt")]
+    unsafe fn scan_fast512(
+        &self,
+        b: &[u8],
+        first_block: Option<Block>,
+        hits: &mut Vec<Hit>,
+        verdicts: &mut KeyVerdicts<'_>,
+    ) {
+        // SAFETY: the caller's promise covers AVX-512 F and BW.
+        unsafe { self.scan_blocks::<super::classify::Avx512>(b, first_block, hits, verdicts) }
     }
 
     /// The left-to-right pass over the blocks of `b`, classified by `C`.

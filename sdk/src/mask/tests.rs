@@ -262,10 +262,12 @@ fn the_fast_and_baseline_scanners_find_the_same_matches() {
         let text = case["text"].as_str().unwrap();
         for offset in 0..=70 {
             let long = format!("{}{text} {filler}{text}", &filler[..offset]);
-            let (mut fast, mut baseline) = (Vec::new(), Vec::new());
+            let (mut fast, mut avx2, mut baseline) = (Vec::new(), Vec::new(), Vec::new());
             scanner.scan(long.as_bytes(), &mut fast);
+            scanner.scan_avx2(long.as_bytes(), &mut avx2);
             scanner.scan_baseline(long.as_bytes(), &mut baseline);
             assert_eq!(fast, baseline, "offset {offset} of {text:?}");
+            assert_eq!(avx2, baseline, "AVX2 build, offset {offset} of {text:?}");
             compared += usize::from(!fast.is_empty());
         }
     }

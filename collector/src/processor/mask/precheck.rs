@@ -33,6 +33,7 @@ impl<'m> MaskPrecheck<'m, '_> {
 }
 
 impl<'b> Inspector<'b> for MaskPrecheck<'_, 'b> {
+    #[inline]
     fn key(&mut self, key: &'b [u8]) -> Interest {
         match self.keys.class(self.masker, key) {
             KeyClass::Allowed => Interest::Ignore,
@@ -41,6 +42,7 @@ impl<'b> Inspector<'b> for MaskPrecheck<'_, 'b> {
         }
     }
 
+    #[inline]
     fn text(&mut self, text: &'b [u8]) -> bool {
         self.strings.add(text)
     }

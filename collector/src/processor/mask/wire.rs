@@ -254,6 +254,7 @@ impl<'b> KeyClasses<'b> {
     }
 
     /// How `masker` treats the values of `key`.
+    #[inline]
     pub(super) fn class(&mut self, masker: &Masker, key: &'b [u8]) -> KeyClass {
         // Length and three bytes, mixed: keys like `attribute.key.0` … `.9` must not share slots.
         let byte = |i: usize| u64::from(key.get(i).copied().unwrap_or(0));
@@ -267,6 +268,13 @@ impl<'b> KeyClasses<'b> {
         {
             return class;
         }
+        self.judge(masker, key, slot)
+    }
+
+    /// [`KeyClasses::class`] of a key not in the memo: judged by `masker`, then remembered in `slot`.
+    #[cold]
+    #[inline(never)]
+    fn judge(&mut self, masker: &Masker, key: &'b [u8], slot: usize) -> KeyClass {
         // Keys were validated as UTF-8 on receipt; a key that is not is masked by content only.
         let text = std::str::from_utf8(key).unwrap_or_default();
         let class = if masker.is_allowed(text) {
