@@ -105,13 +105,19 @@ impl MaskStage {
     /// Masks every chunk of `batch`; a chunk that cannot be walked is dropped and counted rather than sent on
     /// unmasked.
     fn mask(&self, batch: Batch) -> Batch {
-        let mut masked = Batch::empty(batch.signal);
-        for chunk in batch.chunks {
-            if chunk
+        let checked = |chunk: &Chunk| {
+            chunk
                 .mask_checked
                 .as_ref()
                 .is_some_and(|checked| checked.is_same_engine(&self.masker))
-            {
+        };
+        // Nearly every batch was found clean by its receiver: pass it on as it is.
+        if batch.chunks.iter().all(checked) {
+            return batch;
+        }
+        let mut masked = Batch::empty(batch.signal);
+        for chunk in batch.chunks {
+            if checked(&chunk) {
                 masked.push(chunk);
                 continue;
             }

@@ -301,10 +301,18 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         u64::from_le_bytes(eight)
     };
     match a.len() {
-        // Two overlapping words cover 8 to 16 bytes.
+        // Two overlapping words cover 8 to 16 bytes, four cover 17 to 32.
         8..=16 => {
             let last = a.len() - 8;
             word(a, 0) == word(b, 0) && word(a, last) == word(b, last)
+        }
+        17..=32 => {
+            let (third, last) = (a.len() - 16, a.len() - 8);
+            (word(a, 0) ^ word(b, 0))
+                | (word(a, 8) ^ word(b, 8))
+                | (word(a, third) ^ word(b, third))
+                | (word(a, last) ^ word(b, last))
+                == 0
         }
         _ => a == b,
     }
@@ -596,4 +604,23 @@ fn repeated<'b>(
         rewrite.record(1, field_start..reader.pos, outcome);
     }
     Ok(rewrite.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_bytes;
+
+    #[test]
+    fn same_bytes_tells_apart_keys_differing_in_any_byte_at_any_length() {
+        for len in 0..48 {
+            let key: Vec<u8> = (0..len as u8).map(|i| b'a' + i % 26).collect();
+            assert!(same_bytes(&key, &key.clone()), "{len} bytes");
+            for at in 0..len {
+                let mut other = key.clone();
+                other[at] ^= 0x20;
+                assert!(!same_bytes(&key, &other), "{len} bytes, byte {at} differs");
+            }
+            assert!(!same_bytes(&key, &key[..len.saturating_sub(1)]) || len == 0);
+        }
+    }
 }
