@@ -243,7 +243,16 @@ pub(super) enum KeyClass {
 
 /// The class of each key seen in one request: the same few keys repeat on every span, so each is judged once.
 pub(super) struct KeyClasses<'b> {
-    memo: [Option<(&'b [u8], KeyClass)>; KEY_MEMO],
+    memo: [Option<Remembered<'b>>; KEY_MEMO],
+}
+
+/// A judged key, with its [`key_words`] kept beside it: a key of up to 16 bytes is recognised from them
+/// without reading the key it was judged as again.
+#[derive(Clone, Copy)]
+struct Remembered<'b> {
+    words: (u64, u64),
+    key: &'b [u8],
+    class: KeyClass,
 }
 
 impl<'b> KeyClasses<'b> {
@@ -256,25 +265,30 @@ impl<'b> KeyClasses<'b> {
     /// How `masker` treats the values of `key`.
     #[inline]
     pub(super) fn class(&mut self, masker: &Masker, key: &'b [u8]) -> KeyClass {
-        // Length and three bytes, mixed: keys like `attribute.key.0` … `.9` must not share slots.
-        let byte = |i: usize| u64::from(key.get(i).copied().unwrap_or(0));
-        let mixed = (key.len() as u64)
-            ^ byte(0) << 8
-            ^ byte(key.len() / 2) << 16
-            ^ byte(key.len().wrapping_sub(1)) << 24;
+        let words = key_words(key);
+        // Both ends and the length, mixed: keys like `attribute.key.0` … `.9` must not share slots.
+        let mixed = words.0 ^ words.1.rotate_left(23) ^ (key.len() as u64).rotate_right(8);
         let slot = (mixed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % KEY_MEMO;
-        if let Some((known, class)) = self.memo[slot]
-            && same_bytes(known, key)
+        if let Some(known) = self.memo[slot]
+            && known.words == words
+            && known.key.len() == key.len()
+            && (key.len() <= 16 || same_bytes(known.key, key))
         {
-            return class;
+            return known.class;
         }
-        self.judge(masker, key, slot)
+        self.judge(masker, key, words, slot)
     }
 
     /// [`KeyClasses::class`] of a key not in the memo: judged by `masker`, then remembered in `slot`.
     #[cold]
     #[inline(never)]
-    fn judge(&mut self, masker: &Masker, key: &'b [u8], slot: usize) -> KeyClass {
+    fn judge(
+        &mut self,
+        masker: &Masker,
+        key: &'b [u8],
+        words: (u64, u64),
+        slot: usize,
+    ) -> KeyClass {
         // Keys were validated as UTF-8 on receipt; a key that is not is masked by content only.
         let text = std::str::from_utf8(key).unwrap_or_default();
         let class = if masker.is_allowed(text) {
@@ -284,8 +298,30 @@ impl<'b> KeyClasses<'b> {
         } else {
             KeyClass::Plain
         };
-        self.memo[slot] = Some((key, class));
+        self.memo[slot] = Some(Remembered { words, key, class });
         class
+    }
+}
+
+/// Two words that, with its length, tell a key of up to 16 bytes from every other: its first and last eight
+/// bytes (overlapping), its first and last four for keys of 4 to 7 bytes, its bytes for shorter ones.
+#[inline(always)]
+fn key_words(key: &[u8]) -> (u64, u64) {
+    let word = |at: usize| u64::from_le_bytes(key[at..at + 8].try_into().expect("8 bytes"));
+    let half = |at: usize| {
+        u64::from(u32::from_le_bytes(
+            key[at..at + 4].try_into().expect("4 bytes"),
+        ))
+    };
+    match key.len() {
+        8.. => (word(0), word(key.len() - 8)),
+        4..8 => (half(0), half(key.len() - 4)),
+        _ => (
+            key.iter()
+                .rev()
+                .fold(0, |packed, &byte| packed << 8 | u64::from(byte)),
+            0,
+        ),
     }
 }
 
@@ -608,7 +644,7 @@ fn repeated<'b>(
 
 #[cfg(test)]
 mod tests {
-    use super::same_bytes;
+    use super::{key_words, same_bytes};
 
     #[test]
     fn same_bytes_tells_apart_keys_differing_in_any_byte_at_any_length() {
@@ -621,6 +657,22 @@ mod tests {
                 assert!(!same_bytes(&key, &other), "{len} bytes, byte {at} differs");
             }
             assert!(!same_bytes(&key, &key[..len.saturating_sub(1)]) || len == 0);
+        }
+    }
+
+    #[test]
+    fn key_words_tell_apart_short_keys_differing_in_any_byte() {
+        for len in 0..=16 {
+            let key: Vec<u8> = (0..len as u8).map(|i| b'a' + i).collect();
+            for at in 0..len {
+                let mut other = key.clone();
+                other[at] ^= 0x20;
+                assert_ne!(
+                    key_words(&key),
+                    key_words(&other),
+                    "{len} bytes, byte {at} differs"
+                );
+            }
         }
     }
 }
