@@ -307,7 +307,7 @@ impl<'b> KeyClasses<'b> {
 /// bytes (overlapping), its first and last four for keys of 4 to 7 bytes, its bytes for shorter ones.
 #[inline(always)]
 fn key_words(key: &[u8]) -> (u64, u64) {
-    let word = |at: usize| u64::from_le_bytes(key[at..at + 8].try_into().expect("8 bytes"));
+    let word = |at: usize| word_at(key, at);
     let half = |at: usize| {
         u64::from(u32::from_le_bytes(
             key[at..at + 4].try_into().expect("4 bytes"),
@@ -325,17 +325,19 @@ fn key_words(key: &[u8]) -> (u64, u64) {
     }
 }
 
+/// The eight bytes of `bytes` from `at`, as one word.
+#[inline(always)]
+fn word_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
 /// `a == b`, without a call into `memcmp` for the short keys that are nearly all of them.
 #[inline(always)]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let word = |bytes: &[u8], at: usize| {
-        let mut eight = [0u8; 8];
-        eight.copy_from_slice(&bytes[at..at + 8]);
-        u64::from_le_bytes(eight)
-    };
+    let word = word_at;
     match a.len() {
         // Two overlapping words cover 8 to 16 bytes, four cover 17 to 32.
         8..=16 => {
