@@ -32,8 +32,15 @@ pub enum ExportError {
         /// The backend's `Retry-After` / `RetryInfo`, if any.
         retry_after: Option<Duration>,
     },
-    /// Retrying cannot help (400, INVALID_ARGUMENT, authentication…); the batch is dropped and counted.
+    /// Retrying cannot help (authentication, a refused configuration…); the batch is dropped and counted.
     Permanent {
+        /// What happened.
+        message: String,
+    },
+    /// The payload itself is at fault: the batch does not decode, or the backend said it is malformed (HTTP
+    /// 400, gRPC `INVALID_ARGUMENT`). A batch of several requests is then sent again one request at a time,
+    /// so one bad request costs only its own items (counted as dropped with reason `undecodable`).
+    Undecodable {
         /// What happened.
         message: String,
     },
@@ -42,9 +49,9 @@ pub enum ExportError {
 impl std::fmt::Display for ExportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ExportError::Retryable { message, .. } | ExportError::Permanent { message } => {
-                f.write_str(message)
-            }
+            ExportError::Retryable { message, .. }
+            | ExportError::Permanent { message }
+            | ExportError::Undecodable { message } => f.write_str(message),
         }
     }
 }

@@ -4,6 +4,8 @@ pub use opentelemetry_proto::tonic::{collector, common, logs, metrics, resource,
 
 pub mod json;
 pub mod scan;
+pub mod schema;
+pub mod wire;
 
 /// The three OTLP signals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,13 +1,23 @@
 //! A zero-copy validator for encoded OTLP export requests.
 //!
-//! [`scan`] walks the protobuf wire format of an `Export{Trace,Metrics,Logs}ServiceRequest` following the OTLP
-//! schema, without allocating: it checks every length and wire type, that strings are UTF-8, that trace and span
-//! ids have their fixed lengths, and that `AnyValue` nesting stays below [`MAX_ANY_VALUE_DEPTH`]. It counts the
-//! items (spans, data points, log records) and records where each top-level `Resource*` entry lies, so a batch
-//! can be split without decoding. Unknown fields are skipped, as proto3 requires.
+//! [`scan`] walks the protobuf wire format of an `Export{Trace,Metrics,Logs}ServiceRequest` with the one OTLP
+//! schema table ([`super::schema`]) and the shared wire reader ([`super::wire`]), without allocating. It accepts
+//! exactly what `prost` decodes, plus OTLP's own rules:
 //!
-//! What it accepts, `prost` decodes; what it rejects comes with the path of the offending field, e.g.
-//! `resource_spans[0].scope_spans[0].spans[3].attributes[1].value.string_value: invalid UTF-8`.
+//! * every known field arrives in its wire type (a scalar sent length-delimited is an error, as in `prost`);
+//!   unknown fields of every wire type are skipped, groups included, and nesting stays within `prost`'s
+//!   recursion limit;
+//! * strings are UTF-8, every time they occur (decoders check each occurrence);
+//! * trace and span ids are empty or of their fixed length, judged on the last occurrence as decoders keep
+//!   it; a span's own trace and span ids must be present and not all zero;
+//! * `AnyValue` nesting stays below [`MAX_ANY_VALUE_DEPTH`].
+//!
+//! It counts the items (spans, data points, log records) and records where each top-level `Resource*` entry
+//! lies, so a batch can be split without decoding. A problem inside one item rejects that item alone
+//! ([`ResourceEntry::invalid_items`]; [`without_invalid`] rebuilds the request without it); a problem elsewhere
+//! in a top-level entry rejects the entry ([`ResourceEntry::error`]); broken framing of the request itself
+//! rejects the request. Errors come with the path of the offending field, e.g.
+//! `resource_spans[0].scope_spans[0].spans[3].attributes[1].value.string_value: invalid UTF-8 in string`.
 //!
 //! [`scan_inspecting`] also shows the request's content (attribute keys and values, span and event names,
 //! status messages, log bodies) to an [`Inspector`] during the same walk, so a stage that would otherwise walk
@@ -18,6 +28,10 @@ use std::fmt;
 use std::ops::Range;
 
 use super::Signal;
+use super::schema::{self, Kind, Schema};
+use super::wire::{
+    RECURSION_LIMIT, Reader, WIRE_I32, WIRE_I64, WIRE_LEN, WIRE_VARINT, WireError, put_varint,
+};
 
 /// Deepest `AnyValue` nesting (arrays and key-value lists inside each other) a request may carry.
 pub const MAX_ANY_VALUE_DEPTH: usize = 32;
@@ -27,7 +41,7 @@ pub const MAX_ANY_VALUE_DEPTH: usize = 32;
 pub struct Summary {
     /// Valid spans, metric data points or log records in the request.
     pub items: u64,
-    /// Items inside top-level entries that failed validation (see [`ResourceEntry::error`]).
+    /// Items that failed validation: inside invalid top-level entries, or invalid on their own.
     pub rejected_items: u64,
     /// Byte range and item count of each top-level `resource_*` entry (field 1 of the request), in order.
     pub resources: Vec<ResourceEntry>,
@@ -39,14 +53,26 @@ pub struct ResourceEntry {
     /// The entry's bytes in the request, tag and length prefix included, so concatenating entries yields a
     /// valid request.
     pub bytes: Range<usize>,
-    /// Items inside this entry.
+    /// Valid items inside this entry.
     pub items: u64,
     /// Why this entry is invalid, when it is. Its framing was intact, so the other entries stand on their own
     /// and can be accepted (an OTLP partial success).
     pub error: Option<ScanError>,
+    /// Items of a valid entry that are invalid on their own (a span with a zero trace id, a log record with a
+    /// broken string); the rest of the entry stands without them.
+    pub invalid_items: Vec<InvalidItem>,
     /// Whether the [`Inspector`] of [`scan_inspecting`] flagged something in this entry (always `false` for
     /// [`scan`] and for invalid entries).
     pub flagged: bool,
+}
+
+/// An item (span, data point, log record) rejected on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidItem {
+    /// The item's field in the request (tag and length included).
+    pub bytes: Range<usize>,
+    /// What is wrong with it.
+    pub error: ScanError,
 }
 
 /// How an [`Inspector`] wants the value of an attribute looked at, once it has seen the key.
@@ -114,9 +140,18 @@ impl<'b, I: Inspector<'b>> Look<'_, I> {
 }
 
 impl Summary {
-    /// The first validation error of any entry.
+    /// The first validation error of any entry or item.
     pub fn first_error(&self) -> Option<&ScanError> {
-        self.resources.iter().find_map(|r| r.error.as_ref())
+        self.resources.iter().find_map(|r| {
+            r.error
+                .as_ref()
+                .or_else(|| r.invalid_items.first().map(|item| &item.error))
+        })
+    }
+
+    /// Whether every entry and item is valid (nothing to reject).
+    pub fn all_valid(&self) -> bool {
+        self.rejected_items == 0 && self.first_error().is_none()
     }
 }
 
@@ -149,6 +184,12 @@ impl fmt::Display for ScanError {
 
 impl std::error::Error for ScanError {}
 
+impl From<WireError> for ScanError {
+    fn from(error: WireError) -> Self {
+        ScanError::new(error.0)
+    }
+}
+
 impl ScanError {
     fn new(problem: impl Into<String>) -> Self {
         ScanError {
@@ -171,9 +212,10 @@ impl ScanError {
 
 /// Validates an encoded export request of `signal` and counts its items.
 ///
-/// A request whose framing is broken (a length running past its message, a truncated varint) is an `Err`. A
-/// top-level entry whose framing holds but whose content is invalid (bad UTF-8, a wrong id length, nesting too
-/// deep) is reported in its [`ResourceEntry::error`], with its items counted in [`Summary::rejected_items`].
+/// A request whose own framing is broken (a length running past the request, a truncated varint between its
+/// entries) is an `Err`. A top-level entry whose framing holds but whose content is invalid is reported in its
+/// [`ResourceEntry::error`], an invalid item in [`ResourceEntry::invalid_items`]; their items are counted in
+/// [`Summary::rejected_items`].
 pub fn scan(signal: Signal, buf: &[u8]) -> Result<Summary, ScanError> {
     walk_request(signal, buf, &mut Blind, false)
 }
@@ -194,75 +236,126 @@ fn walk_request<'b, I: Inspector<'b>>(
     inspector: &mut I,
     inspecting: bool,
 ) -> Result<Summary, ScanError> {
-    let (field_name, resource_schema) = match signal {
-        Signal::Traces => ("resource_spans", &RESOURCE_SPANS),
-        Signal::Metrics => ("resource_metrics", &RESOURCE_METRICS),
-        Signal::Logs => ("resource_logs", &RESOURCE_LOGS),
+    let root = schema::request(signal);
+    let entry_field = &root.fields[0];
+    let Kind::Message(resource_schema, _) = entry_field.kind else {
+        unreachable!("field 1 of an export request is its resource entries")
     };
     let mut summary = Summary::default();
-    let mut reader = Reader { buf, pos: 0 };
+    let mut reader = Reader::new(buf);
     let mut index = 0usize;
     while !reader.done() {
-        let start = reader.pos;
+        let start = reader.pos();
         let (field, wire) = reader.key()?;
-        if field == 1 {
-            if wire != WIRE_LEN {
-                return Err(
-                    ScanError::new(format!("wire type {wire}, expected a message"))
-                        .within(field_name, Some(index)),
-                );
-            }
-            let body = reader
-                .len_delimited()
-                .map_err(|e| e.within(field_name, Some(index)))?;
-            let mut items = 0;
-            let mut look = Look {
-                inspector: &mut *inspector,
-                showing: inspecting,
-                flagged: false,
-            };
-            let walked = walk(body, resource_schema, 0, true, &mut items, &mut look);
-            if inspecting && look.inspector.entry_done() {
-                look.flagged = true;
-            }
-            let error = match walked {
-                Ok(()) => {
-                    summary.items += items;
-                    None
-                }
-                Err(error) => {
-                    // Count what the client sent in this entry, looking only at structure.
-                    items = 0;
-                    look.flagged = false;
-                    look.showing = false;
-                    walk(body, resource_schema, 0, false, &mut items, &mut look)
-                        .map_err(|e| e.within(field_name, Some(index)))?;
-                    summary.rejected_items += items;
-                    Some(error.within(field_name, Some(index)))
-                }
-            };
-            summary.resources.push(ResourceEntry {
-                bytes: start..reader.pos,
-                items,
-                error,
-                flagged: look.flagged,
-            });
-            index += 1;
-        } else {
-            reader.skip(wire)?;
+        if field != 1 {
+            reader.skip(field, wire, RECURSION_LIMIT)?;
+            continue;
         }
+        let at_entry = |e: ScanError| e.within(entry_field.name, Some(index));
+        if wire != WIRE_LEN {
+            return Err(at_entry(ScanError::new(format!(
+                "wire type {wire}, expected a message"
+            ))));
+        }
+        let body = reader.len_delimited().map_err(|e| at_entry(e.into()))?;
+        let body_start = reader.pos() - body.len();
+        let mut look = Look {
+            inspector: &mut *inspector,
+            showing: inspecting,
+            flagged: false,
+        };
+        let mut walk = Walk {
+            items: 0,
+            invalid: Vec::new(),
+        };
+        let walked = walk.message(
+            body,
+            body_start,
+            resource_schema,
+            RECURSION_LIMIT - 1,
+            0,
+            &mut look,
+        );
+        if inspecting && look.inspector.entry_done() {
+            look.flagged = true;
+        }
+        let entry = match walked {
+            Ok(()) => {
+                let rejected = walk.invalid.len() as u64;
+                summary.items += walk.items - rejected;
+                summary.rejected_items += rejected;
+                for item in &mut walk.invalid {
+                    item.error = at_entry(std::mem::replace(&mut item.error, ScanError::new("")));
+                }
+                ResourceEntry {
+                    bytes: start..reader.pos(),
+                    items: walk.items - rejected,
+                    error: None,
+                    invalid_items: walk.invalid,
+                    flagged: look.flagged,
+                }
+            }
+            Err(error) => {
+                // Count what the client sent in this entry, looking only at structure.
+                let items = count_items(body, resource_schema);
+                summary.rejected_items += items;
+                ResourceEntry {
+                    bytes: start..reader.pos(),
+                    items: 0,
+                    error: Some(at_entry(error)),
+                    invalid_items: Vec::new(),
+                    flagged: false,
+                }
+            }
+        };
+        summary.resources.push(entry);
+        index += 1;
     }
     Ok(summary)
 }
 
-const WIRE_VARINT: u8 = 0;
-const WIRE_I64: u8 = 1;
-const WIRE_LEN: u8 = 2;
-const WIRE_I32: u8 = 5;
+/// The items inside a message, following its structure as far as it is readable.
+fn count_items(buf: &[u8], schema: &Schema) -> u64 {
+    let mut reader = Reader::new(buf);
+    let mut items = 0;
+    while !reader.done() {
+        let Ok((field, wire)) = reader.key() else {
+            break;
+        };
+        let nested = match schema.field(field) {
+            Some(f) if wire == WIRE_LEN => match f.kind {
+                Kind::Message(inner, _) => Some(inner),
+                _ => None,
+            },
+            _ => None,
+        };
+        match nested {
+            Some(inner) => {
+                let Ok(body) = reader.len_delimited() else {
+                    break;
+                };
+                items += if inner.is_item {
+                    1
+                } else {
+                    count_items(body, inner)
+                };
+            }
+            None => {
+                if reader.skip(field, wire, RECURSION_LIMIT).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    items
+}
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+/// The state of one top-level entry's walk.
+struct Walk {
+    /// Items walked, valid or not.
+    items: u64,
+    /// Items found invalid on their own.
+    invalid: Vec<InvalidItem>,
 }
 
 /// The key of an encoded `KeyValue`, as a decoder reads it: the last field 1 (read leniently; the strict walk
@@ -286,7 +379,7 @@ fn key_of(buf: &[u8]) -> &[u8] {
 
 #[cold]
 fn key_anywhere(buf: &[u8]) -> &[u8] {
-    let mut reader = Reader { buf, pos: 0 };
+    let mut reader = Reader::new(buf);
     let mut key: &[u8] = &[];
     while !reader.done() {
         let Ok((field, wire)) = reader.key() else {
@@ -297,217 +390,273 @@ fn key_anywhere(buf: &[u8]) -> &[u8] {
                 Ok(bytes) => key = bytes,
                 Err(_) => break,
             }
-        } else if reader.skip(wire).is_err() {
+        } else if reader.skip(field, wire, RECURSION_LIMIT).is_err() {
             break;
         }
     }
     key
 }
 
-impl<'a> Reader<'a> {
-    fn done(&self) -> bool {
-        self.pos >= self.buf.len()
+/// The wire type a field of `kind` must arrive in (`None`: either of two, checked by the walk).
+fn wire_name(wire: u8) -> &'static str {
+    match wire {
+        WIRE_VARINT => "a varint",
+        WIRE_I64 => "a 64-bit value",
+        WIRE_LEN => "length-delimited",
+        WIRE_I32 => "a 32-bit value",
+        _ => "a group",
     }
+}
 
-    #[inline(always)]
-    fn varint(&mut self) -> Result<u64, ScanError> {
-        // Tags and most lengths fit in one byte.
-        if let Some(&byte) = self.buf.get(self.pos)
-            && byte < 0x80
-        {
-            self.pos += 1;
-            return Ok(u64::from(byte));
+fn wrong_wire(wire: u8, expected: u8) -> ScanError {
+    ScanError::new(format!(
+        "wire type {wire} ({}), expected {}",
+        wire_name(wire),
+        wire_name(expected)
+    ))
+}
+
+impl Walk {
+    /// Walks one message of type `schema` whose bytes start at `base` in the request. `budget` is `prost`'s
+    /// recursion budget for this message's fields; `any_depth` the `AnyValue` nesting so far.
+    fn message<'b, I: Inspector<'b>>(
+        &mut self,
+        buf: &'b [u8],
+        base: usize,
+        schema: &Schema,
+        budget: u32,
+        any_depth: usize,
+        look: &mut Look<'_, I>,
+    ) -> Result<(), ScanError> {
+        if schema.is_item {
+            self.items += 1;
         }
-        self.varint_slow()
-    }
-
-    #[cold]
-    fn varint_slow(&mut self) -> Result<u64, ScanError> {
-        let mut value = 0u64;
-        for shift in 0..10 {
-            let Some(&byte) = self.buf.get(self.pos) else {
-                return Err(ScanError::new("truncated varint"));
+        let mut reader = Reader::new(buf);
+        // Per-field repetition counters for error paths; no message has more than 16 fields.
+        let mut counters = [0u32; 16];
+        // The last value of each id field: decoders keep the last one.
+        let mut ids: [Option<&[u8]>; 3] = [None; 3];
+        while !reader.done() {
+            let field_start = reader.pos();
+            let (number, wire) = reader.key()?;
+            let Some(slot) = schema.slot(number) else {
+                reader.skip(number, wire, budget)?;
+                continue;
             };
-            self.pos += 1;
-            value |= u64::from(byte & 0x7f) << (shift * 7);
-            if byte < 0x80 {
-                return Ok(value);
-            }
-        }
-        Err(ScanError::new("varint longer than 10 bytes"))
-    }
-
-    #[inline(always)]
-    fn key(&mut self) -> Result<(u32, u8), ScanError> {
-        let key = self.varint()?;
-        let wire = (key & 7) as u8;
-        let field = key >> 3;
-        if field == 0 || field > u64::from(u32::MAX >> 3) {
-            return Err(ScanError::new(format!("invalid field number {field}")));
-        }
-        Ok((field as u32, wire))
-    }
-
-    #[inline(always)]
-    fn len_delimited(&mut self) -> Result<&'a [u8], ScanError> {
-        let len = self.varint()?;
-        let remaining = (self.buf.len() - self.pos) as u64;
-        if len > remaining {
-            return Err(ScanError::new(format!(
-                "length {len} runs past the end of the message ({remaining} bytes left)"
-            )));
-        }
-        let start = self.pos;
-        self.pos += len as usize;
-        Ok(&self.buf[start..self.pos])
-    }
-
-    fn fixed(&mut self, n: usize) -> Result<(), ScanError> {
-        if self.buf.len() - self.pos < n {
-            return Err(ScanError::new("truncated fixed-width field"));
-        }
-        self.pos += n;
-        Ok(())
-    }
-
-    fn skip(&mut self, wire: u8) -> Result<(), ScanError> {
-        match wire {
-            WIRE_VARINT => self.varint().map(drop),
-            WIRE_I64 => self.fixed(8),
-            WIRE_LEN => self.len_delimited().map(drop),
-            WIRE_I32 => self.fixed(4),
-            other => Err(ScanError::new(format!("unsupported wire type {other}"))),
-        }
-    }
-}
-
-/// How one field of a message is checked.
-#[derive(Clone, Copy)]
-enum Kind {
-    /// A nested message; `repeated` decides whether the path shows an index.
-    Message(&'static Schema, bool),
-    /// A UTF-8 string that is an identifier (a key, a version, a URL): not shown to an inspector.
-    Str,
-    /// A UTF-8 string that is content (a name, a message, a value): shown to an inspector.
-    Text,
-    /// A repeated `KeyValue`: its key is shown to an inspector, which decides how its value is shown.
-    Attribute,
-    /// A varint integer value, shown to an inspector.
-    Int,
-    /// Bytes that must be empty or exactly this long (trace and span ids).
-    Id(usize),
-    /// An `AnyValue` (nesting depth is tracked).
-    AnyValue,
-    /// A scalar or opaque field: only its wire format is checked.
-    Scalar,
-}
-
-struct Schema {
-    /// Whether each instance of this message is one counted item.
-    is_item: bool,
-    /// `(field number, field name, kind)`; fields not listed are skipped like unknown fields.
-    fields: &'static [(u32, &'static str, Kind)],
-}
-
-impl Schema {
-    /// The index in `fields` of field number `field`.
-    #[inline]
-    fn slot(&self, field: u32) -> Option<usize> {
-        self.fields.iter().position(|(n, _, _)| *n == field)
-    }
-}
-
-/// Walks one message. With `strict` off, only the message structure is followed (to count items of an entry
-/// already known to be invalid); strings, ids and values are not looked at.
-fn walk<'b, I: Inspector<'b>>(
-    buf: &'b [u8],
-    schema: &Schema,
-    depth: usize,
-    strict: bool,
-    items: &mut u64,
-    look: &mut Look<'_, I>,
-) -> Result<(), ScanError> {
-    if schema.is_item {
-        *items += 1;
-    }
-    let mut reader = Reader { buf, pos: 0 };
-    // Per-field repetition counters for error paths, only for the few repeated fields a message has.
-    let mut counters = [0usize; 16];
-    while !reader.done() {
-        let (field, wire) = reader.key()?;
-        let Some(slot) = schema.slot(field) else {
-            reader.skip(wire)?;
-            continue;
-        };
-        let (_, name, kind) = schema.fields[slot];
-        if !strict && !matches!(kind, Kind::Message(..) | Kind::Attribute) {
-            reader.skip(wire)?;
-            continue;
-        }
-        let index = counters[slot];
-        counters[slot] += 1;
-        match kind {
-            Kind::Scalar => reader.skip(wire).map_err(|e| e.within(name, None))?,
-            Kind::Int => {
-                if wire != WIRE_VARINT {
-                    return Err(
-                        ScanError::new(format!("wire type {wire}, expected a varint"))
-                            .within(name, None),
-                    );
+            let field = &schema.fields[slot];
+            let name = field.name;
+            let index = counters[slot] as usize;
+            counters[slot] += 1;
+            match field.kind {
+                Kind::Varint => {
+                    if wire != WIRE_VARINT {
+                        return Err(wrong_wire(wire, WIRE_VARINT).within(name, None));
+                    }
+                    reader
+                        .varint()
+                        .map_err(|e| ScanError::from(e).within(name, None))?;
                 }
-                let value = reader.varint().map_err(|e| e.within(name, None))?;
-                if look.showing && look.inspector.integer(value as i64) {
-                    look.flag();
-                }
-            }
-            _ if wire != WIRE_LEN => {
-                return Err(
-                    ScanError::new(format!("wire type {wire}, expected length-delimited"))
-                        .within(name, None),
-                );
-            }
-            Kind::Message(inner, repeated) => {
-                let body = reader.len_delimited().map_err(|e| e.within(name, None))?;
-                walk(body, inner, depth, strict, items, look)
-                    .map_err(|e| e.within(name, repeated.then_some(index)))?;
-            }
-            Kind::Attribute => {
-                let body = reader.len_delimited().map_err(|e| e.within(name, None))?;
-                let showing = look.showing;
-                if showing {
-                    match look.inspector.key(key_of(body)) {
-                        Interest::Ignore => look.showing = false,
-                        Interest::Flag => look.flag(),
-                        Interest::Content => {}
+                Kind::Int => {
+                    if wire != WIRE_VARINT {
+                        return Err(wrong_wire(wire, WIRE_VARINT).within(name, None));
+                    }
+                    let value = reader
+                        .varint()
+                        .map_err(|e| ScanError::from(e).within(name, None))?;
+                    if look.showing && look.inspector.integer(value as i64) {
+                        look.flag();
                     }
                 }
-                walk(body, &KEY_VALUE, depth, strict, items, look)
+                Kind::Fixed64 | Kind::Fixed32 => {
+                    let (expected, width) = match field.kind {
+                        Kind::Fixed64 => (WIRE_I64, 8),
+                        _ => (WIRE_I32, 4),
+                    };
+                    if wire != expected {
+                        return Err(wrong_wire(wire, expected).within(name, None));
+                    }
+                    reader
+                        .fixed(width)
+                        .map_err(|e| ScanError::from(e).within(name, None))?;
+                }
+                Kind::PackedFixed64 if wire == WIRE_I64 => {
+                    reader
+                        .fixed(8)
+                        .map_err(|e| ScanError::from(e).within(name, None))?;
+                }
+                Kind::PackedVarint if wire == WIRE_VARINT => {
+                    reader
+                        .varint()
+                        .map_err(|e| ScanError::from(e).within(name, None))?;
+                }
+                _ if wire != WIRE_LEN => {
+                    return Err(wrong_wire(wire, WIRE_LEN).within(name, None));
+                }
+                Kind::PackedFixed64 => {
+                    let body = reader
+                        .len_delimited()
+                        .map_err(|e| ScanError::from(e).within(name, None))?;
+                    if body.len() % 8 != 0 {
+                        return Err(ScanError::new(format!(
+                            "packed 64-bit values of {} bytes, not a multiple of 8",
+                            body.len()
+                        ))
+                        .within(name, None));
+                    }
+                }
+                Kind::PackedVarint => {
+                    let body = reader
+                        .len_delimited()
+                        .map_err(|e| ScanError::from(e).within(name, None))?;
+                    let mut values = Reader::new(body);
+                    while !values.done() {
+                        values
+                            .varint()
+                            .map_err(|e| ScanError::from(e).within(name, None))?;
+                    }
+                }
+                Kind::Message(inner, repeated) => {
+                    let body = reader
+                        .len_delimited()
+                        .map_err(|e| ScanError::from(e).within(name, None))?;
+                    let at = |e: ScanError| e.within(name, repeated.then_some(index));
+                    if budget == 0 {
+                        return Err(at(too_deep()));
+                    }
+                    let body_start = base + reader.pos() - body.len();
+                    let before = self.invalid.len();
+                    let walked = self.message(body, body_start, inner, budget - 1, any_depth, look);
+                    match walked {
+                        Err(error) if inner.is_item => self.invalid.push(InvalidItem {
+                            bytes: base + field_start..base + reader.pos(),
+                            error: at(error),
+                        }),
+                        Err(error) => return Err(at(error)),
+                        Ok(()) => {
+                            for item in &mut self.invalid[before..] {
+                                item.error =
+                                    at(std::mem::replace(&mut item.error, ScanError::new("")));
+                            }
+                        }
+                    }
+                }
+                Kind::Attributes => {
+                    let body = reader
+                        .len_delimited()
+                        .map_err(|e| ScanError::from(e).within(name, None))?;
+                    if budget == 0 {
+                        return Err(too_deep().within(name, Some(index)));
+                    }
+                    let showing = look.showing;
+                    if showing {
+                        match look.inspector.key(key_of(body)) {
+                            Interest::Ignore => look.showing = false,
+                            Interest::Flag => look.flag(),
+                            Interest::Content => {}
+                        }
+                    }
+                    let body_start = base + reader.pos() - body.len();
+                    self.message(
+                        body,
+                        body_start,
+                        &schema::KEY_VALUE,
+                        budget - 1,
+                        any_depth,
+                        look,
+                    )
                     .map_err(|e| e.within(name, Some(index)))?;
-                look.showing = showing && !look.flagged;
-            }
-            Kind::Str | Kind::Text => {
-                let body = reader.len_delimited().map_err(|e| e.within(name, None))?;
-                if !is_utf8(body) {
-                    return Err(ScanError::new("invalid UTF-8 in string").within(name, None));
+                    look.showing = showing && !look.flagged;
                 }
-                if matches!(kind, Kind::Text) && look.showing && look.inspector.text(body) {
-                    look.flag();
+                Kind::AnyValue => {
+                    let body = reader
+                        .len_delimited()
+                        .map_err(|e| ScanError::from(e).within(name, None))?;
+                    if budget == 0 {
+                        return Err(too_deep().within(name, None));
+                    }
+                    if any_depth >= MAX_ANY_VALUE_DEPTH {
+                        return Err(ScanError::new(format!(
+                            "AnyValue nested deeper than {MAX_ANY_VALUE_DEPTH} levels"
+                        ))
+                        .within(name, None));
+                    }
+                    let body_start = base + reader.pos() - body.len();
+                    self.message(
+                        body,
+                        body_start,
+                        &schema::ANY_VALUE,
+                        budget - 1,
+                        any_depth + 1,
+                        look,
+                    )
+                    .map_err(|e| e.within(name, None))?;
+                }
+                Kind::Str | Kind::Text => {
+                    let body = reader
+                        .len_delimited()
+                        .map_err(|e| ScanError::from(e).within(name, None))?;
+                    if !is_utf8(body) {
+                        return Err(ScanError::new("invalid UTF-8 in string").within(name, None));
+                    }
+                    if matches!(field.kind, Kind::Text) && look.showing && look.inspector.text(body)
+                    {
+                        look.flag();
+                    }
+                }
+                Kind::Bytes => {
+                    reader
+                        .len_delimited()
+                        .map_err(|e| ScanError::from(e).within(name, None))?;
+                }
+                Kind::Id { index, .. } => {
+                    let body = reader
+                        .len_delimited()
+                        .map_err(|e| ScanError::from(e).within(name, None))?;
+                    ids[index] = Some(body);
                 }
             }
-            Kind::Id(len) => {
-                let body = reader.len_delimited().map_err(|e| e.within(name, None))?;
-                if !body.is_empty() && body.len() != len {
-                    return Err(ScanError::new(format!(
-                        "id is {} bytes, expected {len}",
-                        body.len()
-                    ))
-                    .within(name, None));
-                }
+        }
+        if schema.has_ids {
+            check_ids(schema, &ids)?;
+        }
+        Ok(())
+    }
+}
+
+fn too_deep() -> ScanError {
+    ScanError::new("messages nested deeper than the decoder's recursion limit")
+}
+
+/// OTLP's rules on the last value of each id field of a message.
+fn check_ids(schema: &Schema, ids: &[Option<&[u8]>; 3]) -> Result<(), ScanError> {
+    for field in schema.fields {
+        let Kind::Id {
+            len,
+            required,
+            index,
+        } = field.kind
+        else {
+            continue;
+        };
+        let value = ids[index].unwrap_or_default();
+        if value.is_empty() {
+            if required {
+                return Err(
+                    ScanError::new("missing (a span needs its id)").within(field.name, None)
+                );
             }
-            Kind::AnyValue => {
-                let body = reader.len_delimited().map_err(|e| e.within(name, None))?;
-                any_value(body, depth + 1, look).map_err(|e| e.within(name, None))?;
-            }
+            continue;
+        }
+        if value.len() != len {
+            return Err(
+                ScanError::new(format!("id is {} bytes, expected {len}", value.len()))
+                    .within(field.name, None),
+            );
+        }
+        if required && value.iter().all(|&b| b == 0) {
+            return Err(
+                ScanError::new("all-zero id (OTLP says it is invalid)").within(field.name, None)
+            );
         }
     }
     Ok(())
@@ -530,99 +679,67 @@ fn is_utf8(bytes: &[u8]) -> bool {
     high & 0x8080_8080_8080_8080 == 0 || simdutf8::basic::from_utf8(bytes).is_ok()
 }
 
-fn any_value<'b, I: Inspector<'b>>(
-    buf: &'b [u8],
-    depth: usize,
-    look: &mut Look<'_, I>,
-) -> Result<(), ScanError> {
-    if depth > MAX_ANY_VALUE_DEPTH {
-        return Err(ScanError::new(format!(
-            "AnyValue nested deeper than {MAX_ANY_VALUE_DEPTH} levels"
-        )));
+/// The valid part of a scanned request: its valid top-level entries, each without its invalid items, as one
+/// encoded request. Messages that held a removed item get their lengths rewritten; everything else is copied.
+pub fn without_invalid(request: &[u8], summary: &Summary) -> Vec<u8> {
+    let mut out = Vec::with_capacity(request.len());
+    for entry in summary.resources.iter().filter(|e| e.error.is_none()) {
+        let removed: Vec<Range<usize>> = entry
+            .invalid_items
+            .iter()
+            .map(|i| i.bytes.clone())
+            .collect();
+        copy_without(request, entry.bytes.clone(), &removed, &mut out);
     }
-    let mut no_items = 0;
-    walk(buf, &ANY_VALUE, depth, true, &mut no_items, look)
+    out
 }
 
-macro_rules! schema {
-    ($name:ident, item: $item:expr, [$(($n:expr, $f:expr, $k:expr)),* $(,)?]) => {
-        static $name: Schema = Schema { is_item: $item, fields: &[$(($n, $f, $k)),*] };
-    };
+/// Copies the fields in `range` of `buf` to `out`, leaving out the fields whose ranges are in `removed` and
+/// re-encoding the length-delimited fields that contain one.
+fn copy_without(buf: &[u8], range: Range<usize>, removed: &[Range<usize>], out: &mut Vec<u8>) {
+    let inside = |r: &Range<usize>| removed.iter().any(|x| x.start >= r.start && x.end <= r.end);
+    if !inside(&range) {
+        out.extend_from_slice(&buf[range]);
+        return;
+    }
+    let mut reader = Reader::new(&buf[range.clone()]);
+    while !reader.done() {
+        let start = range.start + reader.pos();
+        // The range was validated by the scan; a failure here would be a bug, so the rest is copied as is.
+        let Ok((number, wire)) = reader.key() else {
+            out.extend_from_slice(&buf[start..range.end]);
+            return;
+        };
+        let key_end = range.start + reader.pos();
+        if wire != WIRE_LEN {
+            if reader.skip(number, wire, RECURSION_LIMIT).is_err() {
+                out.extend_from_slice(&buf[start..range.end]);
+                return;
+            }
+            out.extend_from_slice(&buf[start..range.start + reader.pos()]);
+            continue;
+        }
+        let Ok(body) = reader.len_delimited() else {
+            out.extend_from_slice(&buf[start..range.end]);
+            return;
+        };
+        let end = range.start + reader.pos();
+        let field = start..end;
+        if removed.contains(&field) {
+            continue;
+        }
+        if !inside(&field) {
+            out.extend_from_slice(&buf[field]);
+            continue;
+        }
+        let body_range = end - body.len()..end;
+        let mut inner = Vec::with_capacity(body.len());
+        copy_without(buf, body_range, removed, &mut inner);
+        out.extend_from_slice(&buf[start..key_end]);
+        put_varint(out, inner.len() as u64);
+        out.extend_from_slice(&inner);
+    }
 }
-
-use Kind::{AnyValue as Any, Attribute as Attr, Id, Int, Message as Msg, Scalar, Str, Text};
-
-schema!(ANY_VALUE, item: false, [
-    (1, "string_value", Text), (3, "int_value", Int), (5, "array_value", Msg(&ARRAY_VALUE, false)),
-    (6, "kvlist_value", Msg(&KEY_VALUE_LIST, false)), (7, "bytes_value", Scalar),
-]);
-schema!(ARRAY_VALUE, item: false, [(1, "values", Any)]);
-schema!(KEY_VALUE_LIST, item: false, [(1, "values", Attr)]);
-schema!(KEY_VALUE, item: false, [(1, "key", Str), (2, "value", Any)]);
-schema!(SCOPE, item: false, [
-    (1, "name", Str), (2, "version", Str), (3, "attributes", Attr),
-]);
-schema!(RESOURCE, item: false, [(1, "attributes", Attr)]);
-
-schema!(RESOURCE_SPANS, item: false, [
-    (1, "resource", Msg(&RESOURCE, false)), (2, "scope_spans", Msg(&SCOPE_SPANS, true)), (3, "schema_url", Str),
-]);
-schema!(SCOPE_SPANS, item: false, [
-    (1, "scope", Msg(&SCOPE, false)), (2, "spans", Msg(&SPAN, true)), (3, "schema_url", Str),
-]);
-schema!(SPAN, item: true, [
-    (1, "trace_id", Id(16)), (2, "span_id", Id(8)), (3, "trace_state", Str), (4, "parent_span_id", Id(8)),
-    (5, "name", Text), (9, "attributes", Attr), (11, "events", Msg(&SPAN_EVENT, true)),
-    (13, "links", Msg(&SPAN_LINK, true)), (15, "status", Msg(&STATUS, false)),
-]);
-schema!(SPAN_EVENT, item: false, [(2, "name", Text), (3, "attributes", Attr)]);
-schema!(SPAN_LINK, item: false, [
-    (1, "trace_id", Id(16)), (2, "span_id", Id(8)), (3, "trace_state", Str),
-    (4, "attributes", Attr),
-]);
-schema!(STATUS, item: false, [(2, "message", Text)]);
-
-schema!(RESOURCE_METRICS, item: false, [
-    (1, "resource", Msg(&RESOURCE, false)), (2, "scope_metrics", Msg(&SCOPE_METRICS, true)),
-    (3, "schema_url", Str),
-]);
-schema!(SCOPE_METRICS, item: false, [
-    (1, "scope", Msg(&SCOPE, false)), (2, "metrics", Msg(&METRIC, true)), (3, "schema_url", Str),
-]);
-schema!(METRIC, item: false, [
-    (1, "name", Str), (2, "description", Str), (3, "unit", Str), (5, "gauge", Msg(&GAUGE, false)),
-    (7, "sum", Msg(&GAUGE, false)), (9, "histogram", Msg(&HISTOGRAM, false)),
-    (10, "exponential_histogram", Msg(&EXP_HISTOGRAM, false)), (11, "summary", Msg(&SUMMARY, false)),
-    (12, "metadata", Attr),
-]);
-schema!(GAUGE, item: false, [(1, "data_points", Msg(&NUMBER_POINT, true))]);
-schema!(HISTOGRAM, item: false, [(1, "data_points", Msg(&HISTOGRAM_POINT, true))]);
-schema!(EXP_HISTOGRAM, item: false, [(1, "data_points", Msg(&EXP_HISTOGRAM_POINT, true))]);
-schema!(SUMMARY, item: false, [(1, "data_points", Msg(&SUMMARY_POINT, true))]);
-schema!(NUMBER_POINT, item: true, [
-    (7, "attributes", Attr), (5, "exemplars", Msg(&EXEMPLAR, true)),
-]);
-schema!(HISTOGRAM_POINT, item: true, [
-    (9, "attributes", Attr), (8, "exemplars", Msg(&EXEMPLAR, true)),
-]);
-schema!(EXP_HISTOGRAM_POINT, item: true, [
-    (1, "attributes", Attr), (11, "exemplars", Msg(&EXEMPLAR, true)),
-]);
-schema!(SUMMARY_POINT, item: true, [(7, "attributes", Attr)]);
-schema!(EXEMPLAR, item: false, [
-    (7, "filtered_attributes", Attr), (4, "span_id", Id(8)), (5, "trace_id", Id(16)),
-]);
-
-schema!(RESOURCE_LOGS, item: false, [
-    (1, "resource", Msg(&RESOURCE, false)), (2, "scope_logs", Msg(&SCOPE_LOGS, true)), (3, "schema_url", Str),
-]);
-schema!(SCOPE_LOGS, item: false, [
-    (1, "scope", Msg(&SCOPE, false)), (2, "log_records", Msg(&LOG_RECORD, true)), (3, "schema_url", Str),
-]);
-schema!(LOG_RECORD, item: true, [
-    (3, "severity_text", Str), (5, "body", Any), (6, "attributes", Attr),
-    (9, "trace_id", Id(16)), (10, "span_id", Id(8)), (12, "event_name", Str),
-]);
 
 #[cfg(test)]
 mod tests {
@@ -740,7 +857,8 @@ mod tests {
         let at = bytes.windows(6).position(|w| w == b"MARKER").unwrap();
         bytes[at] = 0xff;
         let summary = scan(Signal::Traces, &bytes).unwrap();
-        assert_eq!((summary.items, summary.rejected_items), (0, 2));
+        // The span with the broken name is rejected alone; its sibling stands.
+        assert_eq!((summary.items, summary.rejected_items), (1, 1));
         assert_eq!(
             summary.first_error().unwrap().to_string(),
             "resource_spans[0].scope_spans[0].spans[1].name: invalid UTF-8 in string"
@@ -750,8 +868,15 @@ mod tests {
     #[test]
     fn one_bad_entry_leaves_the_others_valid() {
         let mut request = traces(&[2, 3, 1]);
-        request.resource_spans[1].scope_spans[0].spans[0].span_id = vec![9; 3];
-        let summary = scan(Signal::Traces, &request.encode_to_vec()).unwrap();
+        // A broken resource attribute spoils its whole entry.
+        request.resource_spans[1].resource = Some(crate::otlp::resource::v1::Resource {
+            attributes: vec![attr("host.name", "BROKEN")],
+            ..Default::default()
+        });
+        let mut bytes = request.encode_to_vec();
+        let at = bytes.windows(6).position(|w| w == b"BROKEN").unwrap();
+        bytes[at] = 0xc3;
+        let summary = scan(Signal::Traces, &bytes).unwrap();
         assert_eq!((summary.items, summary.rejected_items), (3, 3));
         let bad: Vec<bool> = summary
             .resources
@@ -931,5 +1056,171 @@ mod tests {
         // Field 99, varint 7: a future OTLP field the scanner does not know.
         bytes.extend_from_slice(&[0x98, 0x06, 0x07]);
         assert_eq!(scan(Signal::Traces, &bytes).unwrap().items, 1);
+    }
+}
+
+#[cfg(test)]
+mod strictness {
+    //! What the walker must agree on with `prost`, one regression per finding of the data-loss report.
+    use super::*;
+    use crate::otlp::collector::trace::v1::ExportTraceServiceRequest;
+    use crate::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn spans(names: &[&str]) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: names
+                        .iter()
+                        .map(|name| Span {
+                            trace_id: vec![1; 16],
+                            span_id: vec![2; 8],
+                            name: name.to_string(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// The report's reproducer: `start_time_unix_nano` sent as a varint. It was acknowledged, then broke the
+    /// exporter's decode of every batch it joined.
+    #[test]
+    fn a_fixed64_field_sent_as_a_varint_is_rejected() {
+        let bytes = hex(
+            "0a2a122812260a1001010101010101010101010101010101120802020202020202022a06706f69736f6e3805",
+        );
+        assert!(ExportTraceServiceRequest::decode(bytes.as_slice()).is_err());
+        let summary = scan(Signal::Traces, &bytes).unwrap();
+        assert_eq!((summary.items, summary.rejected_items), (0, 1));
+        assert_eq!(
+            summary.first_error().unwrap().to_string(),
+            "resource_spans[0].scope_spans[0].spans[0].start_time_unix_nano: \
+             wire type 0 (a varint), expected a 64-bit value"
+        );
+    }
+
+    #[test]
+    fn an_unknown_group_field_is_skipped_as_prost_skips_it() {
+        let mut bytes = spans(&["a"]).encode_to_vec();
+        // Field 99 as a group holding field 1 = 7, closed by field 99's end tag.
+        bytes.extend_from_slice(&[0x9b, 0x06, 0x08, 0x07, 0x9c, 0x06]);
+        assert!(ExportTraceServiceRequest::decode(bytes.as_slice()).is_ok());
+        assert_eq!(scan(Signal::Traces, &bytes).unwrap().items, 1);
+    }
+
+    #[test]
+    fn a_repeated_id_counts_by_its_last_value() {
+        let mut request = spans(&["a"]);
+        request.resource_spans[0].scope_spans[0].spans[0].span_id = vec![7; 3];
+        let mut bytes = request.encode_to_vec();
+        // A second span_id (valid) appended inside the span: the decoder keeps it.
+        let span_end = bytes.len();
+        bytes.extend_from_slice(&[0x12, 0x08, 3, 3, 3, 3, 3, 3, 3, 3]);
+        // Grow the three enclosing lengths by 10 (each is one byte here).
+        for at in [1, 3, 5] {
+            bytes[at] += 10;
+        }
+        assert_eq!(bytes.len(), span_end + 10);
+        let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(
+            decoded.resource_spans[0].scope_spans[0].spans[0].span_id,
+            vec![3; 8]
+        );
+        let summary = scan(Signal::Traces, &bytes).unwrap();
+        assert_eq!(
+            (summary.items, summary.rejected_items),
+            (1, 0),
+            "{summary:?}"
+        );
+    }
+
+    #[test]
+    fn zero_and_missing_span_ids_reject_their_span_alone() {
+        let mut request = spans(&["ok", "zero trace", "no span id", "ok too"]);
+        let list = &mut request.resource_spans[0].scope_spans[0].spans;
+        list[1].trace_id = vec![0; 16];
+        list[2].span_id = Vec::new();
+        let bytes = request.encode_to_vec();
+        let summary = scan(Signal::Traces, &bytes).unwrap();
+        assert_eq!((summary.items, summary.rejected_items), (2, 2));
+        assert_eq!(
+            summary.first_error().unwrap().to_string(),
+            "resource_spans[0].scope_spans[0].spans[1].trace_id: all-zero id (OTLP says it is invalid)"
+        );
+        let valid = without_invalid(&bytes, &summary);
+        let decoded = ExportTraceServiceRequest::decode(valid.as_slice()).unwrap();
+        let names: Vec<&str> = decoded.resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["ok", "ok too"]);
+        // What is left scans clean.
+        let again = scan(Signal::Traces, &valid).unwrap();
+        assert_eq!((again.items, again.rejected_items), (2, 0));
+    }
+
+    #[test]
+    fn entity_refs_are_checked() {
+        use crate::otlp::common::v1::EntityRef;
+        use crate::otlp::resource::v1::Resource;
+        let mut request = spans(&["a"]);
+        request.resource_spans[0].resource = Some(Resource {
+            entity_refs: vec![EntityRef {
+                r#type: "BROKEN".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let mut bytes = request.encode_to_vec();
+        let at = bytes.windows(6).position(|w| w == b"BROKEN").unwrap();
+        bytes[at] = 0xff;
+        assert!(ExportTraceServiceRequest::decode(bytes.as_slice()).is_err());
+        let summary = scan(Signal::Traces, &bytes).unwrap();
+        assert_eq!(summary.items, 0);
+        assert_eq!(
+            summary.first_error().unwrap().to_string(),
+            "resource_spans[0].resource.entity_refs[0].type: invalid UTF-8 in string"
+        );
+    }
+
+    #[test]
+    fn an_overflowing_varint_is_rejected() {
+        // Span kind (field 6) as a 10-byte varint whose last byte is 2.
+        let mut request = spans(&["a"]);
+        request.resource_spans[0].scope_spans[0].spans[0].kind = 1;
+        let bytes = request.encode_to_vec();
+        let at = bytes.windows(2).position(|w| w == [0x30, 0x01]).unwrap();
+        let mut broken = bytes[..at + 1].to_vec();
+        broken.extend_from_slice(&[0xff; 9]);
+        broken.push(0x02);
+        broken.extend_from_slice(&bytes[at + 2..]);
+        for at in [1, 3, 5] {
+            broken[at] += 9;
+        }
+        assert!(ExportTraceServiceRequest::decode(broken.as_slice()).is_err());
+        assert_eq!(scan(Signal::Traces, &broken).unwrap().items, 0);
+    }
+
+    #[test]
+    fn no_schema_has_more_fields_than_the_walk_counts() {
+        for schema in crate::otlp::schema::ALL {
+            assert!(schema.fields.len() <= 16, "{}", schema.name);
+            for (slot, field) in schema.fields.iter().enumerate() {
+                assert_eq!(schema.slot(field.number), Some(slot), "{}", schema.name);
+            }
+        }
     }
 }

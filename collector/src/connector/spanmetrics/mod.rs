@@ -488,14 +488,18 @@ impl SpanMetrics {
 impl Connector for SpanMetrics {
     fn consume<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
         Box::pin(async move {
-            for chunk in &batch.chunks {
-                let request =
-                    ExportTraceServiceRequest::decode(chunk.bytes.clone()).map_err(|e| {
-                        ExportError::Permanent {
-                            message: format!("batch does not decode as OTLP traces: {e}"),
-                        }
-                    })?;
-                self.add(&request);
+            // Every chunk is decoded before any is counted: a batch that fails is sent again chunk by chunk,
+            // and must not have been counted in part.
+            let requests = batch
+                .chunks
+                .iter()
+                .map(|chunk| ExportTraceServiceRequest::decode(chunk.bytes.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ExportError::Undecodable {
+                    message: format!("batch does not decode as OTLP traces: {e}"),
+                })?;
+            for request in &requests {
+                self.add(request);
             }
             Ok(Exported::default())
         })

@@ -58,7 +58,7 @@ impl Exporter for DebugExporter {
             .into_bytes();
             if self.verbosity == Verbosity::Detailed {
                 protobuf_to_json(batch.signal, &batch.to_bytes(), &mut text).map_err(|e| {
-                    ExportError::Permanent {
+                    ExportError::Undecodable {
                         message: format!("batch does not decode as OTLP: {e}"),
                     }
                 })?;

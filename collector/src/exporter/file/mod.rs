@@ -168,7 +168,7 @@ impl Exporter for FileExporter {
             let result = tokio::task::spawn_blocking(move || {
                 let mut line = Vec::with_capacity(bytes.len() * 2);
                 protobuf_to_json(signal, &bytes, &mut line).map_err(|e| {
-                    ExportError::Permanent {
+                    ExportError::Undecodable {
                         message: format!("batch does not decode as OTLP: {e}"),
                     }
                 })?;

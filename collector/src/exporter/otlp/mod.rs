@@ -189,6 +189,7 @@ pub fn classify(status: &Status) -> ExportError {
             message,
             retry_after,
         },
+        Code::InvalidArgument => ExportError::Undecodable { message },
         _ => ExportError::Permanent { message },
     }
 }

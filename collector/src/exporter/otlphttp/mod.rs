@@ -185,7 +185,7 @@ impl OtlpHttpExporter {
             Encoding::Json => {
                 let mut out = Vec::new();
                 protobuf_to_json(batch.signal, &batch.to_bytes(), &mut out).map_err(|e| {
-                    ExportError::Permanent {
+                    ExportError::Undecodable {
                         message: format!("batch does not decode as OTLP: {e}"),
                     }
                 })?;
@@ -343,6 +343,7 @@ impl Exporter for OtlpHttpExporter {
                         message,
                         retry_after: wait,
                     }),
+                    StatusCode::BAD_REQUEST => Err(ExportError::Undecodable { message }),
                     _ => Err(ExportError::Permanent { message }),
                 }
             };

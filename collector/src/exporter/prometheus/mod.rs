@@ -188,7 +188,7 @@ pub fn decode_batch(batch: &Batch) -> Result<Vec<ExportMetricsServiceRequest>, E
         .iter()
         .map(|chunk| {
             ExportMetricsServiceRequest::decode(chunk.bytes.clone()).map_err(|e| {
-                ExportError::Permanent {
+                ExportError::Undecodable {
                     message: format!("batch does not decode as OTLP metrics: {e}"),
                 }
             })

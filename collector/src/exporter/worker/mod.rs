@@ -2,8 +2,12 @@
 //! exponential backoff and jitter that honour the backend's retry hint, and an account of every item.
 //!
 //! Every item that enters the queue ends in exactly one counter: `vigil_exporter_sent_items_total` or
-//! `vigil_exporter_dropped_items_total{reason}` (`rejected_by_backend`, `permanent_error`, `retries_exhausted`,
-//! `shutdown`).
+//! `vigil_exporter_dropped_items_total{reason}` (`rejected_by_backend`, `permanent_error`, `undecodable`,
+//! `retries_exhausted`, `shutdown`).
+//!
+//! One bad request never costs the others their data: when an exporter finds a batch undecodable
+//! ([`ExportError::Undecodable`]), a batch of several requests is delivered again one request at a time and
+//! only the requests that still fail are dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +19,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{ExportError, Exporter, QueueSettings, RetrySettings};
-use crate::pipeline::Batch;
 use crate::pipeline::queue::{BoundedQueue, QueueGauges, QueueReceiver};
+use crate::pipeline::{Batch, BoxFuture};
 use crate::telemetry::{Counter, Registry};
 
 struct Accounts {
@@ -24,6 +28,7 @@ struct Accounts {
     retries: Counter,
     rejected_by_backend: Counter,
     permanent_error: Counter,
+    undecodable: Counter,
     retries_exhausted: Counter,
     shutdown: Counter,
     in_flight: AtomicU64,
@@ -71,6 +76,7 @@ impl ExporterWorker {
             ),
             rejected_by_backend: dropped("rejected_by_backend"),
             permanent_error: dropped("permanent_error"),
+            undecodable: dropped("undecodable"),
             retries_exhausted: dropped("retries_exhausted"),
             shutdown: dropped("shutdown"),
             in_flight: AtomicU64::new(0),
@@ -201,7 +207,11 @@ impl Consumer {
         }
     }
 
-    async fn deliver(&self, batch: &Batch) {
+    fn deliver<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, ()> {
+        Box::pin(self.deliver_batch(batch))
+    }
+
+    async fn deliver_batch(&self, batch: &Batch) {
         let mut backoff = Backoff::new(&self.retry);
         loop {
             match self.exporter.export(batch).await {
@@ -215,6 +225,25 @@ impl Consumer {
                             "backend rejected part of a batch"
                         );
                     }
+                    return;
+                }
+                Err(ExportError::Undecodable { message }) if batch.chunks.len() > 1 => {
+                    tracing::warn!(
+                        exporter = %self.id, requests = batch.chunks.len(), error = %message,
+                        "batch could not be exported whole; sending its requests one by one"
+                    );
+                    for chunk in &batch.chunks {
+                        let single = Batch::from_chunk(batch.signal, chunk.clone());
+                        self.deliver(&single).await;
+                    }
+                    return;
+                }
+                Err(ExportError::Undecodable { message }) => {
+                    self.accounts.undecodable.add(batch.items);
+                    tracing::error!(
+                        exporter = %self.id, items = batch.items, error = %message,
+                        "request does not decode (or the backend called it malformed); dropped"
+                    );
                     return;
                 }
                 Err(ExportError::Permanent { message }) => {

@@ -177,3 +177,118 @@ async fn shutdown_deadline_counts_everything_not_delivered() {
     assert_eq!(lost, 15, "in-flight and queued items are all accounted for");
     assert_eq!(dropped(&registry, "shutdown"), 15);
 }
+
+/// Decodes every request of a batch before delivering any, as the decoding exporters do, and records the
+/// span names it delivered.
+#[derive(Default)]
+struct Decoding {
+    delivered: Mutex<Vec<String>>,
+}
+
+impl Exporter for Decoding {
+    fn export<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
+        use prost::Message as _;
+        use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+        let decoded: Result<Vec<_>, _> = batch
+            .chunks
+            .iter()
+            .map(|chunk| ExportTraceServiceRequest::decode(chunk.bytes.clone()))
+            .collect();
+        let result = match decoded {
+            Err(e) => Err(ExportError::Undecodable {
+                message: format!("batch does not decode as OTLP traces: {e}"),
+            }),
+            Ok(requests) => {
+                let mut delivered = self.delivered.lock().unwrap();
+                for request in requests {
+                    for rs in request.resource_spans {
+                        for ss in rs.scope_spans {
+                            delivered.extend(ss.spans.into_iter().map(|s| s.name));
+                        }
+                    }
+                }
+                Ok(Exported::default())
+            }
+        };
+        Box::pin(async move { result })
+    }
+}
+
+/// The data-loss report: one undecodable request in a batch made the exporter drop every client's data in it.
+#[tokio::test(start_paused = true)]
+async fn a_poisoned_batch_costs_only_the_poisoned_request() {
+    use prost::Message as _;
+    use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+    use vigil_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let request = |names: &[&str]| {
+        let spans = names
+            .iter()
+            .map(|name| Span {
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                name: name.to_string(),
+                ..Default::default()
+            })
+            .collect();
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    };
+    // The report's reproducer: a span whose start time is sent as a varint.
+    let poison: Vec<u8> = (0..88)
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(
+                &"0a2a122812260a1001010101010101010101010101010101120802020202020202022a06706f69736f6e3805"
+                    [i..i + 2],
+                16,
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut batch = Batch::empty(Signal::Traces);
+    batch.push(crate::pipeline::Chunk::new(
+        Bytes::from(request(&["a1", "a2"])),
+        2,
+    ));
+    batch.push(crate::pipeline::Chunk::new(Bytes::from(poison), 1));
+    batch.push(crate::pipeline::Chunk::new(
+        Bytes::from(request(&["b1"])),
+        1,
+    ));
+
+    let registry = Registry::default();
+    let exporter = Arc::new(Decoding::default());
+    struct Shared(Arc<Decoding>);
+    impl Exporter for Shared {
+        fn export<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
+            self.0.export(batch)
+        }
+    }
+    let worker = ExporterWorker::start(
+        "x",
+        Box::new(Shared(exporter.clone())),
+        &QueueSettings {
+            queue_size: 4,
+            num_consumers: 1,
+        },
+        retry(),
+        &registry,
+    );
+    worker.queue().try_consume(batch).unwrap();
+    let lost = worker
+        .shutdown(Instant::now() + Duration::from_secs(3600))
+        .await;
+    assert_eq!(lost, 0);
+    assert_eq!(*exporter.delivered.lock().unwrap(), ["a1", "a2", "b1"]);
+    assert_eq!(sent(&registry), 3);
+    assert_eq!(dropped(&registry, "undecodable"), 1);
+    assert_eq!(dropped(&registry, "permanent_error"), 0);
+}

@@ -45,3 +45,47 @@ fn a_chunk_checked_by_this_engine_is_passed_on_and_any_other_is_masked() {
         assert_eq!(recorder.spans()[0].name, expected);
     }
 }
+
+/// A `KeyValue` whose value field is sent twice is decoded by merging the two: a secret in the first value
+/// survives in what exporters decode when only the last value is masked.
+#[test]
+fn every_value_of_an_attribute_sent_twice_is_masked() {
+    use prost::Message as _;
+    use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+    use vigil_proto::otlp::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use vigil_proto::otlp::wire::put_bytes;
+
+    let mut attribute = KeyValue {
+        key: "note".into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue("card 4111 1111 1111 1111".into())),
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    // An empty second `value` (field 2): decoders merge it into the first, keeping the card number.
+    put_bytes(&mut attribute, 2, &[]);
+    let mut span = span_named("checkout").encode_to_vec();
+    put_bytes(&mut span, 9, &attribute);
+    let (mut scope_spans, mut resource_spans, mut request) = (Vec::new(), Vec::new(), Vec::new());
+    put_bytes(&mut scope_spans, 2, &span);
+    put_bytes(&mut resource_spans, 2, &scope_spans);
+    put_bytes(&mut request, 1, &resource_spans);
+    let decoded = ExportTraceServiceRequest::decode(request.as_slice()).unwrap();
+    let seen = format!(
+        "{:?}",
+        decoded.resource_spans[0].scope_spans[0].spans[0].attributes
+    );
+    assert!(
+        seen.contains("4111 1111"),
+        "decoders see the card number: {seen}"
+    );
+
+    let engine = Masker::new(&MaskConfig::default()).unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let stage = stage(&engine, recorder.clone());
+    let batch = crate::pipeline::Batch::new(vigil_proto::otlp::Signal::Traces, request.into(), 1);
+    stage.try_consume(batch).unwrap();
+    let masked = format!("{:?}", recorder.spans()[0].attributes);
+    assert!(!masked.contains("4111"), "{masked}");
+}

@@ -12,10 +12,10 @@
 
 use vigil::mask::{Masked, Masker};
 use vigil_proto::otlp::Signal;
-
-/// Why a request could not be walked (it was validated on receipt, so this means a bug or corruption).
-#[derive(Debug, PartialEq, Eq)]
-pub struct WireError(pub &'static str);
+use vigil_proto::otlp::scan::MAX_ANY_VALUE_DEPTH;
+use vigil_proto::otlp::schema::{self, Kind, Schema};
+pub use vigil_proto::otlp::wire::WireError;
+use vigil_proto::otlp::wire::{RECURSION_LIMIT, Reader, WIRE_LEN, WIRE_VARINT, put_bytes};
 
 /// What masking did to one message or value.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,178 +30,6 @@ pub enum Outcome {
 
 /// Integers this large may be card, account or phone numbers.
 pub(super) const SCANNED_INTEGER: u64 = 1_000_000_000;
-/// Deepest `AnyValue` nesting followed (the receiver rejects deeper).
-const MAX_DEPTH: usize = 64;
-
-const WIRE_VARINT: u8 = 0;
-const WIRE_I64: u8 = 1;
-const WIRE_LEN: u8 = 2;
-const WIRE_I32: u8 = 5;
-
-/// How a field is masked.
-#[derive(Clone, Copy)]
-enum Kind {
-    /// A nested message.
-    Message(&'static Node),
-    /// Free text (span names, status messages, event names).
-    Text,
-    /// A `KeyValue`: its key decides how its value is masked.
-    Attribute,
-    /// An `AnyValue` with no key (a log body).
-    Body,
-}
-
-/// The maskable fields of one message type; other fields are copied as they are.
-struct Node {
-    fields: &'static [(u32, Kind)],
-}
-
-impl Node {
-    fn kind(&self, field: u32) -> Option<Kind> {
-        self.fields
-            .iter()
-            .find(|(number, _)| *number == field)
-            .map(|(_, kind)| *kind)
-    }
-}
-
-macro_rules! node {
-    ($name:ident, [$(($n:expr, $k:expr)),* $(,)?]) => {
-        static $name: Node = Node { fields: &[$(($n, $k)),*] };
-    };
-}
-
-use Kind::{Attribute as Attr, Body, Message as Msg, Text};
-
-node!(RESOURCE, [(1, Attr)]);
-node!(SCOPE, [(3, Attr)]);
-node!(TRACES, [(1, Msg(&RESOURCE_SPANS))]);
-node!(
-    RESOURCE_SPANS,
-    [(1, Msg(&RESOURCE)), (2, Msg(&SCOPE_SPANS))]
-);
-node!(SCOPE_SPANS, [(1, Msg(&SCOPE)), (2, Msg(&SPAN))]);
-node!(
-    SPAN,
-    [
-        (5, Text),
-        (9, Attr),
-        (11, Msg(&SPAN_EVENT)),
-        (13, Msg(&SPAN_LINK)),
-        (15, Msg(&STATUS))
-    ]
-);
-node!(SPAN_EVENT, [(2, Text), (3, Attr)]);
-node!(SPAN_LINK, [(4, Attr)]);
-node!(STATUS, [(2, Text)]);
-node!(LOGS, [(1, Msg(&RESOURCE_LOGS))]);
-node!(RESOURCE_LOGS, [(1, Msg(&RESOURCE)), (2, Msg(&SCOPE_LOGS))]);
-node!(SCOPE_LOGS, [(1, Msg(&SCOPE)), (2, Msg(&LOG_RECORD))]);
-node!(LOG_RECORD, [(5, Body), (6, Attr)]);
-node!(METRICS, [(1, Msg(&RESOURCE_METRICS))]);
-node!(
-    RESOURCE_METRICS,
-    [(1, Msg(&RESOURCE)), (2, Msg(&SCOPE_METRICS))]
-);
-node!(SCOPE_METRICS, [(1, Msg(&SCOPE)), (2, Msg(&METRIC))]);
-node!(
-    METRIC,
-    [
-        (5, Msg(&NUMBER_POINTS)),
-        (7, Msg(&NUMBER_POINTS)),
-        (9, Msg(&HISTOGRAM_POINTS)),
-        (10, Msg(&EXP_HISTOGRAM_POINTS)),
-        (11, Msg(&SUMMARY_POINTS)),
-        (12, Attr),
-    ]
-);
-node!(NUMBER_POINTS, [(1, Msg(&NUMBER_POINT))]);
-node!(HISTOGRAM_POINTS, [(1, Msg(&HISTOGRAM_POINT))]);
-node!(EXP_HISTOGRAM_POINTS, [(1, Msg(&EXP_HISTOGRAM_POINT))]);
-node!(SUMMARY_POINTS, [(1, Msg(&SUMMARY_POINT))]);
-node!(NUMBER_POINT, [(7, Attr), (5, Msg(&EXEMPLAR))]);
-node!(HISTOGRAM_POINT, [(9, Attr), (8, Msg(&EXEMPLAR))]);
-node!(EXP_HISTOGRAM_POINT, [(1, Attr), (11, Msg(&EXEMPLAR))]);
-node!(SUMMARY_POINT, [(7, Attr)]);
-node!(EXEMPLAR, [(7, Attr)]);
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn done(&self) -> bool {
-        self.pos >= self.buf.len()
-    }
-
-    #[inline(always)]
-    fn varint(&mut self) -> Result<u64, WireError> {
-        // Tags and short lengths are one byte.
-        if let Some(&byte) = self.buf.get(self.pos)
-            && byte < 0x80
-        {
-            self.pos += 1;
-            return Ok(u64::from(byte));
-        }
-        self.varint_slow()
-    }
-
-    #[cold]
-    fn varint_slow(&mut self) -> Result<u64, WireError> {
-        let mut value = 0u64;
-        for shift in 0..10 {
-            let Some(&byte) = self.buf.get(self.pos) else {
-                return Err(WireError("truncated varint"));
-            };
-            self.pos += 1;
-            value |= u64::from(byte & 0x7f) << (shift * 7);
-            if byte < 0x80 {
-                return Ok(value);
-            }
-        }
-        Err(WireError("varint longer than 10 bytes"))
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], WireError> {
-        let len = self.varint()?;
-        if len > (self.buf.len() - self.pos) as u64 {
-            return Err(WireError("length runs past the end of its message"));
-        }
-        let start = self.pos;
-        self.pos += len as usize;
-        Ok(&self.buf[start..self.pos])
-    }
-
-    fn skip(&mut self, wire: u8) -> Result<(), WireError> {
-        let width = match wire {
-            WIRE_VARINT => return self.varint().map(drop),
-            WIRE_LEN => return self.bytes().map(drop),
-            WIRE_I64 => 8,
-            WIRE_I32 => 4,
-            _ => return Err(WireError("unsupported wire type")),
-        };
-        if self.buf.len() - self.pos < width {
-            return Err(WireError("truncated fixed-width field"));
-        }
-        self.pos += width;
-        Ok(())
-    }
-}
-
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    put_varint(out, (u64::from(field) << 3) | u64::from(WIRE_LEN));
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
 
 /// An `AnyValue` holding `text`.
 fn string_value(text: &str) -> Vec<u8> {
@@ -212,14 +40,9 @@ fn string_value(text: &str) -> Vec<u8> {
 
 /// Masks one encoded export request of `signal`.
 pub fn mask_request(signal: Signal, buf: &[u8], masker: &Masker) -> Result<Outcome, WireError> {
-    let node = match signal {
-        Signal::Traces => &TRACES,
-        Signal::Logs => &LOGS,
-        Signal::Metrics => &METRICS,
-    };
     message(
         buf,
-        node,
+        schema::request(signal),
         &mut Walk {
             masker,
             keys: KeyClasses::new(),
@@ -368,30 +191,37 @@ impl<'b> Walk<'_, 'b> {
     }
 }
 
-/// Masks a message of type `node`; rewrites it only from the first field that changed.
-fn message<'b>(buf: &'b [u8], node: &Node, walk: &mut Walk<'_, 'b>) -> Result<Outcome, WireError> {
-    let mut reader = Reader { buf, pos: 0 };
+/// Masks a message of type `schema` (fields found by role in the one OTLP schema table the receiver validated
+/// the request with); rewrites it only from the first field that changed.
+fn message<'b>(
+    buf: &'b [u8],
+    schema: &'static Schema,
+    walk: &mut Walk<'_, 'b>,
+) -> Result<Outcome, WireError> {
+    let mut reader = Reader::new(buf);
     let mut rewrite = Rewrite { buf, out: None };
     while !reader.done() {
-        let field_start = reader.pos;
-        let key = reader.varint()?;
-        let (field, wire) = ((key >> 3) as u32, (key & 7) as u8);
-        let outcome = match node.kind(field) {
-            Some(kind) if wire == WIRE_LEN => {
-                let body = reader.bytes()?;
+        let field_start = reader.pos();
+        let (number, wire) = reader.key()?;
+        let kind = schema.field(number).map(|field| field.kind);
+        let outcome = match kind {
+            Some(Kind::Message(..) | Kind::Text | Kind::Attributes | Kind::AnyValue)
+                if wire == WIRE_LEN =>
+            {
+                let body = reader.len_delimited()?;
                 match kind {
-                    Kind::Message(inner) => message(body, inner, walk)?,
-                    Kind::Text => text(body, walk),
-                    Kind::Attribute => attribute(body, walk, 0)?,
-                    Kind::Body => any_value(body, false, walk, 0)?,
+                    Some(Kind::Message(inner, _)) => message(body, inner, walk)?,
+                    Some(Kind::Text) => text(body, walk),
+                    Some(Kind::Attributes) => attribute(body, walk, 0)?,
+                    _ => any_value(body, false, walk, 0)?,
                 }
             }
             _ => {
-                reader.skip(wire)?;
+                reader.skip(number, wire, RECURSION_LIMIT)?;
                 Outcome::Keep
             }
         };
-        rewrite.record(field, field_start..reader.pos, outcome);
+        rewrite.record(number, field_start..reader.pos(), outcome);
     }
     Ok(rewrite.finish())
 }
@@ -441,62 +271,71 @@ fn text(body: &[u8], walk: &mut Walk<'_, '_>) -> Outcome {
 }
 
 /// A `KeyValue` (key = 1, value = 2): allowed keys pass, sensitive keys have their value replaced whole, other
-/// values are masked by content.
+/// values are masked by content. The key is the last field 1, as decoders keep it; every field 2 is masked,
+/// since decoders merge repeated values and a secret in the first would survive a mask of the last alone.
 fn attribute<'b>(
     buf: &'b [u8],
     walk: &mut Walk<'_, 'b>,
     depth: usize,
 ) -> Result<Outcome, WireError> {
-    let mut reader = Reader { buf, pos: 0 };
+    let mut reader = Reader::new(buf);
     let mut key: &[u8] = &[];
-    let mut value: Option<(usize, usize, &[u8])> = None;
+    let mut values = 0;
     while !reader.done() {
-        let field_start = reader.pos;
-        let tag = reader.varint()?;
-        let (field, wire) = ((tag >> 3) as u32, (tag & 7) as u8);
+        let (field, wire) = reader.key()?;
         match (field, wire) {
-            (1, WIRE_LEN) => key = reader.bytes()?,
+            (1, WIRE_LEN) => key = reader.len_delimited()?,
             (2, WIRE_LEN) => {
-                let body = reader.bytes()?;
-                value = Some((field_start, reader.pos, body));
+                reader.len_delimited()?;
+                values += 1;
             }
-            _ => reader.skip(wire)?,
+            _ => reader.skip(field, wire, RECURSION_LIMIT)?,
         }
     }
-    let Some((value_start, value_end, body)) = value else {
+    if values == 0 {
         return Ok(Outcome::Keep);
-    };
+    }
     let class = walk.class(key);
     if class == KeyClass::Allowed {
         return Ok(Outcome::Keep);
     }
-    let new_value = if class == KeyClass::Sensitive {
-        match walk.masker.replace_whole(&value_text(body)) {
-            Masked::Keep(replacement) => string_value(&replacement),
-            Masked::Drop => return Ok(Outcome::Drop),
+    let mut reader = Reader::new(buf);
+    let mut rewrite = Rewrite { buf, out: None };
+    while !reader.done() {
+        let field_start = reader.pos();
+        let (field, wire) = reader.key()?;
+        if (field, wire) != (2, WIRE_LEN) {
+            reader.skip(field, wire, RECURSION_LIMIT)?;
+            rewrite.record(field, field_start..reader.pos(), Outcome::Keep);
+            continue;
         }
-    } else {
-        match any_value(body, true, walk, depth)? {
-            Outcome::Keep => return Ok(Outcome::Keep),
-            Outcome::Drop => return Ok(Outcome::Drop),
-            Outcome::Replace(bytes) => bytes,
+        let body = reader.len_delimited()?;
+        let outcome = if class == KeyClass::Sensitive {
+            match walk.masker.replace_whole(&value_text(body)) {
+                Masked::Keep(replacement) => Outcome::Replace(string_value(&replacement)),
+                Masked::Drop => Outcome::Drop,
+            }
+        } else {
+            any_value(body, true, walk, depth)?
+        };
+        if outcome == Outcome::Drop {
+            return Ok(Outcome::Drop);
         }
-    };
-    let mut out = Vec::with_capacity(buf.len() + 16);
-    out.extend_from_slice(&buf[..value_start]);
-    put_bytes(&mut out, 2, &new_value);
-    out.extend_from_slice(&buf[value_end..]);
-    Ok(Outcome::Replace(out))
+        rewrite.record(field, field_start..reader.pos(), outcome);
+    }
+    Ok(rewrite.finish())
 }
 
 /// The text of a scalar `AnyValue`, for `hash` and `partial` of a sensitive key's value.
 fn value_text(buf: &[u8]) -> String {
-    let mut reader = Reader { buf, pos: 0 };
+    let mut reader = Reader::new(buf);
     while !reader.done() {
-        let Ok(tag) = reader.varint() else { break };
-        match ((tag >> 3) as u32, (tag & 7) as u8) {
+        let Ok((field, wire)) = reader.key() else {
+            break;
+        };
+        match (field, wire) {
             (1, WIRE_LEN) => {
-                if let Ok(bytes) = reader.bytes() {
+                if let Ok(bytes) = reader.len_delimited() {
                     return String::from_utf8_lossy(bytes).into_owned();
                 }
                 break;
@@ -507,9 +346,8 @@ fn value_text(buf: &[u8]) -> String {
                 }
                 break;
             }
-            (wire_field, wire) => {
-                let _ = wire_field;
-                if reader.skip(wire).is_err() {
+            (field, wire) => {
+                if reader.skip(field, wire, RECURSION_LIMIT).is_err() {
                     break;
                 }
             }
@@ -526,16 +364,15 @@ fn any_value<'b>(
     walk: &mut Walk<'_, 'b>,
     depth: usize,
 ) -> Result<Outcome, WireError> {
-    if depth > MAX_DEPTH {
+    if depth > MAX_ANY_VALUE_DEPTH {
         return Err(WireError("AnyValue nested too deep"));
     }
-    let mut reader = Reader { buf, pos: 0 };
+    let mut reader = Reader::new(buf);
     while !reader.done() {
-        let tag = reader.varint()?;
-        let (field, wire) = ((tag >> 3) as u32, (tag & 7) as u8);
+        let (field, wire) = reader.key()?;
         let outcome = match (field, wire) {
             (1, WIRE_LEN) => {
-                let body = reader.bytes()?;
+                let body = reader.len_delimited()?;
                 // Nearly every value is clean: found so on the bytes, before any UTF-8 check.
                 if !walk.masker.may_change(body) {
                     continue;
@@ -553,7 +390,7 @@ fn any_value<'b>(
                 scalar(&number.to_string(), keyed, walk)
             }
             (5, WIRE_LEN) => {
-                let body = reader.bytes()?;
+                let body = reader.len_delimited()?;
                 match array(body, keyed, walk, depth + 1)? {
                     Outcome::Replace(bytes) => {
                         let mut out = Vec::with_capacity(bytes.len() + 4);
@@ -564,7 +401,7 @@ fn any_value<'b>(
                 }
             }
             (6, WIRE_LEN) => {
-                let body = reader.bytes()?;
+                let body = reader.len_delimited()?;
                 match key_value_list(body, walk, depth + 1)? {
                     Outcome::Replace(bytes) => {
                         let mut out = Vec::with_capacity(bytes.len() + 4);
@@ -575,7 +412,7 @@ fn any_value<'b>(
                 }
             }
             _ => {
-                reader.skip(wire)?;
+                reader.skip(field, wire, RECURSION_LIMIT)?;
                 continue;
             }
         };
@@ -627,19 +464,18 @@ fn repeated<'b>(
     walk: &mut Walk<'_, 'b>,
     mut each: impl FnMut(&'b [u8], &mut Walk<'_, 'b>) -> Result<Outcome, WireError>,
 ) -> Result<Outcome, WireError> {
-    let mut reader = Reader { buf, pos: 0 };
+    let mut reader = Reader::new(buf);
     let mut rewrite = Rewrite { buf, out: None };
     while !reader.done() {
-        let field_start = reader.pos;
-        let tag = reader.varint()?;
-        let (field, wire) = ((tag >> 3) as u32, (tag & 7) as u8);
+        let field_start = reader.pos();
+        let (field, wire) = reader.key()?;
         let outcome = if field == 1 && wire == WIRE_LEN {
-            each(reader.bytes()?, walk)?
+            each(reader.len_delimited()?, walk)?
         } else {
-            reader.skip(wire)?;
+            reader.skip(field, wire, RECURSION_LIMIT)?;
             Outcome::Keep
         };
-        rewrite.record(1, field_start..reader.pos, outcome);
+        rewrite.record(1, field_start..reader.pos(), outcome);
     }
     Ok(rewrite.finish())
 }

@@ -173,10 +173,8 @@ impl Ingest {
             counters.requests_invalid.add(1);
             return Err(IngestError::Invalid(message));
         }
-        let mut valid = Vec::with_capacity(body.len());
-        for entry in summary.resources.iter().filter(|e| e.error.is_none()) {
-            valid.extend_from_slice(&body[entry.bytes.clone()]);
-        }
+        // The valid entries, each without its invalid items: what every exporter can decode.
+        let valid = scan::without_invalid(&body, &summary);
         let chunk = Chunk {
             mask_checked,
             ..Chunk::new(Bytes::from(valid), summary.items)
