@@ -10,11 +10,11 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
@@ -24,6 +24,38 @@ pub async fn bind(what: &str, endpoint: &str) -> Result<TcpListener, String> {
     TcpListener::bind(address)
         .await
         .map_err(|e| format!("{what}: cannot listen on {endpoint}: {e}"))
+}
+
+/// Raises the soft limit on open files to the hard limit (as Go programs such as the OpenTelemetry Collector
+/// do at start) and returns the soft limit now in force; `None` where it cannot be read.
+pub fn raise_descriptor_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit write and read the one struct passed; no other memory is touched.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return None;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        Some(limit.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 /// Loads a PEM certificate chain and key into a rustls server config offering h2 and http/1.1.
@@ -59,68 +91,199 @@ pub fn server_tls(
     Ok(Arc::new(config))
 }
 
-/// Serves `handler` on `listener` until `shutdown` turns true, then lets in-flight requests finish (at most
-/// `drain` long).
-pub async fn serve<H, F>(
+/// What a listener allows its client connections: how many, and how long each may take or sit idle.
+///
+/// A connection that sits idle (no request in flight, none finished) for `idle_timeout` is closed gracefully;
+/// one still open `CLOSE_GRACE` later is dropped. HTTP/1 request headers must arrive within
+/// `header_read_timeout`; HTTP/2 connections are pinged every `keepalive_interval` and closed when a ping goes
+/// unanswered for `keepalive_timeout`. Over `max_connections`, new connections are accepted and closed at once,
+/// so clients see an immediate error instead of a connect timeout; the listener keeps serving the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most client connections open at once.
+    pub max_connections: usize,
+    /// Longest wait for an HTTP/1 request's headers.
+    pub header_read_timeout: Duration,
+    /// Longest a connection may sit without a request before it is closed.
+    pub idle_timeout: Duration,
+    /// How often idle HTTP/2 connections are pinged.
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered.
+    pub keepalive_timeout: Duration,
+    /// Serve HTTP/2 only (gRPC), not HTTP/1.
+    pub http2_only: bool,
+}
+
+impl ConnectionLimits {
+    /// Limits for the collector's own endpoints (health check, self-metrics, the Prometheus exporter): a few
+    /// scrapers and probes, never starved by data clients, which connect to other listeners.
+    pub const INTERNAL: ConnectionLimits = ConnectionLimits {
+        max_connections: 128,
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        keepalive_interval: Duration::from_secs(60),
+        keepalive_timeout: Duration::from_secs(20),
+        http2_only: false,
+    };
+}
+
+/// How long a connection asked to close (idle, or at shutdown) may take before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Requests in flight on one connection and when the last one finished.
+struct Activity {
+    in_flight: AtomicUsize,
+    last_change: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        *self.last_change.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(
+            self.last_change
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed(),
+        )
+    }
+}
+
+/// Marks a request in flight until dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.touch();
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves `handler` on `listener` with [`ConnectionLimits::INTERNAL`] until `shutdown` turns true, then lets
+/// in-flight requests finish (at most `drain` long).
+pub async fn serve<H, F, B>(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: H,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_limited(listener, tls, handler, shutdown, drain, ConnectionLimits::INTERNAL).await
+}
+
+/// Serves `handler` on `listener` within `limits` until `shutdown` turns true, then lets in-flight requests
+/// finish (at most `drain` long).
+pub async fn serve_limited<H, F, B>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
+    limits: ConnectionLimits,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    if limits.http2_only {
+        builder = builder.http2_only();
+    }
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
     builder
         .http2()
+        .timer(TokioTimer::new())
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(8 << 20)
         .max_concurrent_streams(1024)
-        .max_frame_size(1 << 20);
-    let graceful = GracefulShutdown::new();
+        // Large frames let clients send a request in one DATA frame: fewer frames, reads and wake-ups.
+        .max_frame_size(1 << 20)
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(limits.keepalive_timeout);
     let acceptor = tls.map(TlsAcceptor::from);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut refused_at: Option<tokio::time::Instant> = None;
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             biased;
             _ = crate::pipeline::raised(&mut shutdown) => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(error = %e, "accept failed; pausing 50ms");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closed at once: the client sees a reset now rather than a connect timeout later.
+            if refused_at.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    %peer,
+                    "connection limit reached; closing new connections until some end"
+                );
+                refused_at = Some(tokio::time::Instant::now());
+            }
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            last_change: std::sync::Mutex::new(tokio::time::Instant::now()),
+        });
         let handler = handler.clone();
+        let tracked = activity.clone();
         let service = hyper::service::service_fn(move |request| {
+            let in_flight = InFlight::new(&tracked);
             let response = handler(request);
-            async move { Ok::<_, std::convert::Infallible>(response.await) }
+            async move {
+                let response = response.await;
+                drop(in_flight);
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
         let builder = builder.clone();
-        match &acceptor {
-            None => {
-                let connection = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let watched = graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = watched.await;
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(
-                        Duration::from_secs(10),
+        let acceptor = acceptor.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match acceptor {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    watch_connection(connection, &activity, limits.idle_timeout, stop).await;
+                }
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        limits.header_read_timeout,
                         acceptor.accept(stream),
-                    )
-                    .await
-                    {
+                    );
+                    let stream = match handshake.await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "TLS handshake failed");
@@ -128,16 +291,67 @@ pub async fn serve<H, F>(
                         }
                         Err(_) => return,
                     };
-                    let connection = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    let _ = watcher.watch(connection).await;
-                });
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    watch_connection(connection, &activity, limits.idle_timeout, stop).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    // Every connection holds a slot until it ends: all slots back means every connection has drained.
+    let all = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(drain + CLOSE_GRACE, slots.acquire_many(all)).await;
+}
+
+/// Runs one connection until it ends, closing it gracefully when it sits idle for `idle_timeout` or when
+/// `shutdown` rises, and dropping it if it has not closed `CLOSE_GRACE` after that.
+async fn watch_connection<C>(
+    connection: C,
+    activity: &Activity,
+    idle_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    C: GracefulConnection,
+{
+    tokio::pin!(connection);
+    let period = (idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut connection => return,
+            _ = crate::pipeline::raised(&mut shutdown) => break,
+            _ = ticks.tick() => {
+                if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
+                    break;
+                }
             }
         }
     }
-    drop(listener);
-    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+    connection.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+}
+
+/// A served connection that can be asked to finish its requests and close.
+trait GracefulConnection: Future + Send {
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, E, B> GracefulConnection for auto::Connection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B> + Send,
+    Self: Future + Send,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        auto::Connection::graceful_shutdown(self)
+    }
 }
 
 /// A plain-text response.

@@ -606,7 +606,7 @@ pub mod otlp {
 
     /// The span id of span `index` of request `request`, as lower-case hex.
     pub fn span_id(request: u32, index: u32) -> String {
-        format!("{request:08x}{index:08x}")
+        format!("{request:08x}{:08x}", index + 1)
     }
 
     /// An encoded `ExportTraceServiceRequest` with `spans` spans of 3 attributes each.
@@ -627,9 +627,10 @@ pub mod otlp {
                 scope_spans: vec![ScopeSpans {
                     spans: (0..spans)
                         .map(|i| Span {
-                            trace_id: [request.to_be_bytes(), [0; 4], [0; 4], i.to_be_bytes()]
+                            // Never all zero (OTLP rejects such ids): the span id counts from 1.
+                            trace_id: [request.to_be_bytes(), [0xe2; 4], [0; 4], i.to_be_bytes()]
                                 .concat(),
-                            span_id: [request.to_be_bytes(), i.to_be_bytes()].concat(),
+                            span_id: [request.to_be_bytes(), (i + 1).to_be_bytes()].concat(),
                             name: format!("op-{i}"),
                             kind: 2,
                             start_time_unix_nano: 1_700_000_000_000_000_000,

@@ -111,11 +111,19 @@ impl fmt::Display for ConfigErrors {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(
-                f,
-                "{}:{}:{}: ",
-                self.source, e.location.line, e.location.column
-            )?;
+            if e.location.line == 0 {
+                // No place in the text (an unreadable or empty file): the file name alone, or nothing when
+                // the message names the file already.
+                if !e.message.contains(&self.source) {
+                    write!(f, "{}: ", self.source)?;
+                }
+            } else {
+                write!(
+                    f,
+                    "{}:{}:{}: ",
+                    self.source, e.location.line, e.location.column
+                )?;
+            }
             if !e.path.is_empty() {
                 write!(f, "{}: ", e.path)?;
             }
@@ -346,12 +354,12 @@ impl Config {
     /// Loads and validates a config file, with `${env:…}` from the process environment.
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigErrors> {
         let source = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        let text = yaml::read_text(path).map_err(|e| ConfigErrors {
             source: source.clone(),
             errors: vec![ConfigError {
-                location: Location { line: 0, column: 0 },
+                location: e.location,
                 path: String::new(),
-                message: format!("cannot read the config file: {e}"),
+                message: e.message,
             }],
         })?;
         Config::parse(

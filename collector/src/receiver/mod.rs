@@ -35,6 +35,14 @@ impl ReceiverConfig {
                     );
                     return None;
                 }
+                if let Some(grpc) = &config.protocols.grpc {
+                    grpc.connections
+                        .validate(check, &format!("{path}.protocols.grpc.connections"));
+                }
+                if let Some(http) = &config.protocols.http {
+                    http.connections
+                        .validate(check, &format!("{path}.protocols.http.connections"));
+                }
                 Some(ReceiverConfig::Otlp(config))
             }
             other => {

@@ -38,27 +38,57 @@ pub struct Running {
     /// The input sides of connectors.
     connectors: BTreeMap<ComponentId, ExporterWorker>,
     side_tasks: Vec<JoinHandle<()>>,
+    /// Stops the health check and self-metrics endpoints: raised last, so drops during shutdown can be scraped.
+    side_shutdown: watch::Sender<bool>,
     readiness: Readiness,
     registry: Registry,
     shutdown_timeout: std::time::Duration,
 }
 
-/// What shutdown could not deliver.
+/// Counters of accepted items that were not delivered, whatever the reason: each item admitted by a receiver
+/// is later exported or counted in one of these. (Items a sampler leaves out on purpose, and series a connector
+/// folds into its overflow series, are decisions, not losses.)
+pub const LOSS_COUNTERS: &[&str] = &[
+    "vigil_exporter_dropped_items_total",
+    "vigil_processor_dropped_items_total",
+    "vigil_connector_dropped_items_total",
+    "vigil_mask_failed_items_total",
+    "vigil_prometheus_exporter_dropped_points_total",
+];
+
+/// What the collector could not deliver, read when it stopped.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Items dropped because the deadline passed, by component.
+    /// Items dropped because the shutdown deadline passed, by component.
     pub undelivered: BTreeMap<String, u64>,
+    /// Every accepted item not delivered over the collector's life, by loss counter and labels
+    /// (`vigil_exporter_dropped_items_total{exporter="otlp",reason="undecodable"}` → count); includes the
+    /// shutdown losses above.
+    pub dropped: BTreeMap<String, u64>,
 }
 
 impl ShutdownReport {
-    /// Total items not delivered.
+    /// Total accepted items not delivered; the process exits with status 3 when it is not zero.
     pub fn total(&self) -> u64 {
-        self.undelivered.values().sum()
+        let dropped: u64 = self.dropped.values().sum();
+        dropped.max(self.undelivered.values().sum())
+    }
+
+    /// Reads every [`LOSS_COUNTERS`] series of `registry` into [`ShutdownReport::dropped`].
+    fn read_losses(&mut self, registry: &Registry) {
+        for name in LOSS_COUNTERS {
+            for (labels, count) in registry.counter_series(name) {
+                if count > 0 {
+                    self.dropped.insert(format!("{name}{{{labels}}}"), count);
+                }
+            }
+        }
     }
 }
 
 /// Builds and starts everything in `config`. Errors name the component (port in use, unreadable certificate).
-pub async fn start(config: Config) -> Result<Running, String> {
+pub async fn start(mut config: Config) -> Result<Running, String> {
+    fit_connections_to_descriptors(&mut config);
     let registry = Registry::default();
     let (shutdown, shutdown_rx) = watch::channel(false);
     let readiness = Readiness::default();
@@ -173,19 +203,24 @@ pub async fn start(config: Config) -> Result<Running, String> {
         receiver_tasks.extend(receiver.start(context).await?);
     }
 
+    // The health check and self-metrics outlive the pipelines: readiness turns false when shutdown starts,
+    // but both keep answering until everything is drained, so shutdown drops can still be scraped.
+    let (side_shutdown, side_shutdown_rx) = watch::channel(false);
     let mut side_tasks = Vec::new();
     for id in &config.service.extensions {
         match config.extensions.get(id) {
             Some(ExtensionConfig::HealthCheck(c)) => {
-                side_tasks
-                    .push(health_check::start(c, readiness.clone(), shutdown_rx.clone()).await?);
+                side_tasks.push(
+                    health_check::start(c, readiness.clone(), side_shutdown_rx.clone()).await?,
+                );
             }
             None => return Err(format!("extension `{id}` is not defined")),
         }
     }
     if let Some(address) = &config.service.telemetry.metrics.address {
-        side_tasks
-            .push(telemetry::serve_metrics(address, registry.clone(), shutdown_rx.clone()).await?);
+        side_tasks.push(
+            telemetry::serve_metrics(address, registry.clone(), side_shutdown_rx.clone()).await?,
+        );
     }
     readiness.set(true);
     tracing::info!(
@@ -199,10 +234,50 @@ pub async fn start(config: Config) -> Result<Running, String> {
         exporters,
         connectors: connector_workers,
         side_tasks,
+        side_shutdown,
         readiness,
         registry,
         shutdown_timeout: config.service.shutdown_timeout,
     })
+}
+
+/// Descriptors kept back from client connections: listeners, exporters' connections, files, the health
+/// check and self-metrics endpoints.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// Lowers the receivers' `max_connections` so that together they leave [`RESERVED_DESCRIPTORS`] of the
+/// process's file limit free: clients that open every connection they may still cannot starve the health
+/// check, the self-metrics endpoint or the exporters.
+fn fit_connections_to_descriptors(config: &mut Config) {
+    let Some(limit) = crate::net::raise_descriptor_limit() else {
+        return;
+    };
+    let mut transports: Vec<&mut crate::receiver::otlp::ConnectionConfig> = Vec::new();
+    for receiver in config.receivers.values_mut() {
+        let crate::receiver::ReceiverConfig::Otlp(otlp) = receiver;
+        if let Some(grpc) = &mut otlp.protocols.grpc {
+            transports.push(&mut grpc.connections);
+        }
+        if let Some(http) = &mut otlp.protocols.http {
+            transports.push(&mut http.connections);
+        }
+    }
+    let wanted: u64 = transports.iter().map(|c| c.max_connections as u64).sum();
+    let available = limit.saturating_sub(RESERVED_DESCRIPTORS).max(transports.len() as u64);
+    if wanted <= available {
+        return;
+    }
+    for connections in transports {
+        let share = (connections.max_connections as u64 * available / wanted).max(1);
+        connections.max_connections = share as usize;
+    }
+    tracing::warn!(
+        file_limit = limit,
+        wanted,
+        available,
+        "receivers' max_connections exceed what the open-file limit allows; each was lowered in proportion \
+         (raise `ulimit -n` to allow more)"
+    );
 }
 
 impl Running {
@@ -238,16 +313,25 @@ impl Running {
                 report.undelivered.insert(format!("exporter {id}"), lost);
             }
         }
-        for task in self.side_tasks {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
-        }
+        report.read_losses(&self.registry);
         if report.total() == 0 {
             tracing::info!("collector stopped; everything accepted was delivered");
         } else {
+            let by_reason = report
+                .dropped
+                .iter()
+                .map(|(series, count)| format!("{series} {count}"))
+                .collect::<Vec<_>>()
+                .join(", ");
             tracing::error!(
                 undelivered = report.total(),
-                "collector stopped; some accepted items were not delivered"
+                by_reason = %by_reason,
+                "collector stopped; some accepted items were not delivered (exit status 3)"
             );
+        }
+        let _ = self.side_shutdown.send(true);
+        for task in self.side_tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
         }
         report
     }

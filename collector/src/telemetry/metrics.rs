@@ -191,6 +191,26 @@ impl Registry {
         })
     }
 
+    /// Every series of counter `name` with its labels as written in the exposition format and its value.
+    pub fn counter_series(&self, name: &str) -> Vec<(String, u64)> {
+        let families = self
+            .families
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(family) = families.get(name) else {
+            return Vec::new();
+        };
+        family
+            .series
+            .iter()
+            .filter_map(|(labels, series)| match series {
+                Series::Counter(c) => Some((labels.clone(), c.get())),
+                Series::Gauge(read) if family.kind == "counter" => Some((labels.clone(), read() as u64)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The sum of every series of counter `name` whose labels include all of `labels`.
     pub fn counter_sum(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
         let wanted: Vec<String> = labels.iter().map(|l| label_text(&[*l])).collect();

@@ -314,6 +314,35 @@ fn walk_request<'b, I: Inspector<'b>>(
     Ok(summary)
 }
 
+/// The top-level entries of a request already validated by [`scan`]: each entry's bytes (tag and length
+/// included) and the items in it, read from the structure alone. Splitting a batch at entries needs no second
+/// validation.
+pub fn entries(signal: Signal, buf: &[u8]) -> Vec<(Range<usize>, u64)> {
+    let root = schema::request(signal);
+    let Kind::Message(resource_schema, _) = root.fields[0].kind else {
+        unreachable!("field 1 of an export request is its resource entries")
+    };
+    let mut reader = Reader::new(buf);
+    let mut out = Vec::new();
+    while !reader.done() {
+        let start = reader.pos();
+        let Ok((field, wire)) = reader.key() else {
+            break;
+        };
+        if (field, wire) != (1, WIRE_LEN) {
+            if reader.skip(field, wire, RECURSION_LIMIT).is_err() {
+                break;
+            }
+            continue;
+        }
+        let Ok(body) = reader.len_delimited() else {
+            break;
+        };
+        out.push((start..reader.pos(), count_items(body, resource_schema)));
+    }
+    out
+}
+
 /// The items inside a message, following its structure as far as it is readable.
 fn count_items(buf: &[u8], schema: &Schema) -> u64 {
     let mut reader = Reader::new(buf);

@@ -253,8 +253,19 @@ impl LoggingConfig {
 
     /// Reads and parses a config file.
     pub fn from_file(path: &std::path::Path) -> Result<LoggingConfig, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let text = yaml::read_text(path).map_err(|e| {
+            if e.location.line == 0 {
+                e.message
+            } else {
+                format!(
+                    "{}:{}:{}: {}",
+                    path.display(),
+                    e.location.line,
+                    e.location.column,
+                    e.message
+                )
+            }
+        })?;
         LoggingConfig::parse(&text, &path.display().to_string())
     }
 }

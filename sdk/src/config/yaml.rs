@@ -90,6 +90,51 @@ pub fn decode<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Deepest nesting of mappings and sequences a config may have; deeper is refused before it can exhaust the
+/// stack (a 16 KB file of nested `- ` reaches thousands of levels).
+pub const MAX_DEPTH: usize = 64;
+/// Most nodes a document may expand to once aliases are copied in; a few hundred bytes of aliases to aliases
+/// (an "alias bomb") would otherwise expand to billions.
+pub const MAX_NODES: usize = 200_000;
+/// Most aliases a document may use.
+pub const MAX_ALIASES: usize = 10_000;
+
+/// Reads a config file as UTF-8 text. A file that is not UTF-8 (Latin-1, binary) is refused with the line and
+/// column of its first bad byte; a file that cannot be read, with the system's reason and no location.
+pub fn read_text(path: &std::path::Path) -> Result<String, YamlError> {
+    let bytes = std::fs::read(path).map_err(|e| YamlError {
+        location: Location::default(),
+        message: format!("cannot read {}: {}", path.display(), io_reason(&e)),
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+        let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+        let byte = e.as_bytes()[valid.len()];
+        YamlError {
+            location: Location { line, column },
+            message: format!(
+                "the file is not UTF-8 text (byte 0x{byte:02x}); save it as UTF-8{}",
+                if e.as_bytes().contains(&0) {
+                    " (it looks binary: is this the right file?)"
+                } else {
+                    ""
+                }
+            ),
+        }
+    })
+}
+
+/// `No such file or directory`, without Rust's `(os error 2)` suffix.
+fn io_reason(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" (os error") {
+        Some(cut) => text[..cut].to_string(),
+        None => text,
+    }
+}
+
 /// Parses one YAML document into a value tree and the location of each node.
 ///
 /// `env` resolves variable names for `${env:…}` substitution.
@@ -102,6 +147,10 @@ pub fn parse(
         locations: Locations::default(),
         anchors: HashMap::new(),
         errors: Vec::new(),
+        depth: 0,
+        nodes: 0,
+        aliases: 0,
+        fatal: false,
     };
     let mut parser = Parser::new_from_str(text);
     let mut root = Value::Null;
@@ -141,6 +190,9 @@ pub fn parse(
                     Ok((Event::DocumentEnd, _)) => {}
                     Ok((event, span)) => {
                         root = builder.node(&mut parser, event, span, String::new());
+                        if builder.fatal {
+                            return Err(builder.errors);
+                        }
                     }
                     Err(e) => {
                         return Err(vec![YamlError {
@@ -179,8 +231,17 @@ fn location(span: Span) -> Location {
 struct Builder<'e> {
     env: &'e dyn Fn(&str) -> Option<String>,
     locations: Locations,
-    anchors: HashMap<usize, Value>,
+    /// Anchored values and how many nodes each holds.
+    anchors: HashMap<usize, (Value, usize)>,
     errors: Vec<YamlError>,
+    /// Nesting of the node being built.
+    depth: usize,
+    /// Nodes built so far, aliases counted by what they expand to.
+    nodes: usize,
+    /// Aliases seen so far.
+    aliases: usize,
+    /// A limit was crossed: the rest of the document is not read.
+    fatal: bool,
 }
 
 impl Builder<'_> {
@@ -203,12 +264,58 @@ impl Builder<'_> {
         }
     }
 
+    /// Stops the build with `message` at `span`.
+    fn give_up(&mut self, span: Span, message: String) -> Value {
+        self.errors.push(YamlError {
+            location: location(span),
+            message,
+        });
+        self.fatal = true;
+        Value::Null
+    }
+
     fn node(
         &mut self,
         parser: &mut Parser<'_, saphyr_parser::StrInput<'_>>,
         event: Event<'_>,
         span: Span,
         path: String,
+    ) -> Value {
+        if self.fatal {
+            return Value::Null;
+        }
+        let nodes_before = self.nodes;
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return self.give_up(
+                span,
+                format!("the document expands to more than {MAX_NODES} values (aliases included); is it an alias bomb?"),
+            );
+        }
+        let nested = matches!(event, Event::SequenceStart(..) | Event::MappingStart(..));
+        if nested {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return self.give_up(
+                    span,
+                    format!("mappings and sequences nested deeper than {MAX_DEPTH} levels"),
+                );
+            }
+        }
+        let value = self.node_inner(parser, event, span, path, nodes_before);
+        if nested {
+            self.depth -= 1;
+        }
+        value
+    }
+
+    fn node_inner(
+        &mut self,
+        parser: &mut Parser<'_, saphyr_parser::StrInput<'_>>,
+        event: Event<'_>,
+        span: Span,
+        path: String,
+        nodes_before: usize,
     ) -> Value {
         self.locations
             .by_path
@@ -223,12 +330,25 @@ impl Builder<'_> {
                     span,
                 );
                 if anchor > 0 {
-                    self.anchors.insert(anchor, value.clone());
+                    self.anchors.insert(anchor, (value.clone(), 1));
                 }
                 value
             }
             Event::Alias(anchor) => match self.anchors.get(&anchor) {
-                Some(value) => value.clone(),
+                Some((value, size)) => {
+                    self.aliases += 1;
+                    // The alias node itself was counted; what it expands to is the anchored node's size.
+                    self.nodes += size - 1;
+                    if self.aliases > MAX_ALIASES || self.nodes > MAX_NODES {
+                        return self.give_up(
+                            span,
+                            format!(
+                                "aliases expand the document past {MAX_NODES} values or {MAX_ALIASES} aliases; is it an alias bomb?"
+                            ),
+                        );
+                    }
+                    value.clone()
+                }
                 None => {
                     self.errors.push(YamlError {
                         location: location(span),
@@ -245,10 +365,14 @@ impl Builder<'_> {
                     }
                     let child = format!("{path}[{}]", items.len());
                     items.push(self.node(parser, event, span, child));
+                    if self.fatal {
+                        return Value::Null;
+                    }
                 }
                 let value = Value::Array(items);
                 if anchor > 0 {
-                    self.anchors.insert(anchor, value.clone());
+                    self.anchors
+                        .insert(anchor, (value.clone(), self.nodes - nodes_before));
                 }
                 value
             }
@@ -281,6 +405,9 @@ impl Builder<'_> {
                         break;
                     };
                     let value = self.node(parser, value_event, value_span, child);
+                    if self.fatal {
+                        return Value::Null;
+                    }
                     if key == "<<" {
                         // YAML merge key: copy the anchored mapping's entries that are not set here.
                         if let Value::Object(merged) = value {
@@ -300,7 +427,8 @@ impl Builder<'_> {
                 }
                 let value = Value::Object(map);
                 if anchor > 0 {
-                    self.anchors.insert(anchor, value.clone());
+                    self.anchors
+                        .insert(anchor, (value.clone(), self.nodes - nodes_before));
                 }
                 value
             }
@@ -516,5 +644,70 @@ mod tests {
             parse("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n", &no_env).unwrap();
         assert_eq!(value["other"]["x"], 1);
         assert_eq!(value["other"]["y"], 3);
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<(Value, Locations), Vec<YamlError>> {
+        parse(text, &|_| None)
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // The report's 16 KB file: `- ` nested thousands deep.
+        let text: String = (0..8000).map(|depth| format!("{}- \n", "  ".repeat(depth))).collect();
+        let errors = parse_text(&text).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.contains("nested deeper than 64"), "{errors:?}");
+        assert_eq!(errors[0].location.line, MAX_DEPTH + 1);
+        // Flow style, on one line.
+        let flow = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let errors = parse_text(&flow).unwrap_err();
+        // The YAML parser has its own limit for flow collections; either way it is an error, not a crash.
+        assert!(
+            errors[0].message.contains("nested") || errors[0].message.contains("recursion limit"),
+            "{errors:?}"
+        );
+        // At the limit it still loads.
+        let ok: String = (0..MAX_DEPTH).map(|depth| format!("{}- \n", "  ".repeat(depth))).collect();
+        assert!(parse_text(&ok).is_ok());
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_expands() {
+        // The "billion laughs": each level lists the previous one nine times.
+        let mut text = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for pair in names.windows(2) {
+            let (previous, name) = (pair[0], pair[1]);
+            let refs = vec![format!("*{previous}"); 9].join(",");
+            text.push_str(&format!("{name}: &{name} [{refs}]\n"));
+        }
+        assert!(text.len() < 1000);
+        let errors = parse_text(&text).unwrap_err();
+        assert!(errors[0].message.contains("alias bomb"), "{errors:?}");
+        assert!(errors[0].location.line > 1);
+        // Ordinary aliases still work.
+        let (tree, _) = parse_text("base: &base {x: 1}\nother: *base\n").unwrap();
+        assert_eq!(tree["other"]["x"], 1);
+    }
+
+    #[test]
+    fn files_that_are_not_utf8_text_are_named_with_the_place_of_the_first_bad_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let latin1 = dir.path().join("latin1.yaml");
+        std::fs::write(&latin1, b"receivers:\n  otlp: {}\n# caf\xe9\n").unwrap();
+        let error = read_text(&latin1).unwrap_err();
+        assert_eq!(error.location, Location { line: 3, column: 6 });
+        assert!(error.message.contains("not UTF-8 text (byte 0xe9)"), "{}", error.message);
+        let binary = dir.path().join("binary.yaml");
+        std::fs::write(&binary, [0x7f, b'E', b'L', b'F', 0, 0xff, 0xfe]).unwrap();
+        assert!(read_text(&binary).unwrap_err().message.contains("looks binary"));
+        let missing = read_text(&dir.path().join("missing.yaml")).unwrap_err();
+        assert!(missing.message.ends_with("missing.yaml: No such file or directory"), "{}", missing.message);
+        assert_eq!(missing.location, Location::default());
     }
 }

@@ -271,13 +271,13 @@ impl Batcher {
 
 /// Splits a chunk into one chunk per top-level resource entry (zero-copy slices).
 fn split(signal: vigil_proto::otlp::Signal, chunk: &Chunk) -> Vec<Chunk> {
-    match scan::scan(signal, &chunk.bytes) {
-        Ok(summary) if summary.resources.len() > 1 => summary
-            .resources
+    // Chunks were validated on receipt: the entries' structure is enough.
+    match scan::entries(signal, &chunk.bytes) {
+        entries if entries.len() > 1 => entries
             .into_iter()
-            .map(|entry| Chunk {
-                bytes: chunk.bytes.slice(entry.bytes),
-                items: entry.items,
+            .map(|(bytes, items)| Chunk {
+                bytes: chunk.bytes.slice(bytes),
+                items,
                 // Part of a chunk with nothing to mask has nothing to mask.
                 mask_checked: chunk.mask_checked.clone(),
             })

@@ -1,5 +1,7 @@
 //! Configuration of the `otlp` receiver.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Deserializer};
 
 /// `receivers.otlp`.
@@ -50,6 +52,88 @@ pub const DEFAULT_HTTP_ENDPOINT: &str = "127.0.0.1:4318";
 /// Default largest request, after decompression: the 64 MiB OTLP recommends.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 << 20;
 
+/// Default most client connections per transport.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default longest wait for a request's headers.
+pub const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default longest wait for a whole request body.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default longest a connection may sit without a request.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default HTTP/2 ping interval.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// Default wait for a ping's answer.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Connection limits and timeouts, the same keys on both transports. A client that opens connections and
+/// sends nothing, or sends slowly, cannot hold the collector's descriptors or memory.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionConfig {
+    /// Most client connections open at once; further connections are closed at once until some end.
+    pub max_connections: usize,
+    /// Longest wait for a request's headers (HTTP/1) or for a TLS handshake.
+    #[serde(with = "crate::config::duration")]
+    pub read_header_timeout: Duration,
+    /// Longest wait for a whole request body; a slower request is answered 408 / `DEADLINE_EXCEEDED`.
+    #[serde(with = "crate::config::duration")]
+    pub read_timeout: Duration,
+    /// A connection without a request for this long is closed.
+    #[serde(with = "crate::config::duration")]
+    pub idle_timeout: Duration,
+    /// HTTP/2 keep-alive: ping an idle connection this often…
+    #[serde(with = "crate::config::duration")]
+    pub keepalive_interval: Duration,
+    /// …and close it when a ping goes unanswered this long.
+    #[serde(with = "crate::config::duration")]
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            read_header_timeout: DEFAULT_READ_HEADER_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+        }
+    }
+}
+
+impl ConnectionConfig {
+    /// The listener's limits.
+    pub fn limits(&self, http2_only: bool) -> crate::net::ConnectionLimits {
+        crate::net::ConnectionLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.read_header_timeout,
+            idle_timeout: self.idle_timeout,
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+            http2_only,
+        }
+    }
+
+    /// Reports zero limits, which would refuse every client or close every connection at once.
+    pub fn validate(&self, check: &mut crate::config::Checker<'_>, path: &str) {
+        if self.max_connections == 0 {
+            check.error(&format!("{path}.max_connections"), "must be at least 1");
+        }
+        for (key, value) in [
+            ("read_header_timeout", self.read_header_timeout),
+            ("read_timeout", self.read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("keepalive_interval", self.keepalive_interval),
+            ("keepalive_timeout", self.keepalive_timeout),
+        ] {
+            if value.is_zero() {
+                check.error(&format!("{path}.{key}"), "must be longer than 0s");
+            }
+        }
+    }
+}
+
 /// `protocols.grpc`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -62,6 +146,8 @@ pub struct GrpcConfig {
     pub tls: Option<TlsConfig>,
     /// Client authentication; none when absent.
     pub auth: Option<AuthConfig>,
+    /// Connection limits and timeouts.
+    pub connections: ConnectionConfig,
 }
 
 impl Default for GrpcConfig {
@@ -71,6 +157,7 @@ impl Default for GrpcConfig {
             max_recv_msg_size_mib: DEFAULT_MAX_REQUEST_BYTES >> 20,
             tls: None,
             auth: None,
+            connections: ConnectionConfig::default(),
         }
     }
 }
@@ -87,6 +174,8 @@ pub struct HttpConfig {
     pub tls: Option<TlsConfig>,
     /// Client authentication; none when absent.
     pub auth: Option<AuthConfig>,
+    /// Connection limits and timeouts.
+    pub connections: ConnectionConfig,
 }
 
 impl Default for HttpConfig {
@@ -96,6 +185,7 @@ impl Default for HttpConfig {
             max_request_body_size: DEFAULT_MAX_REQUEST_BYTES,
             tls: None,
             auth: None,
+            connections: ConnectionConfig::default(),
         }
     }
 }

@@ -37,6 +37,28 @@ impl OtlpGrpcService {
     }
 }
 
+impl OtlpGrpcService {
+    /// Answers one HTTP/2 request, giving up with `DEADLINE_EXCEEDED` when the client takes longer than
+    /// `read_timeout` to send it.
+    pub async fn call_timed(
+        &mut self,
+        request: Request<hyper::body::Incoming>,
+        read_timeout: Duration,
+    ) -> Response<Body> {
+        let request = request.map(Body::new);
+        match tokio::time::timeout(read_timeout, tower_service::Service::call(self, request)).await
+        {
+            Ok(Ok(response)) => response,
+            Ok(Err(never)) => match never {},
+            Err(_) => Status::deadline_exceeded(format!(
+                "the request was not received within {}ms (protocols.grpc.connections.read_timeout)",
+                read_timeout.as_millis()
+            ))
+            .into_http(),
+        }
+    }
+}
+
 fn signal_of(path: &str) -> Option<Signal> {
     Signal::ALL.into_iter().find(|s| s.grpc_path() == path)
 }

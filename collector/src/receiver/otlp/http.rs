@@ -20,6 +20,7 @@ pub struct OtlpHttpHandler {
     ingest: Arc<Ingest>,
     auth: Option<AuthConfig>,
     max_body_bytes: usize,
+    read_timeout: std::time::Duration,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -80,11 +81,17 @@ const CODE_UNAUTHENTICATED: i32 = 16;
 
 impl OtlpHttpHandler {
     /// A handler admitting into `ingest`.
-    pub fn new(ingest: Arc<Ingest>, auth: Option<AuthConfig>, max_body_bytes: usize) -> Self {
+    pub fn new(
+        ingest: Arc<Ingest>,
+        auth: Option<AuthConfig>,
+        max_body_bytes: usize,
+        read_timeout: std::time::Duration,
+    ) -> Self {
         OtlpHttpHandler {
             ingest,
             auth,
             max_body_bytes,
+            read_timeout,
         }
     }
 
@@ -199,10 +206,18 @@ impl OtlpHttpHandler {
                 too_large(),
             );
         }
-        let body = match Limited::new(request.into_body(), self.max_body_bytes)
-            .collect()
-            .await
-        {
+        let collect = Limited::new(request.into_body(), self.max_body_bytes).collect();
+        let Ok(collected) = tokio::time::timeout(self.read_timeout, collect).await else {
+            return invalid(
+                StatusCode::REQUEST_TIMEOUT,
+                CODE_UNAVAILABLE,
+                format!(
+                    "the request body was not received within {}ms (protocols.http.connections.read_timeout)",
+                    self.read_timeout.as_millis()
+                ),
+            );
+        };
+        let body = match collected {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 return invalid(

@@ -14,8 +14,6 @@ use std::time::Duration;
 
 pub use config::*;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity, ServerTlsConfig};
 
 use super::{Receiver, ReceiverContext};
 use crate::config::ComponentId;
@@ -42,6 +40,13 @@ impl OtlpReceiver {
         context: &ReceiverContext,
     ) -> Result<JoinHandle<()>, String> {
         let what = format!("receiver {} (grpc)", self.id);
+        let tls = match &config.tls {
+            Some(tls) => Some(
+                crate::net::server_tls(&tls.cert_file, &tls.key_file, &[b"h2"])
+                    .map_err(|e| format!("{what}: {e}"))?,
+            ),
+            None => None,
+        };
         let listener = crate::net::bind(&what, &config.endpoint).await?;
         let ingest = Arc::new(ingest::Ingest::new(
             &self.id.to_string(),
@@ -54,40 +59,21 @@ impl OtlpReceiver {
             config.auth.clone(),
             config.max_recv_msg_size_mib << 20,
         );
-        let mut server = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .initial_stream_window_size(1 << 20)
-            .initial_connection_window_size(8 << 20)
-            .max_concurrent_streams(1024)
-            // Large frames let clients send a request in one DATA frame: fewer frames, reads and wake-ups.
-            .max_frame_size(1 << 20)
-            .http2_keepalive_interval(Some(Duration::from_secs(60)));
-        if let Some(tls) = &config.tls {
-            let read = |path: &str| {
-                std::fs::read(path).map_err(|e| format!("{what}: cannot read `{path}`: {e}"))
-            };
-            let identity = Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?);
-            // Fail at start, not at the first handshake, when the files are not a usable certificate.
-            crate::net::server_tls(&tls.cert_file, &tls.key_file, &[b"h2"])
-                .map_err(|e| format!("{what}: {e}"))?;
-            server = server
-                .tls_config(ServerTlsConfig::new().identity(identity))
-                .map_err(|e| format!("{what}: TLS setup failed: {e}"))?;
-        }
-        let mut shutdown = context.shutdown.clone();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let read_timeout = config.connections.read_timeout;
         tracing::info!(receiver = %self.id, endpoint = %config.endpoint, "OTLP/gRPC receiver listening");
-        Ok(tokio::spawn(async move {
-            let signal = async move {
-                crate::pipeline::raised(&mut shutdown).await;
-            };
-            if let Err(e) = server
-                .serve_with_incoming_shutdown(service, incoming, signal)
-                .await
-            {
-                tracing::error!(error = %e, "OTLP/gRPC server failed");
-            }
-        }))
+        // Served by the same HTTP/2 server as every other listener, so the same connection limits and
+        // timeouts apply.
+        Ok(tokio::spawn(crate::net::serve_limited(
+            listener,
+            tls,
+            move |request| {
+                let mut service = service.clone();
+                async move { service.call_timed(request, read_timeout).await }
+            },
+            context.shutdown.clone(),
+            DRAIN,
+            config.connections.limits(true),
+        )))
     }
 
     async fn start_http(
@@ -114,10 +100,11 @@ impl OtlpReceiver {
             ingest,
             config.auth.clone(),
             config.max_request_body_size,
+            config.connections.read_timeout,
         ));
         let shutdown = context.shutdown.clone();
         tracing::info!(receiver = %self.id, endpoint = %config.endpoint, "OTLP/HTTP receiver listening");
-        Ok(tokio::spawn(crate::net::serve(
+        Ok(tokio::spawn(crate::net::serve_limited(
             listener,
             tls,
             move |request| {
@@ -126,6 +113,7 @@ impl OtlpReceiver {
             },
             shutdown,
             DRAIN,
+            config.connections.limits(false),
         )))
     }
 }
