@@ -186,7 +186,15 @@ pub async fn serve<H, F, B>(
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve_limited(listener, tls, handler, shutdown, drain, ConnectionLimits::INTERNAL).await
+    serve_limited(
+        listener,
+        tls,
+        handler,
+        shutdown,
+        drain,
+        ConnectionLimits::INTERNAL,
+    )
+    .await
 }
 
 /// Serves `handler` on `listener` within `limits` until `shutdown` turns true, then lets in-flight requests
@@ -279,10 +287,8 @@ pub async fn serve_limited<H, F, B>(
                     watch_connection(connection, &activity, limits.idle_timeout, stop).await;
                 }
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout(
-                        limits.header_read_timeout,
-                        acceptor.accept(stream),
-                    );
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
                     let stream = match handshake.await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {

@@ -503,6 +503,15 @@ impl Collector {
         metric_sum(&self.metrics(), name, labels)
     }
 
+    /// Sends SIGTERM without waiting: the collector starts its shutdown ([`Collector::stop`] waits for it).
+    pub fn terminate(&self) {
+        let child = self.child.as_ref().expect("collector already stopped");
+        // SAFETY: kill(2) with a pid we own; no memory is touched.
+        unsafe {
+            libc_kill(child.id() as i32, 15);
+        }
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("collector already stopped");

@@ -263,7 +263,9 @@ fn fit_connections_to_descriptors(config: &mut Config) {
         }
     }
     let wanted: u64 = transports.iter().map(|c| c.max_connections as u64).sum();
-    let available = limit.saturating_sub(RESERVED_DESCRIPTORS).max(transports.len() as u64);
+    let available = limit
+        .saturating_sub(RESERVED_DESCRIPTORS)
+        .max(transports.len() as u64);
     if wanted <= available {
         return;
     }

@@ -205,7 +205,9 @@ impl Registry {
             .iter()
             .filter_map(|(labels, series)| match series {
                 Series::Counter(c) => Some((labels.clone(), c.get())),
-                Series::Gauge(read) if family.kind == "counter" => Some((labels.clone(), read() as u64)),
+                Series::Gauge(read) if family.kind == "counter" => {
+                    Some((labels.clone(), read() as u64))
+                }
                 _ => None,
             })
             .collect()

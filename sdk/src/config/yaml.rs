@@ -109,8 +109,14 @@ pub fn read_text(path: &std::path::Path) -> Result<String, YamlError> {
     String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
-        let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+        let line_start = valid
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |at| at + 1);
+        let column = String::from_utf8_lossy(&valid[line_start..])
+            .chars()
+            .count()
+            + 1;
         let byte = e.as_bytes()[valid.len()];
         YamlError {
             location: Location { line, column },
@@ -658,10 +664,15 @@ mod limits {
     #[test]
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
         // The report's 16 KB file: `- ` nested thousands deep.
-        let text: String = (0..8000).map(|depth| format!("{}- \n", "  ".repeat(depth))).collect();
+        let text: String = (0..8000)
+            .map(|depth| format!("{}- \n", "  ".repeat(depth)))
+            .collect();
         let errors = parse_text(&text).unwrap_err();
         assert_eq!(errors.len(), 1);
-        assert!(errors[0].message.contains("nested deeper than 64"), "{errors:?}");
+        assert!(
+            errors[0].message.contains("nested deeper than 64"),
+            "{errors:?}"
+        );
         assert_eq!(errors[0].location.line, MAX_DEPTH + 1);
         // Flow style, on one line.
         let flow = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
@@ -672,14 +683,18 @@ mod limits {
             "{errors:?}"
         );
         // At the limit it still loads.
-        let ok: String = (0..MAX_DEPTH).map(|depth| format!("{}- \n", "  ".repeat(depth))).collect();
+        let ok: String = (0..MAX_DEPTH)
+            .map(|depth| format!("{}- \n", "  ".repeat(depth)))
+            .collect();
         assert!(parse_text(&ok).is_ok());
     }
 
     #[test]
     fn an_alias_bomb_is_refused_before_it_expands() {
         // The "billion laughs": each level lists the previous one nine times.
-        let mut text = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        let mut text = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
         let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
         for pair in names.windows(2) {
             let (previous, name) = (pair[0], pair[1]);
@@ -702,12 +717,27 @@ mod limits {
         std::fs::write(&latin1, b"receivers:\n  otlp: {}\n# caf\xe9\n").unwrap();
         let error = read_text(&latin1).unwrap_err();
         assert_eq!(error.location, Location { line: 3, column: 6 });
-        assert!(error.message.contains("not UTF-8 text (byte 0xe9)"), "{}", error.message);
+        assert!(
+            error.message.contains("not UTF-8 text (byte 0xe9)"),
+            "{}",
+            error.message
+        );
         let binary = dir.path().join("binary.yaml");
         std::fs::write(&binary, [0x7f, b'E', b'L', b'F', 0, 0xff, 0xfe]).unwrap();
-        assert!(read_text(&binary).unwrap_err().message.contains("looks binary"));
+        assert!(
+            read_text(&binary)
+                .unwrap_err()
+                .message
+                .contains("looks binary")
+        );
         let missing = read_text(&dir.path().join("missing.yaml")).unwrap_err();
-        assert!(missing.message.ends_with("missing.yaml: No such file or directory"), "{}", missing.message);
+        assert!(
+            missing
+                .message
+                .ends_with("missing.yaml: No such file or directory"),
+            "{}",
+            missing.message
+        );
         assert_eq!(missing.location, Location::default());
     }
 }
