@@ -50,6 +50,7 @@ pub fn raise_descriptor_limit() -> Option<u64> {
                 }
             }
         }
+        #[allow(clippy::unnecessary_cast)] // `rlim_t` is not `u64` on every target
         Some(limit.rlim_cur as u64)
     }
     #[cfg(not(unix))]

@@ -424,8 +424,7 @@ fn answering(status: u16) -> (String, std::thread::JoinHandle<()>) {
             let mut buf = vec![0u8; 1 << 16];
             let mut seen = Vec::new();
             // Read the headers and the body the Content-Length announces.
-            loop {
-                let Ok(n) = stream.read(&mut buf) else { break };
+            while let Ok(n) = stream.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
