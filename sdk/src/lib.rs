@@ -121,7 +121,7 @@ pub struct Guard {
     tracer_provider: SdkTracerProvider,
     logger_provider: Option<SdkLoggerProvider>,
     meter_provider: Option<SdkMeterProvider>,
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: Option<ExportRuntime>,
     _dropped_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
     _mask_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
     _suppressed_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
@@ -171,9 +171,7 @@ impl Guard {
         if let Some(provider) = self.meter_provider.take() {
             let _ = provider.shutdown_with_timeout(self.timeout);
         }
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        drop(self.runtime.take());
     }
 
     /// Log lines dropped because the writer could not keep up (only with [`FullPolicy::Drop`]).
@@ -191,6 +189,19 @@ impl Drop for Guard {
                 tokio::task::block_in_place(|| self.shutdown_now());
             }
             _ => self.shutdown_now(),
+        }
+    }
+}
+
+/// The SDK's own export runtime. Dropping a Tokio runtime blocks, which panics inside another runtime's task
+/// ("Cannot drop a runtime in a context where blocking is not allowed") and would hide the real error of a
+/// failed `build` under `#[tokio::main]`; this one is always shut down in the background.
+struct ExportRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for ExportRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
         }
     }
 }
@@ -389,13 +400,13 @@ impl Builder {
             .with_service_name(self.service_name.clone())
             .build();
         let runtime = if signals.any() {
-            Some(
+            Some(ExportRuntime(Some(
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
                     .thread_name("vigil-export")
                     .enable_all()
                     .build()?,
-            )
+            )))
         } else {
             None
         };
@@ -420,7 +431,7 @@ impl Builder {
         }
         let mut logger_provider = None;
         let mut meter_provider = None;
-        if let Some(runtime) = &runtime {
+        if let Some(runtime) = runtime.as_ref().and_then(|r| r.0.as_ref()) {
             let handle = runtime.handle().clone();
             let _entered = runtime.enter();
             if let Some(transport) = signals.traces {
