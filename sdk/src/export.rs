@@ -139,6 +139,40 @@ impl Transport {
     }
 }
 
+/// The endpoint to give the exporter of `signal` ("traces", "logs", "metrics") when the configured one was
+/// written without a scheme (`127.0.0.1:4317`): read as `http://127.0.0.1:4317`, with `/v1/{signal}` appended to
+/// a general endpoint for the HTTP transports, as the specification appends it to a full URL. `None` when the
+/// configured endpoint has a scheme, or when none is configured (the exporter's own defaults apply).
+///
+/// Without this, `opentelemetry-otlp` takes a scheme-less endpoint for `https://` and fails with advice to enable
+/// a feature of a crate the user cannot reach.
+pub(crate) fn endpoint_without_scheme(
+    signal: &str,
+    transport: Transport,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let specific = format!(
+        "OTEL_EXPORTER_OTLP_{}_ENDPOINT",
+        signal.to_ascii_uppercase()
+    );
+    if let Some(value) = set(&specific) {
+        let value = value.trim();
+        return (!value.contains("://")).then(|| format!("http://{value}"));
+    }
+    let general = set("OTEL_EXPORTER_OTLP_ENDPOINT")?;
+    let general = general.trim();
+    if general.contains("://") {
+        return None;
+    }
+    Some(match transport {
+        Transport::Grpc => format!("http://{general}"),
+        Transport::HttpProtobuf | Transport::HttpJson => {
+            format!("http://{}/v1/{signal}", general.trim_end_matches('/'))
+        }
+    })
+}
+
 /// Which signals are exported over OTLP, and how, from `OTEL_SDK_DISABLED`,
 /// `OTEL_{TRACES,LOGS,METRICS}_EXPORTER` (`otlp`, the default, or `none`) and the `OTEL_EXPORTER_OTLP_*PROTOCOL`
 /// variables. `None` means the signal is not exported.
@@ -203,6 +237,45 @@ impl Signals {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_endpoint_without_a_scheme_is_read_as_plain_http() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let general = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317")]);
+        assert_eq!(
+            super::endpoint_without_scheme("traces", Transport::Grpc, &general).as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
+        let general = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318/")]);
+        assert_eq!(
+            super::endpoint_without_scheme("logs", Transport::HttpProtobuf, &general).as_deref(),
+            Some("http://collector:4318/v1/logs")
+        );
+        let specific = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:1"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "host:4318/custom"),
+        ]);
+        assert_eq!(
+            super::endpoint_without_scheme("metrics", Transport::HttpJson, &specific).as_deref(),
+            Some("http://host:4318/custom")
+        );
+        let with_scheme = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317")]);
+        assert_eq!(
+            super::endpoint_without_scheme("traces", Transport::Grpc, &with_scheme),
+            None
+        );
+        assert_eq!(
+            super::endpoint_without_scheme("traces", Transport::Grpc, env(&[])),
+            None
+        );
+    }
+
     use super::*;
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {

@@ -70,12 +70,21 @@ use mask::MaskConfig;
 /// Builds an `opentelemetry-otlp` exporter over the signal's transport. The HTTP client is hyper's, created inside
 /// the SDK's own export runtime, so it never looks for a reactor on a thread that has none.
 macro_rules! otlp_exporter {
-    ($builder:expr, $transport:expr) => {
-        match $transport.http_protocol() {
-            None => $builder.with_tonic().build(),
-            Some(protocol) => $builder.with_http().with_protocol(protocol).build(),
+    ($builder:expr, $transport:expr, $signal:literal) => {{
+        use opentelemetry_otlp::WithExportConfig as _;
+        let endpoint =
+            export::endpoint_without_scheme($signal, $transport, |name| std::env::var(name).ok());
+        match ($transport.http_protocol(), endpoint) {
+            (None, None) => $builder.with_tonic().build(),
+            (None, Some(endpoint)) => $builder.with_tonic().with_endpoint(endpoint).build(),
+            (Some(protocol), None) => $builder.with_http().with_protocol(protocol).build(),
+            (Some(protocol), Some(endpoint)) => $builder
+                .with_http()
+                .with_protocol(protocol)
+                .with_endpoint(endpoint)
+                .build(),
         }
-    };
+    }};
 }
 
 /// Why telemetry could not be set up.
@@ -435,9 +444,12 @@ impl Builder {
             let handle = runtime.handle().clone();
             let _entered = runtime.enter();
             if let Some(transport) = signals.traces {
-                let exporter =
-                    otlp_exporter!(opentelemetry_otlp::SpanExporter::builder(), transport)
-                        .map_err(exporter_error("traces"))?;
+                let exporter = otlp_exporter!(
+                    opentelemetry_otlp::SpanExporter::builder(),
+                    transport,
+                    "traces"
+                )
+                .map_err(exporter_error("traces"))?;
                 let exporter = export::OnRuntime::new(exporter, handle.clone());
                 tracer_provider = match &masker {
                     Some(masker) => tracer_provider.with_batch_exporter(
@@ -447,9 +459,12 @@ impl Builder {
                 };
             }
             if let Some(transport) = signals.logs {
-                let exporter =
-                    otlp_exporter!(opentelemetry_otlp::LogExporter::builder(), transport)
-                        .map_err(exporter_error("logs"))?;
+                let exporter = otlp_exporter!(
+                    opentelemetry_otlp::LogExporter::builder(),
+                    transport,
+                    "logs"
+                )
+                .map_err(exporter_error("logs"))?;
                 logger_provider = Some(
                     SdkLoggerProvider::builder()
                         .with_resource(resource.clone())
@@ -458,9 +473,12 @@ impl Builder {
                 );
             }
             if let Some(transport) = signals.metrics {
-                let exporter =
-                    otlp_exporter!(opentelemetry_otlp::MetricExporter::builder(), transport)
-                        .map_err(exporter_error("metrics"))?;
+                let exporter = otlp_exporter!(
+                    opentelemetry_otlp::MetricExporter::builder(),
+                    transport,
+                    "metrics"
+                )
+                .map_err(exporter_error("metrics"))?;
                 let interval = std::env::var("OTEL_METRIC_EXPORT_INTERVAL")
                     .ok()
                     .and_then(|ms| ms.trim().parse::<u64>().ok())
