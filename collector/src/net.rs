@@ -12,7 +12,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -131,27 +131,35 @@ impl ConnectionLimits {
 /// How long a connection asked to close (idle, or at shutdown) may take before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// Requests in flight on one connection and when the last one finished.
+/// Requests in flight on one connection and when the last one started or finished (atomics: this is touched
+/// twice per request on the hot path).
 struct Activity {
+    /// When the connection was accepted; `last_change` counts milliseconds from it.
+    opened: tokio::time::Instant,
     in_flight: AtomicUsize,
-    last_change: std::sync::Mutex<tokio::time::Instant>,
+    last_change: AtomicU64,
 }
 
 impl Activity {
+    fn new() -> Self {
+        Activity {
+            opened: tokio::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_change: AtomicU64::new(0),
+        }
+    }
+
     fn touch(&self) {
-        *self.last_change.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        let now = self.opened.elapsed().as_millis() as u64;
+        self.last_change.store(now, Ordering::Release);
     }
 
     fn idle_for(&self) -> Option<Duration> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
         }
-        Some(
-            self.last_change
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .elapsed(),
-        )
+        let since = Duration::from_millis(self.last_change.load(Ordering::Acquire));
+        Some(self.opened.elapsed().saturating_sub(since))
     }
 }
 
@@ -262,10 +270,7 @@ pub async fn serve_limited<H, F, B>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity {
-            in_flight: AtomicUsize::new(0),
-            last_change: std::sync::Mutex::new(tokio::time::Instant::now()),
-        });
+        let activity = Arc::new(Activity::new());
         let handler = handler.clone();
         let tracked = activity.clone();
         let service = hyper::service::service_fn(move |request| {

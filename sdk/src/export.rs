@@ -7,6 +7,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,23 +43,185 @@ fn in_runtime<F: Future>(handle: &Handle, future: F) -> InRuntime<F> {
     }
 }
 
-/// An exporter whose calls run with Vigil's export runtime entered.
+/// Where one signal is exported, and how its failures have gone: the console is told once a minute at most
+/// (never silently, never per batch), and the count is kept for the guard's last word and a metric.
+#[derive(Debug)]
+pub struct ExportReport {
+    signal: &'static str,
+    transport: Transport,
+    endpoint: String,
+    failed: AtomicU64,
+    last_warning: Mutex<Option<std::time::Instant>>,
+}
+
+/// How often the console hears about failing exports of one signal.
+const WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+impl ExportReport {
+    /// The report of `signal` sent with `transport`, to the endpoint the environment names (or the default).
+    pub fn new(
+        signal: &'static str,
+        transport: Transport,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Self {
+        let endpoint = endpoint_without_scheme(signal, transport, &env)
+            .or_else(|| {
+                env(&format!(
+                    "OTEL_EXPORTER_OTLP_{}_ENDPOINT",
+                    signal.to_ascii_uppercase()
+                ))
+                .filter(|v| !v.trim().is_empty())
+            })
+            .or_else(|| {
+                env("OTEL_EXPORTER_OTLP_ENDPOINT")
+                    .filter(|v| !v.trim().is_empty())
+                    .map(|general| match transport {
+                        Transport::Grpc => general,
+                        _ => format!("{}/v1/{signal}", general.trim_end_matches('/')),
+                    })
+            })
+            .unwrap_or_else(|| match transport {
+                Transport::Grpc => "http://localhost:4317".into(),
+                _ => format!("http://localhost:4318/v1/{signal}"),
+            });
+        ExportReport {
+            signal,
+            transport,
+            endpoint,
+            failed: AtomicU64::new(0),
+            last_warning: Mutex::new(None),
+        }
+    }
+
+    /// Exports of this signal that failed (batches whose data was not delivered).
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// The signal's name.
+    pub fn signal(&self) -> &'static str {
+        self.signal
+    }
+
+    /// Where it is sent.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn record(&self, result: &OTelSdkResult) {
+        let Err(error) = result else { return };
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        {
+            let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| now.duration_since(at) < WARNING_INTERVAL) {
+                return;
+            }
+            *last = Some(now);
+        }
+        // Straight to stderr: a `tracing` event would be exported by the very pipeline that is failing.
+        eprintln!("{}", self.warning(&error.to_string()));
+    }
+
+    /// The console line for a failed export: where, how, what happened, and the likely fix.
+    pub fn warning(&self, error: &str) -> String {
+        let protocol = match self.transport {
+            Transport::Grpc => "OTLP/gRPC",
+            Transport::HttpProtobuf => "OTLP/HTTP (protobuf)",
+            Transport::HttpJson => "OTLP/HTTP (JSON)",
+        };
+        format!(
+            "vigil: WARNING cannot export {} to {} over {protocol}: {}; {} (repeated at most once a minute)",
+            self.signal,
+            self.endpoint,
+            error.trim(),
+            hint(self.transport, &self.endpoint, error)
+        )
+    }
+}
+
+/// The likely fix for an export error, from its text and the port it went to.
+fn hint(transport: Transport, endpoint: &str, error: &str) -> String {
+    let text = error.to_ascii_lowercase();
+    let authority = endpoint
+        .split("://")
+        .nth(1)
+        .unwrap_or(endpoint)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let port = authority.rsplit(':').next().unwrap_or_default();
+    if text.contains("refused") || text.contains("tcp connect") {
+        return format!(
+            "nothing listens on {authority}: start the collector (`cargo run --release -p vigil-collector`) or set OTEL_EXPORTER_OTLP_ENDPOINT"
+        );
+    }
+    match transport {
+        Transport::Grpc
+            if port == "4318"
+                || [
+                    "h2 protocol",
+                    "http2",
+                    "frame",
+                    "http/1",
+                    "protocol error",
+                    "invalid",
+                    "unimplemented",
+                    "internal",
+                    "otlp/http port",
+                ]
+                    .iter()
+                    .any(|needle| text.contains(needle)) =>
+        {
+            "this port may speak OTLP/HTTP, not gRPC: set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf, or use the gRPC port (4317)".into()
+        }
+        Transport::HttpProtobuf | Transport::HttpJson
+            if port == "4317"
+                || ["connection closed", "reset", "network error", "415", "400", "404", "http2"]
+                    .iter()
+                    .any(|needle| text.contains(needle)) =>
+        {
+            "this port may speak OTLP/gRPC, not HTTP: set OTEL_EXPORTER_OTLP_PROTOCOL=grpc, or use the HTTP port (4318)".into()
+        }
+        _ => "check that the collector runs and that OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_PROTOCOL match it".into(),
+    }
+}
+
+/// An exporter whose calls run with Vigil's export runtime entered, and whose failures are reported.
 #[derive(Debug)]
 pub struct OnRuntime<E> {
     inner: E,
     handle: Handle,
+    report: Arc<ExportReport>,
 }
 
 impl<E> OnRuntime<E> {
-    /// Wraps `inner`, which was built inside the runtime of `handle`.
-    pub fn new(inner: E, handle: Handle) -> Self {
-        OnRuntime { inner, handle }
+    /// Wraps `inner`, which was built inside the runtime of `handle`; failures go to `report`.
+    pub fn new(inner: E, handle: Handle, report: Arc<ExportReport>) -> Self {
+        OnRuntime {
+            inner,
+            handle,
+            report,
+        }
     }
+}
+
+/// Runs `future` in the export runtime and reports its outcome.
+async fn reported<F: Future<Output = OTelSdkResult>>(
+    report: Arc<ExportReport>,
+    future: InRuntime<F>,
+) -> OTelSdkResult {
+    let result = future.await;
+    report.record(&result);
+    result
 }
 
 impl<E: SpanExporter> SpanExporter for OnRuntime<E> {
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-        in_runtime(&self.handle, self.inner.export(batch))
+        reported(
+            self.report.clone(),
+            in_runtime(&self.handle, self.inner.export(batch)),
+        )
     }
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         let _entered = self.handle.enter();
@@ -74,7 +238,10 @@ impl<E: SpanExporter> SpanExporter for OnRuntime<E> {
 
 impl<E: LogExporter> LogExporter for OnRuntime<E> {
     fn export(&self, batch: LogBatch<'_>) -> impl Future<Output = OTelSdkResult> + Send {
-        in_runtime(&self.handle, self.inner.export(batch))
+        reported(
+            self.report.clone(),
+            in_runtime(&self.handle, self.inner.export(batch)),
+        )
     }
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         let _entered = self.handle.enter();
@@ -87,7 +254,10 @@ impl<E: LogExporter> LogExporter for OnRuntime<E> {
 
 impl<E: PushMetricExporter> PushMetricExporter for OnRuntime<E> {
     fn export(&self, metrics: &ResourceMetrics) -> impl Future<Output = OTelSdkResult> + Send {
-        in_runtime(&self.handle, self.inner.export(metrics))
+        reported(
+            self.report.clone(),
+            in_runtime(&self.handle, self.inner.export(metrics)),
+        )
     }
     fn force_flush(&self) -> OTelSdkResult {
         let _entered = self.handle.enter();
@@ -249,12 +419,12 @@ mod tests {
         };
         let general = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317")]);
         assert_eq!(
-            super::endpoint_without_scheme("traces", Transport::Grpc, &general).as_deref(),
+            super::endpoint_without_scheme("traces", Transport::Grpc, general).as_deref(),
             Some("http://127.0.0.1:4317")
         );
         let general = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318/")]);
         assert_eq!(
-            super::endpoint_without_scheme("logs", Transport::HttpProtobuf, &general).as_deref(),
+            super::endpoint_without_scheme("logs", Transport::HttpProtobuf, general).as_deref(),
             Some("http://collector:4318/v1/logs")
         );
         let specific = env(&[
@@ -262,12 +432,12 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "host:4318/custom"),
         ]);
         assert_eq!(
-            super::endpoint_without_scheme("metrics", Transport::HttpJson, &specific).as_deref(),
+            super::endpoint_without_scheme("metrics", Transport::HttpJson, specific).as_deref(),
             Some("http://host:4318/custom")
         );
         let with_scheme = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317")]);
         assert_eq!(
-            super::endpoint_without_scheme("traces", Transport::Grpc, &with_scheme),
+            super::endpoint_without_scheme("traces", Transport::Grpc, with_scheme),
             None
         );
         assert_eq!(

@@ -71,7 +71,6 @@ use mask::MaskConfig;
 /// the SDK's own export runtime, so it never looks for a reactor on a thread that has none.
 macro_rules! otlp_exporter {
     ($builder:expr, $transport:expr, $signal:literal) => {{
-        use opentelemetry_otlp::WithExportConfig as _;
         let endpoint =
             export::endpoint_without_scheme($signal, $transport, |name| std::env::var(name).ok());
         match ($transport.http_protocol(), endpoint) {
@@ -134,6 +133,8 @@ pub struct Guard {
     _dropped_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
     _mask_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
     _suppressed_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
+    _export_failures_metric: Option<opentelemetry::metrics::ObservableCounter<u64>>,
+    export_reports: Vec<Arc<export::ExportReport>>,
     masker: Option<mask::Masker>,
     system_metrics: Option<system::SystemMetrics>,
     timeout: Duration,
@@ -181,6 +182,27 @@ impl Guard {
             let _ = provider.shutdown_with_timeout(self.timeout);
         }
         drop(self.runtime.take());
+        // The last word on what never reached the collector (the warnings during the run were rate-limited).
+        for report in &self.export_reports {
+            let failed = report.failed();
+            if failed > 0 {
+                eprintln!(
+                    "vigil: {failed} {} export(s) failed during this run; their data did not reach {}",
+                    report.signal(),
+                    report.endpoint()
+                );
+            }
+        }
+        self.export_reports.clear();
+    }
+
+    /// OTLP exports that failed so far (batches of spans, log records or metrics that did not reach the
+    /// collector), by signal.
+    pub fn export_failures(&self) -> Vec<(&'static str, u64)> {
+        self.export_reports
+            .iter()
+            .map(|report| (report.signal(), report.failed()))
+            .collect()
     }
 
     /// Log lines dropped because the writer could not keep up (only with [`FullPolicy::Drop`]).
@@ -440,6 +462,14 @@ impl Builder {
         }
         let mut logger_provider = None;
         let mut meter_provider = None;
+        let mut export_reports = Vec::new();
+        let mut report = |signal: &'static str, transport: export::Transport| {
+            let report = Arc::new(export::ExportReport::new(signal, transport, |name| {
+                std::env::var(name).ok()
+            }));
+            export_reports.push(report.clone());
+            report
+        };
         if let Some(runtime) = runtime.as_ref().and_then(|r| r.0.as_ref()) {
             let handle = runtime.handle().clone();
             let _entered = runtime.enter();
@@ -450,7 +480,8 @@ impl Builder {
                     "traces"
                 )
                 .map_err(exporter_error("traces"))?;
-                let exporter = export::OnRuntime::new(exporter, handle.clone());
+                let exporter =
+                    export::OnRuntime::new(exporter, handle.clone(), report("traces", transport));
                 tracer_provider = match &masker {
                     Some(masker) => tracer_provider.with_batch_exporter(
                         mask::MaskingSpanExporter::new(exporter, masker.clone()),
@@ -468,7 +499,11 @@ impl Builder {
                 logger_provider = Some(
                     SdkLoggerProvider::builder()
                         .with_resource(resource.clone())
-                        .with_batch_exporter(export::OnRuntime::new(exporter, handle.clone()))
+                        .with_batch_exporter(export::OnRuntime::new(
+                            exporter,
+                            handle.clone(),
+                            report("logs", transport),
+                        ))
                         .build(),
                 );
             }
@@ -484,7 +519,7 @@ impl Builder {
                     .and_then(|ms| ms.trim().parse::<u64>().ok())
                     .map_or(Duration::from_secs(60), Duration::from_millis);
                 let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(
-                    export::OnRuntime::new(exporter, handle),
+                    export::OnRuntime::new(exporter, handle, report("metrics", transport)),
                 )
                 .with_interval(interval)
                 .build();
@@ -637,6 +672,30 @@ impl Builder {
             }
             _ => None,
         };
+        let export_failures_metric = match &meter_provider {
+            Some(provider) if !export_reports.is_empty() => {
+                use opentelemetry::metrics::MeterProvider as _;
+                let reports = export_reports.clone();
+                Some(
+                    provider
+                        .meter("vigil")
+                        .u64_observable_counter("vigil.export.failures")
+                        .with_description(
+                            "OTLP exports that failed, by signal: their data did not reach the collector",
+                        )
+                        .with_callback(move |observer| {
+                            for report in &reports {
+                                observer.observe(
+                                    report.failed(),
+                                    &[opentelemetry::KeyValue::new("signal", report.signal())],
+                                );
+                            }
+                        })
+                        .build(),
+                )
+            }
+            _ => None,
+        };
         let system_metrics = match (&meter_provider, &self.system_metrics) {
             (Some(provider), Some(config)) => {
                 use opentelemetry::metrics::MeterProvider as _;
@@ -666,6 +725,8 @@ impl Builder {
                 _dropped_metric: dropped_metric,
                 _mask_metric: mask_metric,
                 _suppressed_metric: suppressed_metric,
+                _export_failures_metric: export_failures_metric,
+                export_reports,
                 masker: masker.clone(),
                 system_metrics,
                 timeout: self.shutdown_timeout,

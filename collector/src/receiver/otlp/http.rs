@@ -73,6 +73,25 @@ fn signal_of(path: &str) -> Option<Signal> {
     }
 }
 
+/// A gRPC client on the OTLP/HTTP port gets a gRPC answer that says what to change, instead of an HTTP 404
+/// its library reports as an unexplained `INTERNAL` error.
+fn grpc_on_http_port() -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", HeaderValue::from_static("12"));
+    headers.insert(
+        "grpc-message",
+        HeaderValue::from_static(
+            "this%20is%20an%20OTLP%2FHTTP%20port%3A%20send%20gRPC%20to%20the%20gRPC%20port%20%28default%204317%29%20or%20set%20OTEL_EXPORTER_OTLP_PROTOCOL%3Dhttp%2Fprotobuf",
+        ),
+    );
+    response
+}
+
 const CODE_INVALID_ARGUMENT: i32 = 3;
 const CODE_NOT_FOUND: i32 = 5;
 const CODE_RESOURCE_EXHAUSTED: i32 = 8;
@@ -97,6 +116,13 @@ impl OtlpHttpHandler {
 
     /// Answers one request.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        if request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        {
+            return grpc_on_http_port();
+        }
         let Some(signal) = signal_of(request.uri().path()) else {
             return text(
                 StatusCode::NOT_FOUND,
