@@ -20,7 +20,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Check a config file and print every problem with its line and column; exit 0 when it is valid.
-    Validate,
+    Validate {
+        /// The config file (the same as `--config FILE`).
+        file: Option<PathBuf>,
+    },
     /// Print the embedded default config.
     PrintDefaultConfig,
 }
@@ -39,11 +42,11 @@ fn main() -> ExitCode {
             print!("{DEFAULT_CONFIG}");
             ExitCode::SUCCESS
         }
-        Some(Command::Validate) => match load(cli.config.as_ref()) {
+        Some(Command::Validate { file }) => match load(file.as_ref().or(cli.config.as_ref())) {
             Ok(_) => {
-                let name = cli
-                    .config
+                let name = file
                     .as_ref()
+                    .or(cli.config.as_ref())
                     .map_or("<default>".into(), |p| p.display().to_string());
                 println!("{name}: valid");
                 ExitCode::SUCCESS

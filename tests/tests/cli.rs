@@ -216,3 +216,41 @@ fn collector_logs_are_json_lines_when_configured() {
             .any(|l| l["message"] == "collector stopped; everything accepted was delivered")
     );
 }
+
+#[test]
+fn validate_takes_the_file_as_an_argument_too_and_speaks_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.yaml");
+    std::fs::write(
+        &path,
+        "receivers:\n  otlp:\nprocessors:\n  batch: {send_batch_sise: 100}\n  batch/2: {send_batch_max_size: lots}\nexporters:\n  nop:\nservice:\n  pipelines:\n    traces: {receivers: [otlp], processors: [batch, batch/2], exporters: [nop]}\n",
+    )
+    .unwrap();
+    let output = Command::new(collector_binary())
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("did you mean `send_batch_size`?"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("invalid type: string \"lots\", expected a whole number"),
+        "{stderr}"
+    );
+    let shipped = vigil_e2e::workspace_root().join("configs/collector.yaml");
+    let output = Command::new(collector_binary())
+        .arg("validate")
+        .arg(&shipped)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("collector.yaml: valid"));
+}

@@ -85,9 +85,62 @@ pub fn decode<T: serde::de::DeserializeOwned>(
         DecodeError {
             location: locations.find(&full),
             path: full,
-            message: e.into_inner().to_string(),
+            message: plain_words(&e.into_inner().to_string()),
         }
     })
+}
+
+/// serde's messages in the words of a config file's reader: `expected u64` is "a whole number", and an
+/// unknown key gets the nearest known one as a suggestion.
+fn plain_words(message: &str) -> String {
+    let mut text = message.to_string();
+    for (rust, plain) in [
+        ("expected u8", "expected a whole number (0 to 255)"),
+        ("expected u16", "expected a whole number (0 to 65535)"),
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected f32", "expected a number"),
+        ("expected f64", "expected a number"),
+    ] {
+        if let Some(rest) = text.strip_suffix(rust) {
+            text = format!("{rest}{plain}");
+        }
+    }
+    if let Some(rest) = text.strip_prefix("unknown field `")
+        && let Some((unknown, expected)) = rest.split_once("`, expected ")
+        && let Some(nearest) = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|known| (edit_distance(unknown, known), known))
+            .filter(|(distance, known)| *distance <= (known.len() / 3).max(2))
+            .min()
+            .map(|(_, known)| known)
+    {
+        text = format!("{text}; did you mean `{nearest}`?");
+    }
+    text
+}
+
+/// Levenshtein distance, for "did you mean" suggestions on short keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// Deepest nesting of mappings and sequences a config may have; deeper is refused before it can exhaust the
@@ -656,6 +709,36 @@ mod tests {
 #[cfg(test)]
 mod limits {
     use super::*;
+
+    #[test]
+    fn messages_use_plain_words_and_suggest_the_nearest_key() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Batch {
+            send_batch_size: u64,
+            timeout: Option<String>,
+        }
+        let (tree, locations) = parse_text("batch:\n  send_batch_sise: 5\n").unwrap();
+        let error = decode::<Batch>(&tree["batch"], "batch", &locations).unwrap_err();
+        assert!(
+            error.message.ends_with("; did you mean `send_batch_size`?"),
+            "{}",
+            error.message
+        );
+        let (tree, locations) = parse_text("batch:\n  send_batch_size: lots\n").unwrap();
+        let error = decode::<Batch>(&tree["batch"], "batch", &locations).unwrap_err();
+        assert!(
+            error.message.ends_with("expected a whole number"),
+            "{}",
+            error.message
+        );
+        assert_eq!(edit_distance("endpont", "endpoint"), 1);
+        assert_eq!(
+            plain_words("unknown field `zzz`, expected `endpoint`"),
+            "unknown field `zzz`, expected `endpoint`"
+        );
+    }
 
     fn parse_text(text: &str) -> Result<(Value, Locations), Vec<YamlError>> {
         parse(text, &|_| None)
