@@ -605,3 +605,29 @@ fn log_sampling_comes_from_the_logging_config_and_rejects_bad_values() {
     assert!(error.starts_with("logging.yaml:4:"), "{error}");
     assert!(error.contains("soon"), "{error}");
 }
+
+/// `let _ = vigil::init(..)?` drops the guard at once and shuts the writers down: later lines are counted as
+/// late and said once on stderr ([`crate::log::writer::LATE_WARNING`]), not lost in silence.
+#[test]
+fn lines_after_shutdown_are_counted_as_late() {
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let open = Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new()));
+    let writer = AsyncWriter::start(
+        Gate {
+            lines: lines.clone(),
+            open,
+        },
+        1024,
+        FullPolicy::Block,
+        Arc::new(ManualClock::at(NOV_22_2026_23H)),
+    )
+    .unwrap();
+    writer.write(b"before\n");
+    assert!(writer.shutdown(Duration::from_secs(5)));
+    writer.write(b"after 1\n");
+    writer.write(b"after 2\n");
+    assert_eq!(writer.late(), 2);
+    let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+    assert_eq!(text, "before\n");
+    assert!(crate::log::writer::LATE_WARNING.contains("let _guard = vigil::init"));
+}

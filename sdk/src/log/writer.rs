@@ -76,7 +76,14 @@ struct Shared {
     capacity: usize,
     policy: FullPolicy,
     dropped_total: AtomicU64,
+    /// Lines that arrived after shutdown (the guard was dropped): not written, said once on stderr.
+    late_total: AtomicU64,
 }
+
+/// Said once on stderr when a line arrives after its writer was shut down: nearly always a guard dropped at
+/// once by `let _ = vigil::init(..)`, which turns every log output off.
+pub const LATE_WARNING: &str = "vigil: WARNING log records arrive after the telemetry guard was dropped, so they are not written; \
+keep the guard for the life of the program (`let _guard = vigil::init(..)?;` keeps it, `let _ = vigil::init(..)?;` drops it at once)";
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -122,6 +129,7 @@ impl AsyncWriter {
             capacity: capacity.max(1024),
             policy,
             dropped_total: AtomicU64::new(0),
+            late_total: AtomicU64::new(0),
         });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -138,6 +146,10 @@ impl AsyncWriter {
         let shared = &*self.shared;
         let mut state = shared.lock();
         if state.closed {
+            drop(state);
+            if shared.late_total.fetch_add(1, Ordering::Relaxed) == 0 {
+                eprintln!("{LATE_WARNING}");
+            }
             return;
         }
         while state.buffer.len() + line.len() > shared.capacity && !state.buffer.is_empty() {
@@ -165,6 +177,11 @@ impl AsyncWriter {
         if wake {
             shared.data.notify_one();
         }
+    }
+
+    /// Lines that arrived after the writer was shut down (and were not written).
+    pub fn late(&self) -> u64 {
+        self.shared.late_total.load(Ordering::Relaxed)
     }
 
     /// Lines discarded because the buffer was full, since start.
