@@ -1173,6 +1173,7 @@ mod strictness {
             (1, 0),
             "{summary:?}"
         );
+        assert!(summary.all_valid());
     }
 
     #[test]
@@ -1184,6 +1185,9 @@ mod strictness {
         let bytes = request.encode_to_vec();
         let summary = scan(Signal::Traces, &bytes).unwrap();
         assert_eq!((summary.items, summary.rejected_items), (2, 2));
+        assert!(!summary.all_valid());
+        assert_eq!(summary.resources[0].items, 2, "the entry counts its valid items");
+        assert_eq!(summary.resources[0].invalid_items.len(), 2);
         assert_eq!(
             summary.first_error().unwrap().to_string(),
             "resource_spans[0].scope_spans[0].spans[1].trace_id: all-zero id (OTLP says it is invalid)"
