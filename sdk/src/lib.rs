@@ -224,6 +224,78 @@ impl Drop for Guard {
     }
 }
 
+/// The resource every signal of this process carries: `service.name` (code, or `OTEL_SERVICE_NAME`, or a
+/// `service.name` in `OTEL_RESOURCE_ATTRIBUTES`), `service.version` when given, `service.instance.id` (one per
+/// process: the collector's Prometheus exporter makes it the `instance` label), `host.name`, `process.pid`, the
+/// SDK's `telemetry.sdk.*`, and every attribute of `OTEL_RESOURCE_ATTRIBUTES`, which win over the ones found here.
+fn process_resource(service_name: &str, version: Option<&str>) -> opentelemetry_sdk::Resource {
+    use opentelemetry::KeyValue;
+    use opentelemetry_sdk::resource::{
+        EnvResourceDetector, SdkProvidedResourceDetector, TelemetryResourceDetector,
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()));
+    let pid = std::process::id();
+    let mut found = vec![
+        KeyValue::new("service.instance.id", instance_id(pid, host.as_deref())),
+        KeyValue::new("process.pid", i64::from(pid)),
+    ];
+    if let Some(host) = host {
+        found.push(KeyValue::new("host.name", host));
+    }
+    if let Some(version) = version {
+        found.push(KeyValue::new("service.version", version.to_string()));
+    }
+    let builder = opentelemetry_sdk::Resource::builder_empty()
+        .with_attributes(found)
+        .with_detectors(&[
+            Box::new(SdkProvidedResourceDetector),
+            Box::new(TelemetryResourceDetector),
+            Box::new(EnvResourceDetector::new()),
+        ]);
+    let named_by_attributes = std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|attributes| {
+        attributes
+            .split(',')
+            .any(|kv| kv.trim().starts_with("service.name="))
+    });
+    if std::env::var("OTEL_SERVICE_NAME").is_ok() || !named_by_attributes {
+        builder.with_service_name(service_name.to_string()).build()
+    } else {
+        builder.build()
+    }
+}
+
+/// A UUID-shaped id for this process, different for every start: a hash of its pid, host and start time.
+fn instance_id(pid: u32, host: Option<&str>) -> String {
+    use sha2::Digest as _;
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(pid.to_le_bytes());
+    hasher.update(host.unwrap_or_default().as_bytes());
+    hasher.update(started.to_le_bytes());
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    // Version 4 and variant bits, so tools that parse it as a UUID accept it.
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 /// The SDK's own export runtime. Dropping a Tokio runtime blocks, which panics inside another runtime's task
 /// ("Cannot drop a runtime in a context where blocking is not allowed") and would hide the real error of a
 /// failed `build` under `#[tokio::main]`; this one is always shut down in the background.
@@ -249,6 +321,7 @@ pub struct Builder {
     buffer_bytes: usize,
     clock: Arc<dyn Clock>,
     shutdown_timeout: Duration,
+    service_version: Option<String>,
     otlp: bool,
     mask: Option<MaskConfig>,
     sample_ratio: Option<f64>,
@@ -265,6 +338,12 @@ impl std::fmt::Debug for Builder {
 }
 
 impl Builder {
+    /// `service.version` on every signal, e.g. `.service_version(env!("CARGO_PKG_VERSION"))`.
+    pub fn service_version(mut self, version: impl Into<String>) -> Self {
+        self.service_version = Some(version.into());
+        self
+    }
+
     /// Telemetry for `service_name` (overridden by `OTEL_SERVICE_NAME`): console logs at INFO, no file.
     pub fn new(service_name: impl Into<String>) -> Self {
         Builder {
@@ -279,6 +358,7 @@ impl Builder {
             buffer_bytes: 8 << 20,
             clock: Arc::new(SystemClock),
             shutdown_timeout: Duration::from_secs(5),
+            service_version: None,
             otlp: true,
             mask: None,
             sample_ratio: None,
@@ -427,9 +507,7 @@ impl Builder {
         } else {
             export::Signals::NONE
         };
-        let resource = opentelemetry_sdk::Resource::builder()
-            .with_service_name(self.service_name.clone())
-            .build();
+        let resource = process_resource(&self.service_name, self.service_version.as_deref());
         let runtime = if signals.any() {
             Some(ExportRuntime(Some(
                 tokio::runtime::Builder::new_multi_thread()

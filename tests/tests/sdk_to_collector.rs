@@ -48,6 +48,10 @@ fn training_job_telemetry_reaches_the_collector(protocol: &str) {
         // The head sampler, keeping everything: the threshold it records must reach the collector.
         .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
         .env("OTEL_TRACES_SAMPLER_ARG", "1.0")
+        .env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=e2e,host.name=from-env",
+        )
         .output()
         .unwrap();
     assert!(
@@ -64,6 +68,26 @@ fn training_job_telemetry_reaches_the_collector(protocol: &str) {
     assert_eq!(
         attribute(resource, "service.name").unwrap()["stringValue"],
         "training-job"
+    );
+    // What Prometheus needs for `instance`, and what an operator looks for first.
+    let instance = attribute(resource, "service.instance.id").unwrap()["stringValue"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(instance.len(), 36, "a UUID: {instance}");
+    assert!(attribute(resource, "process.pid").unwrap()["intValue"].is_string());
+    assert_eq!(
+        attribute(resource, "service.version").unwrap()["stringValue"],
+        env!("CARGO_PKG_VERSION")
+    );
+    // OTEL_RESOURCE_ATTRIBUTES is honoured, and wins over what the SDK found.
+    assert_eq!(
+        attribute(resource, "deployment.environment").unwrap()["stringValue"],
+        "e2e"
+    );
+    assert_eq!(
+        attribute(resource, "host.name").unwrap()["stringValue"],
+        "from-env"
     );
     let all_spans = spans(&trace_requests);
     let run = all_spans

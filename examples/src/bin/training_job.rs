@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let log_file =
         std::env::var("VIGIL_LOG_FILE").unwrap_or_else(|_| "logs/training_job.jsonl".into());
     let guard = vigil::Builder::new("training-job")
+        .service_version(env!("CARGO_PKG_VERSION"))
         .json_file(vigil::log::file::FileOptions::new(log_file))
         .try_init()?;
 

@@ -1186,7 +1186,10 @@ mod strictness {
         let summary = scan(Signal::Traces, &bytes).unwrap();
         assert_eq!((summary.items, summary.rejected_items), (2, 2));
         assert!(!summary.all_valid());
-        assert_eq!(summary.resources[0].items, 2, "the entry counts its valid items");
+        assert_eq!(
+            summary.resources[0].items, 2,
+            "the entry counts its valid items"
+        );
         assert_eq!(summary.resources[0].invalid_items.len(), 2);
         assert_eq!(
             summary.first_error().unwrap().to_string(),
