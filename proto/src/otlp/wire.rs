@@ -236,6 +236,14 @@ mod tests {
     }
 
     #[test]
+    fn a_wire_error_shows_its_problem() {
+        assert_eq!(
+            WireError("truncated varint").to_string(),
+            "truncated varint"
+        );
+    }
+
+    #[test]
     fn put_bytes_writes_key_length_and_body() {
         let mut out = Vec::new();
         put_bytes(&mut out, 2, b"abc");
