@@ -1233,6 +1233,23 @@ mod strictness {
     }
 
     #[test]
+    fn an_invalid_entry_without_items_still_makes_the_request_not_all_valid() {
+        use crate::otlp::resource::v1::Resource;
+        let mut request = spans(&[]);
+        request.resource_spans[0].scope_spans.clear();
+        request.resource_spans[0].resource = Some(Resource {
+            attributes: vec![crate::otlp::string_attribute("host.name", "BROKEN")],
+            ..Default::default()
+        });
+        let mut bytes = request.encode_to_vec();
+        let at = bytes.windows(6).position(|w| w == b"BROKEN").unwrap();
+        bytes[at] = 0xff;
+        let summary = scan(Signal::Traces, &bytes).unwrap();
+        assert_eq!((summary.items, summary.rejected_items), (0, 0));
+        assert!(!summary.all_valid(), "an entry was rejected, even with nothing in it");
+    }
+
+    #[test]
     fn an_overflowing_varint_is_rejected() {
         // Span kind (field 6) as a 10-byte varint whose last byte is 2.
         let mut request = spans(&["a"]);
