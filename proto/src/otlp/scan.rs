@@ -1246,7 +1246,10 @@ mod strictness {
         bytes[at] = 0xff;
         let summary = scan(Signal::Traces, &bytes).unwrap();
         assert_eq!((summary.items, summary.rejected_items), (0, 0));
-        assert!(!summary.all_valid(), "an entry was rejected, even with nothing in it");
+        assert!(
+            !summary.all_valid(),
+            "an entry was rejected, even with nothing in it"
+        );
     }
 
     #[test]

@@ -631,3 +631,42 @@ fn lines_after_shutdown_are_counted_as_late() {
     assert_eq!(text, "before\n");
     assert!(crate::log::writer::LATE_WARNING.contains("let _guard = vigil::init"));
 }
+
+/// A stack trace reads as indented lines on a console instead of one 30-frame line; a one-line value stays a
+/// field. (JSON and OTLP keep it one field, `exception.stacktrace`.)
+#[test]
+fn a_stack_trace_is_printed_as_indented_lines_on_the_console() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let open = Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new()));
+    let writer = Arc::new(
+        AsyncWriter::start(
+            Gate {
+                lines: lines.clone(),
+                open,
+            },
+            1 << 16,
+            FullPolicy::Block,
+            Arc::new(ManualClock::at(NOV_22_2026_23H)),
+        )
+        .unwrap(),
+    );
+    let layer = super::text::TextLayer::new(
+        super::text::Pattern::parse("%(levelname)s %(message)s").unwrap(),
+        writer.clone(),
+        Arc::new(ManualClock::at(NOV_22_2026_23H)),
+    );
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        let trace = "   0: app::load\n             at src/load.rs:12:5\n   1: app::main\n";
+        tracing::error!(exception.stacktrace = %trace, attempt = 2, "load failed");
+        tracing::error!(exception.stacktrace = "one line", "short");
+    });
+    assert!(writer.flush(Duration::from_secs(5)));
+    let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        text,
+        "ERROR load failed attempt=2\n       0: app::load\n                 at src/load.rs:12:5\n       1: app::main\n\
+         ERROR short exception.stacktrace=\"one line\"\n"
+    );
+}

@@ -142,6 +142,13 @@ fn write_asctime(now: std::time::Duration, out: &mut String) {
 struct TextFields<'a> {
     fields: &'a mut String,
     message: Option<&'a mut String>,
+    /// Where a multi-line stack trace goes, to be printed as indented lines under the record (events only).
+    trailer: Option<&'a mut String>,
+}
+
+/// Fields that hold a stack trace: on a console they read as indented lines, not one 30-frame line.
+fn is_stack_trace(name: &str) -> bool {
+    name == "exception.stacktrace" || name == "backtrace"
 }
 
 impl Visit for TextFields<'_> {
@@ -159,6 +166,13 @@ impl Visit for TextFields<'_> {
             message.push_str(value);
             return;
         }
+        if is_stack_trace(field.name())
+            && value.contains('\n')
+            && let Some(trailer) = self.trailer.as_deref_mut()
+        {
+            trailer.push_str(value);
+            return;
+        }
         let _ = write!(self.fields, " {}={value:?}", field.name());
     }
 
@@ -167,6 +181,19 @@ impl Visit for TextFields<'_> {
             && let Some(message) = self.message.as_deref_mut()
         {
             let _ = write!(message, "{value:?}");
+            return;
+        }
+        if is_stack_trace(field.name())
+            && let Some(trailer) = self.trailer.as_deref_mut()
+        {
+            // `%backtrace` arrives as Debug of its Display: write it as it reads.
+            let start = trailer.len();
+            let _ = write!(trailer, "{value:?}");
+            if trailer[start..].contains('\n') {
+                return;
+            }
+            let single = trailer.split_off(start);
+            let _ = write!(self.fields, " {}={single:?}", field.name());
             return;
         }
         let _ = write!(self.fields, " {}={value:?}", field.name());
@@ -187,6 +214,7 @@ impl super::span_state::SpanState for SpanText {
             TextFields {
                 fields: &mut self.0,
                 message: None,
+                trailer: None,
             },
         ));
     }
@@ -197,6 +225,7 @@ struct Buffers {
     line: String,
     message: String,
     fields: String,
+    trailer: String,
 }
 
 thread_local! {
@@ -247,15 +276,18 @@ impl TextLayer {
             line,
             message,
             fields,
+            trailer,
         } = buffers;
         line.clear();
         message.clear();
         fields.clear();
+        trailer.clear();
         event.record(&mut Masking::new(
             self.masker.as_ref(),
             TextFields {
                 fields,
                 message: Some(message),
+                trailer: Some(trailer),
             },
         ));
         let metadata = event.metadata();
@@ -326,6 +358,11 @@ impl TextLayer {
             line.push_str(&text);
         }
         line.push('\n');
+        for frame in trailer.lines().filter(|l| !l.trim().is_empty()) {
+            line.push_str("    ");
+            line.push_str(frame.trim_end());
+            line.push('\n');
+        }
     }
 }
 

@@ -249,8 +249,13 @@ pub fn report_error<E: Error + ?Sized + 'static>(error: &E) {
         source = cause.source();
     }
     let kind = short_type_name(std::any::type_name::<E>());
+    // `exception.stacktrace` is OpenTelemetry's name: one field in JSON and OTLP, indented lines on a console.
     let backtrace = std::backtrace::Backtrace::capture();
-    tracing::error!(error.type = kind, error.chain = %chain, backtrace = %backtrace, "{chain}");
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        tracing::error!(error.type = kind, error.chain = %chain, exception.stacktrace = %backtrace, "{chain}");
+    } else {
+        tracing::error!(error.type = kind, error.chain = %chain, "{chain}");
+    }
     tracing::Span::current().set_status(Status::error(chain));
     increment("errors", 1, &[("error.type", kind)]);
 }
@@ -271,7 +276,7 @@ pub fn install_panic_hook() {
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
         let backtrace = std::backtrace::Backtrace::force_capture();
-        crate::critical!(panic.location = %location, backtrace = %backtrace, "panic: {message}");
+        crate::critical!(panic.location = %location, exception.stacktrace = %backtrace, "panic: {message}");
         tracing::Span::current().set_status(Status::error(format!("panic: {message}")));
         increment("errors", 1, &[("error.type", "panic")]);
         previous(info);
