@@ -1271,6 +1271,263 @@ mod strictness {
     }
 
     #[test]
+    fn errors_name_the_entry_and_the_expected_wire_type() {
+        // Entry 1's resource is broken: its path says so.
+        let mut request = spans(&["a"]);
+        request
+            .resource_spans
+            .push(request.resource_spans[0].clone());
+        request.resource_spans[1].resource = Some(crate::otlp::resource::v1::Resource {
+            attributes: vec![crate::otlp::string_attribute("k", "BROKEN")],
+            ..Default::default()
+        });
+        let mut bytes = request.encode_to_vec();
+        let at = bytes.windows(6).position(|w| w == b"BROKEN").unwrap();
+        bytes[at] = 0xff;
+        let summary = scan(Signal::Traces, &bytes).unwrap();
+        assert!(
+            summary
+                .first_error()
+                .unwrap()
+                .to_string()
+                .starts_with("resource_spans[1].resource.attributes[0]"),
+            "{:?}",
+            summary.first_error()
+        );
+        // A string sent as a varint, and a fixed32 sent as a varint.
+        for (field, expected) in [
+            (
+                &[0x28u8, 0x01][..],
+                "name: wire type 0 (a varint), expected length-delimited",
+            ),
+            (
+                &[0x80, 0x01, 0x01][..],
+                "flags: wire type 0 (a varint), expected a 32-bit value",
+            ),
+        ] {
+            let mut span = Span {
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                ..Default::default()
+            }
+            .encode_to_vec();
+            span.extend_from_slice(field);
+            let (mut scope, mut resource, mut request) = (Vec::new(), Vec::new(), Vec::new());
+            crate::otlp::wire::put_bytes(&mut scope, 2, &span);
+            crate::otlp::wire::put_bytes(&mut resource, 2, &scope);
+            crate::otlp::wire::put_bytes(&mut request, 1, &resource);
+            let summary = scan(Signal::Traces, &request).unwrap();
+            let error = summary.first_error().unwrap().to_string();
+            assert!(error.ends_with(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn repeated_numbers_are_accepted_packed_or_one_by_one() {
+        use crate::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+        use crate::otlp::wire::{put_bytes, put_varint};
+        // A histogram point whose bucket counts (fixed64) come one by one, and an exponential one whose bucket
+        // counts (uint64) come one by one: both forms are valid protobuf.
+        let mut point = Vec::new();
+        for count in [3u64, 4] {
+            put_varint(&mut point, (6 << 3) | 1);
+            point.extend_from_slice(&count.to_le_bytes());
+        }
+        let mut buckets = Vec::new();
+        for count in [5u64, 6] {
+            put_varint(&mut buckets, 2 << 3);
+            put_varint(&mut buckets, count);
+        }
+        let mut exp_point = Vec::new();
+        put_bytes(&mut exp_point, 8, &buckets);
+        let (mut histogram, mut exp_histogram) = (Vec::new(), Vec::new());
+        put_bytes(&mut histogram, 1, &point);
+        put_bytes(&mut exp_histogram, 1, &exp_point);
+        let mut metric = Vec::new();
+        put_bytes(&mut metric, 9, &histogram);
+        let mut exp_metric = Vec::new();
+        put_bytes(&mut exp_metric, 10, &exp_histogram);
+        let mut scope = Vec::new();
+        put_bytes(&mut scope, 2, &metric);
+        put_bytes(&mut scope, 2, &exp_metric);
+        let (mut resource, mut request) = (Vec::new(), Vec::new());
+        put_bytes(&mut resource, 2, &scope);
+        put_bytes(&mut request, 1, &resource);
+        let decoded = ExportMetricsServiceRequest::decode(request.as_slice()).unwrap();
+        let summary = scan(Signal::Metrics, &request).unwrap();
+        assert_eq!(
+            (summary.items, summary.rejected_items),
+            (2, 0),
+            "{decoded:?}"
+        );
+    }
+
+    #[test]
+    fn entries_split_a_request_as_the_scan_does() {
+        let mut request = spans(&["a", "b"]);
+        request
+            .resource_spans
+            .push(request.resource_spans[0].clone());
+        request.resource_spans[1].scope_spans[0].spans.pop();
+        let mut bytes = request.encode_to_vec();
+        // An unknown top-level field between the entries is skipped.
+        let first_end = scan(Signal::Traces, &bytes).unwrap().resources[0].bytes.end;
+        bytes.splice(first_end..first_end, [0xf8, 0x01, 0x05]);
+        let summary = scan(Signal::Traces, &bytes).unwrap();
+        let split = entries(Signal::Traces, &bytes);
+        let expected: Vec<_> = summary
+            .resources
+            .iter()
+            .map(|e| (e.bytes.clone(), e.items))
+            .collect();
+        assert_eq!(split, expected);
+        assert_eq!(split.iter().map(|(_, n)| n).sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn an_invalid_entry_is_counted_by_its_structure_alone() {
+        // The resource is broken, so the entry is rejected; its two spans are counted, and a `spans` field sent
+        // as a varint in front of them is skipped, not read as a message.
+        let mut request = spans(&["a", "b"]);
+        request.resource_spans[0].resource = Some(crate::otlp::resource::v1::Resource {
+            attributes: vec![crate::otlp::string_attribute("k", "BROKEN")],
+            ..Default::default()
+        });
+        let mut bytes = request.encode_to_vec();
+        let at = bytes.windows(6).position(|w| w == b"BROKEN").unwrap();
+        bytes[at] = 0xff;
+        let mut scope = vec![0x10, 0x05];
+        let decoded =
+            ExportTraceServiceRequest::decode(request.encode_to_vec().as_slice()).unwrap();
+        for span in &decoded.resource_spans[0].scope_spans[0].spans {
+            crate::otlp::wire::put_bytes(&mut scope, 2, &span.encode_to_vec());
+        }
+        // The entry starts after its one-byte tag and length; its first field is the resource.
+        let resource_end = {
+            let mut reader = Reader::new(&bytes[2..]);
+            reader.key().unwrap();
+            reader.len_delimited().unwrap();
+            2 + reader.pos()
+        };
+        let mut entry = bytes[2..resource_end].to_vec();
+        crate::otlp::wire::put_bytes(&mut entry, 2, &scope);
+        let mut broken = Vec::new();
+        crate::otlp::wire::put_bytes(&mut broken, 1, &entry);
+        let summary = scan(Signal::Traces, &broken).unwrap();
+        assert!(summary.resources[0].error.is_some());
+        assert_eq!(summary.rejected_items, 2);
+    }
+
+    /// Records the keys an inspector is shown.
+    struct Keys(Vec<Vec<u8>>);
+
+    impl<'b> Inspector<'b> for Keys {
+        fn key(&mut self, key: &'b [u8]) -> Interest {
+            self.0.push(key.to_vec());
+            Interest::Content
+        }
+        fn text(&mut self, _: &'b [u8]) -> bool {
+            false
+        }
+        fn integer(&mut self, _: i64) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn the_inspector_is_shown_the_key_decoders_keep() {
+        use crate::otlp::wire::{put_bytes, put_varint};
+        let value = |text: &str| {
+            let mut any = Vec::new();
+            put_bytes(&mut any, 1, text.as_bytes());
+            any
+        };
+        let long_value = "v".repeat(200);
+        let cases: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            // key, value: the common shape, at the one-byte length limits.
+            (
+                {
+                    let mut kv = Vec::new();
+                    put_bytes(&mut kv, 1, &[b'k'; 127]);
+                    put_bytes(&mut kv, 2, &value("x"));
+                    kv
+                },
+                vec![b'k'; 127],
+            ),
+            (
+                {
+                    let mut kv = Vec::new();
+                    put_bytes(&mut kv, 1, &[b'k'; 128]);
+                    put_bytes(&mut kv, 2, &value("x"));
+                    kv
+                },
+                vec![b'k'; 128],
+            ),
+            (
+                {
+                    let mut kv = Vec::new();
+                    put_bytes(&mut kv, 1, &[b'k'; 200]);
+                    kv
+                },
+                vec![b'k'; 200],
+            ),
+            (
+                {
+                    let mut kv = Vec::new();
+                    put_bytes(&mut kv, 1, b"short");
+                    put_bytes(&mut kv, 2, &value(&long_value));
+                    kv
+                },
+                b"short".to_vec(),
+            ),
+            // The key sent twice, with the value between: the last one counts.
+            (
+                {
+                    let mut kv = Vec::new();
+                    put_bytes(&mut kv, 1, b"note");
+                    put_bytes(&mut kv, 2, &value("x"));
+                    put_bytes(&mut kv, 1, b"password");
+                    kv
+                },
+                b"password".to_vec(),
+            ),
+            // Value first, an unknown varint field, then the key.
+            (
+                {
+                    let mut kv = Vec::new();
+                    put_bytes(&mut kv, 2, &value("x"));
+                    put_varint(&mut kv, 9 << 3);
+                    put_varint(&mut kv, 1);
+                    put_bytes(&mut kv, 1, b"late");
+                    kv
+                },
+                b"late".to_vec(),
+            ),
+        ];
+        for (kv, expected) in cases {
+            let mut span = Span {
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                ..Default::default()
+            }
+            .encode_to_vec();
+            put_bytes(&mut span, 9, &kv);
+            let (mut scope, mut resource, mut request) = (Vec::new(), Vec::new(), Vec::new());
+            put_bytes(&mut scope, 2, &span);
+            put_bytes(&mut resource, 2, &scope);
+            put_bytes(&mut request, 1, &resource);
+            let decoded = ExportTraceServiceRequest::decode(request.as_slice()).unwrap();
+            let decoded_key = decoded.resource_spans[0].scope_spans[0].spans[0].attributes[0]
+                .key
+                .clone();
+            assert_eq!(decoded_key.as_bytes(), expected.as_slice());
+            let mut keys = Keys(Vec::new());
+            scan_inspecting(Signal::Traces, &request, &mut keys).unwrap();
+            assert_eq!(keys.0, [expected]);
+        }
+    }
+
+    #[test]
     fn no_schema_has_more_fields_than_the_walk_counts() {
         for schema in crate::otlp::schema::ALL {
             assert!(schema.fields.len() <= 16, "{}", schema.name);
