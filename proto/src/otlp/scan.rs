@@ -1528,6 +1528,49 @@ mod strictness {
     }
 
     #[test]
+    fn nothing_under_an_ignored_key_is_shown_and_showing_resumes_after_it() {
+        use crate::otlp::common::v1::{AnyValue, KeyValue, KeyValueList, any_value::Value};
+        struct Seen(Vec<String>);
+        impl<'b> Inspector<'b> for Seen {
+            fn key(&mut self, key: &'b [u8]) -> Interest {
+                self.0.push(format!("key {}", String::from_utf8_lossy(key)));
+                if key == b"allowed" {
+                    Interest::Ignore
+                } else {
+                    Interest::Content
+                }
+            }
+            fn text(&mut self, text: &'b [u8]) -> bool {
+                self.0.push(String::from_utf8_lossy(text).into_owned());
+                false
+            }
+            fn integer(&mut self, _: i64) -> bool {
+                false
+            }
+        }
+        let mut request = spans(&["span"]);
+        request.resource_spans[0].scope_spans[0].spans[0].attributes = vec![
+            KeyValue {
+                key: "allowed".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::KvlistValue(KeyValueList {
+                        values: vec![
+                            crate::otlp::string_attribute("inner", "hidden"),
+                            crate::otlp::string_attribute("inner2", "hidden too"),
+                        ],
+                    })),
+                }),
+                ..Default::default()
+            },
+            crate::otlp::string_attribute("after", "shown"),
+        ];
+        let bytes = request.encode_to_vec();
+        let mut seen = Seen(Vec::new());
+        scan_inspecting(Signal::Traces, &bytes, &mut seen).unwrap();
+        assert_eq!(seen.0, ["span", "key allowed", "key after", "shown"]);
+    }
+
+    #[test]
     fn no_schema_has_more_fields_than_the_walk_counts() {
         for schema in crate::otlp::schema::ALL {
             assert!(schema.fields.len() <= 16, "{}", schema.name);
