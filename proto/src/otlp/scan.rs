@@ -1570,6 +1570,64 @@ mod strictness {
         assert_eq!(seen.0, ["span", "key allowed", "key after", "shown"]);
     }
 
+    /// At the nesting limits, the walk agrees with `prost` exactly: with and without an unknown field in the
+    /// innermost message (which spends the decoder's last unit of recursion budget).
+    #[test]
+    fn at_the_nesting_limits_the_walk_agrees_with_the_decoder() {
+        use crate::otlp::wire::{put_bytes, put_varint};
+        for kvlist in [true, false] {
+            for depth in 26..=34 {
+                for unknown in [false, true] {
+                    // The innermost AnyValue: a string, maybe followed by an unknown varint field.
+                    let mut value = Vec::new();
+                    put_bytes(&mut value, 1, b"leaf");
+                    if unknown {
+                        put_varint(&mut value, 15 << 3);
+                        put_varint(&mut value, 1);
+                    }
+                    for _ in 1..depth {
+                        let mut outer = Vec::new();
+                        if kvlist {
+                            let mut kv = Vec::new();
+                            put_bytes(&mut kv, 1, b"k");
+                            put_bytes(&mut kv, 2, &value);
+                            let mut list = Vec::new();
+                            put_bytes(&mut list, 1, &kv);
+                            put_bytes(&mut outer, 6, &list);
+                        } else {
+                            let mut array = Vec::new();
+                            put_bytes(&mut array, 1, &value);
+                            put_bytes(&mut outer, 5, &array);
+                        }
+                        value = outer;
+                    }
+                    let mut attribute = Vec::new();
+                    put_bytes(&mut attribute, 1, b"deep");
+                    put_bytes(&mut attribute, 2, &value);
+                    let mut span = Span {
+                        trace_id: vec![1; 16],
+                        span_id: vec![2; 8],
+                        ..Default::default()
+                    }
+                    .encode_to_vec();
+                    put_bytes(&mut span, 9, &attribute);
+                    let (mut scope, mut resource, mut request) =
+                        (Vec::new(), Vec::new(), Vec::new());
+                    put_bytes(&mut scope, 2, &span);
+                    put_bytes(&mut resource, 2, &scope);
+                    put_bytes(&mut request, 1, &resource);
+                    let decodes = ExportTraceServiceRequest::decode(request.as_slice()).is_ok();
+                    let accepted = scan(Signal::Traces, &request).unwrap().items == 1;
+                    assert_eq!(
+                        accepted,
+                        decodes && depth <= MAX_ANY_VALUE_DEPTH,
+                        "kvlist {kvlist}, depth {depth}, unknown field {unknown}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn no_schema_has_more_fields_than_the_walk_counts() {
         for schema in crate::otlp::schema::ALL {
