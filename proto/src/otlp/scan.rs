@@ -1360,6 +1360,22 @@ mod strictness {
             (2, 0),
             "{decoded:?}"
         );
+
+        // Packed bucket counts whose last varint is cut short: the decoder refuses them, so does the walk.
+        let mut packed = Vec::new();
+        put_bytes(&mut packed, 2, &[0x05, 0x80]);
+        let mut point = Vec::new();
+        put_bytes(&mut point, 8, &packed);
+        let (mut histogram, mut metric, mut scope, mut resource, mut request) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        put_bytes(&mut histogram, 1, &point);
+        put_bytes(&mut metric, 10, &histogram);
+        put_bytes(&mut scope, 2, &metric);
+        put_bytes(&mut resource, 2, &scope);
+        put_bytes(&mut request, 1, &resource);
+        assert!(ExportMetricsServiceRequest::decode(request.as_slice()).is_err());
+        let summary = scan(Signal::Metrics, &request).unwrap();
+        assert_eq!((summary.items, summary.rejected_items), (0, 1));
     }
 
     #[test]
