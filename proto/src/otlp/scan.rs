@@ -1507,6 +1507,17 @@ mod strictness {
                 },
                 b"password".to_vec(),
             ),
+            // Key, a 4-byte value, then an empty key: the empty one counts.
+            (
+                {
+                    let mut kv = Vec::new();
+                    put_bytes(&mut kv, 1, b"a");
+                    put_bytes(&mut kv, 2, &value("xy"));
+                    put_bytes(&mut kv, 1, b"");
+                    kv
+                },
+                Vec::new(),
+            ),
             // Value first, an unknown varint field, then the key.
             (
                 {
@@ -1593,20 +1604,24 @@ mod strictness {
         use crate::otlp::wire::{put_bytes, put_varint};
         for kvlist in [true, false] {
             for depth in 26..=34 {
-                for unknown in [false, true] {
-                    // The innermost AnyValue: a string, maybe followed by an unknown varint field.
+                // Where an unknown varint field goes: nowhere, the innermost AnyValue, the innermost KeyValue.
+                for unknown in [0, 1, 2] {
                     let mut value = Vec::new();
                     put_bytes(&mut value, 1, b"leaf");
-                    if unknown {
+                    if unknown == 1 {
                         put_varint(&mut value, 15 << 3);
                         put_varint(&mut value, 1);
                     }
-                    for _ in 1..depth {
+                    for level in 1..depth {
                         let mut outer = Vec::new();
                         if kvlist {
                             let mut kv = Vec::new();
                             put_bytes(&mut kv, 1, b"k");
                             put_bytes(&mut kv, 2, &value);
+                            if unknown == 2 && level == 1 {
+                                put_varint(&mut kv, 15 << 3);
+                                put_varint(&mut kv, 1);
+                            }
                             let mut list = Vec::new();
                             put_bytes(&mut list, 1, &kv);
                             put_bytes(&mut outer, 6, &list);
