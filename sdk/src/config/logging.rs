@@ -237,13 +237,9 @@ impl LoggingConfig {
                     .collect(),
             )
         })?;
-        let (root, prefix) = match tree.get("logging") {
-            Some(inner) if tree.as_object().is_some_and(|o| o.len() == 1) => {
-                (inner.clone(), "logging")
-            }
-            _ => (tree, ""),
-        };
         let mut errors = Vec::new();
+        let mut locations = locations;
+        let (root, prefix) = unwrap_logging(tree, &mut locations, &mut errors);
         let config = build(&root, prefix, &locations, &mut errors);
         match config {
             Some(config) if errors.is_empty() => Ok(config),
@@ -268,6 +264,49 @@ impl LoggingConfig {
         })?;
         LoggingConfig::parse(&text, &path.display().to_string())
     }
+}
+
+/// Vigil's own sections, which may sit next to a `logging:` wrapper as well as inside it.
+const SIBLING_SECTIONS: [&str; 2] = ["mask", "sampling"];
+
+/// The config under a `logging:` wrapper (as Python's `dictConfig` files are often written), with `mask:` and
+/// `sampling:` taken from beside the wrapper too; or the whole document when there is no wrapper. Anything else
+/// beside the wrapper is an error that names it.
+fn unwrap_logging(
+    tree: Value,
+    locations: &mut Locations,
+    errors: &mut Vec<(yaml::Location, String, String)>,
+) -> (Value, &'static str) {
+    let Value::Object(mut top) = tree else {
+        return (tree, "");
+    };
+    let Some(Value::Object(mut inner)) = top.remove("logging") else {
+        return (Value::Object(top), "");
+    };
+    for (key, value) in top {
+        if SIBLING_SECTIONS.contains(&key.as_str()) {
+            if inner.contains_key(&key) {
+                errors.push((
+                    locations.find(&key),
+                    key.clone(),
+                    format!("`{key}` is given twice: here and inside `logging:`; keep one"),
+                ));
+            } else {
+                // Errors inside it are reported under `logging.<key>`, at the lines where it was written.
+                locations.alias(&key, &format!("logging.{key}"));
+                inner.insert(key, value);
+            }
+        } else {
+            errors.push((
+                locations.find(&key),
+                key.clone(),
+                format!(
+                    "unknown top-level key `{key}` next to `logging:`; only `mask:` and `sampling:` may sit beside it"
+                ),
+            ));
+        }
+    }
+    (Value::Object(inner), "logging")
 }
 
 fn join(prefix: &str, key: &str) -> String {
@@ -536,13 +575,32 @@ mod tests {
         assert_eq!(sinks, ["stdout", "file", "file"]);
     }
 
+    /// The README's `mask:` snippet pasted next to a `logging:` wrapper works, and an error inside it points at
+    /// its own line.
+    #[test]
+    fn a_mask_section_beside_the_logging_wrapper_is_read() {
+        let text = "logging:\n  version: 1\n  handlers:\n    console: {class: console}\n  root: {level: INFO, handlers: [console]}\nmask:\n  detectors:\n    ipv4: {enabled: false}\n    email: {action: hash}\n  hash_key: k\n";
+        let config = LoggingConfig::parse(text, "app.yaml").unwrap();
+        let mask = config.mask.expect("the mask section");
+        assert!(format!("{mask:?}").contains("Hash"), "{mask:?}");
+        let broken = "logging:\n  version: 1\n  handlers:\n    console: {class: console}\n  root: {level: INFO, handlers: [console]}\nmask:\n  detectors:\n    email: {action: shout}\n";
+        let error = LoggingConfig::parse(broken, "app.yaml").unwrap_err();
+        assert!(error.starts_with("app.yaml:8:"), "{error}");
+        let stray = "logging:\n  version: 1\n  handlers:\n    console: {class: console}\n  root: {level: INFO, handlers: [console]}\nmasking: {}\n";
+        let error = LoggingConfig::parse(stray, "app.yaml").unwrap_err();
+        assert!(
+            error.contains("unknown top-level key `masking` next to `logging:`"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn accepts_the_shipped_default_config() {
         let text = include_str!("../../../configs/logging/default.yaml");
         let config = LoggingConfig::parse(text, "default.yaml").unwrap();
         assert_eq!(config.filter, "debug");
         let names: Vec<&str> = config.handlers.iter().map(|h| h.name.as_str()).collect();
-        assert_eq!(names, ["console", "file", "mlflow"]);
+        assert_eq!(names, ["console", "file", "otlp"]);
         let Sink::File(file) = &config.handlers[1].sink else {
             panic!("file handler")
         };

@@ -30,6 +30,21 @@ pub struct Locations {
 }
 
 impl Locations {
+    /// Makes every location under `from` (`mask`, `mask.detectors`…) also known under `to` (`logging.mask`…),
+    /// for a section that is read from a place other than where it was written.
+    pub fn alias(&mut self, from: &str, to: &str) {
+        let moved: Vec<(String, Location)> = self
+            .by_path
+            .iter()
+            .filter_map(|(path, location)| {
+                let rest = path.strip_prefix(from)?;
+                (rest.is_empty() || rest.starts_with(['.', '[']))
+                    .then(|| (format!("{to}{rest}"), *location))
+            })
+            .collect();
+        self.by_path.extend(moved);
+    }
+
     /// The location of `path`, or of its nearest ancestor that has one.
     pub fn find(&self, path: &str) -> Location {
         let mut path = path;
