@@ -605,6 +605,7 @@ impl Builder {
                     SdkMeterProvider::builder()
                         .with_resource(resource.clone())
                         .with_reader(reader)
+                        .with_view(metrics::one_liner_view)
                         .build(),
                 );
             }

@@ -37,6 +37,28 @@ const DURATION_BUCKETS: [f64; 16] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
+/// The view the SDK's meter provider applies: histograms of the one-line helpers ([`record`], [`histogram`])
+/// get base-2 exponential buckets, which fit any range of values (a loss of 0.234 and a size of 5 GB alike)
+/// without anyone choosing bounds; the duration helpers keep their explicit buckets in seconds. The collector
+/// turns exponential histograms into classic `_bucket` series for Prometheus.
+pub(crate) fn one_liner_view(
+    instrument: &opentelemetry_sdk::metrics::Instrument,
+) -> Option<opentelemetry_sdk::metrics::Stream> {
+    use opentelemetry_sdk::metrics::{Aggregation, InstrumentKind, Stream};
+    let ours = instrument.scope().name() == SCOPE;
+    if !ours || instrument.kind() != InstrumentKind::Histogram || instrument.unit() == "s" {
+        return None;
+    }
+    Stream::builder()
+        .with_aggregation(Aggregation::Base2ExponentialHistogram {
+            max_size: 160,
+            max_scale: 20,
+            record_min_max: true,
+        })
+        .build()
+        .ok()
+}
+
 fn instruments() -> &'static Mutex<Instruments> {
     static INSTRUMENTS: OnceLock<Mutex<Instruments>> = OnceLock::new();
     INSTRUMENTS.get_or_init(Default::default)
@@ -208,5 +230,50 @@ mod tests {
             ]
         );
         assert_eq!(text(&[("customer", "x@y.io")]), ["customer=x@y.io"]);
+    }
+}
+
+#[cfg(test)]
+mod view_tests {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+
+    /// `record("training.loss", 0.234, ..)` used to land in the default 0, 5, 10 … 10000 buckets, all in one.
+    #[test]
+    fn one_liner_histograms_are_exponential_and_durations_keep_seconds_buckets() {
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .with_view(super::one_liner_view)
+            .build();
+        let meter = provider.meter(super::SCOPE);
+        let loss = meter.f64_histogram("training.loss").build();
+        for value in [0.234, 0.19, 0.151] {
+            loss.record(value, &[]);
+        }
+        meter
+            .f64_histogram("step.duration")
+            .with_unit("s")
+            .with_boundaries(vec![0.1, 1.0])
+            .build()
+            .record(0.5, &[]);
+        provider.force_flush().unwrap();
+        let exported = exporter.get_finished_metrics().unwrap();
+        let metrics: Vec<_> = exported
+            .iter()
+            .flat_map(|rm| rm.scope_metrics())
+            .flat_map(|sm| sm.metrics())
+            .collect();
+        let kind = |name: &str| {
+            let metric = metrics.iter().find(|m| m.name() == name).unwrap();
+            match metric.data() {
+                AggregatedMetrics::F64(MetricData::ExponentialHistogram(_)) => "exponential",
+                AggregatedMetrics::F64(MetricData::Histogram(_)) => "explicit",
+                _ => "other",
+            }
+        };
+        assert_eq!(kind("training.loss"), "exponential");
+        assert_eq!(kind("step.duration"), "explicit");
     }
 }
