@@ -101,7 +101,9 @@ fn embedded_default_config_starts_receives_and_drains() {
     );
     assert!(collector.stop().success());
     assert!(
-        collector.log().contains("debug exporter: 7 spans"),
+        collector
+            .log()
+            .contains("debug exporter: traces 7 spans from e2e, first trace "),
         "{}",
         collector.log()
     );
@@ -253,4 +255,26 @@ fn validate_takes_the_file_as_an_argument_too_and_speaks_plainly() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("collector.yaml: valid"));
+}
+
+#[test]
+fn the_default_config_prints_every_record_with_vigil_debug_verbosity_detailed() {
+    let mut collector = Collector::start_with_env("", &[("VIGIL_DEBUG_VERBOSITY", "detailed")]);
+    let response = http(
+        "POST",
+        &collector.http,
+        "/v1/traces",
+        &[("Content-Type", "application/x-protobuf")],
+        &vigil_e2e::otlp::traces(1, 2),
+    )
+    .unwrap();
+    assert_eq!(response.status, 200);
+    assert!(collector.stop().success());
+    let log = collector.log();
+    assert!(log.contains("Span #1"), "{log}");
+    assert!(log.contains("    Name           : op-1"), "{log}");
+    assert!(
+        log.contains("     -> http.route: Str(/v1/predict)"),
+        "{log}"
+    );
 }
