@@ -44,6 +44,9 @@ pub struct DebugExporterConfig {
 /// Prints batches to stderr.
 pub struct DebugExporter {
     verbosity: Verbosity,
+    /// The last summary line printed per signal and how often it came again since: a connector that hands on
+    /// unchanged totals every few seconds (`spanmetrics` while no span arrives) does not fill the console.
+    last: std::sync::Mutex<[(String, u64); 3]>,
 }
 
 impl DebugExporter {
@@ -51,6 +54,7 @@ impl DebugExporter {
     pub fn new(config: &DebugExporterConfig) -> Self {
         DebugExporter {
             verbosity: config.verbosity,
+            last: std::sync::Mutex::new(Default::default()),
         }
     }
 }
@@ -91,11 +95,45 @@ impl DebugExporter {
     }
 }
 
+impl DebugExporter {
+    /// What to print for `batch` now: nothing when its summary repeats the last one of its signal (`basic`),
+    /// else its text, after a note of how often the previous line repeated.
+    pub fn output(&self, batch: &Batch) -> Result<Option<String>, ExportError> {
+        let text = self.render(batch)?;
+        if self.verbosity == Verbosity::Detailed {
+            return Ok(Some(text));
+        }
+        let slot = match batch.signal {
+            Signal::Traces => 0,
+            Signal::Metrics => 1,
+            Signal::Logs => 2,
+        };
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let (line, repeats) = &mut last[slot];
+        if *line == text {
+            *repeats += 1;
+            return Ok(None);
+        }
+        let mut out = String::new();
+        if *repeats > 0 {
+            out.push_str(&format!(
+                "debug exporter: (the {} line above came {repeats} more time(s), unchanged)\n",
+                batch.signal
+            ));
+        }
+        out.push_str(&text);
+        *line = text;
+        *repeats = 0;
+        Ok(Some(out))
+    }
+}
+
 impl Exporter for DebugExporter {
     fn export<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
         Box::pin(async move {
-            let text = self.render(batch)?;
-            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+            if let Some(text) = self.output(batch)? {
+                let _ = std::io::stderr().lock().write_all(text.as_bytes());
+            }
             Ok(Exported::default())
         })
     }
@@ -137,6 +175,22 @@ mod tests {
         assert_eq!(
             exporter.render(&batch()).unwrap(),
             "debug exporter: traces 1 spans from checkout, first trace abababababababababababababababab\n"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_summary_is_not_repeated_every_flush() {
+        let exporter = DebugExporter::new(&DebugExporterConfig::default());
+        assert!(exporter.output(&batch()).unwrap().is_some());
+        assert_eq!(exporter.output(&batch()).unwrap(), None);
+        assert_eq!(exporter.output(&batch()).unwrap(), None);
+        let other = Batch::new(Signal::Traces, bytes::Bytes::new(), 0);
+        let text = exporter.output(&other).unwrap().unwrap();
+        assert!(
+            text.starts_with(
+                "debug exporter: (the traces line above came 2 more time(s), unchanged)\n"
+            ),
+            "{text}"
         );
     }
 
