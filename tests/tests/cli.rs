@@ -278,3 +278,64 @@ fn the_default_config_prints_every_record_with_vigil_debug_verbosity_detailed() 
         "{log}"
     );
 }
+
+/// Every self-metric a collector running every kind of component serves is named in the README.
+#[test]
+fn the_readme_lists_every_self_metric() {
+    let config = "
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: '{grpc}'}
+      http: {endpoint: '{http}'}
+processors:
+  batch: {}
+  mask: {}
+  probabilistic_sampler: {sampling_percentage: 50}
+  tail_sampling: {decision_wait: 100ms, policies: [{name: all, type: always_sample}]}
+exporters:
+  nop:
+  prometheus: {endpoint: '{prometheus}'}
+connectors:
+  spanmetrics: {metrics_flush_interval: 100ms}
+extensions:
+  health_check: {endpoint: '{health}'}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {receivers: [otlp], processors: [mask, probabilistic_sampler, batch], exporters: [nop, spanmetrics]}
+    traces/tail: {receivers: [otlp], processors: [tail_sampling], exporters: [nop]}
+    metrics: {receivers: [otlp, spanmetrics], processors: [batch], exporters: [prometheus]}
+    logs: {receivers: [otlp], processors: [probabilistic_sampler], exporters: [nop]}
+  telemetry:
+    metrics: {address: '{metrics}'}
+";
+    let mut collector = Collector::start(config);
+    let response = http(
+        "POST",
+        &collector.http,
+        "/v1/traces",
+        &[("Content-Type", "application/x-protobuf")],
+        &vigil_e2e::otlp::traces(1, 3),
+    )
+    .unwrap();
+    assert_eq!(response.status, 200);
+    let metrics = collector.metrics();
+    assert!(collector.stop().success());
+    let readme = std::fs::read_to_string(vigil_e2e::workspace_root().join("README.md")).unwrap();
+    let served: Vec<&str> = metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter(|name| name.starts_with("vigil_"))
+        .collect();
+    assert!(served.len() >= 20, "{served:?}");
+    let missing: Vec<&&str> = served
+        .iter()
+        .filter(|name| !readme.contains(&format!("`{name}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "self-metrics missing from the README: {missing:?}"
+    );
+}
