@@ -226,3 +226,43 @@ fn python_sdk_over_tls_on_both_transports() {
     send_and_check_with("grpc", &config, Some(&certs.ca));
     send_and_check_with("http/protobuf", &config, Some(&certs.ca));
 }
+
+/// The README's Python steps as written: `examples/python/app.py`, with the packages of
+/// `examples/python/requirements.txt` and only `OTEL_EXPORTER_OTLP_ENDPOINT` set, delivers its spans, metrics and
+/// logs, the logs carrying their spans' trace ids.
+#[test]
+fn the_readme_python_example_delivers_traces_metrics_and_logs() {
+    // The example's requirements are what the test venv has installed.
+    let wanted = std::fs::read_to_string(workspace_root().join("examples/python/requirements.txt")).unwrap();
+    let installed = std::fs::read_to_string(workspace_root().join("tests/python/requirements.txt")).unwrap();
+    for line in wanted.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        assert!(installed.lines().any(|l| l == line), "{line} is not in the test venv");
+    }
+    let mut collector = Collector::start(CONFIG);
+    let output = Command::new(python())
+        .arg(workspace_root().join("examples/python/app.py"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", collector.http))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(collector.stop().success(), "{}", collector.log());
+    let out = collector.dir.path().join("out");
+    let checkout: Vec<Value> = spans(&file_exporter_lines(&out, "traces"))
+        .into_iter()
+        .filter(|s| s["name"] == "checkout")
+        .collect();
+    assert_eq!(checkout.len(), 5);
+    assert_eq!(checkout.iter().filter(|s| s["status"]["code"] == 2).count(), 1);
+    let metrics = file_exporter_lines(&out, "metrics").iter().map(Value::to_string).collect::<String>();
+    assert!(metrics.contains("orders.processed") && metrics.contains("order.amount"), "{metrics}");
+    let logs = file_exporter_lines(&out, "logs");
+    let records: Vec<&Value> = logs
+        .iter()
+        .flat_map(|r| r["resourceLogs"].as_array().into_iter().flatten())
+        .flat_map(|r| r["scopeLogs"].as_array().into_iter().flatten())
+        .flat_map(|s| s["logRecords"].as_array().into_iter().flatten())
+        .collect();
+    assert_eq!(records.len(), 5, "{logs:?}");
+    let trace_ids: Vec<&Value> = checkout.iter().map(|s| &s["traceId"]).collect();
+    assert!(records.iter().all(|r| trace_ids.contains(&&r["traceId"])), "{records:?}");
+}
