@@ -225,7 +225,7 @@ fn validate_takes_the_file_as_an_argument_too_and_speaks_plainly() {
     let path = dir.path().join("typo.yaml");
     std::fs::write(
         &path,
-        "receivers:\n  otlp:\nprocessors:\n  batch: {send_batch_sise: 100}\n  batch/2: {send_batch_max_size: lots}\nexporters:\n  nop:\nservice:\n  pipelines:\n    traces: {receivers: [otlp], processors: [batch, batch/2], exporters: [nop]}\n",
+        "receivers:\n  otlp:\nprocessors:\n  batch: {send_batch_sise: 100, timeout: soon}\n  batch/2: {send_batch_max_size: lots}\nexporters:\n  nop:\nservice:\n  pipelines:\n    traces: {receivers: [otlp], processors: [batch, batch/2], exporters: [nop]}\n",
     )
     .unwrap();
     let output = Command::new(collector_binary())
@@ -241,6 +241,11 @@ fn validate_takes_the_file_as_an_argument_too_and_speaks_plainly() {
     );
     assert!(
         stderr.contains("invalid type: string \"lots\", expected a whole number"),
+        "{stderr}"
+    );
+    // Both problems of the first batch processor, in one run.
+    assert!(
+        stderr.contains("processors.batch.timeout: `soon` is not a duration"),
         "{stderr}"
     );
     let shipped = vigil_e2e::workspace_root().join("configs/collector.yaml");

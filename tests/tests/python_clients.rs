@@ -233,18 +233,33 @@ fn python_sdk_over_tls_on_both_transports() {
 #[test]
 fn the_readme_python_example_delivers_traces_metrics_and_logs() {
     // The example's requirements are what the test venv has installed.
-    let wanted = std::fs::read_to_string(workspace_root().join("examples/python/requirements.txt")).unwrap();
-    let installed = std::fs::read_to_string(workspace_root().join("tests/python/requirements.txt")).unwrap();
-    for line in wanted.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        assert!(installed.lines().any(|l| l == line), "{line} is not in the test venv");
+    let wanted =
+        std::fs::read_to_string(workspace_root().join("examples/python/requirements.txt")).unwrap();
+    let installed =
+        std::fs::read_to_string(workspace_root().join("tests/python/requirements.txt")).unwrap();
+    for line in wanted
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        assert!(
+            installed.lines().any(|l| l == line),
+            "{line} is not in the test venv"
+        );
     }
     let mut collector = Collector::start(CONFIG);
     let output = Command::new(python())
         .arg(workspace_root().join("examples/python/app.py"))
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", collector.http))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", collector.http),
+        )
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(collector.stop().success(), "{}", collector.log());
     let out = collector.dir.path().join("out");
     let checkout: Vec<Value> = spans(&file_exporter_lines(&out, "traces"))
@@ -252,9 +267,18 @@ fn the_readme_python_example_delivers_traces_metrics_and_logs() {
         .filter(|s| s["name"] == "checkout")
         .collect();
     assert_eq!(checkout.len(), 5);
-    assert_eq!(checkout.iter().filter(|s| s["status"]["code"] == 2).count(), 1);
-    let metrics = file_exporter_lines(&out, "metrics").iter().map(Value::to_string).collect::<String>();
-    assert!(metrics.contains("orders.processed") && metrics.contains("order.amount"), "{metrics}");
+    assert_eq!(
+        checkout.iter().filter(|s| s["status"]["code"] == 2).count(),
+        1
+    );
+    let metrics = file_exporter_lines(&out, "metrics")
+        .iter()
+        .map(Value::to_string)
+        .collect::<String>();
+    assert!(
+        metrics.contains("orders.processed") && metrics.contains("order.amount"),
+        "{metrics}"
+    );
     let logs = file_exporter_lines(&out, "logs");
     let records: Vec<&Value> = logs
         .iter()
@@ -264,5 +288,8 @@ fn the_readme_python_example_delivers_traces_metrics_and_logs() {
         .collect();
     assert_eq!(records.len(), 5, "{logs:?}");
     let trace_ids: Vec<&Value> = checkout.iter().map(|s| &s["traceId"]).collect();
-    assert!(records.iter().all(|r| trace_ids.contains(&&r["traceId"])), "{records:?}");
+    assert!(
+        records.iter().all(|r| trace_ids.contains(&&r["traceId"])),
+        "{records:?}"
+    );
 }

@@ -317,14 +317,14 @@ impl Checker<'_> {
     /// Deserialises `value` (found at `path`) into `T`, recording any error with its exact location.
     /// `null` reads as an empty mapping, so `otlp:` alone means "all defaults".
     pub fn decode<T: DeserializeOwned>(&mut self, path: &str, value: &Value) -> Option<T> {
-        match yaml::decode(value, path, self.locations) {
+        match yaml::decode_all(value, path, self.locations) {
             Ok(typed) => Some(typed),
-            Err(e) => {
-                self.errors.push(ConfigError {
+            Err(errors) => {
+                self.errors.extend(errors.into_iter().map(|e| ConfigError {
                     location: e.location,
                     path: e.path,
                     message: e.message,
-                });
+                }));
                 None
             }
         }

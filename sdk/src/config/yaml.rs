@@ -105,6 +105,110 @@ pub fn decode<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// [`decode`], reporting every problem of the section, not only the first: after each failure the offending key
+/// is taken out and the section decoded again, until it decodes or nothing more can be taken out. A required
+/// key taken out this way is not reported again as missing.
+pub fn decode_all<T: serde::de::DeserializeOwned>(
+    value: &Value,
+    path: &str,
+    locations: &Locations,
+) -> Result<T, Vec<DecodeError>> {
+    /// More problems than this in one section are not worth listing.
+    const MOST: usize = 50;
+    let mut value = value.clone();
+    let mut errors: Vec<DecodeError> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    while errors.len() < MOST {
+        let error = match decode::<T>(&value, path, locations) {
+            Ok(typed) if errors.is_empty() => return Ok(typed),
+            Ok(_) => break,
+            Err(error) => error,
+        };
+        let inner = relative(&error.path, path);
+        if let Some(field) = error
+            .message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            let missing = if inner.is_empty() {
+                field.to_string()
+            } else {
+                format!("{inner}.{field}")
+            };
+            if removed.contains(&missing) {
+                break;
+            }
+        }
+        let taken_out = !inner.is_empty() && remove(&mut value, &inner);
+        errors.push(error);
+        if !taken_out {
+            break;
+        }
+        removed.push(inner);
+    }
+    Err(errors)
+}
+
+/// `full` (`processors.batch.timeout`) relative to the section at `section` (`processors.batch`).
+fn relative(full: &str, section: &str) -> String {
+    if section.is_empty() {
+        return full.to_string();
+    }
+    match full.strip_prefix(section) {
+        Some(rest) => rest.trim_start_matches('.').to_string(),
+        None => String::new(),
+    }
+}
+
+/// Takes the node at `path` (`protocols.grpc.endpont`, `policies[1].name`) out of `value`; whether it was there.
+fn remove(value: &mut Value, path: &str) -> bool {
+    let mut segments: Vec<Segment> = Vec::new();
+    for part in path.split('.') {
+        let (key, indexes) = match part.find('[') {
+            Some(at) => (&part[..at], &part[at..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            segments.push(Segment::Key(key.to_string()));
+        }
+        for index in indexes.split('[').filter(|i| !i.is_empty()) {
+            match index.trim_end_matches(']').parse() {
+                Ok(i) => segments.push(Segment::Index(i)),
+                Err(_) => return false,
+            }
+        }
+    }
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for segment in parents {
+        let next = match (segment, node) {
+            (Segment::Key(key), Value::Object(map)) => map.get_mut(key),
+            (Segment::Index(i), Value::Array(items)) => items.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    match (last, node) {
+        (Segment::Key(key), Value::Object(map)) => map.remove(key).is_some(),
+        (Segment::Index(i), Value::Array(items)) if *i < items.len() => {
+            items.remove(*i);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// One step of a key path.
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
 /// serde's messages in the words of a config file's reader: `expected u64` is "a whole number", and an
 /// unknown key gets the nearest known one as a suggestion.
 fn plain_words(message: &str) -> String {
@@ -724,6 +828,43 @@ mod tests {
 #[cfg(test)]
 mod limits {
     use super::*;
+
+    #[test]
+    fn every_problem_of_a_section_is_reported_in_one_run() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Batch {
+            send_batch_size: u64,
+            #[serde(default)]
+            send_batch_max_size: u64,
+            #[serde(default)]
+            timeout: Option<String>,
+        }
+        let text = "batch:\n  send_batch_size: lots\n  send_batch_max_size: many\n  timout: 1s\n";
+        let (tree, locations) = parse_text(text).unwrap();
+        let errors = decode_all::<Batch>(&tree["batch"], "batch", &locations).unwrap_err();
+        let lines: Vec<usize> = errors.iter().map(|e| e.location.line).collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(
+            lines
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            3,
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .all(|e| !e.message.starts_with("missing field")),
+            "a key taken out is not reported as missing: {errors:?}"
+        );
+        // A valid section decodes as before.
+        let (tree, locations) = parse_text("batch: {send_batch_size: 5}\n").unwrap();
+        assert!(decode_all::<Batch>(&tree["batch"], "batch", &locations).is_ok());
+    }
 
     #[test]
     fn messages_use_plain_words_and_suggest_the_nearest_key() {
