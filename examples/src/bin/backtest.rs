@@ -33,15 +33,15 @@ fn backtest(prices: &[f64], short: usize, long: usize) -> (u64, f64, Vec<f64>) {
     let average = |end: usize, n: usize| prices[end + 1 - n..=end].iter().sum::<f64>() / n as f64;
     let (mut trades, mut position, mut entry, mut pnl) = (0u64, false, 0.0, 0.0);
     let mut returns = Vec::new();
-    for day in long..prices.len() {
+    for (day, &price) in prices.iter().enumerate().skip(long) {
         let (fast, slow) = (average(day, short), average(day, long));
         if !position && fast > slow {
             position = true;
-            entry = prices[day];
+            entry = price;
             trades += 1;
         } else if position && fast < slow {
             position = false;
-            let gain = prices[day] - entry;
+            let gain = price - entry;
             pnl += gain;
             returns.push(gain / entry);
             trades += 1;
