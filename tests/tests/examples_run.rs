@@ -109,3 +109,77 @@ fn the_yaml_configured_example_follows_its_file() {
     assert!(records.contains("imported the batch") && records.contains("some rows were skipped"));
     assert!(!records.contains("parsed the batch"));
 }
+
+#[test]
+fn the_http_service_example_traces_a_request_across_its_downstream_call() {
+    use std::io::{BufRead, BufReader};
+    let mut collector = Collector::start(OTLP_TO_FILE);
+    let mut service = Command::new(workspace_binary("http_service"))
+        .env("VIGIL_HTTP_ADDR", "127.0.0.1:0")
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", collector.grpc),
+        )
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "200")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(service.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let address = first
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+    let order = vigil_e2e::http("GET", &address, "/orders/42", &[], b"").unwrap();
+    assert_eq!(order.status, 200, "{}", order.text());
+    assert_eq!(order.text(), "order 42: 1 in stock\n");
+    let health = vigil_e2e::http("GET", &address, "/health", &[], b"").unwrap();
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert!(
+        health.text().contains("\"otlp_collector\""),
+        "{}",
+        health.text()
+    );
+    // SIGTERM: the service drains and flushes its telemetry.
+    // SAFETY: kill(2) on the child we started.
+    unsafe {
+        kill(service.id() as i32, 15);
+    }
+    let output = service.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(collector.stop().success());
+    let out = collector.dir.path().join("out");
+    let all = spans(&file_exporter_lines(&out, "traces"));
+    let find = |name: &str| {
+        all.iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no span `{name}` in {all:?}"))
+    };
+    let server = find("GET /orders/42");
+    let client = find("GET");
+    let downstream = find("GET /inventory/42");
+    assert_eq!(client["traceId"], server["traceId"]);
+    assert_eq!(
+        downstream["traceId"], server["traceId"],
+        "the trace continues downstream"
+    );
+    assert_eq!(client["parentSpanId"], server["spanId"]);
+    assert_eq!(downstream["parentSpanId"], client["spanId"]);
+    let metrics = metric_names(&out);
+    assert!(
+        metrics.contains("http.server.request.duration"),
+        "{metrics}"
+    );
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, signal: i32) -> i32;
+}
