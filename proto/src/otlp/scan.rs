@@ -426,7 +426,7 @@ fn key_anywhere(buf: &[u8]) -> &[u8] {
     key
 }
 
-/// The wire type a field of `kind` must arrive in (`None`: either of two, checked by the walk).
+/// How error messages name a wire type.
 fn wire_name(wire: u8) -> &'static str {
     match wire {
         WIRE_VARINT => "a varint",
