@@ -1,7 +1,9 @@
 //! Masking encoded OTLP requests in place of decoding them.
 //!
-//! The walk follows the OTLP schema over the protobuf wire format and hands every maskable string to the
-//! [`Masker`] as a borrowed `&str`. A request with nothing to mask — nearly all of them — is walked once and
+//! The walk reads requests with `vigil_proto`'s wire reader and finds what to mask by role in its OTLP schema
+//! table (text, attributes, `AnyValue` bodies), the same table the receiver validated the request with, so the
+//! two never disagree on where content is. It hands every maskable string to the [`Masker`] as a borrowed
+//! `&str`. A request with nothing to mask — nearly all of them — is walked once and
 //! returned untouched: no decode, no allocation, no re-encode. Only a message that changed is rewritten, by
 //! copying the bytes around the changed field and re-writing the lengths of the messages that contain it.
 //!
