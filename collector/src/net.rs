@@ -2,7 +2,6 @@
 //! gRPC: the OTLP/HTTP receiver, the health check and the self-metrics endpoint.
 
 use std::future::Future;
-use std::io::BufReader;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,20 +64,20 @@ pub fn server_tls(
     key_file: &str,
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, String> {
-    let open = |path: &str| {
-        std::fs::File::open(path)
-            .map(BufReader::new)
-            .map_err(|e| format!("cannot read `{path}`: {e}"))
-    };
-    let certs = rustls_pemfile::certs(&mut open(cert_file)?)
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |path: &str| std::fs::read(path).map_err(|e| format!("cannot read `{path}`: {e}"));
+    let chain = read(cert_file)?;
+    let certs = CertificateDer::pem_slice_iter(&chain)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("`{cert_file}` is not a PEM certificate chain: {e}"))?;
     if certs.is_empty() {
         return Err(format!("`{cert_file}` holds no PEM certificate"));
     }
-    let key = rustls_pemfile::private_key(&mut open(key_file)?)
-        .map_err(|e| format!("`{key_file}` is not a PEM private key: {e}"))?
-        .ok_or_else(|| format!("`{key_file}` holds no private key"))?;
+    let key = PrivateKeyDer::from_pem_slice(&read(key_file)?).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => format!("`{key_file}` holds no private key"),
+        other => format!("`{key_file}` is not a PEM private key: {other}"),
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -107,13 +107,13 @@ impl Visit for FieldWriter<'_> {
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
         self.fields
-            .extend_from_slice(itoa_i64(value, &mut [0u8; 20]));
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
         self.fields
-            .extend_from_slice(itoa_u64(value, &mut [0u8; 20]));
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -162,28 +162,6 @@ impl Visit for FieldWriter<'_> {
         let _ = write!(Escaping(self.fields), "{value:?}");
         self.fields.push(b'"');
     }
-}
-
-fn itoa_u64(mut value: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            return &buf[i..];
-        }
-    }
-}
-
-fn itoa_i64(value: i64, buf: &mut [u8; 20]) -> &[u8] {
-    if value >= 0 {
-        return itoa_u64(value as u64, buf);
-    }
-    let digits = itoa_u64(value.unsigned_abs(), buf).len();
-    let start = 20 - digits - 1;
-    buf[start] = b'-';
-    &buf[start..]
 }
 
 /// A span's fields, formatted once when the span is created or recorded.

@@ -217,7 +217,11 @@ pub fn http_client(
     match &tls_config.ca_file {
         Some(ca) => {
             let pem = std::fs::read(ca).map_err(|e| format!("cannot read `{ca}`: {e}"))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            for cert in
+                <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
+                    &pem,
+                )
+            {
                 let cert = cert.map_err(|e| format!("`{ca}` is not a PEM bundle: {e}"))?;
                 roots.add(cert).map_err(|e| format!("`{ca}`: {e}"))?;
             }
