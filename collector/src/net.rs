@@ -127,7 +127,8 @@ impl ConnectionLimits {
     };
 }
 
-/// How long a connection asked to close (idle, or at shutdown) may take before it is dropped.
+/// How long an idle connection asked to close may take before it is dropped (at shutdown, the listener's
+/// drain time applies instead).
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Requests in flight on one connection and when the last one started or finished (atomics: this is touched
@@ -289,7 +290,7 @@ pub async fn serve_limited<H, F, B>(
             match acceptor {
                 None => {
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    watch_connection(connection, &activity, limits.idle_timeout, stop).await;
+                    watch_connection(connection, &activity, limits.idle_timeout, stop, drain).await;
                 }
                 Some(acceptor) => {
                     let handshake =
@@ -303,7 +304,7 @@ pub async fn serve_limited<H, F, B>(
                         Err(_) => return,
                     };
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    watch_connection(connection, &activity, limits.idle_timeout, stop).await;
+                    watch_connection(connection, &activity, limits.idle_timeout, stop, drain).await;
                 }
             }
         });
@@ -311,16 +312,17 @@ pub async fn serve_limited<H, F, B>(
     drop(listener);
     // Every connection holds a slot until it ends: all slots back means every connection has drained.
     let all = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(drain + CLOSE_GRACE, slots.acquire_many(all)).await;
+    let _ = tokio::time::timeout(drain, slots.acquire_many(all)).await;
 }
 
-/// Runs one connection until it ends, closing it gracefully when it sits idle for `idle_timeout` or when
-/// `shutdown` rises, and dropping it if it has not closed `CLOSE_GRACE` after that.
+/// Runs one connection until it ends, closing it gracefully when it sits idle for `idle_timeout` (dropping it
+/// if it has not closed `CLOSE_GRACE` later) or when `shutdown` rises (its requests get `drain` to finish).
 async fn watch_connection<C>(
     connection: C,
     activity: &Activity,
     idle_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
 ) where
     C: GracefulConnection,
 {
@@ -328,19 +330,19 @@ async fn watch_connection<C>(
     let period = (idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let grace = loop {
         tokio::select! {
             _ = &mut connection => return,
-            _ = crate::pipeline::raised(&mut shutdown) => break,
+            _ = crate::pipeline::raised(&mut shutdown) => break drain,
             _ = ticks.tick() => {
                 if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
-                    break;
+                    break CLOSE_GRACE;
                 }
             }
         }
-    }
+    };
     connection.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+    let _ = tokio::time::timeout(grace, connection).await;
 }
 
 /// A served connection that can be asked to finish its requests and close.

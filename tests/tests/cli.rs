@@ -344,3 +344,26 @@ service:
         "self-metrics missing from the README: {missing:?}"
     );
 }
+
+/// The README's dependency snippet names the SDK as this workspace does: the package name, the repository, and
+/// the SDK's folder for a path dependency.
+#[test]
+fn the_readme_dependency_snippet_matches_the_workspace() {
+    let root = vigil_e2e::workspace_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let sdk = std::fs::read_to_string(root.join("sdk/Cargo.toml")).unwrap();
+    let repository = workspace
+        .lines()
+        .find_map(|l| l.strip_prefix("repository = "))
+        .unwrap()
+        .trim_matches('"');
+    assert!(sdk.contains("name = \"vigil\""));
+    let snippet = format!("vigil = {{ git = \"{repository}\", package = \"vigil\" }}");
+    assert!(readme.contains(&snippet), "README should say: {snippet}");
+    assert!(readme.contains("vigil = { path = \"../vigil/sdk\" }"));
+    assert!(
+        root.join("sdk/Cargo.toml").exists(),
+        "the path snippet points at sdk/"
+    );
+}

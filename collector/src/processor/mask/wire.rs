@@ -283,26 +283,52 @@ fn attribute<'b>(
     let mut reader = Reader::new(buf);
     let mut key: &[u8] = &[];
     let mut values = 0;
+    // Where the first value field lies: nearly every attribute has exactly one, masked in this one pass.
+    let mut first: Option<(std::ops::Range<usize>, &'b [u8])> = None;
     while !reader.done() {
+        let field_start = reader.pos();
         let (field, wire) = reader.key()?;
         match (field, wire) {
             (1, WIRE_LEN) => key = reader.len_delimited()?,
             (2, WIRE_LEN) => {
-                reader.len_delimited()?;
+                let body = reader.len_delimited()?;
+                first.get_or_insert((field_start..reader.pos(), body));
                 values += 1;
             }
             _ => reader.skip(field, wire, RECURSION_LIMIT)?,
         }
     }
-    if values == 0 {
+    let Some((first_range, first_body)) = first else {
         return Ok(Outcome::Keep);
-    }
+    };
     let class = walk.class(key);
     if class == KeyClass::Allowed {
         return Ok(Outcome::Keep);
     }
-    let mut reader = Reader::new(buf);
+    let mask_value = |body: &'b [u8], walk: &mut Walk<'_, 'b>| -> Result<Outcome, WireError> {
+        Ok(if class == KeyClass::Sensitive {
+            match walk.masker.replace_whole(&value_text(body)) {
+                Masked::Keep(replacement) => Outcome::Replace(string_value(&replacement)),
+                Masked::Drop => Outcome::Drop,
+            }
+        } else {
+            any_value(body, true, walk, depth)?
+        })
+    };
     let mut rewrite = Rewrite { buf, out: None };
+    if values == 1 {
+        let outcome = mask_value(first_body, walk)?;
+        if outcome == Outcome::Drop {
+            return Ok(Outcome::Drop);
+        }
+        rewrite.record(2, first_range.clone(), outcome);
+        if let Some(out) = &mut rewrite.out {
+            out.extend_from_slice(&buf[first_range.end..]);
+        }
+        return Ok(rewrite.finish());
+    }
+    // Decoders merge repeated values: every one is masked.
+    let mut reader = Reader::new(buf);
     while !reader.done() {
         let field_start = reader.pos();
         let (field, wire) = reader.key()?;
@@ -311,15 +337,7 @@ fn attribute<'b>(
             rewrite.record(field, field_start..reader.pos(), Outcome::Keep);
             continue;
         }
-        let body = reader.len_delimited()?;
-        let outcome = if class == KeyClass::Sensitive {
-            match walk.masker.replace_whole(&value_text(body)) {
-                Masked::Keep(replacement) => Outcome::Replace(string_value(&replacement)),
-                Masked::Drop => Outcome::Drop,
-            }
-        } else {
-            any_value(body, true, walk, depth)?
-        };
+        let outcome = mask_value(reader.len_delimited()?, walk)?;
         if outcome == Outcome::Drop {
             return Ok(Outcome::Drop);
         }
