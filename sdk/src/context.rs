@@ -1,7 +1,11 @@
 //! Binding context fields (`request_id`, `experiment_id`, `user_id`, …) to a scope so that every log record
 //! inside it — console, file and OTLP — and every span carries them.
 //!
-//! A context is a `tracing` span named `context`; its fields are added to every record logged inside it.
+//! A context is a `tracing` span named `vigil.context`; its fields are added to every record logged inside it.
+//! It is not a span of the trace: the span exporter does not see it, so it starts no trace of its own, adds
+//! no span to Jaeger or to the RED metrics, and spans and records inside it belong to the enclosing trace.
+//! Its level is ERROR so that it is enabled whenever any record is (a `warn` filter keeps the context on the
+//! WARNING records it lets through).
 //!
 //! ```
 //! use tracing::Instrument;
@@ -17,13 +21,22 @@
 //! # drop(future);
 //! ```
 
+/// The name of the spans [`context!`] creates.
+pub const CONTEXT_SPAN_NAME: &str = "vigil.context";
+
 /// A span that binds the given fields as context: `vigil::context!(request_id = id, experiment_id = "exp_001")`.
-/// Enter it (`.entered()`) for synchronous scopes or attach it to a future (`.instrument(…)`).
+/// Enter it (`.entered()`) for synchronous scopes or attach it to a future (`.instrument(…)`). It is never
+/// exported as a span (see the module documentation).
 #[macro_export]
 macro_rules! context {
     ($($fields:tt)*) => {
-        $crate::tracing::info_span!("context", $($fields)*)
+        $crate::tracing::span!($crate::tracing::Level::ERROR, "vigil.context", $($fields)*)
     };
+}
+
+/// Whether `metadata` is a context span made by [`context!`].
+pub fn is_context_span(metadata: &tracing::Metadata<'_>) -> bool {
+    metadata.is_span() && metadata.name() == CONTEXT_SPAN_NAME
 }
 
 /// Logs at CRITICAL, Python's highest level: an ERROR event marked `critical`, written as `CRITICAL` by the

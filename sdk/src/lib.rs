@@ -613,7 +613,7 @@ impl Builder {
         let tracer_provider = tracer_provider.build();
         let tracer = tracer_provider.tracer("vigil");
         let otel = (!disabled)
-            .then(|| trace::SpansOnly(tracing_opentelemetry::layer().with_tracer(tracer)));
+            .then(|| trace::exported_spans(tracing_opentelemetry::layer().with_tracer(tracer)));
         let handlers = self.handlers(signals.logs.is_some());
         let mut writers = Vec::new();
         let mut layers: Vec<BoxedLayer> = Vec::new();

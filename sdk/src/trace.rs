@@ -3,8 +3,29 @@
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber, subscriber::Interest};
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterFn, Filtered};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
+
+/// The filter that hides context spans ([`crate::context!`]) from the span exporter.
+pub type NotContext = FilterFn<fn(&Metadata<'_>) -> bool>;
+
+/// The span exporter's layer: [`SpansOnly`] around `inner`, blind to context spans.
+///
+/// A per-layer filter rather than a check inside [`SpansOnly`], because only a filter changes what the
+/// wrapped layer's [`Context`] sees: a span created inside a context span gets the enclosing real span as its
+/// parent, and an ERROR event inside one marks that real span, instead of both finding a span the exporter
+/// never started.
+pub fn exported_spans<S, L>(inner: L) -> Filtered<SpansOnly<L>, NotContext, S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    L: Layer<S>,
+{
+    fn not_context(metadata: &Metadata<'_>) -> bool {
+        !crate::context::is_context_span(metadata)
+    }
+    SpansOnly(inner).with_filter(FilterFn::new(not_context as fn(&Metadata<'_>) -> bool))
+}
 
 /// Forwards spans and ERROR events to the wrapped layer, and no other events.
 ///
@@ -78,7 +99,7 @@ mod tests {
     use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
     use tracing_subscriber::layer::SubscriberExt;
 
-    use super::SpansOnly;
+    use super::{SpansOnly, exported_spans};
 
     #[test]
     fn errors_mark_the_span_and_other_events_stay_out_of_it() {
@@ -110,5 +131,47 @@ mod tests {
             failing.status
         );
         assert_eq!(failing.events.len(), 1);
+    }
+
+    #[test]
+    fn context_spans_are_not_exported_and_do_not_split_the_trace() {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry().with(exported_spans(
+            tracing_opentelemetry::layer().with_tracer(provider.tracer("test")),
+        ));
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::info_span!("request");
+            let _request = request.enter();
+            let _bound = crate::context!(request_id = "r-1").entered();
+            tracing::info_span!("query").in_scope(|| {});
+            tracing::error!("request failed");
+        });
+        let _ = provider.force_flush();
+        let spans = exporter.get_finished_spans().unwrap();
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+        assert_eq!(
+            names.len(),
+            2,
+            "only the real spans are exported: {names:?}"
+        );
+        let request = spans.iter().find(|s| s.name == "request").unwrap();
+        let query = spans.iter().find(|s| s.name == "query").unwrap();
+        assert_eq!(
+            query.parent_span_id,
+            request.span_context.span_id(),
+            "a span inside a context belongs to the enclosing span"
+        );
+        assert_eq!(
+            query.span_context.trace_id(),
+            request.span_context.trace_id()
+        );
+        assert!(
+            matches!(request.status, Status::Error { .. }),
+            "an ERROR inside a context marks the enclosing span: {:?}",
+            request.status
+        );
     }
 }

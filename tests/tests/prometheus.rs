@@ -149,7 +149,7 @@ fn assert_series(prometheus: &Prometheus, (run_id, trace_id): &(String, String),
     assert!(linked, "exemplar trace ids {seen:?}, want {trace_id}");
     // The vigil SDK: its own counter and histogram, and the system metrics it collects.
     prometheus.wait_for(
-        &format!("training_epochs_total{{job=\"training-job\",model_type=\"lightgbm\"{extra}}}"),
+        &format!("training_epochs_total{{job=\"training-job\",experiment_id=\"exp_001\",model=\"lightgbm\"{extra}}}"),
         3.0,
         WAIT,
     );

@@ -172,16 +172,44 @@ fn training_job_telemetry_reaches_the_collector(protocol: &str) {
         .flat_map(|r| r["scopeMetrics"].as_array().cloned().unwrap_or_default())
         .flat_map(|s| s["metrics"].as_array().cloned().unwrap_or_default())
         .collect();
+    // TrainingRun's metrics, as the README shows them.
     let loss = metrics
         .iter()
-        .find(|m| m["name"] == "training.loss")
-        .expect("loss histogram");
-    assert_eq!(loss["histogram"]["dataPoints"][0]["count"], "3");
+        .rfind(|m| m["name"] == "training.loss")
+        .expect("loss gauge");
+    let loss_point = &loss["gauge"]["dataPoints"][0];
+    assert!(loss_point["asDouble"].as_f64().unwrap() < 0.5, "{loss}");
+    assert_eq!(
+        attribute(&loss_point["attributes"], "model").unwrap()["stringValue"],
+        "lightgbm"
+    );
     let epochs_counter = metrics
         .iter()
-        .find(|m| m["name"] == "training.epochs")
+        .rfind(|m| m["name"] == "training.epochs")
         .expect("epochs counter");
     assert_eq!(epochs_counter["sum"]["dataPoints"][0]["asInt"], "3");
+    let status = metrics
+        .iter()
+        .rfind(|m| m["name"] == "training.status")
+        .expect("training.status state set");
+    let current: Vec<&str> = status["gauge"]["dataPoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["asDouble"] == 1.0)
+        .map(|p| {
+            attribute(&p["attributes"], "status").unwrap()["stringValue"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(current, ["completed"], "{status}");
+    let epoch_duration = metrics
+        .iter()
+        .rfind(|m| m["name"] == "training.epoch.duration")
+        .expect("vigil::time's histogram");
+    assert_eq!(epoch_duration["unit"], "s");
+    assert_eq!(epoch_duration["histogram"]["dataPoints"][0]["count"], "3");
 
     let dropped = metrics
         .iter()
@@ -216,6 +244,84 @@ fn training_job_telemetry_reaches_the_collector(protocol: &str) {
     assert_eq!(completed_line["trace_id"], run["traceId"]);
     assert!(completed_line["duration_sec"].is_f64(), "a typed number");
     assert_eq!(completed_line["experiment_id"], "exp_001");
+}
+
+/// The training job with a simulated failure: it exits with status 1 naming the error, `training.status` says
+/// `failed` (what the `training_failed` alert rule reads), and the error record carries the run's trace.
+#[test]
+fn a_failing_training_run_is_reported_as_failed() {
+    let mut collector = Collector::start(OTLP_TO_FILE);
+    let output = Command::new(workspace_binary("training_job"))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", collector.grpc),
+        )
+        .env("VIGIL_LOG_FILE", collector.dir.path().join("job.jsonl"))
+        .env("EPOCHS", "3")
+        .env("SIMULATE_TRAINING_FAILURE", "2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("training diverged at epoch 2"), "{stderr}");
+    assert!(collector.stop().success(), "{}", collector.log());
+    let out = collector.dir.path().join("out");
+    let metrics: Vec<Value> = file_exporter_lines(&out, "metrics")
+        .iter()
+        .flat_map(|r| r["resourceMetrics"].as_array().cloned().unwrap_or_default())
+        .flat_map(|r| r["scopeMetrics"].as_array().cloned().unwrap_or_default())
+        .flat_map(|s| s["metrics"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let status = metrics
+        .iter()
+        .rfind(|m| m["name"] == "training.status")
+        .expect("training.status state set");
+    let current: Vec<&str> = status["gauge"]["dataPoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["asDouble"] == 1.0)
+        .map(|p| {
+            attribute(&p["attributes"], "status").unwrap()["stringValue"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(current, ["failed"], "{status}");
+    let epochs = metrics
+        .iter()
+        .rfind(|m| m["name"] == "training.epochs")
+        .expect("epochs counter");
+    assert_eq!(
+        epochs["sum"]["dataPoints"][0]["asInt"], "1",
+        "one epoch completed"
+    );
+    let trace_requests = file_exporter_lines(&out, "traces");
+    let all_spans = spans(&trace_requests);
+    let run = all_spans
+        .iter()
+        .find(|s| s["name"] == "training_run")
+        .expect("training_run span");
+    let records: Vec<Value> = file_exporter_lines(&out, "logs")
+        .iter()
+        .flat_map(|r| r["resourceLogs"].as_array().cloned().unwrap_or_default())
+        .flat_map(|r| r["scopeLogs"].as_array().cloned().unwrap_or_default())
+        .flat_map(|s| s["logRecords"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let error = records
+        .iter()
+        .find(|r| r["severityText"] == "ERROR")
+        .expect("the error is logged");
+    assert!(
+        error.to_string().contains("training diverged at epoch 2"),
+        "{error}"
+    );
+    assert_eq!(error["traceId"], run["traceId"]);
+    let failed_epoch = all_spans
+        .iter()
+        .find(|s| s["name"] == "epoch" && s["status"]["code"] == 2)
+        .expect("the failing epoch's span has an error status");
+    assert_eq!(failed_epoch["traceId"], run["traceId"]);
 }
 
 /// A collector that accepts connections but never answers (a bound, never-accepting port) must not hang the

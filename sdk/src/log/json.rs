@@ -1,7 +1,8 @@
 //! The JSON formatter: one object per line, in a stable field order —
 //! `timestamp`, `level`, `target`, `message`, the event's fields, then the fields of the enclosing spans
-//! (outermost first; context such as `request_id` or `experiment_id` bound with a span), then `trace_id` and
-//! `span_id` when an OpenTelemetry context is active.
+//! (innermost first; context such as `request_id` or `experiment_id` bound with [`crate::context!`]), then
+//! `trace_id` and `span_id` when an OpenTelemetry context is active. Each key appears once, as JSON documents
+//! and OTLP attributes require: the event's own value wins, then the innermost span's.
 //!
 //! Fields keep their types (`duration_sec = 125.5` is a JSON number, `gpu_used = true` a boolean). Lines are
 //! built in thread-local buffers, so formatting an event allocates nothing once a thread has logged.
@@ -18,6 +19,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::clock::{Clock, write_rfc3339};
 use super::masking::Masking;
+use super::span_state::{Keyed, Segments, Written};
 use super::writer::AsyncWriter;
 use crate::mask::Masker;
 
@@ -166,7 +168,7 @@ impl Visit for FieldWriter<'_> {
 
 /// A span's fields, formatted once when the span is created or recorded.
 #[derive(Default)]
-struct SpanFields(Vec<u8>);
+struct SpanFields(Segments<Vec<u8>>);
 
 impl super::span_state::SpanState for SpanFields {
     fn record(
@@ -174,13 +176,24 @@ impl super::span_state::SpanState for SpanFields {
         fields: &dyn tracing_subscriber::field::RecordFields,
         masker: Option<&crate::mask::Masker>,
     ) {
-        fields.record(&mut super::masking::Masking::new(
+        let Segments { text, ends } = &mut self.0;
+        fields.record(&mut Masking::new(
             masker,
-            FieldWriter {
-                fields: &mut self.0,
-                message: None,
-            },
+            Keyed::new(
+                FieldWriter {
+                    fields: text,
+                    message: None,
+                },
+                ends,
+            ),
         ));
+        self.0.keep_last();
+    }
+}
+
+impl Written for FieldWriter<'_> {
+    fn written(&self) -> usize {
+        self.fields.len()
     }
 }
 
@@ -189,6 +202,8 @@ struct Buffers {
     line: Vec<u8>,
     message: Vec<u8>,
     fields: Vec<u8>,
+    /// The span fields' keys already on the line.
+    written: Vec<&'static str>,
 }
 
 thread_local! {
@@ -234,10 +249,12 @@ fn format_event<S>(
         line,
         message,
         fields,
+        written,
     } = buffers;
     line.clear();
     message.clear();
     fields.clear();
+    written.clear();
     event.record(&mut Masking::new(
         masker,
         FieldWriter {
@@ -257,9 +274,9 @@ fn format_event<S>(
     line.push(b'"');
     line.extend_from_slice(fields);
     if let Some(scope) = ctx.event_scope(event) {
-        for span in scope.from_root() {
+        for span in scope {
             if let Some(span_fields) = span.extensions().get::<SpanFields>() {
-                line.extend_from_slice(&span_fields.0);
+                span_fields.0.append_new(line, metadata.fields(), written);
             }
         }
     }

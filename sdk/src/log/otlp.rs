@@ -49,6 +49,16 @@ impl super::span_state::SpanState for SpanAttributes {
                 body: None,
             },
         ));
+        // A key recorded again keeps its latest value only.
+        let mut index = 0;
+        while index < self.0.len() {
+            let key = &self.0[index].0;
+            if self.0[index + 1..].iter().any(|(k, _)| k == key) {
+                self.0.remove(index);
+            } else {
+                index += 1;
+            }
+        }
     }
 }
 
@@ -182,10 +192,15 @@ where
                 body: Some(&mut body),
             },
         ));
+        // OTLP requires unique keys: the event's own value wins, then the innermost span's.
         if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
+            for span in scope {
                 if let Some(fields) = span.extensions().get::<SpanAttributes>() {
-                    attributes.extend(fields.0.iter().cloned());
+                    for (key, value) in &fields.0 {
+                        if !attributes.iter().any(|(k, _)| k == key) {
+                            attributes.push((key.clone(), value.clone()));
+                        }
+                    }
                 }
             }
         }

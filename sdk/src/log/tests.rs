@@ -670,3 +670,95 @@ fn a_stack_trace_is_printed_as_indented_lines_on_the_console() {
          ERROR short exception.stacktrace=\"one line\"\n"
     );
 }
+
+/// A key on both a span and the event (or on two spans, or recorded twice on one span) appears once in every
+/// sink, with the innermost value: OTLP requires unique keys and Elasticsearch rejects JSON with duplicates.
+#[test]
+fn a_key_on_span_and_event_appears_once_with_the_innermost_value() {
+    use opentelemetry::logs::AnyValue;
+    use opentelemetry_sdk::logs::{InMemoryLogExporter, SdkLoggerProvider};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let text_lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clock = Arc::new(ManualClock::at(NOV_22_2026_23H));
+    let text_writer = Arc::new(
+        AsyncWriter::start(
+            Gate {
+                lines: text_lines.clone(),
+                open: Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new())),
+            },
+            1 << 16,
+            FullPolicy::Block,
+            clock.clone(),
+        )
+        .unwrap(),
+    );
+    let json_writer = Arc::new(
+        AsyncWriter::start(
+            RotatingFile::open(options(dir.path()), clock.clone()).unwrap(),
+            1 << 16,
+            FullPolicy::Block,
+            clock.clone(),
+        )
+        .unwrap(),
+    );
+    let logs = InMemoryLogExporter::default();
+    let provider = SdkLoggerProvider::builder()
+        .with_simple_exporter(logs.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(super::json::JsonLayer::new(
+            json_writer.clone(),
+            clock.clone(),
+        ))
+        .with(super::text::TextLayer::new(
+            super::text::Pattern::parse("%(message)s").unwrap(),
+            text_writer.clone(),
+            clock.clone(),
+        ))
+        .with(super::otlp::OtlpLogLayer::new(&provider));
+    tracing::subscriber::with_default(subscriber, || {
+        let _job = info_span!("job", epoch = 0u64, run = "outer", stage = "load").entered();
+        let step = info_span!("step", run = "inner", stage = tracing::field::Empty);
+        step.record("stage", "train");
+        step.record("stage", "eval");
+        let _step = step.entered();
+        info!(epoch = 1u64, "epoch done");
+    });
+    assert!(json_writer.flush(Duration::from_secs(5)));
+    assert!(text_writer.flush(Duration::from_secs(5)));
+
+    let raw = std::fs::read_to_string(dir.path().join("app.jsonl")).unwrap();
+    for key in ["\"epoch\"", "\"run\"", "\"stage\""] {
+        assert_eq!(raw.matches(key).count(), 1, "{key} once in {raw}");
+    }
+    let line: Value = serde_json::from_str(raw.trim()).unwrap();
+    assert_eq!(line["epoch"], 1, "the event's own value wins");
+    assert_eq!(line["run"], "inner", "then the innermost span's");
+    assert_eq!(line["stage"], "eval", "a span's latest record wins");
+
+    let text = String::from_utf8(text_lines.lock().unwrap().clone()).unwrap();
+    assert_eq!(text, "epoch done epoch=1 run=\"inner\" stage=\"eval\"\n");
+
+    let _ = provider.force_flush();
+    let records = logs.get_emitted_logs().unwrap();
+    assert_eq!(records.len(), 1);
+    let attributes: Vec<(String, AnyValue)> = records[0]
+        .record
+        .attributes_iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let value = |key: &str| {
+        let found: Vec<&AnyValue> = attributes
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(found.len(), 1, "{key} once in {attributes:?}");
+        found[0].clone()
+    };
+    assert_eq!(value("epoch"), AnyValue::Int(1));
+    assert_eq!(value("run"), AnyValue::String("inner".into()));
+    assert_eq!(value("stage"), AnyValue::String("eval".into()));
+}

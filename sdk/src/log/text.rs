@@ -15,6 +15,7 @@ use tracing_subscriber::registry::LookupSpan;
 use super::clock::{Clock, civil_date};
 use super::json::{CRITICAL_FIELD, event_level_name};
 use super::masking::Masking;
+use super::span_state::{Keyed, Segments, Written};
 use super::writer::AsyncWriter;
 use crate::mask::Masker;
 
@@ -201,7 +202,7 @@ impl Visit for TextFields<'_> {
 }
 
 #[derive(Default)]
-struct SpanText(String);
+struct SpanText(Segments<String>);
 
 impl super::span_state::SpanState for SpanText {
     fn record(
@@ -209,14 +210,25 @@ impl super::span_state::SpanState for SpanText {
         fields: &dyn tracing_subscriber::field::RecordFields,
         masker: Option<&crate::mask::Masker>,
     ) {
+        let Segments { text, ends } = &mut self.0;
         fields.record(&mut super::masking::Masking::new(
             masker,
-            TextFields {
-                fields: &mut self.0,
-                message: None,
-                trailer: None,
-            },
+            Keyed::new(
+                TextFields {
+                    fields: text,
+                    message: None,
+                    trailer: None,
+                },
+                ends,
+            ),
         ));
+        self.0.keep_last();
+    }
+}
+
+impl Written for TextFields<'_> {
+    fn written(&self) -> usize {
+        self.fields.len()
     }
 }
 
@@ -226,6 +238,8 @@ struct Buffers {
     message: String,
     fields: String,
     trailer: String,
+    /// The span fields' keys already on the line.
+    written: Vec<&'static str>,
 }
 
 thread_local! {
@@ -277,11 +291,13 @@ impl TextLayer {
             message,
             fields,
             trailer,
+            written,
         } = buffers;
         line.clear();
         message.clear();
         fields.clear();
         trailer.clear();
+        written.clear();
         event.record(&mut Masking::new(
             self.masker.as_ref(),
             TextFields {
@@ -341,9 +357,9 @@ impl TextLayer {
         }
         line.push_str(fields);
         if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
+            for span in scope {
                 if let Some(text) = span.extensions().get::<SpanText>() {
-                    line.push_str(&text.0);
+                    text.0.append_new(line, metadata.fields(), written);
                 }
             }
         }
