@@ -5,6 +5,7 @@
 //!
 //! * [`rpc`] holds `google.rpc.Status`, the OTLP/HTTP error body.
 //! * [`prometheus`] holds the Prometheus remote-write 1.0 messages.
+//! * [`loki`] holds Grafana Loki's push messages and a direct encoder for them.
 //! * [`otlp`] re-exports the OTLP messages of `opentelemetry-proto` (with its OTLP/JSON serde support) and adds
 //!   [`otlp::scan`], a zero-copy validator that walks an encoded `Export*ServiceRequest` without building it.
 //!
@@ -26,6 +27,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod loki;
 pub mod otlp;
 pub mod prometheus;
 pub mod rpc;

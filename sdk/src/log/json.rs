@@ -189,6 +189,10 @@ impl super::span_state::SpanState for SpanFields {
         ));
         self.0.keep_last();
     }
+
+    fn for_fields(fields: usize) -> Self {
+        SpanFields(Segments::for_fields(fields))
+    }
 }
 
 impl Written for FieldWriter<'_> {

@@ -14,6 +14,12 @@ use crate::mask::Masker;
 pub(crate) trait SpanState: Default + Send + Sync + 'static {
     /// Adds fields (from the span's creation or a later `record`), masked by `masker` when there is one.
     fn record(&mut self, fields: &dyn RecordFields, masker: Option<&Masker>);
+
+    /// An empty state with room for a span declaring `fields` fields, so recording them does not reallocate.
+    fn for_fields(fields: usize) -> Self {
+        let _ = fields;
+        Self::default()
+    }
 }
 
 /// For `Layer::on_new_span`: stores the new span's fields.
@@ -26,8 +32,13 @@ pub(crate) fn on_new_span<S, T>(
     S: Subscriber + for<'a> LookupSpan<'a>,
     T: SpanState,
 {
+    let declared = attrs.fields().len();
+    // A span without fields adds nothing to records, and cannot record any later.
+    if declared == 0 {
+        return;
+    }
     let Some(span) = ctx.span(id) else { return };
-    let mut state = T::default();
+    let mut state = T::for_fields(declared);
     state.record(attrs, masker);
     span.extensions_mut().insert(state);
 }
@@ -58,17 +69,25 @@ pub(crate) trait Written {
 
 /// A buffer of formatted fields that a segment of can be copied from.
 pub(crate) trait Buffer: Default {
+    /// An empty buffer with room for `bytes`.
+    fn with_room(bytes: usize) -> Self;
     /// Appends `self[range]` to `out`.
     fn copy_range(&self, range: std::ops::Range<usize>, out: &mut Self);
 }
 
 impl Buffer for Vec<u8> {
+    fn with_room(bytes: usize) -> Self {
+        Vec::with_capacity(bytes)
+    }
     fn copy_range(&self, range: std::ops::Range<usize>, out: &mut Self) {
         out.extend_from_slice(&self[range]);
     }
 }
 
 impl Buffer for String {
+    fn with_room(bytes: usize) -> Self {
+        String::with_capacity(bytes)
+    }
     fn copy_range(&self, range: std::ops::Range<usize>, out: &mut Self) {
         // Segments end where a whole field ends, so the range lies on character boundaries.
         out.push_str(&self[range]);
@@ -86,6 +105,14 @@ pub(crate) struct Segments<B> {
 }
 
 impl<B: Buffer> Segments<B> {
+    /// Room for `fields` fields of a typical size (a key and a short value).
+    pub(crate) fn for_fields(fields: usize) -> Self {
+        Segments {
+            text: B::with_room(fields * 32),
+            ends: Vec::with_capacity(fields),
+        }
+    }
+
     /// After a `record`: a key recorded again keeps only its latest value.
     pub(crate) fn keep_last(&mut self) {
         let duplicated = self

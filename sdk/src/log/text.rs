@@ -224,6 +224,10 @@ impl super::span_state::SpanState for SpanText {
         ));
         self.0.keep_last();
     }
+
+    fn for_fields(fields: usize) -> Self {
+        SpanText(Segments::for_fields(fields))
+    }
 }
 
 impl Written for TextFields<'_> {
