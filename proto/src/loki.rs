@@ -102,6 +102,13 @@ impl Timestamp {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StreamIndex(usize);
 
+impl StreamIndex {
+    /// Its position: streams are numbered from 0 in the order they were added.
+    pub fn position(self) -> usize {
+        self.0
+    }
+}
+
 /// An entry of a [`Push`], by position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryIndex(usize);
@@ -198,7 +205,10 @@ impl Push {
 
     /// The entries of `stream`, in sending order.
     pub fn entries(&self, stream: StreamIndex) -> impl Iterator<Item = EntryIndex> + '_ {
-        self.streams[stream.0].entries.iter().map(|&i| EntryIndex(i))
+        self.streams[stream.0]
+            .entries
+            .iter()
+            .map(|&i| EntryIndex(i))
     }
 
     /// Takes `entry` out of its stream: it is not sent.
@@ -213,6 +223,11 @@ impl Push {
         for stream in &mut self.streams {
             stream.entries.sort_by_key(|&i| entries[i].timestamp);
         }
+    }
+
+    /// Bytes of lines and metadata held so far (a push's size before encoding, near enough for batching).
+    pub fn byte_len(&self) -> usize {
+        self.arena.len()
     }
 
     /// Number of streams.
@@ -396,7 +411,7 @@ impl Push {
 
 fn varint_len(value: u64) -> usize {
     // 7 bits per byte; 0 still takes one byte.
-    ((64 - (value | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {

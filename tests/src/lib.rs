@@ -605,6 +605,8 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     }
 }
 
+pub mod loki;
+
 /// Builds OTLP requests whose span ids encode `(request, index)`, so tests can check every span arrived once.
 pub mod otlp {
     use prost::Message;

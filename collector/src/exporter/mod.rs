@@ -3,6 +3,7 @@
 
 pub mod debug;
 pub mod file;
+pub mod loki;
 pub mod nop;
 pub mod otlp;
 pub mod otlphttp;
@@ -185,6 +186,8 @@ pub enum ExporterConfig {
     Prometheus(prometheus::PrometheusExporterConfig),
     /// `prometheusremotewrite`: pushes with the remote-write 1.0 protocol.
     PrometheusRemoteWrite(prometheusremotewrite::RemoteWriteConfig),
+    /// `loki`: pushes logs to Grafana Loki.
+    Loki(loki::LokiExporterConfig),
 }
 
 impl ExporterConfig {
@@ -200,12 +203,13 @@ impl ExporterConfig {
             "prometheusremotewrite" => {
                 ExporterConfig::PrometheusRemoteWrite(check.decode(path, value)?)
             }
+            "loki" => ExporterConfig::Loki(check.decode(path, value)?),
             other => {
                 check.error(
                     path,
                     format!(
                         "unknown exporter type `{other}`; known types: otlp, otlphttp, file, debug, nop, \
-                         prometheus, prometheusremotewrite"
+                         prometheus, prometheusremotewrite, loki"
                     ),
                 );
                 return None;
@@ -236,6 +240,7 @@ impl ExporterConfig {
             ExporterConfig::File(c) => c.validate(check, path),
             ExporterConfig::Prometheus(c) => c.validate(check, path),
             ExporterConfig::PrometheusRemoteWrite(c) => c.validate(check, path),
+            ExporterConfig::Loki(c) => c.validate(check, path),
             ExporterConfig::Debug(_) | ExporterConfig::Nop(_) => {}
         }
     }
@@ -261,6 +266,9 @@ impl ExporterConfig {
                     "exports metrics only; it cannot be used in a {signal} pipeline"
                 ))
             }
+            ExporterConfig::Loki(_) if signal != Signal::Logs => Some(format!(
+                "exports logs only; it cannot be used in a {signal} pipeline"
+            )),
             _ => None,
         }
     }
@@ -275,6 +283,7 @@ impl ExporterConfig {
             ExporterConfig::Nop(c) => &c.sending_queue,
             ExporterConfig::Prometheus(c) => &c.sending_queue,
             ExporterConfig::PrometheusRemoteWrite(c) => &c.sending_queue,
+            ExporterConfig::Loki(c) => &c.sending_queue,
         }
     }
 
@@ -284,11 +293,13 @@ impl ExporterConfig {
             ExporterConfig::Otlp(c) => c.retry_on_failure.clone(),
             ExporterConfig::OtlpHttp(c) => c.retry_on_failure.clone(),
             ExporterConfig::File(c) => c.retry_on_failure.clone(),
-            // Remote write retries inside the exporter: a retried batch must not be accumulated twice.
+            // Remote write and Loki retry inside the exporter: a retried batch must not be accumulated twice,
+            // and a push Loki partly accepted must not be sent again.
             ExporterConfig::Debug(_)
             | ExporterConfig::Nop(_)
             | ExporterConfig::Prometheus(_)
-            | ExporterConfig::PrometheusRemoteWrite(_) => RetrySettings {
+            | ExporterConfig::PrometheusRemoteWrite(_)
+            | ExporterConfig::Loki(_) => RetrySettings {
                 enabled: false,
                 ..RetrySettings::default()
             },
@@ -319,6 +330,10 @@ impl ExporterConfig {
             ),
             ExporterConfig::PrometheusRemoteWrite(c) => Box::new(
                 prometheusremotewrite::RemoteWriteExporter::new(c, &id.to_string(), registry)
+                    .map_err(|e| format!("exporter {id}: {e}"))?,
+            ),
+            ExporterConfig::Loki(c) => Box::new(
+                loki::LokiExporter::new(c, &id.to_string(), registry)
                     .map_err(|e| format!("exporter {id}: {e}"))?,
             ),
         })
