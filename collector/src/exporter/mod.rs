@@ -3,6 +3,7 @@
 
 pub mod debug;
 pub mod file;
+pub mod http;
 pub mod loki;
 pub mod nop;
 pub mod otlp;
@@ -344,13 +345,13 @@ impl ExporterConfig {
 pub type Headers = BTreeMap<String, String>;
 
 /// The configured headers as HTTP name/value pairs (validated at config load, so none is dropped here).
-pub fn header_pairs(headers: &Headers) -> Vec<(http::HeaderName, http::HeaderValue)> {
+pub fn header_pairs(headers: &Headers) -> Vec<(::http::HeaderName, ::http::HeaderValue)> {
     headers
         .iter()
         .filter_map(|(name, value)| {
             Some((
-                http::HeaderName::from_bytes(name.as_bytes()).ok()?,
-                http::HeaderValue::from_str(value).ok()?,
+                ::http::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                ::http::HeaderValue::from_str(value).ok()?,
             ))
         })
         .collect()
@@ -359,13 +360,13 @@ pub fn header_pairs(headers: &Headers) -> Vec<(http::HeaderName, http::HeaderVal
 /// Checks header names and values are valid HTTP.
 fn validate_headers(headers: &Headers, check: &mut Checker<'_>, path: &str) {
     for (name, value) in headers {
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        if ::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             check.error(
                 &format!("{path}.headers.{name}"),
                 format!("`{name}` is not a valid header name"),
             );
         }
-        if http::HeaderValue::from_str(value).is_err() {
+        if ::http::HeaderValue::from_str(value).is_err() {
             check.error(
                 &format!("{path}.headers.{name}"),
                 "the value is not a valid header value",

@@ -30,17 +30,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use prost::Message;
 use serde::Deserialize;
 use vigil_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 
-use super::otlphttp::{HttpClientTls, http_client, retry_after};
-use super::worker::Backoff;
+use super::http::{HttpClient, HttpClientTls, http_client, post, retrying};
 use super::{
     Compression, ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings,
     header_pairs, validate_headers,
@@ -50,6 +45,9 @@ use crate::pipeline::{Batch, BoxFuture};
 use crate::telemetry::{Counter, Registry};
 pub use labels::DEFAULT_RESOURCE_LABELS;
 pub use translate::{Adjustments, StreamState, TenantPush, Translator};
+
+/// How a 429 reads in errors, so giving up on one counts it as rate limited.
+const RATE_LIMITED: &str = "429 rate limited";
 
 /// The push API's path under the endpoint.
 const PUSH_PATH: &str = "/loki/api/v1/push";
@@ -375,7 +373,7 @@ impl Counters {
 pub struct LokiExporter {
     translator: Translator,
     state: Arc<Mutex<StreamState>>,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
     url: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
     encoding: LokiEncoding,
@@ -473,12 +471,12 @@ impl LokiExporter {
         Ok(pushes)
     }
 
-    /// The body and content headers of one push.
-    fn body(
+    /// The body of one push and its request headers (content type and encoding, tenant, configured ones).
+    fn request(
         &self,
         push: &TenantPush,
-    ) -> Result<(Bytes, &'static str, Option<&'static str>), ExportError> {
-        match self.encoding {
+    ) -> Result<(Bytes, Vec<(HeaderName, HeaderValue)>), ExportError> {
+        let (body, content_type, encoding) = match self.encoding {
             LokiEncoding::Protobuf => {
                 let mut raw = Vec::with_capacity(push.push.byte_len() + 1024);
                 push.push.encode_protobuf(&mut raw);
@@ -487,7 +485,7 @@ impl LokiExporter {
                         message: format!("snappy compression failed: {e}"),
                     }
                 })?;
-                Ok((Bytes::from(compressed), "application/x-protobuf", None))
+                (compressed, "application/x-protobuf", None)
             }
             LokiEncoding::Json => {
                 let mut raw = Vec::new();
@@ -501,20 +499,32 @@ impl LokiExporter {
                     },
                     &mut raw,
                 );
-                if !self.gzip {
-                    return Ok((Bytes::from(raw), "application/json", None));
+                if self.gzip {
+                    let mut encoder =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    let gz = encoder
+                        .write_all(&raw)
+                        .and_then(|()| encoder.finish())
+                        .map_err(|e| ExportError::Permanent {
+                            message: format!("gzip failed: {e}"),
+                        })?;
+                    (gz, "application/json", Some("gzip"))
+                } else {
+                    (raw, "application/json", None)
                 }
-                let mut encoder =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                encoder
-                    .write_all(&raw)
-                    .and_then(|()| encoder.finish())
-                    .map(|gz| (Bytes::from(gz), "application/json", Some("gzip")))
-                    .map_err(|e| ExportError::Permanent {
-                        message: format!("gzip failed: {e}"),
-                    })
             }
+        };
+        let mut headers = vec![(header::CONTENT_TYPE, HeaderValue::from_static(content_type))];
+        if let Some(encoding) = encoding {
+            headers.push((header::CONTENT_ENCODING, HeaderValue::from_static(encoding)));
         }
+        if let Some(tenant) = &push.tenant
+            && let Ok(value) = HeaderValue::from_str(tenant)
+        {
+            headers.push((HeaderName::from_static("x-scope-orgid"), value));
+        }
+        headers.extend(self.headers.iter().cloned());
+        Ok((Bytes::from(body), headers))
     }
 
     /// One POST. `Ok(rejected)` on 2xx (0) or 400 (what Loki refused, counted by reason).
@@ -522,57 +532,18 @@ impl LokiExporter {
         &self,
         push: &TenantPush,
         body: Bytes,
-        content_type: &'static str,
-        encoding: Option<&'static str>,
+        headers: &[(HeaderName, HeaderValue)],
     ) -> Result<u64, ExportError> {
-        let mut request = Request::post(self.url.clone())
-            .header(header::CONTENT_TYPE, content_type)
-            .header(
-                header::USER_AGENT,
-                concat!("vigil-collector/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Full::new(body))
-            .map_err(|e| ExportError::Permanent {
-                message: format!("cannot build request: {e}"),
-            })?;
-        if let Some(encoding) = encoding {
-            request
-                .headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
-        }
-        for (name, value) in &self.headers {
-            request.headers_mut().insert(name.clone(), value.clone());
-        }
-        if let Some(tenant) = &push.tenant
-            && let Ok(value) = HeaderValue::from_str(tenant)
-        {
-            request.headers_mut().insert("x-scope-orgid", value);
-        }
         let url = &self.url;
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
-            .await
-            .map_err(|_| ExportError::Retryable {
-                message: format!("POST {url}: no response within {:?}", self.timeout),
-                retry_after: None,
-            })?
-            .map_err(|e| ExportError::Retryable {
-                message: format!("POST {url}: {e}"),
-                retry_after: None,
-            })?;
-        let status = response.status();
-        let wait = retry_after(response.headers().get(header::RETRY_AFTER));
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let reply = post(&self.client, url, headers, body, self.timeout).await?;
+        let status = reply.status;
         if status.is_success() {
             return Ok(0);
         }
-        let text = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)])
+        let text = String::from_utf8_lossy(&reply.body[..reply.body.len().min(64 * 1024)])
             .trim()
             .to_string();
+        let wait = reply.retry_after;
         let sent = push.push.entry_count() as u64;
         let tenant = push.tenant.as_deref().unwrap_or("(none)");
         match status {
@@ -602,7 +573,7 @@ impl LokiExporter {
                 };
                 Err(ExportError::Retryable {
                     message: format!(
-                        "POST {url}: 429 rate limited ({scope}): {hint}: {}",
+                        "POST {url}: {RATE_LIMITED} ({scope}): {hint}: {}",
                         first_line(&text)
                     ),
                     retry_after: wait,
@@ -661,50 +632,30 @@ impl Exporter for LokiExporter {
                 );
             }
             for push in &pushes {
-                let (body, content_type, encoding) = self.body(push)?;
-                let mut backoff = Backoff::new(&self.retry);
-                loop {
-                    match self.send(push, body.clone(), content_type, encoding).await {
-                        Ok(0) => break,
-                        Ok(rejected) => {
-                            lost += rejected;
-                            *reasons
-                                .entry(
-                                    "refused by Loki (see vigil_loki_rejected_entries_total)"
-                                        .into(),
-                                )
-                                .or_default() += rejected;
-                            break;
+                let (body, headers) = self.request(push)?;
+                let sent = retrying(&self.retry, "Loki push", || {
+                    self.send(push, body.clone(), &headers)
+                })
+                .await;
+                let n = push.push.entry_count() as u64;
+                match sent {
+                    Ok(0) => {}
+                    Ok(rejected) => {
+                        lost += rejected;
+                        *reasons
+                            .entry("refused by Loki (see vigil_loki_rejected_entries_total)".into())
+                            .or_default() += rejected;
+                    }
+                    Err(error) => {
+                        if matches!(&error, ExportError::Retryable { message, .. } if message.contains(RATE_LIMITED))
+                        {
+                            self.counters.rejected("rate_limited").add(n);
                         }
-                        Err(ExportError::Retryable {
-                            message,
-                            retry_after,
-                        }) => match backoff.next_wait(retry_after) {
-                            Some(wait) => {
-                                tracing::warn!(error = %message, retry_in_ms = wait.as_millis() as u64,
-                                        "Loki push failed; will retry");
-                                tokio::time::sleep(wait).await;
-                            }
-                            None => {
-                                let n = push.push.entry_count() as u64;
-                                if message.contains(" 429 ") {
-                                    self.counters.rejected("rate_limited").add(n);
-                                }
-                                tracing::error!(error = %message, entries = n, "Loki push failed; giving up on it");
-                                lost += n;
-                                *reasons
-                                    .entry(format!("not delivered: {message}"))
-                                    .or_default() += n;
-                                break;
-                            }
-                        },
-                        Err(other) => {
-                            let n = push.push.entry_count() as u64;
-                            tracing::error!(error = %other, entries = n, "Loki push refused");
-                            lost += n;
-                            *reasons.entry(other.to_string()).or_default() += n;
-                            break;
-                        }
+                        tracing::error!(%error, entries = n, "Loki push failed; giving up on it");
+                        lost += n;
+                        *reasons
+                            .entry(format!("not delivered: {error}"))
+                            .or_default() += n;
                     }
                 }
             }

@@ -6,21 +6,16 @@
 
 use std::io::Write;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use prost::Message;
 use serde::Deserialize;
-use tokio_rustls::rustls;
 use vigil_proto::otlp::Signal;
 use vigil_proto::otlp::json::protobuf_to_json;
 
+use super::http::{HttpClient, HttpClientTls, http_client, post};
 use super::otlp::partial_success;
 use super::{
     Compression, ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings,
@@ -38,14 +33,6 @@ pub enum Encoding {
     Proto,
     /// `application/json` (OTLP/JSON).
     Json,
-}
-
-/// Client TLS for HTTPS endpoints.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpClientTls {
-    /// A PEM CA bundle to trust instead of the system roots.
-    pub ca_file: Option<String>,
 }
 
 /// `exporters.otlphttp`.
@@ -147,7 +134,7 @@ impl OtlpHttpExporterConfig {
 
 /// Sends batches over OTLP/HTTP.
 pub struct OtlpHttpExporter {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
     urls: [Option<Uri>; 3],
     headers: Vec<(HeaderName, HeaderValue)>,
     encoding: Encoding,
@@ -208,57 +195,6 @@ impl OtlpHttpExporter {
     }
 }
 
-/// The HTTP(S) client of exporters that POST: h1/h2, TLS with the system roots or `tls.ca_file`.
-pub fn http_client(
-    tls_config: &HttpClientTls,
-) -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, String> {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls_config.ca_file {
-        Some(ca) => {
-            let pem = std::fs::read(ca).map_err(|e| format!("cannot read `{ca}`: {e}"))?;
-            for cert in
-                <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(
-                    &pem,
-                )
-            {
-                let cert = cert.map_err(|e| format!("`{ca}` is not a PEM bundle: {e}"))?;
-                roots.add(cert).map_err(|e| format!("`{ca}`: {e}"))?;
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .build();
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector);
-    Ok(client)
-}
-
-/// Parses `Retry-After`: delay seconds or an HTTP date.
-pub fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
-    let text = value?.to_str().ok()?.trim();
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = httpdate::parse_http_date(text).ok()?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or_default())
-}
-
 fn error_text(body: &[u8], protobuf: bool) -> String {
     if protobuf
         && let Ok(status) = vigil_proto::rpc::Status::decode(body)
@@ -282,81 +218,48 @@ impl Exporter for OtlpHttpExporter {
                     message: format!("no URL is configured for {}", batch.signal),
                 });
             };
-            let mut request = Request::post(url.clone())
-                .header(
-                    header::CONTENT_TYPE,
-                    match self.encoding {
-                        Encoding::Proto => "application/x-protobuf",
-                        Encoding::Json => "application/json",
-                    },
-                )
-                .header(
-                    header::USER_AGENT,
-                    concat!("vigil-collector/", env!("CARGO_PKG_VERSION")),
-                );
+            let mut headers = self.headers.clone();
+            headers.push((
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(match self.encoding {
+                    Encoding::Proto => "application/x-protobuf",
+                    Encoding::Json => "application/json",
+                }),
+            ));
             match self.compression {
-                Compression::Gzip => request = request.header(header::CONTENT_ENCODING, "gzip"),
-                Compression::Zstd => request = request.header(header::CONTENT_ENCODING, "zstd"),
+                Compression::Gzip => {
+                    headers.push((header::CONTENT_ENCODING, HeaderValue::from_static("gzip")))
+                }
+                Compression::Zstd => {
+                    headers.push((header::CONTENT_ENCODING, HeaderValue::from_static("zstd")))
+                }
                 Compression::None => {}
             }
-            let mut request =
-                request
-                    .body(Full::new(self.body(batch)?))
-                    .map_err(|e| ExportError::Permanent {
-                        message: format!("cannot build request: {e}"),
-                    })?;
-            for (name, value) in &self.headers {
-                request.headers_mut().insert(name.clone(), value.clone());
+            let reply = post(&self.client, url, &headers, self.body(batch)?, self.timeout).await?;
+            let status = reply.status;
+            if status.is_success() {
+                if reply.body.is_empty() {
+                    return Ok(Exported::default());
+                }
+                return Ok(match self.encoding {
+                    Encoding::Proto => partial_success(batch.signal, &reply.body),
+                    Encoding::Json => json_partial_success(&reply.body),
+                });
             }
-            let attempt = async {
-                let response =
-                    self.client
-                        .request(request)
-                        .await
-                        .map_err(|e| ExportError::Retryable {
-                            message: format!("POST {url}: {e}"),
-                            retry_after: None,
-                        })?;
-                let status = response.status();
-                let wait = retry_after(response.headers().get(header::RETRY_AFTER));
-                let protobuf = response
-                    .headers()
-                    .get(header::CONTENT_TYPE)
-                    .is_some_and(|v| v.as_bytes().starts_with(b"application/x-protobuf"));
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                if status.is_success() {
-                    if body.is_empty() {
-                        return Ok(Exported::default());
-                    }
-                    return Ok(match self.encoding {
-                        Encoding::Proto => partial_success(batch.signal, &body),
-                        Encoding::Json => json_partial_success(&body),
-                    });
-                }
-                let message = format!("POST {url}: HTTP {status}: {}", error_text(&body, protobuf));
-                match status {
-                    StatusCode::TOO_MANY_REQUESTS
-                    | StatusCode::BAD_GATEWAY
-                    | StatusCode::SERVICE_UNAVAILABLE
-                    | StatusCode::GATEWAY_TIMEOUT => Err(ExportError::Retryable {
-                        message,
-                        retry_after: wait,
-                    }),
-                    StatusCode::BAD_REQUEST => Err(ExportError::Undecodable { message }),
-                    _ => Err(ExportError::Permanent { message }),
-                }
-            };
-            match tokio::time::timeout(self.timeout, attempt).await {
-                Ok(result) => result,
-                Err(_) => Err(ExportError::Retryable {
-                    message: format!("POST {url}: no response within {:?}", self.timeout),
-                    retry_after: None,
+            let message = format!(
+                "POST {url}: HTTP {status}: {}",
+                error_text(&reply.body, reply.protobuf)
+            );
+            match status {
+                StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::BAD_GATEWAY
+                | StatusCode::SERVICE_UNAVAILABLE
+                | StatusCode::GATEWAY_TIMEOUT => Err(ExportError::Retryable {
+                    message,
+                    retry_after: reply.retry_after,
                 }),
+                StatusCode::BAD_REQUEST => Err(ExportError::Undecodable { message }),
+                _ => Err(ExportError::Permanent { message }),
             }
         })
     }

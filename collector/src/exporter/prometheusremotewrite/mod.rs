@@ -14,23 +14,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Uri, header};
-use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use http::{HeaderName, HeaderValue, Uri, header};
 use prost::Message;
 use serde::Deserialize;
 use vigil_proto::prometheus::{
     Exemplar, Label, MetricMetadata, MetricType, STALE_NAN, Sample, TimeSeries, WriteRequest,
 };
 
-use super::otlphttp::{HttpClientTls, http_client, retry_after};
+use super::http::{HttpClient, HttpClientTls, http_client, post, retrying};
 use super::prometheus::naming::Kind;
 use super::prometheus::render::to_classic;
 use super::prometheus::store::{Changed, Clock, Histogram, SeriesValue, Store, SystemClock};
 use super::prometheus::{ResourceConversion, decode_batch, store_settings, validate_const_labels};
-use super::worker::Backoff;
 use super::{
     ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings, header_pairs,
     validate_headers,
@@ -149,7 +144,7 @@ impl RemoteWriteConfig {
 /// Pushes series to a remote-write receiver.
 pub struct RemoteWriteExporter {
     store: Arc<Store>,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: HttpClient,
     url: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
     external_labels: Vec<(String, String)>,
@@ -192,7 +187,19 @@ impl RemoteWriteExporter {
             store,
             client: http_client(&config.tls)?,
             url,
-            headers: header_pairs(&config.headers),
+            // The headers remote write 1.0 requires, then the configured ones (which may override them).
+            headers: [
+                (header::CONTENT_TYPE, "application/x-protobuf"),
+                (header::CONTENT_ENCODING, "snappy"),
+                (
+                    HeaderName::from_static("x-prometheus-remote-write-version"),
+                    "0.1.0",
+                ),
+            ]
+            .into_iter()
+            .map(|(name, value)| (name, HeaderValue::from_static(value)))
+            .chain(header_pairs(&config.headers))
+            .collect(),
             external_labels: config
                 .external_labels
                 .iter()
@@ -381,51 +388,19 @@ impl RemoteWriteExporter {
 
     /// One POST of one write request.
     async fn send(&self, body: Bytes) -> Result<(), ExportError> {
-        let mut request = Request::post(self.url.clone())
-            .header(header::CONTENT_TYPE, "application/x-protobuf")
-            .header(header::CONTENT_ENCODING, "snappy")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .header(
-                header::USER_AGENT,
-                concat!("vigil-collector/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Full::new(body))
-            .map_err(|e| ExportError::Permanent {
-                message: format!("cannot build request: {e}"),
-            })?;
-        for (name, value) in &self.headers {
-            request.headers_mut().insert(name.clone(), value.clone());
-        }
-        let url = &self.url;
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
-            .await
-            .map_err(|_| ExportError::Retryable {
-                message: format!("POST {url}: no response within {:?}", self.timeout),
-                retry_after: None,
-            })?
-            .map_err(|e| ExportError::Retryable {
-                message: format!("POST {url}: {e}"),
-                retry_after: None,
-            })?;
-        let status = response.status();
-        let wait = retry_after(response.headers().get(header::RETRY_AFTER));
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let reply = post(&self.client, &self.url, &self.headers, body, self.timeout).await?;
+        let status = reply.status;
         if status.is_success() {
             return Ok(());
         }
-        let text = String::from_utf8_lossy(&body[..body.len().min(512)])
+        let text = String::from_utf8_lossy(&reply.body[..reply.body.len().min(512)])
             .trim()
             .to_string();
-        let message = format!("POST {url}: {status}: {text}");
+        let message = format!("POST {}: {status}: {text}", self.url);
         if status.is_server_error() || status.as_u16() == 429 {
             Err(ExportError::Retryable {
                 message,
-                retry_after: wait,
+                retry_after: reply.retry_after,
             })
         } else {
             Err(ExportError::Permanent { message })
@@ -459,29 +434,7 @@ impl Exporter for RemoteWriteExporter {
                     }
                 })?;
                 let body = Bytes::from(compressed);
-                let mut backoff = Backoff::new(&self.retry);
-                loop {
-                    match self.send(body.clone()).await {
-                        Ok(()) => break,
-                        Err(ExportError::Retryable {
-                            message,
-                            retry_after,
-                        }) => match backoff.next_wait(retry_after) {
-                            Some(wait) => {
-                                tracing::warn!(error = %message, retry_in_ms = wait.as_millis() as u64,
-                                    "remote write failed; will retry");
-                                tokio::time::sleep(wait).await;
-                            }
-                            None => {
-                                return Err(ExportError::Retryable {
-                                    message,
-                                    retry_after,
-                                });
-                            }
-                        },
-                        Err(permanent) => return Err(permanent),
-                    }
-                }
+                retrying(&self.retry, "remote write", || self.send(body.clone())).await?;
             }
             if dropped == 0 {
                 Ok(Exported::default())
