@@ -251,6 +251,61 @@ fn a_shuffled_one_hour_backlog_is_accepted_whole() {
     assert_eq!(collector.stop().code(), Some(0), "{}", collector.log());
 }
 
+/// Entries more than Loki's one-hour window behind their stream (a job replaying an old spool after newer
+/// lines went out): Loki would refuse them, so the exporter sends them at the oldest accepted time with their
+/// `original_timestamp`, and counts it. Nothing is refused or lost.
+#[test]
+fn entries_behind_the_window_are_rewritten_instead_of_refused() {
+    let loki = FakeLoki::start(256 * 1024);
+    let mut collector = Collector::start(&config(&loki, ""));
+    let now = now_ns();
+    post(&collector, &logs("replay", &[(now, "newest".into())]));
+    assert!(
+        eventually(WAIT, || loki.entry_count() == 1),
+        "{:?}",
+        loki.requests()
+    );
+    let hour = 3_600_000_000_000i64;
+    let old: Vec<(i64, String)> = (0..4)
+        .map(|i| (now - 2 * hour + i, format!("two hours old {i}")))
+        .collect();
+    post(&collector, &logs("replay", &old));
+    assert!(
+        eventually(WAIT, || loki.entry_count() == 5),
+        "{:?}",
+        loki.requests()
+    );
+    assert!(
+        loki.requests().iter().all(|r| r.status == 204),
+        "{:?}",
+        loki.requests()
+    );
+    let streams = loki.streams();
+    let entries = streams.values().next().unwrap();
+    for (i, entry) in entries
+        .iter()
+        .filter(|e| e.line.starts_with("two hours old"))
+        .enumerate()
+    {
+        assert_eq!(
+            entry.metadata.get("original_timestamp"),
+            Some(&(now - 2 * hour + i as i64).to_string()),
+            "{entry:?}"
+        );
+        assert!(entry.timestamp > now - hour, "{entry:?}");
+    }
+    assert_eq!(
+        collector.metric(
+            "vigil_loki_adjusted_entries_total",
+            &["reason=\"too_far_behind\"", "action=\"rewritten\""]
+        ),
+        4.0,
+        "{}",
+        collector.metrics()
+    );
+    assert_eq!(collector.stop().code(), Some(0), "{}", collector.log());
+}
+
 /// Loki stores the valid entries of a push and answers 400 for the rest: the rejected ones are counted by
 /// Loki's reason, the collector exits 3 (data was lost), and nothing is sent twice.
 #[test]

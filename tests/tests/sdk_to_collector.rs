@@ -15,6 +15,37 @@ fn attribute<'a>(attributes: &'a Value, key: &str) -> Option<&'a Value> {
         .map(|kv| &kv["value"])
 }
 
+/// Every metric the `file` exporter wrote to `out`.
+fn exported_metrics(out: &std::path::Path) -> Vec<Value> {
+    file_exporter_lines(&out, "metrics")
+        .iter()
+        .flat_map(|r| r["resourceMetrics"].as_array().cloned().unwrap_or_default())
+        .flat_map(|r| r["scopeMetrics"].as_array().cloned().unwrap_or_default())
+        .flat_map(|s| s["metrics"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Every log record the `file` exporter wrote to `out`.
+fn exported_log_records(out: &std::path::Path) -> Vec<Value> {
+    file_exporter_lines(&out, "logs")
+        .iter()
+        .flat_map(|r| r["resourceLogs"].as_array().cloned().unwrap_or_default())
+        .flat_map(|r| r["scopeLogs"].as_array().cloned().unwrap_or_default())
+        .flat_map(|s| s["logRecords"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// The states set to 1 in a state-set gauge such as `training.status`.
+fn current_states(state_set: &Value) -> Vec<&str> {
+    state_set["gauge"]["dataPoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["asDouble"] == 1.0)
+        .filter_map(|p| attribute(&p["attributes"], "status")?["stringValue"].as_str())
+        .collect()
+}
+
 #[test]
 fn training_job_telemetry_reaches_the_collector_over_grpc() {
     training_job_telemetry_reaches_the_collector("grpc");
@@ -114,12 +145,7 @@ fn training_job_telemetry_reaches_the_collector(protocol: &str) {
         "exp_001"
     );
 
-    let records: Vec<Value> = file_exporter_lines(&out, "logs")
-        .iter()
-        .flat_map(|r| r["resourceLogs"].as_array().cloned().unwrap_or_default())
-        .flat_map(|r| r["scopeLogs"].as_array().cloned().unwrap_or_default())
-        .flat_map(|s| s["logRecords"].as_array().cloned().unwrap_or_default())
-        .collect();
+    let records: Vec<Value> = exported_log_records(&out);
     let completed = records
         .iter()
         .find(|r| r["body"]["stringValue"] == "Training completed")
@@ -166,12 +192,7 @@ fn training_job_telemetry_reaches_the_collector(protocol: &str) {
             > 0.0
     );
 
-    let metrics: Vec<Value> = file_exporter_lines(&out, "metrics")
-        .iter()
-        .flat_map(|r| r["resourceMetrics"].as_array().cloned().unwrap_or_default())
-        .flat_map(|r| r["scopeMetrics"].as_array().cloned().unwrap_or_default())
-        .flat_map(|s| s["metrics"].as_array().cloned().unwrap_or_default())
-        .collect();
+    let metrics: Vec<Value> = exported_metrics(&out);
     // TrainingRun's metrics, as the README shows them.
     let loss = metrics
         .iter()
@@ -192,17 +213,7 @@ fn training_job_telemetry_reaches_the_collector(protocol: &str) {
         .iter()
         .rfind(|m| m["name"] == "training.status")
         .expect("training.status state set");
-    let current: Vec<&str> = status["gauge"]["dataPoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["asDouble"] == 1.0)
-        .map(|p| {
-            attribute(&p["attributes"], "status").unwrap()["stringValue"]
-                .as_str()
-                .unwrap()
-        })
-        .collect();
+    let current = current_states(status);
     assert_eq!(current, ["completed"], "{status}");
     let epoch_duration = metrics
         .iter()
@@ -266,27 +277,12 @@ fn a_failing_training_run_is_reported_as_failed() {
     assert!(stderr.contains("training diverged at epoch 2"), "{stderr}");
     assert!(collector.stop().success(), "{}", collector.log());
     let out = collector.dir.path().join("out");
-    let metrics: Vec<Value> = file_exporter_lines(&out, "metrics")
-        .iter()
-        .flat_map(|r| r["resourceMetrics"].as_array().cloned().unwrap_or_default())
-        .flat_map(|r| r["scopeMetrics"].as_array().cloned().unwrap_or_default())
-        .flat_map(|s| s["metrics"].as_array().cloned().unwrap_or_default())
-        .collect();
+    let metrics: Vec<Value> = exported_metrics(&out);
     let status = metrics
         .iter()
         .rfind(|m| m["name"] == "training.status")
         .expect("training.status state set");
-    let current: Vec<&str> = status["gauge"]["dataPoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["asDouble"] == 1.0)
-        .map(|p| {
-            attribute(&p["attributes"], "status").unwrap()["stringValue"]
-                .as_str()
-                .unwrap()
-        })
-        .collect();
+    let current = current_states(status);
     assert_eq!(current, ["failed"], "{status}");
     let epochs = metrics
         .iter()
@@ -302,12 +298,7 @@ fn a_failing_training_run_is_reported_as_failed() {
         .iter()
         .find(|s| s["name"] == "training_run")
         .expect("training_run span");
-    let records: Vec<Value> = file_exporter_lines(&out, "logs")
-        .iter()
-        .flat_map(|r| r["resourceLogs"].as_array().cloned().unwrap_or_default())
-        .flat_map(|r| r["scopeLogs"].as_array().cloned().unwrap_or_default())
-        .flat_map(|s| s["logRecords"].as_array().cloned().unwrap_or_default())
-        .collect();
+    let records: Vec<Value> = exported_log_records(&out);
     let error = records
         .iter()
         .find(|r| r["severityText"] == "ERROR")
