@@ -258,7 +258,7 @@ impl Push {
     fn entry_len(&self, entry: &Entry) -> usize {
         let timestamp = timestamp_len(entry.timestamp);
         let mut len = 1 + varint_len(timestamp as u64) + timestamp;
-        len += field_len(entry.line.len());
+        len += string_field_len(entry.line.len());
         for &pair in &entry.metadata {
             len += field_len(self.pair_len(pair));
         }
@@ -299,9 +299,7 @@ impl Push {
                     out.push(0x10);
                     put_varint(out, timestamp.nanos as u64);
                 }
-                out.push(0x12); // line = 2, always written: an empty line is still an entry
-                put_varint(out, entry.line.len() as u64);
-                out.extend_from_slice(self.text(&entry.line));
+                put_string_field(out, 0x12, self.text(&entry.line)); // line = 2
                 for &pair in &entry.metadata {
                     let (name, value) = &self.pairs[pair];
                     out.push(0x1a); // structuredMetadata = 3
