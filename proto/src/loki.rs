@@ -270,24 +270,29 @@ impl Push {
         string_field_len(name.len()) + string_field_len(value.len())
     }
 
-    fn stream_len(&self, stream: &Stream) -> usize {
-        let mut len = string_field_len(stream.labels.len());
-        for &entry in &stream.entries {
-            len += field_len(self.entry_len(&self.entries[entry]));
-        }
-        len
-    }
-
-    /// Appends the `PushRequest` to `out`, streams without entries left out.
+    /// Appends the `PushRequest` to `out`, streams without entries left out. Each entry's length is computed
+    /// once: the stream's length is their sum.
     pub fn encode_protobuf(&self, out: &mut Vec<u8>) {
+        // Lines and metadata plus a few bytes of framing per entry and pair.
+        out.reserve(self.arena.len() + 16 * self.entries.len() + 4 * self.pairs.len());
+        let mut lengths: Vec<usize> = Vec::new();
         for stream in self.streams.iter().filter(|s| !s.entries.is_empty()) {
+            lengths.clear();
+            lengths.extend(
+                stream
+                    .entries
+                    .iter()
+                    .map(|&index| self.entry_len(&self.entries[index])),
+            );
+            let stream_len = string_field_len(stream.labels.len())
+                + lengths.iter().map(|&len| field_len(len)).sum::<usize>();
             out.push(0x0a); // streams = 1, length-delimited
-            put_varint(out, self.stream_len(stream) as u64);
+            put_varint(out, stream_len as u64);
             put_string_field(out, 0x0a, stream.labels.as_bytes()); // labels = 1
-            for &index in &stream.entries {
+            for (&index, &entry_len) in stream.entries.iter().zip(&lengths) {
                 let entry = &self.entries[index];
                 out.push(0x12); // entries = 2
-                put_varint(out, self.entry_len(entry) as u64);
+                put_varint(out, entry_len as u64);
                 let timestamp = Timestamp::from_unix_nanos(entry.timestamp);
                 out.push(0x0a); // timestamp = 1
                 put_varint(out, timestamp_len(entry.timestamp) as u64);

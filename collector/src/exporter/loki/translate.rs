@@ -33,13 +33,13 @@ impl TenantPush {
         }
     }
 
-    fn stream(&mut self, labels: BTreeMap<String, String>, selector: String) -> StreamIndex {
-        if let Some(&index) = self.streams.get(&selector) {
+    fn stream(&mut self, labels: &BTreeMap<String, String>, selector: &str) -> StreamIndex {
+        if let Some(&index) = self.streams.get(selector) {
             return index;
         }
-        let index = self.push.stream(&selector);
-        self.streams.insert(selector, index);
-        self.stream_labels.push(labels);
+        let index = self.push.stream(selector);
+        self.streams.insert(selector.to_string(), index);
+        self.stream_labels.push(labels.clone());
         index
     }
 }
@@ -83,6 +83,22 @@ impl StreamState {
     pub fn forget_before(&mut self, before: i64) {
         self.newest.retain(|_, newest| *newest >= before);
     }
+}
+
+/// Where the records of one level and one set of record-label values go.
+#[derive(Debug)]
+struct Decision {
+    /// The stream's labels.
+    labels: BTreeMap<String, String>,
+    /// The same as a selector.
+    selector: String,
+    /// Label values a cap sent to structured metadata instead.
+    metadata: Vec<(String, String)>,
+    /// The names of those labels, counted once per record.
+    overflowed: Vec<String>,
+    /// Positions in `Translator::record_labels` of the attributes used as labels or moved to metadata (they
+    /// are left out of the line and of the attribute metadata).
+    label_keys: Vec<usize>,
 }
 
 /// The translation rules of one exporter.
@@ -151,6 +167,7 @@ impl Translator {
         let mut open: HashMap<Option<String>, TenantPush> = HashMap::new();
         let mut adjustments = Adjustments::default();
         let mut line = Vec::new();
+        let mut key = String::new();
         for resource_logs in requests.iter().flat_map(|r| &r.resource_logs) {
             let resource: &[KeyValue] = resource_logs
                 .resource
@@ -202,6 +219,7 @@ impl Translator {
                 })
                 .chain(overflow_metadata)
                 .collect();
+            let mut decisions: HashMap<String, Decision> = HashMap::new();
             for scope_logs in &resource_logs.scope_logs {
                 let scope_name = scope_logs
                     .scope
@@ -209,60 +227,38 @@ impl Translator {
                     .map(|s| s.name.as_str())
                     .unwrap_or("");
                 for record in &scope_logs.log_records {
-                    let mut stream_labels = base.clone();
-                    let mut optional_labels = optional.clone();
-                    let mut metadata: Vec<(String, String)> = Vec::new();
-                    if self.level {
-                        stream_labels.insert(
-                            "level".into(),
-                            labels::level(&record.severity_text, record.severity_number).into(),
+                    // The labels of a record depend only on its level and the values of the configured record
+                    // labels: decide once per combination and resource.
+                    let level = labels::level(&record.severity_text, record.severity_number);
+                    key.clear();
+                    key.push_str(level);
+                    for (attribute, _) in &self.record_labels {
+                        key.push('\u{0}');
+                        match find(&record.attributes, attribute) {
+                            Some(value) => key.push_str(&any_text(value)),
+                            None => key.push('\u{1}'),
+                        }
+                    }
+                    if !decisions.contains_key(key.as_str()) {
+                        let decision = self.decide(
+                            &base,
+                            &optional,
+                            level,
+                            &record.attributes,
+                            &mut state.cardinality,
                         );
+                        decisions.insert(key.clone(), decision);
                     }
-                    let mut label_keys: Vec<&str> = Vec::new();
-                    for (key, label) in &self.record_labels {
-                        if let Some(value) = find(&record.attributes, key) {
-                            let text = any_text(value);
-                            label_keys.push(key.as_str());
-                            match state.cardinality.admit(label, &text, self.max_values) {
-                                Admission::Label => {
-                                    optional_labels.insert(label.clone(), text);
-                                }
-                                Admission::OverCap => {
-                                    *adjustments
-                                        .label_overflow
-                                        .entry(label.clone())
-                                        .or_default() += 1;
-                                    metadata.push((label.clone(), text));
-                                }
-                            }
-                        }
-                    }
-                    // At most 15 label names: optional labels beyond that go to metadata.
-                    while stream_labels.len() + optional_labels.len() > MAX_LABEL_NAMES {
-                        let Some((name, value)) = optional_labels.pop_last() else {
-                            break;
-                        };
+                    let decision = &decisions[key.as_str()];
+                    for name in &decision.overflowed {
                         *adjustments.label_overflow.entry(name.clone()).or_default() += 1;
-                        metadata.push((name, value));
                     }
-                    let mut all = stream_labels.clone();
-                    all.extend(optional_labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-                    let mut selector = labels::selector(&all);
-                    if !optional_labels.is_empty()
-                        && !state.cardinality.admit_stream(&selector, self.max_streams)
-                    {
-                        // Over max_streams: the entry goes to the stream of the required labels, the optional
-                        // values with it as metadata.
-                        for (name, value) in optional_labels {
-                            *adjustments.label_overflow.entry(name.clone()).or_default() += 1;
-                            metadata.push((name, value));
-                        }
-                        all = stream_labels;
-                        selector = labels::selector(&all);
-                        state.cardinality.force_stream(&selector);
-                    } else {
-                        state.cardinality.force_stream(&selector);
-                    }
+                    let mut metadata = decision.metadata.clone();
+                    let label_keys: Vec<&str> = decision
+                        .label_keys
+                        .iter()
+                        .map(|&i| self.record_labels[i].0.as_str())
+                        .collect();
 
                     line.clear();
                     self.format_line(
@@ -307,7 +303,7 @@ impl Translator {
                         let full = std::mem::replace(target, TenantPush::new(tenant.clone()));
                         done.push(full);
                     }
-                    let stream = target.stream(all, selector);
+                    let stream = target.stream(&decision.labels, &decision.selector);
                     let entry = target.push.entry(stream, timestamp, &line);
                     if !record.trace_id.is_empty() {
                         target
@@ -353,6 +349,70 @@ impl Translator {
         }
         done.retain(|p| p.push.entry_count() > 0);
         (done, adjustments)
+    }
+
+    /// The stream of a record of `level` with `attributes` in a resource whose required labels are `base` and
+    /// optional ones `optional`, under the cardinality caps.
+    fn decide(
+        &self,
+        base: &BTreeMap<String, String>,
+        optional: &BTreeMap<String, String>,
+        level: &'static str,
+        attributes: &[KeyValue],
+        cardinality: &mut Cardinality,
+    ) -> Decision {
+        let mut stream_labels = base.clone();
+        let mut optional_labels = optional.clone();
+        let mut metadata: Vec<(String, String)> = Vec::new();
+        let mut overflowed = Vec::new();
+        if self.level {
+            stream_labels.insert("level".into(), level.into());
+        }
+        let mut label_keys = Vec::new();
+        for (i, (key, label)) in self.record_labels.iter().enumerate() {
+            if let Some(value) = find(attributes, key) {
+                let text = any_text(value);
+                label_keys.push(i);
+                match cardinality.admit(label, &text, self.max_values) {
+                    Admission::Label => {
+                        optional_labels.insert(label.clone(), text);
+                    }
+                    Admission::OverCap => {
+                        overflowed.push(label.clone());
+                        metadata.push((label.clone(), text));
+                    }
+                }
+            }
+        }
+        // At most 15 label names: optional labels beyond that go to metadata.
+        while stream_labels.len() + optional_labels.len() > MAX_LABEL_NAMES {
+            let Some((name, value)) = optional_labels.pop_last() else {
+                break;
+            };
+            overflowed.push(name.clone());
+            metadata.push((name, value));
+        }
+        let mut all = stream_labels.clone();
+        all.extend(optional_labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut selector = labels::selector(&all);
+        if !optional_labels.is_empty() && !cardinality.admit_stream(&selector, self.max_streams) {
+            // Over max_streams: the entry goes to the stream of the required labels, the optional values with
+            // it as metadata.
+            for (name, value) in optional_labels {
+                overflowed.push(name.clone());
+                metadata.push((name, value));
+            }
+            all = stream_labels;
+            selector = labels::selector(&all);
+        }
+        cardinality.force_stream(&selector);
+        Decision {
+            labels: all,
+            selector,
+            metadata,
+            overflowed,
+            label_keys,
+        }
     }
 
     /// Sorts each stream's entries and rewrites (or drops) those Loki would refuse for their timestamp: older than
