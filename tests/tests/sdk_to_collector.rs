@@ -17,7 +17,7 @@ fn attribute<'a>(attributes: &'a Value, key: &str) -> Option<&'a Value> {
 
 /// Every metric the `file` exporter wrote to `out`.
 fn exported_metrics(out: &std::path::Path) -> Vec<Value> {
-    file_exporter_lines(&out, "metrics")
+    file_exporter_lines(out, "metrics")
         .iter()
         .flat_map(|r| r["resourceMetrics"].as_array().cloned().unwrap_or_default())
         .flat_map(|r| r["scopeMetrics"].as_array().cloned().unwrap_or_default())
@@ -27,7 +27,7 @@ fn exported_metrics(out: &std::path::Path) -> Vec<Value> {
 
 /// Every log record the `file` exporter wrote to `out`.
 fn exported_log_records(out: &std::path::Path) -> Vec<Value> {
-    file_exporter_lines(&out, "logs")
+    file_exporter_lines(out, "logs")
         .iter()
         .flat_map(|r| r["resourceLogs"].as_array().cloned().unwrap_or_default())
         .flat_map(|r| r["scopeLogs"].as_array().cloned().unwrap_or_default())
