@@ -457,10 +457,7 @@ impl LokiExporter {
             .unwrap_or(0);
         let (pushes, adjustments) = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let result = self.translator.translate(&requests, &mut state, now);
-            // Streams idle for two windows are flushed by Loki; their rules no longer apply.
-            state.forget_before(now.saturating_sub(2 * 3600 * 1_000_000_000));
-            result
+            self.translator.translate(&requests, &mut state, now)
         };
         for ((reason, action), n) in &adjustments.entries {
             self.counters.adjusted(reason, action).add(*n);

@@ -77,29 +77,18 @@ pub fn rejections(body: &str, sent: u64) -> Vec<(&'static str, u64)> {
     };
     let body = body.trim();
     if let Some(summary) = body.lines().rev().find_map(ingester_summary) {
-        // The ingester lists at most 10 entries; the summary has the total. Reasons come from the listed
-        // entries, shared out over the total in proportion (exact when every entry has one reason, the usual case).
-        let listed: Vec<&'static str> = body
-            .lines()
-            .filter_map(|line| {
-                let start = line.find("reason: '")? + "reason: '".len();
-                Some(reason(&line[start..]))
-            })
-            .collect();
+        // The ingester lists at most 10 entries, each with its reason; the summary has the total. Each listed
+        // entry counts for its reason, and the entries beyond the list for the most frequent listed reason.
         let total = summary.min(sent);
-        if listed.is_empty() {
-            add("other", total);
-        } else {
-            let mut left = total;
-            for (i, r) in listed.iter().enumerate() {
-                let share = if i + 1 == listed.len() {
-                    left
-                } else {
-                    (total / listed.len() as u64).min(left)
-                };
-                add(r, share);
-                left -= share;
-            }
+        let mut listed = 0;
+        for line in body.lines().filter(|line| line.contains("reason: '")) {
+            add(reason(line), 1);
+            listed += 1;
+        }
+        let rest = total.saturating_sub(listed);
+        match counts.iter_mut().max_by_key(|(_, n)| *n) {
+            Some((_, most_frequent)) => *most_frequent += rest,
+            None => counts.push(("other", total)),
         }
     } else if body.is_empty() {
         add("other", sent);
@@ -137,22 +126,19 @@ pub fn rejections(body: &str, sent: u64) -> Vec<(&'static str, u64)> {
 /// that does not start with a count is one bare message.
 fn groups(body: &str) -> Vec<&str> {
     let starts_group = |text: &str| {
-        let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-        digits > 0 && text[digits..].starts_with(" errors like: ")
+        text.split_once(" errors like: ")
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     };
     if !starts_group(body) {
         return vec![body];
     }
     let mut groups = Vec::new();
     let mut start = 0;
-    let mut search = 0;
-    while let Some(found) = body[search..].find("; ") {
-        let at = search + found;
+    for (at, _) in body.match_indices("; ") {
         if starts_group(&body[at + 2..]) {
             groups.push(&body[start..at]);
             start = at + 2;
         }
-        search = at + 2;
     }
     groups.push(&body[start..]);
     groups
@@ -235,6 +221,63 @@ mod tests {
         let mut counts = rejections(body, 5);
         counts.sort();
         assert_eq!(counts, [("line_too_long", 1), ("max_label_names", 2)]);
+    }
+
+    #[test]
+    fn ingester_bodies_with_several_reasons_count_each_listed_entry() {
+        let body = "entry with timestamp a ignored, reason: 'entry too far behind, entry timestamp is: a, oldest acceptable timestamp is: b',\n\
+                    entry with timestamp b ignored, reason: 'Per stream rate limit exceeded (limit: 3MB/sec) while attempting to ingest for stream '{a=\"b\"}' totaling 100B',\n\
+                    entry with timestamp c ignored, reason: 'entry too far behind, entry timestamp is: c, oldest acceptable timestamp is: d',\n\
+                    user 'fake', total ignored: 5 out of 9 for stream: {a=\"b\"}";
+        let mut counts = rejections(body, 9);
+        counts.sort();
+        // 3 listed (2 + 1); the 2 beyond the list go to the most frequent reason.
+        assert_eq!(counts, [("rate_limited", 1), ("too_far_behind", 4)]);
+        // A summary without listed entries.
+        assert_eq!(
+            rejections(
+                "user 'fake', total ignored: 2 out of 3 for stream: {a=\"b\"}",
+                3
+            ),
+            [("other", 2)]
+        );
+        // Never more than was sent.
+        assert_eq!(
+            rejections(
+                "user 'fake', total ignored: 20 out of 30 for stream: {a=\"b\"}",
+                4
+            ),
+            [("other", 4)]
+        );
+    }
+
+    #[test]
+    fn grouped_counts_are_kept_when_they_add_up_and_capped_when_they_do_not() {
+        let body = "2 errors like: entry for stream '{a=\"b\"}' has timestamp too old: x, oldest acceptable timestamp is: y; \
+                    3 errors like: entry for stream '{a=\"b\"}' has timestamp too new: z";
+        let mut counts = rejections(body, 5);
+        counts.sort();
+        assert_eq!(counts, [("too_new", 3), ("too_old", 2)]);
+        // Loki cannot have refused more than was sent.
+        assert_eq!(rejections(body, 4), [("too_old", 4)]);
+        // A message with "; " inside a group stays in its group.
+        let body = "2 errors like: a; b; 3 errors like: entry for stream '{a=\"b\"}' has timestamp too new: z";
+        let mut counts = rejections(body, 9);
+        counts.sort();
+        assert_eq!(counts, [("other", 2), ("too_new", 3)]);
+    }
+
+    #[test]
+    fn a_bare_message_starting_with_a_number_is_one_error() {
+        assert_eq!(rejections("500 entries; 2 of them bad", 5), [("other", 1)]);
+        // Only "couldn't parse labels" refuses the whole request; Loki's other label error is one stream's.
+        assert_eq!(
+            rejections(
+                "error parsing labels '{a}' with error: 1:3: parse error: unexpected end of input",
+                5
+            ),
+            [("invalid_labels", 1)]
+        );
     }
 
     #[test]

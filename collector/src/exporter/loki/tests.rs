@@ -395,3 +395,52 @@ fn line_formats() {
         );
     }
 }
+
+#[test]
+fn streams_idle_for_two_windows_are_forgotten() {
+    let config = LokiExporterConfig::default();
+    let mut state = StreamState::default();
+    let service = || vec![text("service.name", "api")];
+    // The stream's newest entry is 3 hours old: Loki has flushed it.
+    pushes(
+        &config,
+        &mut state,
+        &[request(
+            service(),
+            vec![record(NOW - 3 * HOUR, "old", vec![])],
+        )],
+    );
+    // An entry older than that newest minus the window is then accepted as it is.
+    let (second, adjustments) = pushes(
+        &config,
+        &mut state,
+        &[request(
+            service(),
+            vec![record(NOW - 5 * HOUR, "older", vec![])],
+        )],
+    );
+    assert_eq!(adjustments, super::Adjustments::default());
+    let stamp = second[0].streams[0].entries[0].timestamp.unwrap();
+    assert_eq!(
+        stamp.seconds * 1_000_000_000 + i64::from(stamp.nanos),
+        NOW - 5 * HOUR
+    );
+    // A stream seen within the window is remembered.
+    pushes(
+        &config,
+        &mut state,
+        &[request(
+            service(),
+            vec![record(NOW - HOUR, "recent", vec![])],
+        )],
+    );
+    let (_, adjustments) = pushes(
+        &config,
+        &mut state,
+        &[request(
+            service(),
+            vec![record(NOW - 3 * HOUR, "behind", vec![])],
+        )],
+    );
+    assert_eq!(adjustments.entries[&("too_far_behind", "rewritten")], 1);
+}

@@ -78,9 +78,8 @@ pub struct StreamState {
 }
 
 impl StreamState {
-    /// Forgets streams whose newest entry is older than `before` (Loki has flushed them; their window no longer
-    /// applies), so the map stays bounded.
-    pub fn forget_before(&mut self, before: i64) {
+    /// Forgets streams whose newest entry is older than `before`.
+    fn forget_before(&mut self, before: i64) {
         self.newest.retain(|_, newest| *newest >= before);
     }
 }
@@ -348,6 +347,9 @@ impl Translator {
             self.apply_time_rules(push, state, now, &mut adjustments);
         }
         done.retain(|p| p.push.entry_count() > 0);
+        // A stream idle for two windows has been flushed by Loki, and its window no longer applies; forgetting
+        // it keeps the state bounded.
+        state.forget_before(now.saturating_sub(self.window.saturating_mul(2)));
         (done, adjustments)
     }
 
