@@ -227,6 +227,19 @@ mod tests {
         assert_eq!(level("", 16), "warn");
         assert_eq!(level("", 0), "unknown");
         assert_eq!(level("Info", 0), "info");
+        // Every spelling overrides the number.
+        for (text, expected) in [
+            ("TRACE", "trace"),
+            ("debug", "debug"),
+            ("notice", "info"),
+            ("Err", "error"),
+            ("crit", "critical"),
+            ("panic", "fatal"),
+            ("emergency", "fatal"),
+        ] {
+            assert_eq!(level(text, 9), expected, "{text}");
+        }
+        assert_eq!(level("error", 9), "error");
     }
 
     #[test]

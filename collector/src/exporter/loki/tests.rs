@@ -444,3 +444,268 @@ fn streams_idle_for_two_windows_are_forgotten() {
     );
     assert_eq!(adjustments.entries[&("too_far_behind", "rewritten")], 1);
 }
+
+#[test]
+fn at_most_fifteen_label_names_besides_service_name() {
+    let mut config = LokiExporterConfig::default();
+    config.labels.resource = vec!["team".into()];
+    let mut resource: Vec<KeyValue> = super::DEFAULT_RESOURCE_LABELS
+        .iter()
+        .map(|k| text(k, "x"))
+        .collect();
+    resource.push(text("team", "ml"));
+    let (pushes, adjustments) = pushes(
+        &config,
+        &mut StreamState::default(),
+        &[request(resource, vec![record(NOW, "line", vec![])])],
+    );
+    let stream = &pushes[0].streams[0];
+    let names = stream.labels.matches("=\"").count();
+    assert_eq!(names, 16, "15 and service_name: {}", stream.labels);
+    assert!(stream.labels.contains("service_name=") && stream.labels.contains("level="));
+    let entry = &stream.entries[0];
+    // The optional label goes first, then the last default names.
+    assert_eq!(metadata(entry, "team").unwrap(), "ml");
+    let moved: u64 = adjustments.label_overflow.values().sum();
+    assert_eq!(moved, 2, "{:?}", adjustments.label_overflow);
+}
+
+#[test]
+fn optional_resource_labels_are_capped_too() {
+    let mut config = LokiExporterConfig::default();
+    config.labels.resource = vec!["k8s.node.name".into()];
+    config.labels.max_values_per_label = 1;
+    let node = |name: &str| {
+        request(
+            vec![text("k8s.node.name", name)],
+            vec![record(NOW, "l", vec![])],
+        )
+    };
+    let (pushes, adjustments) = pushes(
+        &config,
+        &mut StreamState::default(),
+        &[node("a"), node("b"), node("b")],
+    );
+    let labels: Vec<&str> = pushes[0]
+        .streams
+        .iter()
+        .map(|s| s.labels.as_str())
+        .collect();
+    assert!(
+        labels
+            .contains(&"{k8s_node_name=\"a\", level=\"error\", service_name=\"unknown_service\"}"),
+        "{labels:?}"
+    );
+    assert_eq!(adjustments.label_overflow["k8s_node_name"], 2);
+}
+
+#[test]
+fn timestamps_fall_back_to_observed_time_then_now() {
+    let mut observed = record(0, "observed", vec![]);
+    observed.observed_time_unix_nano = (NOW - 5) as u64;
+    let neither = record(0, "neither", vec![]);
+    let (pushes, _) = pushes(
+        &LokiExporterConfig::default(),
+        &mut StreamState::default(),
+        &[request(vec![], vec![observed, neither])],
+    );
+    let times: Vec<(String, i64)> = pushes[0].streams[0]
+        .entries
+        .iter()
+        .map(|e| {
+            let t = e.timestamp.unwrap();
+            (
+                e.line.clone(),
+                t.seconds * 1_000_000_000 + i64::from(t.nanos),
+            )
+        })
+        .collect();
+    assert_eq!(
+        times,
+        [
+            ("observed".to_string(), NOW - 5),
+            ("neither".to_string(), NOW)
+        ]
+    );
+}
+
+#[test]
+fn metadata_is_left_out_when_there_is_nothing_to_say() {
+    let mut bare = record(NOW, "bare", vec![]);
+    bare.trace_id.clear();
+    bare.span_id.clear();
+    let mut full = record(NOW, "full", vec![]);
+    full.severity_text = "ERROR".into();
+    let request = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![
+                ScopeLogs {
+                    log_records: vec![bare],
+                    ..Default::default()
+                },
+                ScopeLogs {
+                    scope: Some(vigil_proto::otlp::common::v1::InstrumentationScope {
+                        name: "lib".into(),
+                        ..Default::default()
+                    }),
+                    log_records: vec![full],
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }],
+    };
+    let (pushes, _) = pushes(
+        &LokiExporterConfig::default(),
+        &mut StreamState::default(),
+        &[request],
+    );
+    let entries = &pushes[0].streams[0].entries;
+    assert!(
+        entries[0].structured_metadata.is_empty(),
+        "{:?}",
+        entries[0]
+    );
+    let names: Vec<&str> = entries[1]
+        .structured_metadata
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["trace_id", "span_id", "severity_text", "scope_name"]
+    );
+}
+
+#[test]
+fn the_window_edges_are_accepted_as_loki_accepts_them() {
+    let config = LokiExporterConfig::default();
+    let mut state = StreamState::default();
+    let service = || vec![text("service.name", "api")];
+    pushes(
+        &config,
+        &mut state,
+        &[request(service(), vec![record(NOW, "new", vec![])])],
+    );
+    let week = 7 * 24 * HOUR;
+    let (_, adjustments) = pushes(
+        &config,
+        &mut state,
+        &[
+            request(
+                service(),
+                vec![record(NOW - HOUR, "exactly the window", vec![])],
+            ),
+            request(
+                vec![text("service.name", "other")],
+                vec![record(NOW - week, "exactly the age", vec![])],
+            ),
+            request(
+                service(),
+                vec![record(NOW + 600_000_000_000, "exactly the grace", vec![])],
+            ),
+        ],
+    );
+    assert_eq!(adjustments, super::Adjustments::default());
+    // Rewritten too-old entries land a minute inside the age limit.
+    let (old, _) = pushes(
+        &config,
+        &mut StreamState::default(),
+        &[request(
+            service(),
+            vec![record(NOW - 2 * week, "ancient", vec![])],
+        )],
+    );
+    let t = old[0].streams[0].entries[0].timestamp.unwrap();
+    assert_eq!(
+        t.seconds * 1_000_000_000 + i64::from(t.nanos),
+        NOW - week + 60_000_000_000
+    );
+}
+
+#[test]
+fn a_push_whose_entries_were_all_dropped_is_not_sent() {
+    let config = LokiExporterConfig {
+        old_entries: OldEntryAction::Drop,
+        ..LokiExporterConfig::default()
+    };
+    let (pushes, adjustments) = pushes(
+        &config,
+        &mut StreamState::default(),
+        &[request(
+            vec![],
+            vec![record(NOW - 30 * 24 * HOUR, "ancient", vec![])],
+        )],
+    );
+    assert!(pushes.is_empty());
+    assert_eq!(adjustments.dropped(), 1);
+}
+
+#[test]
+fn lines_at_the_limit_stay_whole_and_cuts_back_off_to_a_character() {
+    for (max, body, expected) in [
+        (10, "0123456789", "0123456789"),
+        (9, "ééééééé", "éééé"),
+        (1, "é", ""),
+    ] {
+        let config = LokiExporterConfig {
+            max_line_size: max,
+            ..LokiExporterConfig::default()
+        };
+        let (pushes, _) = pushes(
+            &config,
+            &mut StreamState::default(),
+            &[request(vec![], vec![record(NOW, body, vec![])])],
+        );
+        let entry = &pushes[0].streams[0].entries[0];
+        assert_eq!(entry.line, expected, "max {max}");
+        assert_eq!(
+            metadata(entry, "truncated_from_bytes").is_some(),
+            body != expected
+        );
+    }
+}
+
+#[test]
+fn attribute_values_as_text() {
+    use super::translate::any_text;
+    let bytes = |b: &[u8]| AnyValue {
+        value: Some(any_value::Value::BytesValue(b.to_vec())),
+    };
+    // RFC 4648 test vectors.
+    for (input, expected) in [
+        (&b""[..], ""),
+        (b"f", "Zg=="),
+        (b"fo", "Zm8="),
+        (b"foo", "Zm9v"),
+        (b"foobar", "Zm9vYmFy"),
+        (&[0xff, 0xfe, 0x00][..], "//4A"),
+    ] {
+        assert_eq!(any_text(&bytes(input)), expected);
+    }
+}
+
+#[test]
+fn logfmt_quotes_only_what_needs_it() {
+    let config = LokiExporterConfig {
+        line_format: super::LineFormat::Logfmt,
+        ..LokiExporterConfig::default()
+    };
+    let attributes = vec![
+        text("plain", "ok"),
+        text("space", "a b"),
+        text("equals", "a=b"),
+        text("quote", "a\"b"),
+        text("control", "a\tb"),
+        text("empty", ""),
+    ];
+    let (pushes, _) = pushes(
+        &config,
+        &mut StreamState::default(),
+        &[request(vec![], vec![record(NOW, "done", attributes)])],
+    );
+    assert_eq!(
+        pushes[0].streams[0].entries[0].line,
+        r#"msg=done plain=ok space="a b" equals="a=b" quote="a\"b" control="a\tb" empty="""#
+    );
+}

@@ -386,10 +386,23 @@ impl Translator {
                 }
             }
         }
-        // At most 15 label names: optional labels beyond that go to metadata.
-        while stream_labels.len() + optional_labels.len() > MAX_LABEL_NAMES {
-            let Some((name, value)) = optional_labels.pop_last() else {
-                break;
+        // Loki accepts 15 label names besides `service_name`: beyond that, optional labels go to metadata
+        // first, then default ones (never `service_name` or `level`).
+        while stream_labels.len() - 1 + optional_labels.len() > MAX_LABEL_NAMES {
+            let (name, value) = match optional_labels.pop_last() {
+                Some(pair) => pair,
+                None => {
+                    let Some(name) = stream_labels
+                        .keys()
+                        .rev()
+                        .find(|k| *k != "service_name" && *k != "level")
+                        .cloned()
+                    else {
+                        break;
+                    };
+                    let value = stream_labels.remove(&name).unwrap_or_default();
+                    (name, value)
+                }
             };
             overflowed.push(name.clone());
             metadata.push((name, value));
