@@ -152,16 +152,6 @@ impl Push {
     pub fn entry(&mut self, stream: StreamIndex, timestamp_ns: i64, line: &[u8]) -> EntryIndex {
         let start = self.arena.len();
         self.arena.extend_from_slice(line);
-        self.entry_from_arena(stream, timestamp_ns, start)
-    }
-
-    /// Adds an entry whose line is what was written to [`Push::line_buffer`] since `start`.
-    pub fn entry_from_arena(
-        &mut self,
-        stream: StreamIndex,
-        timestamp_ns: i64,
-        start: usize,
-    ) -> EntryIndex {
         let index = self.entries.len();
         self.entries.push(Entry {
             timestamp: timestamp_ns,
@@ -170,11 +160,6 @@ impl Push {
         });
         self.streams[stream.0].entries.push(index);
         EntryIndex(index)
-    }
-
-    /// The arena lines are written to, for [`Push::entry_from_arena`]: formatting a line in place saves a copy.
-    pub fn line_buffer(&mut self) -> &mut Vec<u8> {
-        &mut self.arena
     }
 
     /// Adds a structured-metadata pair to `entry`.
@@ -228,11 +213,6 @@ impl Push {
     /// Bytes of lines and metadata held so far (a push's size before encoding, near enough for batching).
     pub fn byte_len(&self) -> usize {
         self.arena.len()
-    }
-
-    /// Number of streams.
-    pub fn stream_count(&self) -> usize {
-        self.streams.len()
     }
 
     /// Number of entries that will be sent.
@@ -546,6 +526,56 @@ mod tests {
                 ["1570818238000000000", "log line"],
                 ["1570818238000000001", "line \"2\"\n", {"trace_id": "0242ac12"}],
             ]}]})
+        );
+    }
+
+    #[test]
+    fn entries_can_be_retimed_and_removed() {
+        let mut push = Push::default();
+        let a = push.stream("{s=\"a\"}");
+        let b = push.stream("{s=\"b\"}");
+        assert_eq!((a.position(), b.position()), (0, 1));
+        let first = push.entry(a, 5, b"one");
+        let second = push.entry(a, 6, b"two");
+        push.entry(b, 7, b"three");
+        assert_eq!(push.byte_len(), 11);
+        push.set_timestamp(first, 9);
+        assert_eq!(push.timestamp(first), 9);
+        assert_eq!(push.timestamp(second), 6);
+        push.remove(a, second);
+        assert_eq!(push.entries(a).collect::<Vec<_>>(), [first]);
+        assert_eq!(push.entry_count(), 2);
+        assert_eq!(
+            push.stream_indexes()
+                .map(|s| push.labels(s).to_string())
+                .collect::<Vec<_>>(),
+            ["{s=\"a\"}", "{s=\"b\"}"]
+        );
+        let message = push.to_message();
+        assert_eq!(message.streams[0].entries.len(), 1);
+        assert_eq!(
+            message.streams[0].entries[0].timestamp,
+            Some(Timestamp::from_unix_nanos(9))
+        );
+    }
+
+    #[test]
+    fn json_escapes_like_json_and_lists_every_label() {
+        let mut out = Vec::new();
+        json_string(&mut out, b"a\nb\rc\td\"e\\f\x01");
+        assert_eq!(out, b"\"a\\nb\\rc\\td\\\"e\\\\f\\u0001\"");
+        let mut push = Push::default();
+        let stream = push.stream("{a=\"1\", b=\"2\"}");
+        push.entry(stream, 1, b"x");
+        let mut body = Vec::new();
+        push.encode_json(
+            &|_| vec![("a".into(), "1".into()), ("b".into(), "2".into())],
+            &mut body,
+        );
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            value["streams"][0]["stream"],
+            serde_json::json!({"a": "1", "b": "2"})
         );
     }
 

@@ -460,3 +460,43 @@ fn the_shipped_loki_example_delivers_logs() {
     );
     assert_eq!(collector.stop().code(), Some(0), "{}", collector.log());
 }
+
+/// 401 and 404 are configuration problems: not retried, counted as lost (exit status 3), and the log says
+/// what to fix.
+#[test]
+fn unauthorized_and_not_found_say_what_to_fix() {
+    let loki = FakeLoki::start(256 * 1024);
+    loki.answer_next(401, "no org id");
+    let mut collector = Collector::start(&config(&loki, ""));
+    post(&collector, &logs("auth", &[(now_ns(), "a".into())]));
+    assert!(
+        eventually(WAIT, || collector.log().contains("401 Unauthorized")),
+        "{}",
+        collector.log()
+    );
+    assert_eq!(loki.requests().len(), 1, "a 401 is not retried");
+    assert_eq!(collector.stop().code(), Some(3), "{}", collector.log());
+    assert!(
+        collector.log().contains("auth.bearer_token"),
+        "{}",
+        collector.log()
+    );
+
+    // An endpoint with a path that is not Loki's: the test Loki answers 404 as Loki's router does.
+    let wrong = FakeLoki::start(256 * 1024);
+    let text = config(&wrong, "").replace(&wrong.url, &format!("{}/grafana", wrong.url));
+    let mut collector = Collector::start(&text);
+    post(&collector, &logs("path", &[(now_ns(), "a".into())]));
+    assert!(
+        eventually(WAIT, || collector.log().contains("404 Not Found")),
+        "{}",
+        collector.log()
+    );
+    assert_eq!(collector.stop().code(), Some(3), "{}", collector.log());
+    assert!(
+        collector.log().contains("should be Loki's base URL"),
+        "{}",
+        collector.log()
+    );
+    assert_eq!(wrong.entry_count(), 0);
+}
