@@ -188,6 +188,14 @@ impl Push {
         &self.arena[self.entries[entry.0].line.clone()]
     }
 
+    /// The structured metadata of `entry`, as `(name, value)` pairs in the order they were added.
+    pub fn metadata_of(&self, entry: EntryIndex) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.entries[entry.0].metadata.iter().map(|&pair| {
+            let (name, value) = &self.pairs[pair];
+            (self.text(name), self.text(value))
+        })
+    }
+
     /// The entries of `stream`, in sending order.
     pub fn entries(&self, stream: StreamIndex) -> impl Iterator<Item = EntryIndex> + '_ {
         self.streams[stream.0]
@@ -491,6 +499,12 @@ mod tests {
         ];
         assert_eq!(body, expected);
         assert_eq!(body, push.to_message().encode_to_vec());
+        let second = push.entry(stream, 0, b"");
+        push.metadata(second, "x", "1");
+        push.metadata(second, "y", "2");
+        let pairs: Vec<_> = push.metadata_of(second).collect();
+        assert_eq!(pairs, [(&b"x"[..], &b"1"[..]), (&b"y"[..], &b"2"[..])]);
+        assert_eq!(push.metadata_of(entry).count(), 1);
     }
 
     #[test]

@@ -17,6 +17,9 @@
 //!   one hour is refused with `entry too far behind, …`, reported as `errorForFailedEntries` writes it;
 //! * valid entries are stored even when the answer is 400; success is 204.
 //!
+//! * `POST /otlp/v1/logs` is Loki 3's OTLP endpoint: the request is turned into streams as Loki's default
+//!   `otlp_config` does (see `decode_otlp`), then the same rules apply.
+//!
 //! Scripted answers (`FakeLoki::answer_next`) come first, for rate limits and outages; they store nothing.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -42,6 +45,8 @@ pub struct Stored {
 /// One request as received.
 #[derive(Clone, Debug)]
 pub struct Received {
+    /// The request path.
+    pub path: String,
     /// `X-Scope-OrgID`.
     pub tenant: Option<String>,
     /// `Content-Type`.
@@ -187,12 +192,26 @@ fn handle(
     let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     let (status, answer) = match state.script.pop_front() {
         Some(scripted) => scripted,
-        None if !request_line.starts_with("POST /loki/api/v1/push ") => {
-            (404, "404 page not found".to_string())
+        None if request_line.starts_with("POST /loki/api/v1/push ") => {
+            match decode(headers, body) {
+                Ok(streams) => store(streams, &mut state),
+                Err(error) => (400, error),
+            }
         }
-        None => push(headers, body, &mut state),
+        None if request_line.starts_with("POST /otlp/v1/logs ") => {
+            match decode_otlp(headers, body) {
+                Ok(streams) => store(streams, &mut state),
+                Err(error) => (400, error),
+            }
+        }
+        None => (404, "404 page not found".to_string()),
     };
     state.requests.push(Received {
+        path: request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string(),
         tenant: headers.get("x-scope-orgid").cloned(),
         content_type: headers.get("content-type").cloned(),
         content_encoding: headers.get("content-encoding").cloned(),
@@ -203,8 +222,11 @@ fn handle(
     (status, answer)
 }
 
-/// A stream as decoded: labels and entries `(timestamp ns, line, metadata)`.
-type Decoded = Vec<(String, Vec<(i64, String, BTreeMap<String, String>)>)>;
+/// An entry as decoded: `(timestamp ns, line, metadata)`.
+type DecodedEntry = (i64, String, BTreeMap<String, String>);
+
+/// Streams as decoded: labels and entries.
+type Decoded = Vec<(String, Vec<DecodedEntry>)>;
 
 fn decode(headers: &HashMap<String, String>, body: &[u8]) -> Result<Decoded, String> {
     let Some(content_type) = headers.get("content-type") else {
@@ -290,6 +312,137 @@ fn decode(headers: &HashMap<String, String>, body: &[u8]) -> Result<Decoded, Str
         .collect())
 }
 
+/// Resource attributes Loki 3 indexes by default (`pkg/loghttp/push/otlplabels/config.go`).
+const OTLP_INDEXED: &[&str] = &[
+    "service.name",
+    "service.namespace",
+    "service.instance.id",
+    "deployment.environment",
+    "deployment.environment.name",
+    "cloud.region",
+    "cloud.availability_zone",
+    "k8s.cluster.name",
+    "k8s.namespace.name",
+    "k8s.pod.name",
+    "k8s.container.name",
+    "container.name",
+    "k8s.replicaset.name",
+    "k8s.deployment.name",
+    "k8s.statefulset.name",
+    "k8s.daemonset.name",
+    "k8s.cronjob.name",
+    "k8s.job.name",
+];
+
+fn otlp_text(value: Option<&vigil_proto::otlp::common::v1::AnyValue>) -> String {
+    use vigil_proto::otlp::common::v1::any_value::Value;
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Loki's OTLP conversion with its default `otlp_config` (`pkg/loghttp/push/otlp.go` `otlpToLokiPushRequest`,
+/// `otlplabels/labels.go`): listed resource attributes are labels (dots become `_`), `service_name` falls back to
+/// `unknown_service`; other resource attributes, the scope name, log attributes, `severity_text`, `trace_id` and
+/// `span_id` (hex) are structured metadata; the body is the line. Encodings: gzip, zstd or none, as
+/// `extractLogs` accepts.
+fn decode_otlp(headers: &HashMap<String, String>, body: &[u8]) -> Result<Decoded, String> {
+    use vigil_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
+    let body = match headers.get("content-encoding").map(String::as_str) {
+        None | Some("") => body.to_vec(),
+        Some("gzip") => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut out)
+                .map_err(|e| e.to_string())?;
+            out
+        }
+        Some("zstd") => zstd::decode_all(body).map_err(|e| e.to_string())?,
+        Some(other) => {
+            return Err(format!(
+                "unsupported content encoding {other}: only gzip, lz4 and zstd are supported"
+            ));
+        }
+    };
+    match headers.get("content-type").map(String::as_str) {
+        Some("application/x-protobuf") => {}
+        other => {
+            return Err(format!(
+                "content type: {} is not supported",
+                other.unwrap_or("")
+            ));
+        }
+    }
+    let request = ExportLogsServiceRequest::decode(body.as_slice()).map_err(|e| e.to_string())?;
+    let name = |key: &str| key.replace(['.', '-', '/'], "_");
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut streams: BTreeMap<String, Vec<DecodedEntry>> = BTreeMap::new();
+    for resource_logs in request.resource_logs {
+        let attributes = resource_logs
+            .resource
+            .map(|r| r.attributes)
+            .unwrap_or_default();
+        let mut labels = BTreeMap::new();
+        let mut resource_metadata = BTreeMap::new();
+        for kv in &attributes {
+            let value = otlp_text(kv.value.as_ref());
+            if OTLP_INDEXED.contains(&kv.key.as_str()) {
+                labels.insert(name(&kv.key), value);
+            } else {
+                resource_metadata.insert(name(&kv.key), value);
+            }
+        }
+        labels
+            .entry("service_name".to_string())
+            .or_insert_with(|| "unknown_service".to_string());
+        let selector = format!(
+            "{{{}}}",
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for scope_logs in resource_logs.scope_logs {
+            let scope_name = scope_logs.scope.map(|s| s.name).unwrap_or_default();
+            for record in scope_logs.log_records {
+                let mut metadata = BTreeMap::new();
+                for kv in &record.attributes {
+                    metadata.insert(name(&kv.key), otlp_text(kv.value.as_ref()));
+                }
+                if !record.severity_text.is_empty() {
+                    metadata.insert("severity_text".into(), record.severity_text.clone());
+                }
+                if !record.trace_id.is_empty() {
+                    metadata.insert("trace_id".into(), hex(&record.trace_id));
+                }
+                if !record.span_id.is_empty() {
+                    metadata.insert("span_id".into(), hex(&record.span_id));
+                }
+                metadata.extend(resource_metadata.clone());
+                if !scope_name.is_empty() {
+                    metadata.insert("scope_name".into(), scope_name.clone());
+                }
+                let timestamp = if record.time_unix_nano != 0 {
+                    record.time_unix_nano
+                } else {
+                    record.observed_time_unix_nano
+                };
+                streams.entry(selector.clone()).or_default().push((
+                    timestamp as i64,
+                    otlp_text(record.body.as_ref()),
+                    metadata,
+                ));
+            }
+        }
+    }
+    Ok(streams.into_iter().collect())
+}
+
 /// The names of a LogQL selector `{a="b", c="d"}`, or the PromQL parser's error.
 fn parse_labels(text: &str) -> Result<Vec<String>, String> {
     let inner = text
@@ -358,11 +511,7 @@ fn rfc3339(nanos: i64) -> String {
     )
 }
 
-fn push(headers: &HashMap<String, String>, body: &[u8], state: &mut State) -> (u16, String) {
-    let streams = match decode(headers, body) {
-        Ok(streams) => streams,
-        Err(error) => return (400, error),
-    };
+fn store(streams: Decoded, state: &mut State) -> (u16, String) {
     for (labels, _) in &streams {
         if let Err(error) = parse_labels(labels) {
             return (400, format!("couldn't parse labels: {error}"));

@@ -475,6 +475,25 @@ fn unauthorized_and_not_found_say_what_to_fix() {
         collector.log()
     );
     assert_eq!(loki.requests().len(), 1, "a 401 is not retried");
+    // /readyz tells the orchestrator (and whoever looks) what is wrong, until a push succeeds again.
+    let ready = http("GET", &collector.health, "/readyz", &[], b"").unwrap();
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    let body: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(body["status"], "failing", "{body}");
+    let problem = body["problems"]["exporter/loki"].as_str().unwrap_or("");
+    assert!(problem.contains("401 Unauthorized"), "{body}");
+    post(&collector, &logs("auth", &[(now_ns(), "b".into())]));
+    assert!(
+        eventually(WAIT, || loki.entry_count() == 1),
+        "{}",
+        collector.log()
+    );
+    assert!(
+        eventually(WAIT, || http("GET", &collector.health, "/readyz", &[], b"")
+            .is_ok_and(|r| r.status == 200)),
+        "{}",
+        collector.log()
+    );
     assert_eq!(collector.stop().code(), Some(3), "{}", collector.log());
     assert!(
         collector.log().contains("auth.bearer_token"),
@@ -499,4 +518,130 @@ fn unauthorized_and_not_found_say_what_to_fix() {
         collector.log()
     );
     assert_eq!(wrong.entry_count(), 0);
+}
+
+/// The OpenTelemetry Python SDK logs inside spans through `mask` and `loki`: every record arrives once, in order
+/// per stream, labelled by service, environment and level, with its span's trace id as structured metadata and
+/// without the e-mail address it carried.
+#[test]
+fn python_sdk_logs_reach_loki_once_in_order_with_their_trace_ids_and_no_pii() {
+    const RECORDS: usize = 200;
+    let loki = FakeLoki::start(256 * 1024);
+    let text = config(&loki, "  nop: {}").replace(
+        "    logs: {receivers",
+        "    traces: {receivers: [otlp], exporters: [nop]}\n    logs: {receivers",
+    );
+    let mut collector = Collector::start(&text);
+    let output = Command::new(vigil_e2e::python())
+        .arg(workspace_root().join("tests/python/send_logs_to_loki.py"))
+        .arg(&collector.grpc)
+        .arg(RECORDS.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "python client failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        collector.log()
+    );
+    let trace_ids: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        eventually(WAIT, || loki.entry_count() >= RECORDS),
+        "{} of {RECORDS}: {}",
+        loki.entry_count(),
+        collector.log()
+    );
+    assert_eq!(collector.stop().code(), Some(0), "{}", collector.log());
+
+    let streams = loki.streams();
+    let labels: Vec<&String> = streams.keys().collect();
+    assert_eq!(
+        labels,
+        [
+            "{deployment_environment=\"e2e\", level=\"error\", service_name=\"python-loki\"}",
+            "{deployment_environment=\"e2e\", level=\"info\", service_name=\"python-loki\"}",
+        ]
+    );
+    let mut seen = vec![0; RECORDS];
+    for entries in streams.values() {
+        assert!(
+            entries.windows(2).all(|w| w[0].timestamp <= w[1].timestamp),
+            "out of order"
+        );
+        for entry in entries {
+            let seq: usize = entry.metadata["seq"].parse().unwrap();
+            seen[seq] += 1;
+            assert_eq!(entry.line, format!("record {seq} for [REDACTED:email]"));
+            assert_eq!(
+                entry.metadata.get("trace_id").map(String::as_str),
+                trace_ids[seq.to_string()].as_str(),
+                "record {seq}"
+            );
+            assert!(
+                !format!("{:?}", entry.metadata).contains("example.com"),
+                "{entry:?}"
+            );
+        }
+    }
+    assert!(seen.iter().all(|&n| n == 1), "each record once: {seen:?}");
+}
+
+/// `encoding: otlp` sends the same streams to Loki 3's `/otlp/v1/logs`: with Loki's default OTLP settings the
+/// labels are the service and environment, while `service.instance.id` (which Loki would index if it came as a
+/// resource attribute) and `level` arrive as structured metadata; the log says how to make `level` a label.
+#[test]
+fn otlp_encoding_keeps_the_label_decisions_on_lokis_otlp_endpoint() {
+    let loki = FakeLoki::start(256 * 1024);
+    let mut collector = Collector::start(&config(&loki, "    encoding: otlp"));
+    post(
+        &collector,
+        &logs("otlp-client", &[(now_ns(), "through otlp".into())]),
+    );
+    assert!(
+        eventually(WAIT, || loki.entry_count() == 1),
+        "{:?}\n{}",
+        loki.requests(),
+        collector.log()
+    );
+    assert_eq!(collector.stop().code(), Some(0), "{}", collector.log());
+    let request = &loki.requests()[0];
+    assert_eq!(request.path, "/otlp/v1/logs");
+    assert_eq!(
+        request.content_type.as_deref(),
+        Some("application/x-protobuf")
+    );
+    assert_eq!(request.content_encoding.as_deref(), Some("gzip"));
+    assert_eq!(request.tenant.as_deref(), Some("team-a"));
+    let streams = loki.streams();
+    let (labels, entries) = streams.iter().next().unwrap();
+    assert_eq!(
+        labels,
+        "{deployment_environment=\"e2e\", service_name=\"otlp-client\"}"
+    );
+    let entry = &entries[0];
+    assert_eq!(entry.line, "through otlp");
+    for (key, value) in [
+        ("level", "info"),
+        (
+            "service_instance_id",
+            "c8a1f2e4-1d2b-4f5e-9a7b-0c3d2e1f4a5b",
+        ),
+        ("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+        ("span_id", "00f067aa0ba902b7"),
+        ("severity_text", "INFO"),
+        ("component", "loader"),
+        ("scope_name", "e2e"),
+    ] {
+        assert_eq!(
+            entry.metadata.get(key).map(String::as_str),
+            Some(value),
+            "{key}: {:?}",
+            entry.metadata
+        );
+    }
+    assert!(
+        collector.log().contains("index_label"),
+        "{}",
+        collector.log()
+    );
 }

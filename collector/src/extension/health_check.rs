@@ -1,5 +1,6 @@
 //! Extension `health_check`: `GET /healthz` (the process serves requests) and `GET /readyz` (pipelines are
-//! running and not shutting down), answered with JSON.
+//! running, not shutting down, and no component reports a problem only a person can fix, such as an exporter
+//! whose backend answers 401), answered with JSON: `{"status":"failing","problems":{"exporter/loki":"…"}}`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +12,8 @@ use http_body_util::Full;
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::telemetry::Problems;
 
 /// `extensions.health_check`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -58,6 +61,7 @@ fn json(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 pub async fn start(
     config: &HealthCheckConfig,
     readiness: Readiness,
+    problems: Problems,
     shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, String> {
     let listener = crate::net::bind("extension health_check", &config.endpoint).await?;
@@ -67,11 +71,21 @@ pub async fn start(
         None,
         move |request| {
             let ready = readiness.get();
+            let problems = problems.list();
             async move {
                 match request.uri().path() {
                     "/healthz" | "/" => json(StatusCode::OK, r#"{"status":"ok"}"#),
-                    "/readyz" if ready => json(StatusCode::OK, r#"{"status":"ready"}"#),
-                    "/readyz" => json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not ready"}"#),
+                    "/readyz" if ready && problems.is_empty() => {
+                        json(StatusCode::OK, r#"{"status":"ready"}"#)
+                    }
+                    "/readyz" => json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &serde_json::json!({
+                            "status": if ready { "failing" } else { "not ready" },
+                            "problems": problems,
+                        })
+                        .to_string(),
+                    ),
                     other => crate::net::text(
                         StatusCode::NOT_FOUND,
                         format!("unknown path `{other}`: use /healthz or /readyz"),

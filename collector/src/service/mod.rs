@@ -211,7 +211,13 @@ pub async fn start(mut config: Config) -> Result<Running, String> {
         match config.extensions.get(id) {
             Some(ExtensionConfig::HealthCheck(c)) => {
                 side_tasks.push(
-                    health_check::start(c, readiness.clone(), side_shutdown_rx.clone()).await?,
+                    health_check::start(
+                        c,
+                        readiness.clone(),
+                        registry.problems().clone(),
+                        side_shutdown_rx.clone(),
+                    )
+                    .await?,
                 );
             }
             None => return Err(format!("extension `{id}` is not defined")),

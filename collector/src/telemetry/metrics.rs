@@ -73,10 +73,40 @@ struct Family {
     series: BTreeMap<String, Series>,
 }
 
-/// All self-metrics of one collector process.
+/// All self-metrics of one collector process, and the problems its components report.
 #[derive(Clone, Default)]
 pub struct Registry {
     families: Arc<Mutex<BTreeMap<&'static str, Family>>>,
+    problems: Problems,
+}
+
+/// Problems components report that only a person can fix (a refused credential, a wrong endpoint): shown on
+/// `/readyz` until the component works again.
+#[derive(Clone, Debug, Default)]
+pub struct Problems(Arc<Mutex<BTreeMap<String, String>>>);
+
+impl Problems {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `component` (`exporter/loki`) has `problem`; a later report replaces it.
+    pub fn report(&self, component: &str, problem: &str) {
+        self.lock()
+            .insert(component.to_string(), problem.to_string());
+    }
+
+    /// `component` works again.
+    pub fn clear(&self, component: &str) {
+        self.lock().remove(component);
+    }
+
+    /// Every open problem, by component.
+    pub fn list(&self) -> BTreeMap<String, String> {
+        self.lock().clone()
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -101,6 +131,11 @@ fn label_text(labels: &[(&str, &str)]) -> String {
 }
 
 impl Registry {
+    /// The problems components report, shown on `/readyz`.
+    pub fn problems(&self) -> &Problems {
+        &self.problems
+    }
+
     fn with_family<T>(
         &self,
         name: &'static str,

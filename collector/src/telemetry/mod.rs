@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::Full;
-pub use metrics::{Counter, Histogram, Registry};
+pub use metrics::{Counter, Histogram, Problems, Registry};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

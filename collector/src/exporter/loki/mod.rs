@@ -20,6 +20,7 @@
 //! One consumer by default: entries of a stream must reach Loki in order.
 
 pub mod labels;
+pub mod otlp;
 pub mod response;
 pub mod translate;
 
@@ -61,6 +62,9 @@ pub enum LokiEncoding {
     Protobuf,
     /// The JSON push body, gzip-compressed unless `compression: none`.
     Json,
+    /// OTLP/HTTP protobuf to Loki 3's native `/otlp/v1/logs`, gzip-compressed unless `compression: none`; the
+    /// same streams expressed as resources (see [`otlp`]).
+    Otlp,
 }
 
 /// How each log line is written.
@@ -141,7 +145,7 @@ pub struct LokiAuth {
 pub struct LokiExporterConfig {
     /// Loki's base URL (`http://loki:3100`); the push path is appended unless the URL already ends with it.
     pub endpoint: String,
-    /// `protobuf` (default) or `json`.
+    /// `protobuf` (default), `json`, or `otlp` (Loki 3's `/otlp/v1/logs`).
     pub encoding: LokiEncoding,
     /// Tenant sent as `X-Scope-OrgID` (Loki's `auth_enabled: true`, the default, requires one).
     pub tenant_id: Option<String>,
@@ -225,13 +229,17 @@ impl Default for LokiExporterConfig {
 }
 
 impl LokiExporterConfig {
-    /// The push URL.
+    /// The URL pushes go to: the push API's, or the OTLP endpoint's with `encoding: otlp`.
     pub fn push_url(&self) -> String {
+        let path = match self.encoding {
+            LokiEncoding::Otlp => otlp::OTLP_PATH,
+            LokiEncoding::Protobuf | LokiEncoding::Json => PUSH_PATH,
+        };
         let base = self.endpoint.trim_end_matches('/');
-        if base.ends_with(PUSH_PATH) {
+        if base.ends_with(path) {
             base.to_string()
         } else {
-            format!("{base}{PUSH_PATH}")
+            format!("{base}{path}")
         }
     }
 
@@ -307,10 +315,10 @@ impl LokiExporterConfig {
                 "must be longer than 0s",
             );
         }
-        if self.compression == Compression::Zstd {
+        if self.compression == Compression::Zstd && self.encoding != LokiEncoding::Otlp {
             check.error(
                 &format!("{path}.compression"),
-                "Loki's push API accepts `gzip` or `none` (protobuf bodies are always snappy)",
+                "Loki's push API accepts `gzip` or `none` (protobuf bodies are always snappy); `zstd` is for `encoding: otlp`",
             );
         }
         if self.auth.bearer_token.is_some()
@@ -377,7 +385,7 @@ pub struct LokiExporter {
     url: Uri,
     headers: Vec<(HeaderName, HeaderValue)>,
     encoding: LokiEncoding,
-    gzip: bool,
+    compression: Compression,
     timeout: Duration,
     retry: RetrySettings,
     counters: Counters,
@@ -408,6 +416,21 @@ impl LokiExporter {
             value.set_sensitive(true);
             headers.push((header::AUTHORIZATION, value));
         }
+        if config.encoding == LokiEncoding::Otlp {
+            let missing = otlp::missing_index_config(
+                config.labels.level,
+                &config.labels.resource,
+                &config.labels.attributes,
+            );
+            if !missing.is_empty() {
+                tracing::warn!(
+                    exporter = id,
+                    "encoding: otlp: Loki makes labels of {missing:?} only if its configuration says so; add to Loki's \
+                     `limits_config`: `otlp_config: {{resource_attributes: {{attributes_config: [{{action: index_label, \
+                     attributes: {missing:?}}}]}}}}`, or set `labels.level: false` and drop them from `labels`"
+                );
+            }
+        }
         let state = Arc::new(Mutex::new(StreamState::default()));
         let streams = state.clone();
         registry.gauge_fn(
@@ -428,7 +451,7 @@ impl LokiExporter {
             url,
             headers,
             encoding: config.encoding,
-            gzip: config.compression == Compression::Gzip,
+            compression: config.compression,
             timeout: config.timeout,
             retry: config.retry_on_failure.clone(),
             counters: Counters {
@@ -473,7 +496,7 @@ impl LokiExporter {
         &self,
         push: &TenantPush,
     ) -> Result<(Bytes, Vec<(HeaderName, HeaderValue)>), ExportError> {
-        let (body, content_type, encoding) = match self.encoding {
+        let (raw, content_type) = match self.encoding {
             LokiEncoding::Protobuf => {
                 let mut raw = Vec::with_capacity(push.push.byte_len() + 1024);
                 push.push.encode_protobuf(&mut raw);
@@ -482,7 +505,8 @@ impl LokiExporter {
                         message: format!("snappy compression failed: {e}"),
                     }
                 })?;
-                (compressed, "application/x-protobuf", None)
+                // Snappy is part of the push API's protobuf format, not a Content-Encoding.
+                (compressed, "application/x-protobuf")
             }
             LokiEncoding::Json => {
                 let mut raw = Vec::new();
@@ -496,20 +520,35 @@ impl LokiExporter {
                     },
                     &mut raw,
                 );
-                if self.gzip {
-                    let mut encoder =
-                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                    let gz = encoder
-                        .write_all(&raw)
-                        .and_then(|()| encoder.finish())
-                        .map_err(|e| ExportError::Permanent {
-                            message: format!("gzip failed: {e}"),
-                        })?;
-                    (gz, "application/json", Some("gzip"))
-                } else {
-                    (raw, "application/json", None)
-                }
+                (raw, "application/json")
             }
+            LokiEncoding::Otlp => (
+                otlp::to_request(push, &self.translator).encode_to_vec(),
+                "application/x-protobuf",
+            ),
+        };
+        let compression = match self.encoding {
+            LokiEncoding::Protobuf => Compression::None,
+            LokiEncoding::Json | LokiEncoding::Otlp => self.compression,
+        };
+        let failed = |what: &str, e: std::io::Error| ExportError::Permanent {
+            message: format!("{what} failed: {e}"),
+        };
+        let (body, encoding) = match compression {
+            Compression::None => (raw, None),
+            Compression::Gzip => {
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                let gz = encoder
+                    .write_all(&raw)
+                    .and_then(|()| encoder.finish())
+                    .map_err(|e| failed("gzip", e))?;
+                (gz, Some("gzip"))
+            }
+            Compression::Zstd => (
+                zstd::bulk::compress(&raw, 1).map_err(|e| failed("zstd", e))?,
+                Some("zstd"),
+            ),
         };
         let mut headers = vec![(header::CONTENT_TYPE, HeaderValue::from_static(content_type))];
         if let Some(encoding) = encoding {
@@ -588,6 +627,13 @@ impl LokiExporter {
                     first_line(&text)
                 ),
             }),
+            StatusCode::NOT_FOUND if self.encoding == LokiEncoding::Otlp => {
+                Err(ExportError::Permanent {
+                    message: format!(
+                        "POST {url}: 404 Not Found: nothing serves Loki's OTLP endpoint here; Loki before 3.0 has none (use `encoding: protobuf`), and `endpoint` should be Loki's base URL such as http://loki:3100"
+                    ),
+                })
+            }
             StatusCode::NOT_FOUND => Err(ExportError::Permanent {
                 message: format!(
                     "POST {url}: 404 Not Found: nothing serves Loki's push API here; `endpoint` should be Loki's base URL such as http://loki:3100"
@@ -647,6 +693,13 @@ impl Exporter for LokiExporter {
                         if matches!(&error, ExportError::Retryable { message, .. } if message.contains(RATE_LIMITED))
                         {
                             self.counters.rejected("rate_limited").add(n);
+                        }
+                        if let ExportError::Permanent { message } = &error {
+                            // 401, 403, 404: only a person can fix these; /readyz says so until a push succeeds.
+                            self.counters
+                                .registry
+                                .problems()
+                                .report(&super::worker::problem_key(&self.counters.id), message);
                         }
                         tracing::error!(%error, entries = n, "Loki push failed; giving up on it");
                         lost += n;

@@ -709,3 +709,97 @@ fn logfmt_quotes_only_what_needs_it() {
         r#"msg=done plain=ok space="a b" equals="a=b" quote="a\"b" control="a\tb" empty="""#
     );
 }
+
+/// `encoding: otlp`: one resource per stream, its attributes the stream's labels under their attribute names,
+/// ids back in the record's own fields, every other value a log attribute.
+#[test]
+fn otlp_requests_carry_the_streams_as_resources() {
+    let config = LokiExporterConfig {
+        labels: super::LabelsConfig {
+            attributes: vec!["component".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let translator = Translator::new(&config);
+    let mut info = record(NOW - 2, "second", vec![text("component", "db")]);
+    info.severity_number = 9;
+    info.severity_text = "INFO".into();
+    let mut error = record(NOW - 1, "boom", vec![text("component", "db")]);
+    error.span_id = vec![1, 2, 3];
+    let mut early = record(NOW - 3, "first", vec![text("component", "db")]);
+    early.severity_number = 9;
+    let (pushes, _) = translator.translate(
+        &[request(
+            vec![text("service.name", "api"), text("k8s.pod.name", "api-7f9")],
+            vec![info, error, early],
+        )],
+        &mut StreamState::default(),
+        NOW,
+    );
+    let otlp = super::otlp::to_request(&pushes[0], &translator);
+    let mut resources: Vec<_> = otlp
+        .resource_logs
+        .iter()
+        .map(|r| {
+            let attributes: Vec<(String, String)> = r
+                .resource
+                .as_ref()
+                .unwrap()
+                .attributes
+                .iter()
+                .map(|kv| {
+                    (
+                        kv.key.clone(),
+                        super::translate::any_text(kv.value.as_ref().unwrap()),
+                    )
+                })
+                .collect();
+            (attributes, &r.scope_logs[0].log_records)
+        })
+        .collect();
+    resources.sort_by(|a, b| a.0.cmp(&b.0));
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        resources[0].0,
+        pairs(&[
+            ("component", "db"),
+            ("level", "error"),
+            ("service.name", "api")
+        ])
+    );
+    assert_eq!(
+        resources[1].0,
+        pairs(&[
+            ("component", "db"),
+            ("level", "info"),
+            ("service.name", "api")
+        ])
+    );
+    let infos = resources[1].1;
+    let bodies: Vec<String> = infos
+        .iter()
+        .map(|r| super::translate::any_text(r.body.as_ref().unwrap()))
+        .collect();
+    assert_eq!(
+        bodies,
+        ["first", "second"].map(String::from),
+        "sorted by time"
+    );
+    let second = &infos[1];
+    assert_eq!(second.time_unix_nano, (NOW - 2) as u64);
+    assert_eq!(second.trace_id, vec![0xab; 16]);
+    assert_eq!(second.span_id, vec![0xcd; 8]);
+    assert_eq!(second.severity_text, "INFO");
+    let attributes: Vec<&str> = second.attributes.iter().map(|kv| kv.key.as_str()).collect();
+    assert!(attributes.contains(&"k8s_pod_name"), "{attributes:?}");
+    assert!(!attributes.contains(&"trace_id"), "{attributes:?}");
+    // A span id that is not 8 bytes is not an id Loki can take back: it stays an attribute.
+    let boom = &resources[0].1[0];
+    assert!(boom.span_id.is_empty());
+    assert!(boom.attributes.iter().any(|kv| kv.key == "span_id"));
+}

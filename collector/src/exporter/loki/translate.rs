@@ -154,6 +154,17 @@ impl Translator {
         }
     }
 
+    /// The attribute a stream label was made from (`service_name` → `service.name`), which is the name Loki's
+    /// OTLP endpoint must be given to make the same label; `level` and unknown names stay as they are.
+    pub fn attribute_of<'a>(&'a self, label: &'a str) -> &'a str {
+        self.resource_labels
+            .iter()
+            .chain(&self.optional_resource_labels)
+            .chain(&self.record_labels)
+            .find(|(_, name)| name == label)
+            .map_or(label, |(key, _)| key.as_str())
+    }
+
     /// Turns `requests` into pushes (per tenant, bounded by bytes and entries, entries sorted per stream) and
     /// applies the timestamp rules against `state`. `now` is in nanoseconds since the epoch.
     pub fn translate(

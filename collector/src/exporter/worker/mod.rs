@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::{ExportError, Exporter, QueueSettings, RetrySettings};
 use crate::pipeline::queue::{BoundedQueue, QueueGauges, QueueReceiver};
 use crate::pipeline::{Batch, BoxFuture};
-use crate::telemetry::{Counter, Registry};
+use crate::telemetry::{Counter, Problems, Registry};
 
 struct Accounts {
     sent: Counter,
@@ -107,6 +107,8 @@ impl ExporterWorker {
             let consumer = Consumer {
                 consumers,
                 id: id.to_string(),
+                component: problem_key(id),
+                problems: registry.problems().clone(),
                 exporter: exporter.clone(),
                 receiver: receiver.clone(),
                 retry: retry.clone(),
@@ -163,10 +165,22 @@ impl ExporterWorker {
     }
 }
 
+/// The name an exporter's problems are reported under on `/readyz`: `exporter/<id>`, or `connector/<id>`.
+pub fn problem_key(id: &str) -> String {
+    if id.starts_with("connector/") {
+        id.to_string()
+    } else {
+        format!("exporter/{id}")
+    }
+}
+
 struct Consumer {
     /// How many consumers share the receiver.
     consumers: usize,
     id: String,
+    /// Where this exporter's problems are reported.
+    component: String,
+    problems: Problems,
     exporter: Arc<dyn Exporter>,
     receiver: Arc<Mutex<QueueReceiver>>,
     retry: RetrySettings,
@@ -216,6 +230,9 @@ impl Consumer {
         loop {
             match self.exporter.export(batch).await {
                 Ok(exported) => {
+                    if exported.rejected == 0 {
+                        self.problems.clear(&self.component);
+                    }
                     let rejected = exported.rejected.min(batch.items);
                     self.accounts.sent.add(batch.items - rejected);
                     if rejected > 0 {
@@ -247,6 +264,7 @@ impl Consumer {
                     return;
                 }
                 Err(ExportError::Permanent { message }) => {
+                    self.problems.report(&self.component, &message);
                     self.accounts.permanent_error.add(batch.items);
                     tracing::error!(
                         exporter = %self.id, items = batch.items, error = %message,

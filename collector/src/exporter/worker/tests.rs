@@ -292,3 +292,32 @@ async fn a_poisoned_batch_costs_only_the_poisoned_request() {
     assert_eq!(dropped(&registry, "undecodable"), 1);
     assert_eq!(dropped(&registry, "permanent_error"), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_error_is_a_problem_on_readyz_until_an_export_succeeds() {
+    let permanent = || {
+        Err(ExportError::Permanent {
+            message: "401 Unauthorized".into(),
+        })
+    };
+    let (registry, _) = run(vec![permanent()], &[1]).await;
+    assert_eq!(
+        registry
+            .problems()
+            .list()
+            .get("exporter/x")
+            .map(String::as_str),
+        Some("401 Unauthorized")
+    );
+    let partial = Ok(Exported {
+        rejected: 1,
+        message: "one refused".into(),
+    });
+    let (registry, _) = run(vec![permanent(), partial], &[1, 2]).await;
+    assert!(
+        registry.problems().list().contains_key("exporter/x"),
+        "a partial success does not clear it"
+    );
+    let (registry, _) = run(vec![permanent()], &[1, 2]).await;
+    assert!(registry.problems().list().is_empty());
+}
