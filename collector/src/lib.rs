@@ -24,6 +24,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod alert;
 pub mod config;
 pub mod connector;
 pub mod exporter;

@@ -605,6 +605,8 @@ pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     }
 }
 
+pub mod alerting;
+pub mod http_server;
 pub mod loki;
 
 /// Builds OTLP requests whose span ids encode `(request, index)`, so tests can check every span arrived once.

@@ -23,10 +23,10 @@
 //! Scripted answers (`FakeLoki::answer_next`) come first, for rate limits and outages; they store nothing.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 use vigil_proto::loki::PushRequest;
@@ -90,12 +90,12 @@ impl FakeLoki {
             ..State::default()
         }));
         let shared = state.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let state = shared.clone();
-                std::thread::spawn(move || serve(stream, &state));
-            }
-        });
+        crate::http_server::serve(
+            listener,
+            Arc::new(move |request_line, headers, body| {
+                handle(request_line, headers, body, &shared)
+            }),
+        );
         FakeLoki { url, state }
     }
 
@@ -121,65 +121,6 @@ impl FakeLoki {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-fn serve(stream: TcpStream, state: &Mutex<State>) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(write_half) = stream.try_clone() else {
-        return;
-    };
-    let mut writer = write_half;
-    let mut reader = BufReader::new(stream);
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut headers: HashMap<String, String> = HashMap::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
-            }
-        }
-        let length: usize = headers
-            .get("content-length")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let (status, answer) = handle(&request_line, &headers, &body, state);
-        let reason = match status {
-            204 => "No Content",
-            400 => "Bad Request",
-            429 => "Too Many Requests",
-            _ => "Error",
-        };
-        let mut response = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: ");
-        let text = if answer.is_empty() {
-            String::new()
-        } else {
-            format!("{answer}\n")
-        };
-        response.push_str(&format!("{}\r\n", text.len()));
-        if !text.is_empty() {
-            response.push_str("Content-Type: text/plain; charset=utf-8\r\n");
-        }
-        response.push_str("\r\n");
-        response.push_str(&text);
-        if writer.write_all(response.as_bytes()).is_err() {
-            return;
-        }
     }
 }
 

@@ -29,6 +29,9 @@ pub fn sorted(mut labels: Labels) -> Labels {
     labels
 }
 
+/// A series and its samples, oldest first.
+pub type SeriesRef<'a> = (&'a Labels, &'a VecDeque<(i64, f64)>);
+
 struct Stored {
     labels: Labels,
     samples: VecDeque<(i64, f64)>,
@@ -111,7 +114,7 @@ impl Tsdb {
     pub fn select<'a>(
         &'a self,
         name: Option<&str>,
-    ) -> Box<dyn Iterator<Item = (&'a Labels, &'a VecDeque<(i64, f64)>)> + 'a> {
+    ) -> Box<dyn Iterator<Item = SeriesRef<'a>> + 'a> {
         match name {
             Some(name) => Box::new(
                 self.by_name
@@ -167,11 +170,11 @@ mod tests {
         assert_eq!(db.append(a.clone(), 70_000, 4.0), Appended::Stored);
         let samples: Vec<_> = db.select(Some("up")).flat_map(|(_, s)| s.clone()).collect();
         assert_eq!(samples, [(30_000, 3.0), (70_000, 4.0)]);
-        assert_eq!(db.append(series("up", &[("job", "b")]), 0, 1.0), Appended::Stored);
         assert_eq!(
-            db.append(series("other", &[]), 0, 1.0),
-            Appended::OverCap
+            db.append(series("up", &[("job", "b")]), 0, 1.0),
+            Appended::Stored
         );
+        assert_eq!(db.append(series("other", &[]), 0, 1.0), Appended::OverCap);
         assert_eq!(db.len(), 2);
         db.compact(100_000);
         assert_eq!(db.len(), 1, "job=b had only an old sample");

@@ -48,6 +48,8 @@ impl Exporter for ConnectorExporter {
 pub enum ConnectorConfig {
     /// `spanmetrics`: request rate, errors and duration (RED) metrics from spans.
     SpanMetrics(spanmetrics::SpanMetricsConfig),
+    /// `alerting`: alerting and recording rules over metrics, with notifications.
+    Alerting(Box<crate::alert::AlertingConfig>),
 }
 
 impl ConnectorConfig {
@@ -59,10 +61,15 @@ impl ConnectorConfig {
                 config.validate(check, path);
                 Some(ConnectorConfig::SpanMetrics(config))
             }
+            "alerting" => {
+                let mut config: crate::alert::AlertingConfig = check.decode(path, value)?;
+                config.validate(check, path);
+                Some(ConnectorConfig::Alerting(Box::new(config)))
+            }
             other => {
                 check.error(
                     path,
-                    format!("unknown connector type `{other}`; known types: spanmetrics"),
+                    format!("unknown connector type `{other}`; known types: spanmetrics, alerting"),
                 );
                 None
             }
@@ -73,13 +80,14 @@ impl ConnectorConfig {
     pub fn input(&self) -> Signal {
         match self {
             ConnectorConfig::SpanMetrics(_) => Signal::Traces,
+            ConnectorConfig::Alerting(_) => Signal::Metrics,
         }
     }
 
     /// The signal it produces (it is listed as a receiver of pipelines of this signal).
     pub fn output(&self) -> Signal {
         match self {
-            ConnectorConfig::SpanMetrics(_) => Signal::Metrics,
+            ConnectorConfig::SpanMetrics(_) | ConnectorConfig::Alerting(_) => Signal::Metrics,
         }
     }
 
@@ -87,15 +95,23 @@ impl ConnectorConfig {
     pub fn queue(&self) -> &QueueSettings {
         match self {
             ConnectorConfig::SpanMetrics(c) => &c.sending_queue,
+            ConnectorConfig::Alerting(c) => &c.sending_queue,
         }
     }
 
     /// Builds it.
-    pub fn build(&self, id: &ComponentId, registry: &Registry) -> Arc<dyn Connector> {
-        match self {
+    pub fn build(
+        &self,
+        id: &ComponentId,
+        registry: &Registry,
+    ) -> Result<Arc<dyn Connector>, String> {
+        Ok(match self {
             ConnectorConfig::SpanMetrics(c) => {
                 Arc::new(spanmetrics::SpanMetrics::new(c, &id.to_string(), registry))
             }
-        }
+            ConnectorConfig::Alerting(c) => {
+                Arc::new(crate::alert::Alerting::new(c, &id.to_string(), registry)?)
+            }
+        })
     }
 }

@@ -96,7 +96,7 @@ pub async fn start(mut config: Config) -> Result<Running, String> {
     let mut connectors = BTreeMap::new();
     let mut connector_workers = BTreeMap::new();
     for (id, connector_config) in &config.connectors {
-        let connector = connector_config.build(id, &registry);
+        let connector = connector_config.build(id, &registry)?;
         let worker = ExporterWorker::start(
             &format!("connector/{id}"),
             Box::new(ConnectorExporter(connector.clone())),

@@ -727,6 +727,7 @@ fn otlp_requests_carry_the_streams_as_resources() {
     info.severity_text = "INFO".into();
     let mut error = record(NOW - 1, "boom", vec![text("component", "db")]);
     error.span_id = vec![1, 2, 3];
+    error.trace_id = vec![7; 8];
     let mut early = record(NOW - 3, "first", vec![text("component", "db")]);
     early.severity_number = 9;
     let (pushes, _) = translator.translate(
@@ -802,4 +803,9 @@ fn otlp_requests_carry_the_streams_as_resources() {
     let boom = &resources[0].1[0];
     assert!(boom.span_id.is_empty());
     assert!(boom.attributes.iter().any(|kv| kv.key == "span_id"));
+    assert!(
+        boom.trace_id.is_empty(),
+        "an 8-byte trace id is not a trace id"
+    );
+    assert!(boom.attributes.iter().any(|kv| kv.key == "trace_id"));
 }

@@ -1,0 +1,625 @@
+//! Connector `alerting`: evaluates alerting and recording rules on the metrics of the pipelines that list it as
+//! an exporter, notifies channels, and produces `ALERTS`, `ALERTS_FOR_STATE` and the recorded series into the
+//! metrics pipelines that list it as a receiver (usually the one with the `prometheus` exporter).
+//!
+//! ```yaml
+//! connectors:
+//!   alerting:
+//!     rule_files: [configs/monitoring/alerts.yaml, configs/monitoring/recording.yaml]
+//!     evaluation_interval: 15s
+//!     channels:
+//!       slack: {type: slack, url: "${env:VIGIL_SLACK_WEBHOOK_URL}"}
+//!       alertmanager: {type: alertmanager, url: "${env:VIGIL_ALERTMANAGER_URL}"}
+//!     route: {channels: [alertmanager], group_by: [alertname], group_wait: 30s}
+//! service:
+//!   pipelines:
+//!     metrics: {receivers: [otlp], processors: [batch], exporters: [alerting]}
+//!     metrics/alerts: {receivers: [alerting], exporters: [prometheus]}
+//! ```
+//!
+//! Data flow: each batch is translated to Prometheus series exactly as the `prometheus` exporter names them
+//! ([`crate::exporter::prometheus::store`]), and their samples kept in [`tsdb`] for as long as the rules look
+//! back. Every group is evaluated at its interval ([`promql`]); alert instances move through the states of
+//! [`state`]; [`notify`] routes, groups and delivers.
+//!
+//! Folders: [`rules`] (loading both rule formats), [`promql`] (evaluation), [`state`], [`template`]
+//! (annotations), [`notify`] (channels and routing), [`tsdb`] (samples).
+
+pub mod notify;
+pub mod promql;
+pub mod rules;
+pub mod state;
+pub mod template;
+pub mod tsdb;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use serde::Deserialize;
+use tokio::sync::watch;
+use vigil_proto::otlp::Signal;
+use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+use vigil_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
+use vigil_proto::otlp::metrics::v1::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+};
+use vigil_proto::otlp::resource::v1::Resource;
+
+use crate::config::Checker;
+use crate::connector::Connector;
+use crate::exporter::prometheus::render::to_classic;
+use crate::exporter::prometheus::store::{Changed, SeriesValue, Store, StoreSettings};
+use crate::exporter::prometheus::{self, decode_batch};
+use crate::exporter::{ExportError, Exported, QueueSettings};
+use crate::pipeline::{Batch, BoxFuture, SharedConsumer};
+use crate::telemetry::{Counter, Registry};
+use notify::{ChannelConfig, Dispatcher, RoutingConfig};
+use promql::Sample;
+use rules::{Group, RuleKind};
+use state::{Alert, RuleState};
+use tsdb::{Labels, NAME, Tsdb, label};
+
+/// `connectors.alerting`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingConfig {
+    /// Rule files: Prometheus rule files or the seed format (`alerts:`), relative to the working directory.
+    pub rule_files: Vec<String>,
+    /// How often groups without their own `interval` are evaluated.
+    #[serde(with = "crate::config::duration")]
+    pub evaluation_interval: Duration,
+    /// Where a rule's expression can be explored (a Prometheus that scrapes the collector): the base of each
+    /// notification's `generatorURL`.
+    pub external_url: String,
+    /// Most series kept for rules; samples of further series are dropped and counted.
+    pub max_series: usize,
+    /// Channels by name.
+    pub channels: BTreeMap<String, ChannelConfig>,
+    /// Routing, grouping and timing.
+    pub route: RoutingConfig,
+    /// The queue in front of it.
+    pub sending_queue: QueueSettings,
+    /// The rules, loaded by `validate`.
+    #[serde(skip)]
+    pub groups: Vec<Group>,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            rule_files: Vec::new(),
+            evaluation_interval: Duration::from_secs(15),
+            external_url: "http://localhost:9090".into(),
+            max_series: 100_000,
+            channels: BTreeMap::new(),
+            route: RoutingConfig::default(),
+            sending_queue: QueueSettings {
+                queue_size: 1000,
+                num_consumers: 1,
+            },
+            groups: Vec::new(),
+        }
+    }
+}
+
+impl AlertingConfig {
+    /// Loads the rule files and checks every reference; each problem names its file and line.
+    pub fn validate(&mut self, check: &mut Checker<'_>, path: &str) {
+        if self.evaluation_interval.is_zero() {
+            check.error(
+                &format!("{path}.evaluation_interval"),
+                "must be longer than 0s",
+            );
+        }
+        if self.max_series == 0 {
+            check.error(&format!("{path}.max_series"), "must be at least 1");
+        }
+        if self.rule_files.is_empty() {
+            check.error(
+                &format!("{path}.rule_files"),
+                "lists no rule file: name at least one (Prometheus rule files or the `alerts:` format)",
+            );
+        }
+        let env = |name: &str| std::env::var(name).ok();
+        for (i, file) in self.rule_files.iter().enumerate() {
+            let at = format!("{path}.rule_files[{i}]");
+            let text = match std::fs::read_to_string(file) {
+                Ok(text) => text,
+                Err(e) => {
+                    check.error(&at, format!("cannot read `{file}`: {e}"));
+                    continue;
+                }
+            };
+            match rules::load(Path::new(file), &text, &env) {
+                Ok(groups) => self.groups.extend(groups),
+                Err(errors) => check.error(&at, format!("\n{errors}")),
+            }
+        }
+        for (name, channel) in &self.channels {
+            channel.validate(check, &format!("{path}.channels.{name}"));
+        }
+        let defined: BTreeSet<&String> = self.channels.keys().collect();
+        let known = || {
+            if defined.is_empty() {
+                "none is defined".to_string()
+            } else {
+                format!(
+                    "defined: {}",
+                    defined
+                        .iter()
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        };
+        for group in &self.groups {
+            for rule in &group.rules {
+                if let RuleKind::Alert { channels, .. } = &rule.kind {
+                    for channel in channels {
+                        if !defined.contains(channel) {
+                            check.error(
+                                &format!("{path}.channels"),
+                                format!(
+                                    "rule `{}` ({}:{}) sends to channel `{channel}`, which is not defined under `{path}.channels` ({})",
+                                    rule.name(),
+                                    group.file,
+                                    rule.location.line,
+                                    known()
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let routes = self
+            .route
+            .channels
+            .iter()
+            .map(|c| (format!("{path}.route.channels"), c))
+            .chain(self.route.routes.iter().enumerate().flat_map(|(i, r)| {
+                r.channels
+                    .iter()
+                    .map(move |c| (format!("{path}.route.routes[{i}].channels"), c))
+            }));
+        for (at, channel) in routes {
+            if !defined.contains(channel) {
+                check.error(
+                    &at,
+                    format!(
+                        "channel `{channel}` is not defined under `{path}.channels` ({})",
+                        known()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// How long samples must be kept: the longest look-back of any rule, at least 10 minutes.
+    fn retention(&self) -> Duration {
+        let longest = self
+            .groups
+            .iter()
+            .flat_map(|g| &g.rules)
+            .map(|r| promql::reach_ms(&r.expr))
+            .max()
+            .unwrap_or(0);
+        Duration::from_millis(longest.max(600_000) as u64 + 60_000)
+    }
+}
+
+struct Counters {
+    dropped_samples: Counter,
+    failed_evaluations: Registry,
+}
+
+struct Engine {
+    db: Tsdb,
+    states: Vec<Vec<RuleState>>,
+    next_due: Vec<i64>,
+    dispatcher: Option<Dispatcher>,
+    /// Latest output per series, re-sent every evaluation (`ALERTS`, recorded series).
+    warned_over_cap: Option<i64>,
+}
+
+/// The running connector.
+pub struct Alerting {
+    config: AlertingConfig,
+    id: String,
+    store: Store,
+    engine: Mutex<Engine>,
+    outputs: OnceLock<Vec<SharedConsumer>>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    counters: Counters,
+    registry: Registry,
+}
+
+/// One sample as Prometheus would scrape it: name, value, and the `le` or `quantile` label it adds.
+type ScrapedSample = (String, f64, Option<(&'static str, String)>);
+
+/// The samples of one translated data point.
+fn samples_of(changed: &Changed<'_>) -> Vec<ScrapedSample> {
+    let name = changed.name;
+    let histogram = |h: &prometheus::store::Histogram| {
+        let mut out = Vec::new();
+        let mut cumulative = 0;
+        for (i, count) in h.counts.iter().enumerate() {
+            cumulative += count;
+            let le = h
+                .bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| template::format_float(*b));
+            out.push((
+                format!("{name}_bucket"),
+                cumulative as f64,
+                Some(("le", le)),
+            ));
+        }
+        out.push((format!("{name}_sum"), h.sum, None));
+        out.push((format!("{name}_count"), h.count as f64, None));
+        out
+    };
+    match &changed.series.value {
+        SeriesValue::Number(v) => vec![(name.to_string(), *v, None)],
+        SeriesValue::Histogram(h) => histogram(h),
+        SeriesValue::Exponential(e) => histogram(&to_classic(e)),
+        SeriesValue::Summary(s) => {
+            let mut out: Vec<_> = s
+                .quantiles
+                .iter()
+                .map(|(q, v)| {
+                    (
+                        name.to_string(),
+                        *v,
+                        Some(("quantile", template::format_float(*q))),
+                    )
+                })
+                .collect();
+            out.push((format!("{name}_sum"), s.sum, None));
+            out.push((format!("{name}_count"), s.count as f64, None));
+            out
+        }
+    }
+}
+
+impl Alerting {
+    /// A connector from its validated config.
+    pub fn new(config: &AlertingConfig, id: &str, registry: &Registry) -> Result<Self, String> {
+        let (stop, _) = watch::channel(false);
+        let rules_per_group = config
+            .groups
+            .iter()
+            .map(|g| g.rules.iter().map(|_| RuleState::default()).collect())
+            .collect();
+        let dispatcher = Dispatcher::start(
+            &config.channels,
+            &config.route,
+            &config.external_url,
+            config.evaluation_interval,
+            registry,
+        )?;
+        Ok(Alerting {
+            store: Store::new(StoreSettings {
+                max_series: config.max_series,
+                ..prometheus::PrometheusExporterConfig::default().store_settings()
+            }),
+            engine: Mutex::new(Engine {
+                db: Tsdb::new(config.retention(), config.max_series),
+                states: rules_per_group,
+                next_due: vec![0; config.groups.len()],
+                dispatcher: Some(dispatcher),
+                warned_over_cap: None,
+            }),
+            config: config.clone(),
+            id: id.to_string(),
+            outputs: OnceLock::new(),
+            stop,
+            task: Mutex::new(None),
+            counters: Counters {
+                dropped_samples: registry.counter(
+                    "vigil_alert_dropped_samples_total",
+                    "Samples the alerting connector did not keep because max_series was reached.",
+                    &[("connector", id)],
+                ),
+                failed_evaluations: registry.clone(),
+            },
+            registry: registry.clone(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps the samples of one OTLP request.
+    fn ingest(&self, request: &ExportMetricsServiceRequest, now: i64) {
+        let mut engine = self.lock();
+        let mut over_cap = 0;
+        self.store.ingest(request, &mut |changed| {
+            if changed.ended {
+                return;
+            }
+            let t = if changed.series.timestamp_ms > 0 {
+                changed.series.timestamp_ms
+            } else {
+                now
+            };
+            for (name, value, extra) in samples_of(&changed) {
+                let mut labels: Labels = changed.labels.to_vec();
+                labels.push((NAME.into(), name));
+                if let Some((k, v)) = extra {
+                    labels.push((k.into(), v));
+                }
+                if engine.db.append(tsdb::sorted(labels), t, value) == tsdb::Appended::OverCap {
+                    over_cap += 1;
+                }
+            }
+        });
+        if over_cap > 0 {
+            self.counters.dropped_samples.add(over_cap);
+            if engine.warned_over_cap.is_none_or(|at| now - at >= 60_000) {
+                engine.warned_over_cap = Some(now);
+                tracing::warn!(connector = %self.id, max_series = self.config.max_series,
+                    "alerting: series limit reached; samples of new series are dropped (vigil_alert_dropped_samples_total)");
+            }
+        }
+    }
+
+    /// Evaluates every group that is due at `now`, notifies, and returns the series to hand on.
+    fn evaluate(&self, now: i64) -> Vec<Sample> {
+        let mut engine = self.lock();
+        let engine = &mut *engine;
+        let mut out = Vec::new();
+        let mut any = false;
+        for (g, group) in self.config.groups.iter().enumerate() {
+            if now < engine.next_due[g] {
+                continue;
+            }
+            any = true;
+            let interval = group.interval.unwrap_or(self.config.evaluation_interval);
+            engine.next_due[g] = now + interval.as_millis() as i64;
+            let started = std::time::Instant::now();
+            for (r, rule) in group.rules.iter().enumerate() {
+                let samples = match promql::instant(&rule.expr, &engine.db, now) {
+                    Ok(samples) => samples,
+                    Err(error) => {
+                        self.counters
+                            .failed_evaluations
+                            .counter(
+                                "vigil_alert_rule_evaluation_failures_total",
+                                "Rule evaluations that failed (the rule's result is empty for that round).",
+                                &[("rule_group", &group.name), ("rule", rule.name())],
+                            )
+                            .add(1);
+                        tracing::warn!(rule = rule.name(), group = %group.name, %error, "rule evaluation failed");
+                        Vec::new()
+                    }
+                };
+                match &rule.kind {
+                    RuleKind::Record { name } => {
+                        for sample in samples {
+                            let mut labels = state::result_labels(&sample, &rule.labels);
+                            labels.push((NAME.into(), name.clone()));
+                            let labels = tsdb::sorted(labels);
+                            engine.db.append(labels.clone(), now, sample.value);
+                            out.push(Sample {
+                                labels,
+                                value: sample.value,
+                            });
+                        }
+                    }
+                    RuleKind::Alert { .. } => {
+                        engine.states[g][r].evaluate(rule, &samples, now);
+                    }
+                }
+            }
+            self.registry.gauge_fn(
+                "vigil_alert_rule_group_last_duration_seconds",
+                "How long the last evaluation of a rule group took.",
+                &[("rule_group", &group.name)],
+                {
+                    let seconds = started.elapsed().as_secs_f64();
+                    move || seconds
+                },
+            );
+        }
+        let alerts: Vec<&Alert> = engine
+            .states
+            .iter()
+            .flatten()
+            .flat_map(|s| s.active.values())
+            .collect();
+        if let Some(dispatcher) = engine.dispatcher.as_mut() {
+            dispatcher.tick(&alerts, now);
+        }
+        if any {
+            for state in engine.states.iter().flatten() {
+                out.extend(state.series());
+            }
+        }
+        if any {
+            engine.db.compact(now);
+        }
+        out
+    }
+
+    /// Hands `samples` on as OTLP gauges, one resource per `job`/`instance`.
+    async fn emit(&self, samples: Vec<Sample>, now: i64) {
+        let Some(outputs) = self.outputs.get() else {
+            return;
+        };
+        if samples.is_empty() {
+            return;
+        }
+        let points = samples.len() as u64;
+        let request = to_otlp(samples, now);
+        let batch = Batch::new(
+            Signal::Metrics,
+            Bytes::from(request.encode_to_vec()),
+            points,
+        );
+        for output in outputs {
+            if output.consume(batch.clone()).await.is_err() {
+                tracing::warn!(
+                    points,
+                    "alerting: a metrics pipeline is shut down; alert series not handed on"
+                );
+            }
+        }
+    }
+}
+
+fn text_value(text: &str) -> Option<AnyValue> {
+    Some(AnyValue {
+        value: Some(any_value::Value::StringValue(text.to_string())),
+    })
+}
+
+/// Samples as OTLP: `job` and `instance` back into the resource (`service.namespace`/`service.name`,
+/// `service.instance.id`), so the `prometheus` exporter gives them back the same labels.
+fn to_otlp(samples: Vec<Sample>, now: i64) -> ExportMetricsServiceRequest {
+    let mut resources: BTreeMap<(String, String), BTreeMap<String, Vec<NumberDataPoint>>> =
+        BTreeMap::new();
+    for sample in samples {
+        let job = label(&sample.labels, "job").unwrap_or("").to_string();
+        let instance = label(&sample.labels, "instance").unwrap_or("").to_string();
+        let name = label(&sample.labels, NAME).unwrap_or("").to_string();
+        let attributes = sample
+            .labels
+            .iter()
+            .filter(|(k, _)| k != NAME && k != "job" && k != "instance")
+            .map(|(k, v)| KeyValue {
+                key: k.clone(),
+                value: text_value(v),
+                ..KeyValue::default()
+            })
+            .collect();
+        resources
+            .entry((job, instance))
+            .or_default()
+            .entry(name)
+            .or_default()
+            .push(NumberDataPoint {
+                attributes,
+                time_unix_nano: (now as u64) * 1_000_000,
+                value: Some(number_data_point::Value::AsDouble(sample.value)),
+                ..NumberDataPoint::default()
+            });
+    }
+    let resource_metrics = resources
+        .into_iter()
+        .map(|((job, instance), metrics)| {
+            let mut attributes = Vec::new();
+            let (namespace, name) = match job.split_once('/') {
+                Some((ns, name)) => (Some(ns), name),
+                None => (None, job.as_str()),
+            };
+            if !name.is_empty() {
+                attributes.push(KeyValue {
+                    key: "service.name".into(),
+                    value: text_value(name),
+                    ..KeyValue::default()
+                });
+            }
+            if let Some(ns) = namespace {
+                attributes.push(KeyValue {
+                    key: "service.namespace".into(),
+                    value: text_value(ns),
+                    ..KeyValue::default()
+                });
+            }
+            if !instance.is_empty() {
+                attributes.push(KeyValue {
+                    key: "service.instance.id".into(),
+                    value: text_value(&instance),
+                    ..KeyValue::default()
+                });
+            }
+            ResourceMetrics {
+                resource: Some(Resource {
+                    attributes,
+                    ..Resource::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: metrics
+                        .into_iter()
+                        .map(|(name, data_points)| Metric {
+                            name,
+                            data: Some(metric::Data::Gauge(Gauge { data_points })),
+                            ..Metric::default()
+                        })
+                        .collect(),
+                    ..ScopeMetrics::default()
+                }],
+                ..ResourceMetrics::default()
+            }
+        })
+        .collect();
+    ExportMetricsServiceRequest { resource_metrics }
+}
+
+impl Connector for Alerting {
+    fn consume<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
+        Box::pin(async move {
+            let requests = decode_batch(batch)?;
+            let now = notify::payload::now_ms();
+            for request in &requests {
+                self.ingest(request, now);
+            }
+            Ok(Exported::default())
+        })
+    }
+
+    fn start(self: Arc<Self>, outputs: Vec<SharedConsumer>) {
+        if self.outputs.set(outputs).is_err() {
+            return;
+        }
+        let mut stopped = self.stop.subscribe();
+        let connector = self.clone();
+        // Groups are looked at every second (or every interval, if shorter); each runs when it is due, and
+        // the dispatcher's timers (group_wait…) are honoured to the second.
+        let shortest = self
+            .config
+            .groups
+            .iter()
+            .filter_map(|g| g.interval)
+            .chain([self.config.evaluation_interval, Duration::from_secs(1)])
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(shortest);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = crate::pipeline::raised(&mut stopped) => return,
+                    _ = ticks.tick() => {
+                        let now = notify::payload::now_ms();
+                        let samples = connector.evaluate(now);
+                        connector.emit(samples, now).await;
+                    }
+                }
+            }
+        });
+        *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.stop.send(true);
+            let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,404 @@
+//! Rule files: Prometheus rule files (`groups:` of alerting and recording rules) unchanged, and Vigil's seed
+//! format (`alerts: [{name, condition, severity, channels}]`), both read with every problem's line and column.
+//!
+//! In the seed format:
+//! * `severity` becomes the `severity` label and `channels` the channels the alert goes to;
+//! * `for`, `keep_firing_for`, `labels` and `annotations` may be added, as in Prometheus;
+//! * a condition of the form `name == 'value'` (or `!=`) compares a state set: it means
+//!   `name{status="value"} == 1` (or `== 0`), which is how the SDK exports `training.status`;
+//! * the file's rules form one group named after the file, evaluated at the connector's interval.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use promql_parser::parser::Expr;
+use serde::Deserialize;
+
+use super::promql::{self, QueryError};
+use crate::config::yaml::{self, Location};
+use crate::config::{ConfigError, ConfigErrors};
+
+/// An alerting or a recording rule.
+#[derive(Clone, Debug)]
+pub enum RuleKind {
+    /// `alert:`.
+    Alert {
+        /// The alert name (`alertname`).
+        name: String,
+        /// How long the condition must hold before the alert fires.
+        hold: Duration,
+        /// How long it keeps firing after the condition stops holding.
+        keep_firing_for: Duration,
+        /// Annotation templates.
+        annotations: BTreeMap<String, String>,
+        /// Channels named by the seed format's `channels:` (empty: routing decides).
+        channels: Vec<String>,
+    },
+    /// `record:`: the result is stored under this metric name.
+    Record {
+        /// The new metric name.
+        name: String,
+    },
+}
+
+/// One rule, parsed and checked.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// What it is.
+    pub kind: RuleKind,
+    /// The condition or the recorded expression.
+    pub expr: Expr,
+    /// The expression as written (after the seed rewrite), for `generatorURL` and exports.
+    pub expr_text: String,
+    /// Labels added to every result.
+    pub labels: BTreeMap<String, String>,
+    /// Where the rule is written.
+    pub location: Location,
+}
+
+impl Rule {
+    /// The alert or record name.
+    pub fn name(&self) -> &str {
+        match &self.kind {
+            RuleKind::Alert { name, .. } | RuleKind::Record { name } => name,
+        }
+    }
+}
+
+/// A group of rules evaluated together, in order.
+#[derive(Clone, Debug)]
+pub struct Group {
+    /// Group name.
+    pub name: String,
+    /// The file it came from.
+    pub file: String,
+    /// Its own interval, if set.
+    pub interval: Option<Duration>,
+    /// Rules in file order.
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromFile {
+    groups: Vec<PromGroup>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromGroup {
+    name: String,
+    #[serde(default, with = "crate::config::duration::option")]
+    interval: Option<Duration>,
+    #[serde(default)]
+    limit: Option<u64>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    rules: Vec<PromRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromRule {
+    #[serde(default)]
+    alert: Option<String>,
+    #[serde(default)]
+    record: Option<String>,
+    expr: String,
+    #[serde(default, rename = "for", with = "crate::config::duration::option")]
+    hold: Option<Duration>,
+    #[serde(default, with = "crate::config::duration::option")]
+    keep_firing_for: Option<Duration>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedFile {
+    alerts: Vec<SeedRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedRule {
+    name: String,
+    condition: String,
+    #[serde(default)]
+    severity: Option<String>,
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default, rename = "for", with = "crate::config::duration::option")]
+    hold: Option<Duration>,
+    #[serde(default, with = "crate::config::duration::option")]
+    keep_firing_for: Option<Duration>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// `name == 'value'` / `name != 'value'` (a whole condition) as a state-set comparison.
+pub fn rewrite_state_set(condition: &str) -> String {
+    let text = condition.trim();
+    for (op, wanted) in [("==", 1), ("!=", 0)] {
+        let Some((name, value)) = text.split_once(op) else {
+            continue;
+        };
+        let name = name.trim();
+        let value = value.trim();
+        let quoted = value.len() >= 2
+            && ((value.starts_with('\'') && value.ends_with('\''))
+                || (value.starts_with('"') && value.ends_with('"')));
+        let is_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if quoted && is_name {
+            let inner = &value[1..value.len() - 1];
+            return format!("{name}{{status={inner:?}}} == {wanted}");
+        }
+    }
+    text.to_string()
+}
+
+/// Reads one rule file (either format), with `env` for `${env:…}`.
+pub fn load(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Group>, ConfigErrors> {
+    let source = path.display().to_string();
+    let fail = |errors: Vec<ConfigError>| ConfigErrors {
+        source: source.clone(),
+        errors,
+    };
+    let error = |location: Location, path: &str, message: String| ConfigError {
+        location,
+        path: path.to_string(),
+        message,
+    };
+    let (tree, locations) = yaml::parse(text, env).map_err(|errors| {
+        fail(
+            errors
+                .into_iter()
+                .map(|e| error(e.location, "", e.message))
+                .collect(),
+        )
+    })?;
+    let decode_errors = |errors: Vec<yaml::DecodeError>| {
+        fail(
+            errors
+                .into_iter()
+                .map(|e| error(e.location, &e.path, e.message))
+                .collect(),
+        )
+    };
+    let mut errors = Vec::new();
+    let check_expr =
+        |errors: &mut Vec<ConfigError>, at: &str, rule: &str, text: &str| match promql::parse(text)
+        {
+            Ok(expr) => Some(expr),
+            Err(e) => {
+                let what = match e {
+                    QueryError::Parse(message) => {
+                        format!("rule `{rule}`: not valid PromQL: {message}")
+                    }
+                    unsupported => format!("rule `{rule}`: {unsupported}"),
+                };
+                errors.push(error(locations.find(at), at, what));
+                None
+            }
+        };
+    let mut groups = Vec::new();
+    if tree.get("alerts").is_some() {
+        let seed: SeedFile = yaml::decode_all(&tree, "", &locations).map_err(decode_errors)?;
+        let name = path.file_stem().map_or_else(
+            || "alerts".to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        let mut rules = Vec::new();
+        for (i, rule) in seed.alerts.into_iter().enumerate() {
+            let at = format!("alerts[{i}].condition");
+            let expr_text = rewrite_state_set(&rule.condition);
+            let Some(expr) = check_expr(&mut errors, &at, &rule.name, &expr_text) else {
+                continue;
+            };
+            let mut labels = rule.labels;
+            if let Some(severity) = rule.severity {
+                labels.insert("severity".into(), severity);
+            }
+            rules.push(Rule {
+                kind: RuleKind::Alert {
+                    name: rule.name,
+                    hold: rule.hold.unwrap_or_default(),
+                    keep_firing_for: rule.keep_firing_for.unwrap_or_default(),
+                    annotations: rule.annotations,
+                    channels: rule.channels,
+                },
+                expr,
+                expr_text,
+                labels,
+                location: locations.find(&format!("alerts[{i}]")),
+            });
+        }
+        groups.push(Group {
+            name,
+            file: source.clone(),
+            interval: None,
+            rules,
+        });
+    } else {
+        let file: PromFile = yaml::decode_all(&tree, "", &locations).map_err(decode_errors)?;
+        for (g, group) in file.groups.into_iter().enumerate() {
+            if group.limit.is_some_and(|l| l > 0) {
+                errors.push(error(
+                    locations.find(&format!("groups[{g}].limit")),
+                    &format!("groups[{g}].limit"),
+                    "`limit` is not supported by Vigil's rule evaluator".into(),
+                ));
+            }
+            let mut rules = Vec::new();
+            for (r, rule) in group.rules.into_iter().enumerate() {
+                let at = format!("groups[{g}].rules[{r}]");
+                let kind = match (rule.alert, rule.record) {
+                    (Some(name), None) => RuleKind::Alert {
+                        name,
+                        hold: rule.hold.unwrap_or_default(),
+                        keep_firing_for: rule.keep_firing_for.unwrap_or_default(),
+                        annotations: rule.annotations,
+                        channels: Vec::new(),
+                    },
+                    (None, Some(name)) => {
+                        if rule.hold.is_some() || !rule.annotations.is_empty() {
+                            errors.push(error(
+                                locations.find(&at),
+                                &at,
+                                format!("recording rule `{name}`: `for` and `annotations` belong to alerting rules"),
+                            ));
+                        }
+                        RuleKind::Record { name }
+                    }
+                    _ => {
+                        errors.push(error(
+                            locations.find(&at),
+                            &at,
+                            "a rule needs exactly one of `alert` and `record`".into(),
+                        ));
+                        continue;
+                    }
+                };
+                let name = match &kind {
+                    RuleKind::Alert { name, .. } | RuleKind::Record { name } => name.clone(),
+                };
+                let Some(expr) = check_expr(&mut errors, &format!("{at}.expr"), &name, &rule.expr)
+                else {
+                    continue;
+                };
+                let mut labels = group.labels.clone();
+                labels.extend(rule.labels);
+                rules.push(Rule {
+                    kind,
+                    expr,
+                    expr_text: rule.expr,
+                    labels,
+                    location: locations.find(&at),
+                });
+            }
+            groups.push(Group {
+                name: group.name,
+                file: source.clone(),
+                interval: group.interval,
+                rules,
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(groups)
+    } else {
+        errors.sort_by_key(|e| (e.location.line, e.location.column));
+        Err(fail(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn seed_state_set_conditions_compare_the_status_label() {
+        assert_eq!(
+            rewrite_state_set("training_status == 'failed'"),
+            "training_status{status=\"failed\"} == 1"
+        );
+        assert_eq!(
+            rewrite_state_set("training_status != \"ok\""),
+            "training_status{status=\"ok\"} == 0"
+        );
+        assert_eq!(rewrite_state_set("error_rate > 0.1"), "error_rate > 0.1");
+        assert_eq!(rewrite_state_set("a == b"), "a == b");
+        assert_eq!(rewrite_state_set("9a == 'x'"), "9a == 'x'");
+    }
+
+    #[test]
+    fn the_seed_format_loads_with_severity_and_channels() {
+        let text = "alerts:\n  - name: training_failed\n    condition: training_status == 'failed'\n    severity: error\n    channels: [email]\n    for: 1m\n";
+        let groups = load(Path::new("alerts.yaml"), text, &no_env).unwrap();
+        assert_eq!(groups[0].name, "alerts");
+        let rule = &groups[0].rules[0];
+        assert_eq!(rule.name(), "training_failed");
+        assert_eq!(rule.labels["severity"], "error");
+        assert_eq!(rule.location.line, 2);
+        let RuleKind::Alert { channels, hold, .. } = &rule.kind else {
+            panic!("an alert");
+        };
+        assert_eq!(channels, &["email"]);
+        assert_eq!(*hold, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn prometheus_files_load_with_group_labels_and_recording_rules() {
+        let text = "groups:\n  - name: g\n    interval: 30s\n    labels: {team: ml}\n    rules:\n      - record: job:errors:rate5m\n        expr: sum by (job) (rate(errors_total[5m]))\n      - alert: Errors\n        expr: job:errors:rate5m > 1\n        for: 5m\n        labels: {severity: page}\n        annotations: {summary: 'errors on {{ $labels.job }}'}\n";
+        let groups = load(Path::new("r.yaml"), text, &no_env).unwrap();
+        assert_eq!(groups[0].interval, Some(Duration::from_secs(30)));
+        assert!(matches!(groups[0].rules[0].kind, RuleKind::Record { .. }));
+        assert_eq!(groups[0].rules[1].labels["team"], "ml");
+        assert_eq!(groups[0].rules[1].labels["severity"], "page");
+    }
+
+    #[test]
+    fn errors_name_the_rule_file_line_and_construct() {
+        let text = "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: rate(x)\n      - alert: B\n        expr: label_replace(x, 'a', 'b', 'c', 'd')\n      - expr: x\n";
+        let error = load(Path::new("bad.yaml"), text, &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("bad.yaml:5:"), "{error}");
+        assert!(error.contains("rule `A`: not valid PromQL"), "{error}");
+        assert!(error.contains("bad.yaml:7:"), "{error}");
+        assert!(
+            error.contains("rule `B`: the function `label_replace` is not supported"),
+            "{error}"
+        );
+        assert!(error.contains("bad.yaml:8:"), "{error}");
+        assert!(
+            error.contains("exactly one of `alert` and `record`"),
+            "{error}"
+        );
+        let unknown = load(
+            Path::new("u.yaml"),
+            "alerts:\n  - name: x\n    condition: up\n    severtiy: high\n",
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(unknown.contains("u.yaml:4:"), "{unknown}");
+    }
+}

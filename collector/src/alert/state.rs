@@ -1,0 +1,312 @@
+//! Alert instances and their states, as Prometheus defines them (`rules/alerting.go`): a series for which the
+//! condition holds is *pending*; it *fires* once it has held for `for`; when it stops holding it stays firing
+//! for `keep_firing_for`, then it is *resolved* (kept 15 minutes so the resolution is notified). A pending
+//! instance that stops holding is forgotten.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::promql::Sample;
+use super::rules::{Rule, RuleKind};
+use super::template;
+use super::tsdb::{Labels, NAME};
+
+/// How long a resolved alert is kept (and re-sent to Alertmanager), as Prometheus' `resolvedRetention`.
+pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
+
+/// Where an instance stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AlertState {
+    /// Condition holds, not yet for long enough.
+    Pending,
+    /// Firing.
+    Firing,
+    /// Was firing; the condition no longer holds.
+    Resolved,
+}
+
+impl AlertState {
+    /// `pending`, `firing` or `resolved`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert: a rule and one series of its result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    /// Labels: the series', the rule's, `alertname`.
+    pub labels: Labels,
+    /// Expanded annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// State.
+    pub state: AlertState,
+    /// Latest value of the condition's series.
+    pub value: f64,
+    /// When the condition started holding (ms since the epoch).
+    pub active_at: i64,
+    /// When it started firing.
+    pub fired_at: Option<i64>,
+    /// When it was resolved.
+    pub resolved_at: Option<i64>,
+    /// Since when the condition no longer holds while `keep_firing_for` keeps it firing.
+    pub keep_firing_since: Option<i64>,
+    /// Channels the rule names.
+    pub channels: Vec<String>,
+    /// The rule's expression, for `generatorURL`.
+    pub expr: String,
+}
+
+/// The instances of one alerting rule.
+#[derive(Debug, Default)]
+pub struct RuleState {
+    /// Instances by labels.
+    pub active: HashMap<Labels, Alert>,
+}
+
+/// The labels of a rule's result series: the sample's without `__name__`, the rule's on top.
+pub fn result_labels(sample: &Sample, rule_labels: &BTreeMap<String, String>) -> Labels {
+    let mut labels: BTreeMap<String, String> = sample
+        .labels
+        .iter()
+        .filter(|(k, _)| k != NAME)
+        .cloned()
+        .collect();
+    labels.extend(rule_labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    labels.into_iter().collect()
+}
+
+impl RuleState {
+    /// Applies one evaluation of `rule` at `now` (ms) whose condition returned `samples`.
+    pub fn evaluate(&mut self, rule: &Rule, samples: &[Sample], now: i64) {
+        let RuleKind::Alert {
+            name,
+            hold,
+            keep_firing_for,
+            annotations,
+            channels,
+        } = &rule.kind
+        else {
+            return;
+        };
+        let hold = hold.as_millis() as i64;
+        let keep = keep_firing_for.as_millis() as i64;
+        let mut seen = std::collections::HashSet::new();
+        for sample in samples {
+            // Templates see the series' own labels and value, as in Prometheus.
+            let series_labels: BTreeMap<String, String> = sample
+                .labels
+                .iter()
+                .filter(|(k, _)| k != NAME)
+                .cloned()
+                .collect();
+            let mut rule_labels = BTreeMap::new();
+            for (k, v) in &rule.labels {
+                rule_labels.insert(k.clone(), template::expand(v, &series_labels, sample.value));
+            }
+            let mut labels = result_labels(sample, &rule_labels);
+            labels.retain(|(k, _)| k != "alertname");
+            labels.push(("alertname".into(), name.clone()));
+            labels.sort();
+            let expanded: BTreeMap<String, String> = annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), template::expand(v, &series_labels, sample.value)))
+                .collect();
+            seen.insert(labels.clone());
+            match self.active.get_mut(&labels) {
+                Some(alert) if alert.state != AlertState::Resolved => {
+                    alert.value = sample.value;
+                    alert.annotations = expanded;
+                    alert.keep_firing_since = None;
+                }
+                _ => {
+                    self.active.insert(
+                        labels.clone(),
+                        Alert {
+                            labels,
+                            annotations: expanded,
+                            state: AlertState::Pending,
+                            value: sample.value,
+                            active_at: now,
+                            fired_at: None,
+                            resolved_at: None,
+                            keep_firing_since: None,
+                            channels: channels.clone(),
+                            expr: rule.expr_text.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        self.active.retain(|labels, alert| {
+            if seen.contains(labels) {
+                return true;
+            }
+            match alert.state {
+                AlertState::Pending => false,
+                AlertState::Firing => {
+                    let since = *alert.keep_firing_since.get_or_insert(now);
+                    if keep > 0 && now - since < keep {
+                        return true;
+                    }
+                    alert.state = AlertState::Resolved;
+                    alert.resolved_at = Some(now);
+                    true
+                }
+                AlertState::Resolved => alert
+                    .resolved_at
+                    .is_some_and(|at| now - at < RESOLVED_RETENTION_MS),
+            }
+        });
+        for alert in self.active.values_mut() {
+            if alert.state == AlertState::Pending && now - alert.active_at >= hold {
+                alert.state = AlertState::Firing;
+                alert.fired_at = Some(now);
+            }
+        }
+    }
+
+    /// The `ALERTS` and `ALERTS_FOR_STATE` samples of the pending and firing instances.
+    pub fn series(&self) -> Vec<Sample> {
+        let mut out = Vec::new();
+        for alert in self.active.values() {
+            if alert.state == AlertState::Resolved {
+                continue;
+            }
+            let mut labels = alert.labels.clone();
+            labels.push((NAME.into(), "ALERTS".into()));
+            labels.push(("alertstate".into(), alert.state.as_str().into()));
+            labels.sort();
+            out.push(Sample { labels, value: 1.0 });
+            let mut labels = alert.labels.clone();
+            labels.push((NAME.into(), "ALERTS_FOR_STATE".into()));
+            labels.sort();
+            out.push(Sample {
+                labels,
+                value: alert.active_at as f64 / 1000.0,
+            });
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::alert::promql;
+
+    fn rule(hold: u64, keep: u64) -> Rule {
+        Rule {
+            kind: RuleKind::Alert {
+                name: "DiskLow".into(),
+                hold: Duration::from_secs(hold),
+                keep_firing_for: Duration::from_secs(keep),
+                annotations: [(
+                    "summary".to_string(),
+                    "{{ $labels.instance }} at {{ $value }}%".to_string(),
+                )]
+                .into(),
+                channels: vec!["slack".into()],
+            },
+            expr: promql::parse("disk < 10").unwrap(),
+            expr_text: "disk < 10".into(),
+            labels: [("severity".to_string(), "warning".to_string())].into(),
+            location: Default::default(),
+        }
+    }
+
+    fn sample(instance: &str, value: f64) -> Sample {
+        Sample {
+            labels: vec![
+                (NAME.into(), "disk".into()),
+                ("instance".into(), instance.into()),
+            ],
+            value,
+        }
+    }
+
+    fn states(state: &RuleState) -> Vec<(String, AlertState)> {
+        let mut out: Vec<_> = state
+            .active
+            .values()
+            .map(|a| {
+                (
+                    crate::alert::tsdb::label(&a.labels, "instance")
+                        .unwrap_or("")
+                        .to_string(),
+                    a.state,
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    #[test]
+    fn pending_then_firing_after_for_then_resolved() {
+        let rule = rule(60, 0);
+        let mut state = RuleState::default();
+        state.evaluate(&rule, &[sample("a", 5.0)], 0);
+        assert_eq!(states(&state), [("a".into(), AlertState::Pending)]);
+        let alert = state.active.values().next().unwrap();
+        assert_eq!(
+            alert.labels,
+            vec![
+                ("alertname".to_string(), "DiskLow".to_string()),
+                ("instance".into(), "a".into()),
+                ("severity".into(), "warning".into())
+            ]
+        );
+        assert_eq!(alert.annotations["summary"], "a at 5%");
+        state.evaluate(&rule, &[sample("a", 4.0)], 59_999);
+        assert_eq!(states(&state), [("a".into(), AlertState::Pending)]);
+        state.evaluate(&rule, &[sample("a", 4.0)], 60_000);
+        assert_eq!(states(&state), [("a".into(), AlertState::Firing)]);
+        let series = state.series();
+        assert_eq!(series.len(), 2);
+        assert!(
+            series
+                .iter()
+                .any(|s| crate::alert::tsdb::label(&s.labels, "alertstate") == Some("firing"))
+        );
+        assert!(series.iter().any(|s| s.value == 0.0
+            && crate::alert::tsdb::label(&s.labels, NAME) == Some("ALERTS_FOR_STATE")));
+        state.evaluate(&rule, &[], 75_000);
+        assert_eq!(states(&state), [("a".into(), AlertState::Resolved)]);
+        assert!(state.series().is_empty());
+        state.evaluate(&rule, &[], 75_000 + RESOLVED_RETENTION_MS);
+        assert!(state.active.is_empty());
+    }
+
+    #[test]
+    fn pending_that_stops_is_forgotten_and_zero_for_fires_at_once() {
+        let mut state = RuleState::default();
+        state.evaluate(&rule(60, 0), &[sample("a", 5.0)], 0);
+        state.evaluate(&rule(60, 0), &[], 15_000);
+        assert!(state.active.is_empty());
+        state.evaluate(&rule(0, 0), &[sample("b", 5.0)], 0);
+        assert_eq!(states(&state), [("b".into(), AlertState::Firing)]);
+    }
+
+    #[test]
+    fn keep_firing_for_holds_a_firing_alert() {
+        let rule = rule(0, 30);
+        let mut state = RuleState::default();
+        state.evaluate(&rule, &[sample("a", 5.0)], 0);
+        state.evaluate(&rule, &[], 15_000);
+        state.evaluate(&rule, &[], 44_999);
+        assert_eq!(states(&state), [("a".into(), AlertState::Firing)]);
+        state.evaluate(&rule, &[], 45_000);
+        assert_eq!(states(&state), [("a".into(), AlertState::Resolved)]);
+        // Firing again after a resolution starts a new instance.
+        state.evaluate(&rule, &[sample("a", 1.0)], 60_000);
+        let alert = state.active.values().next().unwrap();
+        assert_eq!((alert.state, alert.active_at), (AlertState::Firing, 60_000));
+    }
+}
