@@ -33,7 +33,7 @@ class Handler:
 
 def authenticator(server, session, envelope, mechanism, auth_data):
     if isinstance(auth_data, LoginPassword) and auth_data.login.decode() == user and auth_data.password.decode() == password:
-        return AuthResult(success=True)
+        return AuthResult(success=True, auth_data=auth_data)
     return AuthResult(success=False, handled=False)
 
 

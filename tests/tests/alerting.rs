@@ -32,6 +32,7 @@ fn example(
             ("VIGIL_RULES_DIR", rules.to_str().unwrap()),
             ("VIGIL_ALERT_EVAL_INTERVAL", "1s"),
             ("VIGIL_ALERT_GROUP_WAIT", "0s"),
+            ("VIGIL_ALERT_GROUP_INTERVAL", "1s"),
             ("VIGIL_SMTP_HOST", "127.0.0.1"),
             ("VIGIL_SMTP_PORT", &smtp.port.to_string()),
             ("VIGIL_SMTP_SECURITY", "none"),
@@ -157,4 +158,290 @@ fn a_failing_training_run_fires_training_failed_on_every_channel_it_names() {
         "the Slack URL is a secret"
     );
     assert_eq!(collector.stop().code(), Some(0), "{}", collector.log());
+}
+
+fn send_gauges(collector: &Collector, service: &str, gauges: &[&str]) {
+    let output = Command::new(vigil_e2e::python())
+        .arg(workspace_root().join("tests/python/send_gauges.py"))
+        .arg(&collector.grpc)
+        .arg(service)
+        .args(gauges)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "python client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn statuses_of(posted: &[vigil_e2e::alerting::Posted], name: &str) -> Vec<String> {
+    posted
+        .iter()
+        .flat_map(|p| p.json["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["labels"]["alertname"] == name)
+        .filter_map(|a| a["status"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// An application that reports `error_rate`, `disk_free_pct` and `gpu_usage` itself (OpenTelemetry Python SDK)
+/// fires the seed rules on its own gauges: `high_error_rate` by e-mail and Slack (red), `low_disk_space` and
+/// `gpu_utilization_low` on Slack; once the values recover, the webhook is told they resolved and Alertmanager
+/// gets them with an `endsAt` in the past.
+#[test]
+fn an_application_reporting_the_seed_gauges_fires_and_resolves_the_seed_rules() {
+    let smtp = SmtpSink::start(None);
+    let slack = HttpSink::start();
+    let webhook = HttpSink::start();
+    let am_receiver = HttpSink::start();
+    let alertmanager = Alertmanager::start(&format!("{}/from-alertmanager", am_receiver.url));
+    let mut collector = example(&smtp, &slack, &webhook, &alertmanager);
+    send_gauges(
+        &collector,
+        "python-app",
+        &["error_rate=0.25", "disk_free_pct=4", "gpu_usage=0.1"],
+    );
+    let names = ["high_error_rate", "low_disk_space", "gpu_utilization_low"];
+    assert!(
+        eventually(WAIT, || {
+            let fired = alert_names(&webhook.posted());
+            names.iter().all(|n| fired.contains(&n.to_string()))
+        }),
+        "webhook got {:?}\n{}",
+        alert_names(&webhook.posted()),
+        collector.log()
+    );
+    assert!(
+        eventually(WAIT, || {
+            let told = slack.posted();
+            ["high_error_rate", "low_disk_space", "gpu_utilization_low"]
+                .iter()
+                .all(|n| {
+                    told.iter()
+                        .any(|p| p.json["text"] == format!("[FIRING:1] {n}"))
+                })
+        }),
+        "slack got {:?}",
+        slack.posted()
+    );
+    let red = slack
+        .posted()
+        .into_iter()
+        .find(|p| p.json["text"] == "[FIRING:1] high_error_rate")
+        .unwrap();
+    assert_eq!(red.path, "/services/T0/B0/secret");
+    assert_eq!(red.json["attachments"][0]["color"], "#e01e5a");
+    assert!(eventually(WAIT, || smtp.messages().iter().any(|m| {
+        m["data"]
+            .as_str()
+            .unwrap_or("")
+            .contains("alertname=high_error_rate")
+    })));
+    assert!(
+        !smtp.messages().iter().any(|m| m["data"]
+            .as_str()
+            .unwrap_or("")
+            .contains("alertname=low_disk_space")),
+        "low_disk_space names only Slack"
+    );
+
+    // Values back to normal: every alert resolves, and the channels that were told it fired are told it ended.
+    send_gauges(
+        &collector,
+        "python-app",
+        &["error_rate=0", "disk_free_pct=60", "gpu_usage=0.9"],
+    );
+    assert!(
+        eventually(WAIT, || names.iter().all(|n| statuses_of(
+            &webhook.posted(),
+            n
+        )
+        .contains(&"resolved".to_string()))),
+        "webhook got {:?}",
+        webhook.posted()
+    );
+    assert!(
+        eventually(WAIT, || alertmanager
+            .alerts()
+            .iter()
+            .all(|a| a["status"]["state"] != "active")),
+        "{:?}",
+        alertmanager.alerts()
+    );
+    assert!(
+        eventually(WAIT, || statuses_of(
+            &am_receiver.posted(),
+            "high_error_rate"
+        )
+        .contains(&"resolved".to_string())),
+        "{:?}",
+        am_receiver.posted()
+    );
+    assert_eq!(collector.stop().code(), Some(0), "{}", collector.log());
+}
+
+/// A webhook answering 500 is retried until it takes the notification; one answering 400 is not retried, and
+/// both outcomes are counted.
+#[test]
+fn server_errors_are_retried_and_client_errors_are_not() {
+    let smtp = SmtpSink::start(None);
+    let slack = HttpSink::start();
+    let webhook = HttpSink::start();
+    let am_receiver = HttpSink::start();
+    let alertmanager = Alertmanager::start(&format!("{}/from-alertmanager", am_receiver.url));
+    webhook.answer_next(&[500, 500]);
+    slack.answer_next(&[400]);
+    let mut collector = example(&smtp, &slack, &webhook, &alertmanager);
+    send_gauges(&collector, "flaky", &["disk_free_pct=3"]);
+    assert!(
+        eventually(WAIT, || collector.metric(
+            "vigil_alert_notifications_total",
+            &["channel=\"webhook\"", "result=\"sent\""]
+        ) == 1.0),
+        "{}",
+        collector.log()
+    );
+    assert_eq!(webhook.posted().len(), 3, "two 500s, then delivered");
+    assert!(
+        eventually(WAIT, || collector.metric(
+            "vigil_alert_notifications_total",
+            &["channel=\"slack\"", "result=\"rejected\""]
+        ) == 1.0),
+        "{}",
+        collector.log()
+    );
+    assert_eq!(slack.posted().len(), 1, "a 400 is not retried");
+    assert!(
+        collector.log().contains("answered 400 Bad Request"),
+        "{}",
+        collector.log()
+    );
+    assert!(
+        !collector.log().contains("/services/T0/B0/secret"),
+        "{}",
+        collector.log()
+    );
+    assert_eq!(collector.stop().code(), Some(0), "{}", collector.log());
+}
+
+/// A collector with one rule file and the given channels, every alert routed by its rule.
+fn with_rules(rules: &str, channels: &str, env: &[(&str, &str)]) -> (Collector, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let rules_path = dir.path().join("rules.yaml");
+    std::fs::write(&rules_path, rules).unwrap();
+    let config = format!(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: '{{grpc}}'}}
+exporters:
+  nop: {{}}
+connectors:
+  alerting:
+    rule_files: ['{}']
+    evaluation_interval: 1s
+    route: {{group_wait: 0s, group_interval: 1s}}
+    channels:
+{channels}
+extensions:
+  health_check: {{endpoint: '{{health}}'}}
+service:
+  extensions: [health_check]
+  pipelines:
+    metrics: {{receivers: [otlp], exporters: [alerting]}}
+    metrics/alerts: {{receivers: [alerting], exporters: [nop]}}
+  telemetry:
+    metrics: {{address: '{{metrics}}'}}
+",
+        rules_path.display()
+    );
+    (Collector::start_with_env(&config, env), dir)
+}
+
+/// E-mail over STARTTLS to a server whose certificate comes from a test CA, with authentication; the
+/// password comes from the environment and never shows in the log.
+#[test]
+fn email_goes_over_starttls_with_authentication() {
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = vigil_e2e::test_certs(certs_dir.path());
+    let smtp = SmtpSink::start(Some((&certs, "vigil", "s3cret-pass")));
+    let channels = format!(
+        "      email:\n        type: email\n        smtp_host: 127.0.0.1\n        smtp_port: {}\n        security: starttls\n        ca_file: '{}'\n        username: vigil\n        password: ${{env:TEST_SMTP_PASSWORD}}\n        from: 'Vigil <vigil@example.com>'\n        to: [oncall@example.com, ml-team@example.com]\n",
+        smtp.port,
+        certs.ca.display()
+    );
+    let (mut collector, _dir) = with_rules(
+        "alerts:\n  - name: disk_low\n    condition: disk_free_pct < 10\n    severity: warning\n    channels: [email]\n    annotations:\n      summary: '{{ $labels.job }} has {{ $value }}% free'\n",
+        &channels,
+        &[("TEST_SMTP_PASSWORD", "s3cret-pass")],
+    );
+    send_gauges(&collector, "db", &["disk_free_pct=3"]);
+    assert!(
+        eventually(WAIT, || !smtp.messages().is_empty()),
+        "{}",
+        collector.log()
+    );
+    let mail = &smtp.messages()[0];
+    assert_eq!(mail["tls"], true);
+    assert_eq!(mail["user"], "vigil");
+    assert_eq!(
+        mail["to"],
+        serde_json::json!(["oncall@example.com", "ml-team@example.com"])
+    );
+    let data = mail["data"].as_str().unwrap();
+    assert!(
+        data.contains("Subject: [FIRING:1] alertname=disk_low"),
+        "{data}"
+    );
+    assert!(data.contains("summary: db has 3% free"), "{data}");
+    assert_eq!(collector.stop().code(), Some(0), "{}", collector.log());
+    assert!(!collector.log().contains("s3cret-pass"));
+}
+
+/// Bad rules and references are refused by `validate` with the file, line and what is wrong.
+#[test]
+fn bad_rules_and_undefined_channels_fail_validate_with_their_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: rate(errors_total)\n      - alert: B\n        expr: label_replace(up, \"a\", \"$1\", \"b\", \"(.*)\")\n      - alert: C\n        expr: up == 0\n",
+    )
+    .unwrap();
+    let seed = dir.path().join("seed.yaml");
+    std::fs::write(
+        &seed,
+        "alerts:\n  - name: training_failed\n    condition: training_status == 'failed'\n    severity: error\n    channels: [email]\n",
+    )
+    .unwrap();
+    let config = dir.path().join("collector.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "receivers:\n  otlp: {{}}\nexporters:\n  nop: {{}}\nconnectors:\n  alerting:\n    rule_files: ['{}', '{}']\n    channels:\n      slack: {{type: slack, url: 'not a url'}}\nservice:\n  pipelines:\n    metrics: {{receivers: [otlp], exporters: [alerting]}}\n    metrics/a: {{receivers: [alerting], exporters: [nop]}}\n",
+            rules.display(),
+            seed.display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(vigil_e2e::collector_binary())
+        .arg("validate")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    for expected in [
+        "rules.yaml:5:9: groups[0].rules[0].expr: rule `A`: not valid PromQL: expected type matrix in call to function 'rate', got vector",
+        "rules.yaml:7:9: groups[0].rules[1].expr: rule `B`: the function `label_replace` is not supported by Vigil's rule evaluator",
+        "rule `training_failed` (",
+        "seed.yaml:2) sends to channel `email`, which is not defined under `connectors.alerting.channels` (defined: slack)",
+        "connectors.alerting.channels.slack.url: is not an http(s) URL",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
 }

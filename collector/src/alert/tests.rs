@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use super::*;
 
 #[test]
@@ -83,4 +85,120 @@ fn output_series_put_job_and_instance_back_in_the_resource() {
     };
     assert_eq!(gauge.data_points[0].attributes[0].key, "alertname");
     assert_eq!(gauge.data_points[0].time_unix_nano, 1_000_000_000);
+}
+
+/// The shipped rule files, evaluated on the series the SDK and `spanmetrics` produce: the recording rules give
+/// the seed names their meaning, and the seed alerts fire on them.
+#[test]
+fn the_shipped_rules_fire_on_vigil_data() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/monitoring");
+    let mut groups = Vec::new();
+    for file in ["recording.yaml", "alerts.yaml"] {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        groups.extend(rules::load(&path, &text, &|_| None).unwrap());
+    }
+    assert_eq!(groups[1].rules.len(), 4, "the four seed rules");
+    let series = |name: &str, extra: &[(&str, &str)]| {
+        let mut labels = vec![
+            (NAME.to_string(), name.to_string()),
+            ("job".to_string(), "trainer".to_string()),
+            ("instance".to_string(), "host-1".to_string()),
+        ];
+        labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        tsdb::sorted(labels)
+    };
+    let mut db = Tsdb::new(Duration::from_secs(3600), 1000);
+    let now = 1_800_000_000_000;
+    for step in 0..=20 {
+        let t = now - 300_000 + step * 15_000;
+        // 10 calls/s, 2 of them errors: an error rate of 0.2.
+        let calls = |code: &str| {
+            series(
+                "traces_span_metrics_calls_total",
+                &[
+                    ("service_name", "trainer"),
+                    ("span_name", "epoch"),
+                    ("status_code", code),
+                ],
+            )
+        };
+        db.append(calls("STATUS_CODE_UNSET"), t, (step * 120) as f64);
+        db.append(calls("STATUS_CODE_ERROR"), t, (step * 30) as f64);
+    }
+    db.append(
+        series(
+            "system_filesystem_utilization_ratio",
+            &[("system_filesystem_mountpoint", "/data")],
+        ),
+        now,
+        0.95,
+    );
+    db.append(
+        series(
+            "hw_gpu_utilization_ratio",
+            &[("hw_gpu_task", "general"), ("hw_id", "0")],
+        ),
+        now,
+        0.05,
+    );
+    db.append(
+        series(
+            "training_status",
+            &[("status", "failed"), ("model", "lgbm")],
+        ),
+        now,
+        1.0,
+    );
+    db.append(
+        series(
+            "training_status",
+            &[("status", "completed"), ("model", "lgbm")],
+        ),
+        now,
+        0.0,
+    );
+    let mut fired = BTreeMap::new();
+    for group in &groups {
+        for rule in &group.rules {
+            let samples = promql::instant(&rule.expr, &db, now).unwrap();
+            match &rule.kind {
+                RuleKind::Record { name } => {
+                    for sample in samples {
+                        let mut labels = state::result_labels(&sample, &rule.labels);
+                        labels.push((NAME.into(), name.clone()));
+                        db.append(tsdb::sorted(labels), now, sample.value);
+                    }
+                }
+                RuleKind::Alert { .. } => {
+                    let mut state = RuleState::default();
+                    state.evaluate(rule, &samples, now);
+                    for alert in state.active.values() {
+                        fired.insert(rule.name().to_string(), (alert.labels.clone(), alert.value));
+                    }
+                }
+            }
+        }
+    }
+    let names: Vec<&str> = fired.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "gpu_utilization_low",
+            "high_error_rate",
+            "low_disk_space",
+            "training_failed"
+        ]
+    );
+    let (labels, value) = &fired["high_error_rate"];
+    assert!((value - 0.2).abs() < 1e-9, "{value}");
+    assert_eq!(label(labels, "service_name"), Some("trainer"));
+    assert_eq!(label(labels, "severity"), Some("critical"));
+    let (labels, value) = &fired["low_disk_space"];
+    assert!((value - 5.0).abs() < 1e-9, "{value}");
+    assert_eq!(label(labels, "system_filesystem_mountpoint"), Some("/data"));
+    assert_eq!(fired["gpu_utilization_low"].1, 0.05);
+    let (labels, _) = &fired["training_failed"];
+    assert_eq!(label(labels, "model"), Some("lgbm"));
+    assert_eq!(label(labels, "status"), Some("failed"));
 }
