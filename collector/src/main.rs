@@ -26,6 +26,136 @@ enum Command {
     },
     /// Print the embedded default config.
     PrintDefaultConfig,
+    /// Alerting and recording rule files: check, test, export.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Check rule files (Prometheus format or Vigil's `alerts:` format); every error with file, line and column.
+    Check {
+        /// Rule files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run `promtool test rules` test files.
+    Test {
+        /// Test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Write rule files as one Prometheus rule file on stdout (`promtool check rules` accepts it).
+    Export {
+        /// Output format; `prometheus` is the one there is.
+        #[arg(long, default_value = "prometheus")]
+        format: String,
+        /// Rule files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn load_rules(files: &[PathBuf]) -> Result<Vec<vigil_collector::alert::rules::Group>, String> {
+    let env = |name: &str| std::env::var(name).ok();
+    let mut groups = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        match std::fs::read_to_string(file) {
+            Ok(text) => match vigil_collector::alert::rules::load(file, &text, &env) {
+                Ok(loaded) => groups.extend(loaded),
+                Err(e) => errors.push(e.to_string()),
+            },
+            Err(e) => errors.push(format!("{}: {e}", file.display())),
+        }
+    }
+    if errors.is_empty() {
+        Ok(groups)
+    } else {
+        Err(errors.join("\n"))
+    }
+}
+
+fn rules(command: RulesCommand) -> ExitCode {
+    match command {
+        RulesCommand::Check { files } => match load_rules(&files) {
+            Ok(groups) => {
+                for group in &groups {
+                    let alerts = group
+                        .rules
+                        .iter()
+                        .filter(|r| {
+                            matches!(
+                                r.kind,
+                                vigil_collector::alert::rules::RuleKind::Alert { .. }
+                            )
+                        })
+                        .count();
+                    println!(
+                        "{}: group {:?}: {} rules ({alerts} alerting, {} recording)",
+                        group.file,
+                        group.name,
+                        group.rules.len(),
+                        group.rules.len() - alerts
+                    );
+                }
+                println!("SUCCESS");
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("FAILED");
+                ExitCode::FAILURE
+            }
+        },
+        RulesCommand::Export { format, files } => {
+            if format != "prometheus" {
+                eprintln!("--format `{format}` is not known; the one format is `prometheus`");
+                return ExitCode::FAILURE;
+            }
+            match load_rules(&files) {
+                Ok(groups) => {
+                    print!(
+                        "{}",
+                        vigil_collector::alert::rules::to_prometheus_yaml(&groups)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        RulesCommand::Test { files } => {
+            let mut failed = false;
+            for file in &files {
+                println!("Unit Testing:  {}", file.display());
+                match vigil_collector::alert::unittest::run(file) {
+                    Ok(outcome) if outcome.failures.is_empty() => println!("  SUCCESS\n"),
+                    Ok(outcome) => {
+                        failed = true;
+                        println!("  FAILED:");
+                        for failure in outcome.failures {
+                            println!("{failure}");
+                        }
+                        println!();
+                    }
+                    Err(error) => {
+                        failed = true;
+                        println!("  FAILED:\n    {error}\n");
+                    }
+                }
+            }
+            if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+    }
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, String> {
@@ -56,6 +186,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Command::Rules { command }) => rules(command),
         None => run(cli.config.as_ref()),
     }
 }

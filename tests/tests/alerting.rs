@@ -445,3 +445,103 @@ fn bad_rules_and_undefined_channels_fail_validate_with_their_location() {
         );
     }
 }
+
+/// The shipped rule tests pass under `vigil-collector rules test` and under the real `promtool test rules`
+/// (with the seed file exported), and a broken expectation fails under both.
+#[test]
+fn rules_test_and_promtool_give_the_same_verdicts() {
+    let monitoring = workspace_root().join("configs/monitoring");
+    let dir = tempfile::tempdir().unwrap();
+    let export = Command::new(vigil_e2e::collector_binary())
+        .args(["rules", "export", "--format", "prometheus"])
+        .arg(monitoring.join("alerts.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    std::fs::write(dir.path().join("alerts.prom.yaml"), &export.stdout).unwrap();
+    std::fs::copy(
+        monitoring.join("recording.yaml"),
+        dir.path().join("recording.yaml"),
+    )
+    .unwrap();
+    let checked = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(dir.path().join("alerts.prom.yaml"))
+        .arg(dir.path().join("recording.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
+    let tests = std::fs::read_to_string(monitoring.join("tests.yaml")).unwrap();
+    let for_promtool = tests.replace(
+        "[recording.yaml, alerts.yaml]",
+        "[recording.yaml, alerts.prom.yaml]",
+    );
+    let broken = for_promtool.replace("value: 6.25", "value: 7");
+    for (name, text, passes) in [
+        ("good.yaml", for_promtool, true),
+        ("broken.yaml", broken, false),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let vigil = Command::new(vigil_e2e::collector_binary())
+            .args(["rules", "test"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let promtool = Command::new("promtool")
+            .args(["test", "rules"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let show = |o: &std::process::Output| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        };
+        assert_eq!(
+            vigil.status.success(),
+            passes,
+            "vigil on {name}:\n{}",
+            show(&vigil)
+        );
+        assert_eq!(
+            promtool.status.success(),
+            passes,
+            "promtool on {name}:\n{}",
+            show(&promtool)
+        );
+    }
+    // The repository's own file, seed format included, passes as it is.
+    let own = Command::new(vigil_e2e::collector_binary())
+        .args(["rules", "test"])
+        .arg(monitoring.join("tests.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        own.status.success(),
+        "{}",
+        String::from_utf8_lossy(&own.stdout)
+    );
+    let check = Command::new(vigil_e2e::collector_binary())
+        .args(["rules", "check"])
+        .arg(monitoring.join("alerts.yaml"))
+        .arg(monitoring.join("recording.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("4 rules (4 alerting, 0 recording)"));
+}

@@ -31,6 +31,7 @@ pub mod rules;
 pub mod state;
 pub mod template;
 pub mod tsdb;
+pub mod unittest;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -17,7 +17,7 @@ use promql_parser::parser::{
     VectorSelector,
 };
 
-use super::tsdb::{Labels, NAME, Tsdb, label};
+use super::tsdb::{Labels, NAME, Tsdb, is_stale, label};
 
 /// How far back an instant selector looks for a sample (Prometheus' default `lookback_delta`).
 pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;
@@ -263,7 +263,7 @@ fn eval(expr: &Expr, db: &Tsdb, t: i64) -> Result<Value, EvalError> {
                 select(db, vs)
                     .filter_map(|(labels, samples)| {
                         let (ts, value) = *samples.iter().rev().find(|(ts, _)| *ts <= at)?;
-                        (ts > at - LOOKBACK_MS).then(|| Sample {
+                        (ts > at - LOOKBACK_MS && !is_stale(value)).then(|| Sample {
                             labels: labels.clone(),
                             value,
                         })
@@ -280,7 +280,7 @@ fn eval(expr: &Expr, db: &Tsdb, t: i64) -> Result<Value, EvalError> {
                         let points: Vec<(i64, f64)> = samples
                             .iter()
                             .copied()
-                            .filter(|(ts, _)| *ts > end - range && *ts <= end)
+                            .filter(|(ts, v)| *ts > end - range && *ts <= end && !is_stale(*v))
                             .collect();
                         (!points.is_empty()).then(|| RangeSeries {
                             labels: labels.clone(),

@@ -325,6 +325,97 @@ pub fn load(
     }
 }
 
+/// A duration as Prometheus writes one (`1h30m`, `15s`, `500ms`).
+pub fn prometheus_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut rest = ms;
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    out
+}
+
+fn quoted(text: &str) -> String {
+    // A JSON string is a valid YAML double-quoted scalar.
+    serde_json::Value::String(text.to_string()).to_string()
+}
+
+/// `groups` as a Prometheus rule file (what `promtool check rules` accepts). The seed format's channels
+/// have no Prometheus equivalent: they are kept as comments.
+pub fn to_prometheus_yaml(groups: &[Group]) -> String {
+    let mut out = String::from("groups:\n");
+    for group in groups {
+        out.push_str(&format!("  - name: {}\n", quoted(&group.name)));
+        if let Some(interval) = group.interval {
+            out.push_str(&format!(
+                "    interval: {}\n",
+                prometheus_duration(interval)
+            ));
+        }
+        out.push_str("    rules:\n");
+        for rule in &group.rules {
+            match &rule.kind {
+                RuleKind::Alert {
+                    name,
+                    hold,
+                    keep_firing_for,
+                    annotations,
+                    channels,
+                } => {
+                    if !channels.is_empty() {
+                        out.push_str(&format!(
+                            "      # Vigil channels: {}\n",
+                            channels.join(", ")
+                        ));
+                    }
+                    out.push_str(&format!("      - alert: {}\n", quoted(name)));
+                    out.push_str(&format!("        expr: {}\n", quoted(&rule.expr_text)));
+                    if !hold.is_zero() {
+                        out.push_str(&format!("        for: {}\n", prometheus_duration(*hold)));
+                    }
+                    if !keep_firing_for.is_zero() {
+                        out.push_str(&format!(
+                            "        keep_firing_for: {}\n",
+                            prometheus_duration(*keep_firing_for)
+                        ));
+                    }
+                    write_map(&mut out, "labels", &rule.labels);
+                    write_map(&mut out, "annotations", annotations);
+                }
+                RuleKind::Record { name } => {
+                    out.push_str(&format!("      - record: {}\n", quoted(name)));
+                    out.push_str(&format!("        expr: {}\n", quoted(&rule.expr_text)));
+                    write_map(&mut out, "labels", &rule.labels);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn write_map(out: &mut String, key: &str, map: &BTreeMap<String, String>) {
+    if map.is_empty() {
+        return;
+    }
+    out.push_str(&format!("        {key}:\n"));
+    for (k, v) in map {
+        out.push_str(&format!("          {}: {}\n", quoted(k), quoted(v)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +463,43 @@ mod tests {
         assert!(matches!(groups[0].rules[0].kind, RuleKind::Record { .. }));
         assert_eq!(groups[0].rules[1].labels["team"], "ml");
         assert_eq!(groups[0].rules[1].labels["severity"], "page");
+    }
+
+    #[test]
+    fn exports_read_back_the_same() {
+        let text = "alerts:\n  - name: training_failed\n    condition: training_status == 'failed'\n    severity: error\n    channels: [email]\n    for: 90s\n    annotations: {summary: 'run {{ $labels.run_id }} \"failed\"'}\n";
+        let groups = load(Path::new("alerts.yaml"), text, &no_env).unwrap();
+        let exported = to_prometheus_yaml(&groups);
+        assert!(
+            exported.contains("      # Vigil channels: email\n"),
+            "{exported}"
+        );
+        assert!(exported.contains("        for: 1m30s\n"), "{exported}");
+        let again = load(Path::new("exported.yaml"), &exported, &no_env).unwrap();
+        assert_eq!(again[0].name, "alerts");
+        let (a, b) = (&groups[0].rules[0], &again[0].rules[0]);
+        assert_eq!(a.expr_text, b.expr_text);
+        assert_eq!(a.labels, b.labels);
+        let (
+            RuleKind::Alert {
+                annotations: x,
+                hold: h1,
+                ..
+            },
+            RuleKind::Alert {
+                annotations: y,
+                hold: h2,
+                ..
+            },
+        ) = (&a.kind, &b.kind)
+        else {
+            panic!("alerts");
+        };
+        assert_eq!((x, h1), (y, h2));
+        assert_eq!(
+            prometheus_duration(Duration::from_millis(90_061_500)),
+            "1d1h1m1s500ms"
+        );
     }
 
     #[test]

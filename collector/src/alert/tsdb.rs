@@ -11,6 +11,14 @@ use std::time::Duration;
 /// A label set, sorted by name, with the metric name as `__name__`.
 pub type Labels = Vec<(String, String)>;
 
+/// Prometheus' stale marker (a NaN with this bit pattern): the series ended; selectors see nothing from it.
+pub const STALE: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
+
+/// Whether `value` is the stale marker.
+pub fn is_stale(value: f64) -> bool {
+    value.to_bits() == STALE.to_bits()
+}
+
 /// The label holding the metric name.
 pub const NAME: &str = "__name__";
 
