@@ -248,6 +248,9 @@ pub fn run(path: &Path) -> Result<Outcome, String> {
     Ok(Outcome { failures })
 }
 
+/// Firing alerts by name: their labels and annotations.
+type Firing = BTreeMap<String, Vec<(Labels, BTreeMap<String, String>)>>;
+
 fn run_group(test: &TestGroup, groups: &[Group], evaluation: i64) -> Result<Vec<String>, String> {
     let interval = test.interval.map_or(evaluation, |d| d.as_millis() as i64);
     let mut db = Tsdb::new(Duration::from_secs(u64::MAX / 4_000), usize::MAX);
@@ -278,8 +281,7 @@ fn run_group(test: &TestGroup, groups: &[Group], evaluation: i64) -> Result<Vec<
     let mut failures = Vec::new();
     let mut t = 0;
     // Alert checks see the state of the last evaluation at or before their time.
-    let mut firing_at: BTreeMap<i64, BTreeMap<String, Vec<(Labels, BTreeMap<String, String>)>>> =
-        BTreeMap::new();
+    let mut firing_at: BTreeMap<i64, Firing> = BTreeMap::new();
     while t <= end {
         for (g, group) in groups.iter().enumerate() {
             for (r, rule) in group.rules.iter().enumerate() {
@@ -296,7 +298,7 @@ fn run_group(test: &TestGroup, groups: &[Group], evaluation: i64) -> Result<Vec<
                 }
             }
         }
-        let mut firing: BTreeMap<String, Vec<(Labels, BTreeMap<String, String>)>> = BTreeMap::new();
+        let mut firing = Firing::new();
         for alert in states.iter().flatten().flat_map(|s| s.active.values()) {
             if alert.state == AlertState::Firing {
                 let name = tsdb::label(&alert.labels, "alertname")
