@@ -545,3 +545,38 @@ fn rules_test_and_promtool_give_the_same_verdicts() {
     );
     assert!(String::from_utf8_lossy(&check.stdout).contains("4 rules (4 alerting, 0 recording)"));
 }
+
+/// The README's alerting snippet, completed with the receiver and exporters it names, is a valid config that
+/// loads the shipped rules from the repository root.
+#[test]
+fn the_readme_alerting_snippet_validates() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let section = readme.split("#### Alerting").nth(1).unwrap();
+    let snippet = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .unwrap();
+    let config = format!(
+        "receivers:\n  otlp: {{}}\nprocessors:\n  batch: {{}}\nexporters:\n  prometheus: {{}}\n{snippet}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alerting.yaml");
+    std::fs::write(&file, config).unwrap();
+    let output = Command::new(vigil_e2e::collector_binary())
+        .current_dir(workspace_root())
+        .arg("validate")
+        .arg(&file)
+        .env("VIGIL_SMTP_PASSWORD", "x")
+        .env(
+            "VIGIL_SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T/B/C",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -287,6 +287,13 @@ fn the_default_config_prints_every_record_with_vigil_debug_verbosity_detailed() 
 /// Every self-metric a collector running every kind of component serves is named in the README.
 #[test]
 fn the_readme_lists_every_self_metric() {
+    let rules_dir = tempfile::tempdir().unwrap();
+    let rules = rules_dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "groups: [{name: g, rules: [{record: calls, expr: 'sum(traces_span_metrics_calls_total)'}]}]\n",
+    )
+    .unwrap();
     let config = "
 receivers:
   otlp:
@@ -303,6 +310,7 @@ exporters:
   prometheus: {endpoint: '{prometheus}'}
 connectors:
   spanmetrics: {metrics_flush_interval: 100ms}
+  alerting: {rule_files: ['RULES'], evaluation_interval: 100ms}
 extensions:
   health_check: {endpoint: '{health}'}
 service:
@@ -310,12 +318,14 @@ service:
   pipelines:
     traces: {receivers: [otlp], processors: [mask, probabilistic_sampler, batch], exporters: [nop, spanmetrics]}
     traces/tail: {receivers: [otlp], processors: [tail_sampling], exporters: [nop]}
-    metrics: {receivers: [otlp, spanmetrics], processors: [batch], exporters: [prometheus]}
+    metrics: {receivers: [otlp, spanmetrics], processors: [batch], exporters: [prometheus, alerting]}
+    metrics/alerts: {receivers: [alerting], exporters: [nop]}
     logs: {receivers: [otlp], processors: [probabilistic_sampler], exporters: [nop]}
   telemetry:
     metrics: {address: '{metrics}'}
-";
-    let mut collector = Collector::start(config);
+"
+    .replace("RULES", &rules.display().to_string());
+    let mut collector = Collector::start(&config);
     let response = http(
         "POST",
         &collector.http,
