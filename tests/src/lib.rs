@@ -7,6 +7,7 @@
 //! ```
 #![warn(missing_docs)]
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -933,10 +934,20 @@ impl Prometheus {
     /// `instance` stand), with the remote-write receiver and exemplar storage enabled, and waits until
     /// `/-/ready` answers 200.
     pub fn start(targets: &[&str]) -> Prometheus {
+        Prometheus::start_with_rules(targets, &[])
+    }
+
+    /// [`Prometheus::start`], also evaluating `rule_files` every second.
+    pub fn start_with_rules(targets: &[&str], rule_files: &[&Path]) -> Prometheus {
         let dir = tempfile::tempdir().expect("temp dir");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let rules: Vec<String> = rule_files
+            .iter()
+            .map(|f| format!("'{}'", f.display()))
+            .collect();
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: vigil\n    honor_labels: true\n    static_configs:\n      - targets: [{}]\n",
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files: [{}]\nscrape_configs:\n  - job_name: vigil\n    honor_labels: true\n    static_configs:\n      - targets: [{}]\n",
+            rules.join(", "),
             targets.join(", ")
         );
         let config_path = dir.path().join("prometheus.yml");
@@ -1010,6 +1021,30 @@ impl Prometheus {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(f64::NAN);
                 (labels, value)
+            })
+            .collect()
+    }
+
+    /// Its active alerts (`/api/v1/alerts`): each one's labels and state (`pending`, `firing`).
+    pub fn alerts(&self) -> Vec<(BTreeMap<String, String>, String)> {
+        let Ok(response) = http("GET", &self.address, "/api/v1/alerts", &[], b"") else {
+            return Vec::new();
+        };
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&response.body) else {
+            return Vec::new();
+        };
+        body["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let labels = a["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    .collect();
+                (labels, a["state"].as_str().unwrap_or("").to_string())
             })
             .collect()
     }

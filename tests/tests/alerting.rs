@@ -580,3 +580,125 @@ fn the_readme_alerting_snippet_validates() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The alerts of a Vigil `ALERTS` exposition: each firing series' labels without `alertstate`.
+fn vigil_firing(exposition: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut out = Vec::new();
+    for line in exposition.lines().filter(|l| l.starts_with("ALERTS{")) {
+        let inner = &line["ALERTS{".len()..line.rfind('}').unwrap_or(line.len())];
+        let mut labels = std::collections::BTreeMap::new();
+        for pair in inner.split("\",") {
+            if let Some((k, v)) = pair.split_once("=\"") {
+                labels.insert(k.to_string(), v.trim_end_matches('"').to_string());
+            }
+        }
+        if labels.remove("alertstate").as_deref() == Some("firing") {
+            out.push(labels);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The same metrics, scraped by a real Prometheus loaded with `rules export` output and evaluated by Vigil:
+/// both fire the same alerts with the same labels, and both resolve them.
+#[test]
+fn vigil_and_prometheus_fire_and_resolve_the_same_alerts() {
+    let monitoring = workspace_root().join("configs/monitoring");
+    let dir = tempfile::tempdir().unwrap();
+    let exported = dir.path().join("alerts.prom.yaml");
+    let export = Command::new(vigil_e2e::collector_binary())
+        .args(["rules", "export"])
+        .arg(monitoring.join("alerts.yaml"))
+        .output()
+        .unwrap();
+    std::fs::write(&exported, &export.stdout).unwrap();
+    let sink = HttpSink::start();
+    let config = format!(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: '{{grpc}}'}}
+exporters:
+  prometheus: {{endpoint: '{{prometheus}}'}}
+connectors:
+  alerting:
+    rule_files: ['{alerts}', '{recording}']
+    evaluation_interval: 1s
+    channels:
+      email: {{type: webhook, url: '{sink}/email'}}
+      slack: {{type: webhook, url: '{sink}/slack'}}
+extensions:
+  health_check: {{endpoint: '{{health}}'}}
+service:
+  extensions: [health_check]
+  pipelines:
+    metrics: {{receivers: [otlp], exporters: [prometheus, alerting]}}
+    metrics/alerts: {{receivers: [alerting], exporters: [prometheus]}}
+  telemetry:
+    metrics: {{address: '{{metrics}}'}}
+",
+        alerts = monitoring.join("alerts.yaml").display(),
+        recording = monitoring.join("recording.yaml").display(),
+        sink = sink.url,
+    );
+    let mut collector = Collector::start(&config);
+    let prometheus = vigil_e2e::Prometheus::start_with_rules(
+        &[&collector.prometheus],
+        &[&exported, &monitoring.join("recording.yaml")],
+    );
+    let prometheus_firing = || {
+        let mut out: Vec<_> = prometheus
+            .alerts()
+            .into_iter()
+            .filter(|(_, state)| state == "firing")
+            .map(|(labels, _)| labels)
+            .collect();
+        out.sort();
+        out
+    };
+    let vigil_now = || {
+        vigil_firing(
+            &http("GET", &collector.prometheus, "/metrics", &[], b"")
+                .map(|r| r.text())
+                .unwrap_or_default(),
+        )
+    };
+    send_gauges(
+        &collector,
+        "python-app",
+        &["error_rate=0.25", "disk_free_pct=4", "gpu_usage=0.9"],
+    );
+    let mut last = (Vec::new(), Vec::new());
+    let agreed = eventually(WAIT, || {
+        last = (vigil_now(), prometheus_firing());
+        last.0.len() == 2 && last.0 == last.1
+    });
+    assert!(
+        agreed,
+        "vigil {:?}\nprometheus {:?}\nup {:?}\nerror_rate {:?}\nrules {}\n{}",
+        last.0,
+        last.1,
+        prometheus.query("up"),
+        prometheus.query("error_rate"),
+        http("GET", &prometheus.address, "/api/v1/rules", &[], b"")
+            .map(|r| r.text())
+            .unwrap_or_default(),
+        prometheus.log()
+    );
+    let names: Vec<&str> = last.0.iter().map(|l| l["alertname"].as_str()).collect();
+    assert_eq!(names, ["high_error_rate", "low_disk_space"]);
+
+    send_gauges(
+        &collector,
+        "python-app",
+        &["error_rate=0", "disk_free_pct=60", "gpu_usage=0.9"],
+    );
+    let resolved = eventually(WAIT, || {
+        last = (vigil_now(), prometheus_firing());
+        last.0.is_empty() && last.1.is_empty()
+    });
+    assert!(resolved, "vigil {:?}\nprometheus {:?}", last.0, last.1);
+    assert_eq!(collector.stop().code(), Some(0), "{}", collector.log());
+}

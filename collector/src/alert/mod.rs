@@ -224,8 +224,10 @@ struct Engine {
     states: Vec<Vec<RuleState>>,
     next_due: Vec<i64>,
     dispatcher: Option<Dispatcher>,
-    /// Latest output per series, re-sent every evaluation (`ALERTS`, recorded series).
+    /// When the series cap was last warned about.
     warned_over_cap: Option<i64>,
+    /// The series handed on at the last evaluation: one that is not handed on again has ended.
+    emitted: std::collections::HashSet<Labels>,
 }
 
 /// The running connector.
@@ -316,6 +318,7 @@ impl Alerting {
                 next_due: vec![0; config.groups.len()],
                 dispatcher: Some(dispatcher),
                 warned_over_cap: None,
+                emitted: Default::default(),
             }),
             config: config.clone(),
             id: id.to_string(),
@@ -372,8 +375,9 @@ impl Alerting {
         }
     }
 
-    /// Evaluates every group that is due at `now`, notifies, and returns the series to hand on.
-    fn evaluate(&self, now: i64) -> Vec<Sample> {
+    /// Evaluates every group that is due at `now`, notifies, and returns the series to hand on and the series
+    /// that ended (an alert no longer pending or firing, a recorded series no longer produced).
+    fn evaluate(&self, now: i64) -> (Vec<Sample>, Vec<Labels>) {
         let mut engine = self.lock();
         let engine = &mut *engine;
         let mut out = Vec::new();
@@ -444,22 +448,33 @@ impl Alerting {
                 out.extend(state.series());
             }
         }
+        let mut ended = Vec::new();
         if any {
             engine.db.compact(now);
+            let current: std::collections::HashSet<Labels> =
+                out.iter().map(|s| s.labels.clone()).collect();
+            ended = engine
+                .emitted
+                .iter()
+                .filter(|l| !current.contains(*l))
+                .cloned()
+                .collect();
+            engine.emitted = current;
         }
-        out
+        (out, ended)
     }
 
-    /// Hands `samples` on as OTLP gauges, one resource per `job`/`instance`.
-    async fn emit(&self, samples: Vec<Sample>, now: i64) {
+    /// Hands `samples` on as OTLP gauges, one resource per `job`/`instance`, and the `ended` series as points
+    /// without a recorded value (the `prometheus` exporter drops them, remote write sends stale markers).
+    async fn emit(&self, samples: Vec<Sample>, ended: Vec<Labels>, now: i64) {
         let Some(outputs) = self.outputs.get() else {
             return;
         };
-        if samples.is_empty() {
+        if samples.is_empty() && ended.is_empty() {
             return;
         }
-        let points = samples.len() as u64;
-        let request = to_otlp(samples, now);
+        let points = (samples.len() + ended.len()) as u64;
+        let request = to_otlp(samples, ended, now);
         let batch = Batch::new(
             Signal::Metrics,
             Bytes::from(request.encode_to_vec()),
@@ -484,10 +499,17 @@ fn text_value(text: &str) -> Option<AnyValue> {
 
 /// Samples as OTLP: `job` and `instance` back into the resource (`service.namespace`/`service.name`,
 /// `service.instance.id`), so the `prometheus` exporter gives them back the same labels.
-fn to_otlp(samples: Vec<Sample>, now: i64) -> ExportMetricsServiceRequest {
+fn to_otlp(samples: Vec<Sample>, ended: Vec<Labels>, now: i64) -> ExportMetricsServiceRequest {
+    /// OTLP's `DataPointFlags.FLAG_NO_RECORDED_VALUE`.
+    const NO_RECORDED_VALUE: u32 = 1;
     let mut resources: BTreeMap<(String, String), BTreeMap<String, Vec<NumberDataPoint>>> =
         BTreeMap::new();
-    for sample in samples {
+    let points = samples.into_iter().map(|s| (s, 0)).chain(
+        ended
+            .into_iter()
+            .map(|labels| (Sample { labels, value: 0.0 }, NO_RECORDED_VALUE)),
+    );
+    for (sample, flags) in points {
         let job = label(&sample.labels, "job").unwrap_or("").to_string();
         let instance = label(&sample.labels, "instance").unwrap_or("").to_string();
         let name = label(&sample.labels, NAME).unwrap_or("").to_string();
@@ -509,7 +531,8 @@ fn to_otlp(samples: Vec<Sample>, now: i64) -> ExportMetricsServiceRequest {
             .push(NumberDataPoint {
                 attributes,
                 time_unix_nano: (now as u64) * 1_000_000,
-                value: Some(number_data_point::Value::AsDouble(sample.value)),
+                value: (flags == 0).then_some(number_data_point::Value::AsDouble(sample.value)),
+                flags,
                 ..NumberDataPoint::default()
             });
     }
@@ -602,8 +625,8 @@ impl Connector for Alerting {
                     _ = crate::pipeline::raised(&mut stopped) => return,
                     _ = ticks.tick() => {
                         let now = notify::payload::now_ms();
-                        let samples = connector.evaluate(now);
-                        connector.emit(samples, now).await;
+                        let (samples, ended) = connector.evaluate(now);
+                        connector.emit(samples, ended, now).await;
                     }
                 }
             }

@@ -55,8 +55,13 @@ fn output_series_put_job_and_instance_back_in_the_resource() {
         ]),
         value: 1.0,
     };
-    let request = to_otlp(vec![sample], 1_000);
-    let resource = &request.resource_metrics[0];
+    let ended = vec![tsdb::sorted(vec![
+        (NAME.into(), "ALERTS".into()),
+        ("alertname".into(), "Gone".into()),
+    ])];
+    let request = to_otlp(vec![sample], ended, 1_000);
+    // Resources by (job, instance): the ended series (no job) sorts first.
+    let resource = &request.resource_metrics[1];
     let attributes: Vec<(String, String)> = resource
         .resource
         .as_ref()
@@ -85,6 +90,14 @@ fn output_series_put_job_and_instance_back_in_the_resource() {
     };
     assert_eq!(gauge.data_points[0].attributes[0].key, "alertname");
     assert_eq!(gauge.data_points[0].time_unix_nano, 1_000_000_000);
+    assert_eq!(gauge.data_points[0].flags, 0);
+    // An ended series: no job, so its own resource; no value, flagged as having none.
+    let gone = &request.resource_metrics[0].scope_metrics[0].metrics[0];
+    let Some(metric::Data::Gauge(gone)) = &gone.data else {
+        panic!("a gauge");
+    };
+    assert_eq!(gone.data_points[0].flags, 1);
+    assert!(gone.data_points[0].value.is_none());
 }
 
 /// The shipped rule files, evaluated on the series the SDK and `spanmetrics` produce: the recording rules give
