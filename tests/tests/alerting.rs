@@ -17,7 +17,8 @@ fn example(
     slack: &HttpSink,
     webhook: &HttpSink,
     alertmanager: &Alertmanager,
-) -> Collector {
+) -> (Collector, tempfile::TempDir) {
+    let state = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(workspace_root().join("configs/examples/alerting.yaml"))
         .unwrap()
         .replace("0.0.0.0:4317", "{grpc}")
@@ -26,10 +27,11 @@ fn example(
         .replace("0.0.0.0:13133", "{health}")
         .replace("127.0.0.1:8888", "{metrics}");
     let rules = workspace_root().join("configs/monitoring");
-    Collector::start_with_env(
+    let collector = Collector::start_with_env(
         &text,
         &[
             ("VIGIL_RULES_DIR", rules.to_str().unwrap()),
+            ("VIGIL_ALERT_STATE_DIR", state.path().to_str().unwrap()),
             ("VIGIL_ALERT_EVAL_INTERVAL", "1s"),
             ("VIGIL_ALERT_GROUP_WAIT", "0s"),
             ("VIGIL_ALERT_GROUP_INTERVAL", "1s"),
@@ -45,7 +47,8 @@ fn example(
             ("VIGIL_ALERT_WEBHOOK_URL", &format!("{}/hook", webhook.url)),
             ("VIGIL_ALERTMANAGER_URL", &alertmanager.url),
         ],
-    )
+    );
+    (collector, state)
 }
 
 fn alert_names(posted: &[vigil_e2e::alerting::Posted]) -> Vec<String> {
@@ -65,7 +68,7 @@ fn a_failing_training_run_fires_training_failed_on_every_channel_it_names() {
     let webhook = HttpSink::start();
     let am_receiver = HttpSink::start();
     let alertmanager = Alertmanager::start(&format!("{}/from-alertmanager", am_receiver.url));
-    let mut collector = example(&smtp, &slack, &webhook, &alertmanager);
+    let (mut collector, _state) = example(&smtp, &slack, &webhook, &alertmanager);
     let output = Command::new(workspace_binary("training_job"))
         .env(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -195,7 +198,7 @@ fn an_application_reporting_the_seed_gauges_fires_and_resolves_the_seed_rules() 
     let webhook = HttpSink::start();
     let am_receiver = HttpSink::start();
     let alertmanager = Alertmanager::start(&format!("{}/from-alertmanager", am_receiver.url));
-    let mut collector = example(&smtp, &slack, &webhook, &alertmanager);
+    let (mut collector, _state) = example(&smtp, &slack, &webhook, &alertmanager);
     send_gauges(
         &collector,
         "python-app",
@@ -291,7 +294,7 @@ fn server_errors_are_retried_and_client_errors_are_not() {
     let alertmanager = Alertmanager::start(&format!("{}/from-alertmanager", am_receiver.url));
     webhook.answer_next(&[500, 500]);
     slack.answer_next(&[400]);
-    let mut collector = example(&smtp, &slack, &webhook, &alertmanager);
+    let (mut collector, _state) = example(&smtp, &slack, &webhook, &alertmanager);
     send_gauges(&collector, "flaky", &["disk_free_pct=3"]);
     assert!(
         eventually(WAIT, || collector.metric(
@@ -701,4 +704,75 @@ service:
     });
     assert!(resolved, "vigil {:?}\nprometheus {:?}", last.0, last.1);
     assert_eq!(collector.stop().code(), Some(0), "{}", collector.log());
+}
+
+fn firing_and_resolved(sink: &HttpSink, name: &str) -> (usize, usize) {
+    let statuses = statuses_of(&sink.posted(), name);
+    (
+        statuses.iter().filter(|s| *s == "firing").count(),
+        statuses.iter().filter(|s| *s == "resolved").count(),
+    )
+}
+
+/// `kill -9` while an alert is pending, then while it fires: the pending alert keeps its start and fires on
+/// time after the restart, the firing one is not announced again, and its resolution is told exactly once.
+#[test]
+fn alerts_survive_kill_9_without_lost_or_repeated_notifications() {
+    let state = tempfile::tempdir().unwrap();
+    let webhook = HttpSink::start();
+    let channels = format!(
+        "      hook: {{type: webhook, url: '{}/hook'}}\n",
+        webhook.url
+    );
+    let rules = "alerts:\n  - name: disk_low\n    condition: disk_free_pct < 10\n    severity: warning\n    channels: [hook]\n    for: 3s\n";
+    let text = format!(
+        "{channels}    state_directory: '{}'\n    restore_grace: 1m\n",
+        state.path().display()
+    );
+    let start = || with_rules(rules, &text, &[]);
+    let state_file = state.path().join("alerting-state.json");
+    let saved = || std::fs::read_to_string(&state_file).unwrap_or_default();
+
+    // Pending, then killed.
+    let (collector, _dir) = start();
+    send_gauges(&collector, "db", &["disk_free_pct=3"]);
+    assert!(
+        eventually(WAIT, || saved().contains("\"Pending\"")),
+        "{}",
+        collector.log()
+    );
+    drop(collector);
+    assert_eq!(firing_and_resolved(&webhook, "disk_low"), (0, 0));
+
+    // Restarted: it fires on time with no new data (its source has not reported again), and is told once.
+    let (collector, _dir) = start();
+    assert!(
+        eventually(WAIT, || firing_and_resolved(&webhook, "disk_low").0 == 1),
+        "{}",
+        collector.log()
+    );
+    assert!(eventually(WAIT, || saved().contains("\"Firing\"")));
+    drop(collector);
+
+    // Restarted while firing: not announced again; the recovery resolves it, told once.
+    let (mut collector, _dir) = start();
+    send_gauges(&collector, "db", &["disk_free_pct=50"]);
+    assert!(
+        eventually(WAIT, || firing_and_resolved(&webhook, "disk_low").1 == 1),
+        "{:?}\n{}",
+        webhook.posted(),
+        collector.log()
+    );
+    assert_eq!(collector.stop().code(), Some(0), "{}", collector.log());
+    assert_eq!(
+        firing_and_resolved(&webhook, "disk_low"),
+        (1, 1),
+        "{:?}",
+        webhook.posted()
+    );
+    assert!(
+        collector.log().contains("alert state restored"),
+        "{}",
+        collector.log()
+    );
 }

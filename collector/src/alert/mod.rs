@@ -26,6 +26,7 @@
 //! (annotations), [`notify`] (channels and routing), [`tsdb`] (samples).
 
 pub mod notify;
+pub mod persist;
 pub mod promql;
 pub mod rules;
 pub mod state;
@@ -84,6 +85,12 @@ pub struct AlertingConfig {
     pub route: RoutingConfig,
     /// The queue in front of it.
     pub sending_queue: QueueSettings,
+    /// Where alert state and undelivered notifications are kept across restarts (none: not kept).
+    pub state_directory: Option<String>,
+    /// After a restart, how long restored alerts wait for their series' first samples before an absent series
+    /// may resolve them.
+    #[serde(with = "crate::config::duration")]
+    pub restore_grace: Duration,
     /// The rules, loaded by `validate`.
     #[serde(skip)]
     pub groups: Vec<Group>,
@@ -102,6 +109,8 @@ impl Default for AlertingConfig {
                 queue_size: 1000,
                 num_consumers: 1,
             },
+            state_directory: None,
+            restore_grace: Duration::from_secs(300),
             groups: Vec::new(),
         }
     }
@@ -228,6 +237,12 @@ struct Engine {
     warned_over_cap: Option<i64>,
     /// The series handed on at the last evaluation: one that is not handed on again has ended.
     emitted: std::collections::HashSet<Labels>,
+    /// Where the state is saved, if anywhere.
+    state_file: Option<Arc<persist::StateFile>>,
+    /// After a restart, until when restored alerts wait for their sources (ms), and the `(job, instance)` pairs
+    /// that have reported since.
+    hold_until: i64,
+    reported: std::collections::HashSet<(String, String)>,
 }
 
 /// The running connector.
@@ -295,18 +310,62 @@ impl Alerting {
     /// A connector from its validated config.
     pub fn new(config: &AlertingConfig, id: &str, registry: &Registry) -> Result<Self, String> {
         let (stop, _) = watch::channel(false);
-        let rules_per_group = config
+        let mut states: Vec<Vec<RuleState>> = config
             .groups
             .iter()
             .map(|g| g.rules.iter().map(|_| RuleState::default()).collect())
             .collect();
-        let dispatcher = Dispatcher::start(
+        let (state_file, snapshot) = match &config.state_directory {
+            Some(dir) => {
+                let (file, snapshot) = persist::StateFile::open(Path::new(dir))?;
+                (Some(file), snapshot)
+            }
+            None => (None, None),
+        };
+        let outbox = state_file
+            .as_ref()
+            .map_or_else(Default::default, |f| f.outbox());
+        let on_change: notify::OnChange = match &state_file {
+            Some(file) => {
+                let file = file.clone();
+                Arc::new(move || file.save())
+            }
+            None => Arc::new(|| {}),
+        };
+        let mut dispatcher = Dispatcher::start(
             &config.channels,
             &config.route,
             &config.external_url,
             config.evaluation_interval,
             registry,
+            outbox,
+            on_change,
         )?;
+        let mut hold_until = 0;
+        if let Some(snapshot) = snapshot {
+            let now = notify::payload::now_ms();
+            hold_until = now + config.restore_grace.as_millis() as i64;
+            let mut restored = 0;
+            for (g, group) in config.groups.iter().enumerate() {
+                for (r, rule) in group.rules.iter().enumerate() {
+                    if let Some(saved) = snapshot
+                        .rules
+                        .iter()
+                        .find(|s| s.group == group.name && s.rule == rule.name())
+                    {
+                        restored += saved.alerts.len();
+                        states[g][r].active = saved
+                            .alerts
+                            .iter()
+                            .map(|a| (a.labels.clone(), a.clone()))
+                            .collect();
+                        states[g][r].hold_until = hold_until;
+                    }
+                }
+            }
+            dispatcher.restore(snapshot.dispatch);
+            tracing::info!(connector = id, alerts = restored, "alert state restored");
+        }
         Ok(Alerting {
             store: Store::new(StoreSettings {
                 max_series: config.max_series,
@@ -314,11 +373,14 @@ impl Alerting {
             }),
             engine: Mutex::new(Engine {
                 db: Tsdb::new(config.retention(), config.max_series),
-                states: rules_per_group,
+                states,
                 next_due: vec![0; config.groups.len()],
                 dispatcher: Some(dispatcher),
                 warned_over_cap: None,
                 emitted: Default::default(),
+                state_file,
+                hold_until,
+                reported: Default::default(),
             }),
             config: config.clone(),
             id: id.to_string(),
@@ -345,9 +407,20 @@ impl Alerting {
     fn ingest(&self, request: &ExportMetricsServiceRequest, now: i64) {
         let mut engine = self.lock();
         let mut over_cap = 0;
+        let holding = now < engine.hold_until;
         self.store.ingest(request, &mut |changed| {
             if changed.ended {
                 return;
+            }
+            if holding {
+                let source = |name: &str| {
+                    changed
+                        .labels
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map_or_else(String::new, |(_, v)| v.clone())
+                };
+                engine.reported.insert((source("job"), source("instance")));
             }
             let t = if changed.series.timestamp_ms > 0 {
                 changed.series.timestamp_ms
@@ -420,7 +493,22 @@ impl Alerting {
                         }
                     }
                     RuleKind::Alert { .. } => {
-                        engine.states[g][r].evaluate(rule, &samples, now);
+                        let reported = &engine.reported;
+                        let source_reported = |labels: &Labels| {
+                            let job = label(labels, "job").unwrap_or("");
+                            match label(labels, "instance") {
+                                Some(instance) => {
+                                    reported.contains(&(job.to_string(), instance.to_string()))
+                                }
+                                None => reported.iter().any(|(j, _)| j == job),
+                            }
+                        };
+                        engine.states[g][r].evaluate_restored(
+                            rule,
+                            &samples,
+                            now,
+                            &source_reported,
+                        );
                     }
                 }
             }
@@ -442,6 +530,25 @@ impl Alerting {
             .collect();
         if let Some(dispatcher) = engine.dispatcher.as_mut() {
             dispatcher.tick(&alerts, now);
+            // Saved before the notifications leave, so a restart neither loses nor repeats them.
+            if let Some(file) = &engine.state_file {
+                let mut saved = Vec::new();
+                for (g, group) in self.config.groups.iter().enumerate() {
+                    for (r, rule) in group.rules.iter().enumerate() {
+                        let alerts: Vec<Alert> =
+                            engine.states[g][r].active.values().cloned().collect();
+                        if !alerts.is_empty() {
+                            saved.push(persist::SavedRule {
+                                group: group.name.clone(),
+                                rule: rule.name().to_string(),
+                                alerts,
+                            });
+                        }
+                    }
+                }
+                file.update(saved, dispatcher.state());
+            }
+            dispatcher.flush();
         }
         if any {
             for state in engine.states.iter().flatten() {

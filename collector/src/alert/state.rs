@@ -14,7 +14,7 @@ use super::tsdb::{Labels, NAME};
 pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
 
 /// Where an instance stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AlertState {
     /// Condition holds, not yet for long enough.
     Pending,
@@ -36,7 +36,7 @@ impl AlertState {
 }
 
 /// One alert: a rule and one series of its result.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Alert {
     /// Labels: the series', the rule's, `alertname`.
     pub labels: Labels,
@@ -65,6 +65,9 @@ pub struct Alert {
 pub struct RuleState {
     /// Instances by labels.
     pub active: HashMap<Labels, Alert>,
+    /// Until then (ms), instances restored after a restart are kept as they are while their source has not
+    /// reported since: the collector's memory of samples starts empty, and "no data yet" must not resolve them.
+    pub hold_until: i64,
 }
 
 /// The labels of a rule's result series: the sample's without `__name__`, the rule's on top.
@@ -82,6 +85,19 @@ pub fn result_labels(sample: &Sample, rule_labels: &BTreeMap<String, String>) ->
 impl RuleState {
     /// Applies one evaluation of `rule` at `now` (ms) whose condition returned `samples`.
     pub fn evaluate(&mut self, rule: &Rule, samples: &[Sample], now: i64) {
+        self.evaluate_restored(rule, samples, now, &|_| false);
+    }
+
+    /// [`RuleState::evaluate`] after a restart: `reported` says whether the source of an alert's labels (its
+    /// `job` and `instance`) has sent data since; until it has, or until `hold_until`, a restored instance whose
+    /// series is missing is kept as it is.
+    pub fn evaluate_restored(
+        &mut self,
+        rule: &Rule,
+        samples: &[Sample],
+        now: i64,
+        reported: &dyn Fn(&Labels) -> bool,
+    ) {
         let RuleKind::Alert {
             name,
             hold,
@@ -141,8 +157,9 @@ impl RuleState {
                 }
             }
         }
+        let holding = now < self.hold_until;
         self.active.retain(|labels, alert| {
-            if seen.contains(labels) {
+            if seen.contains(labels) || (holding && !reported(labels)) {
                 return true;
             }
             match alert.state {
@@ -292,6 +309,32 @@ mod tests {
         assert!(state.active.is_empty());
         state.evaluate(&rule(0, 0), &[sample("b", 5.0)], 0);
         assert_eq!(states(&state), [("b".into(), AlertState::Firing)]);
+    }
+
+    #[test]
+    fn restored_alerts_wait_for_their_source_or_the_grace_period() {
+        let rule = rule(0, 0);
+        let mut state = RuleState::default();
+        state.evaluate(&rule, &[sample("a", 5.0), sample("b", 5.0)], 0);
+        state.hold_until = 60_000;
+        let reported = |labels: &Labels| crate::alert::tsdb::label(labels, "instance") == Some("a");
+        state.evaluate_restored(&rule, &[], 1_000, &reported);
+        assert_eq!(
+            states(&state),
+            [
+                ("a".into(), AlertState::Resolved),
+                ("b".into(), AlertState::Firing)
+            ],
+            "a reported and is fine; b has not reported yet"
+        );
+        state.evaluate_restored(&rule, &[], 60_000, &|_| false);
+        assert_eq!(
+            states(&state),
+            [
+                ("a".into(), AlertState::Resolved),
+                ("b".into(), AlertState::Resolved)
+            ]
+        );
     }
 
     #[test]

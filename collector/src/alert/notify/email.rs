@@ -179,12 +179,56 @@ impl EmailChannel {
     }
 }
 
-/// Sends `message`: connection problems, timeouts and 4xx answers are retryable, 5xx answers are not.
+/// A message ready to send: its envelope and its bytes (kept as they are, so a message written before a restart
+/// goes out unchanged after it).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Raw {
+    /// Envelope sender.
+    pub from: String,
+    /// Envelope recipients.
+    pub to: Vec<String>,
+    /// The formatted message.
+    pub bytes: Vec<u8>,
+}
+
+impl Raw {
+    /// The envelope and bytes of `message`.
+    pub fn of(message: &Message) -> Raw {
+        let envelope = message.envelope();
+        Raw {
+            from: envelope.from().map(|a| a.to_string()).unwrap_or_default(),
+            to: envelope.to().iter().map(|a| a.to_string()).collect(),
+            bytes: message.formatted(),
+        }
+    }
+}
+
+/// Sends `raw`: connection problems, timeouts and 4xx answers are retryable, 5xx answers are not.
 pub async fn send(
     transport: &AsyncSmtpTransport<Tokio1Executor>,
-    message: Message,
+    raw: &Raw,
 ) -> Result<(), ExportError> {
-    match transport.send(message).await {
+    let parse = |a: &str| {
+        a.parse::<lettre::Address>()
+            .map_err(|e| ExportError::Permanent {
+                message: format!("`{a}` is not an address: {e}"),
+            })
+    };
+    let from = if raw.from.is_empty() {
+        None
+    } else {
+        Some(parse(&raw.from)?)
+    };
+    let to = raw
+        .to
+        .iter()
+        .map(|a| parse(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envelope =
+        lettre::address::Envelope::new(from, to).map_err(|e| ExportError::Permanent {
+            message: format!("no envelope: {e}"),
+        })?;
+    match transport.send_raw(&envelope, &raw.bytes).await {
         Ok(_) => Ok(()),
         Err(e) if e.is_permanent() => Err(ExportError::Permanent {
             message: format!("SMTP server refused the message: {e}"),

@@ -25,6 +25,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use serde::Deserialize;
+use std::sync::{Arc, Mutex};
+
 use tokio::sync::mpsc;
 
 use crate::alert::state::{Alert, AlertState};
@@ -197,18 +199,47 @@ impl Default for RoutingConfig {
 }
 
 /// What a channel's task delivers.
-enum Content {
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Content {
     /// A JSON body to POST.
-    Json(Bytes),
+    Json(String),
     /// An e-mail.
-    Email(Box<lettre::Message>),
+    Email(email::Raw),
 }
 
 /// A notification handed to a channel's task.
-struct Notification {
-    content: Content,
-    alerts: usize,
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Notification {
+    /// Its place in the outbox.
+    pub id: u64,
+    /// The channel.
+    pub channel: String,
+    /// What to deliver.
+    pub content: Content,
+    /// How many alerts it tells about.
+    pub alerts: usize,
 }
+
+/// Notifications handed to channels and not yet delivered (or given up on). With a state directory it is
+/// saved before each hand-over, so a notification is neither lost nor sent twice when the collector is killed
+/// (unless killed between a delivery and the save that follows it).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Outbox {
+    next_id: u64,
+    /// Waiting notifications by id.
+    pub waiting: BTreeMap<u64, Notification>,
+}
+
+impl Outbox {
+    /// The outbox as loaded after a restart: new ids continue after the waiting ones.
+    pub fn resumed(mut self) -> Self {
+        self.next_id = self.waiting.keys().max().copied().unwrap_or(0);
+        self
+    }
+}
+
+/// Called after the outbox changed (to save it).
+pub type OnChange = Arc<dyn Fn() + Send + Sync>;
 
 /// How a channel's task delivers.
 enum Transport {
@@ -232,14 +263,12 @@ impl Transport {
                     &target.client,
                     &target.url,
                     &target.headers,
-                    body.clone(),
+                    Bytes::from(body.clone()),
                     target.timeout,
                 )
                 .await
             }
-            (Transport::Smtp(smtp), Content::Email(message)) => {
-                email::send(smtp, (**message).clone()).await
-            }
+            (Transport::Smtp(smtp), Content::Email(raw)) => email::send(smtp, raw).await,
             _ => Err(ExportError::Permanent {
                 message: "notification does not fit the channel".into(),
             }),
@@ -254,12 +283,19 @@ struct Channel {
     email: Option<email::EmailChannel>,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct GroupState {
     next_flush: i64,
     last_sent: Option<i64>,
     notified_firing: BTreeSet<Labels>,
     notified_resolved: BTreeSet<Labels>,
+}
+
+/// The dispatcher's memory of what it notified, for saving across restarts.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct DispatchState {
+    groups: Vec<((String, Labels), GroupState)>,
+    pushed: Vec<((String, Labels), i64)>,
 }
 
 /// Routes, groups and hands notifications to the channels' tasks.
@@ -272,6 +308,9 @@ pub struct Dispatcher {
     resend_delay: i64,
     valid_for: Duration,
     registry: Registry,
+    outbox: Arc<Mutex<Outbox>>,
+    /// Notifications decided by the last tick, handed to the channels by [`Dispatcher::flush`].
+    ready: Vec<Notification>,
 }
 
 fn count(registry: &Registry, channel: &str, result: &str, n: u64) {
@@ -347,13 +386,16 @@ fn redact(error: ExportError, url: &Uri) -> ExportError {
 }
 
 impl Dispatcher {
-    /// Starts a task per channel.
+    /// Starts a task per channel. `outbox` holds notifications not yet delivered (from before a restart: they
+    /// are sent first); `on_change` is called whenever it changes.
     pub fn start(
         channels: &BTreeMap<String, ChannelConfig>,
         routing: &RoutingConfig,
         external_url: &str,
         evaluation_interval: Duration,
         registry: &Registry,
+        outbox: Arc<Mutex<Outbox>>,
+        on_change: OnChange,
     ) -> Result<Self, String> {
         let mut running = BTreeMap::new();
         for (name, config) in channels {
@@ -400,6 +442,8 @@ impl Dispatcher {
             let (sender, mut receiver) = mpsc::channel::<Notification>(64);
             let channel = name.clone();
             let registry = registry.clone();
+            let delivered_outbox = outbox.clone();
+            let delivered = on_change.clone();
             tokio::spawn(async move {
                 while let Some(notification) = receiver.recv().await {
                     let sent = retrying(&retry, &format!("alert channel `{channel}`"), || {
@@ -414,6 +458,12 @@ impl Dispatcher {
                                 "alert notification not delivered");
                         }
                     }
+                    delivered_outbox
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .waiting
+                        .remove(&notification.id);
+                    delivered();
                 }
             });
             let email = match config {
@@ -430,6 +480,28 @@ impl Dispatcher {
             );
         }
         let resend_delay = 60_000;
+        let waiting: Vec<Notification> = outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .waiting
+            .values()
+            .cloned()
+            .collect();
+        for notification in waiting {
+            match running.get(&notification.channel) {
+                Some(channel) => {
+                    tracing::info!(channel = %notification.channel, "sending a notification from before the restart");
+                    let _ = channel.sender.try_send(notification);
+                }
+                None => {
+                    outbox
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .waiting
+                        .remove(&notification.id);
+                }
+            }
+        }
         Ok(Dispatcher {
             channels: running,
             routing: routing.clone(),
@@ -441,7 +513,27 @@ impl Dispatcher {
                 4 * resend_delay.max(evaluation_interval.as_millis() as i64) as u64,
             ),
             registry: registry.clone(),
+            outbox,
+            ready: Vec::new(),
         })
+    }
+
+    /// What it notified, to save.
+    pub fn state(&self) -> DispatchState {
+        DispatchState {
+            groups: self
+                .groups
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            pushed: self.pushed.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        }
+    }
+
+    /// Takes back what it notified before a restart.
+    pub fn restore(&mut self, state: DispatchState) {
+        self.groups = state.groups.into_iter().collect();
+        self.pushed = state.pushed.into_iter().collect();
     }
 
     /// The channels `alert` goes to.
@@ -472,18 +564,45 @@ impl Dispatcher {
             .collect()
     }
 
-    fn hand_over(&self, channel: &str, content: Content, alerts: usize) {
-        let Some(running) = self.channels.get(channel) else {
+    /// Puts a notification in the outbox; [`Dispatcher::flush`] hands it to the channel.
+    fn hand_over(&mut self, channel: &str, content: Content, alerts: usize) {
+        if !self.channels.contains_key(channel) {
             return;
+        }
+        let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        outbox.next_id += 1;
+        let notification = Notification {
+            id: outbox.next_id,
+            channel: channel.to_string(),
+            content,
+            alerts,
         };
-        let notification = Notification { content, alerts };
-        if running.sender.try_send(notification).is_err() {
-            count(&self.registry, channel, "dropped", 1);
-            tracing::error!(
-                channel,
-                alerts,
-                "alert channel is not keeping up (64 notifications queued); this notification is dropped"
+        outbox.waiting.insert(notification.id, notification.clone());
+        self.ready.push(notification);
+    }
+
+    /// Hands the notifications of the last tick to their channels (after the caller saved the state, so a
+    /// restart neither loses nor repeats them). A channel whose queue is full drops the notification, counted.
+    pub fn flush(&mut self) {
+        for notification in self.ready.drain(..) {
+            let Some(running) = self.channels.get(&notification.channel) else {
+                continue;
+            };
+            let (id, channel, alerts) = (
+                notification.id,
+                notification.channel.clone(),
+                notification.alerts,
             );
+            if running.sender.try_send(notification).is_err() {
+                self.outbox
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .waiting
+                    .remove(&id);
+                count(&self.registry, &channel, "dropped", 1);
+                tracing::error!(channel = %channel, alerts,
+                    "alert channel is not keeping up (64 notifications queued); this notification is dropped");
+            }
         }
     }
 
@@ -533,11 +652,7 @@ impl Dispatcher {
         self.pushed.retain(|key, _| live.contains(key));
         for (channel, batch) in pushes {
             let body = payload::alertmanager(&batch, &self.external_url, now, self.valid_for);
-            self.hand_over(
-                &channel,
-                Content::Json(Bytes::from(body.to_string())),
-                batch.len(),
-            );
+            self.hand_over(&channel, Content::Json(body.to_string()), batch.len());
         }
         self.groups.retain(|key, _| by_group.contains_key(key));
         for (key, members) in by_group {
@@ -601,7 +716,7 @@ impl Dispatcher {
             let content = match (running.kind, &running.email) {
                 ("email", Some(email)) => {
                     match email.message(&group_labels, &included, &self.external_url) {
-                        Ok(message) => Content::Email(Box::new(message)),
+                        Ok(message) => Content::Email(email::Raw::of(&message)),
                         Err(error) => {
                             count(&self.registry, &channel, "rejected", 1);
                             tracing::error!(channel = %channel, %error, "cannot write the alert e-mail");
@@ -609,13 +724,13 @@ impl Dispatcher {
                         }
                     }
                 }
-                ("slack", _) => Content::Json(Bytes::from(
+                ("slack", _) => Content::Json(
                     payload::slack(&group_labels, &included, &self.external_url).to_string(),
-                )),
-                _ => Content::Json(Bytes::from(
+                ),
+                _ => Content::Json(
                     payload::webhook(&channel, &group_labels, &included, &self.external_url)
                         .to_string(),
-                )),
+                ),
             };
             self.hand_over(&channel, content, included.len());
         }
@@ -652,6 +767,8 @@ impl Dispatcher {
             resend_delay: 60_000,
             valid_for: Duration::from_secs(240),
             registry: Registry::default(),
+            outbox: Default::default(),
+            ready: Vec::new(),
         };
         (dispatcher, receivers)
     }

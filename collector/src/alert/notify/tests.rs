@@ -25,9 +25,14 @@ fn drain(receiver: &mut mpsc::Receiver<Notification>) -> Vec<serde_json::Value> 
         let Content::Json(body) = n.content else {
             panic!("JSON");
         };
-        out.push(serde_json::from_slice(&body).unwrap());
+        out.push(serde_json::from_str(&body).unwrap());
     }
     out
+}
+
+fn tick(d: &mut Dispatcher, alerts: &[&Alert], now: i64) {
+    d.tick(alerts, now);
+    d.flush();
 }
 
 fn routing(wait: u64, interval: u64, repeat: u64) -> RoutingConfig {
@@ -45,24 +50,24 @@ fn one_notification_per_group_after_group_wait_then_resolved() {
     let a = alert("High", "a", AlertState::Firing, &["hook"]);
     let b = alert("High", "b", AlertState::Firing, &["hook"]);
     let pending = alert("High", "c", AlertState::Pending, &["hook"]);
-    d.tick(&[&a, &pending], 0);
+    tick(&mut d, &[&a, &pending], 0);
     assert!(drain(rx.get_mut("hook").unwrap()).is_empty(), "group_wait");
-    d.tick(&[&a, &b, &pending], 30_000);
+    tick(&mut d, &[&a, &b, &pending], 30_000);
     let sent = drain(rx.get_mut("hook").unwrap());
     assert_eq!(sent.len(), 1, "one notification for the group");
     assert_eq!(sent[0]["alerts"].as_array().unwrap().len(), 2);
     assert_eq!(sent[0]["groupLabels"]["alertname"], "High");
     // Nothing new: quiet at the next group interval.
-    d.tick(&[&a, &b], 330_000);
+    tick(&mut d, &[&a, &b], 330_000);
     assert!(drain(rx.get_mut("hook").unwrap()).is_empty());
     // b resolves: told at the next group interval, with a still firing.
     let b_done = alert("High", "b", AlertState::Resolved, &["hook"]);
-    d.tick(&[&a, &b_done], 400_000);
+    tick(&mut d, &[&a, &b_done], 400_000);
     assert!(
         drain(rx.get_mut("hook").unwrap()).is_empty(),
         "waits for group_interval"
     );
-    d.tick(&[&a, &b_done], 630_000);
+    tick(&mut d, &[&a, &b_done], 630_000);
     let sent = drain(rx.get_mut("hook").unwrap());
     assert_eq!(sent.len(), 1);
     let statuses: Vec<&str> = sent[0]["alerts"]
@@ -73,10 +78,10 @@ fn one_notification_per_group_after_group_wait_then_resolved() {
         .collect();
     assert_eq!(statuses, ["firing", "resolved"]);
     // Not told twice.
-    d.tick(&[&a, &b_done], 930_000);
+    tick(&mut d, &[&a, &b_done], 930_000);
     assert!(drain(rx.get_mut("hook").unwrap()).is_empty());
     // Repeat interval.
-    d.tick(&[&a], 630_000 + 3_600_000);
+    tick(&mut d, &[&a], 630_000 + 3_600_000);
     assert_eq!(drain(rx.get_mut("hook").unwrap()).len(), 1);
 }
 
@@ -92,7 +97,11 @@ fn routes_add_channels_and_group_wait_zero_sends_at_once() {
         &[("all", "webhook"), ("pager", "slack"), ("mail", "webhook")],
         r,
     );
-    d.tick(&[&alert("Down", "a", AlertState::Firing, &["mail"])], 0);
+    tick(
+        &mut d,
+        &[&alert("Down", "a", AlertState::Firing, &["mail"])],
+        0,
+    );
     assert_eq!(drain(rx.get_mut("all").unwrap()).len(), 1);
     assert_eq!(drain(rx.get_mut("mail").unwrap()).len(), 1);
     let slack = drain(rx.get_mut("pager").unwrap());
@@ -103,17 +112,17 @@ fn routes_add_channels_and_group_wait_zero_sends_at_once() {
 fn alertmanager_gets_every_alert_again_after_the_resend_delay_and_its_resolution() {
     let (mut d, mut rx) = Dispatcher::for_test(&[("am", "alertmanager")], routing(30, 300, 3600));
     let a = alert("Down", "a", AlertState::Firing, &["am"]);
-    d.tick(&[&a], 0);
+    tick(&mut d, &[&a], 0);
     let sent = drain(rx.get_mut("am").unwrap());
     assert_eq!(sent.len(), 1, "no group_wait: Alertmanager groups itself");
     assert_eq!(sent[0][0]["labels"]["instance"], "a");
-    d.tick(&[&a], 30_000);
+    tick(&mut d, &[&a], 30_000);
     assert!(drain(rx.get_mut("am").unwrap()).is_empty());
-    d.tick(&[&a], 60_000);
+    tick(&mut d, &[&a], 60_000);
     assert_eq!(drain(rx.get_mut("am").unwrap()).len(), 1);
     let mut done = alert("Down", "a", AlertState::Resolved, &["am"]);
     done.resolved_at = Some(75_000);
-    d.tick(&[&done], 75_000);
+    tick(&mut d, &[&done], 75_000);
     let sent = drain(rx.get_mut("am").unwrap());
     assert_eq!(sent[0][0]["endsAt"], payload::rfc3339(75_000));
 }
