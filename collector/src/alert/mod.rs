@@ -65,6 +65,27 @@ use rules::{Group, RuleKind};
 use state::{Alert, RuleState};
 use tsdb::{Labels, NAME, Tsdb, label};
 
+/// `flapping`: a series that fires and resolves more than `threshold` times within `window` gets one
+/// notification saying so, then none until it has been stable for a `window`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlappingConfig {
+    /// State changes allowed within the window (0 turns detection off).
+    pub threshold: usize,
+    /// The window.
+    #[serde(with = "crate::config::duration")]
+    pub window: Duration,
+}
+
+impl Default for FlappingConfig {
+    fn default() -> Self {
+        FlappingConfig {
+            threshold: 6,
+            window: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
 /// `connectors.alerting`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -91,6 +112,13 @@ pub struct AlertingConfig {
     /// may resolve them.
     #[serde(with = "crate::config::duration")]
     pub restore_grace: Duration,
+    /// What an alert becomes when the series its condition compares disappear: `ok` (resolved, as in
+    /// Prometheus), `alerting` (firing with `no_data="true"`) or `keep_last`.
+    pub no_data: state::NoData,
+    /// Evaluations without data before `no_data` applies.
+    pub no_data_after: u32,
+    /// Flap detection.
+    pub flapping: FlappingConfig,
     /// The rules, loaded by `validate`.
     #[serde(skip)]
     pub groups: Vec<Group>,
@@ -111,6 +139,9 @@ impl Default for AlertingConfig {
             },
             state_directory: None,
             restore_grace: Duration::from_secs(300),
+            no_data: state::NoData::Ok,
+            no_data_after: 3,
+            flapping: FlappingConfig::default(),
             groups: Vec::new(),
         }
     }
@@ -310,10 +341,21 @@ impl Alerting {
     /// A connector from its validated config.
     pub fn new(config: &AlertingConfig, id: &str, registry: &Registry) -> Result<Self, String> {
         let (stop, _) = watch::channel(false);
+        let policy = state::Policy {
+            no_data: config.no_data,
+            no_data_after: config.no_data_after.max(1),
+            flap_threshold: config.flapping.threshold,
+            flap_window_ms: config.flapping.window.as_millis() as i64,
+        };
         let mut states: Vec<Vec<RuleState>> = config
             .groups
             .iter()
-            .map(|g| g.rules.iter().map(|_| RuleState::default()).collect())
+            .map(|g| {
+                g.rules
+                    .iter()
+                    .map(|_| RuleState::new(policy.clone()))
+                    .collect()
+            })
             .collect();
         let (state_file, snapshot) = match &config.state_directory {
             Some(dir) => {
@@ -503,11 +545,33 @@ impl Alerting {
                                 None => reported.iter().any(|(j, _)| j == job),
                             }
                         };
+                        // The series the condition compares, evaluated only if an alert went missing.
+                        let data = std::cell::OnceCell::new();
+                        let db = &engine.db;
+                        let has_data = |labels: &Labels| {
+                            let Some(expr) = data_expr(&rule.expr) else {
+                                return true;
+                            };
+                            let series = data.get_or_init(|| {
+                                promql::instant(expr, db, now)
+                                    .unwrap_or_default()
+                                    .into_iter()
+                                    .map(|s| s.labels)
+                                    .collect::<Vec<_>>()
+                            });
+                            series.iter().any(|data_labels| {
+                                data_labels
+                                    .iter()
+                                    .filter(|(k, _)| k != NAME)
+                                    .all(|pair| labels.contains(pair))
+                            })
+                        };
                         engine.states[g][r].evaluate_restored(
                             rule,
                             &samples,
                             now,
                             &source_reported,
+                            &has_data,
                         );
                     }
                 }
@@ -595,6 +659,26 @@ impl Alerting {
                 );
             }
         }
+    }
+}
+
+/// The series a comparison condition compares (`disk_free_pct` in `disk_free_pct < 10`): when they are gone the
+/// rule has no data, which is not the same as a false condition. `None` for other conditions.
+fn data_expr(expr: &promql_parser::parser::Expr) -> Option<&promql_parser::parser::Expr> {
+    use promql_parser::parser::Expr;
+    match expr {
+        Expr::Paren(p) => data_expr(&p.expr),
+        Expr::Binary(b)
+            if b.op.is_comparison_operator()
+                && !b.modifier.as_ref().is_some_and(|m| m.return_bool) =>
+        {
+            if matches!(*b.lhs, Expr::NumberLiteral(_)) {
+                Some(&b.rhs)
+            } else {
+                Some(&b.lhs)
+            }
+        }
+        _ => None,
     }
 }
 

@@ -58,6 +58,53 @@ pub struct Alert {
     pub channels: Vec<String>,
     /// The rule's expression, for `generatorURL`.
     pub expr: String,
+    /// Evaluations in a row in which the series the condition compares had no sample at all.
+    #[serde(default)]
+    pub missing: u32,
+    /// In the no-data state: its series are gone and `no_data: alerting` keeps it firing.
+    #[serde(default)]
+    pub no_data: bool,
+    /// It changed state more than `flapping.threshold` times within `flapping.window`: its notifications are
+    /// held (after one saying so) until it is stable again.
+    #[serde(default)]
+    pub flapping: bool,
+}
+
+/// What an alert whose series are gone becomes (`no_data`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoData {
+    /// Resolved, as in Prometheus (a missing series is a false condition).
+    #[default]
+    Ok,
+    /// Firing, marked `no_data="true"`, after `no_data_after` evaluations without data.
+    Alerting,
+    /// Left in the state it had.
+    KeepLast,
+}
+
+/// How instances of a rule treat missing data and flapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// What a missing series means.
+    pub no_data: NoData,
+    /// Evaluations without data before `no_data` applies.
+    pub no_data_after: u32,
+    /// State changes within `flap_window_ms` beyond which an instance is flapping (0: never).
+    pub flap_threshold: usize,
+    /// The flapping window.
+    pub flap_window_ms: i64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            no_data: NoData::Ok,
+            no_data_after: 3,
+            flap_threshold: 0,
+            flap_window_ms: 30 * 60 * 1000,
+        }
+    }
 }
 
 /// The instances of one alerting rule.
@@ -68,6 +115,10 @@ pub struct RuleState {
     /// Until then (ms), instances restored after a restart are kept as they are while their source has not
     /// reported since: the collector's memory of samples starts empty, and "no data yet" must not resolve them.
     pub hold_until: i64,
+    /// Missing data and flapping.
+    pub policy: Policy,
+    /// Recent firing/resolved changes per series, for flap detection.
+    changes: HashMap<Labels, Vec<i64>>,
 }
 
 /// The labels of a rule's result series: the sample's without `__name__`, the rule's on top.
@@ -83,9 +134,29 @@ pub fn result_labels(sample: &Sample, rule_labels: &BTreeMap<String, String>) ->
 }
 
 impl RuleState {
+    /// No instances yet, under `policy`.
+    pub fn new(policy: Policy) -> Self {
+        RuleState {
+            policy,
+            ..RuleState::default()
+        }
+    }
+
     /// Applies one evaluation of `rule` at `now` (ms) whose condition returned `samples`.
     pub fn evaluate(&mut self, rule: &Rule, samples: &[Sample], now: i64) {
-        self.evaluate_restored(rule, samples, now, &|_| false);
+        self.evaluate_restored(rule, samples, now, &|_| false, &|_| true);
+    }
+
+    /// Records a firing/resolved change of `labels` and says whether the series is flapping.
+    fn changed(&mut self, labels: &Labels, now: i64) -> bool {
+        if self.policy.flap_threshold == 0 {
+            return false;
+        }
+        let window = self.policy.flap_window_ms;
+        let changes = self.changes.entry(labels.clone()).or_default();
+        changes.retain(|at| now - at < window);
+        changes.push(now);
+        changes.len() > self.policy.flap_threshold
     }
 
     /// [`RuleState::evaluate`] after a restart: `reported` says whether the source of an alert's labels (its
@@ -97,6 +168,7 @@ impl RuleState {
         samples: &[Sample],
         now: i64,
         reported: &dyn Fn(&Labels) -> bool,
+        has_data: &dyn Fn(&Labels) -> bool,
     ) {
         let RuleKind::Alert {
             name,
@@ -137,6 +209,8 @@ impl RuleState {
                     alert.value = sample.value;
                     alert.annotations = expanded;
                     alert.keep_firing_since = None;
+                    alert.missing = 0;
+                    alert.no_data = false;
                 }
                 _ => {
                     self.active.insert(
@@ -152,15 +226,41 @@ impl RuleState {
                             keep_firing_since: None,
                             channels: channels.clone(),
                             expr: rule.expr_text.clone(),
+                            missing: 0,
+                            no_data: false,
+                            flapping: false,
                         },
                     );
                 }
             }
         }
         let holding = now < self.hold_until;
+        let policy = self.policy.clone();
+        let mut resolved_now = Vec::new();
         self.active.retain(|labels, alert| {
             if seen.contains(labels) || (holding && !reported(labels)) {
                 return true;
+            }
+            if alert.state != AlertState::Resolved && !has_data(labels) {
+                alert.missing += 1;
+                match policy.no_data {
+                    NoData::Ok => {}
+                    NoData::KeepLast => return true,
+                    NoData::Alerting => {
+                        if alert.missing >= policy.no_data_after && !alert.no_data {
+                            alert.no_data = true;
+                            if !alert.labels.iter().any(|(k, _)| k == "no_data") {
+                                alert.labels.push(("no_data".into(), "true".into()));
+                                alert.labels.sort();
+                            }
+                            if alert.state == AlertState::Pending {
+                                alert.state = AlertState::Firing;
+                                alert.fired_at = Some(now);
+                            }
+                        }
+                        return true;
+                    }
+                }
             }
             match alert.state {
                 AlertState::Pending => false,
@@ -171,6 +271,7 @@ impl RuleState {
                     }
                     alert.state = AlertState::Resolved;
                     alert.resolved_at = Some(now);
+                    resolved_now.push(labels.clone());
                     true
                 }
                 AlertState::Resolved => alert
@@ -178,10 +279,27 @@ impl RuleState {
                     .is_some_and(|at| now - at < RESOLVED_RETENTION_MS),
             }
         });
-        for alert in self.active.values_mut() {
+        let mut fired_now = Vec::new();
+        for (labels, alert) in self.active.iter_mut() {
             if alert.state == AlertState::Pending && now - alert.active_at >= hold {
                 alert.state = AlertState::Firing;
                 alert.fired_at = Some(now);
+                fired_now.push(labels.clone());
+            }
+        }
+        for labels in resolved_now.into_iter().chain(fired_now) {
+            let flapping = self.changed(&labels, now);
+            if let Some(alert) = self.active.get_mut(&labels) {
+                alert.flapping = flapping;
+            }
+        }
+        // A series quiet for a whole window is stable again.
+        let window = self.policy.flap_window_ms;
+        self.changes
+            .retain(|_, changes| changes.last().is_some_and(|at| now - at < window));
+        for (labels, alert) in self.active.iter_mut() {
+            if alert.flapping && !self.changes.contains_key(labels) {
+                alert.flapping = false;
             }
         }
     }
@@ -318,7 +436,7 @@ mod tests {
         state.evaluate(&rule, &[sample("a", 5.0), sample("b", 5.0)], 0);
         state.hold_until = 60_000;
         let reported = |labels: &Labels| crate::alert::tsdb::label(labels, "instance") == Some("a");
-        state.evaluate_restored(&rule, &[], 1_000, &reported);
+        state.evaluate_restored(&rule, &[], 1_000, &reported, &|_| true);
         assert_eq!(
             states(&state),
             [
@@ -327,13 +445,71 @@ mod tests {
             ],
             "a reported and is fine; b has not reported yet"
         );
-        state.evaluate_restored(&rule, &[], 60_000, &|_| false);
+        state.evaluate_restored(&rule, &[], 60_000, &|_| false, &|_| true);
         assert_eq!(
             states(&state),
             [
                 ("a".into(), AlertState::Resolved),
                 ("b".into(), AlertState::Resolved)
             ]
+        );
+    }
+
+    #[test]
+    fn missing_series_follow_the_no_data_policy() {
+        let rule = rule(0, 0);
+        for (mode, want) in [
+            (NoData::Ok, AlertState::Resolved),
+            (NoData::KeepLast, AlertState::Firing),
+            (NoData::Alerting, AlertState::Firing),
+        ] {
+            let mut state = RuleState::default();
+            state.policy.no_data = mode;
+            state.policy.no_data_after = 2;
+            state.evaluate(&rule, &[sample("a", 5.0)], 0);
+            let gone = |_: &Labels| false;
+            state.evaluate_restored(&rule, &[], 15_000, &|_| false, &gone);
+            state.evaluate_restored(&rule, &[], 30_000, &|_| false, &gone);
+            assert_eq!(states(&state), [("a".into(), want)], "{mode:?}");
+            let alert = state.active.values().next().unwrap();
+            assert_eq!(alert.no_data, mode == NoData::Alerting, "{mode:?}");
+            assert_eq!(
+                crate::alert::tsdb::label(&alert.labels, "no_data").is_some(),
+                mode == NoData::Alerting
+            );
+        }
+        // With data present, a false condition resolves whatever the policy.
+        let mut state = RuleState::default();
+        state.policy.no_data = NoData::KeepLast;
+        state.evaluate(&rule, &[sample("a", 5.0)], 0);
+        state.evaluate_restored(&rule, &[], 15_000, &|_| false, &|_| true);
+        assert_eq!(states(&state), [("a".into(), AlertState::Resolved)]);
+    }
+
+    #[test]
+    fn too_many_changes_mark_a_series_flapping_until_it_settles() {
+        let rule = rule(0, 0);
+        let mut state = RuleState::default();
+        state.policy.flap_threshold = 3;
+        state.policy.flap_window_ms = 60_000;
+        let mut t = 0;
+        for _ in 0..2 {
+            state.evaluate(&rule, &[sample("a", 5.0)], t);
+            t += 1_000;
+            state.evaluate(&rule, &[], t);
+            t += 1_000;
+        }
+        let alert = state.active.values().next().unwrap();
+        assert!(alert.flapping, "4 changes in a minute");
+        state.evaluate(&rule, &[sample("a", 5.0)], t);
+        assert!(
+            state.active.values().next().unwrap().flapping,
+            "a new instance of a flapping series flaps"
+        );
+        state.evaluate(&rule, &[sample("a", 5.0)], t + 61_000);
+        assert!(
+            !state.active.values().next().unwrap().flapping,
+            "stable for a window"
         );
     }
 

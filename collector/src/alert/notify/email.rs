@@ -324,6 +324,9 @@ mod tests {
             keep_firing_since: None,
             channels: Vec::new(),
             expr: "x == 1".into(),
+            missing: 0,
+            no_data: false,
+            flapping: false,
         };
         let a = alert("a", AlertState::Firing);
         let b = alert("b", AlertState::Resolved);

@@ -296,6 +296,8 @@ struct GroupState {
 pub struct DispatchState {
     groups: Vec<((String, Labels), GroupState)>,
     pushed: Vec<((String, Labels), i64)>,
+    #[serde(default)]
+    flap_notified: Vec<(String, Labels)>,
 }
 
 /// Routes, groups and hands notifications to the channels' tasks.
@@ -311,6 +313,8 @@ pub struct Dispatcher {
     outbox: Arc<Mutex<Outbox>>,
     /// Notifications decided by the last tick, handed to the channels by [`Dispatcher::flush`].
     ready: Vec<Notification>,
+    /// Flapping series each channel was told about (and hears nothing more of until they are stable).
+    flap_notified: BTreeSet<(String, Labels)>,
 }
 
 fn count(registry: &Registry, channel: &str, result: &str, n: u64) {
@@ -515,6 +519,7 @@ impl Dispatcher {
             registry: registry.clone(),
             outbox,
             ready: Vec::new(),
+            flap_notified: BTreeSet::new(),
         })
     }
 
@@ -527,6 +532,7 @@ impl Dispatcher {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             pushed: self.pushed.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            flap_notified: self.flap_notified.iter().cloned().collect(),
         }
     }
 
@@ -534,6 +540,7 @@ impl Dispatcher {
     pub fn restore(&mut self, state: DispatchState) {
         self.groups = state.groups.into_iter().collect();
         self.pushed = state.pushed.into_iter().collect();
+        self.flap_notified = state.flap_notified.into_iter().collect();
     }
 
     /// The channels `alert` goes to.
@@ -606,16 +613,60 @@ impl Dispatcher {
         }
     }
 
+    /// The notification of `alerts` (one group) for `channel`, in its format.
+    fn content(&self, channel: &str, group_labels: &Labels, alerts: &[&Alert]) -> Option<Content> {
+        let running = self.channels.get(channel)?;
+        Some(match (running.kind, &running.email) {
+            ("email", Some(email)) => match email.message(group_labels, alerts, &self.external_url)
+            {
+                Ok(message) => Content::Email(email::Raw::of(&message)),
+                Err(error) => {
+                    count(&self.registry, channel, "rejected", 1);
+                    tracing::error!(channel, %error, "cannot write the alert e-mail");
+                    return None;
+                }
+            },
+            ("slack", _) => {
+                Content::Json(payload::slack(group_labels, alerts, &self.external_url).to_string())
+            }
+            _ => Content::Json(
+                payload::webhook(channel, group_labels, alerts, &self.external_url).to_string(),
+            ),
+        })
+    }
+
     /// Looks at every firing and recently resolved alert at `now` and hands out what is due.
     pub fn tick(&mut self, alerts: &[&Alert], now: i64) {
         let mut by_group: BTreeMap<(String, Labels), Vec<&Alert>> = BTreeMap::new();
         let mut pushes: BTreeMap<String, Vec<&Alert>> = BTreeMap::new();
+        let mut flapping: BTreeMap<(String, Labels), Vec<Alert>> = BTreeMap::new();
+        let mut still_flapping = BTreeSet::new();
         for alert in alerts {
             if alert.state == AlertState::Pending {
                 continue;
             }
             for channel in self.channels_of(alert) {
-                match self.channels.get(&channel).map(|c| c.kind) {
+                let kind = self.channels.get(&channel).map(|c| c.kind);
+                if alert.flapping && kind.is_some_and(|k| k != "alertmanager") {
+                    // One notification saying so, then quiet until the series is stable.
+                    let key = (channel.clone(), alert.labels.clone());
+                    still_flapping.insert(key.clone());
+                    if !self.flap_notified.contains(&key) {
+                        self.flap_notified.insert(key);
+                        let mut told = (*alert).clone();
+                        told.state = AlertState::Firing;
+                        told.annotations.insert(
+                            "flapping".into(),
+                            "this alert keeps firing and resolving; no more notifications until it is stable".into(),
+                        );
+                        flapping
+                            .entry((channel.clone(), self.group_labels(alert)))
+                            .or_default()
+                            .push(told);
+                    }
+                    continue;
+                }
+                match kind {
                     Some("alertmanager") => {
                         // As Prometheus: every resend delay while firing, and once more when resolved.
                         let key = (channel.clone(), alert.labels.clone());
@@ -650,6 +701,14 @@ impl Dispatcher {
             })
             .collect();
         self.pushed.retain(|key, _| live.contains(key));
+        self.flap_notified
+            .retain(|key| still_flapping.contains(key));
+        for ((channel, group_labels), told) in flapping {
+            let told: Vec<&Alert> = told.iter().collect();
+            if let Some(content) = self.content(&channel, &group_labels, &told) {
+                self.hand_over(&channel, content, told.len());
+            }
+        }
         for (channel, batch) in pushes {
             let body = payload::alertmanager(&batch, &self.external_url, now, self.valid_for);
             self.hand_over(&channel, Content::Json(body.to_string()), batch.len());
@@ -710,27 +769,8 @@ impl Dispatcher {
             }
             state.notified_firing = firing;
             let (channel, group_labels) = key;
-            let Some(running) = self.channels.get(&channel) else {
+            let Some(content) = self.content(&channel, &group_labels, &included) else {
                 continue;
-            };
-            let content = match (running.kind, &running.email) {
-                ("email", Some(email)) => {
-                    match email.message(&group_labels, &included, &self.external_url) {
-                        Ok(message) => Content::Email(email::Raw::of(&message)),
-                        Err(error) => {
-                            count(&self.registry, &channel, "rejected", 1);
-                            tracing::error!(channel = %channel, %error, "cannot write the alert e-mail");
-                            continue;
-                        }
-                    }
-                }
-                ("slack", _) => Content::Json(
-                    payload::slack(&group_labels, &included, &self.external_url).to_string(),
-                ),
-                _ => Content::Json(
-                    payload::webhook(&channel, &group_labels, &included, &self.external_url)
-                        .to_string(),
-                ),
             };
             self.hand_over(&channel, content, included.len());
         }
@@ -769,6 +809,7 @@ impl Dispatcher {
             registry: Registry::default(),
             outbox: Default::default(),
             ready: Vec::new(),
+            flap_notified: BTreeSet::new(),
         };
         (dispatcher, receivers)
     }

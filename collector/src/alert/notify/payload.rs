@@ -273,6 +273,9 @@ mod tests {
             keep_firing_since: None,
             channels: Vec::new(),
             expr: "disk < 10".into(),
+            missing: 0,
+            no_data: false,
+            flapping: false,
         }
     }
 

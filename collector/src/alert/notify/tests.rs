@@ -16,6 +16,9 @@ fn alert(name: &str, instance: &str, state: AlertState, channels: &[&str]) -> Al
         keep_firing_since: None,
         channels: channels.iter().map(|c| c.to_string()).collect(),
         expr: "x > 1".into(),
+        missing: 0,
+        no_data: false,
+        flapping: false,
     }
 }
 
@@ -125,4 +128,34 @@ fn alertmanager_gets_every_alert_again_after_the_resend_delay_and_its_resolution
     tick(&mut d, &[&done], 75_000);
     let sent = drain(rx.get_mut("am").unwrap());
     assert_eq!(sent[0][0]["endsAt"], payload::rfc3339(75_000));
+}
+
+#[test]
+fn a_flapping_alert_is_told_once_then_held_until_stable() {
+    let (mut d, mut rx) = Dispatcher::for_test(&[("hook", "webhook")], routing(0, 1, 3600));
+    let mut a = alert("Flappy", "a", AlertState::Firing, &["hook"]);
+    a.flapping = true;
+    tick(&mut d, &[&a], 0);
+    let sent = drain(rx.get_mut("hook").unwrap());
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0]["alerts"][0]["annotations"]["flapping"]
+            .as_str()
+            .is_some_and(|t| t.contains("no more notifications"))
+    );
+    let mut resolved = alert("Flappy", "a", AlertState::Resolved, &["hook"]);
+    resolved.flapping = true;
+    tick(&mut d, &[&resolved], 5_000);
+    tick(&mut d, &[&a], 10_000);
+    assert!(
+        drain(rx.get_mut("hook").unwrap()).is_empty(),
+        "held while flapping"
+    );
+    let stable = alert("Flappy", "a", AlertState::Firing, &["hook"]);
+    tick(&mut d, &[&stable], 20_000);
+    assert_eq!(
+        drain(rx.get_mut("hook").unwrap()).len(),
+        1,
+        "normal again once stable"
+    );
 }
