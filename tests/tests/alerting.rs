@@ -776,3 +776,68 @@ fn alerts_survive_kill_9_without_lost_or_repeated_notifications() {
         collector.log()
     );
 }
+
+/// Twenty cycles of random values and `kill -9` at random moments: the webhook hears of the alert's firing and
+/// resolution alternately, never twice in a row and never missing one (repeats of one notification, which a
+/// kill between delivery and save can cause, carry the same `X-Vigil-Notification-Id` and are counted once).
+#[test]
+fn twenty_random_kill_cycles_lose_and_repeat_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let webhook = HttpSink::start();
+    let channels = format!(
+        "      hook: {{type: webhook, url: '{}/hook'}}\n    state_directory: '{}'\n    restore_grace: 1m\n",
+        webhook.url,
+        state.path().display()
+    );
+    let rules =
+        "alerts:\n  - name: disk_low\n    condition: disk_free_pct < 10\n    channels: [hook]\n";
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let mut random = seed | 1;
+    let mut next = move |n: u64| {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random % n
+    };
+    for _ in 0..20 {
+        let (collector, _dir) = with_rules(rules, &channels, &[]);
+        let value = if next(2) == 0 { "3" } else { "50" };
+        send_gauges(&collector, "db", &[&format!("disk_free_pct={value}")]);
+        std::thread::sleep(Duration::from_millis(next(1500)));
+        drop(collector);
+    }
+    let (mut collector, _dir) = with_rules(rules, &channels, &[]);
+    send_gauges(&collector, "db", &["disk_free_pct=50"]);
+    let sequence = || {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for posted in webhook.posted() {
+            let id = posted
+                .headers
+                .get("x-vigil-notification-id")
+                .cloned()
+                .unwrap_or_default();
+            if seen.insert(id) {
+                out.extend(statuses_of(std::slice::from_ref(&posted), "disk_low"));
+            }
+        }
+        out
+    };
+    assert!(
+        eventually(WAIT, || sequence().len() % 2 == 0
+            && sequence().last().map(String::as_str) != Some("firing")),
+        "seed {seed}: {:?}\n{}",
+        sequence(),
+        collector.log()
+    );
+    assert_eq!(collector.stop().code(), Some(0), "{}", collector.log());
+    let sequence = sequence();
+    assert!(!sequence.is_empty(), "seed {seed}: the alert never fired");
+    for (i, status) in sequence.iter().enumerate() {
+        let expected = if i % 2 == 0 { "firing" } else { "resolved" };
+        assert_eq!(status, expected, "seed {seed}: {sequence:?}");
+    }
+}

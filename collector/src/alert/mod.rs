@@ -274,6 +274,9 @@ struct Engine {
     /// that have reported since.
     hold_until: i64,
     reported: std::collections::HashSet<(String, String)>,
+    /// When the connector started (ms), and the rules found to read no series at all (reported once).
+    started: i64,
+    unmatched_reported: std::collections::HashSet<(usize, usize)>,
 }
 
 /// The running connector.
@@ -423,6 +426,8 @@ impl Alerting {
                 state_file,
                 hold_until,
                 reported: Default::default(),
+                started: notify::payload::now_ms(),
+                unmatched_reported: Default::default(),
             }),
             config: config.clone(),
             id: id.to_string(),
@@ -505,7 +510,25 @@ impl Alerting {
             let interval = group.interval.unwrap_or(self.config.evaluation_interval);
             engine.next_due[g] = now + interval.as_millis() as i64;
             let started = std::time::Instant::now();
+            // A minute after the start (and two evaluations), rules that read no series at all are named once:
+            // usually a metric name that is not the Prometheus name of what is sent.
+            let check_unmatched = now - engine.started >= 60_000 + 2 * interval.as_millis() as i64;
             for (r, rule) in group.rules.iter().enumerate() {
+                if check_unmatched && !engine.unmatched_reported.contains(&(g, r)) {
+                    let series = promql::selected_series(&rule.expr, &engine.db) as f64;
+                    self.registry.gauge_fn(
+                        "vigil_alert_rule_selected_series",
+                        "Series the selectors of a rule read at its last check (0: the rule reads nothing).",
+                        &[("rule_group", &group.name), ("rule", rule.name())],
+                        move || series,
+                    );
+                    if series == 0.0 {
+                        engine.unmatched_reported.insert((g, r));
+                        tracing::warn!(rule = rule.name(), group = %group.name, file = %group.file,
+                            line = rule.location.line, expr = %rule.expr_text,
+                            "rule reads no series: check the metric names against what the prometheus exporter serves");
+                    }
+                }
                 let samples = match promql::instant(&rule.expr, &engine.db, now) {
                     Ok(samples) => samples,
                     Err(error) => {

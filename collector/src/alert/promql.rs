@@ -165,6 +165,34 @@ pub fn reach_ms(expr: &Expr) -> i64 {
     }
 }
 
+/// How many stored series the selectors of `expr` match (with their offsets ignored), to tell a rule that
+/// reads nothing from one whose condition is false.
+pub fn selected_series(expr: &Expr, db: &Tsdb) -> usize {
+    fn walk<'a>(expr: &'a Expr, out: &mut Vec<&'a VectorSelector>) {
+        match expr {
+            Expr::Aggregate(a) => {
+                walk(&a.expr, out);
+                if let Some(p) = &a.param {
+                    walk(p, out);
+                }
+            }
+            Expr::Unary(u) => walk(&u.expr, out),
+            Expr::Binary(b) => {
+                walk(&b.lhs, out);
+                walk(&b.rhs, out);
+            }
+            Expr::Paren(p) => walk(&p.expr, out),
+            Expr::VectorSelector(vs) => out.push(vs),
+            Expr::MatrixSelector(ms) => out.push(&ms.vs),
+            Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, out)),
+            _ => {}
+        }
+    }
+    let mut selectors = Vec::new();
+    walk(expr, &mut selectors);
+    selectors.iter().map(|vs| select(db, vs).count()).sum()
+}
+
 /// One element of an instant vector.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {

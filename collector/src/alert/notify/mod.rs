@@ -233,7 +233,9 @@ pub struct Outbox {
 impl Outbox {
     /// The outbox as loaded after a restart: new ids continue after the waiting ones.
     pub fn resumed(mut self) -> Self {
-        self.next_id = self.waiting.keys().max().copied().unwrap_or(0);
+        self.next_id = self
+            .next_id
+            .max(self.waiting.keys().max().copied().unwrap_or(0));
         self
     }
 }
@@ -256,13 +258,19 @@ struct HttpTarget {
 }
 
 impl Transport {
-    async fn deliver(&self, content: &Content) -> Result<(), ExportError> {
-        match (self, content) {
+    /// One attempt. HTTP requests carry `X-Vigil-Notification-Id`, the same on every attempt and after a
+    /// restart, so a receiver can drop a repeat.
+    async fn deliver(&self, notification: &Notification) -> Result<(), ExportError> {
+        match (self, &notification.content) {
             (Transport::Http(target), Content::Json(body)) => {
+                let mut headers = target.headers.clone();
+                if let Ok(id) = HeaderValue::from_str(&notification.id.to_string()) {
+                    headers.push((HeaderName::from_static("x-vigil-notification-id"), id));
+                }
                 send_once(
                     &target.client,
                     &target.url,
-                    &target.headers,
+                    &headers,
                     Bytes::from(body.clone()),
                     target.timeout,
                 )
@@ -451,7 +459,7 @@ impl Dispatcher {
             tokio::spawn(async move {
                 while let Some(notification) = receiver.recv().await {
                     let sent = retrying(&retry, &format!("alert channel `{channel}`"), || {
-                        transport.deliver(&notification.content)
+                        transport.deliver(&notification)
                     })
                     .await;
                     match sent {
@@ -484,6 +492,13 @@ impl Dispatcher {
             );
         }
         let resend_delay = 60_000;
+        {
+            // Ids never repeat, saved state or not: a fresh outbox starts from the clock.
+            let mut outbox = outbox.lock().unwrap_or_else(|p| p.into_inner());
+            if outbox.next_id == 0 {
+                outbox.next_id = payload::now_ms().max(0) as u64 * 1000;
+            }
+        }
         let waiting: Vec<Notification> = outbox
             .lock()
             .unwrap_or_else(|p| p.into_inner())

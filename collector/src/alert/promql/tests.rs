@@ -249,3 +249,16 @@ fn reach_covers_ranges_offsets_and_lookback() {
     assert_eq!(reach_ms(&parse("x offset 1h").unwrap()), 3_900_000);
     assert_eq!(reach_ms(&parse("1 + 2").unwrap()), 0);
 }
+
+#[test]
+fn selected_series_counts_what_the_selectors_read() {
+    let db = db();
+    let count = |q: &str| selected_series(&parse(q).unwrap(), &db);
+    assert_eq!(count("disk_free_pct < 10"), 3);
+    assert_eq!(
+        count("rate(requests_total{code=\"500\"}[5m]) / on() group_left vector(1)"),
+        1
+    );
+    assert_eq!(count("nothing_here > 1"), 0);
+    assert_eq!(count("vector(1) > 0"), 0);
+}
