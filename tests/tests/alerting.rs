@@ -35,6 +35,7 @@ fn example(
             ("VIGIL_ALERT_EVAL_INTERVAL", "1s"),
             ("VIGIL_ALERT_GROUP_WAIT", "0s"),
             ("VIGIL_ALERT_GROUP_INTERVAL", "1s"),
+            ("VIGIL_SPANMETRICS_FLUSH_INTERVAL", "1s"),
             ("VIGIL_SMTP_HOST", "127.0.0.1"),
             ("VIGIL_SMTP_PORT", &smtp.port.to_string()),
             ("VIGIL_SMTP_SECURITY", "none"),
@@ -840,4 +841,43 @@ fn twenty_random_kill_cycles_lose_and_repeat_nothing() {
         let expected = if i % 2 == 0 { "firing" } else { "resolved" };
         assert_eq!(status, expected, "seed {seed}: {sequence:?}");
     }
+}
+
+/// A Python service whose spans fail one time in five: `spanmetrics` counts them, the shipped recording rule
+/// turns the counts into `error_rate` 0.2, and `high_error_rate` fires for that service.
+#[test]
+fn a_service_with_a_fifth_of_its_spans_failing_fires_high_error_rate() {
+    let smtp = SmtpSink::start(None);
+    let slack = HttpSink::start();
+    let webhook = HttpSink::start();
+    let am_receiver = HttpSink::start();
+    let alertmanager = Alertmanager::start(&format!("{}/from-alertmanager", am_receiver.url));
+    let (mut collector, _state) = example(&smtp, &slack, &webhook, &alertmanager);
+    let output = Command::new(vigil_e2e::python())
+        .arg(workspace_root().join("tests/python/send_error_spans.py"))
+        .arg(&collector.grpc)
+        .arg("checkout")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "python client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        eventually(WAIT, || alert_names(&webhook.posted())
+            .contains(&"high_error_rate".into())),
+        "webhook got {:?}\n{}",
+        webhook.posted(),
+        collector.log()
+    );
+    let hook = webhook
+        .posted()
+        .into_iter()
+        .find(|p| alert_names(std::slice::from_ref(p)).contains(&"high_error_rate".into()))
+        .unwrap();
+    let labels = &hook.json["alerts"][0]["labels"];
+    assert_eq!(labels["service_name"], "checkout");
+    assert_eq!(labels["severity"], "critical");
+    assert_eq!(collector.stop().code(), Some(0), "{}", collector.log());
 }
