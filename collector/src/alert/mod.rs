@@ -25,6 +25,7 @@
 //! Folders: [`rules`] (loading both rule formats), [`promql`] (evaluation), [`state`], [`template`]
 //! (annotations), [`notify`] (channels and routing), [`tsdb`] (samples).
 
+pub mod filter;
 pub mod notify;
 pub mod persist;
 pub mod promql;
@@ -283,6 +284,8 @@ struct Engine {
 pub struct Alerting {
     config: AlertingConfig,
     id: String,
+    /// The metrics rules read; the others are left out before decoding.
+    wanted: filter::Wanted,
     store: Store,
     engine: Mutex<Engine>,
     outputs: OnceLock<Vec<SharedConsumer>>,
@@ -411,11 +414,17 @@ impl Alerting {
             dispatcher.restore(snapshot.dispatch);
             tracing::info!(connector = id, alerts = restored, "alert state restored");
         }
+        let settings = StoreSettings {
+            max_series: config.max_series,
+            ..prometheus::PrometheusExporterConfig::default().store_settings()
+        };
         Ok(Alerting {
-            store: Store::new(StoreSettings {
-                max_series: config.max_series,
-                ..prometheus::PrometheusExporterConfig::default().store_settings()
-            }),
+            wanted: filter::Wanted::new(
+                config.groups.iter().flat_map(|g| &g.rules).map(|r| &r.expr),
+                &settings.namespace,
+                settings.suffixes,
+            ),
+            store: Store::new(settings),
             engine: Mutex::new(Engine {
                 db: Tsdb::new(config.retention(), config.max_series),
                 states,
@@ -805,10 +814,27 @@ fn to_otlp(samples: Vec<Sample>, ended: Vec<Labels>, now: i64) -> ExportMetricsS
 impl Connector for Alerting {
     fn consume<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
         Box::pin(async move {
-            let requests = decode_batch(batch)?;
             let now = notify::payload::now_ms();
-            for request in &requests {
-                self.ingest(request, now);
+            if self.wanted.keeps_all() {
+                for request in &decode_batch(batch)? {
+                    self.ingest(request, now);
+                }
+                return Ok(Exported::default());
+            }
+            for chunk in &batch.chunks {
+                let undecodable = |e: &dyn std::fmt::Display| ExportError::Undecodable {
+                    message: format!("batch does not decode as OTLP metrics: {e}"),
+                };
+                let Some(kept) = self
+                    .wanted
+                    .filter(&chunk.bytes)
+                    .map_err(|e| undecodable(&e))?
+                else {
+                    continue;
+                };
+                let request = ExportMetricsServiceRequest::decode(kept.as_slice())
+                    .map_err(|e| undecodable(&e))?;
+                self.ingest(&request, now);
             }
             Ok(Exported::default())
         })
