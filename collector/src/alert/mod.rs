@@ -242,6 +242,16 @@ impl AlertingConfig {
         }
     }
 
+    /// How often the connector looks at its groups: every second, or every interval if one is shorter.
+    fn tick(&self) -> Duration {
+        self.groups
+            .iter()
+            .filter_map(|g| g.interval)
+            .chain([self.evaluation_interval, Duration::from_secs(1)])
+            .min()
+            .unwrap_or(Duration::from_secs(1))
+    }
+
     /// How long samples must be kept: the longest look-back of any rule, at least 10 minutes.
     fn retention(&self) -> Duration {
         let longest = self
@@ -512,7 +522,9 @@ impl Alerting {
         let mut out = Vec::new();
         let mut any = false;
         for (g, group) in self.config.groups.iter().enumerate() {
-            if now < engine.next_due[g] {
+            // Due within half a tick counts as due: ticks jitter by milliseconds, and waiting a whole tick more
+            // for them would add a second to every alert's latency.
+            if now + self.config.tick().as_millis() as i64 / 2 < engine.next_due[g] {
                 continue;
             }
             any = true;
@@ -848,14 +860,7 @@ impl Connector for Alerting {
         let connector = self.clone();
         // Groups are looked at every second (or every interval, if shorter); each runs when it is due, and
         // the dispatcher's timers (group_wait…) are honoured to the second.
-        let shortest = self
-            .config
-            .groups
-            .iter()
-            .filter_map(|g| g.interval)
-            .chain([self.config.evaluation_interval, Duration::from_secs(1)])
-            .min()
-            .unwrap_or(Duration::from_secs(1));
+        let shortest = self.config.tick();
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(shortest);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
