@@ -371,7 +371,7 @@ fn email_goes_over_starttls_with_authentication() {
     let certs = vigil_e2e::test_certs(certs_dir.path());
     let smtp = SmtpSink::start(Some((&certs, "vigil", "s3cret-pass")));
     let channels = format!(
-        "      email:\n        type: email\n        smtp_host: 127.0.0.1\n        smtp_port: {}\n        security: starttls\n        ca_file: '{}'\n        username: vigil\n        password: ${{env:TEST_SMTP_PASSWORD}}\n        from: 'Vigil <vigil@example.com>'\n        to: [oncall@example.com, ml-team@example.com]\n",
+        "      email:\n        type: email\n        smtp_host: 127.0.0.1\n        smtp_port: {}\n        security: starttls\n        ca_file: '{}'\n        username: vigil\n        password: ${{env:TEST_SMTP_PASSWORD}}\n        from: 'Vigil <vigil@example.com>'\n        to: [oncall@example.com, ml-team@example.com]\n        subject: '[{{{{ $labels.severity | toUpper }}}}] {{{{ $labels.alertname }}}} on {{{{ $labels.job }}}}'\n",
         smtp.port,
         certs.ca.display()
     );
@@ -394,10 +394,7 @@ fn email_goes_over_starttls_with_authentication() {
         serde_json::json!(["oncall@example.com", "ml-team@example.com"])
     );
     let data = mail["data"].as_str().unwrap();
-    assert!(
-        data.contains("Subject: [FIRING:1] alertname=disk_low"),
-        "{data}"
-    );
+    assert!(data.contains("Subject: [WARNING] disk_low on db"), "{data}");
     assert!(data.contains("summary: db has 3% free"), "{data}");
     assert_eq!(collector.stop().code(), Some(0), "{}", collector.log());
     assert!(!collector.log().contains("s3cret-pass"));

@@ -7,6 +7,21 @@ use std::collections::BTreeMap;
 
 /// Expands the blocks of `text` for a series with `labels` and `value`.
 pub fn expand(text: &str, labels: &BTreeMap<String, String>, value: f64) -> String {
+    expand_with(text, labels, &BTreeMap::new(), value)
+}
+
+/// [`expand`], with `{{ $annotations.name }}` too (notification templates).
+pub fn expand_with(
+    text: &str,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+    value: f64,
+) -> String {
+    let context = Context {
+        labels,
+        annotations,
+        value,
+    };
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
@@ -16,7 +31,7 @@ pub fn expand(text: &str, labels: &BTreeMap<String, String>, value: f64) -> Stri
             return out;
         };
         let block = &rest[start + 2..start + end];
-        match evaluate(block.trim().trim_matches('-').trim(), labels, value) {
+        match evaluate(block.trim().trim_matches('-').trim(), &context) {
             Some(text) => out.push_str(&text),
             None => out.push_str(&rest[start..start + end + 2]),
         }
@@ -55,15 +70,32 @@ pub fn format_float(n: f64) -> String {
     }
 }
 
-fn operand(word: &str, labels: &BTreeMap<String, String>, value: f64) -> Option<Val> {
+/// What a template can read.
+struct Context<'a> {
+    labels: &'a BTreeMap<String, String>,
+    annotations: &'a BTreeMap<String, String>,
+    value: f64,
+}
+
+fn operand(word: &str, context: &Context<'_>) -> Option<Val> {
     if word == "$value" || word == ".Value" {
-        return Some(Val::Num(value));
+        return Some(Val::Num(context.value));
     }
     if let Some(name) = word
         .strip_prefix("$labels.")
         .or_else(|| word.strip_prefix(".Labels."))
     {
-        return Some(Val::Text(labels.get(name).cloned().unwrap_or_default()));
+        return Some(Val::Text(
+            context.labels.get(name).cloned().unwrap_or_default(),
+        ));
+    }
+    if let Some(name) = word
+        .strip_prefix("$annotations.")
+        .or_else(|| word.strip_prefix(".Annotations."))
+    {
+        return Some(Val::Text(
+            context.annotations.get(name).cloned().unwrap_or_default(),
+        ));
     }
     if let Some(quoted) = word.strip_prefix('"').and_then(|w| w.strip_suffix('"')) {
         return Some(Val::Text(quoted.to_string()));
@@ -201,17 +233,17 @@ fn words(text: &str) -> Vec<&str> {
     out
 }
 
-fn evaluate(block: &str, labels: &BTreeMap<String, String>, value: f64) -> Option<String> {
+fn evaluate(block: &str, context: &Context<'_>) -> Option<String> {
     let mut current: Option<Val> = None;
     for stage in block.split('|') {
         let parts = words(stage);
         let (head, tail) = parts.split_first()?;
-        current = Some(match operand(head, labels, value) {
+        current = Some(match operand(head, context) {
             Some(v) if tail.is_empty() && current.is_none() => v,
             _ => {
                 let mut args: Vec<Val> = tail
                     .iter()
-                    .map(|w| operand(w, labels, value))
+                    .map(|w| operand(w, context))
                     .collect::<Option<_>>()?;
                 if let Some(previous) = current.take() {
                     args.push(previous);
@@ -257,5 +289,15 @@ mod tests {
             "{{ nonsense $value }} {{ unclosed"
         );
         assert_eq!(format_float(f64::INFINITY), "+Inf");
+        let annotations = [("summary".to_string(), "disk full".to_string())].into();
+        assert_eq!(
+            expand_with(
+                "{{ $labels.instance }}: {{ $annotations.summary }}",
+                &l,
+                &annotations,
+                0.0
+            ),
+            "db-1: disk full"
+        );
     }
 }

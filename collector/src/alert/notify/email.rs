@@ -60,6 +60,14 @@ pub struct EmailChannel {
     /// Retries of connection failures and temporary (4xx) SMTP answers.
     #[serde(default = "super::default_retry")]
     pub retry_on_failure: RetrySettings,
+    /// Subject template: `$labels` are the labels every alert of the notification shares plus `status`
+    /// (`firing` or `resolved`), `$value` the number firing. Default: `[FIRING:2] alertname=…`.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Template of each alert's line, in the plain-text part and (HTML-escaped) in the HTML part: `$labels`,
+    /// `$annotations` and `$value` of the alert. Default: its labels, then its annotations.
+    #[serde(default)]
+    pub line: Option<String>,
 }
 
 fn default_timeout() -> Duration {
@@ -154,7 +162,13 @@ impl EmailChannel {
         alerts: &[&Alert],
         external_url: &str,
     ) -> Result<Message, String> {
-        let (subject, text, html) = render(group_labels, alerts, external_url);
+        let (subject, text, html) = render_with(
+            group_labels,
+            alerts,
+            external_url,
+            self.subject.as_deref(),
+            self.line.as_deref(),
+        );
         let mut builder = Message::builder()
             .from(self.from.parse().map_err(|e| format!("from: {e}"))?)
             .subject(subject);
@@ -253,6 +267,17 @@ pub fn render(
     alerts: &[&Alert],
     external_url: &str,
 ) -> (String, String, String) {
+    render_with(group_labels, alerts, external_url, None, None)
+}
+
+/// [`render`] with the channel's `subject` and `line` templates.
+pub fn render_with(
+    group_labels: &Labels,
+    alerts: &[&Alert],
+    external_url: &str,
+    subject_template: Option<&str>,
+    line_template: Option<&str>,
+) -> (String, String, String) {
     let firing: Vec<&&Alert> = alerts
         .iter()
         .filter(|a| a.state != AlertState::Resolved)
@@ -266,10 +291,31 @@ pub fn render(
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ");
-    let subject = if firing.is_empty() {
-        format!("[RESOLVED] {group}")
-    } else {
-        format!("[FIRING:{}] {group}", firing.len())
+    let subject = match subject_template {
+        Some(template) => {
+            let mut common: std::collections::BTreeMap<String, String> = alerts
+                .first()
+                .map(|a| {
+                    a.labels
+                        .iter()
+                        .filter(|pair| alerts.iter().all(|b| b.labels.contains(pair)))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            common.insert(
+                "status".into(),
+                if firing.is_empty() {
+                    "resolved"
+                } else {
+                    "firing"
+                }
+                .into(),
+            );
+            crate::alert::template::expand(template, &common, firing.len() as f64)
+        }
+        None if firing.is_empty() => format!("[RESOLVED] {group}"),
+        None => format!("[FIRING:{}] {group}", firing.len()),
     };
     let mut text = String::new();
     let mut html = format!("<h2>{}</h2>", escape(&subject));
@@ -280,6 +326,23 @@ pub fn render(
         text.push_str(&format!("{title}:\n"));
         html.push_str(&format!("<h3>{title}</h3><ul>"));
         for alert in list.iter() {
+            let link = super::payload::generator_url(external_url, &alert.expr);
+            if let Some(template) = line_template {
+                let labels = alert.labels.iter().cloned().collect();
+                let line = crate::alert::template::expand_with(
+                    template,
+                    &labels,
+                    &alert.annotations,
+                    alert.value,
+                );
+                text.push_str(&format!("- {line}\n"));
+                html.push_str(&format!(
+                    "<li>{} <a href=\"{}\">source</a></li>",
+                    escape(&line),
+                    escape(&link)
+                ));
+                continue;
+            }
             let labels = alert
                 .labels
                 .iter()
@@ -292,7 +355,6 @@ pub fn render(
                 text.push_str(&format!("  {k}: {v}\n"));
                 html.push_str(&format!("<br>{}: {}", escape(k), escape(v)));
             }
-            let link = super::payload::generator_url(external_url, &alert.expr);
             text.push_str(&format!("  source: {link}\n"));
             html.push_str(&format!(
                 "<br><a href=\"{}\">source</a></li>",
@@ -346,5 +408,20 @@ mod tests {
         assert!(html.contains("run &lt;b&gt;7&lt;/b&gt; failed"), "{html}");
         let (subject, _, _) = render(&group, &[&b], "");
         assert_eq!(subject, "[RESOLVED] alertname=TrainingFailed");
+        let (subject, text, html) = render_with(
+            &group,
+            &[&a],
+            "",
+            Some(
+                "[{{ $labels.status | toUpper }}] {{ $labels.alertname }} on {{ $labels.instance }} ({{ $value }})",
+            ),
+            Some("{{ $labels.instance }}: {{ $annotations.summary }}"),
+        );
+        assert_eq!(subject, "[FIRING] TrainingFailed on a (1)");
+        assert_eq!(text, "Firing:\n- a: run <b>7</b> failed\n");
+        assert!(
+            html.contains("<li>a: run &lt;b&gt;7&lt;/b&gt; failed <a href="),
+            "{html}"
+        );
     }
 }
