@@ -27,12 +27,14 @@
 pub mod alert;
 pub mod config;
 pub mod connector;
+pub mod delivery;
 pub mod exporter;
 pub mod extension;
 pub mod grpc_codec;
 pub mod net;
 pub mod pipeline;
 pub mod processor;
+pub mod prometheus;
 pub mod receiver;
 pub mod service;
 pub mod telemetry;

@@ -12,7 +12,7 @@ use promql_parser::label::MatchOp;
 use promql_parser::parser::Expr;
 use vigil_proto::otlp::wire::{Reader, WireError};
 
-use crate::exporter::prometheus::naming::{Kind, metric_name};
+use crate::prometheus::naming::{Kind, metric_name};
 
 /// The metric names rules read.
 #[derive(Clone, Debug)]

@@ -18,7 +18,7 @@
 //! ```
 //!
 //! Data flow: each batch is translated to Prometheus series exactly as the `prometheus` exporter names them
-//! ([`crate::exporter::prometheus::store`]), and their samples kept in [`tsdb`] for as long as the rules look
+//! ([`crate::prometheus::store`]), and their samples kept in [`tsdb`] for as long as the rules look
 //! back. Every group is evaluated at its interval ([`promql`]); alert instances move through the states of
 //! [`state`]; [`notify`] routes, groups and delivers.
 //!
@@ -54,11 +54,13 @@ use vigil_proto::otlp::resource::v1::Resource;
 
 use crate::config::Checker;
 use crate::connector::Connector;
-use crate::exporter::prometheus::render::to_classic;
-use crate::exporter::prometheus::store::{Changed, SeriesValue, Store, StoreSettings};
-use crate::exporter::prometheus::{self, decode_batch};
-use crate::exporter::{ExportError, Exported, QueueSettings};
+use crate::delivery::{ExportError, Exported};
+use crate::exporter::QueueSettings;
 use crate::pipeline::{Batch, BoxFuture, SharedConsumer};
+use crate::prometheus::render::to_classic;
+use crate::prometheus::store::{
+    self as prometheus_store, Changed, SeriesValue, Store, StoreSettings,
+};
 use crate::telemetry::{Counter, Registry};
 use notify::{ChannelConfig, Dispatcher, RoutingConfig};
 use promql::Sample;
@@ -311,7 +313,7 @@ type ScrapedSample = (String, f64, Option<(&'static str, String)>);
 /// The samples of one translated data point.
 fn samples_of(changed: &Changed<'_>) -> Vec<ScrapedSample> {
     let name = changed.name;
-    let histogram = |h: &prometheus::store::Histogram| {
+    let histogram = |h: &prometheus_store::Histogram| {
         let mut out = Vec::new();
         let mut cumulative = 0;
         for (i, count) in h.counts.iter().enumerate() {
@@ -424,9 +426,10 @@ impl Alerting {
             dispatcher.restore(snapshot.dispatch);
             tracing::info!(connector = id, alerts = restored, "alert state restored");
         }
+        // Series named exactly as the `prometheus` exporter's defaults name them.
         let settings = StoreSettings {
             max_series: config.max_series,
-            ..prometheus::PrometheusExporterConfig::default().store_settings()
+            ..StoreSettings::default()
         };
         Ok(Alerting {
             wanted: filter::Wanted::new(
@@ -827,22 +830,21 @@ impl Connector for Alerting {
     fn consume<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
         Box::pin(async move {
             let now = notify::payload::now_ms();
-            if self.wanted.keeps_all() {
-                for request in &decode_batch(batch)? {
-                    self.ingest(request, now);
-                }
-                return Ok(Exported::default());
-            }
             for chunk in &batch.chunks {
                 let undecodable = |e: &dyn std::fmt::Display| ExportError::Undecodable {
                     message: format!("batch does not decode as OTLP metrics: {e}"),
                 };
-                let Some(kept) = self
-                    .wanted
-                    .filter(&chunk.bytes)
-                    .map_err(|e| undecodable(&e))?
-                else {
-                    continue;
+                let kept = if self.wanted.keeps_all() {
+                    chunk.bytes.to_vec()
+                } else {
+                    match self
+                        .wanted
+                        .filter(&chunk.bytes)
+                        .map_err(|e| undecodable(&e))?
+                    {
+                        Some(kept) => kept,
+                        None => continue,
+                    }
                 };
                 let request = ExportMetricsServiceRequest::decode(kept.as_slice())
                     .map_err(|e| undecodable(&e))?;

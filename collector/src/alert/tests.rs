@@ -4,9 +4,10 @@ use super::*;
 
 #[test]
 fn translated_samples_keep_prometheus_names() {
-    let labels: prometheus::store::Labels = vec![("job".to_string(), "api".to_string())].into();
-    let series = prometheus::store::Series {
-        value: SeriesValue::Histogram(prometheus::store::Histogram {
+    let labels: crate::prometheus::store::Labels =
+        vec![("job".to_string(), "api".to_string())].into();
+    let series = crate::prometheus::store::Series {
+        value: SeriesValue::Histogram(crate::prometheus::store::Histogram {
             bounds: vec![0.1, 1.0],
             counts: vec![2, 3, 1],
             sum: 4.5,
@@ -20,7 +21,7 @@ fn translated_samples_keep_prometheus_names() {
     };
     let changed = Changed {
         name: "latency_seconds",
-        kind: prometheus::naming::Kind::Histogram,
+        kind: crate::prometheus::naming::Kind::Histogram,
         labels: &labels,
         series: &series,
         help: "",
@@ -71,7 +72,7 @@ fn output_series_put_job_and_instance_back_in_the_resource() {
         .map(|kv| {
             (
                 kv.key.clone(),
-                prometheus::store::value_text(kv.value.as_ref()),
+                crate::prometheus::store::value_text(kv.value.as_ref()),
             )
         })
         .collect();

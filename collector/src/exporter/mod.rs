@@ -3,7 +3,7 @@
 
 pub mod debug;
 pub mod file;
-pub mod http;
+pub use crate::delivery::http;
 pub mod loki;
 pub mod nop;
 pub mod otlp;
@@ -13,59 +13,15 @@ pub mod prometheusremotewrite;
 pub mod worker;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
 use vigil_proto::otlp::Signal;
 
 use crate::config::{Checker, ComponentId};
+pub use crate::delivery::{ExportError, Exported, RetrySettings};
 use crate::pipeline::{Batch, BoxFuture};
 use crate::telemetry::Registry;
-
-/// Why an export attempt failed, which decides whether it is retried.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExportError {
-    /// Worth retrying (network error, 429/502/503/504, gRPC UNAVAILABLE…), after at least `retry_after` when
-    /// the backend said so.
-    Retryable {
-        /// What happened.
-        message: String,
-        /// The backend's `Retry-After` / `RetryInfo`, if any.
-        retry_after: Option<Duration>,
-    },
-    /// Retrying cannot help (authentication, a refused configuration…); the batch is dropped and counted.
-    Permanent {
-        /// What happened.
-        message: String,
-    },
-    /// The payload itself is at fault: the batch does not decode, or the backend said it is malformed (HTTP
-    /// 400, gRPC `INVALID_ARGUMENT`). A batch of several requests is then sent again one request at a time,
-    /// so one bad request costs only its own items (counted as dropped with reason `undecodable`).
-    Undecodable {
-        /// What happened.
-        message: String,
-    },
-}
-
-impl std::fmt::Display for ExportError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExportError::Retryable { message, .. }
-            | ExportError::Permanent { message }
-            | ExportError::Undecodable { message } => f.write_str(message),
-        }
-    }
-}
-
-/// A successful export; the backend may still have rejected some items (an OTLP partial success).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Exported {
-    /// Items the backend said it rejected; they are counted as dropped and never retried.
-    pub rejected: u64,
-    /// The backend's explanation, when it rejected some.
-    pub message: String,
-}
 
 /// Sends batches somewhere.
 ///
@@ -96,63 +52,6 @@ impl Default for QueueSettings {
         QueueSettings {
             queue_size: 1000,
             num_consumers: 10,
-        }
-    }
-}
-
-/// `retry_on_failure`: exponential backoff with jitter for retryable failures.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetrySettings {
-    /// Retry at all; when off, a failed batch is dropped (and counted) at once.
-    pub enabled: bool,
-    /// Wait before the first retry.
-    #[serde(with = "crate::config::duration")]
-    pub initial_interval: Duration,
-    /// Longest wait between retries.
-    #[serde(with = "crate::config::duration")]
-    pub max_interval: Duration,
-    /// Give up on a batch after this long (then it is dropped and counted); `0s` retries until shutdown.
-    #[serde(with = "crate::config::duration")]
-    pub max_elapsed_time: Duration,
-    /// Growth of the wait after each retry.
-    pub multiplier: f64,
-    /// Random spread of each wait, as a fraction (0.5 = ±50%).
-    pub randomization_factor: f64,
-}
-
-impl Default for RetrySettings {
-    fn default() -> Self {
-        RetrySettings {
-            enabled: true,
-            initial_interval: Duration::from_secs(5),
-            max_interval: Duration::from_secs(30),
-            max_elapsed_time: Duration::from_secs(300),
-            multiplier: 1.5,
-            randomization_factor: 0.5,
-        }
-    }
-}
-
-impl RetrySettings {
-    fn validate(&self, check: &mut Checker<'_>, path: &str) {
-        if self.multiplier < 1.0 {
-            check.error(
-                &format!("{path}.retry_on_failure.multiplier"),
-                "must be at least 1.0",
-            );
-        }
-        if !(0.0..=1.0).contains(&self.randomization_factor) {
-            check.error(
-                &format!("{path}.retry_on_failure.randomization_factor"),
-                "must be between 0 and 1",
-            );
-        }
-        if self.initial_interval.is_zero() && self.enabled {
-            check.error(
-                &format!("{path}.retry_on_failure.initial_interval"),
-                "must be longer than 0s",
-            );
         }
     }
 }

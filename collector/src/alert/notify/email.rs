@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::alert::state::{Alert, AlertState};
 use crate::alert::tsdb::Labels;
 use crate::config::Checker;
-use crate::exporter::{ExportError, RetrySettings};
+use crate::delivery::{ExportError, RetrySettings};
 
 /// How the connection is secured.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]

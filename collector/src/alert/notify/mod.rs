@@ -32,8 +32,8 @@ use tokio::sync::mpsc;
 use crate::alert::state::{Alert, AlertState};
 use crate::alert::tsdb::Labels;
 use crate::config::Checker;
-use crate::exporter::http::{HttpClient, HttpClientTls, http_client, post, retrying};
-use crate::exporter::{ExportError, RetrySettings};
+use crate::delivery::http::{HttpClient, HttpClientTls, http_client, post, retrying};
+use crate::delivery::{ExportError, RetrySettings};
 use crate::telemetry::Registry;
 
 /// A channel's configuration.

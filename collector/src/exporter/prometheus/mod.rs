@@ -6,9 +6,7 @@
 //! ([`store`]). Rendering ([`render`]) holds one shard of the store at a time and runs on a blocking thread, so
 //! a scrape never stalls ingestion for long.
 
-pub mod naming;
-pub mod render;
-pub mod store;
+pub use crate::prometheus::{naming, render, store};
 #[cfg(test)]
 mod tests;
 

@@ -11,14 +11,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{ExportError, Exporter, QueueSettings, RetrySettings};
+pub use crate::delivery::Backoff;
 use crate::pipeline::queue::{BoundedQueue, QueueGauges, QueueReceiver};
 use crate::pipeline::{Batch, BoxFuture};
 use crate::telemetry::{Counter, Problems, Registry};
@@ -294,51 +293,6 @@ impl Consumer {
             }
         }
     }
-}
-
-/// Exponential backoff with jitter for one item, by `retry_on_failure`; honours the backend's retry hint.
-pub struct Backoff<'a> {
-    settings: &'a RetrySettings,
-    started: Instant,
-    interval: Duration,
-}
-
-impl<'a> Backoff<'a> {
-    /// Starts the clock.
-    pub fn new(settings: &'a RetrySettings) -> Self {
-        Backoff {
-            settings,
-            started: Instant::now(),
-            interval: settings.initial_interval,
-        }
-    }
-
-    /// How long to wait before the next attempt, or `None` when retries are off or out of time.
-    pub fn next_wait(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
-        let wait = retry_after
-            .unwrap_or_default()
-            .max(jitter(self.interval, self.settings.randomization_factor));
-        let limit = self.settings.max_elapsed_time;
-        let out_of_time = !limit.is_zero() && self.started.elapsed() + wait > limit;
-        if !self.settings.enabled || out_of_time {
-            return None;
-        }
-        self.interval = next_interval(self.interval, self.settings);
-        Some(wait)
-    }
-}
-
-fn next_interval(current: Duration, retry: &RetrySettings) -> Duration {
-    current.mul_f64(retry.multiplier).min(retry.max_interval)
-}
-
-/// `interval` spread uniformly by ±`factor`, so many clients retrying together do not stay in step.
-fn jitter(interval: Duration, factor: f64) -> Duration {
-    if factor <= 0.0 {
-        return interval;
-    }
-    let spread = rand::rng().random_range(-factor..=factor);
-    interval.mul_f64((1.0 + spread).max(0.0))
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
 use vigil_proto::otlp::Signal;

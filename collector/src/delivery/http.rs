@@ -15,8 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use tokio_rustls::rustls;
 
-use super::worker::Backoff;
-use super::{ExportError, RetrySettings};
+use super::{Backoff, ExportError, RetrySettings};
 
 /// The client every POSTing exporter uses.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
