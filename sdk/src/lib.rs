@@ -37,6 +37,7 @@ pub mod health;
 pub mod log;
 pub mod mask;
 pub mod metrics;
+pub mod mlflow;
 pub mod propagation;
 pub mod sampling;
 pub mod system;
@@ -112,6 +113,9 @@ pub enum Error {
     /// An `OTEL_*` variable has a value Vigil does not support.
     #[error("{0}")]
     Environment(String),
+    /// The MLflow sender could not start (a tracking URI that is not http(s)).
+    #[error("MLflow: {0}")]
+    Mlflow(#[from] mlflow::MlflowError),
     /// An OTLP exporter could not be built (bad endpoint, TLS setup).
     #[error("OTLP {signal} exporter: {reason}")]
     Exporter {
@@ -137,6 +141,7 @@ pub struct Guard {
     export_reports: Vec<Arc<export::ExportReport>>,
     masker: Option<mask::Masker>,
     system_metrics: Option<system::SystemMetrics>,
+    mlflow: Option<mlflow::Mlflow>,
     timeout: Duration,
 }
 
@@ -160,7 +165,8 @@ impl Guard {
             .meter_provider
             .as_ref()
             .is_none_or(|p| p.force_flush().is_ok());
-        file && traces && logs && metrics
+        let mlflow = self.mlflow.as_ref().is_none_or(|m| m.flush(self.timeout));
+        file && traces && logs && metrics && mlflow
     }
 
     /// The meter provider exporting over OTLP, when metrics export is on.
@@ -173,6 +179,21 @@ impl Guard {
         drop(self.system_metrics.take());
         for writer in self.writers.drain(..) {
             writer.shutdown(self.timeout);
+        }
+        // After the writers: the MLflow log handler's last lines are queued by then.
+        if let Some(mlflow) = self.mlflow.take() {
+            if !mlflow.shutdown(self.timeout) {
+                eprintln!(
+                    "vigil: not everything reached MLflow within {} s",
+                    self.timeout.as_secs_f64()
+                );
+            }
+            let dropped = mlflow.dropped();
+            if dropped > 0 {
+                eprintln!(
+                    "vigil: {dropped} MLflow value(s) or log line(s) were dropped during this run"
+                );
+            }
         }
         let _ = self.tracer_provider.shutdown_with_timeout(self.timeout);
         if let Some(provider) = self.logger_provider.take() {
@@ -327,6 +348,7 @@ pub struct Builder {
     sample_ratio: Option<f64>,
     log_sampling: Option<log::sampling::LogSamplingConfig>,
     system_metrics: Option<system::SystemMetricsConfig>,
+    mlflow: Option<mlflow::MlflowConfig>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -364,6 +386,7 @@ impl Builder {
             sample_ratio: None,
             log_sampling: None,
             system_metrics: Some(system::SystemMetricsConfig::default()),
+            mlflow: None,
         }
     }
 
@@ -396,6 +419,14 @@ impl Builder {
     /// section. Default: no log sampling.
     pub fn log_sampling(mut self, config: log::sampling::LogSamplingConfig) -> Self {
         self.log_sampling = Some(config);
+        self
+    }
+
+    /// Records each [`metrics::app::TrainingRun`] as an MLflow run, with log records at `config.log_level` and
+    /// above as its log artifact (see [`mlflow`]). `None` (what [`mlflow::MlflowConfig::from_env`] gives when
+    /// `MLFLOW_TRACKING_URI` is unset) leaves MLflow off. An `mlflow` handler in the logging config does the same.
+    pub fn mlflow(mut self, config: impl Into<Option<mlflow::MlflowConfig>>) -> Self {
+        self.mlflow = config.into();
         self
     }
 
@@ -615,6 +646,10 @@ impl Builder {
         let otel = (!disabled)
             .then(|| trace::exported_spans(tracing_opentelemetry::layer().with_tracer(tracer)));
         let handlers = self.handlers(signals.logs.is_some());
+        let mlflow = match self.mlflow_config(&handlers) {
+            Some(config) => Some(mlflow::Mlflow::start(config, &self.service_name)?),
+            None => None,
+        };
         let mut writers = Vec::new();
         let mut layers: Vec<BoxedLayer> = Vec::new();
         for handler in &handlers {
@@ -625,8 +660,18 @@ impl Builder {
                     }
                     None => continue,
                 },
+                (Sink::Mlflow(_), _) if mlflow.is_none() => continue,
                 (sink, format) => {
                     let writer = Arc::new(match sink {
+                        Sink::Mlflow(_) => AsyncWriter::start(
+                            mlflow.as_ref().map_or_else(
+                                || unreachable!("checked above"),
+                                mlflow::Mlflow::line_sink,
+                            ),
+                            self.buffer_bytes,
+                            self.on_full,
+                            self.clock.clone(),
+                        )?,
                         Sink::File(options) => AsyncWriter::start(
                             RotatingFile::open(options.clone(), self.clock.clone())?,
                             self.buffer_bytes,
@@ -808,9 +853,41 @@ impl Builder {
                 export_reports,
                 masker: masker.clone(),
                 system_metrics,
+                mlflow,
                 timeout: self.shutdown_timeout,
             },
         ))
+    }
+
+    /// The MLflow settings in effect: the builder's, else an `mlflow` handler's keys over MLflow's variables
+    /// (no tracking URI in either: off).
+    fn mlflow_config(&self, handlers: &[Handler]) -> Option<mlflow::MlflowConfig> {
+        if let Some(config) = &self.mlflow {
+            return Some(config.clone());
+        }
+        let (handler, keys) = handlers.iter().find_map(|h| match &h.sink {
+            Sink::Mlflow(keys) => Some((h, keys)),
+            _ => None,
+        })?;
+        let get = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let mut config = mlflow::MlflowConfig::new(
+            keys.tracking_uri
+                .clone()
+                .or_else(|| get("MLFLOW_TRACKING_URI"))?,
+        );
+        config.experiment = keys
+            .experiment_id
+            .clone()
+            .map(mlflow::Experiment::Id)
+            .or_else(|| keys.experiment_name.clone().map(mlflow::Experiment::Name));
+        config.run_id = keys.run_id.clone();
+        config.apply_env(&get);
+        config.log_level = Some(handler.level.map_or(tracing::Level::INFO, |l| l.tracing()));
+        config.log_format = match &handler.format {
+            Format::Text(pattern) => mlflow::LogFormat::Text(pattern.clone()),
+            Format::Json | Format::Console => mlflow::LogFormat::Json,
+        };
+        Some(config)
     }
 
     /// The handlers in effect: the config file's, or those set in code.
@@ -836,6 +913,16 @@ impl Builder {
         if otlp_logs {
             handlers.push(handler("otlp", Sink::Otlp, Format::Json));
         }
+        if let Some(config) = self.mlflow.as_ref().filter(|c| c.log_level.is_some()) {
+            let format = match &config.log_format {
+                mlflow::LogFormat::Json => Format::Json,
+                mlflow::LogFormat::Text(pattern) => Format::Text(pattern.clone()),
+            };
+            handlers.push(Handler {
+                level: config.log_level.map(config::logging::Level::from_tracing),
+                ..handler("mlflow", Sink::Mlflow(Default::default()), format)
+            });
+        }
         handlers
     }
 
@@ -851,6 +938,9 @@ impl Builder {
         }
         opentelemetry::global::set_tracer_provider(guard.tracer_provider.clone());
         metrics::set_masker(guard.masker.clone());
+        if let Some(mlflow) = &guard.mlflow {
+            mlflow.install();
+        }
         propagation::install_from_env().map_err(Error::Environment)?;
         *installed().lock().unwrap_or_else(|p| p.into_inner()) = Some(Installed {
             writers: guard.writers.clone(),

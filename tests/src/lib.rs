@@ -844,22 +844,38 @@ impl Drop for Postgres {
     }
 }
 
-/// An MLflow tracking server (`mlflow server`, sqlite backend, one worker) from the test venv, on a free
-/// loopback port; the whole process group is stopped when dropped.
+/// An MLflow tracking server (`mlflow server`, sqlite backend, one worker, artifacts served through its proxy
+/// from a temporary directory) from the test venv, on a free loopback port; the whole process group is stopped
+/// when dropped.
 pub struct MlflowServer {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    child: Child,
-    _dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
 }
 
 impl MlflowServer {
     /// Starts the server and waits (up to 90 s) until `/health` answers.
     pub fn start() -> MlflowServer {
-        use std::os::unix::process::CommandExt as _;
         let dir = tempfile::tempdir().expect("temp dir");
         let (port, held) = reserve_port();
         drop(held);
+        let mut server = MlflowServer {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            child: None,
+            dir,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts the server again on the same port and database (after [`MlflowServer::stop`]).
+    pub fn restart(&mut self) {
+        use std::os::unix::process::CommandExt as _;
+        self.stop();
+        let dir = self.dir.path();
         let child = Command::new(python())
             .args([
                 "-m",
@@ -870,37 +886,41 @@ impl MlflowServer {
                 "--workers",
                 "1",
             ])
-            .args(["--port", &port.to_string()])
+            .args(["--port", &self.port.to_string()])
             .arg("--backend-store-uri")
-            .arg(format!("sqlite:///{}/mlflow.db", dir.path().display()))
-            .arg("--default-artifact-root")
-            .arg(dir.path().join("artifacts"))
+            .arg(format!("sqlite:///{}/mlflow.db", dir.display()))
+            .arg("--artifacts-destination")
+            .arg(dir.join("artifacts"))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("server.log")).expect("log file"))
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("server.log"))
+                    .expect("log file"),
+            )
             .process_group(0)
             .spawn()
             .expect("start mlflow (scripts/test installs it in the test venv)");
-        let server = MlflowServer {
-            url: format!("http://127.0.0.1:{port}"),
-            child,
-            _dir: dir,
-        };
-        let address = format!("127.0.0.1:{port}");
+        self.child = Some(child);
+        let address = format!("127.0.0.1:{}", self.port);
         let ready = eventually(Duration::from_secs(90), || {
             http("GET", &address, "/health", &[], b"").is_ok_and(|r| r.status == 200)
         });
         assert!(
             ready,
             "mlflow server not ready after 90 s:\n{}",
-            std::fs::read_to_string(server._dir.path().join("server.log")).unwrap_or_default()
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
         );
-        server
     }
 
     /// Stops the server (and its workers) now.
     pub fn stop(&mut self) {
         const SIGTERM: i32 = 15;
-        let Ok(group) = i32::try_from(self.child.id()) else {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let Ok(group) = i32::try_from(child.id()) else {
             return;
         };
         // The server's process group (its workers too); a group id of 0 or 1 would reach far more.
@@ -910,7 +930,38 @@ impl MlflowServer {
                 libc_kill(-group, SIGTERM);
             }
         }
-        let _ = self.child.wait();
+        let _ = child.wait();
+        // The workers may outlive the parent for a moment; wait until the port is free again.
+        eventually(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err()
+        });
+    }
+
+    /// Every run of experiment `name`, as MLflow's own Python client reports it (`tests/python/mlflow_inspect.py`).
+    pub fn inspect(&self, experiment: &str) -> serde_json::Value {
+        self.inspect_with(experiment, &[])
+    }
+
+    /// [`MlflowServer::inspect`] with extra arguments (`--latest-only`).
+    pub fn inspect_with(&self, experiment: &str, args: &[&str]) -> serde_json::Value {
+        let output = Command::new(python())
+            .arg(workspace_root().join("tests/python/mlflow_inspect.py"))
+            .arg(&self.url)
+            .arg(experiment)
+            .args(args)
+            .output()
+            .expect("run mlflow_inspect.py");
+        assert!(
+            output.status.success(),
+            "mlflow_inspect.py failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("mlflow_inspect.py prints JSON")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 }
 

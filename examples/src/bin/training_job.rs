@@ -16,7 +16,11 @@
 //! `training_samples_total`, `training_samples_per_second` and `training_duration_seconds`, all with
 //! `experiment_id="exp_001"` and `model="lightgbm"`, and `training_epoch_duration_seconds` (a histogram).
 //!
-//! Knobs: `EPOCHS` (default 5); `SIMULATE_TRAINING_FAILURE=N` makes epoch N fail (the run ends `failed`, the
+//! With `MLFLOW_TRACKING_URI` set, the run is also an MLflow run (experiment `exp_001` unless
+//! `MLFLOW_EXPERIMENT_NAME` says otherwise): params, the loss per epoch, system metrics, the log records as
+//! `logs/0.jsonl`, and its end as FINISHED, FAILED or KILLED (SIGTERM/SIGINT). Without it nothing changes.
+//!
+//! Knobs: `EPOCHS` (default 5); `EPOCH_DELAY_MS` (default 0) slows each epoch down; `SIMULATE_TRAINING_FAILURE=N` makes epoch N fail (the run ends `failed`, the
 //! error is logged with its chain and the program exits with status 1); `SIMULATE_CHECKPOINT_FAILURE=1` makes
 //! the final checkpoint fail, logged at CRITICAL.
 
@@ -57,6 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let guard = vigil::Builder::new("training-job")
         .service_version(env!("CARGO_PKG_VERSION"))
         .json_file(vigil::log::file::FileOptions::new(log_file))
+        .mlflow(vigil::mlflow::MlflowConfig::from_env())
         .try_init()?;
     vigil::install_panic_hook();
     let epochs: u32 = std::env::var("EPOCHS")
@@ -66,6 +71,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fail_at: Option<u32> = std::env::var("SIMULATE_TRAINING_FAILURE")
         .ok()
         .and_then(|e| e.parse().ok());
+    let delay = std::time::Duration::from_millis(
+        std::env::var("EPOCH_DELAY_MS")
+            .ok()
+            .and_then(|e| e.parse().ok())
+            .unwrap_or(0),
+    );
 
     let started = Instant::now();
     let run_span = info_span!(
@@ -75,11 +86,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let entered = run_span.enter();
     let mut run = TrainingRun::start("exp_001", "lightgbm");
+    let epochs_text = epochs.to_string();
+    run.params(&[
+        ("learning_rate", "0.05"),
+        ("num_leaves", "31"),
+        ("epochs", &epochs_text),
+    ]);
     info!(epochs, "Training started");
     let mut loss = 1.0f64;
     for epoch in 1..=epochs {
         let _epoch = info_span!("epoch", epoch).entered();
         let work = vigil::time("training.epoch.duration", simulated_epoch);
+        std::thread::sleep(delay);
         loss = loss * 0.7 + (work % 1.0) * 0.001;
         if fail_at == Some(epoch) {
             let error = DivergedError { epoch };

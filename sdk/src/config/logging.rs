@@ -91,6 +91,17 @@ impl Level {
             Level::Error | Level::Critical => tracing::Level::ERROR,
         }
     }
+
+    /// The level for a `tracing` level (TRACE is NOTSET: everything).
+    pub fn from_tracing(level: tracing::Level) -> Level {
+        match level {
+            tracing::Level::TRACE => Level::NotSet,
+            tracing::Level::DEBUG => Level::Debug,
+            tracing::Level::INFO => Level::Info,
+            tracing::Level::WARN => Level::Warning,
+            tracing::Level::ERROR => Level::Error,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -117,6 +128,10 @@ struct RawHandler {
     max_age_days: Option<u64>,
     mode: Option<String>,
     stream: Option<String>,
+    tracking_uri: Option<String>,
+    experiment_name: Option<String>,
+    experiment_id: Option<String>,
+    run_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +195,21 @@ pub enum Sink {
     File(FileOptions),
     /// The OTLP log exporter (to the collector).
     Otlp,
+    /// The active MLflow run's log artifact (see [`crate::mlflow`]).
+    Mlflow(MlflowKeys),
+}
+
+/// An `mlflow` handler's own keys; each falls back to MLflow's variable (`MLFLOW_TRACKING_URI`…).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MlflowKeys {
+    /// `tracking_uri`.
+    pub tracking_uri: Option<String>,
+    /// `experiment_name`.
+    pub experiment_name: Option<String>,
+    /// `experiment_id`.
+    pub experiment_id: Option<String>,
+    /// `run_id`: attach to this run.
+    pub run_id: Option<String>,
 }
 
 /// One handler of the root logger.
@@ -467,12 +497,21 @@ fn build(
                 Sink::File(options)
             }
             "otlp" => Sink::Otlp,
+            // The seed's `src.common.logging.handlers.MLflowHandler` and any such class path.
+            mlflow
+                if mlflow == "mlflow" || mlflow.to_ascii_lowercase().ends_with("mlflowhandler") =>
+            {
+                Sink::Mlflow(MlflowKeys {
+                    tracking_uri: handler.tracking_uri.clone(),
+                    experiment_name: handler.experiment_name.clone(),
+                    experiment_id: handler.experiment_id.clone(),
+                    run_id: handler.run_id.clone(),
+                })
+            }
             other => {
                 error(
                     format!("{path}.class"),
-                    format!(
-                        "unknown handler class `{other}`; use console, file or otlp (remote handlers such as MLflow become otlp: the collector forwards)"
-                    ),
+                    format!("unknown handler class `{other}`; use console, file, otlp or mlflow"),
                 );
                 continue;
             }
@@ -570,6 +609,7 @@ mod tests {
                 Sink::Stderr => "stderr",
                 Sink::File(_) => "file",
                 Sink::Otlp => "otlp",
+                Sink::Mlflow(_) => "mlflow",
             })
             .collect();
         assert_eq!(sinks, ["stdout", "file", "file"]);

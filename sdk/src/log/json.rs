@@ -219,6 +219,8 @@ pub struct JsonLayer {
     writer: Arc<AsyncWriter>,
     clock: Arc<dyn Clock>,
     masker: Option<Masker>,
+    /// Which layer keeps span state when several of this kind are installed.
+    owner: u64,
 }
 
 impl JsonLayer {
@@ -229,6 +231,7 @@ impl JsonLayer {
             writer,
             clock,
             masker: None,
+            owner: super::span_state::next_owner(),
         }
     }
 
@@ -279,7 +282,11 @@ fn format_event<S>(
     line.extend_from_slice(fields);
     if let Some(scope) = ctx.event_scope(event) {
         for span in scope {
-            if let Some(span_fields) = span.extensions().get::<SpanFields>() {
+            if let Some(span_fields) = span
+                .extensions()
+                .get::<super::span_state::Owned<SpanFields>>()
+                .map(|o| &o.state)
+            {
                 span_fields.0.append_new(line, metadata.fields(), written);
             }
         }
@@ -298,7 +305,13 @@ where
         id: &tracing::span::Id,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_new_span::<S, SpanFields>(attrs, id, &ctx, self.masker.as_ref());
+        super::span_state::on_new_span::<S, SpanFields>(
+            attrs,
+            id,
+            &ctx,
+            self.masker.as_ref(),
+            self.owner,
+        );
     }
 
     fn on_record(
@@ -307,7 +320,13 @@ where
         values: &tracing::span::Record<'_>,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_record::<S, SpanFields>(id, values, &ctx, self.masker.as_ref());
+        super::span_state::on_record::<S, SpanFields>(
+            id,
+            values,
+            &ctx,
+            self.masker.as_ref(),
+            self.owner,
+        );
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {

@@ -135,6 +135,8 @@ fn severity(level: &tracing::Level) -> Severity {
 pub struct OtlpLogLayer {
     logger: SdkLogger,
     masker: Option<Masker>,
+    /// Which layer keeps span state when several of this kind are installed.
+    owner: u64,
 }
 
 impl OtlpLogLayer {
@@ -143,6 +145,7 @@ impl OtlpLogLayer {
         OtlpLogLayer {
             logger: provider.logger("vigil"),
             masker: None,
+            owner: super::span_state::next_owner(),
         }
     }
 
@@ -163,7 +166,13 @@ where
         id: &tracing::span::Id,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_new_span::<S, SpanAttributes>(attrs, id, &ctx, self.masker.as_ref());
+        super::span_state::on_new_span::<S, SpanAttributes>(
+            attrs,
+            id,
+            &ctx,
+            self.masker.as_ref(),
+            self.owner,
+        );
     }
 
     fn on_record(
@@ -172,7 +181,13 @@ where
         values: &tracing::span::Record<'_>,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_record::<S, SpanAttributes>(id, values, &ctx, self.masker.as_ref());
+        super::span_state::on_record::<S, SpanAttributes>(
+            id,
+            values,
+            &ctx,
+            self.masker.as_ref(),
+            self.owner,
+        );
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
@@ -195,7 +210,11 @@ where
         // OTLP requires unique keys: the event's own value wins, then the innermost span's.
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
-                if let Some(fields) = span.extensions().get::<SpanAttributes>() {
+                if let Some(fields) = span
+                    .extensions()
+                    .get::<super::span_state::Owned<SpanAttributes>>()
+                    .map(|o| &o.state)
+                {
                     for (key, value) in &fields.0 {
                         if !attributes.iter().any(|(k, _)| k == key) {
                             attributes.push((key.clone(), value.clone()));

@@ -22,12 +22,28 @@ pub(crate) trait SpanState: Default + Send + Sync + 'static {
     }
 }
 
-/// For `Layer::on_new_span`: stores the new span's fields.
+/// A sink's span state and the layer that keeps it. With two layers of one kind (a JSON file and the MLflow
+/// log handler in JSON), the first stores and records the fields and every other one reads them: formatting is
+/// the same for all (one masker), and a second copy would panic in `Extensions::insert`.
+pub(crate) struct Owned<T> {
+    owner: u64,
+    /// The formatted fields.
+    pub(crate) state: T,
+}
+
+/// A new layer's identity for [`Owned`].
+pub(crate) fn next_owner() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// For `Layer::on_new_span`: stores the new span's fields (unless another layer of the kind did).
 pub(crate) fn on_new_span<S, T>(
     attrs: &Attributes<'_>,
     id: &Id,
     ctx: &Context<'_, S>,
     masker: Option<&Masker>,
+    owner: u64,
 ) where
     S: Subscriber + for<'a> LookupSpan<'a>,
     T: SpanState,
@@ -38,25 +54,31 @@ pub(crate) fn on_new_span<S, T>(
         return;
     }
     let Some(span) = ctx.span(id) else { return };
+    if span.extensions().get::<Owned<T>>().is_some() {
+        return;
+    }
     let mut state = T::for_fields(declared);
     state.record(attrs, masker);
-    span.extensions_mut().insert(state);
+    span.extensions_mut().insert(Owned { owner, state });
 }
 
-/// For `Layer::on_record`: adds fields recorded later.
+/// For `Layer::on_record`: adds fields recorded later (only the layer that stored them).
 pub(crate) fn on_record<S, T>(
     id: &Id,
     values: &Record<'_>,
     ctx: &Context<'_, S>,
     masker: Option<&Masker>,
+    owner: u64,
 ) where
     S: Subscriber + for<'a> LookupSpan<'a>,
     T: SpanState,
 {
     let Some(span) = ctx.span(id) else { return };
     let mut extensions = span.extensions_mut();
-    if let Some(state) = extensions.get_mut::<T>() {
-        state.record(values, masker);
+    if let Some(owned) = extensions.get_mut::<Owned<T>>()
+        && owned.owner == owner
+    {
+        owned.state.record(values, masker);
     }
 }
 

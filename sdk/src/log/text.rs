@@ -257,6 +257,8 @@ pub struct TextLayer {
     clock: Arc<dyn Clock>,
     colour: bool,
     masker: Option<Masker>,
+    /// Which layer keeps span state when several of this kind are installed.
+    owner: u64,
 }
 
 /// The console's default format.
@@ -271,6 +273,7 @@ impl TextLayer {
             clock,
             colour: false,
             masker: None,
+            owner: super::span_state::next_owner(),
         }
     }
 
@@ -362,7 +365,11 @@ impl TextLayer {
         line.push_str(fields);
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
-                if let Some(text) = span.extensions().get::<SpanText>() {
+                if let Some(text) = span
+                    .extensions()
+                    .get::<super::span_state::Owned<SpanText>>()
+                    .map(|o| &o.state)
+                {
                     text.0.append_new(line, metadata.fields(), written);
                 }
             }
@@ -396,7 +403,13 @@ where
         id: &tracing::span::Id,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_new_span::<S, SpanText>(attrs, id, &ctx, self.masker.as_ref());
+        super::span_state::on_new_span::<S, SpanText>(
+            attrs,
+            id,
+            &ctx,
+            self.masker.as_ref(),
+            self.owner,
+        );
     }
 
     fn on_record(
@@ -405,7 +418,13 @@ where
         values: &tracing::span::Record<'_>,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_record::<S, SpanText>(id, values, &ctx, self.masker.as_ref());
+        super::span_state::on_record::<S, SpanText>(
+            id,
+            values,
+            &ctx,
+            self.masker.as_ref(),
+            self.owner,
+        );
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {

@@ -105,6 +105,12 @@ const STATUSES: [&str; 3] = ["running", "completed", "failed"];
 /// `training.epochs` and `training.steps` (counters), `training.samples`, `training.samples_per_second`,
 /// `training.<metric>` for each named value (`training.loss`), and `training.duration` (seconds) at the end.
 /// A run dropped without [`TrainingRun::complete`] counts as failed.
+///
+/// With MLflow on ([`crate::Builder::mlflow`]), the run is also an MLflow run in the experiment named
+/// `experiment_id` (unless `MLFLOW_EXPERIMENT_NAME`/`_ID` says otherwise): `model` and [`TrainingRun::params`]
+/// as params, each named value at its epoch or step, and its end as `FINISHED` ([`TrainingRun::complete`]),
+/// `FAILED` ([`TrainingRun::fail`] or a panic) or `KILLED` (dropped unfinished, or SIGTERM/SIGINT). Every call
+/// only queues; nothing waits on the network.
 #[derive(Debug)]
 pub struct TrainingRun {
     experiment_id: String,
@@ -112,6 +118,7 @@ pub struct TrainingRun {
     started: Instant,
     last: Instant,
     finished: bool,
+    mlflow: Option<crate::mlflow::RunHandle>,
 }
 
 impl TrainingRun {
@@ -123,9 +130,32 @@ impl TrainingRun {
             started: Instant::now(),
             last: Instant::now(),
             finished: false,
+            mlflow: crate::mlflow::current().map(|mlflow| {
+                mlflow.start_run(
+                    experiment_id,
+                    model,
+                    vec![crate::mlflow::KeyValue::new("model", model)],
+                )
+            }),
         };
         run.status("running");
         run
+    }
+
+    /// Records the run's params (hyperparameters, data version…): MLflow params when MLflow is on, and an
+    /// INFO log record either way.
+    pub fn params(&mut self, params: &[(&str, &str)]) {
+        tracing::info!(params = ?params, "training params");
+        if let Some(mlflow) = &self.mlflow {
+            mlflow.log_params(params);
+        }
+    }
+
+    /// Sets MLflow tags on the run (nothing without MLflow).
+    pub fn tags(&mut self, tags: &[(&str, &str)]) {
+        if let Some(mlflow) = &self.mlflow {
+            mlflow.set_tags(tags);
+        }
     }
 
     fn attributes(&self) -> [(&str, &str); 2] {
@@ -146,9 +176,12 @@ impl TrainingRun {
         }
     }
 
-    fn values(&self, values: &[(&str, f64)]) {
+    fn values(&self, step: u64, values: &[(&str, f64)]) {
         for (name, value) in values {
             gauge(&format!("training.{name}"), *value, &self.attributes());
+        }
+        if let Some(mlflow) = &self.mlflow {
+            mlflow.log_metrics(step, values);
         }
     }
 
@@ -157,7 +190,7 @@ impl TrainingRun {
         increment("training.epochs", 1, &self.attributes());
         gauge("training.epoch", epoch as f64, &self.attributes());
         self.samples(samples);
-        self.values(values);
+        self.values(epoch, values);
     }
 
     /// A step ended after `samples` samples, with these named values.
@@ -165,7 +198,7 @@ impl TrainingRun {
         increment("training.steps", 1, &self.attributes());
         gauge("training.step", step as f64, &self.attributes());
         self.samples(samples);
-        self.values(values);
+        self.values(step, values);
     }
 
     fn samples(&mut self, samples: u64) {
@@ -182,12 +215,15 @@ impl TrainingRun {
         }
     }
 
-    fn finish(&mut self, status: &str) {
+    fn finish(&mut self, status: &str, mlflow_status: crate::mlflow::RunStatus) {
         if self.finished {
             return;
         }
         self.finished = true;
         self.status(status);
+        if let Some(mlflow) = &self.mlflow {
+            mlflow.end(mlflow_status);
+        }
         record_seconds(
             "training.duration",
             self.started.elapsed(),
@@ -197,19 +233,25 @@ impl TrainingRun {
 
     /// The run completed.
     pub fn complete(mut self) {
-        self.finish("completed");
+        self.finish("completed", crate::mlflow::RunStatus::Finished);
     }
 
     /// The run failed because of `error` (reported with [`report_error`]).
     pub fn fail(mut self, error: &(dyn Error + 'static)) {
         report_error(error);
-        self.finish("failed");
+        self.finish("failed", crate::mlflow::RunStatus::Failed);
     }
 }
 
 impl Drop for TrainingRun {
     fn drop(&mut self) {
-        self.finish("failed");
+        // Unwinding from a panic failed the run; a run merely abandoned was stopped from outside.
+        let mlflow_status = if std::thread::panicking() {
+            crate::mlflow::RunStatus::Failed
+        } else {
+            crate::mlflow::RunStatus::Killed
+        };
+        self.finish("failed", mlflow_status);
     }
 }
 

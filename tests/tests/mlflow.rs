@@ -1,0 +1,247 @@
+//! The MLflow bridge end to end: the example training job, run with `MLFLOW_TRACKING_URI`, against a real
+//! MLflow tracking server; every check goes through MLflow's own Python client (`tests/python/mlflow_inspect.py`).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use vigil_e2e::{MlflowServer, eventually, workspace_binary, workspace_root};
+
+/// The training job with MLflow on and OTLP off (no collector in these tests).
+fn training_job(mlflow: &MlflowServer, experiment: &str, dir: &std::path::Path) -> Command {
+    let mut command = Command::new(workspace_binary("training_job"));
+    command
+        .current_dir(workspace_root())
+        .env("MLFLOW_TRACKING_URI", &mlflow.url)
+        .env("MLFLOW_EXPERIMENT_NAME", experiment)
+        .env("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+        .env("USER", "vigil-tester")
+        .env("OTEL_TRACES_EXPORTER", "none")
+        .env("OTEL_METRICS_EXPORTER", "none")
+        .env("OTEL_LOGS_EXPORTER", "none")
+        .env("VIGIL_LOG_FILE", dir.join("job.jsonl"));
+    command
+}
+
+fn only_run(report: &Value) -> &Value {
+    let runs = report["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 1, "{report:#}");
+    &runs[0]
+}
+
+fn steps(run: &Value, key: &str) -> Vec<i64> {
+    run["metrics"][key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no metric {key}: {run:#}"))
+        .iter()
+        .map(|point| point[0].as_i64().unwrap_or(-1))
+        .collect()
+}
+
+fn git_head() -> Option<String> {
+    let output = Command::new("git")
+        .current_dir(workspace_root())
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+#[test]
+fn the_training_example_produces_a_complete_run() {
+    let mlflow = MlflowServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let output = training_job(&mlflow, "e2e-complete", dir.path())
+        .env("EPOCHS", "5")
+        .env("EPOCH_DELAY_MS", "150")
+        .output()
+        .expect("run training_job");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = mlflow.inspect("e2e-complete");
+    let run = only_run(&report);
+    assert_eq!(run["status"], "FINISHED", "{run:#}");
+    assert!(run["end_time"].as_i64() >= run["start_time"].as_i64());
+    assert_eq!(run["run_name"], "lightgbm");
+
+    let params = &run["params"];
+    assert_eq!(params["learning_rate"], "0.05");
+    assert_eq!(params["num_leaves"], "31");
+    assert_eq!(params["epochs"], "5");
+    assert_eq!(params["model"], "lightgbm");
+
+    let tags = &run["tags"];
+    assert_eq!(tags["mlflow.runName"], "lightgbm");
+    assert_eq!(tags["mlflow.user"], "vigil-tester");
+    assert_eq!(tags["service.name"], "training-job");
+    assert!(
+        tags["mlflow.source.name"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("training_job")),
+        "{tags:#}"
+    );
+    assert!(tags["host.name"].as_str().is_some_and(|h| !h.is_empty()));
+    if let Some(head) = git_head() {
+        assert_eq!(tags["mlflow.source.git.commit"], head.as_str());
+    }
+
+    // The loss of each epoch at its step, falling.
+    assert_eq!(steps(run, "loss"), vec![1, 2, 3, 4, 5]);
+    let losses: Vec<f64> = run["metrics"]["loss"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect();
+    assert!(losses.windows(2).all(|w| w[1] < w[0]), "{losses:?}");
+
+    // System metrics under MLflow's own names, a few samples over the run.
+    for key in [
+        "system/cpu_utilization_percentage",
+        "system/system_memory_usage_megabytes",
+        "system/system_memory_usage_percentage",
+    ] {
+        let samples = steps(run, key);
+        assert!(!samples.is_empty(), "{key}");
+        assert_eq!(samples[0], 0, "{key} starts at step 0");
+    }
+    let memory = run["metrics"]["system/system_memory_usage_megabytes"][0][1]
+        .as_f64()
+        .unwrap();
+    assert!(memory > 1.0, "{memory}");
+
+    // The log records as the run's log artifact, JSON lines with trace ids.
+    let log = run["logs"]["logs/0.jsonl"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no logs/0.jsonl: {run:#}"));
+    let records: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let started = records
+        .iter()
+        .find(|r| r["message"] == "Training started")
+        .unwrap_or_else(|| panic!("no start record in {log}"));
+    assert_eq!(
+        started["trace_id"].as_str().map(str::len),
+        Some(32),
+        "{started}"
+    );
+    assert!(records.iter().any(|r| r["message"] == "Training completed"));
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r["message"] == "Epoch finished")
+            .count(),
+        5
+    );
+}
+
+#[test]
+fn a_failing_run_ends_failed() {
+    let mlflow = MlflowServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let output = training_job(&mlflow, "e2e-failed", dir.path())
+        .env("EPOCHS", "5")
+        .env("SIMULATE_TRAINING_FAILURE", "3")
+        .output()
+        .expect("run training_job");
+    assert_eq!(output.status.code(), Some(1));
+    let report = mlflow.inspect("e2e-failed");
+    let run = only_run(&report);
+    assert_eq!(run["status"], "FAILED", "{run:#}");
+    assert_eq!(steps(run, "loss"), vec![1, 2]);
+    let log = run["logs"]["logs/0.jsonl"].as_str().unwrap_or_default();
+    assert!(log.contains("training diverged at epoch 3"), "{log}");
+}
+
+#[test]
+fn a_run_stopped_by_sigterm_or_sigint_ends_killed() {
+    let mlflow = MlflowServer::start();
+    for (signal, name, code) in [("TERM", "e2e-sigterm", 143), ("INT", "e2e-sigint", 130)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = training_job(&mlflow, name, dir.path())
+            .env("EPOCHS", "100000")
+            .env("EPOCH_DELAY_MS", "50")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run training_job");
+        let running = eventually(Duration::from_secs(60), || {
+            let report = mlflow.inspect(name);
+            report["runs"][0]["status"] == "RUNNING"
+                && report["runs"][0]["metrics"]["loss"]
+                    .as_array()
+                    .is_some_and(|points| points.len() >= 2)
+        });
+        assert!(running, "the run never showed up RUNNING with its loss");
+        let killed = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let status = child.wait().expect("wait");
+        assert_eq!(status.code(), Some(code), "SIG{signal}");
+        let report = mlflow.inspect(name);
+        let run = only_run(&report);
+        assert_eq!(run["status"], "KILLED", "SIG{signal}: {run:#}");
+        assert!(run["end_time"].as_i64().is_some());
+        // Every epoch logged before the signal is there once, in order.
+        let logged = steps(run, "loss");
+        let expected: Vec<i64> = (1..=logged.len() as i64).collect();
+        assert_eq!(logged, expected);
+    }
+}
+
+#[test]
+fn mlflow_down_at_start_loses_and_repeats_nothing_once_it_is_back() {
+    let mut mlflow = MlflowServer::start();
+    mlflow.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = training_job(&mlflow, "e2e-outage", dir.path())
+        .env("EPOCHS", "80")
+        .env("EPOCH_DELAY_MS", "250")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run training_job");
+    // The job's stderr, line by line, so the test can wait for what it says.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("MLflow is not accepting data"))
+    {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the job never said MLflow is down:\n{}", seen.join("\n")));
+        seen.push(line);
+    }
+    // The job goes on while MLflow is down; it comes back after a few seconds.
+    mlflow.restart();
+    let status = child.wait().expect("wait");
+    reader.join().expect("stderr reader");
+    seen.extend(lines.try_iter());
+    assert!(status.success(), "{}", seen.join("\n"));
+    let report = mlflow.inspect("e2e-outage");
+    let run = only_run(&report);
+    assert_eq!(run["status"], "FINISHED", "{run:#}");
+    assert_eq!(steps(run, "loss"), (1..=80).collect::<Vec<i64>>());
+    let log = run["logs"]["logs/0.jsonl"].as_str().unwrap_or_default();
+    assert_eq!(log.matches("\"Epoch finished\"").count(), 80, "{log}");
+}
