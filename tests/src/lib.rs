@@ -876,6 +876,11 @@ impl MlflowServer {
         use std::os::unix::process::CommandExt as _;
         self.stop();
         let dir = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .expect("log file");
         let child = Command::new(python())
             .args([
                 "-m",
@@ -891,14 +896,9 @@ impl MlflowServer {
             .arg(format!("sqlite:///{}/mlflow.db", dir.display()))
             .arg("--artifacts-destination")
             .arg(dir.join("artifacts"))
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join("server.log"))
-                    .expect("log file"),
-            )
+            // Both streams: the access log (a line per request) goes to stdout.
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
             .process_group(0)
             .spawn()
             .expect("start mlflow (scripts/test installs it in the test venv)");

@@ -245,3 +245,52 @@ fn mlflow_down_at_start_loses_and_repeats_nothing_once_it_is_back() {
     let log = run["logs"]["logs/0.jsonl"].as_str().unwrap_or_default();
     assert_eq!(log.matches("\"Epoch finished\"").count(), 80, "{log}");
 }
+
+#[test]
+fn the_seed_logging_yaml_sends_info_records_into_an_mlflow_run() {
+    let mlflow = MlflowServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The seed's config as written, its file handler pointed into the temp dir.
+    let seed = "logging:\n  version: 1\n\n  formatters:\n    json:\n      class: src.common.logging.formatters.JSONFormatter\n\n    detailed:\n      format: '%(asctime)s - %(name)s - %(levelname)s - %(message)s'\n\n  handlers:\n    console:\n      class: logging.StreamHandler\n      formatter: detailed\n      level: INFO\n\n    file:\n      class: logging.handlers.RotatingFileHandler\n      filename: artifacts/logs/app.log\n      maxBytes: 52428800  # 50MB\n      backupCount: 10\n      formatter: json\n      level: DEBUG\n\n    mlflow:\n      class: src.common.logging.handlers.MLflowHandler\n      level: INFO\n\n  root:\n    level: DEBUG\n    handlers: [console, file, mlflow]\n"
+        .replace("artifacts/logs/app.log", &dir.path().join("app.log").display().to_string());
+    let config = dir.path().join("logging.yaml");
+    std::fs::write(&config, seed).unwrap();
+    let output = Command::new(workspace_binary("from_yaml"))
+        .env("VIGIL_LOGGING_CONFIG", &config)
+        .env("MLFLOW_TRACKING_URI", &mlflow.url)
+        .env("MLFLOW_EXPERIMENT_NAME", "e2e-yaml")
+        .env("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
+        .env("OTEL_TRACES_EXPORTER", "none")
+        .env("OTEL_METRICS_EXPORTER", "none")
+        .env("OTEL_LOGS_EXPORTER", "none")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run from_yaml");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A job without a training run gets one run, named after the service, holding its log records.
+    let report = mlflow.inspect("e2e-yaml");
+    let run = only_run(&report);
+    assert_eq!(run["status"], "FINISHED", "{run:#}");
+    let log = run["logs"]["logs/0.jsonl"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no logs/0.jsonl: {run:#}"));
+    assert!(log.contains("imported the batch"), "{log}");
+    assert!(log.contains("some rows were skipped"), "{log}");
+    assert!(
+        !log.contains("parsed the batch"),
+        "DEBUG is below the handler's INFO: {log}"
+    );
+    assert!(
+        !log.contains("alice@example.com"),
+        "masked before any sink: {log}"
+    );
+    let file = std::fs::read_to_string(dir.path().join("app.log")).unwrap();
+    assert!(
+        file.contains("parsed the batch"),
+        "the file handler still gets DEBUG"
+    );
+}

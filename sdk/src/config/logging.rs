@@ -16,10 +16,12 @@
 //! ```
 //!
 //! Python class paths become Vigil names (and Python's own handler paths are accepted as written):
-//! `JSONFormatter` → `class: json`, `logging.StreamHandler` → `console`, `logging.FileHandler`,
-//! `logging.handlers.RotatingFileHandler`/`TimedRotatingFileHandler`/`WatchedFileHandler` → `file`, and any handler that ships records to a
-//! remote system (such as an MLflow handler) → `otlp`, which sends them to the collector. Logger names map to
-//! `tracing` targets (`my_crate.db` → `my_crate::db`). Every error names the file, line and column.
+//! `…JSONFormatter` → `class: json`, `logging.StreamHandler` → `console`, `logging.FileHandler`,
+//! `logging.handlers.RotatingFileHandler`/`TimedRotatingFileHandler`/`WatchedFileHandler` → `file`, and
+//! `…MLflowHandler` → `mlflow`: records into the active MLflow run's log artifact (see [`crate::mlflow`];
+//! optional keys `tracking_uri`, `experiment_name`, `experiment_id`, `run_id`, else MLflow's variables; without
+//! a tracking URI the handler does nothing). Logger names map to `tracing` targets (`my_crate.db` →
+//! `my_crate::db`). Every error names the file, line and column.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -373,6 +375,10 @@ fn build(
         let path = join(prefix, &format!("formatters.{name}"));
         let format = match (formatter.class.as_deref(), &formatter.format) {
             (Some("json"), None) => Format::Json,
+            // The seed's `src.common.logging.formatters.JSONFormatter` and other such class paths.
+            (Some(class), None) if class.to_ascii_lowercase().ends_with("jsonformatter") => {
+                Format::Json
+            }
             (Some("console"), None) => Format::Console,
             (None | Some("text"), Some(format)) => match Pattern::parse(format) {
                 Ok(pattern) => Format::Text(pattern),
@@ -683,5 +689,25 @@ mod tests {
             LoggingConfig::parse(ok, "c.yaml").unwrap().filter,
             "info,my_crate::db=warn"
         );
+    }
+
+    /// The seed's logging config, exactly as the seed document writes it.
+    const SEED: &str = "logging:\n  version: 1\n\n  formatters:\n    json:\n      class: src.common.logging.formatters.JSONFormatter\n\n    detailed:\n      format: '%(asctime)s - %(name)s - %(levelname)s - %(message)s'\n\n  handlers:\n    console:\n      class: logging.StreamHandler\n      formatter: detailed\n      level: INFO\n\n    file:\n      class: logging.handlers.RotatingFileHandler\n      filename: artifacts/logs/app.log\n      maxBytes: 52428800  # 50MB\n      backupCount: 10\n      formatter: json\n      level: DEBUG\n\n    mlflow:\n      class: src.common.logging.handlers.MLflowHandler\n      level: INFO\n\n  root:\n    level: DEBUG\n    handlers: [console, file, mlflow]\n";
+
+    #[test]
+    fn the_seed_config_loads_as_written_with_its_mlflow_handler() {
+        let config = LoggingConfig::parse(SEED, "seed.yaml").unwrap();
+        assert_eq!(config.handlers[1].format, Format::Json);
+        let mlflow = &config.handlers[2];
+        assert!(matches!(&mlflow.sink, Sink::Mlflow(keys) if *keys == MlflowKeys::default()));
+        assert_eq!(mlflow.level, Some(Level::Info));
+        let keyed = "handlers:\n  m: {class: mlflow, tracking_uri: 'http://mlflow:5000', experiment_name: churn, run_id: abc}\nroot: {handlers: [m]}\n";
+        let config = LoggingConfig::parse(keyed, "m.yaml").unwrap();
+        let Sink::Mlflow(keys) = &config.handlers[0].sink else {
+            panic!("not an mlflow handler")
+        };
+        assert_eq!(keys.tracking_uri.as_deref(), Some("http://mlflow:5000"));
+        assert_eq!(keys.experiment_name.as_deref(), Some("churn"));
+        assert_eq!(keys.run_id.as_deref(), Some("abc"));
     }
 }

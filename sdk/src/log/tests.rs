@@ -762,3 +762,44 @@ fn a_key_on_span_and_event_appears_once_with_the_innermost_value() {
     assert_eq!(value("run"), AnyValue::String("inner".into()));
     assert_eq!(value("stage"), AnyValue::String("eval".into()));
 }
+
+#[test]
+fn two_handlers_of_one_format_each_write_span_fields_once() {
+    // Two JSON files and two text files: the span's fields (set at creation and recorded later) appear once in
+    // every line of each, and nothing panics on the span's shared state.
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "formatters:\n  json: {{class: json}}\n  plain: {{format: '%(message)s'}}\nhandlers:\n  a: {{class: file, filename: {dir}/a.jsonl, formatter: json, compress: false}}\n  b: {{class: file, filename: {dir}/b.jsonl, formatter: json, compress: false}}\n  c: {{class: file, filename: {dir}/c.log, formatter: plain, compress: false}}\n  d: {{class: file, filename: {dir}/d.log, formatter: plain, compress: false}}\nroot: {{level: INFO, handlers: [a, b, c, d]}}\n",
+        dir = dir.path().display()
+    );
+    let config = crate::config::logging::LoggingConfig::parse(&text, "two.yaml").unwrap();
+    let (subscriber, guard) = Builder::new("svc")
+        .otlp(false)
+        .logging_config(config)
+        .build()
+        .unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        let span = info_span!(
+            "job",
+            experiment_id = "exp_001",
+            step = tracing::field::Empty
+        );
+        let _entered = span.enter();
+        span.record("step", 7);
+        info!("inside");
+    });
+    assert!(guard.flush());
+    for name in ["a.jsonl", "b.jsonl"] {
+        let lines = read_lines(&dir.path().join(name));
+        assert_eq!(lines.len(), 1, "{name}");
+        assert_eq!(lines[0]["experiment_id"], "exp_001", "{name}");
+        assert_eq!(lines[0]["step"], 7, "{name}");
+        let raw = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert_eq!(raw.matches("\"step\"").count(), 1, "{raw}");
+    }
+    for name in ["c.log", "d.log"] {
+        let raw = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert_eq!(raw.matches("step=7").count(), 1, "{name}: {raw}");
+        assert_eq!(raw.matches("experiment_id=").count(), 1, "{name}: {raw}");
+    }
+}

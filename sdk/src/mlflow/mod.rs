@@ -294,6 +294,11 @@ impl Mlflow {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
+    /// `log-batch` requests sent so far (every attempt, retries included).
+    pub fn log_batch_requests(&self) -> u64 {
+        self.shared.log_batches.load(Ordering::Relaxed)
+    }
+
     /// Waits up to `timeout` until everything queued so far is delivered; whether it was.
     pub fn flush(&self, timeout: Duration) -> bool {
         self.shared.flush(timeout, false)

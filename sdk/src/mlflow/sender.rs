@@ -65,6 +65,8 @@ pub(super) enum Command {
 pub(super) struct Shared {
     tx: mpsc::Sender<Command>,
     pub(super) dropped: AtomicU64,
+    /// `log-batch` requests sent (each attempt).
+    pub(super) log_batches: AtomicU64,
     told_full: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -134,6 +136,7 @@ pub(super) fn start(config: MlflowConfig, service: &str) -> Result<Arc<Shared>, 
     let shared = Arc::new(Shared {
         tx,
         dropped: AtomicU64::new(0),
+        log_batches: AtomicU64::new(0),
         told_full: AtomicBool::new(false),
         thread: Mutex::new(None),
     });
@@ -645,6 +648,7 @@ impl Worker {
             }
         }
         while let Some(request) = self.runs[index].outbox.front() {
+            self.shared.log_batches.fetch_add(1, Ordering::Relaxed);
             match self.client.log_batch(&run_id, request).await {
                 Ok(()) => {
                     self.succeeded();
