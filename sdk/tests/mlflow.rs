@@ -94,3 +94,32 @@ fn a_hundred_thousand_points_take_at_most_a_hundred_and_one_requests() {
     assert_eq!(run["status"], "FINISHED");
     assert_eq!(run["metrics"]["metric_9"], 9999.0);
 }
+
+/// The README's MLflow snippet is the `vigil::mlflow` module example, which the doc tests compile.
+#[test]
+fn the_readme_snippet_is_the_compiled_module_example() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("../README.md")).unwrap();
+    let section = readme
+        .split("### MLflow")
+        .nth(1)
+        .expect("a MLflow section in the README");
+    let snippet = section
+        .split("```rust\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("a rust block");
+    let module = std::fs::read_to_string(root.join("src/mlflow/mod.rs")).unwrap();
+    let example: String = module
+        .lines()
+        .filter_map(|l| l.strip_prefix("//!"))
+        .map(|l| l.strip_prefix(' ').unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for line in snippet.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            example.contains(line),
+            "README line not in the compiled example: {line}"
+        );
+    }
+}

@@ -203,9 +203,10 @@ fn mlflow_down_at_start_loses_and_repeats_nothing_once_it_is_back() {
     let mut mlflow = MlflowServer::start();
     mlflow.stop();
     let dir = tempfile::tempdir().unwrap();
+    // A job that runs until the test stops it, so it outlives the outage however long the restart takes.
     let mut child = training_job(&mlflow, "e2e-outage", dir.path())
-        .env("EPOCHS", "80")
-        .env("EPOCH_DELAY_MS", "250")
+        .env("EPOCHS", "100000")
+        .env("EPOCH_DELAY_MS", "100")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -234,16 +235,33 @@ fn mlflow_down_at_start_loses_and_repeats_nothing_once_it_is_back() {
     }
     // The job goes on while MLflow is down; it comes back after a few seconds.
     mlflow.restart();
+    // Epochs logged during the outage arrive, then new ones keep coming.
+    let caught_up = eventually(Duration::from_secs(90), || {
+        mlflow.inspect("e2e-outage")["runs"][0]["metrics"]["loss"]
+            .as_array()
+            .is_some_and(|points| points.len() >= 60)
+    });
+    assert!(caught_up, "{:#}", mlflow.inspect("e2e-outage"));
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
     let status = child.wait().expect("wait");
     reader.join().expect("stderr reader");
     seen.extend(lines.try_iter());
-    assert!(status.success(), "{}", seen.join("\n"));
+    assert_eq!(status.code(), Some(143), "{}", seen.join("\n"));
     let report = mlflow.inspect("e2e-outage");
     let run = only_run(&report);
-    assert_eq!(run["status"], "FINISHED", "{run:#}");
-    assert_eq!(steps(run, "loss"), (1..=80).collect::<Vec<i64>>());
+    assert_eq!(run["status"], "KILLED", "{run:#}");
+    // Every epoch once, in order, from the first (logged while MLflow was down) to the last.
+    let logged = steps(run, "loss");
+    assert_eq!(logged, (1..=logged.len() as i64).collect::<Vec<i64>>());
     let log = run["logs"]["logs/0.jsonl"].as_str().unwrap_or_default();
-    assert_eq!(log.matches("\"Epoch finished\"").count(), 80, "{log}");
+    assert!(
+        log.contains("\"Training started\""),
+        "the lines from the outage too"
+    );
 }
 
 #[test]
@@ -293,4 +311,173 @@ fn the_seed_logging_yaml_sends_info_records_into_an_mlflow_run() {
         file.contains("parsed the batch"),
         "the file handler still gets DEBUG"
     );
+}
+
+/// A collector receiving OTLP and exporting everything to MLflow, with a short heartbeat.
+fn collector_for(mlflow: &MlflowServer) -> vigil_e2e::Collector {
+    vigil_e2e::Collector::start(&format!(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: '{{grpc}}'}}
+      http: {{endpoint: '{{http}}'}}
+processors:
+  batch: {{timeout: 20ms}}
+exporters:
+  mlflow:
+    tracking_uri: {url}
+    heartbeat: 3s
+    traces: {{enabled: true}}
+extensions:
+  health_check: {{endpoint: '{{health}}'}}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {{receivers: [otlp], processors: [batch], exporters: [mlflow]}}
+    metrics: {{receivers: [otlp], processors: [batch], exporters: [mlflow]}}
+    logs: {{receivers: [otlp], processors: [batch], exporters: [mlflow]}}
+  telemetry:
+    metrics: {{address: '{{metrics}}'}}
+",
+        url = mlflow.url
+    ))
+}
+
+fn python_trainer(
+    collector: &vigil_e2e::Collector,
+    experiment: &str,
+    args: &[&str],
+) -> std::process::Output {
+    Command::new(vigil_e2e::python())
+        .arg(workspace_root().join("tests/python/train_with_otel.py"))
+        .arg(&collector.grpc)
+        .arg(experiment)
+        .args(args)
+        .output()
+        .expect("run train_with_otel.py")
+}
+
+/// MLflow's traces of an experiment, through its Python client (`search_traces`).
+fn trace_ids_in_mlflow(mlflow: &MlflowServer, experiment: &str) -> Vec<String> {
+    let script = "import sys, json, mlflow\nmlflow.set_tracking_uri(sys.argv[1])\nexp = mlflow.get_experiment_by_name(sys.argv[2])\ntraces = mlflow.search_traces(locations=[exp.experiment_id], return_type='list') if exp else []\nprint(json.dumps([t.info.trace_id for t in traces]))\n";
+    let output = Command::new(vigil_e2e::python())
+        .args(["-c", script, &mlflow.url, experiment])
+        .output()
+        .expect("search_traces");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON list")
+}
+
+#[test]
+fn a_python_job_through_the_collector_becomes_a_run_with_its_trace() {
+    let mlflow = MlflowServer::start();
+    let collector = collector_for(&mlflow);
+    let output = python_trainer(&collector, "py-complete", &["5"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let trace_id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let finished = eventually(Duration::from_secs(60), || {
+        mlflow.inspect("py-complete")["runs"][0]["status"] == "FINISHED"
+    });
+    let report = mlflow.inspect("py-complete");
+    assert!(finished, "{report:#}");
+    let run = only_run(&report);
+    assert_eq!(run["params"]["lr"], "0.01");
+    assert_eq!(run["params"]["batch_size"], "32");
+    assert_eq!(run["tags"]["service.name"], "py-trainer");
+    assert_eq!(run["tags"]["mlflow.runName"], "train");
+    // Each epoch once, at its step, though the SDK re-exports every gauge value each interval.
+    let deadline_ok = eventually(Duration::from_secs(30), || {
+        let report = mlflow.inspect("py-complete");
+        report["runs"][0]["metrics"]["training.loss"]
+            .as_array()
+            .is_some_and(|p| p.len() >= 5)
+    });
+    assert!(deadline_ok);
+    let report = mlflow.inspect("py-complete");
+    let run = only_run(&report);
+    assert_eq!(steps(run, "training.loss"), vec![1, 2, 3, 4, 5]);
+    assert_eq!(steps(run, "eval.accuracy"), vec![1, 2, 3, 4, 5]);
+    assert!(run["metrics"].get("http.requests").is_none(), "{run:#}");
+    let log = run["logs"]["logs/0.jsonl"].as_str().unwrap_or_default();
+    assert_eq!(log.matches("done\"").count(), 5, "{log}");
+    assert!(log.contains(&trace_id), "{log}");
+    // The run's trace, in MLflow's own trace store.
+    let traced = eventually(Duration::from_secs(30), || {
+        trace_ids_in_mlflow(&mlflow, "py-complete")
+            .iter()
+            .any(|t| t.contains(&trace_id))
+    });
+    assert!(traced, "{:?}", trace_ids_in_mlflow(&mlflow, "py-complete"));
+
+    // A failing job's run ends FAILED.
+    let output = python_trainer(&collector, "py-failed", &["-2"]);
+    assert!(output.status.success());
+    let failed = eventually(Duration::from_secs(60), || {
+        mlflow.inspect("py-failed")["runs"][0]["status"] == "FAILED"
+    });
+    assert!(failed, "{:#}", mlflow.inspect("py-failed"));
+}
+
+#[test]
+fn a_job_killed_with_sigkill_has_its_run_ended_killed_after_the_heartbeat() {
+    let mlflow = MlflowServer::start();
+    let collector = collector_for(&mlflow);
+    let output = python_trainer(&collector, "py-crash", &["10", "--die-after", "3"]);
+    assert!(!output.status.success(), "the job killed itself");
+    let killed = eventually(Duration::from_secs(60), || {
+        mlflow.inspect("py-crash")["runs"][0]["status"] == "KILLED"
+    });
+    let report = mlflow.inspect("py-crash");
+    assert!(killed, "{report:#}");
+    let run = only_run(&report);
+    assert_eq!(steps(run, "training.loss"), vec![1, 2, 3]);
+    assert!(run["end_time"].as_i64().is_some());
+}
+
+/// `configs/examples/mlflow.yaml` as shipped (only its ports moved): a Python job becomes a run with its
+/// metrics, the same metrics are still on the Prometheus endpoint, and the logs reach the run masked.
+#[test]
+fn the_shipped_mlflow_example_config_does_what_its_header_says() {
+    let mlflow = MlflowServer::start();
+    let text = std::fs::read_to_string(workspace_root().join("configs/examples/mlflow.yaml"))
+        .unwrap()
+        .replace("0.0.0.0:4317", "{grpc}")
+        .replace("0.0.0.0:4318", "{http}")
+        .replace("127.0.0.1:8888", "{metrics}")
+        .replace("0.0.0.0:9464", "{prometheus}")
+        .replace("0.0.0.0:13133", "{health}");
+    let collector =
+        vigil_e2e::Collector::start_with_env(&text, &[("VIGIL_MLFLOW_TRACKING_URI", &mlflow.url)]);
+    let output = python_trainer(&collector, "shipped-config", &["3"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let done = eventually(Duration::from_secs(60), || {
+        let report = mlflow.inspect("shipped-config");
+        report["runs"][0]["status"] == "FINISHED"
+            && report["runs"][0]["metrics"]["training.loss"]
+                .as_array()
+                .is_some_and(|p| p.len() == 3)
+    });
+    let report = mlflow.inspect("shipped-config");
+    assert!(done, "{report:#}");
+    let run = only_run(&report);
+    assert_eq!(steps(run, "training.loss"), vec![1, 2, 3]);
+    // Prometheus still gets the job's metrics.
+    let scraped = eventually(Duration::from_secs(30), || {
+        vigil_e2e::http("GET", &collector.prometheus, "/metrics", &[], b"")
+            .is_ok_and(|r| r.text().contains("training_loss"))
+    });
+    assert!(scraped);
 }

@@ -5,6 +5,7 @@ pub mod debug;
 pub mod file;
 pub use crate::delivery::http;
 pub mod loki;
+pub mod mlflow;
 pub mod nop;
 pub mod otlp;
 pub mod otlphttp;
@@ -88,6 +89,8 @@ pub enum ExporterConfig {
     PrometheusRemoteWrite(prometheusremotewrite::RemoteWriteConfig),
     /// `loki`: pushes logs to Grafana Loki.
     Loki(loki::LokiExporterConfig),
+    /// `mlflow`: training jobs' spans, metrics and logs as MLflow runs.
+    Mlflow(Box<mlflow::MlflowExporterConfig>),
 }
 
 impl ExporterConfig {
@@ -104,12 +107,13 @@ impl ExporterConfig {
                 ExporterConfig::PrometheusRemoteWrite(check.decode(path, value)?)
             }
             "loki" => ExporterConfig::Loki(check.decode(path, value)?),
+            "mlflow" => ExporterConfig::Mlflow(Box::new(check.decode(path, value)?)),
             other => {
                 check.error(
                     path,
                     format!(
                         "unknown exporter type `{other}`; known types: otlp, otlphttp, file, debug, nop, \
-                         prometheus, prometheusremotewrite, loki"
+                         prometheus, prometheusremotewrite, loki, mlflow"
                     ),
                 );
                 return None;
@@ -141,6 +145,7 @@ impl ExporterConfig {
             ExporterConfig::Prometheus(c) => c.validate(check, path),
             ExporterConfig::PrometheusRemoteWrite(c) => c.validate(check, path),
             ExporterConfig::Loki(c) => c.validate(check, path),
+            ExporterConfig::Mlflow(c) => c.validate(check, path),
             ExporterConfig::Debug(_) | ExporterConfig::Nop(_) => {}
         }
     }
@@ -184,6 +189,7 @@ impl ExporterConfig {
             ExporterConfig::Prometheus(c) => &c.sending_queue,
             ExporterConfig::PrometheusRemoteWrite(c) => &c.sending_queue,
             ExporterConfig::Loki(c) => &c.sending_queue,
+            ExporterConfig::Mlflow(c) => &c.sending_queue,
         }
     }
 
@@ -193,6 +199,7 @@ impl ExporterConfig {
             ExporterConfig::Otlp(c) => c.retry_on_failure.clone(),
             ExporterConfig::OtlpHttp(c) => c.retry_on_failure.clone(),
             ExporterConfig::File(c) => c.retry_on_failure.clone(),
+            ExporterConfig::Mlflow(c) => c.retry_on_failure.clone(),
             // Remote write and Loki retry inside the exporter: a retried batch must not be accumulated twice,
             // and a push Loki partly accepted must not be sent again.
             ExporterConfig::Debug(_)
@@ -234,6 +241,10 @@ impl ExporterConfig {
             ),
             ExporterConfig::Loki(c) => Box::new(
                 loki::LokiExporter::new(c, &id.to_string(), registry)
+                    .map_err(|e| format!("exporter {id}: {e}"))?,
+            ),
+            ExporterConfig::Mlflow(c) => Box::new(
+                mlflow::MlflowExporter::new(c, &id.to_string(), registry)
                     .map_err(|e| format!("exporter {id}: {e}"))?,
             ),
         })

@@ -241,6 +241,37 @@ impl MlflowConfig {
     }
 }
 
+/// What a new run is: where it goes, what it is called, and what it starts with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSpec {
+    /// The experiment's name (created when missing), unless [`MlflowConfig::experiment`] names one.
+    pub experiment: String,
+    /// The run's name, unless [`MlflowConfig::run_name`] gives one.
+    pub name: String,
+    /// Params logged first.
+    pub params: Vec<KeyValue>,
+    /// The run's tags at creation; `None`: this process's (user, program, commit, service, host).
+    pub tags: Option<Vec<KeyValue>>,
+    /// Start time, ms since the Unix epoch.
+    pub start_ms: i64,
+    /// Log into this existing run instead of creating one.
+    pub attach: Option<String>,
+}
+
+impl RunSpec {
+    /// A new run `name` in `experiment`, started at `start_ms`.
+    pub fn new(experiment: &str, name: &str, start_ms: i64) -> Self {
+        RunSpec {
+            experiment: experiment.to_string(),
+            name: name.to_string(),
+            params: Vec::new(),
+            tags: None,
+            start_ms,
+            attach: None,
+        }
+    }
+}
+
 /// A running MLflow sender: the queue, its thread and its counters.
 #[derive(Clone, Debug)]
 pub struct Mlflow {
@@ -275,18 +306,26 @@ impl Mlflow {
 
     /// Starts a run in `experiment` (unless the config names one) called `name` (unless the config does).
     pub fn start_run(&self, experiment: &str, name: &str, params: Vec<KeyValue>) -> RunHandle {
-        let key = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
-        self.shared.send(sender::Command::Start {
-            key,
-            experiment: experiment.to_string(),
-            name: name.to_string(),
+        self.start_spec(RunSpec {
             params,
-            start_ms: now_ms(),
-        });
+            ..RunSpec::new(experiment, name, now_ms())
+        })
+    }
+
+    /// Starts the run `spec` describes.
+    pub fn start_spec(&self, spec: RunSpec) -> RunHandle {
+        let key = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
+        self.shared.send(sender::Command::Start { key, spec });
         RunHandle {
             key,
             shared: self.shared.clone(),
         }
+    }
+
+    /// Whether the queue has room for `commands` more calls right now (a collector refuses data instead of
+    /// dropping it when not).
+    pub fn has_room(&self, commands: usize) -> bool {
+        self.shared.room() >= commands
     }
 
     /// Commands dropped because the queue was full.
@@ -374,12 +413,33 @@ impl RunHandle {
         });
     }
 
+    /// Logs metrics, params and tags as they are.
+    pub fn log(&self, batch: LogBatch) {
+        self.shared.send(sender::Command::Log {
+            key: self.key,
+            batch,
+        });
+    }
+
+    /// Appends whole formatted lines (each ending in `\n`) to the run's log artifact.
+    pub fn log_lines(&self, lines: Vec<u8>) {
+        self.shared.send(sender::Command::RunLines {
+            key: self.key,
+            lines,
+        });
+    }
+
     /// Ends the run with `status`.
     pub fn end(&self, status: RunStatus) {
+        self.end_at(status, now_ms());
+    }
+
+    /// Ends the run with `status` at `end_ms` (ms since the Unix epoch).
+    pub fn end_at(&self, status: RunStatus, end_ms: i64) {
         self.shared.send(sender::Command::End {
             key: self.key,
             status,
-            end_ms: now_ms(),
+            end_ms,
         });
     }
 }

@@ -35,10 +35,7 @@ const SIGNAL_GRACE: Duration = Duration::from_secs(5);
 pub(super) enum Command {
     Start {
         key: u64,
-        experiment: String,
-        name: String,
-        params: Vec<KeyValue>,
-        start_ms: i64,
+        spec: super::RunSpec,
     },
     Log {
         key: u64,
@@ -51,6 +48,11 @@ pub(super) enum Command {
     },
     /// Formatted log lines for the active run.
     Lines(Vec<u8>),
+    /// Formatted log lines for one run.
+    RunLines {
+        key: u64,
+        lines: Vec<u8>,
+    },
     /// Answer when everything queued before is delivered or the deadline passes; `last` ends open runs
     /// (KILLED) first and stops the thread after answering.
     Flush {
@@ -72,6 +74,11 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Room for this many more commands in the queue.
+    pub(super) fn room(&self) -> usize {
+        self.tx.capacity()
+    }
+
     /// Queues `command`; a full queue drops it and counts it (said once on stderr).
     pub(super) fn send(&self, command: Command) {
         if self.tx.try_send(command).is_err() {
@@ -192,9 +199,7 @@ impl Segment {
 #[derive(Debug)]
 struct Run {
     key: u64,
-    experiment: String,
-    name: String,
-    start_ms: i64,
+    spec: super::RunSpec,
     remote: Option<RunInfo>,
     pending: LogBatch,
     outbox: VecDeque<LogBatch>,
@@ -359,21 +364,14 @@ impl Worker {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Start {
-                key,
-                experiment,
-                name,
-                params,
-                start_ms,
-            } => {
+            Command::Start { key, mut spec } => {
                 let mut log = Segment::new();
                 // Lines written before the first run belong to it.
                 log.bytes = std::mem::take(&mut self.orphan_lines);
+                let params = std::mem::take(&mut spec.params);
                 let mut run = Run {
                     key,
-                    experiment,
-                    name,
-                    start_ms,
+                    spec,
                     remote: None,
                     pending: LogBatch::default(),
                     outbox: VecDeque::new(),
@@ -414,7 +412,8 @@ impl Worker {
                     run.end = Some((status, end_ms));
                 }
             }
-            Command::Lines(lines) => self.add_lines(&lines),
+            Command::Lines(lines) => self.add_lines(None, &lines),
+            Command::RunLines { key, lines } => self.add_lines(Some(key), &lines),
             Command::Flush {
                 reply,
                 deadline,
@@ -432,13 +431,19 @@ impl Worker {
         }
     }
 
-    fn add_lines(&mut self, lines: &[u8]) {
-        // The active run: the newest still open, else the newest one the server accepted.
-        let target = self
-            .runs
-            .iter()
-            .rposition(Run::open)
-            .or_else(|| self.runs.iter().rposition(|r| !r.refused));
+    fn add_lines(&mut self, key: Option<u64>, lines: &[u8]) {
+        // The run named, else the active run: the newest still open, else the newest the server accepted.
+        let target = match key {
+            Some(key) => match self.runs.iter().position(|r| r.key == key) {
+                Some(index) => Some(index),
+                None => return self.drop_count(count_lines(lines)),
+            },
+            None => self
+                .runs
+                .iter()
+                .rposition(Run::open)
+                .or_else(|| self.runs.iter().rposition(|r| !r.refused)),
+        };
         let (held, disabled) = match target {
             Some(index) => (
                 self.runs[index].log.bytes.len(),
@@ -447,9 +452,7 @@ impl Worker {
             None => (self.orphan_lines.len(), false),
         };
         if disabled || held + lines.len() > MAX_HELD_LOG_BYTES {
-            let dropped = lines.iter().filter(|b| **b == b'\n').count() as u64;
-            self.drop_count(dropped);
-            return;
+            return self.drop_count(count_lines(lines));
         }
         match target {
             Some(index) => self.runs[index].log.bytes.extend_from_slice(lines),
@@ -462,13 +465,9 @@ impl Worker {
         let now = now_ms();
         if self.runs.is_empty() && !self.orphan_lines.is_empty() {
             let key = super::NEXT_RUN.fetch_add(1, Ordering::Relaxed);
-            let name = self.service.clone();
             self.apply(Command::Start {
                 key,
-                experiment: self.service.clone(),
-                name,
-                params: Vec::new(),
-                start_ms: now,
+                spec: super::RunSpec::new(&self.service, &self.service, now),
             });
             if let Some(run) = self.run_mut(key) {
                 run.end = Some((RunStatus::Finished, now));
@@ -618,7 +617,7 @@ impl Worker {
                     run.refused = true;
                     let lost = run.pending.metrics.len() + run.pending.params.len();
                     run.pending = LogBatch::default();
-                    let name = run.name.clone();
+                    let name = run.spec.name.clone();
                     self.drop_count(lost as u64);
                     eprintln!(
                         "vigil: MLflow refused to create the run `{name}`: {e}; its data is dropped"
@@ -671,7 +670,7 @@ impl Worker {
                         .first()
                         .map_or(0, |p| p.metrics.len() + p.params.len() + p.tags.len());
                     self.drop_count(lost as u64);
-                    let name = self.runs[index].name.clone();
+                    let name = self.runs[index].spec.name.clone();
                     self.tell_once("refused", || {
                         format!("MLflow refused data of run `{name}` ({e}); {lost} values dropped")
                     });
@@ -755,29 +754,32 @@ impl Worker {
     }
 
     async fn create(&mut self, index: usize, limits: &Limits) -> Result<RunInfo, MlflowError> {
-        if let Some(run_id) = self.config.run_id.clone() {
+        let attach = self.runs[index].spec.attach.clone();
+        if let Some(run_id) = attach.or_else(|| self.config.run_id.clone()) {
             return self.client.get_run(&run_id).await;
         }
         let experiment_id = match self.config.experiment.clone() {
             Some(Experiment::Id(id)) => id,
             Some(Experiment::Name(name)) => self.experiment_id(&name).await?,
             None => {
-                let name = self.runs[index].experiment.clone();
+                let name = self.runs[index].spec.experiment.clone();
                 self.experiment_id(&name).await?
             }
         };
-        let run = &self.runs[index];
+        let spec = &self.runs[index].spec;
         let name = self
             .config
             .run_name
             .clone()
-            .unwrap_or_else(|| run.name.clone());
-        let mut tags = self.tags.clone();
+            .unwrap_or_else(|| spec.name.clone());
+        let mut tags = spec.tags.clone().unwrap_or_else(|| self.tags.clone());
+        tags.truncate(limits.tags_per_batch);
         for tag in &mut tags {
+            tag.key = sanitize_key(&tag.key, limits.key_chars);
             super::batch::truncate(&mut tag.value, limits.tag_value_chars);
         }
         self.client
-            .create_run(&experiment_id, Some(&name), run.start_ms, &tags)
+            .create_run(&experiment_id, Some(&name), spec.start_ms, &tags)
             .await
     }
 
@@ -807,6 +809,10 @@ impl Worker {
             self.stopping = true;
         }
     }
+}
+
+fn count_lines(lines: &[u8]) -> u64 {
+    lines.iter().filter(|b| **b == b'\n').count() as u64
 }
 
 /// Adds `more` to `pending`, making keys acceptable to the server.
