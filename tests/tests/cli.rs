@@ -308,6 +308,8 @@ processors:
 exporters:
   nop:
   prometheus: {endpoint: '{prometheus}'}
+  # Nothing listens on port 9: its data waits; only its self-metrics matter here.
+  mlflow: {tracking_uri: 'http://127.0.0.1:9'}
 connectors:
   spanmetrics: {metrics_flush_interval: 100ms}
   alerting: {rule_files: ['RULES'], evaluation_interval: 100ms}
@@ -320,7 +322,7 @@ service:
     traces/tail: {receivers: [otlp], processors: [tail_sampling], exporters: [nop]}
     metrics: {receivers: [otlp, spanmetrics], processors: [batch], exporters: [prometheus, alerting]}
     metrics/alerts: {receivers: [alerting], exporters: [nop]}
-    logs: {receivers: [otlp], processors: [probabilistic_sampler], exporters: [nop]}
+    logs: {receivers: [otlp], processors: [probabilistic_sampler], exporters: [nop, mlflow]}
   telemetry:
     metrics: {address: '{metrics}'}
 "

@@ -200,6 +200,21 @@ impl MlflowExporter {
         sender.handle_signals = false;
         sender.queue_capacity = config.max_queued;
         let mlflow = Mlflow::start(sender, id).map_err(|e| e.to_string())?;
+        let labels = [("exporter", id)];
+        let counted = mlflow.clone();
+        registry.counter_fn(
+            "vigil_mlflow_dropped_total",
+            "Values and log lines the MLflow exporter lost: refused by MLflow (400) or over what it holds while MLflow is down.",
+            &labels,
+            move || counted.dropped(),
+        );
+        let counted = mlflow.clone();
+        registry.counter_fn(
+            "vigil_mlflow_log_batch_requests_total",
+            "runs/log-batch requests the MLflow exporter sent (retries included).",
+            &labels,
+            move || counted.log_batch_requests(),
+        );
         let state = Arc::new(Mutex::new(State {
             tracker: Tracker::new(Rules {
                 run_attributes: config.run_attributes.clone(),
@@ -211,6 +226,13 @@ impl MlflowExporter {
             }),
             handles: std::collections::HashMap::new(),
         }));
+        let counted = state.clone();
+        registry.counter_fn(
+            "vigil_mlflow_unmatched_points_total",
+            "Metric points the MLflow exporter left out because no run could be found for them.",
+            &labels,
+            move || counted.lock().map_or(0, |state| state.tracker.unmatched),
+        );
         let expiry = tokio::runtime::Handle::try_current().ok().map(|runtime| {
             let state = state.clone();
             let mlflow = mlflow.clone();

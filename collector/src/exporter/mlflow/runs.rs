@@ -673,7 +673,15 @@ impl Tracker {
         self.last_seen
             .retain(|_, seen| now.saturating_duration_since(*seen) < heartbeat * 4);
         let seen = &self.last_seen;
-        self.held.retain(|resource, _| seen.contains_key(resource));
+        let mut aged = 0u64;
+        self.held.retain(|resource, points| {
+            let keep = seen.contains_key(resource);
+            if !keep {
+                aged += points.len() as u64;
+            }
+            keep
+        });
+        self.unmatched += aged;
         actions.sort_by_key(|a| match a {
             Action::End { run, .. } => *run,
             _ => 0,
