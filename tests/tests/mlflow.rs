@@ -481,3 +481,46 @@ fn the_shipped_mlflow_example_config_does_what_its_header_says() {
     });
     assert!(scraped);
 }
+
+/// An MLflow older than 3.6 (no `/v1/traces`: 404, as its Flask app answers unknown paths) is reported at start
+/// on `/readyz`, with the fix, instead of losing the traces silently.
+#[test]
+fn a_server_without_trace_ingestion_is_reported_at_start() {
+    // Not listening yet: the collector starts ready, its probe waiting for the server to answer.
+    let (port, held) = vigil_e2e::reserve_port();
+    drop(held);
+    let url = format!("http://127.0.0.1:{port}");
+    let collector = vigil_e2e::Collector::start(&format!(
+        "
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: '{{grpc}}'}}
+exporters:
+  mlflow:
+    tracking_uri: {url}
+    traces: {{enabled: true}}
+extensions:
+  health_check: {{endpoint: '{{health}}'}}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [mlflow]}}
+  telemetry:
+    metrics: {{address: '{{metrics}}'}}
+"
+    ));
+    vigil_e2e::http_server::serve(
+        std::net::TcpListener::bind(("127.0.0.1", port)).expect("the reserved port"),
+        std::sync::Arc::new(|_, _, _| (404, "Not Found".into())),
+    );
+    let reported = eventually(Duration::from_secs(30), || {
+        vigil_e2e::http("GET", &collector.health, "/readyz", &[], b"")
+            .is_ok_and(|r| r.status == 503 && r.text().contains("needs MLflow 3.6 or later"))
+    });
+    assert!(reported, "{}", collector.log());
+    let logged = eventually(Duration::from_secs(10), || {
+        collector.log().contains("cannot send traces")
+    });
+    assert!(logged, "{}", collector.log());
+}
