@@ -123,3 +123,42 @@ fn the_readme_snippet_is_the_compiled_module_example() {
         );
     }
 }
+
+#[test]
+fn a_panic_fails_the_run_and_an_abandoned_run_is_killed() {
+    let server = MlflowServer::start();
+    let mlflow = sender(&server, "endings");
+    // The sender `TrainingRun` records into (what `Builder::try_init` installs).
+    mlflow.install();
+    let panicked = std::thread::spawn(|| {
+        let mut run = vigil::metrics::app::TrainingRun::start("ignored", "panics");
+        run.epoch(1, 10, &[("loss", 1.0)]);
+        panic!("the loss diverged");
+    })
+    .join();
+    assert!(panicked.is_err());
+    {
+        let mut run = vigil::metrics::app::TrainingRun::start("ignored", "abandoned");
+        run.epoch(1, 10, &[("loss", 1.0)]);
+    }
+    let mut run = vigil::metrics::app::TrainingRun::start("ignored", "completes");
+    run.epoch(1, 10, &[("loss", 1.0)]);
+    run.complete();
+    assert!(mlflow.shutdown(TIMEOUT), "not delivered");
+    let report = server.inspect("endings");
+    let status = |name: &str| {
+        report["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["run_name"] == name)
+            .map(|r| r["status"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(status("panics").as_deref(), Some("FAILED"), "{report:#}");
+    assert_eq!(status("abandoned").as_deref(), Some("KILLED"), "{report:#}");
+    assert_eq!(
+        status("completes").as_deref(),
+        Some("FINISHED"),
+        "{report:#}"
+    );
+}

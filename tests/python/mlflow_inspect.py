@@ -12,12 +12,15 @@ import json
 import sys
 import tempfile
 
+import mlflow
 from mlflow.tracking import MlflowClient
 
 
 def main() -> None:
     uri, experiment_name = sys.argv[1], sys.argv[2]
     latest_only = "--latest-only" in sys.argv[3:]
+    # MLflow 2.x resolves `mlflow-artifacts:` URIs against the global tracking URI, not the client's.
+    mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:

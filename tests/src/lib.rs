@@ -904,9 +904,20 @@ impl MlflowServer {
             .expect("start mlflow (scripts/test installs it in the test venv)");
         self.child = Some(child);
         let address = format!("127.0.0.1:{}", self.port);
+        let mut exited = false;
         let ready = eventually(Duration::from_secs(90), || {
-            http("GET", &address, "/health", &[], b"").is_ok_and(|r| r.status == 200)
+            // A server that exits at start (a broken install) fails the test at once, with its log.
+            exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            exited || http("GET", &address, "/health", &[], b"").is_ok_and(|r| r.status == 200)
         });
+        assert!(
+            !exited,
+            "mlflow server exited at start:\n{}",
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        );
         assert!(
             ready,
             "mlflow server not ready after 90 s:\n{}",
