@@ -8,6 +8,10 @@ use vigil_e2e::MlflowServer;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Tests that install their sender as the process's current one (what `TrainingRun` and `record_backtest` use)
+/// take turns.
+static CURRENT_SENDER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn sender(server: &MlflowServer, experiment: &str) -> Mlflow {
     let mut config = MlflowConfig::new(&server.url);
     config.experiment = Some(vigil::mlflow::Experiment::Name(experiment.into()));
@@ -128,6 +132,7 @@ fn the_readme_snippet_is_the_compiled_module_example() {
 fn a_panic_fails_the_run_and_an_abandoned_run_is_killed() {
     let server = MlflowServer::start();
     let mlflow = sender(&server, "endings");
+    let _turn = CURRENT_SENDER.lock().unwrap_or_else(|p| p.into_inner());
     // The sender `TrainingRun` records into (what `Builder::try_init` installs).
     mlflow.install();
     let panicked = std::thread::spawn(|| {
@@ -161,4 +166,32 @@ fn a_panic_fails_the_run_and_an_abandoned_run_is_killed() {
         Some("FINISHED"),
         "{report:#}"
     );
+}
+
+#[test]
+fn a_recorded_backtest_is_a_finished_run() {
+    let server = MlflowServer::start();
+    let mut config = MlflowConfig::new(&server.url);
+    config.system_metrics = None;
+    config.handle_signals = false;
+    let mlflow = Mlflow::start(config, "sdk-test").expect("start the sender");
+    let _turn = CURRENT_SENDER.lock().unwrap_or_else(|p| p.into_inner());
+    mlflow.install();
+    vigil::metrics::app::record_backtest(
+        "momentum",
+        Duration::from_millis(1500),
+        1532,
+        12_345.5,
+        &[("sharpe", 1.87)],
+    );
+    assert!(mlflow.shutdown(TIMEOUT), "not delivered");
+    let report = server.inspect_with("backtests", &["--latest-only"]);
+    let run = &report["runs"][0];
+    assert_eq!(run["status"], "FINISHED", "{report:#}");
+    assert_eq!(run["run_name"], "momentum");
+    assert_eq!(run["params"]["strategy"], "momentum");
+    assert_eq!(run["metrics"]["pnl"], 12_345.5);
+    assert_eq!(run["metrics"]["trades"], 1532.0);
+    assert_eq!(run["metrics"]["sharpe"], 1.87);
+    assert_eq!(run["metrics"]["duration_seconds"], 1.5);
 }

@@ -257,6 +257,10 @@ impl Drop for TrainingRun {
 
 /// Records a finished backtest of `strategy`: `backtest.duration` (seconds), `backtest.trades`, `backtest.pnl`
 /// and `backtest.<name>` for each named result (`sharpe`, `max_drawdown`), all with the `strategy` attribute.
+///
+/// With MLflow on, the backtest is also a finished MLflow run named after the strategy in the experiment
+/// `backtests` (unless `MLFLOW_EXPERIMENT_NAME`/`_ID` says otherwise): param `strategy`, metrics
+/// `duration_seconds`, `trades`, `pnl` and each named result.
 pub fn record_backtest(
     strategy: &str,
     duration: Duration,
@@ -271,6 +275,21 @@ pub fn record_backtest(
     gauge("backtest.pnl", pnl, &attributes);
     for (name, value) in results {
         gauge(&format!("backtest.{name}"), *value, &attributes);
+    }
+    if let Some(mlflow) = crate::mlflow::current() {
+        let run = mlflow.start_run(
+            "backtests",
+            strategy,
+            vec![crate::mlflow::KeyValue::new("strategy", strategy)],
+        );
+        let mut values = vec![
+            ("duration_seconds", duration.as_secs_f64()),
+            ("trades", trades as f64),
+            ("pnl", pnl),
+        ];
+        values.extend_from_slice(results);
+        run.log_metrics(0, &values);
+        run.end(crate::mlflow::RunStatus::Finished);
     }
 }
 
