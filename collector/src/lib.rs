@@ -30,7 +30,7 @@ pub mod connector;
 pub mod delivery;
 pub mod exporter;
 pub mod extension;
-pub mod grpc_codec;
+pub use vigil_proto::grpc_codec;
 pub mod net;
 pub mod pipeline;
 pub mod processor;

@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
-use vigil_collector::grpc_codec::RawCodec;
+use vigil_proto::grpc_codec::RawCodec;
 use vigil_proto::otlp::Signal;
 use vigil_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;

@@ -6,6 +6,7 @@
 //! * [`rpc`] holds `google.rpc.Status`, the OTLP/HTTP error body.
 //! * [`prometheus`] holds the Prometheus remote-write 1.0 messages.
 //! * [`loki`] holds Grafana Loki's push messages and a direct encoder for them.
+//! * [`grpc_codec`] (feature `grpc`) is a tonic codec that passes message bytes through untouched.
 //! * [`otlp`] re-exports the OTLP messages of `opentelemetry-proto` (with its OTLP/JSON serde support) and adds
 //!   [`otlp::scan`], a zero-copy validator that walks an encoded `Export*ServiceRequest` without building it.
 //!
@@ -27,6 +28,8 @@
 //! ```
 #![warn(missing_docs, unreachable_pub)]
 
+#[cfg(feature = "grpc")]
+pub mod grpc_codec;
 pub mod loki;
 pub mod otlp;
 pub mod prometheus;

@@ -233,10 +233,12 @@ impl MlflowConfig {
         }
         if let Some(seconds) = get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
             .and_then(|s| s.trim().parse::<f64>().ok())
-            && seconds > 0.0
             && self.system_metrics.is_some()
+            // NaN, infinite or absurd values are ignored rather than trusted (from_secs_f64 would panic).
+            && let Ok(interval) = Duration::try_from_secs_f64(seconds.clamp(0.0, 86_400.0))
+            && !interval.is_zero()
         {
-            self.system_metrics = Some(Duration::from_secs_f64(seconds));
+            self.system_metrics = Some(interval);
         }
     }
 }
@@ -495,6 +497,19 @@ mod tests {
         assert_eq!(by_id.experiment, Some(Experiment::Id("7".into())));
         assert_eq!(by_id.auth, Some(Auth::Token("t0k".into())));
         assert_eq!(by_id.system_metrics, None);
+        for odd in ["inf", "NaN", "-1", "0", "1e30"] {
+            let config = MlflowConfig::from_lookup(|name| match name {
+                "MLFLOW_TRACKING_URI" => Some("http://m:5000".into()),
+                "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL" => Some(odd.into()),
+                _ => None,
+            })
+            .unwrap();
+            let interval = config.system_metrics.unwrap();
+            assert!(
+                interval > Duration::ZERO && interval <= Duration::from_secs(86_400),
+                "{odd}: {interval:?}"
+            );
+        }
     }
 
     #[test]

@@ -28,6 +28,8 @@ const MAX_HELD_LOG_BYTES: usize = 16 << 20;
 const MAX_HELD_METRICS: usize = 1_000_000;
 /// Longest wait between two attempts while the server is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// 5xx answers to one request before it is dropped (counted) so it cannot block the others for ever.
+const MAX_SERVER_ERRORS: u32 = 8;
 /// How long a signal leaves for ending runs before the process exits.
 const SIGNAL_GRACE: Duration = Duration::from_secs(5);
 
@@ -117,7 +119,14 @@ impl Shared {
             )
             .unwrap_or(false);
         if last && let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
-            let _ = thread.join();
+            // The thread stops after answering; wait a little for it, never long past the deadline.
+            let stop_by = Instant::now().max(deadline) + Duration::from_millis(500);
+            while !thread.is_finished() && Instant::now() < stop_by {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
         }
         delivered
     }
@@ -208,6 +217,8 @@ struct Run {
     closed: bool,
     /// The server refused the run for good; its data is dropped.
     refused: bool,
+    /// 5xx answers in a row to this run's first request.
+    server_errors: u32,
     log: Segment,
 }
 
@@ -258,6 +269,8 @@ struct Worker {
     waiters: Vec<Waiter>,
     system: Option<SystemSampler>,
     stopping: bool,
+    /// When this sender started (ms since the Unix epoch), to name log segments of attached runs.
+    started_ms: i64,
 }
 
 impl Worker {
@@ -289,6 +302,7 @@ impl Worker {
             waiters: Vec::new(),
             system,
             stopping: false,
+            started_ms: now_ms(),
         }
     }
 
@@ -309,6 +323,12 @@ impl Worker {
         } else {
             None
         };
+        // Load NVML and take the baseline CPU and network readings now, so a run's first sample is complete.
+        if let Some(system) = &mut self.system {
+            let mut collector = crate::system::Collector::new(true);
+            let _ = collector.collect();
+            system.collector = Some(collector);
+        }
         loop {
             let wait = self.next_wake();
             tokio::select! {
@@ -328,6 +348,7 @@ impl Worker {
             self.sample_system_metrics();
             self.pump().await;
             self.answer_waiters();
+            self.forget_closed_runs();
             if self.stopping && self.waiters.is_empty() {
                 break;
             }
@@ -378,6 +399,7 @@ impl Worker {
                     end: None,
                     closed: false,
                     refused: false,
+                    server_errors: 0,
                     log,
                 };
                 add(
@@ -388,6 +410,10 @@ impl Worker {
                     },
                 );
                 self.runs.push(run);
+                // A run's system metrics start with it (step 0), not an interval later.
+                if let Some(system) = &mut self.system {
+                    system.next = Instant::now();
+                }
             }
             Command::Log { key, batch } => {
                 if self.held_metrics() + batch.metrics.len() > MAX_HELD_METRICS {
@@ -397,8 +423,13 @@ impl Worker {
                     });
                     return;
                 }
-                if let Some(run) = self.run_mut(key) {
-                    add(&mut run.pending, batch);
+                match self.run_mut(key) {
+                    Some(run) if !run.refused => add(&mut run.pending, batch),
+                    // MLflow refused the run for good (a wrong run id, no permission): count, do not hold.
+                    Some(_) => self.drop_count(
+                        (batch.metrics.len() + batch.params.len() + batch.tags.len()) as u64,
+                    ),
+                    None => {}
                 }
             }
             Command::End {
@@ -435,8 +466,8 @@ impl Worker {
         // The run named, else the active run: the newest still open, else the newest the server accepted.
         let target = match key {
             Some(key) => match self.runs.iter().position(|r| r.key == key) {
-                Some(index) => Some(index),
-                None => return self.drop_count(count_lines(lines)),
+                Some(index) if !self.runs[index].refused => Some(index),
+                _ => return self.drop_count(count_lines(lines)),
             },
             None => self
                 .runs
@@ -490,7 +521,9 @@ impl Worker {
             while let Ok(command) = rx.try_recv() {
                 self.apply(command);
             }
-            self.pump().await;
+            // A request may take longer than the grace period: it is abandoned at the deadline.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = tokio::time::timeout(left, self.pump()).await;
             if let Some(at) = self.retry_at {
                 tokio::time::sleep_until(at.min(deadline).into()).await;
             }
@@ -647,20 +680,31 @@ impl Worker {
             }
         }
         while let Some(request) = self.runs[index].outbox.front() {
+            if self.deadline_passed() {
+                // A flush or shutdown is waiting and out of time: answer it; the rest goes on afterwards.
+                return Ok(());
+            }
             self.shared.log_batches.fetch_add(1, Ordering::Relaxed);
             match self.client.log_batch(&run_id, request).await {
                 Ok(()) => {
                     self.succeeded();
+                    self.runs[index].server_errors = 0;
                     self.runs[index].outbox.pop_front();
                 }
-                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) if e.is_retryable() && !self.poisoned(index, &e) => return Err(e),
                 Err(e) => {
+                    self.runs[index].server_errors = 0;
                     let Some(request) = self.runs[index].outbox.pop_front() else {
                         break;
                     };
-                    let parts = by_kind(request);
+                    let parts = if e.is_retryable() {
+                        vec![request]
+                    } else {
+                        refused_parts(request)
+                    };
                     if parts.len() > 1 {
-                        // Find the refused kind: a changed param must not cost the metrics beside it.
+                        // Find the refused value: a changed param must cost neither the metrics beside it nor
+                        // the other params.
                         for part in parts.into_iter().rev() {
                             self.runs[index].outbox.push_front(part);
                         }
@@ -717,7 +761,16 @@ impl Worker {
         let Some(remote) = &run.remote else {
             return Ok(());
         };
-        let path = format!("logs/{}.{extension}", run.log.index);
+        // Runs this process created have the log to themselves; a run it attached to (MLFLOW_RUN_ID) may hold
+        // other processes' logs, so its segments carry this sender's start and the run's key.
+        let path = if run.spec.attach.is_some() || self.config.run_id.is_some() {
+            format!(
+                "logs/{}-{}-{}.{extension}",
+                self.started_ms, run.key, run.log.index
+            )
+        } else {
+            format!("logs/{}.{extension}", run.log.index)
+        };
         let content = Bytes::copy_from_slice(&run.log.bytes);
         match self
             .client
@@ -792,6 +845,34 @@ impl Worker {
         Ok(id)
     }
 
+    /// Drops runs that are closed with everything delivered, except the newest run, which still takes the
+    /// log lines written after it ended.
+    fn forget_closed_runs(&mut self) {
+        let newest = self.runs.last().map(|r| r.key);
+        self.runs.retain(|run| {
+            Some(run.key) == newest || !(run.delivered() && (run.closed || run.refused))
+        });
+    }
+
+    /// Whether a flush or shutdown waiting for delivery is out of time.
+    fn deadline_passed(&self) -> bool {
+        let now = Instant::now();
+        self.waiters.iter().any(|w| now >= w.deadline)
+    }
+
+    /// Whether `error` on run `index`'s first request means that request will never pass: the server answers
+    /// it with a 5xx (not a network error or 429), [`MAX_SERVER_ERRORS`] times in a row. It is then dropped
+    /// and counted instead of blocking every run behind it.
+    fn poisoned(&mut self, index: usize, error: &MlflowError) -> bool {
+        let answered = matches!(error, MlflowError::Refused { status, .. } if *status >= 500);
+        if !answered {
+            return false;
+        }
+        let run = &mut self.runs[index];
+        run.server_errors += 1;
+        run.server_errors >= MAX_SERVER_ERRORS
+    }
+
     fn answer_waiters(&mut self) {
         let delivered = self.runs.iter().all(Run::delivered);
         let now = Instant::now();
@@ -831,6 +912,23 @@ fn add(pending: &mut LogBatch, more: LogBatch) {
         t.key = sanitize_key(&t.key, 250);
         t
     }));
+}
+
+/// A refused request in smaller parts to find what MLflow refuses: by kind when it holds several, params one
+/// by one when it holds only params; itself when it cannot be split.
+fn refused_parts(request: LogBatch) -> Vec<LogBatch> {
+    let parts = by_kind(request);
+    match &parts[..] {
+        [only] if only.params.len() > 1 => only
+            .params
+            .iter()
+            .map(|param| LogBatch {
+                params: vec![param.clone()],
+                ..LogBatch::default()
+            })
+            .collect(),
+        _ => parts,
+    }
 }
 
 /// A request split by kind (params, tags, metrics); one part when it holds one kind.
@@ -966,6 +1064,22 @@ mod tests {
         assert_eq!(parts[0].params.len(), 1);
         assert_eq!(parts[1].metrics.len(), 1);
         assert_eq!(by_kind(parts[1].clone()).len(), 1);
+    }
+
+    #[test]
+    fn a_refused_params_request_is_split_param_by_param() {
+        let request = LogBatch {
+            params: vec![KeyValue::new("a", "1"), KeyValue::new("b", "2")],
+            ..LogBatch::default()
+        };
+        let parts = refused_parts(request);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[1].params, vec![KeyValue::new("b", "2")]);
+        let single = LogBatch {
+            params: vec![KeyValue::new("a", "1")],
+            ..LogBatch::default()
+        };
+        assert_eq!(refused_parts(single.clone()), vec![single]);
     }
 
     #[test]

@@ -174,6 +174,9 @@ impl State {
                         handle.end_at(status, end_ms);
                     }
                 }
+                Action::Forget { run } => {
+                    self.handles.remove(&run);
+                }
             }
         }
     }

@@ -29,6 +29,8 @@ pub const RUN_ID_ATTRIBUTE: &str = "mlflow.run_id";
 const SEEN_PER_RUN: usize = 200_000;
 /// Points held for a resource that has no run yet.
 const HELD_PER_RESOURCE: usize = 10_000;
+/// Log bytes held for a resource that has no run yet.
+const HELD_LOG_BYTES_PER_RESOURCE: usize = 4 << 20;
 
 /// How runs are recognised and what goes into them (from the exporter's config).
 #[derive(Clone, Debug)]
@@ -71,6 +73,11 @@ pub enum Action {
         /// Whole JSON lines.
         lines: Vec<u8>,
     },
+    /// Run `run` is done with: release what the exporter keeps for it.
+    Forget {
+        /// The tracker's id.
+        run: u64,
+    },
     /// End run `run`.
     End {
         /// The tracker's id.
@@ -95,7 +102,10 @@ struct Tracked {
     owned: bool,
     ended: bool,
     ended_at: Option<Instant>,
+    /// Points logged, in two generations: when `seen` is full it becomes `seen_before`, so a repeat is still
+    /// recognised for as long as a generation lasts.
     seen: HashSet<(String, i64, u64, u64)>,
+    seen_before: HashSet<(String, i64, u64, u64)>,
     next_step: HashMap<String, i64>,
 }
 
@@ -111,6 +121,7 @@ pub struct Tracker {
     by_resource: HashMap<ResourceKey, u64>,
     last_seen: HashMap<ResourceKey, Instant>,
     held: HashMap<ResourceKey, Vec<HeldPoint>>,
+    held_lines: HashMap<ResourceKey, Vec<u8>>,
     /// Points left out because no run could be found for them.
     pub unmatched: u64,
 }
@@ -137,12 +148,18 @@ fn number(value: &AnyValue) -> Option<f64> {
     }
 }
 
+/// One job: its service, instance, host and process (SDKs that set no instance id still differ by pid).
 fn resource_key(attributes: &[KeyValue]) -> ResourceKey {
-    format!(
-        "{}\u{1f}{}",
-        text(attributes, "service.name").unwrap_or_default(),
-        text(attributes, "service.instance.id").unwrap_or_default()
-    )
+    [
+        "service.name",
+        "service.instance.id",
+        "host.name",
+        "process.pid",
+    ]
+    .iter()
+    .map(|key| text(attributes, key).unwrap_or_default())
+    .collect::<Vec<_>>()
+    .join("\u{1f}")
 }
 
 /// Whether `name` matches `pattern`, where `*` matches any run of characters.
@@ -182,6 +199,7 @@ impl Tracker {
             by_resource: HashMap::new(),
             last_seen: HashMap::new(),
             held: HashMap::new(),
+            held_lines: HashMap::new(),
             unmatched: 0,
         }
     }
@@ -198,6 +216,7 @@ impl Tracker {
                 ended: false,
                 ended_at: None,
                 seen: HashSet::new(),
+                seen_before: HashSet::new(),
                 next_step: HashMap::new(),
             },
         );
@@ -251,6 +270,10 @@ impl Tracker {
 
     /// The resource's run for data without a run id: open, or ended within a heartbeat (a job's last
     /// metrics and logs often arrive after its run span, through other pipelines).
+    ///
+    /// Timestamps cannot tell a late point from the next run's: OpenTelemetry stamps gauges when they are
+    /// collected, after the run span has ended. Jobs that run several runs one after another in one process
+    /// name each with `mlflow.run_id` or a span attribute per run.
     fn resource_target(&self, resource: &ResourceKey) -> Option<u64> {
         let id = *self.by_resource.get(resource)?;
         let run = self.runs.get(&id)?;
@@ -261,6 +284,9 @@ impl Tracker {
     }
 
     fn release_held(&mut self, resource: &ResourceKey, id: u64, actions: &mut Vec<Action>) {
+        if let Some(lines) = self.held_lines.remove(resource) {
+            actions.push(Action::Lines { run: id, lines });
+        }
         let Some(held) = self.held.remove(resource) else {
             return;
         };
@@ -291,12 +317,11 @@ impl Tracker {
             if step.is_some() { 0 } else { nanos },
             value.to_bits(),
         );
-        if !run.seen.insert(identity) {
+        if run.seen_before.contains(&identity) || !run.seen.insert(identity) {
             return None;
         }
         if run.seen.len() > SEEN_PER_RUN {
-            // Forget the remembered points (not the run); a retry arrives within seconds, not after this many.
-            run.seen.clear();
+            run.seen_before = std::mem::take(&mut run.seen);
         }
         let step = match step {
             Some(step) => step,
@@ -604,9 +629,6 @@ impl Tracker {
                         .copied()
                         .or_else(|| self.resource_target(&resource)),
                 };
-                let Some(run) = run else {
-                    continue;
-                };
                 let line = serde_json::json!({
                     "timestamp_unix_nano": record.time_unix_nano.max(record.observed_time_unix_nano),
                     "severity": record.severity_text,
@@ -620,9 +642,20 @@ impl Tracker {
                         .map(|kv| (kv.key.clone(), serde_json::Value::String(value_text(kv.value.as_ref()))))
                         .collect::<serde_json::Map<_, _>>(),
                 });
-                let out = lines.entry(run).or_default();
-                out.extend_from_slice(line.to_string().as_bytes());
-                out.push(b'\n');
+                let mut text = line.to_string().into_bytes();
+                text.push(b'\n');
+                match run {
+                    Some(run) => lines.entry(run).or_default().extend_from_slice(&text),
+                    // No run yet (a run span arrives when the job ends): wait for it, within a bound.
+                    None => {
+                        let held = self.held_lines.entry(resource.clone()).or_default();
+                        if held.len() + text.len() <= HELD_LOG_BYTES_PER_RESOURCE {
+                            held.extend_from_slice(&text);
+                        } else {
+                            self.unmatched += 1;
+                        }
+                    }
+                }
             }
         }
         let mut runs: Vec<u64> = lines.keys().copied().collect();
@@ -654,16 +687,20 @@ impl Tracker {
                     status: RunStatus::Killed,
                     end_ms: now_ms,
                 });
-            } else if run
-                .ended_at
-                .is_some_and(|at| now.saturating_duration_since(at) >= heartbeat)
-                && quiet
+            } else if quiet
+                && (run
+                    .ended_at
+                    .is_some_and(|at| now.saturating_duration_since(at) >= heartbeat)
+                    // A run attached by id is not this exporter's to end; forget it once its job is quiet.
+                    || !run.owned)
             {
                 forget.push(*id);
             }
         }
+        forget.sort_unstable();
         for id in forget {
             self.runs.remove(&id);
+            actions.push(Action::Forget { run: id });
         }
         let runs = &self.runs;
         self.by_resource.retain(|_, id| runs.contains_key(id));
@@ -682,10 +719,6 @@ impl Tracker {
             keep
         });
         self.unmatched += aged;
-        actions.sort_by_key(|a| match a {
-            Action::End { run, .. } => *run,
-            _ => 0,
-        });
         actions
     }
 }

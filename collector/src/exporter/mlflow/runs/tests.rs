@@ -366,10 +366,14 @@ fn an_explicit_run_id_attaches_and_is_never_ended_by_the_heartbeat() {
         now,
     );
     assert_eq!(more.len(), 1, "{more:?}");
+    let later = tracker.expire(now + Duration::from_secs(3600), 0);
     assert!(
-        tracker
-            .expire(now + Duration::from_secs(3600), 0)
-            .is_empty()
+        !later.iter().any(|a| matches!(a, Action::End { .. })),
+        "{later:?}"
+    );
+    assert!(
+        later.iter().any(|a| matches!(a, Action::Forget { .. })),
+        "forgotten once quiet"
     );
 }
 
@@ -464,4 +468,84 @@ fn traces_of_runs_are_split_by_experiment() {
         .collect();
     assert_eq!(names, vec![("one", 2), ("two", 1)]);
     assert_eq!(parts[0].1.resource_spans[0].resource, resource(vec![]));
+}
+
+#[test]
+fn logs_before_the_run_span_wait_for_it() {
+    let mut tracker = Tracker::new(rules());
+    let now = Instant::now();
+    // A span-named run: its logs arrive long before the span (exported when the job ends).
+    assert!(
+        tracker
+            .logs(&logs(resource(vec![]), 4, "epoch 1 done"), now)
+            .is_empty()
+    );
+    let actions = tracker.spans(
+        &spans(
+            resource(vec![]),
+            vec![span(
+                "fit",
+                4,
+                1,
+                None,
+                vec![s("experiment_id", "exp")],
+                false,
+            )],
+        ),
+        now,
+    );
+    let lines = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Lines { lines, .. } => Some(String::from_utf8_lossy(lines).into_owned()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    assert!(lines.contains("epoch 1 done"), "{actions:?}");
+}
+
+#[test]
+fn repeats_are_recognised_across_a_generation_change() {
+    let mut tracker = Tracker::new(rules());
+    let now = Instant::now();
+    let named = resource(vec![s("mlflow.experiment_name", "e")]);
+    let first = gauge(
+        named.clone(),
+        "training.loss",
+        vec![(vec![i("step", 0)], 1.0, 1)],
+    );
+    assert_eq!(steps(&tracker.metrics(&first, now)).len(), 1);
+    // Fill a whole generation of other points.
+    let many: Vec<(Vec<KeyValue>, f64, u64)> = (1..=SEEN_PER_RUN as i64 + 1)
+        .map(|step| (vec![i("step", step)], 1.0, 1))
+        .collect();
+    tracker.metrics(&gauge(named, "training.loss", many), now);
+    assert!(
+        steps(&tracker.metrics(&first, now)).is_empty(),
+        "still a repeat"
+    );
+}
+
+#[test]
+fn jobs_without_an_instance_id_are_told_apart_by_host_and_pid() {
+    let job = |pid: i64| {
+        Some(Resource {
+            attributes: vec![
+                s("service.name", "trainer"),
+                s("host.name", "gpu-1"),
+                i("process.pid", pid),
+                s("mlflow.experiment_name", "e"),
+            ],
+            ..Default::default()
+        })
+    };
+    let mut tracker = Tracker::new(rules());
+    let now = Instant::now();
+    let a = tracker.metrics(&gauge(job(1), "training.loss", vec![(vec![], 1.0, 1)]), now);
+    let b = tracker.metrics(&gauge(job(2), "training.loss", vec![(vec![], 1.0, 1)]), now);
+    assert!(matches!(a[0], Action::Start { .. }));
+    assert!(
+        matches!(b[0], Action::Start { .. }),
+        "a second job, a second run"
+    );
 }
