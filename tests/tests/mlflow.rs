@@ -524,3 +524,48 @@ service:
     });
     assert!(logged, "{}", collector.log());
 }
+
+/// The Rust training example sending OTLP through the collector (no MLflow in the job), killed with SIGKILL:
+/// the collector's heartbeat ends its run KILLED.
+#[test]
+fn the_training_example_killed_with_sigkill_is_ended_killed_by_the_collector() {
+    let mlflow = MlflowServer::start();
+    let collector = collector_for(&mlflow);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(workspace_binary("training_job"))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", collector.grpc),
+        )
+        .env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "mlflow.experiment_name=rust-crash",
+        )
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "200")
+        .env("EPOCHS", "100000")
+        .env("EPOCH_DELAY_MS", "50")
+        .env("VIGIL_LOG_FILE", dir.path().join("job.jsonl"))
+        .env_remove("MLFLOW_TRACKING_URI")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run training_job");
+    let running = eventually(Duration::from_secs(60), || {
+        let report = mlflow.inspect("rust-crash");
+        report["runs"][0]["status"] == "RUNNING"
+            && report["runs"][0]["metrics"]["training.loss/lightgbm"]
+                .as_array()
+                .is_some_and(|points| points.len() >= 2)
+    });
+    assert!(running, "{:#}", mlflow.inspect("rust-crash"));
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let killed = eventually(Duration::from_secs(60), || {
+        mlflow.inspect("rust-crash")["runs"][0]["status"] == "KILLED"
+    });
+    let report = mlflow.inspect("rust-crash");
+    assert!(killed, "{report:#}");
+    let log = only_run(&report)["logs"]["logs/0.jsonl"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(log.contains("Epoch finished"), "{log}");
+}

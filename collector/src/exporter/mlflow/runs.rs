@@ -392,12 +392,13 @@ impl Tracker {
                         Some(MlflowTag::new(key, value_text(kv.value.as_ref())))
                     })
                     .collect();
-                // A run the resource already has (from its metrics) becomes this span's run.
-                let adopted = self.by_resource.get(&resource).copied().filter(|id| {
-                    self.runs
-                        .get(id)
-                        .is_some_and(|r| !r.ended && r.experiment == experiment)
-                });
+                // A run the resource already has (from its metrics) becomes this span's run: one job, one run,
+                // in the experiment the resource named first.
+                let adopted = self
+                    .by_resource
+                    .get(&resource)
+                    .copied()
+                    .filter(|id| self.runs.get(id).is_some_and(|r| !r.ended && r.owned));
                 let id = match adopted {
                     Some(id) => {
                         let mut batch = LogBatch {
@@ -560,9 +561,11 @@ impl Tracker {
                     let mut extra: Vec<(&str, String)> = point
                         .attributes
                         .iter()
+                        // The run's own identity (run id, experiment) is not part of a metric's name.
                         .filter(|kv| {
                             kv.key != RUN_ID_ATTRIBUTE
                                 && !self.rules.step_attributes.contains(&kv.key)
+                                && !self.rules.run_attributes.contains(&kv.key)
                         })
                         .map(|kv| (kv.key.as_str(), value_text(kv.value.as_ref())))
                         .collect();
