@@ -161,14 +161,10 @@ impl Adjusted {
     }
 }
 
-/// A rough upper bound of an entity's bytes in the JSON body, so requests stay under `body_bytes`.
-fn metric_bytes(metric: &Metric) -> usize {
-    // {"key":"…","value":…,"timestamp":…,"step":…}, with room for escapes.
-    60 + metric.key.len() * 2 + 24 + 20 + 20
-}
-
-fn pair_bytes(pair: &KeyValue) -> usize {
-    30 + (pair.key.len() + pair.value.len()) * 2
+/// An entity's bytes in the JSON body, escapes included, plus its separating comma: exact, so requests stay
+/// under `body_bytes` whatever the text (a control character takes six bytes escaped).
+fn json_bytes(entity: &impl Serialize) -> usize {
+    serde_json::to_vec(entity).map_or(usize::MAX / 4, |json| json.len()) + 1
 }
 
 /// Splits `batch` into requests within `limits`, after cutting over-long values and dropping non-finite
@@ -198,7 +194,7 @@ pub fn split(mut batch: LogBatch, limits: &Limits) -> (Vec<LogBatch>, Adjusted) 
         entities >= limits.entities_per_batch || bytes + add > limits.body_bytes
     };
     for param in batch.params {
-        let add = pair_bytes(&param);
+        let add = json_bytes(&param);
         if current.params.len() >= limits.params_per_batch
             // A key twice in one request is refused; the second goes into the next request.
             || current.params.iter().any(|p| p.key == param.key)
@@ -211,7 +207,7 @@ pub fn split(mut batch: LogBatch, limits: &Limits) -> (Vec<LogBatch>, Adjusted) 
         current.params.push(param);
     }
     for tag in batch.tags {
-        let add = pair_bytes(&tag);
+        let add = json_bytes(&tag);
         if current.tags.len() >= limits.tags_per_batch
             || (full(&current, bytes, add) && !current.is_empty())
         {
@@ -222,7 +218,7 @@ pub fn split(mut batch: LogBatch, limits: &Limits) -> (Vec<LogBatch>, Adjusted) 
         current.tags.push(tag);
     }
     for metric in batch.metrics {
-        let add = metric_bytes(&metric);
+        let add = json_bytes(&metric);
         if current.metrics.len() >= limits.metrics_per_batch
             || (full(&current, bytes, add) && !current.is_empty())
         {
@@ -303,6 +299,93 @@ mod tests {
         assert_eq!(adjusted.truncated_params, vec!["config".to_string()]);
         assert_eq!(adjusted.truncated_tags, vec!["note".to_string()]);
         assert_eq!(adjusted.non_finite_metrics, 1);
+    }
+
+    #[test]
+    fn adjustments_of_each_kind_are_reported() {
+        let limits = Limits::for_version(Some("3.0"));
+        let adjusted = |batch| split(batch, &limits).1;
+        assert!(
+            !adjusted(LogBatch {
+                params: vec![KeyValue::new("p", "x".repeat(7000))],
+                ..LogBatch::default()
+            })
+            .is_empty()
+        );
+        assert!(
+            !adjusted(LogBatch {
+                tags: vec![KeyValue::new("t", "x".repeat(9000))],
+                ..LogBatch::default()
+            })
+            .is_empty()
+        );
+        assert!(
+            !adjusted(LogBatch {
+                metrics: vec![Metric {
+                    value: f64::INFINITY,
+                    ..metric("m", 1)
+                }],
+                ..LogBatch::default()
+            })
+            .is_empty()
+        );
+    }
+
+    /// Every request's body under 1 MB, and everything kept, however the text escapes.
+    fn assert_bodies_fit(batch: LogBatch) -> usize {
+        let (requests, _) = split(batch.clone(), &Limits::for_version(Some("3.0")));
+        let mut joined = LogBatch::default();
+        for request in &requests {
+            let body = serde_json::to_vec(request).unwrap();
+            assert!(body.len() < 1_000_000, "{} bytes", body.len());
+            joined.metrics.extend(request.metrics.iter().cloned());
+            joined.params.extend(request.params.iter().cloned());
+            joined.tags.extend(request.tags.iter().cloned());
+        }
+        assert_eq!(joined, batch);
+        requests.len()
+    }
+
+    #[test]
+    fn large_and_escaped_values_are_split_under_a_megabyte() {
+        // 100 tags of 8,000 control characters: 48 KB each once escaped.
+        let tags = (0..100)
+            .map(|i| KeyValue::new(format!("t{i}"), "\u{1}".repeat(8000)))
+            .collect();
+        let requests = assert_bodies_fit(LogBatch {
+            tags,
+            ..LogBatch::default()
+        });
+        assert!(requests >= 5, "{requests}");
+        // 100 params of 6,000 quotes (12 KB escaped) need two requests.
+        let params = (0..100)
+            .map(|i| KeyValue::new(format!("p{i}"), "\"".repeat(6000)))
+            .collect();
+        assert_eq!(
+            assert_bodies_fit(LogBatch {
+                params,
+                ..LogBatch::default()
+            }),
+            2
+        );
+        // An entity bigger than a request alone goes alone, with no empty request before it.
+        let (alone, _) = split(
+            LogBatch {
+                metrics: vec![metric(&"k".repeat(950_000), 1), metric("next", 2)],
+                ..LogBatch::default()
+            },
+            &Limits::for_version(Some("3.0")),
+        );
+        assert_eq!(alone.len(), 2);
+        assert!(alone.iter().all(|r| r.metrics.len() == 1));
+        // 1,000 metrics with very long keys (longer than MLflow takes, but the split must still hold).
+        let metrics = (0..1000).map(|i| metric(&"k".repeat(1500), i)).collect();
+        assert!(
+            assert_bodies_fit(LogBatch {
+                metrics,
+                ..LogBatch::default()
+            }) >= 2
+        );
     }
 
     #[test]
