@@ -446,7 +446,8 @@ impl RunHandle {
     }
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, as MLflow stamps runs and metrics.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use serde::Deserialize;
-use vigil::mlflow::{Auth, Mlflow, MlflowConfig, RunHandle};
+use vigil::mlflow::{Auth, Mlflow, MlflowConfig, RunHandle, now_ms};
 use vigil_proto::otlp::Signal;
 use vigil_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -180,12 +180,6 @@ impl State {
             }
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl MlflowExporter {
