@@ -95,10 +95,14 @@ pub struct Alertmanager {
 impl Alertmanager {
     /// Starts it and waits for `/-/ready`.
     pub fn start(receiver_url: &str) -> Alertmanager {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = format!(
+        Alertmanager::start_with_config(&format!(
             "route:\n  receiver: sink\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: sink\n    webhook_configs:\n      - url: '{receiver_url}'\n        send_resolved: true\n"
-        );
+        ))
+    }
+
+    /// Starts it with `config` (a whole `alertmanager.yml`) and waits for `/-/ready`.
+    pub fn start_with_config(config: &str) -> Alertmanager {
+        let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("alertmanager.yml");
         std::fs::write(&config_path, config).expect("write alertmanager.yml");
         let (child, address) = {

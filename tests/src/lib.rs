@@ -1001,7 +1001,6 @@ impl Prometheus {
 
     /// [`Prometheus::start`], also evaluating `rule_files` every second.
     pub fn start_with_rules(targets: &[&str], rule_files: &[&Path]) -> Prometheus {
-        let dir = tempfile::tempdir().expect("temp dir");
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let rules: Vec<String> = rule_files
             .iter()
@@ -1012,6 +1011,13 @@ impl Prometheus {
             rules.join(", "),
             targets.join(", ")
         );
+        Prometheus::start_with_config(&config)
+    }
+
+    /// Starts Prometheus with `config` (a whole `prometheus.yml`), the remote-write receiver and exemplar
+    /// storage enabled, and waits until `/-/ready` answers 200.
+    pub fn start_with_config(config: &str) -> Prometheus {
+        let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write prometheus.yml");
         let binary = std::env::var("VIGIL_PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());

@@ -60,11 +60,15 @@ impl Histogram {
 }
 
 type GaugeFn = Box<dyn Fn() -> f64 + Send + Sync>;
+/// Label sets read at render time, each an owned `(name, value)` list.
+type InfoFn = Box<dyn Fn() -> Vec<Vec<(&'static str, String)>> + Send + Sync>;
 
 enum Series {
     Counter(Counter),
     Gauge(GaugeFn),
     Histogram(Histogram),
+    /// An info family: one series of value 1 per label set `read` returns when rendered.
+    Info(InfoFn),
 }
 
 struct Family {
@@ -189,6 +193,22 @@ impl Registry {
         });
     }
 
+    /// An info gauge (`name{labels, <set>} 1`) with one series per label set `read` returns at render time, for
+    /// things that come and go (the MLflow runs an exporter writes to). The sets' label names must differ from
+    /// `labels`'.
+    pub fn info_fn(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+        read: impl Fn() -> Vec<Vec<(&'static str, String)>> + Send + Sync + 'static,
+    ) {
+        let key = label_text(labels);
+        self.with_family(name, help, "gauge", |family| {
+            family.series.insert(key, Series::Info(Box::new(read)));
+        });
+    }
+
     /// A counter whose value is read from `read` at render time (for counts another component keeps).
     pub fn counter_fn(
         &self,
@@ -296,6 +316,13 @@ impl Registry {
                     Series::Gauge(read) => {
                         let _ = writeln!(out, "{name}{} {}", braces(""), read());
                     }
+                    Series::Info(read) => {
+                        for set in read() {
+                            let borrowed: Vec<(&str, &str)> =
+                                set.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                            let _ = writeln!(out, "{name}{} 1", braces(&label_text(&borrowed)));
+                        }
+                    }
                     Series::Histogram(h) => {
                         let core = &h.0;
                         let mut cumulative = 0;
@@ -359,5 +386,30 @@ mod tests {
             registry.counter_sum("x_items_total", &[("signal", "traces")]),
             6
         );
+    }
+
+    #[test]
+    fn info_families_render_one_series_per_label_set_read_now() {
+        let registry = Registry::default();
+        let sets = Arc::new(Mutex::new(vec![vec![("run_id", "a\"1".to_string())]]));
+        let read = sets.clone();
+        registry.info_fn("x_run_info", "Runs.", &[("exporter", "m")], move || {
+            read.lock().map(|s| s.clone()).unwrap_or_default()
+        });
+        let text = registry.render();
+        assert!(
+            text.contains(
+                "# TYPE x_run_info gauge\nx_run_info{exporter=\"m\",run_id=\"a\\\"1\"} 1\n"
+            ),
+            "{text}"
+        );
+        sets.lock().unwrap().push(vec![("run_id", "b".to_string())]);
+        let text = registry.render();
+        assert!(
+            text.contains("x_run_info{exporter=\"m\",run_id=\"b\"} 1\n"),
+            "{text}"
+        );
+        sets.lock().unwrap().clear();
+        assert!(!registry.render().contains("x_run_info{"));
     }
 }

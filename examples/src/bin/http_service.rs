@@ -10,6 +10,10 @@
 //! curl http://127.0.0.1:8080/health
 //! ```
 //!
+//! Like a real dependency, the inventory is not perfect: it takes `id % 5 × 20` ms to answer, and items whose id
+//! is a multiple of 13 are "unavailable" (503), which `/orders/{id}` passes on as 502, so the RED dashboards
+//! have latency spread and server errors to show.
+//!
 //! To keep the example one program, the "downstream service" is this service's own `/inventory` route, called
 //! over HTTP: the trace shows `GET /orders/42` → the client span → `GET /inventory/42`. Stops on Ctrl-C or
 //! SIGTERM, flushing its telemetry.
@@ -48,6 +52,7 @@ async fn order(Path(id): Path<u64>, State(app): State<App>) -> Result<String, St
         tracing::error!(error = %e, "inventory call failed");
         StatusCode::BAD_GATEWAY
     })?;
+    let status = response.status();
     let body = response
         .into_body()
         .collect()
@@ -55,13 +60,22 @@ async fn order(Path(id): Path<u64>, State(app): State<App>) -> Result<String, St
         .map_err(|_| StatusCode::BAD_GATEWAY)?
         .to_bytes();
     let stock = String::from_utf8_lossy(&body).into_owned();
+    if !status.is_success() {
+        tracing::error!(order_id = id, %status, "inventory refused the lookup");
+        return Err(StatusCode::BAD_GATEWAY);
+    }
     vigil::metrics::increment("orders.looked_up", 1, &[]);
     Ok(format!("order {id}: {stock}\n"))
 }
 
-async fn inventory(Path(id): Path<u64>) -> String {
+async fn inventory(Path(id): Path<u64>) -> Result<String, StatusCode> {
     tracing::info!(item = id, "checking stock");
-    format!("{} in stock", id % 7 + 1)
+    tokio::time::sleep(std::time::Duration::from_millis(id % 5 * 20)).await;
+    if id % 13 == 0 {
+        tracing::warn!(item = id, "the item is unavailable");
+        return Err(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    Ok(format!("{} in stock", id % 7 + 1))
 }
 
 async fn health(State(app): State<App>) -> (StatusCode, String) {

@@ -317,10 +317,16 @@ impl Mlflow {
     /// Starts the run `spec` describes.
     pub fn start_spec(&self, spec: RunSpec) -> RunHandle {
         let key = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
-        self.shared.send(sender::Command::Start { key, spec });
+        let created = Arc::new(OnceLock::new());
+        self.shared.send(sender::Command::Start {
+            key,
+            spec,
+            created: created.clone(),
+        });
         RunHandle {
             key,
             shared: self.shared.clone(),
+            created,
         }
     }
 
@@ -369,9 +375,24 @@ impl Mlflow {
 pub struct RunHandle {
     key: u64,
     shared: Arc<sender::Shared>,
+    created: Arc<OnceLock<RunIds>>,
+}
+
+/// Where a run lives in MLflow: its page is `<tracking URI>/#/experiments/<experiment_id>/runs/<run_id>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunIds {
+    /// The experiment's id.
+    pub experiment_id: String,
+    /// The run's id.
+    pub run_id: String,
 }
 
 impl RunHandle {
+    /// The run's ids once MLflow has created it (or attached it); `None` before, or if MLflow refused it.
+    pub fn ids(&self) -> Option<&RunIds> {
+        self.created.get()
+    }
+
     /// Logs params (write-once in MLflow: a second, different value for a key is refused by the server).
     pub fn log_params(&self, params: &[(&str, &str)]) {
         self.shared.send(sender::Command::Log {

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,8 @@ pub(super) enum Command {
     Start {
         key: u64,
         spec: super::RunSpec,
+        /// Set once MLflow has the run: its experiment and run ids, for the producer to read.
+        created: Arc<OnceLock<super::RunIds>>,
     },
     Log {
         key: u64,
@@ -210,6 +212,7 @@ struct Run {
     key: u64,
     spec: super::RunSpec,
     remote: Option<RunInfo>,
+    created: Arc<OnceLock<super::RunIds>>,
     pending: LogBatch,
     outbox: VecDeque<LogBatch>,
     end: Option<(RunStatus, i64)>,
@@ -385,7 +388,11 @@ impl Worker {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Start { key, mut spec } => {
+            Command::Start {
+                key,
+                mut spec,
+                created,
+            } => {
                 let mut log = Segment::new();
                 // Lines written before the first run belong to it.
                 log.bytes = std::mem::take(&mut self.orphan_lines);
@@ -394,6 +401,7 @@ impl Worker {
                     key,
                     spec,
                     remote: None,
+                    created,
                     pending: LogBatch::default(),
                     outbox: VecDeque::new(),
                     end: None,
@@ -499,6 +507,7 @@ impl Worker {
             self.apply(Command::Start {
                 key,
                 spec: super::RunSpec::new(&self.service, &self.service, now),
+                created: Arc::default(),
             });
             if let Some(run) = self.run_mut(key) {
                 run.end = Some((RunStatus::Finished, now));
@@ -642,6 +651,10 @@ impl Worker {
             match self.create(index, limits).await {
                 Ok(info) => {
                     self.succeeded();
+                    let _ = self.runs[index].created.set(super::RunIds {
+                        experiment_id: info.experiment_id.clone(),
+                        run_id: info.run_id.clone(),
+                    });
                     self.runs[index].remote = Some(info);
                 }
                 Err(e) if e.is_retryable() => return Err(e),

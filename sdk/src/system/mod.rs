@@ -67,6 +67,12 @@ pub struct Reading {
     pub attributes: Vec<KeyValue>,
 }
 
+/// The OpenTelemetry unit of `name`, a metric this module reports (`"By"` for `system.memory.usage`); `None`
+/// for any other name. What the collector's Prometheus names are derived from (`system_memory_usage_bytes`).
+pub fn unit_of(name: &str) -> Option<&'static str> {
+    DEFINITIONS.iter().find(|d| d.name == name).map(|d| d.unit)
+}
+
 /// A metric's definition.
 struct Definition {
     name: &'static str,

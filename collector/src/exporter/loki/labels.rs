@@ -73,6 +73,11 @@ pub fn forbidden(label: &str) -> Option<&'static str> {
     None
 }
 
+/// Every value [`level`] gives: what a `level` selector can match.
+pub const LEVELS: &[&str] = &[
+    "trace", "debug", "info", "warn", "error", "critical", "fatal", "unknown",
+];
+
 /// The label value of an OTLP severity: Loki's `detected_level` values.
 pub fn level(severity_text: &str, severity_number: i32) -> &'static str {
     match severity_text.to_ascii_lowercase().as_str() {
@@ -213,6 +218,42 @@ mod tests {
         assert!(forbidden("__name__").is_some());
         assert!(forbidden("component").is_none());
         assert!(forbidden("model_id_kind").is_none());
+    }
+
+    #[test]
+    fn every_level_is_listed_in_levels() {
+        let texts = [
+            "",
+            "trace",
+            "debug",
+            "info",
+            "information",
+            "notice",
+            "warn",
+            "warning",
+            "error",
+            "err",
+            "critical",
+            "crit",
+            "fatal",
+            "panic",
+            "emergency",
+            "alert",
+            "other",
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for text in texts {
+            for number in -1..=25 {
+                let value = level(text, number);
+                assert!(LEVELS.contains(&value), "{value}");
+                seen.insert(value);
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            LEVELS.len(),
+            "LEVELS lists a value level never gives"
+        );
     }
 
     #[test]

@@ -195,6 +195,33 @@ pub struct LokiExporterConfig {
     pub sending_queue: QueueSettings,
 }
 
+impl LokiExporterConfig {
+    /// Every index label name this exporter can write with this config (sanitised): `service_name`, Loki 3's
+    /// default resource labels when `default_labels` is on, `level` when `labels.level` is, and the chosen
+    /// resource and record attributes. LogQL selectors over its streams can use no other label.
+    pub fn label_names(&self) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::from(["service_name".to_string()]);
+        if self.default_labels {
+            names.extend(
+                labels::DEFAULT_RESOURCE_LABELS
+                    .iter()
+                    .map(|n| labels::sanitize(n)),
+            );
+        }
+        if self.labels.level {
+            names.insert("level".into());
+        }
+        names.extend(
+            self.labels
+                .resource
+                .iter()
+                .chain(&self.labels.attributes)
+                .map(|n| labels::sanitize(n)),
+        );
+        names
+    }
+}
+
 impl Default for LokiExporterConfig {
     fn default() -> Self {
         LokiExporterConfig {

@@ -809,3 +809,20 @@ fn otlp_requests_carry_the_streams_as_resources() {
     );
     assert!(boom.attributes.iter().any(|kv| kv.key == "trace_id"));
 }
+
+#[test]
+fn label_names_are_the_defaults_level_and_the_chosen_attributes() {
+    let mut config = LokiExporterConfig::default();
+    let names = config.label_names();
+    assert!(names.contains("service_name") && names.contains("level"));
+    assert!(names.contains("deployment_environment") && names.contains("k8s_namespace_name"));
+    assert!(!names.contains("service_instance_id"));
+    config.default_labels = false;
+    config.labels.level = false;
+    config.labels.resource = vec!["k8s.node.name".into()];
+    config.labels.attributes = vec!["http.route".into()];
+    assert_eq!(
+        config.label_names().into_iter().collect::<Vec<_>>(),
+        ["http_route", "k8s_node_name", "service_name"]
+    );
+}

@@ -145,24 +145,77 @@ pub struct MlflowExporter {
 
 struct State {
     tracker: Tracker,
-    handles: std::collections::HashMap<u64, RunHandle>,
+    handles: std::collections::HashMap<u64, Started>,
+    /// The newest runs already forgotten, for `vigil_mlflow_run_info` (a finished run keeps its link).
+    finished: std::collections::VecDeque<RunLabels>,
+}
+
+/// Most finished runs `vigil_mlflow_run_info` keeps listing.
+const FINISHED_RUNS_LISTED: usize = 100;
+
+/// `vigil_mlflow_run_info`'s labels of one run.
+type RunLabels = Vec<(&'static str, String)>;
+
+/// A run the exporter started, and the job it belongs to.
+struct Started {
+    handle: RunHandle,
+    service_name: String,
+    service_instance_id: String,
+}
+
+impl Started {
+    /// Its `vigil_mlflow_run_info` labels, once MLflow has the run.
+    fn labels(&self) -> Option<RunLabels> {
+        let ids = self.handle.ids()?;
+        Some(vec![
+            ("service_name", self.service_name.clone()),
+            ("service_instance_id", self.service_instance_id.clone()),
+            ("mlflow_experiment_id", ids.experiment_id.clone()),
+            ("mlflow_run_id", ids.run_id.clone()),
+        ])
+    }
 }
 
 impl State {
+    /// Label sets of the runs MLflow has, running and recently finished.
+    fn run_info(&self) -> Vec<RunLabels> {
+        let mut out: Vec<RunLabels> = self.handles.values().filter_map(Started::labels).collect();
+        out.extend(self.finished.iter().cloned());
+        out.sort();
+        out
+    }
+
     fn apply(&mut self, mlflow: &Mlflow, actions: Vec<Action>) {
         for action in actions {
             match action {
                 Action::Start { run, spec } => {
-                    self.handles.insert(run, mlflow.start_spec(spec));
+                    let tag = |key: &str| {
+                        spec.tags
+                            .iter()
+                            .flatten()
+                            .find(|t| t.key == key)
+                            .map(|t| t.value.clone())
+                            .unwrap_or_default()
+                    };
+                    let service_name = tag("service.name");
+                    let service_instance_id = tag("service.instance.id");
+                    self.handles.insert(
+                        run,
+                        Started {
+                            handle: mlflow.start_spec(spec),
+                            service_name,
+                            service_instance_id,
+                        },
+                    );
                 }
                 Action::Log { run, batch } => {
-                    if let Some(handle) = self.handles.get(&run) {
-                        handle.log(batch);
+                    if let Some(started) = self.handles.get(&run) {
+                        started.handle.log(batch);
                     }
                 }
                 Action::Lines { run, lines } => {
-                    if let Some(handle) = self.handles.get(&run) {
-                        handle.log_lines(lines);
+                    if let Some(started) = self.handles.get(&run) {
+                        started.handle.log_lines(lines);
                     }
                 }
                 Action::End {
@@ -170,12 +223,17 @@ impl State {
                     status,
                     end_ms,
                 } => {
-                    if let Some(handle) = self.handles.get(&run) {
-                        handle.end_at(status, end_ms);
+                    if let Some(started) = self.handles.get(&run) {
+                        started.handle.end_at(status, end_ms);
                     }
                 }
                 Action::Forget { run } => {
-                    self.handles.remove(&run);
+                    if let Some(labels) = self.handles.remove(&run).and_then(|s| s.labels()) {
+                        if self.finished.len() == FINISHED_RUNS_LISTED {
+                            self.finished.pop_front();
+                        }
+                        self.finished.push_back(labels);
+                    }
                 }
             }
         }
@@ -222,7 +280,16 @@ impl MlflowExporter {
                 heartbeat: config.heartbeat,
             }),
             handles: std::collections::HashMap::new(),
+            finished: std::collections::VecDeque::new(),
         }));
+        let listed = state.clone();
+        registry.info_fn(
+            "vigil_mlflow_run_info",
+            "The MLflow runs this exporter writes to (and the last 100 it finished), by the job's service.name and \
+             service.instance.id; the run's page is <tracking URI>/#/experiments/<mlflow_experiment_id>/runs/<mlflow_run_id>.",
+            &labels,
+            move || listed.lock().map_or_else(|_| Vec::new(), |state| state.run_info()),
+        );
         let counted = state.clone();
         registry.counter_fn(
             "vigil_mlflow_unmatched_points_total",
