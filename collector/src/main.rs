@@ -197,49 +197,21 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Rules { command }) => rules(command),
-        Some(Command::Health { endpoint, path }) => match probe(&endpoint, &path) {
-            Ok((200, _)) => ExitCode::SUCCESS,
-            Ok((status, body)) => {
-                eprintln!("http://{endpoint}{path} answered {status}: {}", body.trim());
-                ExitCode::FAILURE
+        Some(Command::Health { endpoint, path }) => {
+            match vigil_collector::extension::health_check::probe(&endpoint, &path) {
+                Ok((200, _)) => ExitCode::SUCCESS,
+                Ok((status, body)) => {
+                    eprintln!("http://{endpoint}{path} answered {status}: {}", body.trim());
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("http://{endpoint}{path}: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("http://{endpoint}{path}: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         None => run(cli.config.as_ref()),
     }
-}
-
-/// `GET path` on `endpoint` over HTTP/1.0 (the health server closes the connection after answering): the
-/// status code and the body. Bounded by a 5 s timeout so a hung collector fails its health check.
-fn probe(endpoint: &str, path: &str) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    use std::net::ToSocketAddrs;
-    let timeout = std::time::Duration::from_secs(5);
-    let address = endpoint.to_socket_addrs()?.next().ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "the endpoint resolves to no address",
-        )
-    })?;
-    let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {endpoint}\r\n\r\n")?;
-    let mut response = Vec::new();
-    stream.take(64 * 1024).read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "the answer is not HTTP")
-        })?;
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-    Ok((status, body.to_string()))
 }
 
 fn run(path: Option<&PathBuf>) -> ExitCode {

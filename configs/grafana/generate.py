@@ -322,14 +322,16 @@ def training():
          textbox_variable("mlflow_url", "MLflow", "http://localhost:5000",
                           "MLflow's address as the browser reaches it, for the links to runs.")],
         [
-            table("Runs", [prom(f"max by (job, instance, experiment_id, model, status) (training_status{{{run}}} == 1)",
+            # last_over_time: a finished run's series expire from the collector (metric_expiration) soon after
+            # its process exits; the table keeps listing it for the whole time range.
+            table("Runs", [prom(f"max by (job, instance, experiment_id, model, status) "
+                                f"(last_over_time(training_status{{{run}}}[$__range]) == 1)", instant=True, fmt="table"),
+                           prom(f"max by (job, instance, experiment_id) (last_over_time(training_epoch{{{run}}}[$__range]))",
                                 instant=True, fmt="table"),
-                           prom(f"max by (job, instance, experiment_id) (training_epoch{{{run}}})", instant=True,
-                                fmt="table"),
-                           prom(f"max by (job, instance, experiment_id) (training_loss{{{run}}})", instant=True,
-                                fmt="table"),
-                           prom('max by (instance, mlflow_experiment_id, mlflow_run_id) (label_replace('
-                                'vigil_mlflow_run_info{service_instance_id=~"$instance"}, '
+                           prom(f"max by (job, instance, experiment_id) (last_over_time(training_loss{{{run}}}[$__range]))",
+                                instant=True, fmt="table"),
+                           prom('max by (instance, mlflow_experiment_id, mlflow_run_id) (label_replace(last_over_time('
+                                'vigil_mlflow_run_info{service_instance_id=~"$instance"}[$__range]), '
                                 '"instance", "$1", "service_instance_id", "(.+)"))', instant=True, fmt="table")],
                   "short", "One line per run: its state, last epoch and loss, and a link to its MLflow page "
                            "(the collector's mlflow exporter reports which MLflow run each process writes to).",
@@ -621,8 +623,8 @@ def collector():
 def alerts():
     return dashboard(
         "vigil-alerts", "Alerts",
-        "Alerts Prometheus evaluates (the RED rules and the seed rules, which the collector evaluates too) and "
-        "the notifications the collector sent, by channel and result.",
+        "Alerts Prometheus evaluates (the RED rules and the seed rules, which the collector evaluates too), the "
+        "notifications the collector sent to Alertmanager and those Alertmanager sent on, by channel and result.",
         ["alerts"],
         [datasource_variable(),
          textbox_variable("alertmanager_url", "Alertmanager", "http://localhost:9093",
@@ -650,10 +652,16 @@ def alerts():
                   mappings=[{"type": "value", "options": {"1": {"text": "pending", "color": "orange", "index": 0},
                                                            "2": {"text": "firing", "color": "red", "index": 1}}}],
                   options={"showValue": "never", "mergeValues": True, "legend": {"showLegend": False}}),
-            timeseries("Notifications by channel", [prom("sum by (channel, result) "
-                                                         f"(rate(vigil_alert_notifications_total[{RATE}]))",
-                                                         "{{channel}} {{result}}")],
-                       "short", "Notification attempts per second, by channel and result.", w=24),
+            timeseries("Collector notifications", [prom("sum by (channel, result) "
+                                                        f"(rate(vigil_alert_notifications_total[{RATE}]))",
+                                                        "{{channel}} {{result}}")],
+                       "short", "The collector's notification attempts per second, by channel and result.", w=12),
+            timeseries("Alertmanager notifications", [
+                prom(f"sum by (integration) (rate(alertmanager_notifications_total[{RATE}]))", "sent {{integration}}"),
+                prom(f"sum by (integration) (rate(alertmanager_notifications_failed_total[{RATE}]))",
+                     "failed {{integration}}")],
+                       "short", "What Alertmanager sent per second, by integration (email, slack, webhook), and "
+                                "what failed.", w=12, thresholds_=thresholds(0.01)),
         ],
         links=[link("Alertmanager", "${alertmanager_url}")],
     )

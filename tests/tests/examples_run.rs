@@ -163,9 +163,20 @@ fn the_http_service_example_traces_a_request_across_its_downstream_call() {
             .find(|s| s["name"] == name)
             .unwrap_or_else(|| panic!("no span `{name}` in {all:?}"))
     };
-    let server = find("GET /orders/42");
+    let server = find("GET /orders/{id}");
     let client = find("GET");
-    let downstream = find("GET /inventory/42");
+    let downstream = find("GET /inventory/{id}");
+    let attribute = |span: &Value, key: &str| {
+        span["attributes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["key"] == key)
+            .map(|a| a["value"]["stringValue"].clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(attribute(server, "url.path"), "/orders/42");
+    assert_eq!(attribute(server, "http.route"), "/orders/{id}");
     assert_eq!(client["traceId"], server["traceId"]);
     assert_eq!(
         downstream["traceId"], server["traceId"],

@@ -501,7 +501,7 @@ fn the_compose_file_is_valid_and_every_reference_resolves() {
             targets.extend(config["targets"].as_array().into_iter().flatten().cloned());
         }
     }
-    assert_eq!(targets.len(), 3, "{targets:?}");
+    assert_eq!(targets.len(), 4, "{targets:?}");
     for target in &targets {
         reaches("prometheus.yml", target.as_str().unwrap_or_default());
     }
@@ -1183,7 +1183,7 @@ fn every_panel_of_every_dashboard_shows_data_from_the_example_programs() {
                 "VIGIL_ALERT_STATE_DIR",
                 state.path().to_str().unwrap_or_default(),
             ),
-            ("VIGIL_JAEGER_ENDPOINT", &jaeger.grpc),
+            ("VIGIL_JAEGER_ENDPOINT", &format!("http://{}", jaeger.grpc)),
             ("VIGIL_LOKI_ENDPOINT", &loki.url),
             ("VIGIL_MLFLOW_TRACKING_URI", &mlflow.url),
             ("VIGIL_ALERTMANAGER_URL", &alertmanager.url),
@@ -1297,6 +1297,76 @@ fn every_panel_of_every_dashboard_shows_data_from_the_example_programs() {
             "{run}"
         );
     }
+    // The latency panels' exemplars: spanmetrics attaches the ids of real spans, which "Jaeger" has.
+    let exemplar_ids = prometheus.exemplar_trace_ids("traces_span_metrics_duration_seconds_bucket");
+    assert!(
+        !exemplar_ids.is_empty(),
+        "no exemplars on the spanmetrics histogram"
+    );
+    // The links from a Jaeger span: its operation's metrics run in Prometheus; its logs query selects on
+    // labels the loki exporter writes, with a matcher that cannot match the empty string (Loki requires one).
+    let datasources = yaml(
+        &read("configs/grafana/provisioning/datasources/vigil.yaml"),
+        "datasources",
+    );
+    let jaeger_links = datasources["datasources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["uid"] == "jaeger")
+        .map(|d| d["jsonData"].clone())
+        .expect("the jaeger datasource");
+    let span_name = prometheus
+        .query("traces_span_metrics_calls_total{span_kind=\"SPAN_KIND_SERVER\"}")
+        .first()
+        .and_then(|(labels, _)| labels["span_name"].as_str().map(str::to_string))
+        .expect("a server span");
+    let link_queries: Vec<String> = jaeger_links["tracesToMetrics"]["queries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|q| {
+            q["query"]
+                .as_str()
+                .unwrap_or_default()
+                .replace("${__span.name}", &span_name)
+        })
+        .collect();
+    assert_eq!(link_queries.len(), 3);
+    for query in &link_queries {
+        assert!(!query.contains("${"), "{query}");
+        let result = evaluate(&prometheus, query, false);
+        // The error rate of an operation without errors is rightly empty; the query must still be valid.
+        let fine = match result {
+            Ok(n) => n > 0 || query.contains("STATUS_CODE_ERROR"),
+            Err(_) => false,
+        };
+        assert!(fine, "the span's metrics link `{query}` gives {result:?}");
+    }
+    let logs_link = jaeger_links["tracesToLogsV2"]["query"]
+        .as_str()
+        .unwrap_or_default();
+    let labels = {
+        let stack = yaml(&read("configs/examples/stack.yaml"), "stack.yaml");
+        serde_json::from_value::<vigil_collector::exporter::loki::LokiExporterConfig>(
+            stack["exporters"]["loki"].clone(),
+        )
+        .expect("loki")
+        .label_names()
+    };
+    let selectors = stream_selectors(logs_link);
+    assert_eq!(selectors.len(), 1, "{logs_link}");
+    let name: String = selectors[0]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    assert!(labels.contains(&name), "{logs_link}");
+    assert!(selectors[0].ends_with("=~\".+\""), "{logs_link}");
+    assert!(
+        logs_link.contains("trace_id=\"${__trace.traceId}\""),
+        "{logs_link}"
+    );
+
     // Logs reached Loki with only the labels the dashboards select on, and traces reached "Jaeger".
     assert!(loki.entry_count() > 0);
     for stream in loki.streams().keys() {
@@ -1317,6 +1387,14 @@ fn every_panel_of_every_dashboard_shows_data_from_the_example_programs() {
         "no trace of the HTTP service reached Jaeger's OTLP endpoint: {} spans",
         traced.len()
     );
+    let jaeger_traces: BTreeSet<String> = traced
+        .iter()
+        .filter_map(|s| s["traceId"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        exemplar_ids.iter().any(|id| jaeger_traces.contains(id)),
+        "no exemplar trace id is a trace Jaeger has: {exemplar_ids:?}"
+    );
 }
 
 // --- scripts/stack ------------------------------------------------------------------------------------------
@@ -1333,6 +1411,7 @@ fn scripts_stack_starts_the_packaged_services_wires_them_and_stops_them_all() {
         "PROMETHEUS",
         "ALERTMANAGER",
         "ALERT_LOG",
+        "MLFLOW",
     ];
     let ports: BTreeMap<&str, u16> = names
         .iter()
@@ -1342,14 +1421,29 @@ fn scripts_stack_starts_the_packaged_services_wires_them_and_stops_them_all() {
             (*name, port)
         })
         .collect();
+    // A stand-in for `mlflow server` that, like the real one, serves from a child process (uvicorn there): the
+    // script must stop the child too. It answers /health from a directory holding a `health` file.
+    let fake_mlflow = dir.path().join("mlflow");
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(&site).expect("site");
+    std::fs::write(site.join("health"), "OK").expect("health");
+    std::fs::write(
+        &fake_mlflow,
+        format!(
+            "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --port ] && port=$2; shift; done\n\
+             python3 -m http.server \"$port\" --bind 127.0.0.1 --directory '{}' &\nwait\n",
+            site.display()
+        ),
+    )
+    .expect("fake mlflow");
+    run(Command::new("chmod").arg("+x").arg(&fake_mlflow));
     let output = dir.path().join("stack.out");
     let mut stack = Command::new("bash");
     stack
         .arg(root("scripts/stack"))
         .env("VIGIL_STACK_DIR", dir.path().join("state"))
         .env("VIGIL_COLLECTOR_BIN", workspace_binary("vigil-collector"))
-        // MLflow is optional; the MLflow tests cover it, and leaving it out keeps this test fast.
-        .env("MLFLOW_BIN", "")
+        .env("MLFLOW_BIN", &fake_mlflow)
         .env_remove("VIGIL_JAEGER_ENDPOINT")
         .env_remove("VIGIL_LOKI_ENDPOINT")
         .stdout(Stdio::null())
@@ -1364,7 +1458,13 @@ fn scripts_stack_starts_the_packaged_services_wires_them_and_stops_them_all() {
     });
     assert!(up && read().contains("stack: up"), "{}", read());
     let text = read();
-    assert!(text.contains("MLflow is not installed"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "MLflow         http://127.0.0.1:{}\n",
+            ports["MLFLOW"]
+        )),
+        "{text}"
+    );
     assert!(
         text.contains("(no VIGIL_JAEGER_ENDPOINT)") && text.contains("(no VIGIL_LOKI_ENDPOINT)"),
         "{text}"

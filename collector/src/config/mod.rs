@@ -722,6 +722,16 @@ fn check_endpoints(
     }
 }
 
+/// Reads an optional text where empty means unset, so `${env:NAME:-}` leaves a credential out rather than
+/// sending an empty one (`#[serde(default, deserialize_with = "crate::config::empty_as_none")]`).
+pub fn empty_as_none<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = Option::<String>::deserialize(deserializer)?;
+    Ok(text.filter(|t| !t.is_empty()))
+}
+
 /// Parses `host:port` for a listener; `localhost` means the IPv4 loopback.
 pub fn parse_listen_address(endpoint: &str) -> Result<SocketAddr, String> {
     let replaced = match endpoint.strip_prefix("localhost:") {

@@ -251,13 +251,16 @@ impl ExporterConfig {
     }
 }
 
-/// Headers added to every export request; values may use `${env:…}`.
+/// Headers added to every export request; values may use `${env:…}`. A header whose value is empty (an unset
+/// `${env:NAME:-}`) is not sent.
 pub type Headers = BTreeMap<String, String>;
 
-/// The configured headers as HTTP name/value pairs (validated at config load, so none is dropped here).
+/// The configured headers as HTTP name/value pairs (validated at config load, so none is dropped here), those
+/// with an empty value left out.
 pub fn header_pairs(headers: &Headers) -> Vec<(::http::HeaderName, ::http::HeaderValue)> {
     headers
         .iter()
+        .filter(|(_, value)| !value.is_empty())
         .filter_map(|(name, value)| {
             Some((
                 ::http::HeaderName::from_bytes(name.as_bytes()).ok()?,

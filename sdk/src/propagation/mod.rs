@@ -82,8 +82,9 @@ pub fn inject_current(headers: &mut HeaderMap) {
     });
 }
 
-/// A `tower` layer for HTTP servers (axum, hyper, tonic): each request runs in a server span that continues the
-/// caller's trace, carries `request_id` (from `X-Request-Id`, or the trace id when absent) and records the
+/// A `tower` layer for HTTP servers (axum, hyper, tonic): each request runs in a server span named
+/// `{method} {route}` (the path with id-like segments as `{id}`, as in `http.route`) that continues the caller's
+/// trace, carries `request_id` (from `X-Request-Id`, or the trace id when absent) and records the
 /// response status; the response echoes `X-Request-Id`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HttpServerLayer;
@@ -120,11 +121,15 @@ where
         let parent = extract(request.headers());
         let method = request.method().clone();
         let path = request.uri().path().to_string();
+        // Named `{method} {route}` as the HTTP conventions ask: ids in the path become `{id}`, so one span name
+        // (and one spanmetrics series) stands for one endpoint, not one per order number.
+        let route = crate::metrics::http::normalise_route(&path);
         let span = tracing::info_span!(
             "HTTP request",
-            otel.name = %format!("{method} {path}"),
+            otel.name = %format!("{method} {route}"),
             otel.kind = "server",
             http.request.method = %method,
+            http.route = %route,
             url.path = %path,
             request_id = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,

@@ -10,6 +10,11 @@
 //! Every `metrics_flush_interval` the cumulative totals of the series updated within `metrics_expiration` are
 //! sent to the metrics pipelines that list the connector as a receiver. `max_series` caps memory: spans of new
 //! series beyond it are counted in one series labelled `otel_metric_overflow="true"`.
+//!
+//! With `exemplars.enabled` (the default), each series keeps the trace and span id of the latest span per
+//! duration bucket (and for its calls), sent as OTLP exemplars: the `prometheus` exporter writes them in
+//! OpenMetrics, so a latency panel's point opens the very trace. Ids are copied into fixed arrays; nothing is
+//! allocated per span.
 
 #[cfg(test)]
 mod tests;
@@ -26,8 +31,8 @@ use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use vigil_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use vigil_proto::otlp::metrics::v1::{
-    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+    AggregationTemporality, Exemplar, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, exemplar, metric, number_data_point,
 };
 use vigil_proto::otlp::resource::v1::Resource;
 use vigil_proto::otlp::trace::v1::{Span, span, status};
@@ -124,8 +129,24 @@ pub struct SpanMetricsConfig {
     pub metrics_expiration: Duration,
     /// Most series kept; spans of further series go to one overflow series.
     pub max_series: usize,
+    /// Exemplars (trace and span ids) on the series.
+    pub exemplars: ExemplarsConfig,
     /// The queue in front of it.
     pub sending_queue: QueueSettings,
+}
+
+/// `exemplars`, as in otelcol's spanmetrics connector.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExemplarsConfig {
+    /// Keep the latest span's ids per duration bucket and send them as exemplars (default on).
+    pub enabled: bool,
+}
+
+impl Default for ExemplarsConfig {
+    fn default() -> Self {
+        ExemplarsConfig { enabled: true }
+    }
 }
 
 impl Default for SpanMetricsConfig {
@@ -137,6 +158,7 @@ impl Default for SpanMetricsConfig {
             metrics_flush_interval: Duration::from_secs(15),
             metrics_expiration: Duration::from_secs(300),
             max_series: 10_000,
+            exemplars: ExemplarsConfig::default(),
             sending_queue: QueueSettings::default(),
         }
     }
@@ -219,6 +241,39 @@ struct Aggregate {
     sum: f64,
     start_unix_nano: u64,
     updated: Instant,
+    /// The latest sampled span per bucket (empty when exemplars are off).
+    exemplars: Vec<Option<SpanExemplar>>,
+}
+
+/// One span's ids, duration and end time: an exemplar to be.
+#[derive(Clone, Copy)]
+struct SpanExemplar {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    value: f64,
+    time_unix_nano: u64,
+}
+
+impl SpanExemplar {
+    /// The span's exemplar, `None` when its ids are not the 16 and 8 bytes OTLP requires.
+    fn of(span: &Span, value: f64) -> Option<SpanExemplar> {
+        Some(SpanExemplar {
+            trace_id: span.trace_id.as_slice().try_into().ok()?,
+            span_id: span.span_id.as_slice().try_into().ok()?,
+            value,
+            time_unix_nano: span.end_time_unix_nano,
+        })
+    }
+
+    fn to_otlp(self) -> Exemplar {
+        Exemplar {
+            trace_id: self.trace_id.to_vec(),
+            span_id: self.span_id.to_vec(),
+            time_unix_nano: self.time_unix_nano,
+            value: Some(exemplar::Value::AsDouble(self.value)),
+            ..Default::default()
+        }
+    }
 }
 
 struct Outputs {
@@ -297,17 +352,29 @@ impl SpanMetrics {
                             overflow: true,
                         };
                     }
+                    let exemplar_slots = if self.config.exemplars.enabled {
+                        self.bounds.len() + 1
+                    } else {
+                        0
+                    };
                     let aggregate = series.entry(key).or_insert_with(|| Aggregate {
                         calls: 0,
                         buckets: vec![0; self.bounds.len() + 1],
                         sum: 0.0,
                         start_unix_nano: now_unix_nano,
                         updated: now,
+                        exemplars: vec![None; exemplar_slots],
                     });
+                    let bucket = self.bounds.partition_point(|b| *b < duration);
                     aggregate.calls += 1;
                     aggregate.sum += duration;
-                    aggregate.buckets[self.bounds.partition_point(|b| *b < duration)] += 1;
+                    aggregate.buckets[bucket] += 1;
                     aggregate.updated = now;
+                    if let Some(slot) = aggregate.exemplars.get_mut(bucket)
+                        && let Some(exemplar) = SpanExemplar::of(span, duration)
+                    {
+                        *slot = Some(exemplar);
+                    }
                 }
             }
         }
@@ -351,11 +418,22 @@ impl SpanMetrics {
         for (key, aggregate) in series.iter() {
             let attributes = self.attributes(key);
             let (calls, durations) = by_service.entry(key.service.clone()).or_default();
+            let exemplars: Vec<SpanExemplar> =
+                aggregate.exemplars.iter().flatten().copied().collect();
+            // The calls counter carries the latest span of all, its value the count (OpenMetrics: one per line).
+            let latest = exemplars
+                .iter()
+                .max_by_key(|e| e.time_unix_nano)
+                .map(|e| Exemplar {
+                    value: Some(exemplar::Value::AsDouble(1.0)),
+                    ..e.to_otlp()
+                });
             calls.push(NumberDataPoint {
                 attributes: attributes.clone(),
                 start_time_unix_nano: aggregate.start_unix_nano,
                 time_unix_nano: time,
                 value: Some(number_data_point::Value::AsInt(aggregate.calls as i64)),
+                exemplars: latest.into_iter().collect(),
                 ..Default::default()
             });
             durations.push(HistogramDataPoint {
@@ -366,6 +444,7 @@ impl SpanMetrics {
                 sum: Some(aggregate.sum),
                 bucket_counts: aggregate.buckets.clone(),
                 explicit_bounds: self.bounds.clone(),
+                exemplars: exemplars.into_iter().map(SpanExemplar::to_otlp).collect(),
                 ..Default::default()
             });
         }

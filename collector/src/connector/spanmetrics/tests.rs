@@ -195,3 +195,88 @@ fn series_beyond_max_series_are_counted_in_one_overflow_series() {
         3
     );
 }
+
+/// An exemplar as (first trace id byte, first span id byte, value).
+type Seen = (u8, u8, f64);
+
+/// The exemplars of the one histogram point and the one calls point.
+fn exemplars(connector: &SpanMetrics) -> (Vec<Seen>, Vec<Seen>) {
+    use vigil_proto::otlp::metrics::v1::exemplar::Value;
+    let read = |e: &vigil_proto::otlp::metrics::v1::Exemplar| {
+        let value = match e.value {
+            Some(Value::AsDouble(v)) => v,
+            _ => f64::NAN,
+        };
+        (e.trace_id[0], e.span_id[0], value)
+    };
+    let (request, _) = connector.snapshot().expect("series");
+    let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
+    let (mut buckets, mut calls) = (Vec::new(), Vec::new());
+    for m in metrics {
+        match &m.data {
+            Some(metric::Data::Histogram(h)) => {
+                buckets.extend(h.data_points[0].exemplars.iter().map(read))
+            }
+            Some(metric::Data::Sum(s)) => calls.extend(s.data_points[0].exemplars.iter().map(read)),
+            _ => {}
+        }
+    }
+    (buckets, calls)
+}
+
+fn traced(name: &str, millis: u64, end_offset: u64, id: u8) -> Span {
+    let mut s = span(name, millis, false, Vec::new());
+    s.trace_id = vec![id; 16];
+    s.span_id = vec![id; 8];
+    s.start_time_unix_nano += end_offset;
+    s.end_time_unix_nano += end_offset;
+    s
+}
+
+#[test]
+fn each_bucket_keeps_the_latest_span_as_its_exemplar_and_calls_the_newest() {
+    let connector = SpanMetrics::new(
+        &SpanMetricsConfig::default(),
+        "spanmetrics",
+        &Registry::default(),
+    );
+    // 3 ms and 4 ms share the 5 ms bucket; 300 ms has its own (default bounds 2, 4, 6, 8, 10, 50, 100, 200, 400 ms…).
+    connector.add(&request(
+        "api",
+        vec![
+            traced("GET /", 3, 0, 1),
+            traced("GET /", 300, 5, 2),
+            traced("GET /", 3, 1_000_000_000, 3),
+        ],
+    ));
+    let (buckets, calls) = exemplars(&connector);
+    assert_eq!(buckets.len(), 2, "{buckets:?}");
+    assert!(
+        buckets.contains(&(3, 3, 0.003)),
+        "the later span replaces the earlier: {buckets:?}"
+    );
+    assert!(buckets.contains(&(2, 2, 0.3)), "{buckets:?}");
+    assert_eq!(calls, [(3, 3, 1.0)], "the newest span, counted once");
+}
+
+#[test]
+fn spans_without_proper_ids_and_disabled_exemplars_give_none() {
+    let connector = SpanMetrics::new(
+        &SpanMetricsConfig::default(),
+        "spanmetrics",
+        &Registry::default(),
+    );
+    let mut short = traced("GET /", 3, 0, 1);
+    short.trace_id = vec![1; 8];
+    connector.add(&request(
+        "api",
+        vec![short, span("GET /", 3, false, Vec::new())],
+    ));
+    assert_eq!(exemplars(&connector), (Vec::new(), Vec::new()));
+
+    let mut config = SpanMetricsConfig::default();
+    config.exemplars.enabled = false;
+    let connector = SpanMetrics::new(&config, "spanmetrics", &Registry::default());
+    connector.add(&request("api", vec![traced("GET /", 3, 0, 1)]));
+    assert_eq!(exemplars(&connector), (Vec::new(), Vec::new()));
+}

@@ -131,11 +131,14 @@ impl Default for LabelsConfig {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LokiAuth {
-    /// Basic auth user (Grafana Cloud: the numeric instance id).
+    /// Basic auth user (Grafana Cloud: the numeric instance id). Empty (an unset `${env:…:-}`) is unset.
+    #[serde(deserialize_with = "crate::config::empty_as_none")]
     pub username: Option<String>,
-    /// Basic auth password or API token.
+    /// Basic auth password or API token; empty is unset.
+    #[serde(deserialize_with = "crate::config::empty_as_none")]
     pub password: Option<String>,
-    /// `Authorization: Bearer …`.
+    /// `Authorization: Bearer …`; empty is unset.
+    #[serde(deserialize_with = "crate::config::empty_as_none")]
     pub bearer_token: Option<String>,
 }
 

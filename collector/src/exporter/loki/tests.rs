@@ -826,3 +826,24 @@ fn label_names_are_the_defaults_level_and_the_chosen_attributes() {
         ["http_route", "k8s_node_name", "service_name"]
     );
 }
+
+#[test]
+fn empty_credentials_and_headers_are_left_out() {
+    let config: LokiExporterConfig = serde_json::from_value(serde_json::json!({
+        "endpoint": "http://loki:3100",
+        "auth": {"username": "", "password": "", "bearer_token": ""},
+        "headers": {"x-scope-orgid": "a", "authorization": ""}
+    }))
+    .unwrap();
+    assert_eq!(config.auth, super::LokiAuth::default());
+    let pairs = crate::exporter::header_pairs(&config.headers);
+    assert_eq!(pairs.len(), 1);
+    assert_eq!(pairs[0].0, "x-scope-orgid");
+    let config: LokiExporterConfig = serde_json::from_value(serde_json::json!({
+        "endpoint": "http://loki:3100",
+        "auth": {"username": "123", "password": "token"}
+    }))
+    .unwrap();
+    assert_eq!(config.auth.username.as_deref(), Some("123"));
+    assert_eq!(config.auth.password.as_deref(), Some("token"));
+}

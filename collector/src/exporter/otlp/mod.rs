@@ -143,6 +143,7 @@ impl OtlpExporter {
         let metadata = config
             .headers
             .iter()
+            .filter(|(_, v)| !v.is_empty())
             .filter_map(|(k, v)| {
                 Some((
                     MetadataKey::from_str(&k.to_ascii_lowercase()).ok()?,
