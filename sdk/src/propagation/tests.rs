@@ -67,6 +67,29 @@ fn server_layer_continues_the_callers_trace_and_keeps_a_request_id() {
             .unwrap()
             .to_string();
         assert_eq!(generated.len(), 32, "a missing request id is the trace id");
+        // An empty or oversized request id is replaced by the trace id too.
+        for bad in [String::new(), "x".repeat(129)] {
+            let request = Request::get("/health")
+                .header("x-request-id", bad.as_str())
+                .body(())
+                .unwrap();
+            let response = block_on(service.call(request)).unwrap();
+            let id = response.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert_eq!(id.len(), 32, "`{bad}` is not kept: {id}");
+        }
+        let request = Request::get("/health")
+            .header("x-request-id", "x".repeat(128))
+            .body(())
+            .unwrap();
+        let response = block_on(service.call(request)).unwrap();
+        assert_eq!(
+            response.headers()["x-request-id"].len(),
+            128,
+            "128 characters are kept"
+        );
     });
     let seen = seen.lock().unwrap();
     assert_eq!(

@@ -280,3 +280,84 @@ fn spans_without_proper_ids_and_disabled_exemplars_give_none() {
     connector.add(&request("api", vec![traced("GET /", 3, 0, 1)]));
     assert_eq!(exemplars(&connector), (Vec::new(), Vec::new()));
 }
+
+#[test]
+fn the_overflow_bucket_has_its_exemplar_with_the_span_end_time() {
+    let connector = SpanMetrics::new(
+        &SpanMetricsConfig::default(),
+        "spanmetrics",
+        &Registry::default(),
+    );
+    // 20 s is past the largest default bound (15 s): the +Inf bucket.
+    let slow = traced("GET /", 20_000, 0, 9);
+    let end = slow.end_time_unix_nano;
+    connector.add(&request("api", vec![slow]));
+    let (request, points) = connector.snapshot().expect("series");
+    assert_eq!(points, 2, "a calls point and a duration point");
+    for m in &request.resource_metrics[0].scope_metrics[0].metrics {
+        match &m.data {
+            Some(metric::Data::Histogram(h)) => {
+                let p = &h.data_points[0];
+                assert_eq!(p.exemplars.len(), 1);
+                assert_eq!(p.exemplars[0].time_unix_nano, end);
+                assert!(!p.attributes.is_empty());
+                assert!(p.start_time_unix_nano > 0 && p.time_unix_nano >= p.start_time_unix_nano);
+            }
+            Some(metric::Data::Sum(s)) => {
+                let p = &s.data_points[0];
+                assert_eq!(p.exemplars[0].time_unix_nano, end);
+                assert!(p.start_time_unix_nano > 0 && p.time_unix_nano >= p.start_time_unix_nano);
+            }
+            _ => panic!("unexpected metric {}", m.name),
+        }
+    }
+}
+
+#[test]
+fn milliseconds_and_a_zero_expiration_keep_their_meaning() {
+    let mut config = SpanMetricsConfig::default();
+    config.histogram.unit = super::DurationUnit::Milliseconds;
+    config.metrics_expiration = std::time::Duration::ZERO;
+    let connector = SpanMetrics::new(&config, "spanmetrics", &Registry::default());
+    connector.add(&request("api", vec![span("GET /", 250, false, Vec::new())]));
+    for _ in 0..2 {
+        let (request, _) = connector
+            .snapshot()
+            .expect("a zero expiration keeps every series");
+        let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
+        let sum = metrics
+            .iter()
+            .find_map(|m| match &m.data {
+                Some(metric::Data::Histogram(h)) => h.data_points[0].sum,
+                _ => None,
+            })
+            .expect("histogram");
+        assert!((sum - 250.0).abs() < 1e-6, "{sum}");
+    }
+}
+
+#[test]
+fn a_duration_on_a_bound_counts_in_that_bucket_and_points_are_two_per_series() {
+    let connector = SpanMetrics::new(
+        &SpanMetricsConfig::default(),
+        "spanmetrics",
+        &Registry::default(),
+    );
+    // Exactly 2 ms: Prometheus' `le="0.002"` bucket, the first.
+    connector.add(&request(
+        "api",
+        vec![
+            span("GET /a", 2, false, Vec::new()),
+            span("GET /b", 2, false, Vec::new()),
+        ],
+    ));
+    let (request, points) = connector.snapshot().expect("series");
+    assert_eq!(points, 4);
+    for m in &request.resource_metrics[0].scope_metrics[0].metrics {
+        if let Some(metric::Data::Histogram(h)) = &m.data {
+            for p in &h.data_points {
+                assert_eq!(p.bucket_counts[0], 1, "{:?}", p.bucket_counts);
+            }
+        }
+    }
+}
