@@ -24,6 +24,15 @@ fn span(name: &str, millis: u64, error: bool, attributes: Vec<KeyValue>) -> Span
     }
 }
 
+/// A connector with the default config.
+fn default_connector() -> SpanMetrics {
+    SpanMetrics::new(
+        &SpanMetricsConfig::default(),
+        "spanmetrics",
+        &Registry::default(),
+    )
+}
+
 fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
@@ -73,11 +82,7 @@ fn calls(connector: &SpanMetrics) -> Vec<(Vec<String>, i64)> {
 
 #[test]
 fn counts_calls_and_errors_per_service_span_kind_and_status() {
-    let connector = SpanMetrics::new(
-        &SpanMetricsConfig::default(),
-        "spanmetrics",
-        &Registry::default(),
-    );
+    let connector = default_connector();
     connector.add(&request(
         "checkout",
         vec![
@@ -107,11 +112,7 @@ fn counts_calls_and_errors_per_service_span_kind_and_status() {
 
 #[test]
 fn durations_land_in_second_buckets_and_resources_carry_the_service() {
-    let connector = SpanMetrics::new(
-        &SpanMetricsConfig::default(),
-        "spanmetrics",
-        &Registry::default(),
-    );
+    let connector = default_connector();
     connector.add(&request(
         "api",
         vec![span("op", 3, false, vec![]), span("op", 120, false, vec![])],
@@ -235,12 +236,8 @@ fn traced(name: &str, millis: u64, end_offset: u64, id: u8) -> Span {
 
 #[test]
 fn each_bucket_keeps_the_latest_span_as_its_exemplar_and_calls_the_newest() {
-    let connector = SpanMetrics::new(
-        &SpanMetricsConfig::default(),
-        "spanmetrics",
-        &Registry::default(),
-    );
-    // 3 ms and 4 ms share the 5 ms bucket; 300 ms has its own (default bounds 2, 4, 6, 8, 10, 50, 100, 200, 400 ms…).
+    let connector = default_connector();
+    // The two 3 ms spans share the (2 ms, 4 ms] bucket; 300 ms has its own (default bounds 2 ms … 15 s).
     connector.add(&request(
         "api",
         vec![
@@ -261,11 +258,7 @@ fn each_bucket_keeps_the_latest_span_as_its_exemplar_and_calls_the_newest() {
 
 #[test]
 fn spans_without_proper_ids_and_disabled_exemplars_give_none() {
-    let connector = SpanMetrics::new(
-        &SpanMetricsConfig::default(),
-        "spanmetrics",
-        &Registry::default(),
-    );
+    let connector = default_connector();
     let mut short = traced("GET /", 3, 0, 1);
     short.trace_id = vec![1; 8];
     connector.add(&request(
@@ -283,11 +276,7 @@ fn spans_without_proper_ids_and_disabled_exemplars_give_none() {
 
 #[test]
 fn the_overflow_bucket_has_its_exemplar_with_the_span_end_time() {
-    let connector = SpanMetrics::new(
-        &SpanMetricsConfig::default(),
-        "spanmetrics",
-        &Registry::default(),
-    );
+    let connector = default_connector();
     // 20 s is past the largest default bound (15 s): the +Inf bucket.
     let slow = traced("GET /", 20_000, 0, 9);
     let end = slow.end_time_unix_nano;
@@ -338,11 +327,7 @@ fn milliseconds_and_a_zero_expiration_keep_their_meaning() {
 
 #[test]
 fn a_duration_on_a_bound_counts_in_that_bucket_and_points_are_two_per_series() {
-    let connector = SpanMetrics::new(
-        &SpanMetricsConfig::default(),
-        "spanmetrics",
-        &Registry::default(),
-    );
+    let connector = default_connector();
     // Exactly 2 ms: Prometheus' `le="0.002"` bucket, the first.
     connector.add(&request(
         "api",
