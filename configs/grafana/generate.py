@@ -9,8 +9,10 @@ tests/tests/stack.rs runs `--check`, then runs every query of every panel agains
 example programs. Metric names are the ones the collector's `prometheus` exporter writes (OTel -> Prometheus
 translation: `system.cpu.utilization` [1] is `system_cpu_utilization_ratio`); `job` is the service
 (service.namespace/service.name), `instance` the process (service.instance.id); spanmetrics label the service
-`service_name`. Loki queries use only the labels the collector's `loki` exporter writes: `service_name`, the
-other default resource labels, and `level`.
+`service_name` and, like every metric, `job`, which the dashboards filter on. Loki queries use only the labels
+the collector's `loki` exporter writes: `service_name`, the other default resource labels, and `level`; for a
+service with a `service.namespace`, the `service` variable's `namespace/name` does not match Loki's
+`service_name`, so the Errors dashboard's log panels show such services only with "All".
 """
 
 import json
@@ -439,7 +441,8 @@ def backtests():
 # --- Service RED --------------------------------------------------------------------------------------------
 
 def red():
-    span = 'service_name=~"$service"'
+    # `job` (service.namespace/service.name) on spanmetrics and the HTTP metrics alike.
+    span = 'job=~"$service"'
     server = f'{span}, span_kind="SPAN_KIND_SERVER"'
     route = 'job=~"$service", http_route=~"$route"'
     calls = "traces_span_metrics_calls_total"
@@ -459,27 +462,27 @@ def red():
         "from http.server.request.duration. Latency panels show exemplars: click one to open its trace in Jaeger.",
         ["red", "traces"],
         [datasource_variable(),
-         query_variable("service", "Service", f"label_values({calls}, service_name)"),
+         query_variable("service", "Service", f"label_values({calls}, job)"),
          query_variable("route", "Route", f'label_values({http}_count{{job=~"$service"}}, http_route)')],
         [
             row("From spans (spanmetrics)"),
-            timeseries("Requests", [prom(f"sum by (service_name) (rate({calls}{{{server}}}[{RATE}]))",
-                                         "{{service_name}}")],
+            timeseries("Requests", [prom(f"sum by (job) (rate({calls}{{{server}}}[{RATE}]))",
+                                         "{{job}}")],
                        "reqps", "Server spans per second, per service.", w=8),
             timeseries("Error ratio", [prom(ratio(f'{calls}{{{span}, status_code="STATUS_CODE_ERROR"}}',
-                                                  f"{calls}{{{span}}}", "service_name"), "{{service_name}}")],
+                                                  f"{calls}{{{span}}}", "job"), "{{job}}")],
                        "percentunit", "Fraction of spans that ended with status ERROR, per service.", w=8,
                        minimum=0, thresholds_=thresholds(0.01, 0.05)),
-            timeseries("Server latency", quantiles("traces_span_metrics_duration_seconds", server, "service_name",
-                                                   "{{service_name}}"),
+            timeseries("Server latency", quantiles("traces_span_metrics_duration_seconds", server, "job",
+                                                   "{{job}}"),
                        "s", "p50, p95 and p99 of server span durations, per service.", w=8,
                        thresholds_=thresholds(0.5, 1)),
             table("Operations", [
-                prom(f"sum by (service_name, span_name, span_kind) (rate({calls}{{{span}}}[{RATE}]))", instant=True,
+                prom(f"sum by (job, span_name, span_kind) (rate({calls}{{{span}}}[{RATE}]))", instant=True,
                      fmt="table"),
                 prom(ratio(f'{calls}{{{span}, status_code="STATUS_CODE_ERROR"}}', f"{calls}{{{span}}}",
-                           "service_name, span_name, span_kind"), instant=True, fmt="table"),
-                prom(f"histogram_quantile(0.95, sum by (service_name, span_name, span_kind, le) "
+                           "job, span_name, span_kind"), instant=True, fmt="table"),
+                prom(f"histogram_quantile(0.95, sum by (job, span_name, span_kind, le) "
                      f"(rate(traces_span_metrics_duration_seconds_bucket{{{span}}}[{RATE}])))", instant=True,
                      fmt="table")],
                   "short", "Per operation: calls per second, error ratio and p95 duration.", w=24, h=8,
@@ -527,9 +530,9 @@ def errors():
                   w=12, options={"orientation": "horizontal", "displayMode": "gradient",
                                  "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
                   thresholds_=thresholds(1, 10)),
-            timeseries("Error spans", [prom('sum by (service_name, span_name) (rate(traces_span_metrics_calls_total'
-                                            f'{{service_name=~"$service", status_code="STATUS_CODE_ERROR"}}[{RATE}]))',
-                                            "{{service_name}} {{span_name}}")],
+            timeseries("Error spans", [prom('sum by (job, span_name) (rate(traces_span_metrics_calls_total'
+                                            f'{{job=~"$service", status_code="STATUS_CODE_ERROR"}}[{RATE}]))',
+                                            "{{job}} {{span_name}}")],
                        "cps", "Spans per second that ended with status ERROR, by service and operation.", w=12),
             timeseries("Error log records",
                        [loki(f'sum by (service_name, level) (count_over_time({{service_name=~"$service", {levels}}} '

@@ -228,6 +228,9 @@ impl SpanMetricsConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
     service: String,
+    /// `service.namespace`, kept on the output resource so Prometheus' `job` (`namespace/name`) is the one the
+    /// service's own metrics have.
+    namespace: String,
     span_name: String,
     kind: i32,
     status: i32,
@@ -332,9 +335,10 @@ impl SpanMetrics {
                 .map(|r| r.attributes.as_slice())
                 .unwrap_or(&[]);
             let service = find(resource_attributes, "service.name").unwrap_or_default();
+            let namespace = find(resource_attributes, "service.namespace").unwrap_or_default();
             for scope_spans in &resource_spans.scope_spans {
                 for span in &scope_spans.spans {
-                    let mut key = self.key(&service, span, resource_attributes);
+                    let mut key = self.key(&service, &namespace, span, resource_attributes);
                     let duration = span
                         .end_time_unix_nano
                         .saturating_sub(span.start_time_unix_nano)
@@ -345,6 +349,7 @@ impl SpanMetrics {
                         self.overflowed.add(1);
                         key = Key {
                             service: String::new(),
+                            namespace: String::new(),
                             span_name: String::new(),
                             kind: 0,
                             status: 0,
@@ -380,10 +385,11 @@ impl SpanMetrics {
         }
     }
 
-    fn key(&self, service: &str, span: &Span, resource: &[KeyValue]) -> Key {
+    fn key(&self, service: &str, namespace: &str, span: &Span, resource: &[KeyValue]) -> Key {
         let status = span.status.as_ref().map(|s| s.code).unwrap_or(0);
         Key {
             service: service.to_string(),
+            namespace: namespace.to_string(),
             span_name: span.name.clone(),
             kind: span.kind,
             status,
@@ -413,11 +419,16 @@ impl SpanMetrics {
         if series.is_empty() {
             return None;
         }
-        let mut by_service: HashMap<String, (Vec<NumberDataPoint>, Vec<HistogramDataPoint>)> =
-            HashMap::new();
+        // By (service.namespace, service.name): one output resource each.
+        let mut by_service: HashMap<
+            (String, String),
+            (Vec<NumberDataPoint>, Vec<HistogramDataPoint>),
+        > = HashMap::new();
         for (key, aggregate) in series.iter() {
             let attributes = self.attributes(key);
-            let (calls, durations) = by_service.entry(key.service.clone()).or_default();
+            let (calls, durations) = by_service
+                .entry((key.namespace.clone(), key.service.clone()))
+                .or_default();
             let exemplars: Vec<SpanExemplar> =
                 aggregate.exemplars.iter().flatten().copied().collect();
             // The calls counter carries the latest span of all, its value the count (OpenMetrics: one per line).
@@ -464,24 +475,29 @@ impl SpanMetrics {
         };
         let mut services: Vec<_> = by_service.into_iter().collect();
         services.sort_by(|a, b| a.0.cmp(&b.0));
-        let resource_metrics = services
-            .into_iter()
-            .map(|(service, (calls, durations))| ResourceMetrics {
-                resource: Some(Resource {
-                    attributes: if service.is_empty() {
-                        Vec::new()
-                    } else {
-                        vec![string_attribute("service.name", &service)]
-                    },
-                    ..Default::default()
-                }),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(InstrumentationScope {
-                        name: "vigil.connector.spanmetrics".into(),
-                        version: env!("CARGO_PKG_VERSION").into(),
-                        ..Default::default()
-                    }),
-                    metrics: vec![
+        let resource_metrics =
+            services
+                .into_iter()
+                .map(
+                    |((namespace, service), (calls, durations))| ResourceMetrics {
+                        resource: Some(Resource {
+                            attributes: [
+                                ("service.name", &service),
+                                ("service.namespace", &namespace),
+                            ]
+                            .into_iter()
+                            .filter(|(_, value)| !value.is_empty())
+                            .map(|(key, value)| string_attribute(key, value))
+                            .collect(),
+                            ..Default::default()
+                        }),
+                        scope_metrics: vec![ScopeMetrics {
+                            scope: Some(InstrumentationScope {
+                                name: "vigil.connector.spanmetrics".into(),
+                                version: env!("CARGO_PKG_VERSION").into(),
+                                ..Default::default()
+                            }),
+                            metrics: vec![
                         Metric {
                             name: name("calls"),
                             description:
@@ -507,11 +523,12 @@ impl SpanMetrics {
                             ..Default::default()
                         },
                     ],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect();
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    },
+                )
+                .collect();
         Some((ExportMetricsServiceRequest { resource_metrics }, points))
     }
 

@@ -346,3 +346,41 @@ fn a_duration_on_a_bound_counts_in_that_bucket_and_points_are_two_per_series() {
         }
     }
 }
+
+#[test]
+fn the_service_namespace_stays_on_the_resource_so_job_matches_the_services_metrics() {
+    let connector = default_connector();
+    let mut shop = request("api", vec![span("GET /", 3, false, Vec::new())]);
+    if let Some(resource) = shop.resource_spans[0].resource.as_mut() {
+        resource.attributes.push(attr("service.namespace", "shop"));
+    }
+    connector.add(&shop);
+    connector.add(&request("api", vec![span("GET /", 3, false, Vec::new())]));
+    let (request, points) = connector.snapshot().expect("series");
+    assert_eq!(
+        points, 4,
+        "the same service name in two namespaces is two series"
+    );
+    let mut resources: Vec<Vec<String>> = request
+        .resource_metrics
+        .iter()
+        .map(|rm| {
+            rm.resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .map(|kv| format!("{}={}", kv.key, value_text(kv.value.as_ref())))
+                .collect()
+        })
+        .collect();
+    resources.sort();
+    assert_eq!(
+        resources,
+        [
+            vec!["service.name=api".to_string()],
+            vec![
+                "service.name=api".to_string(),
+                "service.namespace=shop".to_string()
+            ],
+        ]
+    );
+}
