@@ -1173,7 +1173,8 @@ impl Drop for Prometheus {
     }
 }
 
-fn percent_encode(text: &str) -> String {
+/// `text` percent-encoded for a URL query value (every byte but unreserved characters).
+pub fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

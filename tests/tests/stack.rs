@@ -15,7 +15,7 @@ use vigil_e2e::alerting::Alertmanager;
 use vigil_e2e::loki::FakeLoki;
 use vigil_e2e::{
     Collector, MlflowServer, OTLP_TO_FILE, Prometheus, eventually, file_exporter_lines, http,
-    python, reserve_port, spans, workspace_binary, workspace_root,
+    percent_encode, python, reserve_port, spans, workspace_binary, workspace_root,
 };
 
 fn root(path: &str) -> PathBuf {
@@ -818,15 +818,7 @@ fn expand(query: &str, values: &BTreeMap<String, String>) -> String {
 /// Runs PromQL over the last five minutes (a range query, as a time series panel does) or now (instant); the
 /// series that have at least one non-NaN value, or Prometheus's error.
 fn evaluate(prometheus: &Prometheus, promql: &str, instant: bool) -> Result<usize, String> {
-    let encoded: String = promql
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
+    let encoded = percent_encode(promql);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -874,30 +866,10 @@ fn label_values(prometheus: &Prometheus, query: &str) -> Result<Vec<String>, Str
         .and_then(|q| q.strip_suffix(')'))
         .ok_or_else(|| format!("`{query}` is not label_values(…)"))?;
     let (selector, label) = inner.rsplit_once(',').ok_or("no label")?;
-    let result = http(
-        "GET",
-        &prometheus.address,
-        &format!(
-            "/api/v1/query?query={}",
-            selector
-                .trim()
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
-                    _ => format!("%{b:02X}"),
-                })
-                .collect::<String>()
-        ),
-        &[],
-        b"",
-    )
-    .map_err(|e| e.to_string())?;
-    let body: Value = serde_json::from_slice(&result.body).map_err(|e| e.to_string())?;
-    let mut values: Vec<String> = body["data"]["result"]
-        .as_array()
+    let mut values: Vec<String> = prometheus
+        .query(selector.trim())
         .into_iter()
-        .flatten()
-        .filter_map(|s| s["metric"][label.trim()].as_str().map(str::to_string))
+        .filter_map(|(labels, _)| labels.get(label.trim())?.as_str().map(str::to_string))
         .collect();
     values.sort();
     values.dedup();
