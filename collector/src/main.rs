@@ -41,6 +41,25 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Persistent sending queues (`sending_queue.storage`): inspect and repair offline.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Check a queue directory (a `storage.directory`, or one exporter's queue in it): segments, undelivered
+    /// items, damage, items lost. Exit 0 when clean (or repaired), 1 when damage remains, 2 on errors.
+    Check {
+        /// The directory.
+        dir: PathBuf,
+        /// Move damaged bytes to `quarantine/` and rewrite the segments without them (the collector using
+        /// the queue must be stopped).
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -197,6 +216,28 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Rules { command }) => rules(command),
+        Some(Command::Queue {
+            command: QueueCommand::Check { dir, repair },
+        }) => match vigil_collector::pipeline::persistent::check::check_all(&dir, repair) {
+            Ok(reports) if reports.is_empty() => {
+                eprintln!("{}: no persistent queue here", dir.display());
+                ExitCode::from(2)
+            }
+            Ok(reports) => {
+                for report in &reports {
+                    print!("{report}");
+                }
+                if reports.iter().all(|r| r.is_clean() || r.repaired) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Some(Command::Health { endpoint, path }) => {
             match vigil_collector::extension::health_check::probe(&endpoint, &path) {
                 Ok((200, _)) => ExitCode::SUCCESS,

@@ -139,6 +139,7 @@ impl Default for AlertingConfig {
             sending_queue: QueueSettings {
                 queue_size: 1000,
                 num_consumers: 1,
+                storage: None,
             },
             state_directory: None,
             restore_grace: Duration::from_secs(300),

@@ -59,11 +59,13 @@ impl ConnectorConfig {
             "spanmetrics" => {
                 let config: spanmetrics::SpanMetricsConfig = check.decode(path, value)?;
                 config.validate(check, path);
+                reject_storage(check, path, &config.sending_queue);
                 Some(ConnectorConfig::SpanMetrics(config))
             }
             "alerting" => {
                 let mut config: crate::alert::AlertingConfig = check.decode(path, value)?;
                 config.validate(check, path);
+                reject_storage(check, path, &config.sending_queue);
                 Some(ConnectorConfig::Alerting(Box::new(config)))
             }
             other => {
@@ -113,5 +115,17 @@ impl ConnectorConfig {
                 Arc::new(crate::alert::Alerting::new(c, &id.to_string(), registry)?)
             }
         })
+    }
+}
+
+/// A connector turns data into other data in memory at once: a persistent queue in front of it would store
+/// what it consumes in microseconds. Its output pipelines' exporters can have one.
+fn reject_storage(check: &mut Checker<'_>, path: &str, queue: &QueueSettings) {
+    if queue.storage.is_some() {
+        check.error(
+            &format!("{path}.sending_queue.storage"),
+            "connectors keep their queue in memory; give the exporters of the pipeline it feeds a \
+             persistent queue instead",
+        );
     }
 }

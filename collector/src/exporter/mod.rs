@@ -21,6 +21,7 @@ use vigil_proto::otlp::Signal;
 
 use crate::config::{Checker, ComponentId};
 pub use crate::delivery::{ExportError, Exported, RetrySettings};
+use crate::pipeline::persistent::StorageSettings;
 use crate::pipeline::{Batch, BoxFuture};
 use crate::telemetry::Registry;
 
@@ -46,6 +47,10 @@ pub struct QueueSettings {
     pub queue_size: usize,
     /// Batches exported concurrently.
     pub num_consumers: usize,
+    /// Keep the queue on disk, so nothing acknowledged is lost to a crash; bounded by `max_size_mib` instead
+    /// of `queue_size`.
+    #[serde(deserialize_with = "storage_section")]
+    pub storage: Option<StorageSettings>,
 }
 
 impl Default for QueueSettings {
@@ -53,7 +58,31 @@ impl Default for QueueSettings {
         QueueSettings {
             queue_size: 1000,
             num_consumers: 10,
+            storage: None,
         }
+    }
+}
+
+/// `storage` is a section here; otelcol users write the id of a `file_storage` extension, so say what to
+/// write instead.
+fn storage_section<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<StorageSettings>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Extension(String),
+        Section(Value),
+    }
+    match Option::<Raw>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Raw::Extension(name)) => Err(serde::de::Error::custom(format!(
+            "`storage: {name}` names an otelcol storage extension; here `storage` is the queue's own \
+             section: `storage: {{directory: /var/lib/vigil/queue, fsync: always, max_size_mib: 1024}}`"
+        ))),
+        Some(Raw::Section(value)) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
     }
 }
 
@@ -125,6 +154,20 @@ impl ExporterConfig {
 
     fn validate(&self, check: &mut Checker<'_>, path: &str) {
         let queue = self.queue();
+        if let Some(storage) = &queue.storage {
+            if storage.max_size_mib == 0 {
+                check.error(
+                    &format!("{path}.sending_queue.storage.max_size_mib"),
+                    "must be at least 1",
+                );
+            }
+            if storage.directory.as_os_str().is_empty() {
+                check.error(
+                    &format!("{path}.sending_queue.storage.directory"),
+                    "must name a directory",
+                );
+            }
+        }
         if queue.queue_size == 0 {
             check.error(
                 &format!("{path}.sending_queue.queue_size"),

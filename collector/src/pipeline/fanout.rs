@@ -1,20 +1,20 @@
 //! The end of a pipeline: one batch into every exporter queue of the pipeline, all or none.
 
-use super::queue::BoundedQueue;
+use super::queue::SendingQueue;
 use super::{Batch, BoxFuture, Consumer, Refusal};
 
 /// Hands each batch to several exporter queues.
 ///
 /// Admission reserves a slot in every queue before sending to any, so a client is never told "retry" for data
 /// that one exporter already took (which would duplicate it) nor "ok" for data one exporter could not take.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FanOut {
-    queues: Vec<BoundedQueue>,
+    queues: Vec<SendingQueue>,
 }
 
 impl FanOut {
     /// A fan-out over the given exporter queues.
-    pub fn new(queues: Vec<BoundedQueue>) -> Self {
+    pub fn new(queues: Vec<SendingQueue>) -> Self {
         FanOut { queues }
     }
 }
@@ -22,11 +22,14 @@ impl FanOut {
 impl Consumer for FanOut {
     fn try_consume(&self, batch: Batch) -> Result<(), Refusal> {
         match self.queues.as_slice() {
-            [one] => one.try_consume(batch),
+            [one] => {
+                one.try_reserve()?.send(batch);
+                Ok(())
+            }
             many => {
                 let permits = many
                     .iter()
-                    .map(BoundedQueue::try_reserve)
+                    .map(SendingQueue::try_reserve)
                     .collect::<Result<Vec<_>, _>>()?;
                 for permit in permits {
                     permit.send(batch.clone());
@@ -53,6 +56,7 @@ impl Consumer for FanOut {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::queue::BoundedQueue;
     use bytes::Bytes;
     use vigil_proto::otlp::Signal;
 
@@ -60,7 +64,10 @@ mod tests {
     async fn all_or_nothing_admission() {
         let (a, mut rx_a) = BoundedQueue::new(1);
         let (b, mut rx_b) = BoundedQueue::new(2);
-        let fanout = FanOut::new(vec![a.clone(), b.clone()]);
+        let fanout = FanOut::new(vec![
+            SendingQueue::Memory(a.clone()),
+            SendingQueue::Memory(b.clone()),
+        ]);
         let batch = Batch::new(Signal::Logs, Bytes::from_static(b"x"), 3);
         fanout.try_consume(batch.clone()).unwrap();
         // `a` is full now: the second batch must go to neither queue.

@@ -13,7 +13,9 @@
 //! exporter queues that admits a batch into all of them or none.
 
 pub mod fanout;
+pub mod persistent;
 pub mod queue;
+pub mod receipt;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,6 +40,9 @@ pub struct Chunk {
     /// engine would change; a `mask` processor with that engine passes the chunk on without walking it. A stage
     /// that changes a chunk's content makes a new chunk, which carries no such mark.
     pub mask_checked: Option<Masker>,
+    /// The receipt of the request this chunk came from, while a persistent queue downstream may still have
+    /// to make it durable before the client is answered (see [`receipt`]).
+    pub receipt: Option<receipt::Receipt>,
 }
 
 impl Chunk {
@@ -47,6 +52,16 @@ impl Chunk {
             bytes,
             items,
             mask_checked: None,
+            receipt: None,
+        }
+    }
+
+    /// A chunk made from this one with new content: it keeps the receipt (the client still waits for this
+    /// data), not the masking mark (the content changed).
+    pub fn derived(&self, bytes: Bytes, items: u64) -> Self {
+        Chunk {
+            receipt: self.receipt.clone(),
+            ..Chunk::new(bytes, items)
         }
     }
 }
@@ -113,6 +128,22 @@ impl Batch {
         self.chunks.iter().map(|c| c.bytes.clone()).collect()
     }
 
+    /// Releases the receipts of every chunk: this copy needs no durability (an in-memory queue took it).
+    pub fn release_receipts(&mut self) {
+        for chunk in &mut self.chunks {
+            chunk.receipt = None;
+        }
+    }
+
+    /// Records on every chunk's receipt that this copy could not be made durable, then releases them.
+    pub fn fail_receipts(&mut self, refusal: &Refusal) {
+        for chunk in &mut self.chunks {
+            if let Some(receipt) = chunk.receipt.take() {
+                receipt.fail(refusal.clone());
+            }
+        }
+    }
+
     /// The batch as one contiguous encoded request (copies only when there are several chunks).
     pub fn to_bytes(&self) -> Bytes {
         match self.chunks.as_slice() {
@@ -141,6 +172,14 @@ pub enum Refusal {
     /// The collector is shutting down and takes no more data.
     #[error("collector is shutting down")]
     ShuttingDown,
+    /// A persistent queue could not store the data (disk full, write error); the sender should retry.
+    #[error("a persistent queue could not store the data ({message}); retry after {}ms", retry_after.as_millis())]
+    Storage {
+        /// What failed.
+        message: String,
+        /// How long the client should wait before retrying.
+        retry_after: Duration,
+    },
 }
 
 impl Refusal {
@@ -149,6 +188,15 @@ impl Refusal {
         match self {
             Refusal::Full { .. } => "queue_full",
             Refusal::ShuttingDown => "shutting_down",
+            Refusal::Storage { .. } => "storage_error",
+        }
+    }
+
+    /// How long the client should wait before retrying.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Refusal::Full { retry_after } | Refusal::Storage { retry_after, .. } => *retry_after,
+            Refusal::ShuttingDown => Duration::from_secs(5),
         }
     }
 }

@@ -1,9 +1,11 @@
-//! The bounded queue between two stages.
+//! The bounded queue between two stages, and the sending queue in front of an exporter (in memory, or
+//! persistent).
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::persistent::PersistentQueue;
 use super::{Batch, BoxFuture, Consumer, DEFAULT_RETRY_AFTER, Refusal};
 use crate::telemetry::Registry;
 
@@ -97,6 +99,80 @@ impl BoundedQueue {
 }
 
 impl Consumer for BoundedQueue {
+    fn try_consume(&self, batch: Batch) -> Result<(), Refusal> {
+        self.try_reserve()?.send(batch);
+        Ok(())
+    }
+
+    fn consume(&self, batch: Batch) -> BoxFuture<'_, Result<(), Refusal>> {
+        Box::pin(async move {
+            self.reserve().await?.send(batch);
+            Ok(())
+        })
+    }
+}
+
+/// An exporter's sending queue: batches wait here for the exporter's consumers.
+#[derive(Clone)]
+pub enum SendingQueue {
+    /// In memory, bounded in batches (`queue_size`).
+    Memory(BoundedQueue),
+    /// On disk, bounded in bytes (`storage.max_size_mib`).
+    Persistent(Arc<PersistentQueue>),
+}
+
+/// Room reserved in a [`SendingQueue`] for one batch.
+pub enum SendPermit<'a> {
+    /// A slot in an in-memory queue.
+    Memory(mpsc::Permit<'a, Batch>),
+    /// Room in a persistent queue.
+    Persistent(&'a PersistentQueue),
+}
+
+impl SendPermit<'_> {
+    /// Sends `batch` into the reserved room. An in-memory queue releases the batch's receipts at once (this
+    /// copy needs no durability); a persistent queue releases them once the batch is stored.
+    pub fn send(self, mut batch: Batch) {
+        match self {
+            SendPermit::Memory(permit) => {
+                batch.release_receipts();
+                permit.send(batch);
+            }
+            SendPermit::Persistent(queue) => queue.write(batch),
+        }
+    }
+}
+
+impl SendingQueue {
+    /// Reserves room without waiting.
+    pub fn try_reserve(&self) -> Result<SendPermit<'_>, Refusal> {
+        match self {
+            SendingQueue::Memory(queue) => queue.try_reserve().map(SendPermit::Memory),
+            SendingQueue::Persistent(queue) => {
+                queue.try_reserve()?;
+                Ok(SendPermit::Persistent(queue))
+            }
+        }
+    }
+
+    /// Reserves room, waiting for it.
+    pub async fn reserve(&self) -> Result<SendPermit<'_>, Refusal> {
+        match self {
+            SendingQueue::Memory(queue) => queue.reserve().await.map(SendPermit::Memory),
+            SendingQueue::Persistent(queue) => {
+                queue.reserve().await?;
+                Ok(SendPermit::Persistent(queue))
+            }
+        }
+    }
+
+    /// Whether the queue is on disk (so receivers wait for it to store what they admit).
+    pub fn is_persistent(&self) -> bool {
+        matches!(self, SendingQueue::Persistent(_))
+    }
+}
+
+impl Consumer for SendingQueue {
     fn try_consume(&self, batch: Batch) -> Result<(), Refusal> {
         self.try_reserve()?.send(batch);
         Ok(())

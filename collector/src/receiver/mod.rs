@@ -75,6 +75,7 @@ impl ReceiverConfig {
 pub struct Outputs {
     by_signal: BTreeMap<Signal, SharedConsumer>,
     mask_checks: BTreeMap<Signal, Masker>,
+    durable: std::collections::BTreeSet<Signal>,
 }
 
 impl Outputs {
@@ -97,6 +98,17 @@ impl Outputs {
     /// The engine each `signal` request is checked against while it is validated, if any.
     pub fn mask_check(&self, signal: Signal) -> Option<&Masker> {
         self.mask_checks.get(&signal)
+    }
+
+    /// Says that a `signal` pipeline ends in a persistent queue: clients are answered only once it stored
+    /// their data.
+    pub fn require_durability(&mut self, signal: Signal) {
+        self.durable.insert(signal);
+    }
+
+    /// Whether clients sending `signal` wait for a persistent queue to store their data.
+    pub fn durable(&self, signal: Signal) -> bool {
+        self.durable.contains(&signal)
     }
 
     /// The consumer for `signal`, if a pipeline takes it.

@@ -106,7 +106,7 @@ pub async fn start(mut config: Config) -> Result<Running, String> {
                 ..RetrySettings::default()
             },
             &registry,
-        );
+        )?;
         connectors.insert(id.clone(), (connector, Vec::new()));
         connector_workers.insert(id.clone(), worker);
     }
@@ -127,7 +127,7 @@ pub async fn start(mut config: Config) -> Result<Running, String> {
                 exporter_config.queue(),
                 exporter_config.retry(),
                 &registry,
-            );
+            )?;
             exporters.insert(id.clone(), worker);
         }
     }
@@ -136,7 +136,7 @@ pub async fn start(mut config: Config) -> Result<Running, String> {
     let mut stages = Vec::new();
     for (pipeline_id, pipeline) in &config.service.pipelines {
         let name = pipeline_id.to_string();
-        let queues = pipeline
+        let queues: Vec<_> = pipeline
             .exporters
             .iter()
             .map(|id| match connector_workers.get(id) {
@@ -144,6 +144,7 @@ pub async fn start(mut config: Config) -> Result<Running, String> {
                 None => exporters[id].queue(),
             })
             .collect();
+        let durable = queues.iter().any(|queue| queue.is_persistent());
         let mut next: SharedConsumer = Arc::new(FanOut::new(queues));
         let mut pipeline_stages = Vec::new();
         for id in pipeline.processors.iter().rev() {
@@ -178,6 +179,9 @@ pub async fn start(mut config: Config) -> Result<Running, String> {
                 None => {
                     let receiver_outputs = outputs.entry(id.clone()).or_default();
                     receiver_outputs.add(pipeline_id.signal, next.clone());
+                    if durable {
+                        receiver_outputs.require_durability(pipeline_id.signal);
+                    }
                     if let Some(masker) = &mask_check {
                         receiver_outputs.check_masking(pipeline_id.signal, masker.clone());
                     }

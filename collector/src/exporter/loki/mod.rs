@@ -253,6 +253,7 @@ impl Default for LokiExporterConfig {
             sending_queue: QueueSettings {
                 queue_size: 1000,
                 num_consumers: 1,
+                storage: None,
             },
         }
     }

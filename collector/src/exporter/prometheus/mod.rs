@@ -86,6 +86,7 @@ impl Default for PrometheusExporterConfig {
             sending_queue: QueueSettings {
                 queue_size: 1000,
                 num_consumers: 2,
+                storage: None,
             },
         }
     }

@@ -98,6 +98,7 @@ impl Default for RemoteWriteConfig {
             sending_queue: QueueSettings {
                 queue_size: 1000,
                 num_consumers: 1,
+                storage: None,
             },
         }
     }

@@ -18,7 +18,8 @@ use tokio::time::Instant;
 
 use super::{ExportError, Exporter, QueueSettings, RetrySettings};
 pub use crate::delivery::Backoff;
-use crate::pipeline::queue::{BoundedQueue, QueueGauges, QueueReceiver};
+use crate::pipeline::persistent::PersistentQueue;
+use crate::pipeline::queue::{BoundedQueue, QueueGauges, QueueReceiver, SendingQueue};
 use crate::pipeline::{Batch, BoxFuture};
 use crate::telemetry::{Counter, Problems, Registry};
 
@@ -33,11 +34,18 @@ struct Accounts {
     in_flight: AtomicU64,
 }
 
+/// Where consumers take batches from.
+#[derive(Clone)]
+enum Source {
+    Memory(Arc<Mutex<QueueReceiver>>),
+    Persistent(Arc<PersistentQueue>),
+}
+
 /// A running exporter with its queue and consumers.
 pub struct ExporterWorker {
     id: String,
-    queue: BoundedQueue,
-    receiver: Arc<Mutex<QueueReceiver>>,
+    queue: SendingQueue,
+    source: Source,
     closing: watch::Sender<bool>,
     tasks: JoinSet<()>,
     exporter: Arc<dyn Exporter>,
@@ -45,15 +53,15 @@ pub struct ExporterWorker {
 }
 
 impl ExporterWorker {
-    /// Starts `settings.num_consumers` consumers exporting through `exporter`.
+    /// Starts `settings.num_consumers` consumers exporting through `exporter`. Fails only when a persistent
+    /// queue cannot be opened.
     pub fn start(
         id: &str,
         exporter: Box<dyn Exporter>,
         queue_settings: &QueueSettings,
         retry: RetrySettings,
         registry: &Registry,
-    ) -> Self {
-        let (queue, receiver) = BoundedQueue::new(queue_settings.queue_size);
+    ) -> Result<Self, String> {
         let labels = [("exporter", id)];
         let dropped = |reason: &'static str| {
             registry.counter(
@@ -80,16 +88,33 @@ impl ExporterWorker {
             shutdown: dropped("shutdown"),
             in_flight: AtomicU64::new(0),
         });
-        queue.publish_gauges(
-            registry,
-            QueueGauges {
-                size_name: "vigil_exporter_queue_size",
-                size_help: "Batches waiting in an exporter's sending queue.",
-                capacity_name: "vigil_exporter_queue_capacity",
-                capacity_help: "Most batches an exporter's sending queue holds.",
-            },
-            &labels,
-        );
+        let (queue, source) = match &queue_settings.storage {
+            Some(storage) => {
+                let persistent = PersistentQueue::open(id, storage, registry)
+                    .map_err(|e| format!("exporter {id}: persistent queue: {e}"))?;
+                (
+                    SendingQueue::Persistent(persistent.clone()),
+                    Source::Persistent(persistent),
+                )
+            }
+            None => {
+                let (queue, receiver) = BoundedQueue::new(queue_settings.queue_size);
+                queue.publish_gauges(
+                    registry,
+                    QueueGauges {
+                        size_name: "vigil_exporter_queue_size",
+                        size_help: "Batches waiting in an exporter's sending queue.",
+                        capacity_name: "vigil_exporter_queue_capacity",
+                        capacity_help: "Most batches an exporter's sending queue holds.",
+                    },
+                    &labels,
+                );
+                (
+                    SendingQueue::Memory(queue),
+                    Source::Memory(Arc::new(Mutex::new(receiver))),
+                )
+            }
+        };
         let in_flight = accounts.clone();
         registry.gauge_fn(
             "vigil_exporter_in_flight_items",
@@ -98,7 +123,6 @@ impl ExporterWorker {
             move || in_flight.in_flight.load(Ordering::Relaxed) as f64,
         );
         let exporter: Arc<dyn Exporter> = Arc::from(exporter);
-        let receiver = Arc::new(Mutex::new(receiver));
         let (closing, closing_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let consumers = queue_settings.num_consumers.max(1);
@@ -109,32 +133,38 @@ impl ExporterWorker {
                 component: problem_key(id),
                 problems: registry.problems().clone(),
                 exporter: exporter.clone(),
-                receiver: receiver.clone(),
+                source: source.clone(),
                 retry: retry.clone(),
                 accounts: accounts.clone(),
                 closing: closing_rx.clone(),
             };
             tasks.spawn(consumer.run());
         }
-        ExporterWorker {
+        Ok(ExporterWorker {
             id: id.to_string(),
             queue,
-            receiver,
+            source,
             closing,
             tasks,
             exporter,
             accounts,
-        }
+        })
     }
 
     /// The queue pipelines send into.
-    pub fn queue(&self) -> BoundedQueue {
+    pub fn queue(&self) -> SendingQueue {
         self.queue.clone()
     }
 
     /// Stops taking batches, exports what is queued until `deadline`, then gives up on the rest (counted as
     /// dropped with reason `shutdown`). Returns the number of items that could not be delivered for that reason.
+    ///
+    /// A persistent queue first stores what it was given, and its consumers only finish the records they
+    /// hold: the rest stays on disk for the next start, and nothing is dropped.
     pub async fn shutdown(mut self, deadline: Instant) -> u64 {
+        if let Source::Persistent(queue) = &self.source {
+            queue.close().await;
+        }
         let _ = self.closing.send(true);
         let drained = tokio::time::timeout_at(deadline, async {
             while self.tasks.join_next().await.is_some() {}
@@ -144,13 +174,15 @@ impl ExporterWorker {
         let mut lost = 0;
         if !drained {
             self.tasks.shutdown().await;
-            lost += self.accounts.in_flight.swap(0, Ordering::Relaxed);
-            let mut receiver = self.receiver.lock().await;
-            receiver.close();
-            while let Ok(batch) = receiver.try_recv() {
-                lost += batch.items;
+            if let Source::Memory(receiver) = &self.source {
+                lost += self.accounts.in_flight.swap(0, Ordering::Relaxed);
+                let mut receiver = receiver.lock().await;
+                receiver.close();
+                while let Ok(batch) = receiver.try_recv() {
+                    lost += batch.items;
+                }
+                self.accounts.shutdown.add(lost);
             }
-            self.accounts.shutdown.add(lost);
         }
         self.exporter.shutdown().await;
         if lost > 0 {
@@ -181,18 +213,38 @@ struct Consumer {
     component: String,
     problems: Problems,
     exporter: Arc<dyn Exporter>,
-    receiver: Arc<Mutex<QueueReceiver>>,
+    source: Source,
     retry: RetrySettings,
     accounts: Arc<Accounts>,
     closing: watch::Receiver<bool>,
 }
 
 impl Consumer {
-    async fn run(mut self) {
+    async fn run(self) {
+        match self.source.clone() {
+            Source::Memory(receiver) => self.run_memory(receiver).await,
+            Source::Persistent(queue) => self.run_persistent(queue).await,
+        }
+    }
+
+    async fn run_persistent(mut self, queue: Arc<PersistentQueue>) {
+        while let Some((batch, ticket)) = queue.take(&mut self.closing).await {
+            self.accounts
+                .in_flight
+                .fetch_add(batch.items, Ordering::Relaxed);
+            self.deliver(&batch).await;
+            self.accounts
+                .in_flight
+                .fetch_sub(batch.items, Ordering::Relaxed);
+            queue.done(ticket);
+        }
+    }
+
+    async fn run_memory(mut self, receiver: Arc<Mutex<QueueReceiver>>) {
         let mut taken = Vec::new();
         loop {
             {
-                let mut receiver = self.receiver.lock().await;
+                let mut receiver = receiver.lock().await;
                 // Each turn at the shared receiver costs a trip through the scheduler, which under load is long:
                 // with a backlog, a consumer takes its share of it, not one batch.
                 let share = (receiver.len() / self.consumers).max(1);

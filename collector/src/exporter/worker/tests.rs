@@ -76,6 +76,7 @@ async fn run(
     let settings = QueueSettings {
         queue_size: 16,
         num_consumers: 1,
+        storage: None,
     };
     let worker = ExporterWorker::start(
         "x",
@@ -83,7 +84,8 @@ async fn run(
         &settings,
         retry(),
         &registry,
-    );
+    )
+    .unwrap();
     for &items in batches {
         worker.queue().try_consume(batch(items)).unwrap();
     }
@@ -167,8 +169,10 @@ async fn shutdown_deadline_counts_everything_not_delivered() {
     let settings = QueueSettings {
         queue_size: 16,
         num_consumers: 2,
+        storage: None,
     };
-    let worker = ExporterWorker::start("x", Box::new(Stuck), &settings, retry(), &registry);
+    let worker =
+        ExporterWorker::start("x", Box::new(Stuck), &settings, retry(), &registry).unwrap();
     for items in [1, 2, 3, 4, 5] {
         worker.queue().try_consume(batch(items)).unwrap();
     }
@@ -279,10 +283,12 @@ async fn a_poisoned_batch_costs_only_the_poisoned_request() {
         &QueueSettings {
             queue_size: 4,
             num_consumers: 1,
+            storage: None,
         },
         retry(),
         &registry,
-    );
+    )
+    .unwrap();
     worker.queue().try_consume(batch).unwrap();
     let lost = worker
         .shutdown(Instant::now() + Duration::from_secs(3600))
@@ -321,4 +327,65 @@ async fn a_permanent_error_is_a_problem_on_readyz_until_an_export_succeeds() {
     );
     let (registry, _) = run(vec![permanent()], &[1, 2]).await;
     assert!(registry.problems().list().is_empty());
+}
+
+/// Counts the items it is given.
+#[derive(Default)]
+struct Counting(std::sync::atomic::AtomicU64);
+
+impl Exporter for Arc<Counting> {
+    fn export<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
+        self.0
+            .fetch_add(batch.items, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async { Ok(Exported::default()) })
+    }
+}
+
+#[tokio::test]
+async fn a_persistent_queue_keeps_what_a_stuck_exporter_held_for_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = QueueSettings {
+        queue_size: 10,
+        num_consumers: 2,
+        storage: Some(crate::pipeline::persistent::StorageSettings {
+            directory: dir.path().to_path_buf(),
+            fsync: crate::pipeline::persistent::Fsync::Never,
+            max_size_mib: 16,
+        }),
+    };
+    let registry = Registry::default();
+    let worker =
+        ExporterWorker::start("x", Box::new(Stuck), &settings, retry(), &registry).unwrap();
+    for items in [1, 2, 3, 4, 5] {
+        worker.queue().consume(batch(items)).await.unwrap();
+    }
+    let lost = worker
+        .shutdown(Instant::now() + Duration::from_millis(300))
+        .await;
+    assert_eq!(lost, 0, "nothing is dropped: it stays on disk");
+    assert_eq!(dropped(&registry, "shutdown"), 0);
+
+    let registry = Registry::default();
+    let counting = Arc::new(Counting::default());
+    let worker = ExporterWorker::start(
+        "x",
+        Box::new(counting.clone()),
+        &settings,
+        retry(),
+        &registry,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counting.0.load(std::sync::atomic::Ordering::SeqCst) < 15 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(sent(&registry), 15);
+    // The two the stuck consumers held were handed out before: they are redeliveries.
+    assert_eq!(
+        registry.counter_sum("vigil_exporter_redelivered_items_total", &[]),
+        3
+    );
+    worker
+        .shutdown(Instant::now() + Duration::from_secs(5))
+        .await;
 }

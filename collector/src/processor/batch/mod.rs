@@ -276,10 +276,9 @@ fn split(signal: vigil_proto::otlp::Signal, chunk: &Chunk) -> Vec<Chunk> {
         entries if entries.len() > 1 => entries
             .into_iter()
             .map(|(bytes, items)| Chunk {
-                bytes: chunk.bytes.slice(bytes),
-                items,
                 // Part of a chunk with nothing to mask has nothing to mask.
                 mask_checked: chunk.mask_checked.clone(),
+                ..chunk.derived(chunk.bytes.slice(bytes), items)
             })
             .collect(),
         _ => vec![chunk.clone()],

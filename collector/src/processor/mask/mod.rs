@@ -124,7 +124,7 @@ impl MaskStage {
             match wire::mask_request(batch.signal, &chunk.bytes, &self.masker) {
                 Ok(wire::Outcome::Keep) => masked.push(chunk),
                 Ok(wire::Outcome::Replace(bytes)) => {
-                    masked.push(Chunk::new(Bytes::from(bytes), chunk.items))
+                    masked.push(chunk.derived(Bytes::from(bytes), chunk.items))
                 }
                 Ok(wire::Outcome::Drop) => {}
                 Err(e) => {

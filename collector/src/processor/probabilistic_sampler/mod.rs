@@ -210,7 +210,7 @@ impl Sampler {
             };
             match sampled {
                 Some((bytes, items)) if items > 0 => {
-                    out.push(crate::pipeline::Chunk::new(Bytes::from(bytes), items))
+                    out.push(chunk.derived(Bytes::from(bytes), items))
                 }
                 Some(_) => {}
                 // Validated on receipt, so this is a bug: say so, count the loss.

@@ -83,6 +83,11 @@ pub fn status_of(error: IngestError) -> Status {
             "collector is shutting down",
             ErrorDetails::with_retry_info(Some(Duration::from_secs(5))),
         ),
+        IngestError::Refused(refusal @ Refusal::Storage { .. }) => Status::with_error_details(
+            Code::Unavailable,
+            refusal.to_string(),
+            ErrorDetails::with_retry_info(Some(refusal.retry_after())),
+        ),
     }
 }
 
@@ -93,7 +98,7 @@ struct Export {
 
 impl tonic::server::UnaryService<Bytes> for Export {
     type Response = Vec<Bytes>;
-    type Future = std::future::Ready<Result<tonic::Response<Vec<Bytes>>, Status>>;
+    type Future = BoxFuture<'static, Result<tonic::Response<Vec<Bytes>>, Status>>;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         if let Some(auth) = &self.service.auth {
@@ -103,18 +108,22 @@ impl tonic::server::UnaryService<Bytes> for Export {
                 .map(|v| v.as_bytes());
             if !auth.allows(header) {
                 self.service.ingest.count_invalid_request(self.signal);
-                return std::future::ready(Err(Status::unauthenticated(
+                return Box::pin(std::future::ready(Err(Status::unauthenticated(
                     "missing or wrong bearer token in the `authorization` metadata",
-                )));
+                ))));
             }
         }
-        let result = self
-            .service
-            .ingest
-            .ingest(self.signal, request.into_inner())
-            .map(|accepted| tonic::Response::new(vec![response_protobuf(self.signal, &accepted)]))
-            .map_err(status_of);
-        std::future::ready(result)
+        let signal = self.signal;
+        let result = self.service.ingest.ingest(signal, request.into_inner());
+        Box::pin(async move {
+            let accepted = match result {
+                Ok(accepted) => Ingest::stored(accepted).await,
+                Err(error) => Err(error),
+            };
+            accepted
+                .map(|accepted| tonic::Response::new(vec![response_protobuf(signal, &accepted)]))
+                .map_err(status_of)
+        })
     }
 }
 

@@ -13,7 +13,6 @@ use vigil_proto::otlp::{Signal, json};
 use super::config::AuthConfig;
 use super::ingest::{Ingest, IngestError, response_json, response_protobuf};
 use crate::net::text;
-use crate::pipeline::Refusal;
 
 /// The HTTP side of the `otlp` receiver.
 pub struct OtlpHttpHandler {
@@ -289,7 +288,11 @@ impl OtlpHttpHandler {
                 }
             },
         };
-        match self.ingest.ingest(signal, protobuf) {
+        let result = match self.ingest.ingest(signal, protobuf) {
+            Ok(accepted) => Ingest::stored(accepted).await,
+            Err(error) => Err(error),
+        };
+        match result {
             Ok(accepted) => {
                 let body = match encoding {
                     Encoding::Protobuf => response_protobuf(signal, &accepted),
@@ -314,10 +317,7 @@ impl OtlpHttpHandler {
                 format!("this receiver is not part of any {signal} pipeline"),
             ),
             Err(IngestError::Refused(refusal)) => {
-                let retry_after = match refusal {
-                    Refusal::Full { retry_after } => retry_after.as_secs().max(1),
-                    Refusal::ShuttingDown => 5,
-                };
+                let retry_after = refusal.retry_after().as_secs().max(1);
                 let mut response = status_response(
                     encoding,
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -11,6 +11,7 @@ use vigil_proto::otlp::collector::trace::v1::{
 };
 use vigil_proto::otlp::{Signal, scan};
 
+use crate::pipeline::receipt::{Receipt, ReceiptWait};
 use crate::pipeline::{Batch, Chunk, Refusal};
 use crate::processor::mask::precheck::MaskPrecheck;
 use crate::receiver::Outputs;
@@ -34,11 +35,14 @@ pub struct Accepted {
     pub rejected: u64,
     /// Why the rejected items were rejected.
     pub message: String,
+    /// When a persistent queue downstream must store the data before the client is answered: the wait for it.
+    pub durable: Option<ReceiptWait>,
 }
 
 struct SignalCounters {
     accepted: Counter,
     refused: Counter,
+    not_stored: Counter,
     invalid: Counter,
     requests_invalid: Counter,
 }
@@ -90,6 +94,11 @@ impl Ingest {
                     "vigil_receiver_refused_items_total",
                     "Items refused with a retryable error, by reason; the client keeps them.",
                     &with_reason("invalid"),
+                ),
+                not_stored: registry.counter(
+                    "vigil_receiver_refused_items_total",
+                    "Items refused with a retryable error, by reason; the client keeps them.",
+                    &with_reason("storage_error"),
                 ),
                 requests_invalid: registry.counter(
                     "vigil_receiver_invalid_requests_total",
@@ -152,15 +161,26 @@ impl Ingest {
         let mask_checked = mask_check
             .filter(|_| summary.resources.iter().all(|e| !e.flagged))
             .cloned();
+        let (receipt, durable) = match self.outputs.durable(signal) {
+            true => {
+                let (receipt, wait) = Receipt::new();
+                (Some(receipt), Some(wait))
+            }
+            false => (None, None),
+        };
         let Some(first_error) = summary.first_error() else {
             if summary.items > 0 {
                 let chunk = Chunk {
                     mask_checked,
+                    receipt,
                     ..Chunk::new(body, summary.items)
                 };
                 self.admit(signal, Batch::from_chunk(signal, chunk))?;
             }
-            return Ok(Accepted::default());
+            return Ok(Accepted {
+                durable,
+                ..Accepted::default()
+            });
         };
         let message = format!(
             "rejected {} of {} {}: {first_error}",
@@ -177,13 +197,29 @@ impl Ingest {
         let valid = scan::without_invalid(&body, &summary);
         let chunk = Chunk {
             mask_checked,
+            receipt,
             ..Chunk::new(Bytes::from(valid), summary.items)
         };
         self.admit(signal, Batch::from_chunk(signal, chunk))?;
         Ok(Accepted {
             rejected: summary.rejected_items,
             message,
+            durable,
         })
+    }
+
+    /// Waits until a persistent queue downstream has stored what `accepted` admitted (at once when none
+    /// must); a queue that could not store it turns the answer into a retryable refusal.
+    pub async fn stored(mut accepted: Accepted) -> Result<Accepted, IngestError> {
+        let Some(durable) = accepted.durable.take() else {
+            return Ok(accepted);
+        };
+        match durable.wait().await {
+            Ok(()) => Ok(accepted),
+            // The items were counted as accepted; the exporter that could not store them counts them as
+            // dropped (`not_persisted`), and the client is told to send them again.
+            Err(refusal) => Err(IngestError::Refused(refusal)),
+        }
     }
 
     fn admit(&self, signal: Signal, batch: Batch) -> Result<(), IngestError> {
@@ -200,6 +236,7 @@ impl Ingest {
             Err(refusal) => {
                 match refusal {
                     Refusal::Full { .. } => counters.refused.add(items),
+                    Refusal::Storage { .. } => counters.not_stored.add(items),
                     Refusal::ShuttingDown => self.refused_shutdown[index(signal)].add(items),
                 }
                 Err(IngestError::Refused(refusal))

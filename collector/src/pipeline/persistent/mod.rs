@@ -1,0 +1,1154 @@
+//! The persistent sending queue: an exporter's queue kept in write-ahead segment files, so that a `kill -9`,
+//! an OOM kill or a power cut loses nothing a client was told was accepted.
+//!
+//! * **Writing.** One writer thread per queue appends records ([`record`]) to the active segment. It takes
+//!   every batch waiting for it as one group, writes the group with one `write`, and with `fsync: always`
+//!   syncs once for the whole group (group commit) before releasing the batches' receipts, which is when the
+//!   receivers answer their clients (see [`crate::pipeline::receipt`]). With `fsync: interval(d)` receipts are
+//!   released after the write and the data is synced at most `d` later; with `never`, the OS decides.
+//! * **Reading.** Consumers read records in order from the oldest segment, straight from the files, so a
+//!   backlog of any size costs one batch of memory per consumer. Each record handed out is marked `started`
+//!   in the segment's acknowledgement file, and `done` once the exporter has finished with it. A segment whose
+//!   records are all done is deleted.
+//! * **Restart.** Records not marked done are delivered again (at least once). Those marked `started` may have
+//!   reached the backend before the crash: they are counted in `vigil_exporter_redelivered_items_total`.
+//! * **Damage.** A torn tail, a flipped bit or a missing segment is detected by checksums and by the item
+//!   count every record carries; the bad bytes are moved to `quarantine/`, the exact number of items lost is
+//!   logged and counted (`vigil_exporter_dropped_items_total{reason="queue_corrupted"}`), and delivery goes on.
+//! * **Full.** Past `max_size_mib` of undelivered records, admission refuses (the receiver answers
+//!   "retry later"); a failed write (disk full) fails the batches' receipts, so their clients retry.
+
+pub mod check;
+pub mod record;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer};
+use tokio::sync::{Notify, watch};
+
+use self::record::{AckKind, HEADER_LEN, Header};
+use super::{Batch, DEFAULT_RETRY_AFTER, Refusal};
+use crate::telemetry::{Counter, Problems, Registry};
+
+/// `sending_queue.storage`: keep the queue on disk.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Where queues live; each exporter gets a subdirectory named after its id.
+    pub directory: PathBuf,
+    /// When written records are synced to disk.
+    #[serde(default)]
+    pub fsync: Fsync,
+    /// Most mebibytes of undelivered records; past it, receivers refuse new data with a retryable error.
+    #[serde(default = "default_max_size_mib")]
+    pub max_size_mib: u64,
+}
+
+fn default_max_size_mib() -> u64 {
+    1024
+}
+
+/// `fsync`: when the queue syncs what it wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before a client is answered (one sync per group of concurrent writes).
+    #[default]
+    Always,
+    /// At most this long after a write; a power cut may lose that window, a process crash loses nothing.
+    Interval(Duration),
+    /// When the operating system decides; a process crash loses nothing, a power cut may lose more.
+    Never,
+}
+
+impl<'de> Deserialize<'de> for Fsync {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Fsync::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Fsync {
+    /// Parses `always`, `never` or `interval(<duration>)`.
+    pub fn parse(text: &str) -> Result<Fsync, String> {
+        let text = text.trim();
+        match text {
+            "always" => return Ok(Fsync::Always),
+            "never" => return Ok(Fsync::Never),
+            _ => {}
+        }
+        let inner = text
+            .strip_prefix("interval(")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .ok_or_else(|| {
+                format!("`{text}` is not a fsync policy; use `always`, `never` or `interval(1s)`")
+            })?;
+        let interval = humantime::parse_duration(inner.trim())
+            .map_err(|e| format!("`{inner}` in `{text}` is not a duration ({e})"))?;
+        if interval.is_zero() {
+            return Err("`interval(0s)` would sync on every write: use `always`".into());
+        }
+        Ok(Fsync::Interval(interval))
+    }
+}
+
+/// Why a persistent queue could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A file or directory could not be created, read or locked.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// Another process holds the directory.
+    #[error("{0} is in use by another collector (its LOCK file is locked)")]
+    Locked(PathBuf),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
+    move |source| OpenError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Identifies a record handed to a consumer, to be given back to [`PersistentQueue::done`].
+#[derive(Debug)]
+pub struct Ticket {
+    segment: u64,
+    seq: u64,
+    items: u64,
+    bytes: u64,
+}
+
+struct Segment {
+    wal_path: PathBuf,
+    ack_path: PathBuf,
+    file: Arc<File>,
+    ack: File,
+    /// Bytes of whole records readers may read.
+    written: u64,
+    /// Bytes on disk in the two files.
+    disk_bytes: u64,
+    /// No more records will be appended.
+    sealed: bool,
+    /// The reader has passed its end.
+    read_through: bool,
+    /// Records the reader handed out or skipped as already done.
+    claimed: u64,
+    /// Of those, the ones finished.
+    done: u64,
+    /// From before a restart: records already done (skipped) and records handed out but not done.
+    recovered_done: HashSet<u64>,
+    recovered_started: HashSet<u64>,
+}
+
+impl Segment {
+    fn finished(&self) -> bool {
+        self.sealed && self.read_through && self.done == self.claimed
+    }
+}
+
+#[derive(Default)]
+struct Cursor {
+    segment: u64,
+    offset: u64,
+    /// `items_before` the next record should have; `None` until the first record is read.
+    expected_items_before: Option<u64>,
+}
+
+struct State {
+    segments: BTreeMap<u64, Segment>,
+    cursor: Cursor,
+    pending_items: u64,
+    pending_bytes: u64,
+    in_flight: BTreeMap<u64, u64>,
+}
+
+struct Accounts {
+    written: Counter,
+    redelivered: Counter,
+    corrupted: Counter,
+    corrupt_bytes: Counter,
+    not_persisted: Counter,
+    write_errors: Counter,
+}
+
+struct Shared {
+    id: String,
+    dir: PathBuf,
+    state: Mutex<State>,
+    readable: Notify,
+    room: Notify,
+    /// Bytes handed to the writer and not yet written.
+    queued_bytes: AtomicU64,
+    max_bytes: u64,
+    closed: AtomicBool,
+    accounts: Accounts,
+    problems: Problems,
+    disk_bytes: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+enum Job {
+    Write(Batch),
+    Close,
+}
+
+/// An exporter's persistent sending queue.
+pub struct PersistentQueue {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<(mpsc::Sender<Job>, std::thread::JoinHandle<()>)>>,
+    _lock: File,
+}
+
+/// The directory of exporter `id`'s queue under `directory`.
+pub fn queue_dir(directory: &Path, id: &str) -> PathBuf {
+    let name: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    directory.join(name)
+}
+
+fn segment_paths(dir: &Path, id: u64) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("seg-{id:020}.wal")),
+        dir.join(format!("seg-{id:020}.ack")),
+    )
+}
+
+/// The ids of the segment files in `dir`, oldest first.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut ids = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(id) = name
+            .strip_prefix("seg-")
+            .and_then(|rest| rest.strip_suffix(".wal"))
+            .and_then(|digits| digits.parse().ok())
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The size a segment grows to before a new one is started: small enough that delivered data is freed
+/// soon, large enough that files stay few.
+fn segment_limit(max_bytes: u64) -> u64 {
+    (max_bytes / 8).clamp(1 << 20, 64 << 20)
+}
+
+/// One step through a segment file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// A record whose header is intact.
+    Record {
+        /// Where it starts.
+        offset: u64,
+        /// Its header.
+        header: Header,
+    },
+    /// Bytes that are no valid record; a valid record follows unless `to_end`.
+    Damaged {
+        /// Where they start.
+        offset: u64,
+        /// How many.
+        len: u64,
+        /// Whether they run to `end` (a torn tail, when this is the last segment written).
+        to_end: bool,
+    },
+}
+
+/// Reads the entry at `offset` of a segment whose valid part ends at `end`; `None` at `end`.
+pub fn next_entry(file: &File, offset: u64, end: u64) -> io::Result<Option<Entry>> {
+    if offset >= end {
+        return Ok(None);
+    }
+    let mut header = [0u8; HEADER_LEN];
+    if end - offset >= HEADER_LEN as u64 {
+        file.read_exact_at(&mut header, offset)?;
+        if let Some(header) = record::decode_header(&header) {
+            if offset + header.record_len() <= end {
+                return Ok(Some(Entry::Record { offset, header }));
+            }
+            return Ok(Some(Entry::Damaged {
+                offset,
+                len: end - offset,
+                to_end: true,
+            }));
+        }
+    }
+    // Damaged: look for the next valid header in the rest of the segment (segments are small).
+    let mut rest = vec![0u8; (end - offset) as usize];
+    file.read_exact_at(&mut rest, offset)?;
+    Ok(Some(match record::find_next_header(&rest, 1) {
+        Some((at, _)) => Entry::Damaged {
+            offset,
+            len: at as u64,
+            to_end: false,
+        },
+        None => Entry::Damaged {
+            offset,
+            len: end - offset,
+            to_end: true,
+        },
+    }))
+}
+
+/// Copies `len` bytes at `offset` of segment `id` to `quarantine/` beside it, for a post-mortem.
+fn quarantine(dir: &Path, id: u64, file: &File, offset: u64, len: u64) -> io::Result<PathBuf> {
+    let quarantine = dir.join("quarantine");
+    fs::create_dir_all(&quarantine)?;
+    let path = quarantine.join(format!("seg-{id:020}-at-{offset}.bad"));
+    let mut bytes = vec![0u8; len as usize];
+    file.read_exact_at(&mut bytes, offset)?;
+    fs::write(&path, bytes)?;
+    Ok(path)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// What the writer continues from.
+struct Resume {
+    next_seq: u64,
+    items_before: u64,
+}
+
+impl PersistentQueue {
+    /// Opens (or creates) exporter `id`'s queue under `settings.directory`, recovering what a previous run left.
+    pub fn open(
+        id: &str,
+        settings: &StorageSettings,
+        registry: &Registry,
+    ) -> Result<Arc<PersistentQueue>, OpenError> {
+        let dir = queue_dir(&settings.directory, id);
+        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_error(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(dir)),
+            Err(fs::TryLockError::Error(e)) => return Err(io_error(&lock_path)(e)),
+        }
+        let labels = [("exporter", id)];
+        let dropped = |reason: &'static str| {
+            registry.counter(
+                "vigil_exporter_dropped_items_total",
+                "Items an exporter gave up on, by reason.",
+                &[("exporter", id), ("reason", reason)],
+            )
+        };
+        let accounts = Accounts {
+            written: registry.counter(
+                "vigil_exporter_queue_written_items_total",
+                "Items written to an exporter's persistent queue.",
+                &labels,
+            ),
+            redelivered: registry.counter(
+                "vigil_exporter_redelivered_items_total",
+                "Items delivered again after a restart because the previous run may have sent them.",
+                &labels,
+            ),
+            corrupted: dropped("queue_corrupted"),
+            corrupt_bytes: registry.counter(
+                "vigil_exporter_queue_corrupt_bytes_total",
+                "Damaged bytes found in a persistent queue and moved to its quarantine directory.",
+                &labels,
+            ),
+            not_persisted: dropped("not_persisted"),
+            write_errors: registry.counter(
+                "vigil_exporter_queue_write_errors_total",
+                "Failed writes to a persistent queue; their clients were told to retry.",
+                &labels,
+            ),
+        };
+        let max_bytes = settings.max_size_mib.saturating_mul(1 << 20);
+        let (state, resume, disk_bytes) = recover(&dir, id, &accounts)?;
+        let shared = Arc::new(Shared {
+            id: id.to_string(),
+            dir: dir.clone(),
+            state: Mutex::new(state),
+            readable: Notify::new(),
+            room: Notify::new(),
+            queued_bytes: AtomicU64::new(0),
+            max_bytes,
+            closed: AtomicBool::new(false),
+            accounts,
+            problems: registry.problems().clone(),
+            disk_bytes: AtomicU64::new(disk_bytes),
+        });
+        publish_gauges(&shared, registry, id);
+        let (jobs, received) = mpsc::channel();
+        let writer = Writer {
+            shared: shared.clone(),
+            fsync: settings.fsync,
+            segment_limit: segment_limit(max_bytes),
+            active: None,
+            next_seq: resume.next_seq,
+            items_before: resume.items_before,
+            dirty: false,
+            last_sync: Instant::now(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("queue-{id}"))
+            .spawn(move || writer.run(received))
+            .map_err(io_error(&dir))?;
+        Ok(Arc::new(PersistentQueue {
+            shared,
+            writer: Mutex::new(Some((jobs, thread))),
+            _lock: lock,
+        }))
+    }
+
+    /// Undelivered items (written and not yet done).
+    pub fn pending_items(&self) -> u64 {
+        self.shared.lock().pending_items
+    }
+
+    fn room_error(&self) -> Option<Refusal> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Some(Refusal::ShuttingDown);
+        }
+        let used =
+            self.shared.lock().pending_bytes + self.shared.queued_bytes.load(Ordering::Acquire);
+        (used >= self.shared.max_bytes).then_some(Refusal::Full {
+            retry_after: DEFAULT_RETRY_AFTER,
+        })
+    }
+
+    /// Admission: refuses when the queue is at `max_size_mib` or closed.
+    pub fn try_reserve(&self) -> Result<(), Refusal> {
+        match self.room_error() {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for room below `max_size_mib`.
+    pub async fn reserve(&self) -> Result<(), Refusal> {
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.room_error() {
+                None => return Ok(()),
+                Some(Refusal::Full { .. }) => room.await,
+                Some(refusal) => return Err(refusal),
+            }
+        }
+    }
+
+    /// Hands `batch` to the writer; its receipts are released once it is written with the queue's durability.
+    pub fn write(&self, mut batch: Batch) {
+        let guard = match self.writer.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let Some((jobs, _)) = guard.as_ref() else {
+            batch.fail_receipts(&Refusal::ShuttingDown);
+            return;
+        };
+        let bytes = batch.byte_len() as u64;
+        self.shared.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if let Err(mpsc::SendError(job)) = jobs.send(Job::Write(batch)) {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            if let Job::Write(mut batch) = job {
+                batch.fail_receipts(&Refusal::ShuttingDown);
+            }
+        }
+    }
+
+    /// The next record to export, read from disk; `None` once `closing` is raised.
+    pub async fn take(&self, closing: &mut watch::Receiver<bool>) -> Option<(Batch, Ticket)> {
+        loop {
+            let readable = self.shared.readable.notified();
+            tokio::pin!(readable);
+            readable.as_mut().enable();
+            if *closing.borrow() {
+                return None;
+            }
+            let claimed = claim(&self.shared);
+            let Some((file, offset, header, segment)) = claimed else {
+                tokio::select! {
+                    _ = readable => continue,
+                    _ = crate::pipeline::raised(closing) => return None,
+                }
+            };
+            let read = tokio::task::spawn_blocking(move || {
+                let mut payload = vec![0u8; header.payload_len as usize];
+                file.read_exact_at(&mut payload, offset + HEADER_LEN as u64)
+                    .map(|()| payload)
+            })
+            .await;
+            let ticket = Ticket {
+                segment,
+                seq: header.seq,
+                items: header.items,
+                bytes: header.record_len(),
+            };
+            let payload = match read {
+                Ok(Ok(payload)) => payload,
+                Ok(Err(e)) => {
+                    self.lose(ticket, &format!("could not be read: {e}"));
+                    continue;
+                }
+                Err(e) => {
+                    self.lose(ticket, &format!("could not be read: {e}"));
+                    continue;
+                }
+            };
+            match record::decode_payload(&header, Bytes::from(payload)) {
+                Ok(batch) => return Some((batch, ticket)),
+                Err(e) => {
+                    self.shared.accounts.corrupt_bytes.add(header.record_len());
+                    self.lose(ticket, &e.to_string());
+                }
+            }
+        }
+    }
+
+    /// A record that cannot be delivered: counted as lost to corruption, logged, and finished.
+    fn lose(&self, ticket: Ticket, why: &str) {
+        self.shared.accounts.corrupted.add(ticket.items);
+        tracing::error!(
+            exporter = %self.shared.id, seq = ticket.seq, items = ticket.items, problem = why,
+            "persistent queue record is damaged; its items are lost"
+        );
+        self.done(ticket);
+    }
+
+    /// The exporter has finished with a record (delivered it, or dropped and counted it).
+    pub fn done(&self, ticket: Ticket) {
+        let mut state = self.shared.lock();
+        state.pending_items = state.pending_items.saturating_sub(ticket.items);
+        state.pending_bytes = state.pending_bytes.saturating_sub(ticket.bytes);
+        state.in_flight.remove(&ticket.seq);
+        if let Some(segment) = state.segments.get_mut(&ticket.segment) {
+            segment.done += 1;
+            let _ = segment
+                .ack
+                .write_all(&record::encode_ack(ticket.seq, AckKind::Done));
+        }
+        retire_finished(&self.shared, &mut state);
+        drop(state);
+        self.shared.room.notify_waiters();
+    }
+
+    /// Stops admission and waits for the writer to write (and sync) what it was given.
+    pub async fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        let writer = match self.writer.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some((jobs, thread)) = writer {
+            let _ = jobs.send(Job::Close);
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        self.shared.readable.notify_waiters();
+        self.shared.room.notify_waiters();
+        let pending = self.pending_items();
+        if pending > 0 {
+            tracing::info!(
+                exporter = %self.shared.id, items = pending, dir = %self.shared.dir.display(),
+                "items remain in the persistent queue; they are delivered after the next start"
+            );
+        }
+    }
+}
+
+/// Deletes segments every record of which is done.
+fn retire_finished(shared: &Shared, state: &mut State) {
+    let finished: Vec<u64> = state
+        .segments
+        .iter()
+        .filter(|(_, segment)| segment.finished())
+        .map(|(id, _)| *id)
+        .collect();
+    for id in finished {
+        if let Some(segment) = state.segments.remove(&id) {
+            let _ = fs::remove_file(&segment.wal_path);
+            let _ = fs::remove_file(&segment.ack_path);
+            shared
+                .disk_bytes
+                .fetch_sub(segment.disk_bytes, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Finds the next record to hand out and marks it started; `None` when the reader has caught up.
+fn claim(shared: &Shared) -> Option<(Arc<File>, u64, Header, u64)> {
+    let mut guard = shared.lock();
+    let state = &mut *guard;
+    loop {
+        let id = state.cursor.segment;
+        let Some(segment) = state.segments.get_mut(&id) else {
+            // The cursor's segment is gone (finished): move to the next one, if any.
+            let next = state.segments.range(id..).next().map(|(id, _)| *id)?;
+            state.cursor.segment = next;
+            state.cursor.offset = 0;
+            continue;
+        };
+        let entry =
+            next_entry(&segment.file, state.cursor.offset, segment.written).unwrap_or_else(|e| {
+                tracing::error!(
+                    exporter = %shared.id, segment = %segment.wal_path.display(), error = %e,
+                    "persistent queue segment could not be read; skipping the rest of it"
+                );
+                Some(Entry::Damaged {
+                    offset: state.cursor.offset,
+                    len: segment.written.saturating_sub(state.cursor.offset),
+                    to_end: true,
+                })
+            });
+        match entry {
+            None if segment.sealed => {
+                segment.read_through = true;
+                let next = state.segments.range(id + 1..).next().map(|(id, _)| *id);
+                retire_finished(shared, state);
+                state.cursor.segment = next?;
+                state.cursor.offset = 0;
+            }
+            None => return None,
+            Some(Entry::Damaged { offset, len, .. }) => {
+                let moved = quarantine(&shared.dir, id, &segment.file, offset, len);
+                tracing::error!(
+                    exporter = %shared.id, segment = %segment.wal_path.display(), offset, bytes = len,
+                    quarantined = %moved.as_ref().map_or_else(|e| format!("failed: {e}"), |p| p.display().to_string()),
+                    "persistent queue segment is damaged; the items lost are counted at the next intact record"
+                );
+                shared.accounts.corrupt_bytes.add(len);
+                state.pending_bytes = state.pending_bytes.saturating_sub(len);
+                state.cursor.offset = offset + len;
+            }
+            Some(Entry::Record { offset, header }) => {
+                segment.claimed += 1;
+                let already_done = segment.recovered_done.remove(&header.seq) || header.tombstone;
+                let redelivery = segment.recovered_started.remove(&header.seq);
+                if !already_done {
+                    let _ = segment
+                        .ack
+                        .write_all(&record::encode_ack(header.seq, AckKind::Started));
+                }
+                let file = segment.file.clone();
+                if already_done {
+                    segment.done += 1;
+                }
+                state.cursor.offset = offset + header.record_len();
+                if let Some(expected) = state.cursor.expected_items_before
+                    && header.items_before > expected
+                {
+                    let lost = header.items_before - expected;
+                    shared.accounts.corrupted.add(lost);
+                    state.pending_items = state.pending_items.saturating_sub(lost);
+                    tracing::error!(
+                        exporter = %shared.id, items = lost, before_seq = header.seq,
+                        "persistent queue lost items to damage or a missing segment"
+                    );
+                }
+                state.cursor.expected_items_before = Some(header.items_before + header.items);
+                if already_done {
+                    continue;
+                }
+                if redelivery {
+                    shared.accounts.redelivered.add(header.items);
+                }
+                state.in_flight.insert(header.seq, header.enqueued_unix_ms);
+                return Some((file, offset, header, id));
+            }
+        }
+    }
+}
+
+/// Reads what a previous run left: segments, their acknowledgements, the position to continue writing from.
+fn recover(dir: &Path, id: &str, accounts: &Accounts) -> Result<(State, Resume, u64), OpenError> {
+    let mut state = State {
+        segments: BTreeMap::new(),
+        cursor: Cursor::default(),
+        pending_items: 0,
+        pending_bytes: 0,
+        in_flight: BTreeMap::new(),
+    };
+    let mut resume = Resume {
+        next_seq: 0,
+        items_before: 0,
+    };
+    let mut disk_bytes = 0;
+    let ids = list_segments(dir).map_err(io_error(dir))?;
+    let last = ids.last().copied();
+    for segment_id in ids {
+        let (wal_path, ack_path) = segment_paths(dir, segment_id);
+        let file = File::open(&wal_path).map_err(io_error(&wal_path))?;
+        let len = file.metadata().map_err(io_error(&wal_path))?.len();
+        let acks = match fs::read(&ack_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_error(&ack_path)(e)),
+        };
+        let mut done = HashSet::new();
+        let mut started = HashSet::new();
+        for (seq, kind) in record::decode_acks(&acks) {
+            match kind {
+                AckKind::Started => started.insert(seq),
+                AckKind::Done => done.insert(seq),
+            };
+        }
+        started.retain(|seq| !done.contains(seq));
+        // Count what is undelivered, and find where the valid part of the segment ends.
+        let mut offset = 0;
+        let mut written = 0;
+        let mut seen_done = 0;
+        let mut records = 0;
+        let mut damaged_within = false;
+        while let Some(entry) = next_entry(&file, offset, len).map_err(io_error(&wal_path))? {
+            match entry {
+                Entry::Record { offset: at, header } => {
+                    records += 1;
+                    offset = at + header.record_len();
+                    written = offset;
+                    if done.contains(&header.seq) || header.tombstone {
+                        seen_done += 1;
+                    } else {
+                        state.pending_items += header.items;
+                        state.pending_bytes += header.record_len();
+                    }
+                    resume.next_seq = header.seq + 1;
+                    resume.items_before = header.items_before + header.items;
+                }
+                Entry::Damaged {
+                    offset: at,
+                    len: bad,
+                    to_end,
+                } => {
+                    offset = at + bad;
+                    if to_end {
+                        // A torn tail (a write cut short) or garbage to the end: nothing after it to read.
+                        accounts.corrupt_bytes.add(bad);
+                        let moved = quarantine(dir, segment_id, &file, at, bad);
+                        tracing::error!(
+                            exporter = id, segment = %wal_path.display(), offset = at, bytes = bad,
+                            last_segment = Some(segment_id) == last,
+                            quarantined = %moved.as_ref().map_or_else(|e| format!("failed: {e}"), |p| p.display().to_string()),
+                            "persistent queue segment ends in an incomplete or damaged record; \
+                             with `fsync: always` it was never acknowledged to a client"
+                        );
+                    } else {
+                        damaged_within = true;
+                        written = offset;
+                    }
+                }
+            }
+        }
+        // Damage inside it is left for the reader, which counts the items lost there.
+        let finished_before = records > 0 && seen_done == records && !damaged_within;
+        if finished_before || (records == 0 && written == 0) {
+            // Everything in it was delivered (or it holds nothing): it is not needed.
+            let _ = fs::remove_file(&wal_path);
+            let _ = fs::remove_file(&ack_path);
+            continue;
+        }
+        let ack = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&ack_path)
+            .map_err(io_error(&ack_path))?;
+        let segment_disk = len + acks.len() as u64;
+        disk_bytes += segment_disk;
+        if state.segments.is_empty() {
+            state.cursor.segment = segment_id;
+        }
+        if !started.is_empty() {
+            tracing::warn!(
+                exporter = id, records = started.len(), segment = %wal_path.display(),
+                "records were being exported when the collector stopped; they are delivered again"
+            );
+        }
+        state.segments.insert(
+            segment_id,
+            Segment {
+                wal_path,
+                ack_path,
+                file: Arc::new(file),
+                ack,
+                written,
+                disk_bytes: segment_disk,
+                sealed: true,
+                read_through: false,
+                claimed: 0,
+                done: 0,
+                recovered_done: done,
+                recovered_started: started,
+            },
+        );
+    }
+    if let Some(last_id) = last {
+        resume.next_seq = resume.next_seq.max(last_id);
+    }
+    if state.pending_items > 0 {
+        tracing::info!(
+            exporter = id,
+            items = state.pending_items,
+            bytes = state.pending_bytes,
+            "persistent queue holds undelivered items from a previous run; delivering them"
+        );
+    }
+    Ok((state, resume, disk_bytes))
+}
+
+fn publish_gauges(shared: &Arc<Shared>, registry: &Registry, id: &str) {
+    let labels = [("exporter", id)];
+    let reader = shared.clone();
+    registry.gauge_fn(
+        "vigil_exporter_queue_items",
+        "Items in an exporter's persistent queue not yet delivered.",
+        &labels,
+        move || reader.lock().pending_items as f64,
+    );
+    let reader = shared.clone();
+    registry.gauge_fn(
+        "vigil_exporter_queue_bytes",
+        "Bytes of records in an exporter's persistent queue not yet delivered.",
+        &labels,
+        move || reader.lock().pending_bytes as f64,
+    );
+    let reader = shared.clone();
+    registry.gauge_fn(
+        "vigil_exporter_queue_disk_bytes",
+        "Bytes an exporter's persistent queue occupies on disk.",
+        &labels,
+        move || reader.disk_bytes.load(Ordering::Acquire) as f64,
+    );
+    let capacity = shared.max_bytes as f64;
+    registry.gauge_fn(
+        "vigil_exporter_queue_max_bytes",
+        "Bytes of undelivered records past which a persistent queue refuses new data.",
+        &labels,
+        move || capacity,
+    );
+    let reader = shared.clone();
+    registry.gauge_fn(
+        "vigil_exporter_queue_oldest_item_age_seconds",
+        "Age of the oldest undelivered item in an exporter's persistent queue (0 when empty).",
+        &labels,
+        move || {
+            let oldest = oldest_unix_ms(&reader);
+            oldest.map_or(0.0, |ms| now_unix_ms().saturating_sub(ms) as f64 / 1000.0)
+        },
+    );
+}
+
+/// When the oldest undelivered record was written: the oldest in flight, or the next one to read.
+fn oldest_unix_ms(shared: &Shared) -> Option<u64> {
+    let state = shared.lock();
+    if let Some((_, ms)) = state.in_flight.first_key_value() {
+        return Some(*ms);
+    }
+    let segment = state.segments.get(&state.cursor.segment)?;
+    let mut offset = state.cursor.offset;
+    // Skip records a previous run finished, as the reader will.
+    loop {
+        match next_entry(&segment.file, offset, segment.written).ok()?? {
+            Entry::Record { header, offset: at } => {
+                if !segment.recovered_done.contains(&header.seq) && !header.tombstone {
+                    return Some(header.enqueued_unix_ms);
+                }
+                offset = at + header.record_len();
+            }
+            Entry::Damaged {
+                offset: at, len, ..
+            } => offset = at + len,
+        }
+    }
+}
+
+struct Active {
+    id: u64,
+    file: File,
+    len: u64,
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    fsync: Fsync,
+    segment_limit: u64,
+    active: Option<Active>,
+    next_seq: u64,
+    items_before: u64,
+    dirty: bool,
+    last_sync: Instant,
+}
+
+/// Most records one group write takes, so receipts are not held back by a huge group.
+const GROUP_RECORDS: usize = 256;
+
+impl Writer {
+    fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        let mut closing = false;
+        while !closing {
+            let first = match self.fsync {
+                Fsync::Interval(interval) if self.dirty => {
+                    let wait = interval.saturating_sub(self.last_sync.elapsed());
+                    match jobs.recv_timeout(wait) {
+                        Ok(job) => job,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.sync();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => Job::Close,
+                    }
+                }
+                _ => jobs.recv().unwrap_or(Job::Close),
+            };
+            let mut group = Vec::new();
+            match first {
+                Job::Write(batch) => group.push(batch),
+                Job::Close => closing = true,
+            }
+            while !closing && group.len() < GROUP_RECORDS {
+                match jobs.try_recv() {
+                    Ok(Job::Write(batch)) => group.push(batch),
+                    Ok(Job::Close) | Err(mpsc::TryRecvError::Disconnected) => closing = true,
+                    Err(mpsc::TryRecvError::Empty) => break,
+                }
+            }
+            if !group.is_empty() {
+                self.write_group(group);
+            }
+        }
+        if self.dirty {
+            self.sync();
+        }
+    }
+
+    fn sync(&mut self) {
+        if let Some(active) = &self.active {
+            if let Err(e) = active.file.sync_data() {
+                tracing::error!(exporter = %self.shared.id, error = %e, "persistent queue fsync failed");
+                self.shared.problems.report(
+                    &crate::exporter::worker::problem_key(&self.shared.id),
+                    &format!("persistent queue fsync failed: {e}"),
+                );
+            }
+        }
+        self.dirty = false;
+        self.last_sync = Instant::now();
+    }
+
+    /// Starts a new segment, sealing the current one.
+    fn rotate(&mut self) -> io::Result<()> {
+        if let Some(old) = self.active.take() {
+            if self.fsync != Fsync::Never && self.dirty {
+                old.file.sync_data()?;
+                self.dirty = false;
+            }
+            let mut state = self.shared.lock();
+            if let Some(segment) = state.segments.get_mut(&old.id) {
+                segment.sealed = true;
+            }
+            retire_finished(&self.shared, &mut state);
+        }
+        let id = self.next_seq;
+        let (wal_path, ack_path) = segment_paths(&self.shared.dir, id);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .read(true)
+            .open(&wal_path)?;
+        let reader = File::open(&wal_path)?;
+        let ack = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&ack_path)?;
+        if self.fsync != Fsync::Never {
+            sync_dir(&self.shared.dir)?;
+        }
+        let mut state = self.shared.lock();
+        if state.segments.is_empty() {
+            state.cursor = Cursor {
+                segment: id,
+                offset: 0,
+                expected_items_before: state.cursor.expected_items_before,
+            };
+        }
+        state.segments.insert(
+            id,
+            Segment {
+                wal_path,
+                ack_path,
+                file: Arc::new(reader),
+                ack,
+                written: 0,
+                disk_bytes: 0,
+                sealed: false,
+                read_through: false,
+                claimed: 0,
+                done: 0,
+                recovered_done: HashSet::new(),
+                recovered_started: HashSet::new(),
+            },
+        );
+        self.active = Some(Active { id, file, len: 0 });
+        Ok(())
+    }
+
+    fn write_group(&mut self, mut group: Vec<Batch>) {
+        let queued: u64 = group.iter().map(|b| b.byte_len() as u64).sum();
+        let result = self.append(&group);
+        self.shared.queued_bytes.fetch_sub(queued, Ordering::AcqRel);
+        match result {
+            Ok(()) => {
+                let items = group.iter().map(|b| b.items).sum();
+                self.shared.accounts.written.add(items);
+                // Dropping the batches releases their receipts: the receivers answer their clients now.
+                drop(group);
+                self.shared.readable.notify_waiters();
+                self.shared
+                    .problems
+                    .clear(&crate::exporter::worker::problem_key(&self.shared.id));
+            }
+            Err(e) => {
+                let items: u64 = group.iter().map(|b| b.items).sum();
+                self.shared.accounts.write_errors.add(1);
+                self.shared.accounts.not_persisted.add(items);
+                let message = format!("writing the persistent queue failed: {e}");
+                tracing::error!(
+                    exporter = %self.shared.id, items, error = %e,
+                    "persistent queue write failed; the clients are told to retry"
+                );
+                self.shared.problems.report(
+                    &crate::exporter::worker::problem_key(&self.shared.id),
+                    &message,
+                );
+                let refusal = Refusal::Storage {
+                    message,
+                    retry_after: DEFAULT_RETRY_AFTER,
+                };
+                for batch in &mut group {
+                    batch.fail_receipts(&refusal);
+                }
+                self.shared.room.notify_waiters();
+            }
+        }
+    }
+
+    /// Writes the group's records to the active segment (starting new segments as they fill), syncing as
+    /// the policy says, then makes them readable.
+    fn append(&mut self, group: &[Batch]) -> io::Result<()> {
+        let mut buffer = Vec::new();
+        let mut records = 0u64;
+        let mut items = 0u64;
+        let enqueued = now_unix_ms();
+        for batch in group {
+            let full = self
+                .active
+                .as_ref()
+                .is_none_or(|a| a.len > 0 && a.len + buffer.len() as u64 >= self.segment_limit);
+            if full {
+                self.flush(&mut buffer, &mut records, &mut items)?;
+                self.rotate()?;
+            }
+            record::encode(
+                &mut buffer,
+                batch,
+                self.next_seq,
+                self.items_before,
+                enqueued,
+            );
+            self.next_seq += 1;
+            self.items_before += batch.items;
+            records += 1;
+            items += batch.items;
+        }
+        self.flush(&mut buffer, &mut records, &mut items)
+    }
+
+    /// Writes `buffer` to the active segment and publishes its records. On failure nothing of `buffer` stays
+    /// in the file, and the sequence numbers and item counts it used are given back.
+    fn flush(
+        &mut self,
+        buffer: &mut Vec<u8>,
+        records: &mut u64,
+        items: &mut u64,
+    ) -> io::Result<()> {
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        let Some(active) = self.active.as_mut() else {
+            return Err(io::Error::other("no active segment"));
+        };
+        let mut result = active.file.write_all(buffer);
+        if result.is_ok() && self.fsync == Fsync::Always {
+            result = active.file.sync_data();
+        }
+        if let Err(e) = result {
+            // Leave no partial record behind: later records must follow the last whole one.
+            let _ = active.file.set_len(active.len);
+            self.next_seq -= *records;
+            self.items_before -= *items;
+            buffer.clear();
+            *records = 0;
+            *items = 0;
+            return Err(e);
+        }
+        self.dirty = self.fsync != Fsync::Always;
+        active.len += buffer.len() as u64;
+        let written = buffer.len() as u64;
+        let mut state = self.shared.lock();
+        if let Some(segment) = state.segments.get_mut(&active.id) {
+            segment.written = active.len;
+            segment.disk_bytes += written;
+        }
+        state.pending_items += *items;
+        state.pending_bytes += written;
+        drop(state);
+        self.shared.disk_bytes.fetch_add(written, Ordering::AcqRel);
+        buffer.clear();
+        *records = 0;
+        *items = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

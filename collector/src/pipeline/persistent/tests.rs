@@ -1,0 +1,333 @@
+use std::time::Duration;
+
+use super::*;
+use crate::pipeline::Chunk;
+use crate::pipeline::receipt::Receipt;
+
+fn settings(dir: &Path, max_size_mib: u64) -> StorageSettings {
+    StorageSettings {
+        directory: dir.to_path_buf(),
+        fsync: Fsync::Always,
+        max_size_mib,
+    }
+}
+
+fn batch(tag: &str, items: u64, size: usize) -> Batch {
+    let mut bytes = tag.as_bytes().to_vec();
+    bytes.resize(size.max(tag.len()), b'.');
+    Batch::new(Signal::Logs, Bytes::from(bytes), items)
+}
+
+use vigil_proto::otlp::Signal;
+
+fn tag_of(batch: &Batch) -> String {
+    let bytes = batch.to_bytes();
+    String::from_utf8_lossy(&bytes)
+        .trim_end_matches('.')
+        .to_string()
+}
+
+/// Writes a batch and waits until it is stored (its receipt released).
+async fn store(queue: &PersistentQueue, mut batch: Batch) -> Result<(), Refusal> {
+    let (receipt, wait) = Receipt::new();
+    for chunk in &mut batch.chunks {
+        chunk.receipt = Some(receipt.clone());
+    }
+    drop(receipt);
+    queue.reserve().await?;
+    queue.write(batch);
+    wait.wait().await
+}
+
+fn no_closing() -> (watch::Sender<bool>, watch::Receiver<bool>) {
+    watch::channel(false)
+}
+
+/// Takes what the queue has right now (stops when it would wait).
+async fn take_available(queue: &PersistentQueue) -> Vec<(Batch, Ticket)> {
+    let (_keep, mut closing) = no_closing();
+    let mut taken = Vec::new();
+    while let Ok(Some(next)) =
+        tokio::time::timeout(Duration::from_millis(200), queue.take(&mut closing)).await
+    {
+        taken.push(next);
+    }
+    taken
+}
+
+fn counter(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
+    registry.counter_sum(name, labels)
+}
+
+fn segment_files(dir: &Path) -> Vec<u64> {
+    list_segments(&queue_dir(dir, "otlp")).unwrap()
+}
+
+#[tokio::test]
+async fn stored_batches_come_back_in_order_and_finished_segments_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::default();
+    let queue = PersistentQueue::open("otlp", &settings(dir.path(), 4), &registry).unwrap();
+    // 1 MiB segments: 300 KB records fill one every 4 records.
+    for i in 0..10 {
+        store(&queue, batch(&format!("b{i}"), i + 1, 300_000))
+            .await
+            .unwrap();
+    }
+    assert_eq!(queue.pending_items(), 55);
+    assert!(segment_files(dir.path()).len() >= 3);
+    let taken = take_available(&queue).await;
+    let tags: Vec<String> = taken.iter().map(|(b, _)| tag_of(b)).collect();
+    assert_eq!(tags, (0..10).map(|i| format!("b{i}")).collect::<Vec<_>>());
+    for (_, ticket) in taken {
+        queue.done(ticket);
+    }
+    assert_eq!(queue.pending_items(), 0);
+    // Only the segment still being written remains.
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    assert_eq!(
+        counter(&registry, "vigil_exporter_queue_written_items_total", &[]),
+        55
+    );
+}
+
+#[tokio::test]
+async fn a_restart_delivers_what_was_not_done_and_counts_redeliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let registry = Registry::default();
+        let queue = PersistentQueue::open("otlp", &settings(dir.path(), 64), &registry).unwrap();
+        for (tag, items) in [("done", 1), ("started", 2), ("waiting", 4)] {
+            store(&queue, batch(tag, items, 10)).await.unwrap();
+        }
+        let (_keep, mut closing) = no_closing();
+        let (first, ticket) = queue.take(&mut closing).await.unwrap();
+        assert_eq!(tag_of(&first), "done");
+        queue.done(ticket);
+        let (second, _in_flight) = queue.take(&mut closing).await.unwrap();
+        assert_eq!(tag_of(&second), "started");
+        // Crash: no close, no done for the second.
+    }
+    let registry = Registry::default();
+    let queue = PersistentQueue::open("otlp", &settings(dir.path(), 64), &registry).unwrap();
+    assert_eq!(queue.pending_items(), 6);
+    let tags: Vec<String> = take_available(&queue)
+        .await
+        .iter()
+        .map(|(b, _)| tag_of(b))
+        .collect();
+    assert_eq!(tags, ["started", "waiting"]);
+    assert_eq!(
+        counter(&registry, "vigil_exporter_redelivered_items_total", &[]),
+        2
+    );
+    // New records continue after the old ones.
+    store(&queue, batch("new", 8, 10)).await.unwrap();
+    let tags: Vec<String> = take_available(&queue)
+        .await
+        .iter()
+        .map(|(b, _)| tag_of(b))
+        .collect();
+    assert_eq!(tags, ["new"]);
+}
+
+#[tokio::test]
+async fn a_second_collector_cannot_open_the_same_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::default();
+    let _first = PersistentQueue::open("otlp", &settings(dir.path(), 64), &registry).unwrap();
+    let second = PersistentQueue::open("otlp", &settings(dir.path(), 64), &registry);
+    assert!(matches!(second, Err(OpenError::Locked(_))));
+}
+
+/// Writes three records of 1, 2 and 4 items, returns the segment path and the records' offsets.
+async fn three_records(dir: &Path) -> (PathBuf, Vec<u64>) {
+    let registry = Registry::default();
+    let queue = PersistentQueue::open("otlp", &settings(dir, 64), &registry).unwrap();
+    for (tag, items) in [("one", 1), ("two", 2), ("four", 4)] {
+        store(&queue, batch(tag, items, 100)).await.unwrap();
+    }
+    queue.close().await;
+    let qdir = queue_dir(dir, "otlp");
+    let id = list_segments(&qdir).unwrap()[0];
+    let (wal, _) = segment_paths(&qdir, id);
+    let file = File::open(&wal).unwrap();
+    let len = file.metadata().unwrap().len();
+    let mut offsets = Vec::new();
+    let mut offset = 0;
+    while let Some(Entry::Record { offset: at, header }) = next_entry(&file, offset, len).unwrap() {
+        offsets.push(at);
+        offset = at + header.record_len();
+    }
+    (wal, offsets)
+}
+
+fn flip(path: &Path, at: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[at as usize] ^= 0x10;
+    fs::write(path, bytes).unwrap();
+}
+
+async fn reopen_and_drain(dir: &Path) -> (Registry, Vec<String>) {
+    let registry = Registry::default();
+    let queue = PersistentQueue::open("otlp", &settings(dir, 64), &registry).unwrap();
+    let tags = take_available(&queue)
+        .await
+        .iter()
+        .map(|(b, _)| tag_of(b))
+        .collect();
+    (registry, tags)
+}
+
+fn lost(registry: &Registry) -> u64 {
+    counter(
+        registry,
+        "vigil_exporter_dropped_items_total",
+        &[("reason", "queue_corrupted")],
+    )
+}
+
+#[tokio::test]
+async fn a_damaged_payload_loses_exactly_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, offsets) = three_records(dir.path()).await;
+    flip(&wal, offsets[1] + HEADER_LEN as u64 + 30);
+    let (registry, tags) = reopen_and_drain(dir.path()).await;
+    assert_eq!(tags, ["one", "four"]);
+    assert_eq!(lost(&registry), 2);
+}
+
+#[tokio::test]
+async fn a_damaged_header_is_skipped_and_its_items_counted_from_the_next_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, offsets) = three_records(dir.path()).await;
+    flip(&wal, offsets[1] + 20);
+    let (registry, tags) = reopen_and_drain(dir.path()).await;
+    assert_eq!(tags, ["one", "four"]);
+    assert_eq!(lost(&registry), 2);
+    let quarantined = fs::read_dir(queue_dir(dir.path(), "otlp").join("quarantine"))
+        .unwrap()
+        .count();
+    assert_eq!(quarantined, 1);
+    // The offline check agrees, and repairs.
+    let report = check::check(&queue_dir(dir.path(), "otlp"), false).unwrap();
+    assert!(!report.is_clean());
+    assert_eq!(report.damage.len(), 1);
+}
+
+#[tokio::test]
+async fn a_torn_tail_keeps_the_records_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, offsets) = three_records(dir.path()).await;
+    let file = OpenOptions::new().write(true).open(&wal).unwrap();
+    file.set_len(offsets[2] + 10).unwrap();
+    drop(file);
+    let (registry, tags) = reopen_and_drain(dir.path()).await;
+    assert_eq!(tags, ["one", "two"]);
+    assert_eq!(
+        counter(&registry, "vigil_exporter_queue_corrupt_bytes_total", &[]),
+        10
+    );
+}
+
+#[tokio::test]
+async fn a_missing_segment_is_counted_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let registry = Registry::default();
+        let queue = PersistentQueue::open("otlp", &settings(dir.path(), 4), &registry).unwrap();
+        for i in 0..12 {
+            store(&queue, batch(&format!("b{i}"), 1, 300_000))
+                .await
+                .unwrap();
+        }
+        queue.close().await;
+    }
+    let qdir = queue_dir(dir.path(), "otlp");
+    let ids = list_segments(&qdir).unwrap();
+    assert!(ids.len() >= 3, "{ids:?}");
+    let (wal, _) = segment_paths(&qdir, ids[1]);
+    let file = File::open(&wal).unwrap();
+    let len = file.metadata().unwrap().len();
+    let mut in_missing = 0;
+    let mut offset = 0;
+    while let Some(Entry::Record { offset: at, header }) = next_entry(&file, offset, len).unwrap() {
+        in_missing += header.items;
+        offset = at + header.record_len();
+    }
+    fs::remove_file(&wal).unwrap();
+    let (registry, tags) = reopen_and_drain(dir.path()).await;
+    assert_eq!(tags.len() as u64, 12 - in_missing);
+    assert_eq!(lost(&registry), in_missing);
+    let report = check::check(&qdir, false).unwrap();
+    assert_eq!(report.lost_items, in_missing);
+}
+
+#[tokio::test]
+async fn admission_refuses_past_the_size_limit_and_reopens_when_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::default();
+    let queue = PersistentQueue::open("otlp", &settings(dir.path(), 1), &registry).unwrap();
+    for i in 0..4 {
+        store(&queue, batch(&format!("b{i}"), 1, 300_000))
+            .await
+            .unwrap();
+    }
+    assert!(matches!(queue.try_reserve(), Err(Refusal::Full { .. })));
+    let (_keep, mut closing) = no_closing();
+    let (_, ticket) = queue.take(&mut closing).await.unwrap();
+    queue.done(ticket);
+    assert_eq!(queue.try_reserve(), Ok(()));
+    queue.close().await;
+    assert_eq!(queue.try_reserve(), Err(Refusal::ShuttingDown));
+}
+
+#[tokio::test]
+async fn repair_leaves_a_clean_queue_with_the_intact_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, offsets) = three_records(dir.path()).await;
+    flip(&wal, offsets[1] + HEADER_LEN as u64 + 5);
+    let qdir = queue_dir(dir.path(), "otlp");
+    let report = check::check(&qdir, true).unwrap();
+    assert!(report.repaired);
+    assert_eq!(report.lost_items, 2);
+    let again = check::check(&qdir, false).unwrap();
+    assert!(again.is_clean(), "{again}");
+    assert_eq!(again.pending_items, 5);
+    let (_, tags) = reopen_and_drain(dir.path()).await;
+    assert_eq!(tags, ["one", "four"]);
+}
+
+#[test]
+fn fsync_policies_parse_and_bad_ones_say_what_is_accepted() {
+    assert_eq!(Fsync::parse("always"), Ok(Fsync::Always));
+    assert_eq!(Fsync::parse("never"), Ok(Fsync::Never));
+    assert_eq!(
+        Fsync::parse("interval(250ms)"),
+        Ok(Fsync::Interval(Duration::from_millis(250)))
+    );
+    assert!(
+        Fsync::parse("sometimes")
+            .unwrap_err()
+            .contains("interval(1s)")
+    );
+    assert!(Fsync::parse("interval(0s)").unwrap_err().contains("always"));
+    assert!(Fsync::parse("interval(soon)").is_err());
+}
+
+#[test]
+fn chunk_receipts_survive_batch_copies_until_the_last_is_released() {
+    let (receipt, wait) = Receipt::new();
+    let mut batch = Batch::empty(Signal::Traces);
+    batch.push(Chunk {
+        receipt: Some(receipt),
+        ..Chunk::new(Bytes::from_static(b"x"), 1)
+    });
+    let mut copy = batch.clone();
+    copy.release_receipts();
+    drop(batch);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert_eq!(runtime.block_on(wait.wait()), Ok(()));
+}
