@@ -513,6 +513,13 @@ impl Collector {
         }
     }
 
+    /// `kill -9`: the process gets no chance to flush or drain. Waits until it is gone.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("collector already stopped");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("collector already stopped");

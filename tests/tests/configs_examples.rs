@@ -1,6 +1,6 @@
 //! Every file in `configs/examples/` validates, starts, and does what its header says on a small workload.
-//! (`sampling.yaml` has its own test, `example_sampling.rs`; `stack.yaml`, the local stack's, is run by
-//! `stack.rs`.) The files are used as shipped, with only their fixed listen addresses moved to free ports.
+//! (`sampling.yaml` has its own test, `example_sampling.rs`; `persistent-queue.yaml` is killed again and again
+//! in `persistent_queue.rs`; `stack.yaml`, the local stack's, is run by `stack.rs`.) The files are used as shipped, with only their fixed listen addresses moved to free ports.
 
 use std::time::Duration;
 

@@ -962,14 +962,14 @@ impl Writer {
     }
 
     fn sync(&mut self) {
-        if let Some(active) = &self.active {
-            if let Err(e) = active.file.sync_data() {
-                tracing::error!(exporter = %self.shared.id, error = %e, "persistent queue fsync failed");
-                self.shared.problems.report(
-                    &crate::exporter::worker::problem_key(&self.shared.id),
-                    &format!("persistent queue fsync failed: {e}"),
-                );
-            }
+        if let Some(active) = &self.active
+            && let Err(e) = active.file.sync_data()
+        {
+            tracing::error!(exporter = %self.shared.id, error = %e, "persistent queue fsync failed");
+            self.shared.problems.report(
+                &crate::exporter::worker::problem_key(&self.shared.id),
+                &format!("persistent queue fsync failed: {e}"),
+            );
         }
         self.dirty = false;
         self.last_sync = Instant::now();

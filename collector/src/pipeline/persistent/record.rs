@@ -276,10 +276,10 @@ pub fn find_next_header(bytes: &[u8], from: usize) -> Option<(usize, Header)> {
         let window = &bytes[at..];
         let found = window.windows(4).position(|w| w == magic)?;
         let candidate = at + found;
-        if let Some(header) = decode_header(&bytes[candidate..]) {
-            if candidate as u64 + header.record_len() <= bytes.len() as u64 {
-                return Some((candidate, header));
-            }
+        if let Some(header) = decode_header(&bytes[candidate..])
+            && candidate as u64 + header.record_len() <= bytes.len() as u64
+        {
+            return Some((candidate, header));
         }
         at = candidate + 1;
     }

@@ -1,0 +1,201 @@
+//! The persistent sending queue under `kill -9`: a collector with `configs/examples/persistent-queue.yaml`
+//! forwards to a second collector (writing to a file) while clients send without pause; it is killed at
+//! random moments, the downstream collector is stopped and started again now and then, and at the end every
+//! span a client was told was accepted has arrived downstream.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use std::hash::BuildHasher;
+use vigil_e2e::{Collector, eventually, file_exporter_lines, http, otlp, spans, workspace_root};
+
+const SPANS_PER_REQUEST: u32 = 10;
+
+/// The downstream collector: OTLP in, every span to `{VIGIL_SINK_DIR}/traces.jsonl` (appended across restarts).
+const SINK: &str = "
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: '{grpc}'}
+      http: {endpoint: '{http}'}
+exporters:
+  file: {path: '${env:VIGIL_SINK_DIR}'}
+extensions:
+  health_check: {endpoint: '{health}'}
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {receivers: [otlp], exporters: [file]}
+  telemetry:
+    metrics: {address: '{metrics}'}
+";
+
+/// The shipped example, its listen addresses moved to the test's ports.
+fn example_template() -> String {
+    std::fs::read_to_string(workspace_root().join("configs/examples/persistent-queue.yaml"))
+        .expect("read the example")
+}
+
+/// Starts the example config on fresh ports (the template's `${env:…}` listen addresses are given the
+/// harness's ports through a rendered copy).
+fn start_upstream(queue: &Path, downstream: &str) -> Collector {
+    let template = example_template()
+        .replace("${env:VIGIL_OTLP_GRPC_ENDPOINT:-0.0.0.0:4317}", "{grpc}")
+        .replace("${env:VIGIL_OTLP_HTTP_ENDPOINT:-0.0.0.0:4318}", "{http}")
+        .replace("${env:VIGIL_HEALTH_ENDPOINT:-0.0.0.0:13133}", "{health}")
+        .replace("${env:VIGIL_METRICS_ENDPOINT:-0.0.0.0:8888}", "{metrics}");
+    let queue = queue.display().to_string();
+    let endpoint = format!("http://{downstream}");
+    Collector::start_with_env(
+        &template,
+        &[
+            ("VIGIL_QUEUE_DIR", &queue),
+            ("VIGIL_OTLP_EXPORT_ENDPOINT", &endpoint),
+        ],
+    )
+}
+
+/// Sends requests from `clients` threads until `stop`; returns the ids of the requests answered 200.
+fn send_until(
+    address: &str,
+    next_id: &Arc<AtomicU32>,
+    stop: &Arc<AtomicBool>,
+    clients: usize,
+) -> Vec<u32> {
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (address, next_id, stop, acknowledged) = (
+                address.to_string(),
+                next_id.clone(),
+                stop.clone(),
+                acknowledged.clone(),
+            );
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let id = next_id.fetch_add(1, Ordering::SeqCst);
+                    let body = otlp::traces(id, SPANS_PER_REQUEST);
+                    match http(
+                        "POST",
+                        &address,
+                        "/v1/traces",
+                        &[("content-type", "application/x-protobuf")],
+                        &body,
+                    ) {
+                        Ok(response) if response.status == 200 => {
+                            acknowledged.lock().unwrap().push(id)
+                        }
+                        Ok(_) => {}
+                        // The collector was killed: this client stops (its request was never answered).
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    Arc::try_unwrap(acknowledged).unwrap().into_inner().unwrap()
+}
+
+#[test]
+fn every_acknowledged_span_survives_repeated_kill_9() {
+    let queue = tempfile::tempdir().unwrap();
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink_env = [("VIGIL_SINK_DIR", sink_dir.path().to_str().unwrap())];
+    let mut downstream = Collector::start_with_env(SINK, &sink_env);
+    let downstream_grpc = downstream.grpc.clone();
+    let grpc_port: u16 = downstream_grpc.rsplit(':').next().unwrap().parse().unwrap();
+
+    let next_id = Arc::new(AtomicU32::new(1));
+    let mut acknowledged: HashSet<u32> = HashSet::new();
+    const KILLS: usize = 20;
+    for round in 0..KILLS {
+        let mut upstream = start_upstream(queue.path(), &downstream_grpc);
+        let stop = Arc::new(AtomicBool::new(false));
+        let sender = {
+            let (address, next_id, stop) = (upstream.http.clone(), next_id.clone(), stop.clone());
+            std::thread::spawn(move || send_until(&address, &next_id, &stop, 16))
+        };
+        // The downstream goes away for a while every fifth round: the queue holds the backlog meanwhile.
+        if round % 5 == 2 {
+            downstream.stop();
+        }
+        // A random moment to kill at, while the clients are sending.
+        let moment = std::collections::hash_map::RandomState::new().hash_one(round) % 500;
+        std::thread::sleep(Duration::from_millis(100 + moment));
+        upstream.kill();
+        stop.store(true, Ordering::SeqCst);
+        acknowledged.extend(sender.join().unwrap());
+        if round % 5 == 2 {
+            downstream = Collector::start_on(SINK, &sink_env, grpc_port);
+        }
+    }
+    assert!(
+        acknowledged.len() > 50,
+        "the clients should have been answered often: {}",
+        acknowledged.len()
+    );
+
+    // One last run delivers everything left in the queue.
+    let mut upstream = start_upstream(queue.path(), &downstream_grpc);
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            upstream.metric("vigil_exporter_queue_items", &[]) == 0.0
+        }),
+        "the queue did not drain:\n{}",
+        upstream.log()
+    );
+    let redelivered = upstream.metric("vigil_exporter_redelivered_items_total", &[]);
+    upstream.stop();
+    downstream.stop();
+
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for span in spans(&file_exporter_lines(sink_dir.path(), "traces")) {
+        let id = span["spanId"].as_str().unwrap().to_string();
+        *seen.entry(id).or_default() += 1;
+    }
+    let mut missing = Vec::new();
+    for &request in &acknowledged {
+        for index in 0..SPANS_PER_REQUEST {
+            if !seen.contains_key(&otlp::span_id(request, index)) {
+                missing.push((request, index));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged spans never arrived (of {}), e.g. {:?}",
+        missing.len(),
+        acknowledged.len() as u32 * SPANS_PER_REQUEST,
+        &missing[..missing.len().min(5)]
+    );
+    let duplicates: u32 = seen.values().map(|n| n - 1).sum();
+
+    // What the header promises for an inspection: the drained queue is clean.
+    let check = std::process::Command::new(vigil_e2e::collector_binary())
+        .args(["queue", "check"])
+        .arg(queue.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        report.contains("0 undelivered records") && report.contains("clean"),
+        "{report}"
+    );
+    eprintln!(
+        "{KILLS} kills: {} acknowledged requests, {} spans arrived, {duplicates} duplicates, \
+         {redelivered} redelivered in the last run",
+        acknowledged.len(),
+        seen.len()
+    );
+}
