@@ -199,3 +199,55 @@ fn every_acknowledged_span_survives_repeated_kill_9() {
         seen.len()
     );
 }
+
+/// Validates `config` with `vigil-collector validate`, returning (success, stderr).
+fn validate(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("collector.yaml");
+    std::fs::write(&file, config).unwrap();
+    let output = std::process::Command::new(vigil_e2e::collector_binary())
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The README's snippet, completed with a receiver and a pipeline, is valid; the otelcol way of writing
+/// `storage` (the id of a `file_storage` extension) gets an error that shows what to write instead.
+#[test]
+fn the_readme_snippet_validates_and_the_otelcol_shape_is_explained() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let section = readme.split("### Persistent queue").nth(1).unwrap();
+    let snippet = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .unwrap();
+    let pipeline = "receivers:\n  otlp: {}\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [otlp]}\n";
+    let (valid, stderr) = validate(&format!("{snippet}{pipeline}"));
+    assert!(valid, "{stderr}");
+
+    let otelcol = snippet.replace(
+        "      storage:\n        directory: /var/lib/vigil/queue   # one subdirectory per exporter, locked while in use\n        fsync: always                     # or interval(1s), or never\n        max_size_mib: 1024                # undelivered backlog past which receivers refuse (retryably)\n",
+        "      storage: file_storage/queue\n",
+    );
+    assert_ne!(otelcol, snippet, "the replacement must apply");
+    let (valid, stderr) = validate(&format!("{otelcol}{pipeline}"));
+    assert!(!valid);
+    assert!(
+        stderr.contains("exporters.otlp.sending_queue")
+            && stderr.contains("names an otelcol storage extension")
+            && stderr.contains("storage: {directory:"),
+        "{stderr}"
+    );
+    let (valid, stderr) = validate(&format!(
+        "{}{pipeline}",
+        snippet.replace("fsync: always", "fsync: sometimes")
+    ));
+    assert!(!valid);
+    assert!(stderr.contains("interval(1s)"), "{stderr}");
+}
