@@ -10,28 +10,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use std::hash::BuildHasher;
-use vigil_e2e::{Collector, eventually, file_exporter_lines, http, otlp, spans, workspace_root};
+use vigil_e2e::{
+    Collector, OTLP_TO_FILE, eventually, file_exporter_lines, http, otlp, spans, workspace_root,
+};
 
 const SPANS_PER_REQUEST: u32 = 10;
 
-/// The downstream collector: OTLP in, every span to `{VIGIL_SINK_DIR}/traces.jsonl` (appended across restarts).
-const SINK: &str = "
-receivers:
-  otlp:
-    protocols:
-      grpc: {endpoint: '{grpc}'}
-      http: {endpoint: '{http}'}
-exporters:
-  file: {path: '${env:VIGIL_SINK_DIR}'}
-extensions:
-  health_check: {endpoint: '{health}'}
-service:
-  extensions: [health_check]
-  pipelines:
-    traces: {receivers: [otlp], exporters: [file]}
-  telemetry:
-    metrics: {address: '{metrics}'}
-";
+/// The downstream collector: OTLP in, every signal to `{VIGIL_SINK_DIR}/<signal>.jsonl`, appended across
+/// restarts.
+fn sink() -> String {
+    OTLP_TO_FILE.replace("'{dir}/out'", "'${env:VIGIL_SINK_DIR}'")
+}
 
 /// The shipped example, its listen addresses moved to the test's ports.
 fn example_template() -> String {
@@ -107,7 +96,7 @@ fn every_acknowledged_span_survives_repeated_kill_9() {
     let queue = tempfile::tempdir().unwrap();
     let sink_dir = tempfile::tempdir().unwrap();
     let sink_env = [("VIGIL_SINK_DIR", sink_dir.path().to_str().unwrap())];
-    let mut downstream = Collector::start_with_env(SINK, &sink_env);
+    let mut downstream = Collector::start_with_env(&sink(), &sink_env);
     let downstream_grpc = downstream.grpc.clone();
     let grpc_port: u16 = downstream_grpc.rsplit(':').next().unwrap().parse().unwrap();
 
@@ -132,7 +121,7 @@ fn every_acknowledged_span_survives_repeated_kill_9() {
         stop.store(true, Ordering::SeqCst);
         acknowledged.extend(sender.join().unwrap());
         if round % 5 == 2 {
-            downstream = Collector::start_on(SINK, &sink_env, grpc_port);
+            downstream = Collector::start_on(&sink(), &sink_env, grpc_port);
         }
     }
     assert!(

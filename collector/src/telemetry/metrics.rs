@@ -209,6 +209,16 @@ impl Registry {
         });
     }
 
+    /// `vigil_exporter_dropped_items_total{exporter, reason}`: the one counter every place that gives up on
+    /// exported items (the exporter's consumers, its persistent queue) counts into.
+    pub fn exporter_dropped(&self, exporter: &str, reason: &'static str) -> Counter {
+        self.counter(
+            "vigil_exporter_dropped_items_total",
+            "Items an exporter gave up on, by reason.",
+            &[("exporter", exporter), ("reason", reason)],
+        )
+    }
+
     /// A counter whose value is read from `read` at render time (for counts another component keeps).
     pub fn counter_fn(
         &self,

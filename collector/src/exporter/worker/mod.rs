@@ -63,13 +63,7 @@ impl ExporterWorker {
         registry: &Registry,
     ) -> Result<Self, String> {
         let labels = [("exporter", id)];
-        let dropped = |reason: &'static str| {
-            registry.counter(
-                "vigil_exporter_dropped_items_total",
-                "Items an exporter gave up on, by reason.",
-                &[("exporter", id), ("reason", reason)],
-            )
-        };
+        let dropped = |reason: &'static str| registry.exporter_dropped(id, reason);
         let accounts = Arc::new(Accounts {
             sent: registry.counter(
                 "vigil_exporter_sent_items_total",

@@ -2,13 +2,15 @@
 //! damaged parts (to `quarantine/`) so that what remains is clean.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::record::{self, AckKind};
-use super::{Entry, OpenError, io_error, list_segments, next_entry, quarantine, segment_paths};
+use super::{
+    Entry, OpenError, io_error, list_segments, lock_dir, next_entry, quarantine, segment_paths,
+};
 
 /// Damaged bytes found in a segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,22 +118,8 @@ pub fn check_all(dir: &Path, repair: bool) -> Result<Vec<Report>, OpenError> {
 
 /// Checks one queue directory; with `repair`, rewrites damaged segments without their damage.
 pub fn check(dir: &Path, repair: bool) -> Result<Report, OpenError> {
-    let lock_path = dir.join("LOCK");
-    let _lock = if repair {
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_error(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => Some(lock),
-            Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(dir.to_path_buf())),
-            Err(fs::TryLockError::Error(e)) => return Err(io_error(&lock_path)(e)),
-        }
-    } else {
-        None
-    };
+    // Only a repair writes: a check may look at a queue a running collector holds.
+    let _lock = if repair { Some(lock_dir(dir)?) } else { None };
     let mut report = Report {
         dir: dir.to_path_buf(),
         ..Report::default()

@@ -186,6 +186,9 @@ struct Accounts {
 
 struct Shared {
     id: String,
+    /// The name the queue's own problems (a failed write or sync) are reported under on `/readyz`:
+    /// `queue/<exporter id>`, apart from the exporter's, so a good write does not clear a backend problem.
+    problem_key: String,
     dir: PathBuf,
     state: Mutex<State>,
     readable: Notify,
@@ -340,6 +343,22 @@ fn quarantine(dir: &Path, id: u64, file: &File, offset: u64, len: u64) -> io::Re
     Ok(path)
 }
 
+/// Takes the queue directory's `LOCK` file, so that one process at a time writes the queue.
+fn lock_dir(dir: &Path) -> Result<File, OpenError> {
+    let lock_path = dir.join("LOCK");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_error(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(OpenError::Locked(dir.to_path_buf())),
+        Err(fs::TryLockError::Error(e)) => Err(io_error(&lock_path)(e)),
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -359,26 +378,9 @@ impl PersistentQueue {
     ) -> Result<Arc<PersistentQueue>, OpenError> {
         let dir = queue_dir(&settings.directory, id);
         fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_error(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(OpenError::Locked(dir)),
-            Err(fs::TryLockError::Error(e)) => return Err(io_error(&lock_path)(e)),
-        }
+        let lock = lock_dir(&dir)?;
         let labels = [("exporter", id)];
-        let dropped = |reason: &'static str| {
-            registry.counter(
-                "vigil_exporter_dropped_items_total",
-                "Items an exporter gave up on, by reason.",
-                &[("exporter", id), ("reason", reason)],
-            )
-        };
+        let dropped = |reason: &'static str| registry.exporter_dropped(id, reason);
         let accounts = Accounts {
             written: registry.counter(
                 "vigil_exporter_queue_written_items_total",
@@ -407,6 +409,7 @@ impl PersistentQueue {
         let (state, resume, disk_bytes) = recover(&dir, id, &accounts)?;
         let shared = Arc::new(Shared {
             id: id.to_string(),
+            problem_key: format!("queue/{id}"),
             dir: dir.clone(),
             state: Mutex::new(state),
             readable: Notify::new(),
@@ -527,12 +530,8 @@ impl PersistentQueue {
                 items: header.items,
                 bytes: header.record_len(),
             };
-            let payload = match read {
-                Ok(Ok(payload)) => payload,
-                Ok(Err(e)) => {
-                    self.lose(ticket, &format!("could not be read: {e}"));
-                    continue;
-                }
+            let payload = match read.unwrap_or_else(|e| Err(io::Error::other(e))) {
+                Ok(payload) => payload,
                 Err(e) => {
                     self.lose(ticket, &format!("could not be read: {e}"));
                     continue;
@@ -967,7 +966,7 @@ impl Writer {
         {
             tracing::error!(exporter = %self.shared.id, error = %e, "persistent queue fsync failed");
             self.shared.problems.report(
-                &crate::exporter::worker::problem_key(&self.shared.id),
+                &self.shared.problem_key,
                 &format!("persistent queue fsync failed: {e}"),
             );
         }
@@ -1043,9 +1042,7 @@ impl Writer {
                 // Dropping the batches releases their receipts: the receivers answer their clients now.
                 drop(group);
                 self.shared.readable.notify_waiters();
-                self.shared
-                    .problems
-                    .clear(&crate::exporter::worker::problem_key(&self.shared.id));
+                self.shared.problems.clear(&self.shared.problem_key);
             }
             Err(e) => {
                 let items: u64 = group.iter().map(|b| b.items).sum();
@@ -1056,10 +1053,9 @@ impl Writer {
                     exporter = %self.shared.id, items, error = %e,
                     "persistent queue write failed; the clients are told to retry"
                 );
-                self.shared.problems.report(
-                    &crate::exporter::worker::problem_key(&self.shared.id),
-                    &message,
-                );
+                self.shared
+                    .problems
+                    .report(&self.shared.problem_key, &message);
                 let refusal = Refusal::Storage {
                     message,
                     retry_after: DEFAULT_RETRY_AFTER,

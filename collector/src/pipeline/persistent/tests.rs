@@ -3,6 +3,7 @@ use std::time::Duration;
 use super::*;
 use crate::pipeline::Chunk;
 use crate::pipeline::receipt::Receipt;
+use vigil_proto::otlp::Signal;
 
 fn settings(dir: &Path, max_size_mib: u64) -> StorageSettings {
     StorageSettings {
@@ -17,8 +18,6 @@ fn batch(tag: &str, items: u64, size: usize) -> Batch {
     bytes.resize(size.max(tag.len()), b'.');
     Batch::new(Signal::Logs, Bytes::from(bytes), items)
 }
-
-use vigil_proto::otlp::Signal;
 
 fn tag_of(batch: &Batch) -> String {
     let bytes = batch.to_bytes();
@@ -53,6 +52,15 @@ async fn take_available(queue: &PersistentQueue) -> Vec<(Batch, Ticket)> {
         taken.push(next);
     }
     taken
+}
+
+/// The tags of what the queue has right now, leaving the records unfinished.
+async fn take_tags(queue: &PersistentQueue) -> Vec<String> {
+    take_available(queue)
+        .await
+        .iter()
+        .map(|(b, _)| tag_of(b))
+        .collect()
 }
 
 fn counter(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
@@ -111,11 +119,7 @@ async fn a_restart_delivers_what_was_not_done_and_counts_redeliveries() {
     let registry = Registry::default();
     let queue = PersistentQueue::open("otlp", &settings(dir.path(), 64), &registry).unwrap();
     assert_eq!(queue.pending_items(), 6);
-    let tags: Vec<String> = take_available(&queue)
-        .await
-        .iter()
-        .map(|(b, _)| tag_of(b))
-        .collect();
+    let tags = take_tags(&queue).await;
     assert_eq!(tags, ["started", "waiting"]);
     assert_eq!(
         counter(&registry, "vigil_exporter_redelivered_items_total", &[]),
@@ -123,11 +127,7 @@ async fn a_restart_delivers_what_was_not_done_and_counts_redeliveries() {
     );
     // New records continue after the old ones.
     store(&queue, batch("new", 8, 10)).await.unwrap();
-    let tags: Vec<String> = take_available(&queue)
-        .await
-        .iter()
-        .map(|(b, _)| tag_of(b))
-        .collect();
+    let tags = take_tags(&queue).await;
     assert_eq!(tags, ["new"]);
 }
 
@@ -171,11 +171,7 @@ fn flip(path: &Path, at: u64) {
 async fn reopen_and_drain(dir: &Path) -> (Registry, Vec<String>) {
     let registry = Registry::default();
     let queue = PersistentQueue::open("otlp", &settings(dir, 64), &registry).unwrap();
-    let tags = take_available(&queue)
-        .await
-        .iter()
-        .map(|(b, _)| tag_of(b))
-        .collect();
+    let tags = take_tags(&queue).await;
     (registry, tags)
 }
 

@@ -16,7 +16,7 @@ use vigil_proto::otlp::Signal;
 use super::config::AuthConfig;
 use super::ingest::{Ingest, IngestError, response_protobuf};
 use crate::grpc_codec::RawCodec;
-use crate::pipeline::{BoxFuture, Refusal};
+use crate::pipeline::BoxFuture;
 
 /// The gRPC side of the `otlp` receiver.
 #[derive(Clone)]
@@ -70,20 +70,8 @@ pub fn status_of(error: IngestError) -> Status {
         IngestError::NotAccepted(signal) => Status::unimplemented(format!(
             "this receiver is not part of any {signal} pipeline"
         )),
-        IngestError::Refused(Refusal::Full { retry_after }) => Status::with_error_details(
-            Code::Unavailable,
-            format!(
-                "pipeline is full; retry after {}ms",
-                retry_after.as_millis()
-            ),
-            ErrorDetails::with_retry_info(Some(retry_after)),
-        ),
-        IngestError::Refused(Refusal::ShuttingDown) => Status::with_error_details(
-            Code::Unavailable,
-            "collector is shutting down",
-            ErrorDetails::with_retry_info(Some(Duration::from_secs(5))),
-        ),
-        IngestError::Refused(refusal @ Refusal::Storage { .. }) => Status::with_error_details(
+        // The same words as the HTTP side, with the wait as `RetryInfo`.
+        IngestError::Refused(refusal) => Status::with_error_details(
             Code::Unavailable,
             refusal.to_string(),
             ErrorDetails::with_retry_info(Some(refusal.retry_after())),

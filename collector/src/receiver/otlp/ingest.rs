@@ -42,7 +42,6 @@ pub struct Accepted {
 struct SignalCounters {
     accepted: Counter,
     refused: Counter,
-    not_stored: Counter,
     invalid: Counter,
     requests_invalid: Counter,
 }
@@ -94,11 +93,6 @@ impl Ingest {
                     "vigil_receiver_refused_items_total",
                     "Items refused with a retryable error, by reason; the client keeps them.",
                     &with_reason("invalid"),
-                ),
-                not_stored: registry.counter(
-                    "vigil_receiver_refused_items_total",
-                    "Items refused with a retryable error, by reason; the client keeps them.",
-                    &with_reason("storage_error"),
                 ),
                 requests_invalid: registry.counter(
                     "vigil_receiver_invalid_requests_total",
@@ -235,8 +229,9 @@ impl Ingest {
             }
             Err(refusal) => {
                 match refusal {
-                    Refusal::Full { .. } => counters.refused.add(items),
-                    Refusal::Storage { .. } => counters.not_stored.add(items),
+                    // Admission only ever finds queues full; a failed store is answered later, through the
+                    // receipt, and counted by the queue.
+                    Refusal::Full { .. } | Refusal::Storage { .. } => counters.refused.add(items),
                     Refusal::ShuttingDown => self.refused_shutdown[index(signal)].add(items),
                 }
                 Err(IngestError::Refused(refusal))
