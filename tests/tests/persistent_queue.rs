@@ -4,12 +4,12 @@
 //! span a client was told was accepted has arrived downstream.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::hash::BuildHasher;
 use vigil_e2e::{
     Collector, OTLP_TO_FILE, eventually, file_exporter_lines, http, otlp, spans, workspace_root,
 };
@@ -31,7 +31,11 @@ fn example_template() -> String {
 /// Starts the example config on fresh ports (the template's `${env:…}` listen addresses are given the
 /// harness's ports through a rendered copy).
 fn start_upstream(queue: &Path, downstream: &str) -> Collector {
-    let template = example_template()
+    start_upstream_from(&example_template(), queue, downstream)
+}
+
+fn start_upstream_from(example: &str, queue: &Path, downstream: &str) -> Collector {
+    let template = example
         .replace("${env:VIGIL_OTLP_GRPC_ENDPOINT:-0.0.0.0:4317}", "{grpc}")
         .replace("${env:VIGIL_OTLP_HTTP_ENDPOINT:-0.0.0.0:4318}", "{http}")
         .replace("${env:VIGIL_HEALTH_ENDPOINT:-0.0.0.0:13133}", "{health}")
@@ -239,4 +243,60 @@ fn the_readme_snippet_validates_and_the_otelcol_shape_is_explained() {
     ));
     assert!(!valid);
     assert!(stderr.contains("interval(1s)"), "{stderr}");
+}
+
+/// What the example's header promises when the backlog reaches `max_size_mib` (here 1 MiB, with the backend
+/// down): clients are answered "retry later" (503 with `Retry-After`) at once, not held, and what was stored
+/// stays in the queue.
+#[test]
+fn a_full_queue_answers_retry_later_at_once() {
+    let queue = tempfile::tempdir().unwrap();
+    let (port, listener) = vigil_e2e::reserve_port();
+    drop(listener); // nothing listens there: the backend is down
+    let example = example_template().replace("max_size_mib: 2048", "max_size_mib: 1");
+    assert_ne!(
+        example,
+        example_template(),
+        "the example's limit must be found"
+    );
+    let upstream = start_upstream_from(&example, queue.path(), &format!("127.0.0.1:{port}"));
+    let mut answers = Vec::new();
+    for request in 1..=40 {
+        let started = std::time::Instant::now();
+        let response = http(
+            "POST",
+            &upstream.http,
+            "/v1/traces",
+            &[("content-type", "application/x-protobuf")],
+            &otlp::traces(request, 1000),
+        )
+        .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "request {request} was held {:?}",
+            started.elapsed()
+        );
+        answers.push((
+            response.status,
+            response.header("retry-after").map(str::to_string),
+        ));
+        if response.status == 503 {
+            break;
+        }
+    }
+    let (status, retry_after) = answers.last().unwrap().clone();
+    assert_eq!(status, 503, "never refused: {answers:?}");
+    assert!(retry_after.is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s >= 1)));
+    let accepted = answers.iter().filter(|(status, _)| *status == 200).count() as f64;
+    assert!(accepted >= 1.0, "{answers:?}");
+    // Every request answered 200 is in the queue; the refused one is counted as refused, not accepted.
+    let spans_accepted = upstream.metric("vigil_receiver_accepted_items_total", &[]);
+    assert_eq!(spans_accepted, accepted * 1000.0, "{}", upstream.metrics());
+    assert!(upstream.metric("vigil_exporter_queue_items", &[]) >= spans_accepted);
+    assert!(
+        upstream.metric(
+            "vigil_receiver_refused_items_total",
+            &["reason=\"queue_full\""]
+        ) >= 1000.0
+    );
 }

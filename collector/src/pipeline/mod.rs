@@ -128,6 +128,24 @@ impl Batch {
         self.chunks.iter().map(|c| c.bytes.clone()).collect()
     }
 
+    /// Whether a client is still waiting for some of this batch to be stored.
+    pub fn awaits_receipt(&self) -> bool {
+        self.chunks.iter().any(|chunk| chunk.receipt.is_some())
+    }
+
+    /// Takes out the chunks whose clients are still waiting, answering those clients with `refusal`; the
+    /// chunks nobody waits for (a connector's output) stay.
+    pub fn refuse_waiting(&mut self, refusal: &Refusal) {
+        self.chunks.retain(|chunk| match &chunk.receipt {
+            Some(receipt) => {
+                receipt.fail(refusal.clone());
+                false
+            }
+            None => true,
+        });
+        self.items = self.chunks.iter().map(|chunk| chunk.items).sum();
+    }
+
     /// Releases the receipts of every chunk: this copy needs no durability (an in-memory queue took it).
     pub fn release_receipts(&mut self) {
         for chunk in &mut self.chunks {

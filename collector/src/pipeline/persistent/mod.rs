@@ -16,7 +16,9 @@
 //!   count every record carries; the bad bytes are moved to `quarantine/`, the exact number of items lost is
 //!   logged and counted (`vigil_exporter_dropped_items_total{reason="queue_corrupted"}`), and delivery goes on.
 //! * **Full.** Past `max_size_mib` of undelivered records, admission refuses (the receiver answers
-//!   "retry later"); a failed write (disk full) fails the batches' receipts, so their clients retry.
+//!   "retry later"), and so does a stage behind admission for the batches whose clients still wait
+//!   ([`crate::pipeline::fanout`]); a failed write (disk full) fails the batches' receipts, so their clients
+//!   retry.
 
 pub mod check;
 pub mod record;
@@ -180,7 +182,6 @@ struct Accounts {
     redelivered: Counter,
     corrupted: Counter,
     corrupt_bytes: Counter,
-    not_persisted: Counter,
     write_errors: Counter,
 }
 
@@ -398,7 +399,6 @@ impl PersistentQueue {
                 "Damaged bytes found in a persistent queue and moved to its quarantine directory.",
                 &labels,
             ),
-            not_persisted: dropped("not_persisted"),
             write_errors: registry.counter(
                 "vigil_exporter_queue_write_errors_total",
                 "Failed writes to a persistent queue; their clients were told to retry.",
@@ -1047,7 +1047,6 @@ impl Writer {
             Err(e) => {
                 let items: u64 = group.iter().map(|b| b.items).sum();
                 self.shared.accounts.write_errors.add(1);
-                self.shared.accounts.not_persisted.add(items);
                 let message = format!("writing the persistent queue failed: {e}");
                 tracing::error!(
                     exporter = %self.shared.id, items, error = %e,

@@ -102,10 +102,10 @@ impl tonic::server::UnaryService<Bytes> for Export {
             }
         }
         let signal = self.signal;
-        let result = self.service.ingest.ingest(signal, request.into_inner());
+        let ingest = self.service.ingest.clone();
         Box::pin(async move {
-            let accepted = match result {
-                Ok(accepted) => Ingest::stored(accepted).await,
+            let accepted = match ingest.ingest(signal, request.into_inner()) {
+                Ok(accepted) => ingest.stored(signal, accepted).await,
                 Err(error) => Err(error),
             };
             accepted

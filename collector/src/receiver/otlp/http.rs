@@ -289,7 +289,7 @@ impl OtlpHttpHandler {
             },
         };
         let result = match self.ingest.ingest(signal, protobuf) {
-            Ok(accepted) => Ingest::stored(accepted).await,
+            Ok(accepted) => self.ingest.stored(signal, accepted).await,
             Err(error) => Err(error),
         };
         match result {

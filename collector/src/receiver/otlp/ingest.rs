@@ -35,13 +35,15 @@ pub struct Accepted {
     pub rejected: u64,
     /// Why the rejected items were rejected.
     pub message: String,
-    /// When a persistent queue downstream must store the data before the client is answered: the wait for it.
-    pub durable: Option<ReceiptWait>,
+    /// When a persistent queue downstream must store the data before the client is answered: the wait for
+    /// it, and the items admitted (counted as accepted once stored).
+    durable: Option<(ReceiptWait, u64)>,
 }
 
 struct SignalCounters {
     accepted: Counter,
     refused: Counter,
+    not_stored: Counter,
     invalid: Counter,
     requests_invalid: Counter,
 }
@@ -93,6 +95,11 @@ impl Ingest {
                     "vigil_receiver_refused_items_total",
                     "Items refused with a retryable error, by reason; the client keeps them.",
                     &with_reason("invalid"),
+                ),
+                not_stored: registry.counter(
+                    "vigil_receiver_refused_items_total",
+                    "Items refused with a retryable error, by reason; the client keeps them.",
+                    &with_reason("storage_error"),
                 ),
                 requests_invalid: registry.counter(
                     "vigil_receiver_invalid_requests_total",
@@ -155,13 +162,14 @@ impl Ingest {
         let mask_checked = mask_check
             .filter(|_| summary.resources.iter().all(|e| !e.flagged))
             .cloned();
-        let (receipt, durable) = match self.outputs.durable(signal) {
+        let (receipt, wait) = match self.outputs.durable(signal) {
             true => {
                 let (receipt, wait) = Receipt::new();
                 (Some(receipt), Some(wait))
             }
             false => (None, None),
         };
+        let durable = wait.map(|wait| (wait, summary.items));
         let Some(first_error) = summary.first_error() else {
             if summary.items > 0 {
                 let chunk = Chunk {
@@ -203,37 +211,53 @@ impl Ingest {
     }
 
     /// Waits until a persistent queue downstream has stored what `accepted` admitted (at once when none
-    /// must); a queue that could not store it turns the answer into a retryable refusal.
-    pub async fn stored(mut accepted: Accepted) -> Result<Accepted, IngestError> {
-        let Some(durable) = accepted.durable.take() else {
+    /// must), and counts it as accepted; a queue that was full or could not store it turns the answer into
+    /// a retryable refusal, counted as such.
+    pub async fn stored(
+        &self,
+        signal: Signal,
+        mut accepted: Accepted,
+    ) -> Result<Accepted, IngestError> {
+        let Some((wait, items)) = accepted.durable.take() else {
             return Ok(accepted);
         };
-        match durable.wait().await {
-            Ok(()) => Ok(accepted),
-            // The items were counted as accepted; the exporter that could not store them counts them as
-            // dropped (`not_persisted`), and the client is told to send them again.
-            Err(refusal) => Err(IngestError::Refused(refusal)),
+        match wait.wait().await {
+            Ok(()) => {
+                self.counters[index(signal)].accepted.add(items);
+                Ok(accepted)
+            }
+            Err(refusal) => {
+                self.count_refused(signal, &refusal, items);
+                Err(IngestError::Refused(refusal))
+            }
         }
     }
 
-    fn admit(&self, signal: Signal, batch: Batch) -> Result<(), IngestError> {
+    fn count_refused(&self, signal: Signal, refusal: &Refusal, items: u64) {
         let counters = &self.counters[index(signal)];
+        match refusal {
+            Refusal::Full { .. } => counters.refused.add(items),
+            Refusal::Storage { .. } => counters.not_stored.add(items),
+            Refusal::ShuttingDown => self.refused_shutdown[index(signal)].add(items),
+        }
+    }
+
+    /// Admits a batch; counts it as accepted unless a persistent queue must store it first (then
+    /// [`Ingest::stored`] counts it).
+    fn admit(&self, signal: Signal, batch: Batch) -> Result<(), IngestError> {
         let items = batch.items;
         let Some(consumer) = self.outputs.get(signal) else {
             return Err(IngestError::NotAccepted(signal));
         };
         match consumer.try_consume(batch) {
             Ok(()) => {
-                counters.accepted.add(items);
+                if !self.outputs.durable(signal) {
+                    self.counters[index(signal)].accepted.add(items);
+                }
                 Ok(())
             }
             Err(refusal) => {
-                match refusal {
-                    // Admission only ever finds queues full; a failed store is answered later, through the
-                    // receipt, and counted by the queue.
-                    Refusal::Full { .. } | Refusal::Storage { .. } => counters.refused.add(items),
-                    Refusal::ShuttingDown => self.refused_shutdown[index(signal)].add(items),
-                }
+                self.count_refused(signal, &refusal, items);
                 Err(IngestError::Refused(refusal))
             }
         }
