@@ -359,6 +359,13 @@ async fn a_persistent_queue_keeps_what_a_stuck_exporter_held_for_the_next_start(
     for items in [1, 2, 3, 4, 5] {
         worker.queue().consume(batch(items)).await.unwrap();
     }
+    // Both consumers are stuck exporting the first two records (1 + 2 items).
+    let in_flight = "vigil_exporter_in_flight_items{exporter=\"x\"} 3";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !registry.render().contains(in_flight) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(registry.render().contains(in_flight), "{}", registry.render());
     let lost = worker
         .shutdown(Instant::now() + Duration::from_millis(300))
         .await;

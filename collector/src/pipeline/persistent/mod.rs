@@ -30,7 +30,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer};
@@ -205,10 +205,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        match self.state.lock() {
-            Ok(state) => state,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        lock(&self.state)
     }
 }
 
@@ -430,8 +427,10 @@ impl PersistentQueue {
             active: None,
             next_seq: resume.next_seq,
             items_before: resume.items_before,
-            dirty: false,
-            last_sync: Instant::now(),
+            syncer: match settings.fsync {
+                Fsync::Interval(interval) => Some(Syncer::start(shared.clone(), interval)),
+                Fsync::Always | Fsync::Never => None,
+            },
         };
         let thread = std::thread::Builder::new()
             .name(format!("queue-{id}"))
@@ -484,10 +483,7 @@ impl PersistentQueue {
 
     /// Hands `batch` to the writer; its receipts are released once it is written with the queue's durability.
     pub fn write(&self, mut batch: Batch) {
-        let guard = match self.writer.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let guard = lock(&self.writer);
         let Some((jobs, _)) = guard.as_ref() else {
             batch.fail_receipts(&Refusal::ShuttingDown);
             return;
@@ -577,10 +573,7 @@ impl PersistentQueue {
     /// Stops admission and waits for the writer to write (and sync) what it was given.
     pub async fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
-        let writer = match self.writer.lock() {
-            Ok(mut guard) => guard.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
+        let writer = lock(&self.writer).take();
         if let Some((jobs, thread)) = writer {
             let _ = jobs.send(Job::Close);
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
@@ -903,8 +896,82 @@ fn oldest_unix_ms(shared: &Shared) -> Option<u64> {
 
 struct Active {
     id: u64,
-    file: File,
+    file: Arc<File>,
     len: u64,
+}
+
+/// With `fsync: interval(d)`, syncs every `d` the files written since its last round, on its own thread, so
+/// the writer never stops writing to sync (and a steady stream of writes cannot postpone a sync).
+struct Syncer {
+    written: Arc<Mutex<Vec<Arc<File>>>>,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(shared: Arc<Shared>, interval: Duration) -> Syncer {
+        let written: Arc<Mutex<Vec<Arc<File>>>> = Arc::default();
+        let (stop, stopped) = mpsc::channel::<()>();
+        let files = written.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("queue-sync-{}", shared.id))
+            .spawn(move || {
+                loop {
+                    // Ends (after a last round) once the writer is gone.
+                    let last = !matches!(
+                        stopped.recv_timeout(interval),
+                        Err(mpsc::RecvTimeoutError::Timeout)
+                    );
+                    let round = std::mem::take(&mut *lock(&files));
+                    for file in round {
+                        if let Err(e) = file.sync_data() {
+                            report_sync_failure(&shared, &e);
+                        }
+                    }
+                    if last {
+                        return;
+                    }
+                }
+            })
+            .ok();
+        Syncer {
+            written,
+            stop: Some(stop),
+            thread,
+        }
+    }
+
+    /// Notes that `file` was written to: the next round syncs it.
+    fn written(&self, file: &Arc<File>) {
+        let mut files = lock(&self.written);
+        if !files.iter().any(|known| Arc::ptr_eq(known, file)) {
+            files.push(file.clone());
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn report_sync_failure(shared: &Shared, error: &io::Error) {
+    tracing::error!(exporter = %shared.id, error = %error, "persistent queue fsync failed");
+    shared.problems.report(
+        &shared.problem_key,
+        &format!("persistent queue fsync failed: {error}"),
+    );
 }
 
 struct Writer {
@@ -914,33 +981,20 @@ struct Writer {
     active: Option<Active>,
     next_seq: u64,
     items_before: u64,
-    dirty: bool,
-    last_sync: Instant,
+    syncer: Option<Syncer>,
 }
 
 /// Most records one group write takes, so receipts are not held back by a huge group.
 const GROUP_RECORDS: usize = 256;
 
 impl Writer {
-    fn run(mut self, jobs: mpsc::Receiver<Job>) {
+    /// Writes groups until told to close; with `interval`, the syncer's last round then syncs what is left.
+    fn run(self, jobs: mpsc::Receiver<Job>) {
+        let mut writer = self;
         let mut closing = false;
         while !closing {
-            let first = match self.fsync {
-                Fsync::Interval(interval) if self.dirty => {
-                    let wait = interval.saturating_sub(self.last_sync.elapsed());
-                    match jobs.recv_timeout(wait) {
-                        Ok(job) => job,
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
-                            self.sync();
-                            continue;
-                        }
-                        Err(mpsc::RecvTimeoutError::Disconnected) => Job::Close,
-                    }
-                }
-                _ => jobs.recv().unwrap_or(Job::Close),
-            };
             let mut group = Vec::new();
-            match first {
+            match jobs.recv().unwrap_or(Job::Close) {
                 Job::Write(batch) => group.push(batch),
                 Job::Close => closing = true,
             }
@@ -952,35 +1006,16 @@ impl Writer {
                 }
             }
             if !group.is_empty() {
-                self.write_group(group);
+                writer.write_group(group);
             }
         }
-        if self.dirty {
-            self.sync();
-        }
-    }
-
-    fn sync(&mut self) {
-        if let Some(active) = &self.active
-            && let Err(e) = active.file.sync_data()
-        {
-            tracing::error!(exporter = %self.shared.id, error = %e, "persistent queue fsync failed");
-            self.shared.problems.report(
-                &self.shared.problem_key,
-                &format!("persistent queue fsync failed: {e}"),
-            );
-        }
-        self.dirty = false;
-        self.last_sync = Instant::now();
     }
 
     /// Starts a new segment, sealing the current one.
     fn rotate(&mut self) -> io::Result<()> {
+        // The old segment needs no sync here: with `always` every write was synced, with `interval` the
+        // syncer has it.
         if let Some(old) = self.active.take() {
-            if self.fsync != Fsync::Never && self.dirty {
-                old.file.sync_data()?;
-                self.dirty = false;
-            }
             let mut state = self.shared.lock();
             if let Some(segment) = state.segments.get_mut(&old.id) {
                 segment.sealed = true;
@@ -1027,7 +1062,11 @@ impl Writer {
                 recovered_started: HashSet::new(),
             },
         );
-        self.active = Some(Active { id, file, len: 0 });
+        self.active = Some(Active {
+            id,
+            file: Arc::new(file),
+            len: 0,
+        });
         Ok(())
     }
 
@@ -1112,7 +1151,7 @@ impl Writer {
         let Some(active) = self.active.as_mut() else {
             return Err(io::Error::other("no active segment"));
         };
-        let mut result = active.file.write_all(buffer);
+        let mut result = (&*active.file).write_all(buffer);
         if result.is_ok() && self.fsync == Fsync::Always {
             result = active.file.sync_data();
         }
@@ -1126,7 +1165,9 @@ impl Writer {
             *items = 0;
             return Err(e);
         }
-        self.dirty = self.fsync != Fsync::Always;
+        if let Some(syncer) = &self.syncer {
+            syncer.written(&active.file);
+        }
         active.len += buffer.len() as u64;
         let written = buffer.len() as u64;
         let mut state = self.shared.lock();

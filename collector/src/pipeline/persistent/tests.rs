@@ -101,7 +101,21 @@ async fn stored_batches_come_back_in_order_and_finished_segments_are_deleted() {
 
 #[tokio::test]
 async fn a_restart_delivers_what_was_not_done_and_counts_redeliveries() {
+    for fsync in [
+        Fsync::Always,
+        Fsync::Interval(Duration::from_millis(5)),
+        Fsync::Never,
+    ] {
+        restart_with(fsync).await;
+    }
+}
+
+async fn restart_with(fsync: Fsync) {
     let dir = tempfile::tempdir().unwrap();
+    let settings = |dir: &Path, max_size_mib| StorageSettings {
+        fsync,
+        ..settings(dir, max_size_mib)
+    };
     {
         let registry = Registry::default();
         let queue = PersistentQueue::open("otlp", &settings(dir.path(), 64), &registry).unwrap();
