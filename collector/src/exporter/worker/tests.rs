@@ -365,7 +365,11 @@ async fn a_persistent_queue_keeps_what_a_stuck_exporter_held_for_the_next_start(
     while !registry.render().contains(in_flight) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(registry.render().contains(in_flight), "{}", registry.render());
+    assert!(
+        registry.render().contains(in_flight),
+        "{}",
+        registry.render()
+    );
     let lost = worker
         .shutdown(Instant::now() + Duration::from_millis(300))
         .await;
