@@ -104,6 +104,37 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     path
 }
 
+/// The first `yaml` code block after `heading` in the README.
+pub fn readme_yaml_after(heading: &str) -> String {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let section = readme
+        .split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("README has no `{heading}`"));
+    section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .unwrap_or_else(|| panic!("no yaml block after `{heading}`"))
+        .to_string()
+}
+
+/// Validates `config` with `vigil-collector validate`: whether it is valid, and what it said on stderr.
+pub fn validate_config(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("collector.yaml");
+    std::fs::write(&file, config).expect("write config");
+    let output = Command::new(collector_binary())
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .expect("run vigil-collector validate");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// A test certificate authority and a server certificate for 127.0.0.1 signed by it.
 #[derive(Debug)]
 pub struct TestCerts {
@@ -502,6 +533,11 @@ impl Collector {
     /// Sum of the samples of `name` whose label text contains every one of `labels` (`key="value"`).
     pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
         metric_sum(&self.metrics(), name, labels)
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("collector already stopped").id()
     }
 
     /// Sends SIGTERM without waiting: the collector starts its shutdown ([`Collector::stop`] waits for it).

@@ -551,13 +551,7 @@ fn rules_test_and_promtool_give_the_same_verdicts() {
 /// loads the shipped rules from the repository root.
 #[test]
 fn the_readme_alerting_snippet_validates() {
-    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
-    let section = readme.split("#### Alerting").nth(1).unwrap();
-    let snippet = section
-        .split("```yaml\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .unwrap();
+    let snippet = vigil_e2e::readme_yaml_after("#### Alerting");
     let config = format!(
         "receivers:\n  otlp: {{}}\nprocessors:\n  batch: {{}}\nexporters:\n  prometheus: {{}}\n{snippet}"
     );

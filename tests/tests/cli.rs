@@ -303,6 +303,7 @@ receivers:
 processors:
   batch: {}
   mask: {}
+  memory_limiter: {limit_mib: 4096}
   probabilistic_sampler: {sampling_percentage: 50}
   tail_sampling: {decision_wait: 100ms, policies: [{name: all, type: always_sample}]}
 exporters:
@@ -318,7 +319,7 @@ extensions:
 service:
   extensions: [health_check]
   pipelines:
-    traces: {receivers: [otlp], processors: [mask, probabilistic_sampler, batch], exporters: [nop, spanmetrics]}
+    traces: {receivers: [otlp], processors: [memory_limiter, mask, probabilistic_sampler, batch], exporters: [nop, spanmetrics]}
     traces/tail: {receivers: [otlp], processors: [tail_sampling], exporters: [nop]}
     metrics: {receivers: [otlp, spanmetrics], processors: [batch], exporters: [prometheus, alerting]}
     metrics/alerts: {receivers: [alerting], exporters: [nop]}

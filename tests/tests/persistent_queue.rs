@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vigil_e2e::{
-    Collector, OTLP_TO_FILE, eventually, file_exporter_lines, http, otlp, spans, workspace_root,
+    Collector, OTLP_TO_FILE, eventually, file_exporter_lines, http, otlp, readme_yaml_after, spans,
+    validate_config, workspace_root,
 };
 
 const SPANS_PER_REQUEST: u32 = 10;
@@ -193,35 +194,14 @@ fn every_acknowledged_span_survives_repeated_kill_9() {
     );
 }
 
-/// Validates `config` with `vigil-collector validate`, returning (success, stderr).
-fn validate(config: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("collector.yaml");
-    std::fs::write(&file, config).unwrap();
-    let output = std::process::Command::new(vigil_e2e::collector_binary())
-        .arg("validate")
-        .arg(&file)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// The README's snippet, completed with a receiver and a pipeline, is valid; the otelcol way of writing
 /// `storage` (the id of a `file_storage` extension) gets an error that shows what to write instead.
 #[test]
 fn the_readme_snippet_validates_and_the_otelcol_shape_is_explained() {
-    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
-    let section = readme.split("### Persistent queue").nth(1).unwrap();
-    let snippet = section
-        .split("```yaml\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .unwrap();
+    let snippet = readme_yaml_after("### Persistent queue");
+    let snippet = snippet.as_str();
     let pipeline = "receivers:\n  otlp: {}\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [otlp]}\n";
-    let (valid, stderr) = validate(&format!("{snippet}{pipeline}"));
+    let (valid, stderr) = validate_config(&format!("{snippet}{pipeline}"));
     assert!(valid, "{stderr}");
 
     let otelcol = snippet.replace(
@@ -229,7 +209,7 @@ fn the_readme_snippet_validates_and_the_otelcol_shape_is_explained() {
         "      storage: file_storage/queue\n",
     );
     assert_ne!(otelcol, snippet, "the replacement must apply");
-    let (valid, stderr) = validate(&format!("{otelcol}{pipeline}"));
+    let (valid, stderr) = validate_config(&format!("{otelcol}{pipeline}"));
     assert!(!valid);
     assert!(
         stderr.contains("exporters.otlp.sending_queue")
@@ -237,7 +217,7 @@ fn the_readme_snippet_validates_and_the_otelcol_shape_is_explained() {
             && stderr.contains("storage: {directory:"),
         "{stderr}"
     );
-    let (valid, stderr) = validate(&format!(
+    let (valid, stderr) = validate_config(&format!(
         "{}{pipeline}",
         snippet.replace("fsync: always", "fsync: sometimes")
     ));

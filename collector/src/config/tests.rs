@@ -18,8 +18,17 @@ fn embedded_default_config_is_valid_and_has_every_signal() {
     let signals: Vec<Signal> = config.service.pipelines.keys().map(|p| p.signal).collect();
     assert_eq!(signals, [Signal::Traces, Signal::Metrics, Signal::Logs]);
     for (id, pipeline) in &config.service.pipelines {
-        let first = pipeline.processors.first().map(|p| p.to_string());
-        assert_eq!(first.as_deref(), Some("mask"), "pipeline {id} masks first");
+        let first: Vec<String> = pipeline
+            .processors
+            .iter()
+            .take(2)
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            first,
+            ["memory_limiter", "mask"],
+            "pipeline {id} limits memory, then masks"
+        );
     }
 }
 

@@ -13,6 +13,7 @@
 //! exporter queues that admits a batch into all of them or none.
 
 pub mod fanout;
+pub mod memory;
 pub mod persistent;
 pub mod queue;
 pub mod receipt;
@@ -43,6 +44,9 @@ pub struct Chunk {
     /// The receipt of the request this chunk came from, while a persistent queue downstream may still have
     /// to make it durable before the client is answered (see [`receipt`]).
     pub receipt: Option<receipt::Receipt>,
+    /// The bytes a `memory_limiter` counted when it admitted this chunk, given back when the last copy of the
+    /// chunk (and of every chunk derived from it) is dropped (see [`memory`]).
+    pub memory: Option<memory::MemoryLease>,
 }
 
 impl Chunk {
@@ -53,14 +57,17 @@ impl Chunk {
             items,
             mask_checked: None,
             receipt: None,
+            memory: None,
         }
     }
 
     /// A chunk made from this one with new content: it keeps the receipt (the client still waits for this
-    /// data), not the masking mark (the content changed).
+    /// data) and the memory lease (the new content takes the place of the old), not the masking mark (the
+    /// content changed).
     pub fn derived(&self, bytes: Bytes, items: u64) -> Self {
         Chunk {
             receipt: self.receipt.clone(),
+            memory: self.memory.clone(),
             ..Chunk::new(bytes, items)
         }
     }
@@ -153,6 +160,14 @@ impl Batch {
         }
     }
 
+    /// Makes every chunk hold `lease` (replacing a lease taken earlier in the pipeline): the lease's bytes are
+    /// given back once every chunk is gone.
+    pub fn hold(&mut self, lease: &memory::MemoryLease) {
+        for chunk in &mut self.chunks {
+            chunk.memory = Some(lease.clone());
+        }
+    }
+
     /// Records on every chunk's receipt that this copy could not be made durable, then releases them.
     pub fn fail_receipts(&mut self, refusal: &Refusal) {
         for chunk in &mut self.chunks {
@@ -190,6 +205,14 @@ pub enum Refusal {
     /// The collector is shutting down and takes no more data.
     #[error("collector is shutting down")]
     ShuttingDown,
+    /// A `memory_limiter` found the collector's memory at its limit; the sender should retry.
+    #[error("the collector is at its memory limit ({detail}), retry after {}ms", retry_after.as_millis())]
+    MemoryLimit {
+        /// Which limit was reached, with the numbers.
+        detail: String,
+        /// How long the client should wait before retrying.
+        retry_after: Duration,
+    },
     /// A persistent queue could not store the data (disk full, write error); the sender should retry.
     #[error("a persistent queue could not store the data ({message}); retry after {}ms", retry_after.as_millis())]
     Storage {
@@ -201,10 +224,19 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every value [`Refusal::reason`] returns.
+    pub const REASONS: [&'static str; 4] = [
+        "queue_full",
+        "memory_limit",
+        "storage_error",
+        "shutting_down",
+    ];
+
     /// The metric label for this refusal.
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::Full { .. } => "queue_full",
+            Refusal::MemoryLimit { .. } => "memory_limit",
             Refusal::ShuttingDown => "shutting_down",
             Refusal::Storage { .. } => "storage_error",
         }
@@ -213,7 +245,9 @@ impl Refusal {
     /// How long the client should wait before retrying.
     pub fn retry_after(&self) -> Duration {
         match self {
-            Refusal::Full { retry_after } | Refusal::Storage { retry_after, .. } => *retry_after,
+            Refusal::Full { retry_after }
+            | Refusal::MemoryLimit { retry_after, .. }
+            | Refusal::Storage { retry_after, .. } => *retry_after,
             Refusal::ShuttingDown => Duration::from_secs(5),
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod mask;
+pub mod memory_limiter;
 pub mod probabilistic_sampler;
 pub mod tail_sampling;
 #[cfg(test)]
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 use vigil_proto::otlp::Signal;
 
 use crate::config::{Checker, ComponentId};
+use crate::pipeline::memory::MemoryAccount;
 use crate::pipeline::queue::{BoundedQueue, QueueGauges, QueueReceiver};
 use crate::pipeline::{Batch, BoxFuture, Consumer, Refusal, SharedConsumer};
 use crate::telemetry::Registry;
@@ -31,6 +33,8 @@ pub enum ProcessorConfig {
     Batch(batch::BatchConfig),
     /// `mask`: masks secrets and personal data with the SDK's engine.
     Mask(mask::MaskProcessorConfig),
+    /// `memory_limiter`: refuses data before the collector's memory passes a limit.
+    MemoryLimiter(memory_limiter::MemoryLimiterConfig),
     /// `probabilistic_sampler`: keeps a consistent percentage of traces and logs.
     ProbabilisticSampler(probabilistic_sampler::ProbabilisticSamplerConfig),
     /// `tail_sampling`: keeps whole traces by policies after seeing them.
@@ -50,6 +54,8 @@ impl ProcessorConfig {
                 let config: vigil::mask::MaskConfig = check.decode(path, value)?;
                 mask::MaskProcessorConfig::new(check, path, config).map(ProcessorConfig::Mask)
             }
+            "memory_limiter" => memory_limiter::MemoryLimiterConfig::decode(check, path, value)
+                .map(ProcessorConfig::MemoryLimiter),
             "probabilistic_sampler" => {
                 let config: probabilistic_sampler::ProbabilisticSamplerConfig =
                     check.decode(path, value)?;
@@ -65,8 +71,8 @@ impl ProcessorConfig {
                 check.error(
                     path,
                     format!(
-                        "unknown processor type `{other}`; known types: batch, mask, probabilistic_sampler, \
-                         tail_sampling"
+                        "unknown processor type `{other}`; known types: batch, mask, memory_limiter, \
+                         probabilistic_sampler, tail_sampling"
                     ),
                 );
                 None
@@ -88,6 +94,7 @@ impl ProcessorConfig {
         match self {
             ProcessorConfig::Batch(config) => batch::build(config, context, next),
             ProcessorConfig::Mask(config) => mask::build(config, context, next),
+            ProcessorConfig::MemoryLimiter(config) => memory_limiter::build(config, context, next),
             ProcessorConfig::ProbabilisticSampler(config) => {
                 probabilistic_sampler::build(config, context, next)
             }
@@ -106,6 +113,8 @@ pub struct ProcessorContext<'a> {
     pub signal: Signal,
     /// Self-metrics.
     pub registry: &'a Registry,
+    /// The bytes of accepted data held collector-wide, which `memory_limiter` admits against.
+    pub memory: &'a MemoryAccount,
 }
 
 /// A processor stage that owns a task.

@@ -24,6 +24,7 @@ use crate::extension::ExtensionConfig;
 use crate::extension::health_check::{self, Readiness};
 use crate::pipeline::SharedConsumer;
 use crate::pipeline::fanout::FanOut;
+use crate::pipeline::memory::MemoryAccount;
 use crate::processor::{ProcessorContext, StageTask};
 use crate::receiver::{Outputs, ReceiverContext};
 use crate::telemetry::{self, Registry};
@@ -90,6 +91,7 @@ impl ShutdownReport {
 pub async fn start(mut config: Config) -> Result<Running, String> {
     fit_connections_to_descriptors(&mut config);
     let registry = Registry::default();
+    let memory = MemoryAccount::default();
     let (shutdown, shutdown_rx) = watch::channel(false);
     let readiness = Readiness::default();
 
@@ -156,6 +158,7 @@ pub async fn start(mut config: Config) -> Result<Running, String> {
                 pipeline: &name,
                 signal: pipeline_id.signal,
                 registry: &registry,
+                memory: &memory,
             };
             let built = processor.build(context, next);
             next = built.entry;

@@ -45,6 +45,7 @@ fn start(config: BatchConfig) -> (Built, Arc<Recorder>) {
         pipeline: "traces",
         signal: Signal::Traces,
         registry: &registry,
+        memory: &crate::pipeline::memory::MemoryAccount::default(),
     };
     (build(&config, context, recorder.clone()), recorder)
 }

@@ -19,6 +19,7 @@ fn sampler(config: ProbabilisticSamplerConfig, signal: Signal) -> (Built, Arc<Re
             pipeline: signal.as_str(),
             signal,
             registry: &registry,
+            memory: &crate::pipeline::memory::MemoryAccount::default(),
         },
         recorder.clone(),
     );

@@ -401,6 +401,7 @@ async fn the_processor_waits_decides_and_flushes_at_shutdown() {
             pipeline: "traces",
             signal: Signal::Traces,
             registry: &registry,
+            memory: &crate::pipeline::memory::MemoryAccount::default(),
         },
         recorder.clone(),
     );

@@ -42,8 +42,8 @@ pub struct Accepted {
 
 struct SignalCounters {
     accepted: Counter,
-    refused: Counter,
-    not_stored: Counter,
+    /// By [`Refusal::REASONS`], in that order.
+    refused: [Counter; Refusal::REASONS.len()],
     invalid: Counter,
     requests_invalid: Counter,
 }
@@ -52,7 +52,6 @@ struct SignalCounters {
 pub struct Ingest {
     outputs: Outputs,
     counters: [SignalCounters; 3],
-    refused_shutdown: [Counter; 3],
 }
 
 fn index(signal: Signal) -> usize {
@@ -72,13 +71,17 @@ impl Ingest {
                 ("transport", transport),
                 ("signal", signal.as_str()),
             ];
-            let with_reason = |reason: &'static str| {
-                [
-                    ("receiver", receiver),
-                    ("transport", transport),
-                    ("signal", signal.as_str()),
-                    ("reason", reason),
-                ]
+            let refused = |reason: &'static str| {
+                registry.counter(
+                    "vigil_receiver_refused_items_total",
+                    "Items refused with a retryable error, by reason; the client keeps them.",
+                    &[
+                        ("receiver", receiver),
+                        ("transport", transport),
+                        ("signal", signal.as_str()),
+                        ("reason", reason),
+                    ],
+                )
             };
             SignalCounters {
                 accepted: registry.counter(
@@ -86,21 +89,8 @@ impl Ingest {
                     "Items admitted into a pipeline; each is later exported or counted as dropped.",
                     &labels,
                 ),
-                refused: registry.counter(
-                    "vigil_receiver_refused_items_total",
-                    "Items refused with a retryable error, by reason; the client keeps them.",
-                    &with_reason("queue_full"),
-                ),
-                invalid: registry.counter(
-                    "vigil_receiver_refused_items_total",
-                    "Items refused with a retryable error, by reason; the client keeps them.",
-                    &with_reason("invalid"),
-                ),
-                not_stored: registry.counter(
-                    "vigil_receiver_refused_items_total",
-                    "Items refused with a retryable error, by reason; the client keeps them.",
-                    &with_reason("storage_error"),
-                ),
+                refused: Refusal::REASONS.map(refused),
+                invalid: refused("invalid"),
                 requests_invalid: registry.counter(
                     "vigil_receiver_invalid_requests_total",
                     "Requests rejected as malformed (bad encoding, framing, content type, size).",
@@ -108,22 +98,9 @@ impl Ingest {
                 ),
             }
         };
-        let shutdown = |signal: Signal| {
-            registry.counter(
-                "vigil_receiver_refused_items_total",
-                "Items refused with a retryable error, by reason; the client keeps them.",
-                &[
-                    ("receiver", receiver),
-                    ("transport", transport),
-                    ("signal", signal.as_str()),
-                    ("reason", "shutting_down"),
-                ],
-            )
-        };
         Ingest {
             outputs,
             counters: Signal::ALL.map(make),
-            refused_shutdown: Signal::ALL.map(shutdown),
         }
     }
 
@@ -234,11 +211,9 @@ impl Ingest {
     }
 
     fn count_refused(&self, signal: Signal, refusal: &Refusal, items: u64) {
-        let counters = &self.counters[index(signal)];
-        match refusal {
-            Refusal::Full { .. } => counters.refused.add(items),
-            Refusal::Storage { .. } => counters.not_stored.add(items),
-            Refusal::ShuttingDown => self.refused_shutdown[index(signal)].add(items),
+        let reason = refusal.reason();
+        if let Some(at) = Refusal::REASONS.iter().position(|known| *known == reason) {
+            self.counters[index(signal)].refused[at].add(items);
         }
     }
 
