@@ -11,6 +11,10 @@
 //! * a request that `prost` decodes and whose items all obey OTLP's rules is accepted whole;
 //! * a request `prost` decodes is never refused as a whole, and only its rule-breaking items are rejected.
 //!
+//! For traces, the in-place span reader ([`for_each_span`]) also reads every request `prost` decodes exactly as
+//! `prost` does: the same spans in order, the same scalar fields, and the same value for every attribute key of
+//! the span and of its resource.
+//!
 //! `PROPTEST_CASES` sets the number of cases per signal (the suite runs 2,000); a long run is documented in
 //! BENCHMARKS.md ("OTLP walker: differential run").
 
@@ -33,7 +37,9 @@ use vigil_proto::otlp::metrics::v1::{
 };
 use vigil_proto::otlp::resource::v1::Resource;
 use vigil_proto::otlp::scan::{MAX_ANY_VALUE_DEPTH, scan, without_invalid};
+use vigil_proto::otlp::spans::{AttributeValue, Attributes, for_each_span};
 use vigil_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+use vigil_proto::otlp::wire::WireError;
 
 // ---- a small deterministic generator (the proptest seed picks the request; failures print it) ----
 
@@ -841,7 +847,114 @@ fn same_decoded(signal: Signal, a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The checks every case must pass.
+/// What `prost` gives for the first attribute named `key`: its value, `None` when there is no such key.
+fn prost_value(attributes: &[KeyValue], key: &str) -> Option<AnyValue> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| kv.value.clone().unwrap_or_default())
+}
+
+/// The reader's value for `key`, as the `AnyValue` it stands for.
+fn read_value(attributes: &Attributes<'_>, key: &str) -> Result<Option<AnyValue>, TestCaseError> {
+    let value = attributes
+        .get(key)
+        .map_err(|e| TestCaseError::fail(format!("lookup of {key:?} failed: {e}")))?;
+    Ok(value.map(|value| match value {
+        AttributeValue::String(text) => AnyValue {
+            value: Some(any_value::Value::StringValue(text.to_string())),
+        },
+        AttributeValue::Encoded(bytes) => AnyValue::decode(bytes.as_ref())
+            .unwrap_or_else(|e| panic!("an encoded value that does not decode: {e}")),
+    }))
+}
+
+/// The span reader against `prost` on a request `prost` decodes.
+fn spans_agree(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let Ok(request) = ExportTraceServiceRequest::decode(bytes) else {
+        return Ok(());
+    };
+    let expected: Vec<(&ResourceSpans, &Span)> = request
+        .resource_spans
+        .iter()
+        .flat_map(|rs| {
+            rs.scope_spans
+                .iter()
+                .flat_map(move |ss| ss.spans.iter().map(move |s| (rs, s)))
+        })
+        .collect();
+    let mut index = 0;
+    let mut outcome = Ok(());
+    let walked = for_each_span(bytes, |resource, span| {
+        let Some((resource_spans, expected)) = expected.get(index) else {
+            outcome = Err(TestCaseError::fail("more spans than prost decodes"));
+            return Err(WireError("stop"));
+        };
+        index += 1;
+        let compare = || -> Result<(), TestCaseError> {
+            prop_assert_eq!(span.name, expected.name.as_str());
+            prop_assert_eq!(span.trace_id, expected.trace_id.as_slice());
+            prop_assert_eq!(span.span_id, expected.span_id.as_slice());
+            prop_assert_eq!(span.kind, expected.kind);
+            prop_assert_eq!(span.start_time_unix_nano, expected.start_time_unix_nano);
+            prop_assert_eq!(span.end_time_unix_nano, expected.end_time_unix_nano);
+            prop_assert_eq!(
+                span.status_code,
+                expected.status.as_ref().map(|s| s.code).unwrap_or(0)
+            );
+            let resource_attributes = resource_spans
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.as_slice())
+                .unwrap_or(&[]);
+            for key in resource_attributes
+                .iter()
+                .map(|kv| kv.key.as_str())
+                .chain(["service.name", "absent"])
+            {
+                prop_assert_eq!(
+                    read_value(resource, key)?,
+                    prost_value(resource_attributes, key),
+                    "resource {}",
+                    key
+                );
+            }
+            for key in expected
+                .attributes
+                .iter()
+                .map(|kv| kv.key.as_str())
+                .chain(["absent"])
+            {
+                prop_assert_eq!(
+                    read_value(&span.attributes, key)?,
+                    prost_value(&expected.attributes, key),
+                    "span {}",
+                    key
+                );
+            }
+            Ok(())
+        };
+        match compare() {
+            Ok(()) => Ok(()),
+            Err(failure) => {
+                outcome = Err(failure);
+                Err(WireError("stop"))
+            }
+        }
+    });
+    outcome?;
+    prop_assert!(
+        walked.is_ok(),
+        "the reader refused a request prost decodes: {walked:?}"
+    );
+    prop_assert_eq!(index, expected.len(), "spans missed");
+    Ok(())
+}
+
 fn check(signal: Signal, bytes: &[u8]) -> Result<(), TestCaseError> {
+    if signal == Signal::Traces {
+        spans_agree(bytes)?;
+    }
     let verdict = scan(signal, bytes);
     let oracle = judge(signal, bytes);
     let Ok(summary) = verdict else {

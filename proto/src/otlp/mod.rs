@@ -5,6 +5,7 @@ pub use opentelemetry_proto::tonic::{collector, common, logs, metrics, resource,
 pub mod json;
 pub mod scan;
 pub mod schema;
+pub mod spans;
 pub mod wire;
 
 /// The three OTLP signals.

@@ -126,6 +126,18 @@ impl<'a> Reader<'a> {
         Ok(&self.buf[start..self.pos])
     }
 
+    /// Reads a little-endian 8-byte value (`fixed64`).
+    #[inline(always)]
+    pub fn fixed64(&mut self) -> Result<u64, WireError> {
+        let Some(bytes) = self.buf.get(self.pos..self.pos + 8) else {
+            return Err(WireError("truncated fixed-width field"));
+        };
+        self.pos += 8;
+        let mut value = [0u8; 8];
+        value.copy_from_slice(bytes);
+        Ok(u64::from_le_bytes(value))
+    }
+
     /// Skips `n` bytes of a fixed-width value.
     #[inline(always)]
     pub fn fixed(&mut self, n: usize) -> Result<(), WireError> {

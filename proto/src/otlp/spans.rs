@@ -1,0 +1,519 @@
+//! The fields of each span of an encoded `ExportTraceServiceRequest`, read in place: what a stage that looks at
+//! spans without changing them (the collector's `spanmetrics`) needs, without decoding the request into owned
+//! messages.
+//!
+//! [`for_each_span`] walks the request with the shared [`Reader`] and hands every span's scalar fields to a
+//! visitor, together with its resource's attributes; [`Attributes::get`] finds an attribute by key on demand,
+//! so a span whose attributes nobody asks for costs one skip over them. Where a field appears more than once,
+//! the result is what `prost` decodes: the last value of a scalar, the merge of a message (a resource's or a
+//! span's attribute lists concatenated, a status's code from the last occurrence that has one, an attribute
+//! value merged across occurrences). A differential property test (`proto/tests/differential.rs`) holds the
+//! reader to `prost` on generated and mutated requests.
+//!
+//! ```
+//! use prost::Message;
+//! use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+//! use vigil_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
+//! use vigil_proto::otlp::resource::v1::Resource;
+//! use vigil_proto::otlp::spans::{AttributeValue, for_each_span};
+//! use vigil_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
+//!
+//! let request = ExportTraceServiceRequest {
+//!     resource_spans: vec![ResourceSpans {
+//!         resource: Some(Resource {
+//!             attributes: vec![KeyValue {
+//!                 key: "service.name".into(),
+//!                 value: Some(AnyValue { value: Some(any_value::Value::StringValue("checkout".into())) }),
+//!                 ..Default::default()
+//!             }],
+//!             ..Default::default()
+//!         }),
+//!         scope_spans: vec![ScopeSpans {
+//!             spans: vec![Span { name: "GET /cart".into(), end_time_unix_nano: 5, ..Default::default() }],
+//!             ..Default::default()
+//!         }],
+//!         ..Default::default()
+//!     }],
+//! };
+//! let bytes = request.encode_to_vec();
+//! let mut seen = Vec::new();
+//! for_each_span(&bytes, |resource, span| {
+//!     let service = resource.get("service.name")?;
+//!     seen.push((service, span.name, span.end_time_unix_nano));
+//!     Ok::<_, vigil_proto::otlp::wire::WireError>(())
+//! })
+//! .unwrap();
+//! assert_eq!(seen, [(Some(AttributeValue::String("checkout")), "GET /cart", 5)]);
+//! ```
+
+use std::borrow::Cow;
+
+use super::wire::{RECURSION_LIMIT, Reader, WIRE_I64, WIRE_LEN, WIRE_VARINT, WireError};
+
+/// The scalar fields of one span, borrowed from the request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanFields<'b> {
+    /// `trace_id`, as sent (16 bytes in a valid request).
+    pub trace_id: &'b [u8],
+    /// `span_id`, as sent (8 bytes in a valid request).
+    pub span_id: &'b [u8],
+    /// `name`.
+    pub name: &'b str,
+    /// `kind`, the `SpanKind` number.
+    pub kind: i32,
+    /// `start_time_unix_nano`.
+    pub start_time_unix_nano: u64,
+    /// `end_time_unix_nano`.
+    pub end_time_unix_nano: u64,
+    /// `status.code`, the `StatusCode` number (0, unset, without a status).
+    pub status_code: i32,
+    /// The span's attributes.
+    pub attributes: Attributes<'b>,
+}
+
+/// A list of `KeyValue` attributes, read on demand: field `field` of each message body in `bodies`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attributes<'b> {
+    field: u32,
+    first: &'b [u8],
+    /// Further bodies of a message sent more than once (merged by decoders: their lists concatenate).
+    more: Vec<&'b [u8]>,
+}
+
+/// An attribute's value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttributeValue<'b> {
+    /// A string value.
+    String(&'b str),
+    /// Any other value: an encoded `AnyValue` for the caller to decode (empty when the key has no value).
+    Encoded(Cow<'b, [u8]>),
+}
+
+impl<'b> Attributes<'b> {
+    fn new(field: u32, first: &'b [u8]) -> Self {
+        Attributes {
+            field,
+            first,
+            more: Vec::new(),
+        }
+    }
+
+    /// The value of the first attribute named `key`, as a decoder's list would give it; `None` when there is
+    /// none.
+    pub fn get(&self, key: &str) -> Result<Option<AttributeValue<'b>>, WireError> {
+        for body in std::iter::once(self.first).chain(self.more.iter().copied()) {
+            let mut reader = Reader::new(body);
+            while !reader.done() {
+                let (field, wire) = reader.key()?;
+                if field != self.field {
+                    reader.skip(field, wire, RECURSION_LIMIT)?;
+                    continue;
+                }
+                expect(wire, WIRE_LEN)?;
+                if let Some(value) = key_value(reader.len_delimited()?, key.as_bytes())? {
+                    return Ok(Some(value));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The value of a `KeyValue` whose key is `wanted`; `None` for another key.
+fn key_value<'b>(body: &'b [u8], wanted: &[u8]) -> Result<Option<AttributeValue<'b>>, WireError> {
+    let mut reader = Reader::new(body);
+    let mut key: &[u8] = &[];
+    // A value sent more than once is merged by decoders: the occurrences read as one concatenated message.
+    let mut values: Vec<&'b [u8]> = Vec::new();
+    while !reader.done() {
+        let (field, wire) = reader.key()?;
+        match field {
+            1 => {
+                expect(wire, WIRE_LEN)?;
+                key = reader.len_delimited()?;
+            }
+            2 => {
+                expect(wire, WIRE_LEN)?;
+                values.push(reader.len_delimited()?);
+            }
+            _ => reader.skip(field, wire, RECURSION_LIMIT)?,
+        }
+    }
+    if key != wanted {
+        return Ok(None);
+    }
+    let value = match values.as_slice() {
+        [] => AttributeValue::Encoded(Cow::Borrowed(&[])),
+        [one] => match only_string(one)? {
+            Some(text) => AttributeValue::String(text),
+            None => AttributeValue::Encoded(Cow::Borrowed(one)),
+        },
+        many => AttributeValue::Encoded(Cow::Owned(many.concat())),
+    };
+    Ok(Some(value))
+}
+
+/// The string of an `AnyValue` body made of `string_value` fields only (the last one counts), else `None`.
+fn only_string(body: &[u8]) -> Result<Option<&str>, WireError> {
+    let mut reader = Reader::new(body);
+    let mut text = None;
+    while !reader.done() {
+        match reader.key()? {
+            (1, WIRE_LEN) => text = Some(utf8(reader.len_delimited()?)?),
+            _ => return Ok(None),
+        }
+    }
+    Ok(text)
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, WireError> {
+    simdutf8::basic::from_utf8(bytes).map_err(|_| WireError("a string is not valid UTF-8"))
+}
+
+fn expect(wire: u8, expected: u8) -> Result<(), WireError> {
+    match wire == expected {
+        true => Ok(()),
+        false => Err(WireError("a known field has the wrong wire type")),
+    }
+}
+
+/// Calls `visit` with the resource attributes and the fields of every span of `request`, in order. Stops at
+/// the first error, the visitor's or the request's (a request the receiver validated has none).
+pub fn for_each_span<'b, E: From<WireError>>(
+    request: &'b [u8],
+    mut visit: impl FnMut(&Attributes<'b>, SpanFields<'b>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut reader = Reader::new(request);
+    while !reader.done() {
+        let (field, wire) = reader.key()?;
+        if field != 1 {
+            reader.skip(field, wire, RECURSION_LIMIT)?;
+            continue;
+        }
+        expect(wire, WIRE_LEN)?;
+        resource_spans(reader.len_delimited()?, &mut visit)?;
+    }
+    Ok(())
+}
+
+/// One `ResourceSpans`: its resource (wherever it is in the message) first, then its spans.
+fn resource_spans<'b, E: From<WireError>>(
+    body: &'b [u8],
+    visit: &mut impl FnMut(&Attributes<'b>, SpanFields<'b>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut resource = Attributes::new(1, &[]);
+    let mut reader = Reader::new(body);
+    let mut resources = 0;
+    while !reader.done() {
+        let (field, wire) = reader.key()?;
+        if field != 1 {
+            reader.skip(field, wire, RECURSION_LIMIT - 1)?;
+            continue;
+        }
+        expect(wire, WIRE_LEN)?;
+        let resource_body = reader.len_delimited()?;
+        match resources {
+            0 => resource.first = resource_body,
+            _ => resource.more.push(resource_body),
+        }
+        resources += 1;
+    }
+    let mut reader = Reader::new(body);
+    while !reader.done() {
+        let (field, wire) = reader.key()?;
+        if field != 2 {
+            reader.skip(field, wire, RECURSION_LIMIT - 1)?;
+            continue;
+        }
+        expect(wire, WIRE_LEN)?;
+        let mut scope_spans = Reader::new(reader.len_delimited()?);
+        while !scope_spans.done() {
+            let (field, wire) = scope_spans.key()?;
+            if field != 2 {
+                scope_spans.skip(field, wire, RECURSION_LIMIT - 2)?;
+                continue;
+            }
+            expect(wire, WIRE_LEN)?;
+            visit(&resource, span(scope_spans.len_delimited()?)?)?;
+        }
+    }
+    Ok(())
+}
+
+fn span(body: &[u8]) -> Result<SpanFields<'_>, WireError> {
+    let mut span = SpanFields {
+        trace_id: &[],
+        span_id: &[],
+        name: "",
+        kind: 0,
+        start_time_unix_nano: 0,
+        end_time_unix_nano: 0,
+        status_code: 0,
+        attributes: Attributes::new(9, body),
+    };
+    let mut reader = Reader::new(body);
+    while !reader.done() {
+        let (field, wire) = reader.key()?;
+        match field {
+            1 => {
+                expect(wire, WIRE_LEN)?;
+                span.trace_id = reader.len_delimited()?;
+            }
+            2 => {
+                expect(wire, WIRE_LEN)?;
+                span.span_id = reader.len_delimited()?;
+            }
+            5 => {
+                expect(wire, WIRE_LEN)?;
+                span.name = utf8(reader.len_delimited()?)?;
+            }
+            6 => {
+                expect(wire, WIRE_VARINT)?;
+                span.kind = reader.varint()? as i32;
+            }
+            7 => {
+                expect(wire, WIRE_I64)?;
+                span.start_time_unix_nano = reader.fixed64()?;
+            }
+            8 => {
+                expect(wire, WIRE_I64)?;
+                span.end_time_unix_nano = reader.fixed64()?;
+            }
+            15 => {
+                expect(wire, WIRE_LEN)?;
+                let mut status = Reader::new(reader.len_delimited()?);
+                while !status.done() {
+                    let (field, wire) = status.key()?;
+                    if field == 3 {
+                        expect(wire, WIRE_VARINT)?;
+                        span.status_code = status.varint()? as i32;
+                    } else {
+                        status.skip(field, wire, RECURSION_LIMIT - 4)?;
+                    }
+                }
+            }
+            _ => reader.skip(field, wire, RECURSION_LIMIT - 3)?,
+        }
+    }
+    Ok(span)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::{AttributeValue, SpanFields, for_each_span};
+    use crate::otlp::collector::trace::v1::ExportTraceServiceRequest;
+    use crate::otlp::common::v1::{AnyValue, ArrayValue, KeyValue, any_value};
+    use crate::otlp::resource::v1::Resource;
+    use crate::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+    use crate::otlp::wire::{WireError, put_bytes};
+
+    fn text(value: &str) -> AnyValue {
+        AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }
+    }
+
+    fn attribute(key: &str, value: AnyValue) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(value),
+            ..Default::default()
+        }
+    }
+
+    /// A request of one `ResourceSpans` whose body is `body`.
+    fn request(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_bytes(&mut out, 1, body);
+        out
+    }
+
+    fn spans(bytes: &[u8]) -> Vec<(Option<AttributeValue<'_>>, SpanFields<'_>)> {
+        let mut out = Vec::new();
+        for_each_span(bytes, |resource, span| {
+            out.push((resource.get("service.name")?, span));
+            Ok::<_, WireError>(())
+        })
+        .expect("readable");
+        out
+    }
+
+    /// Messages sent in parts are merged, as decoders merge them: two encodings one after the other.
+    #[test]
+    fn a_resource_sent_in_two_parts_has_the_attributes_of_both() {
+        let first = ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![attribute("host.name", text("h1"))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    name: "a".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let second = ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![attribute("service.name", text("shop"))],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let body = [first.encode_to_vec(), second.encode_to_vec()].concat();
+        let bytes = request(&body);
+        let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(
+            decoded.resource_spans[0]
+                .resource
+                .as_ref()
+                .unwrap()
+                .attributes
+                .len(),
+            2,
+            "prost merges the two"
+        );
+        let read = spans(&bytes);
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].0, Some(AttributeValue::String("shop")));
+    }
+
+    #[test]
+    fn an_attribute_value_sent_twice_reads_as_decoders_merge_it() {
+        let key_value = |key: &str, value: AnyValue| attribute(key, value).encode_to_vec();
+        let strings = [key_value("k", text("old")), key_value("", text("new"))].concat();
+        let array = |n: i64| AnyValue {
+            value: Some(any_value::Value::ArrayValue(ArrayValue {
+                values: vec![AnyValue {
+                    value: Some(any_value::Value::IntValue(n)),
+                }],
+            })),
+        };
+        let arrays = [key_value("a", array(1)), key_value("", array(2))].concat();
+        let mut span = Vec::new();
+        put_bytes(&mut span, 5, b"op");
+        put_bytes(&mut span, 9, &strings);
+        put_bytes(&mut span, 9, &arrays);
+        let mut scope = Vec::new();
+        put_bytes(&mut scope, 2, &span);
+        let mut body = Vec::new();
+        put_bytes(&mut body, 2, &scope);
+        let bytes = request(&body);
+        let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+        let attributes = &decoded.resource_spans[0].scope_spans[0].spans[0].attributes;
+        let read = spans(&bytes);
+        let span = &read[0].1;
+        let Some(AttributeValue::Encoded(merged)) = span.attributes.get("k").unwrap() else {
+            panic!("parts to merge are handed over encoded");
+        };
+        assert_eq!(AnyValue::decode(merged.as_ref()).unwrap(), text("new"));
+        assert_eq!(attributes[0].value, Some(text("new")));
+        let Some(AttributeValue::Encoded(merged)) = span.attributes.get("a").unwrap() else {
+            panic!("an array is encoded");
+        };
+        assert_eq!(
+            AnyValue::decode(merged.as_ref()).unwrap(),
+            attributes[1].value.clone().unwrap()
+        );
+        assert_eq!(
+            attributes[1].value,
+            Some(AnyValue {
+                value: Some(any_value::Value::ArrayValue(ArrayValue {
+                    values: vec![array(1), array(2)]
+                        .into_iter()
+                        .flat_map(|v| match v.value {
+                            Some(any_value::Value::ArrayValue(a)) => a.values,
+                            _ => Vec::new(),
+                        })
+                        .collect(),
+                })),
+            }),
+            "prost concatenates the arrays"
+        );
+        // Two strings in one value: the last counts.
+        let mut value = Vec::new();
+        put_bytes(&mut value, 1, b"first");
+        put_bytes(&mut value, 1, b"last");
+        let mut key_value = Vec::new();
+        put_bytes(&mut key_value, 1, b"twice");
+        put_bytes(&mut key_value, 2, &value);
+        let mut span = Vec::new();
+        put_bytes(&mut span, 9, &key_value);
+        let mut scope = Vec::new();
+        put_bytes(&mut scope, 2, &span);
+        let mut body = Vec::new();
+        put_bytes(&mut body, 2, &scope);
+        let bytes = request(&body);
+        assert_eq!(
+            spans(&bytes)[0].1.attributes.get("twice").unwrap(),
+            Some(AttributeValue::String("last"))
+        );
+    }
+
+    #[test]
+    fn scalars_sent_twice_keep_the_last_and_a_status_keeps_its_last_code() {
+        let span = |name: &str, status: Option<Status>| Span {
+            name: name.into(),
+            status,
+            ..Default::default()
+        };
+        let error = Status {
+            code: 2,
+            ..Default::default()
+        };
+        let message_only = Status {
+            message: "m".into(),
+            ..Default::default()
+        };
+        let ok = Status {
+            code: 1,
+            ..Default::default()
+        };
+        for (parts, code) in [
+            (
+                vec![
+                    span("a", Some(error.clone())),
+                    span("b", Some(message_only)),
+                ],
+                2,
+            ),
+            (vec![span("a", Some(error)), span("b", Some(ok))], 1),
+        ] {
+            let merged: Vec<u8> = parts.iter().flat_map(Message::encode_to_vec).collect();
+            let mut scope = Vec::new();
+            put_bytes(&mut scope, 2, &merged);
+            let mut body = Vec::new();
+            put_bytes(&mut body, 2, &scope);
+            let bytes = request(&body);
+            let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+            let expected = &decoded.resource_spans[0].scope_spans[0].spans[0];
+            let read = spans(&bytes);
+            assert_eq!(read[0].1.name, "b");
+            assert_eq!(read[0].1.name, expected.name);
+            assert_eq!(read[0].1.status_code, code);
+            assert_eq!(expected.status.as_ref().unwrap().code, code);
+        }
+    }
+
+    #[test]
+    fn broken_bytes_are_an_error_not_a_panic() {
+        let mut span = Vec::new();
+        put_bytes(&mut span, 5, &[0xff, 0xfe]);
+        let mut scope = Vec::new();
+        put_bytes(&mut scope, 2, &span);
+        let mut body = Vec::new();
+        put_bytes(&mut body, 2, &scope);
+        let bad_name = request(&body);
+        let truncated = &bad_name[..bad_name.len() - 1];
+        let mut wrong_wire = Vec::new();
+        crate::otlp::wire::put_varint(&mut wrong_wire, (1 << 3) | 0);
+        crate::otlp::wire::put_varint(&mut wrong_wire, 7);
+        for bytes in [bad_name.as_slice(), truncated, &wrong_wire] {
+            assert!(for_each_span(bytes, |_, _| Ok::<_, WireError>(())).is_err());
+        }
+    }
+}
