@@ -510,7 +510,7 @@ mod tests {
         let bad_name = request(&body);
         let truncated = &bad_name[..bad_name.len() - 1];
         let mut wrong_wire = Vec::new();
-        crate::otlp::wire::put_varint(&mut wrong_wire, (1 << 3) | 0);
+        crate::otlp::wire::put_varint(&mut wrong_wire, 1 << 3); // field 1 as a varint
         crate::otlp::wire::put_varint(&mut wrong_wire, 7);
         for bytes in [bad_name.as_slice(), truncated, &wrong_wire] {
             assert!(for_each_span(bytes, |_, _| Ok::<_, WireError>(())).is_err());
