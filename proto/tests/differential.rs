@@ -892,6 +892,11 @@ fn spans_agree(bytes: &[u8]) -> Result<(), TestCaseError> {
         };
         index += 1;
         let compare = || -> Result<(), TestCaseError> {
+            let entry = request
+                .resource_spans
+                .iter()
+                .position(|rs| std::ptr::eq(rs, *resource_spans));
+            prop_assert_eq!(Some(resource.entry), entry, "the span's resource entry");
             prop_assert_eq!(span.name, expected.name.as_str());
             prop_assert_eq!(span.trace_id, expected.trace_id.as_slice());
             prop_assert_eq!(span.span_id, expected.span_id.as_slice());
@@ -913,7 +918,7 @@ fn spans_agree(bytes: &[u8]) -> Result<(), TestCaseError> {
                 .chain(["service.name", "absent"])
             {
                 prop_assert_eq!(
-                    read_value(resource, key)?,
+                    read_value(&resource.attributes, key)?,
                     prost_value(resource_attributes, key),
                     "resource {}",
                     key

@@ -38,7 +38,7 @@
 //! let bytes = request.encode_to_vec();
 //! let mut seen = Vec::new();
 //! for_each_span(&bytes, |resource, span| {
-//!     let service = resource.get("service.name")?;
+//!     let service = resource.attributes.get("service.name")?;
 //!     seen.push((service, span.name, span.end_time_unix_nano));
 //!     Ok::<_, vigil_proto::otlp::wire::WireError>(())
 //! })
@@ -68,6 +68,15 @@ pub struct SpanFields<'b> {
     /// `status.code`, the `StatusCode` number (0, unset, without a status).
     pub status_code: i32,
     /// The span's attributes.
+    pub attributes: Attributes<'b>,
+}
+
+/// The resource of the spans being visited.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResourceFields<'b> {
+    /// The position of its `ResourceSpans` in the request: what a visitor keys per-resource work on.
+    pub entry: usize,
+    /// The resource's attributes.
     pub attributes: Attributes<'b>,
 }
 
@@ -181,9 +190,10 @@ fn expect(wire: u8, expected: u8) -> Result<(), WireError> {
 /// the first error, the visitor's or the request's (a request the receiver validated has none).
 pub fn for_each_span<'b, E: From<WireError>>(
     request: &'b [u8],
-    mut visit: impl FnMut(&Attributes<'b>, SpanFields<'b>) -> Result<(), E>,
+    mut visit: impl FnMut(&ResourceFields<'b>, SpanFields<'b>) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut reader = Reader::new(request);
+    let mut entry = 0;
     while !reader.done() {
         let (field, wire) = reader.key()?;
         if field != 1 {
@@ -191,15 +201,17 @@ pub fn for_each_span<'b, E: From<WireError>>(
             continue;
         }
         expect(wire, WIRE_LEN)?;
-        resource_spans(reader.len_delimited()?, &mut visit)?;
+        resource_spans(entry, reader.len_delimited()?, &mut visit)?;
+        entry += 1;
     }
     Ok(())
 }
 
 /// One `ResourceSpans`: its resource (wherever it is in the message) first, then its spans.
 fn resource_spans<'b, E: From<WireError>>(
+    entry: usize,
     body: &'b [u8],
-    visit: &mut impl FnMut(&Attributes<'b>, SpanFields<'b>) -> Result<(), E>,
+    visit: &mut impl FnMut(&ResourceFields<'b>, SpanFields<'b>) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut resource = Attributes::new(1, &[]);
     let mut reader = Reader::new(body);
@@ -218,6 +230,10 @@ fn resource_spans<'b, E: From<WireError>>(
         }
         resources += 1;
     }
+    let resource = ResourceFields {
+        entry,
+        attributes: resource,
+    };
     let mut reader = Reader::new(body);
     while !reader.done() {
         let (field, wire) = reader.key()?;
@@ -333,7 +349,7 @@ mod tests {
     fn spans(bytes: &[u8]) -> Vec<(Option<AttributeValue<'_>>, SpanFields<'_>)> {
         let mut out = Vec::new();
         for_each_span(bytes, |resource, span| {
-            out.push((resource.get("service.name")?, span));
+            out.push((resource.attributes.get("service.name")?, span));
             Ok::<_, WireError>(())
         })
         .expect("readable");

@@ -19,7 +19,9 @@
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,14 +30,15 @@ use prost::Message;
 use serde::Deserialize;
 use tokio::sync::watch;
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
-use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use vigil_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use vigil_proto::otlp::metrics::v1::{
     AggregationTemporality, Exemplar, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
     ResourceMetrics, ScopeMetrics, Sum, exemplar, metric, number_data_point,
 };
 use vigil_proto::otlp::resource::v1::Resource;
-use vigil_proto::otlp::trace::v1::{Span, span, status};
+use vigil_proto::otlp::spans::{AttributeValue, ResourceFields, SpanFields, for_each_span};
+use vigil_proto::otlp::trace::v1::{span, status};
+use vigil_proto::otlp::wire::WireError;
 use vigil_proto::otlp::{Signal, string_attribute};
 
 use super::Connector;
@@ -225,7 +228,7 @@ impl SpanMetricsConfig {
 }
 
 /// The dimensions of one series; `None` where a configured dimension has no value and no default.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Key {
     service: String,
     /// `service.namespace`, kept on the output resource so Prometheus' `job` (`namespace/name`) is the one the
@@ -238,6 +241,138 @@ struct Key {
     overflow: bool,
 }
 
+/// A series' dimensions as read from a request, borrowed where the request holds them as strings: looking a
+/// series up allocates nothing; only a new series copies its key.
+#[derive(Debug)]
+struct KeyRef<'a> {
+    service: &'a str,
+    namespace: &'a str,
+    span_name: &'a str,
+    kind: i32,
+    status: i32,
+    extra: &'a [Option<Cow<'a, str>>],
+}
+
+impl KeyRef<'_> {
+    fn hash(&self, state: &RandomState) -> u64 {
+        hash_series(
+            state,
+            [self.service, self.namespace, self.span_name],
+            (self.kind, self.status),
+            self.extra.iter().map(|value| value.as_deref()),
+        )
+    }
+
+    fn matches(&self, key: &Key) -> bool {
+        !key.overflow
+            && key.service == self.service
+            && key.namespace == self.namespace
+            && key.span_name == self.span_name
+            && key.kind == self.kind
+            && key.status == self.status
+            && key.extra.len() == self.extra.len()
+            && key
+                .extra
+                .iter()
+                .zip(self.extra)
+                .all(|(owned, read)| owned.as_deref() == read.as_deref())
+    }
+
+    fn to_key(&self) -> Key {
+        Key {
+            service: self.service.to_string(),
+            namespace: self.namespace.to_string(),
+            span_name: self.span_name.to_string(),
+            kind: self.kind,
+            status: self.status,
+            extra: self
+                .extra
+                .iter()
+                .map(|value| value.as_deref().map(str::to_string))
+                .collect(),
+            overflow: false,
+        }
+    }
+}
+
+/// The series beyond `max_series`.
+fn overflow_key() -> Key {
+    Key {
+        service: String::new(),
+        namespace: String::new(),
+        span_name: String::new(),
+        kind: 0,
+        status: 0,
+        extra: Vec::new(),
+        overflow: true,
+    }
+}
+
+/// Live series, found by the hash of their borrowed dimensions.
+struct Series {
+    table: hashbrown::HashTable<(Key, Aggregate)>,
+    /// Randomly keyed SipHash: span names come from clients, so colliding keys must not be predictable.
+    hasher: RandomState,
+}
+
+/// The hash of a series' dimensions, the same for its owned [`Key`] and a borrowed [`KeyRef`].
+fn hash_series<'a>(
+    state: &RandomState,
+    texts: [&str; 3],
+    (kind, status): (i32, i32),
+    extra: impl Iterator<Item = Option<&'a str>>,
+) -> u64 {
+    let mut hasher = state.build_hasher();
+    (texts, kind, status).hash(&mut hasher);
+    for value in extra {
+        value.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+impl Series {
+    fn new() -> Self {
+        Series {
+            table: hashbrown::HashTable::new(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+/// The hash a stored series is kept under (the table asks again when it grows).
+fn stored_hash(state: &RandomState, key: &Key) -> u64 {
+    match key.overflow {
+        true => OVERFLOW_HASH,
+        false => hash_series(
+            state,
+            [&key.service, &key.namespace, &key.span_name],
+            (key.kind, key.status),
+            key.extra.iter().map(Option::as_deref),
+        ),
+    }
+}
+
+/// Where the overflow series is kept: any fixed value (one series; a collision only costs a comparison).
+const OVERFLOW_HASH: u64 = 0;
+
+/// One span, read from a request and not yet counted.
+struct Observation<'b> {
+    /// Index into the resources read with it.
+    resource: usize,
+    span_name: &'b str,
+    kind: i32,
+    status: i32,
+    extra: Vec<Option<Cow<'b, str>>>,
+    duration: f64,
+    exemplar: Option<SpanExemplar>,
+}
+
+/// The identity of a resource: what series are keyed on besides the span.
+struct ResourceIdentity<'b> {
+    service: Cow<'b, str>,
+    namespace: Cow<'b, str>,
+}
+
 struct Aggregate {
     calls: u64,
     buckets: Vec<u64>,
@@ -246,6 +381,21 @@ struct Aggregate {
     updated: Instant,
     /// The latest sampled span per bucket (empty when exemplars are off).
     exemplars: Vec<Option<SpanExemplar>>,
+}
+
+impl Aggregate {
+    fn add(&mut self, bounds: &[f64], duration: f64, exemplar: Option<SpanExemplar>, now: Instant) {
+        let bucket = bounds.partition_point(|b| *b < duration);
+        self.calls += 1;
+        self.sum += duration;
+        self.buckets[bucket] += 1;
+        self.updated = now;
+        if let Some(slot) = self.exemplars.get_mut(bucket)
+            && let Some(exemplar) = exemplar
+        {
+            *slot = Some(exemplar);
+        }
+    }
 }
 
 /// One span's ids, duration and end time: an exemplar to be.
@@ -259,12 +409,12 @@ struct SpanExemplar {
 
 impl SpanExemplar {
     /// The span's exemplar, `None` when its ids are not the 16 and 8 bytes OTLP requires.
-    fn of(span: &Span, value: f64) -> Option<SpanExemplar> {
+    fn of(trace_id: &[u8], span_id: &[u8], end_time_unix_nano: u64, value: f64) -> Option<Self> {
         Some(SpanExemplar {
-            trace_id: span.trace_id.as_slice().try_into().ok()?,
-            span_id: span.span_id.as_slice().try_into().ok()?,
+            trace_id: trace_id.try_into().ok()?,
+            span_id: span_id.try_into().ok()?,
             value,
-            time_unix_nano: span.end_time_unix_nano,
+            time_unix_nano: end_time_unix_nano,
         })
     }
 
@@ -287,7 +437,7 @@ struct Outputs {
 pub struct SpanMetrics {
     config: SpanMetricsConfig,
     bounds: Vec<f64>,
-    series: Mutex<HashMap<Key, Aggregate>>,
+    series: Mutex<Series>,
     outputs: OnceLock<Outputs>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -302,7 +452,7 @@ impl SpanMetrics {
         SpanMetrics {
             config: config.clone(),
             bounds: config.bounds().unwrap_or_default(),
-            series: Mutex::new(HashMap::new()),
+            series: Mutex::new(Series::new()),
             outputs: OnceLock::new(),
             stop,
             task: Mutex::new(None),
@@ -319,92 +469,158 @@ impl SpanMetrics {
         }
     }
 
-    /// Adds the spans of one encoded `ExportTraceServiceRequest`.
-    pub fn add(&self, request: &ExportTraceServiceRequest) {
-        let now = Instant::now();
-        let now_unix_nano = unix_nano();
-        let per_second = match self.config.histogram.unit {
-            DurationUnit::Seconds => 1.0,
-            DurationUnit::Milliseconds => 1000.0,
-        };
-        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        for resource_spans in &request.resource_spans {
-            let resource_attributes = resource_spans
-                .resource
-                .as_ref()
-                .map(|r| r.attributes.as_slice())
-                .unwrap_or(&[]);
-            let service = find(resource_attributes, "service.name").unwrap_or_default();
-            let namespace = find(resource_attributes, "service.namespace").unwrap_or_default();
-            for scope_spans in &resource_spans.scope_spans {
-                for span in &scope_spans.spans {
-                    let mut key = self.key(&service, &namespace, span, resource_attributes);
-                    let duration = span
-                        .end_time_unix_nano
-                        .saturating_sub(span.start_time_unix_nano)
-                        as f64
+    /// Adds the spans of one encoded `ExportTraceServiceRequest`, read in place; nothing is counted when it
+    /// cannot be read.
+    pub fn add(&self, request: &[u8]) -> Result<(), WireError> {
+        let mut resources = Vec::new();
+        let mut observations = Vec::new();
+        self.read(request, &mut resources, &mut observations)?;
+        self.count(&resources, &observations);
+        Ok(())
+    }
+
+    /// Reads what counting the spans of `request` needs, without counting anything yet.
+    fn read<'b>(
+        &'b self,
+        request: &'b [u8],
+        resources: &mut Vec<ResourceIdentity<'b>>,
+        observations: &mut Vec<Observation<'b>>,
+    ) -> Result<(), WireError> {
+        let per_second = self.per_second();
+        // The entry whose identity was read last: entries without spans are never read.
+        let mut current = None;
+        for_each_span(
+            request,
+            |resource: &ResourceFields<'b>, span: SpanFields<'b>| {
+                if current != Some(resource.entry) {
+                    current = Some(resource.entry);
+                    let text = |key| -> Result<Cow<'b, str>, WireError> {
+                        Ok(match resource.attributes.get(key)? {
+                            Some(value) => attribute_text(value)?,
+                            None => Cow::Borrowed(""),
+                        })
+                    };
+                    resources.push(ResourceIdentity {
+                        service: text("service.name")?,
+                        namespace: text("service.namespace")?,
+                    });
+                }
+                let index = resources.len() - 1;
+                let mut extra = Vec::with_capacity(self.config.dimensions.len());
+                for dimension in &self.config.dimensions {
+                    let value = match span.attributes.get(&dimension.name)? {
+                        Some(value) => Some(value),
+                        None => resource.attributes.get(&dimension.name)?,
+                    };
+                    extra.push(match value {
+                        Some(value) => Some(attribute_text(value)?),
+                        None => dimension.default.as_deref().map(Cow::Borrowed),
+                    });
+                }
+                let duration =
+                    span.end_time_unix_nano
+                        .saturating_sub(span.start_time_unix_nano) as f64
                         / 1e9
                         * per_second;
-                    if !series.contains_key(&key) && series.len() >= self.config.max_series {
-                        self.overflowed.add(1);
-                        key = Key {
-                            service: String::new(),
-                            namespace: String::new(),
-                            span_name: String::new(),
-                            kind: 0,
-                            status: 0,
-                            extra: Vec::new(),
-                            overflow: true,
-                        };
-                    }
-                    let exemplar_slots = if self.config.exemplars.enabled {
-                        self.bounds.len() + 1
-                    } else {
-                        0
-                    };
-                    let aggregate = series.entry(key).or_insert_with(|| Aggregate {
+                observations.push(Observation {
+                    resource: index,
+                    span_name: span.name,
+                    kind: span.kind,
+                    status: span.status_code,
+                    extra,
+                    duration,
+                    exemplar: SpanExemplar::of(
+                        span.trace_id,
+                        span.span_id,
+                        span.end_time_unix_nano,
+                        duration,
+                    ),
+                });
+                Ok(())
+            },
+        )
+    }
+
+    fn per_second(&self) -> f64 {
+        match self.config.histogram.unit {
+            DurationUnit::Seconds => 1.0,
+            DurationUnit::Milliseconds => 1000.0,
+        }
+    }
+
+    /// Counts spans read by [`SpanMetrics::read`].
+    fn count(&self, resources: &[ResourceIdentity<'_>], observations: &[Observation<'_>]) {
+        let now = Instant::now();
+        let now_unix_nano = unix_nano();
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        for observation in observations {
+            let identity = &resources[observation.resource];
+            let key = KeyRef {
+                service: &identity.service,
+                namespace: &identity.namespace,
+                span_name: observation.span_name,
+                kind: observation.kind,
+                status: observation.status,
+                extra: &observation.extra,
+            };
+            self.record(
+                &mut series,
+                &key,
+                observation.duration,
+                observation.exemplar,
+                (now, now_unix_nano),
+            );
+        }
+    }
+
+    /// Adds one span to its series (or to the overflow series, when it would be a new series past
+    /// `max_series`).
+    fn record(
+        &self,
+        series: &mut Series,
+        key: &KeyRef<'_>,
+        duration: f64,
+        exemplar: Option<SpanExemplar>,
+        (now, now_unix_nano): (Instant, u64),
+    ) {
+        let hash = key.hash(&series.hasher);
+        if let Some((_, aggregate)) = series.table.find_mut(hash, |(owned, _)| key.matches(owned)) {
+            aggregate.add(&self.bounds, duration, exemplar, now);
+            return;
+        }
+        // A new series: allocated once, here.
+        let (hash, owned) = if series.table.len() >= self.config.max_series {
+            self.overflowed.add(1);
+            (OVERFLOW_HASH, overflow_key())
+        } else {
+            (hash, key.to_key())
+        };
+        let Series { table, hasher } = series;
+        let entry = table.entry(
+            hash,
+            |(candidate, _)| *candidate == owned,
+            |(stored, _)| stored_hash(hasher, stored),
+        );
+        let exemplar_slots = match self.config.exemplars.enabled {
+            true => self.bounds.len() + 1,
+            false => 0,
+        };
+        let (_, aggregate) = entry
+            .or_insert_with(|| {
+                (
+                    owned.clone(),
+                    Aggregate {
                         calls: 0,
                         buckets: vec![0; self.bounds.len() + 1],
                         sum: 0.0,
                         start_unix_nano: now_unix_nano,
                         updated: now,
                         exemplars: vec![None; exemplar_slots],
-                    });
-                    let bucket = self.bounds.partition_point(|b| *b < duration);
-                    aggregate.calls += 1;
-                    aggregate.sum += duration;
-                    aggregate.buckets[bucket] += 1;
-                    aggregate.updated = now;
-                    if let Some(slot) = aggregate.exemplars.get_mut(bucket)
-                        && let Some(exemplar) = SpanExemplar::of(span, duration)
-                    {
-                        *slot = Some(exemplar);
-                    }
-                }
-            }
-        }
-    }
-
-    fn key(&self, service: &str, namespace: &str, span: &Span, resource: &[KeyValue]) -> Key {
-        let status = span.status.as_ref().map(|s| s.code).unwrap_or(0);
-        Key {
-            service: service.to_string(),
-            namespace: namespace.to_string(),
-            span_name: span.name.clone(),
-            kind: span.kind,
-            status,
-            extra: self
-                .config
-                .dimensions
-                .iter()
-                .map(|d| {
-                    find(&span.attributes, &d.name)
-                        .or_else(|| find(resource, &d.name))
-                        .or_else(|| d.default.clone())
-                })
-                .collect(),
-            overflow: false,
-        }
+                    },
+                )
+            })
+            .into_mut();
+        aggregate.add(&self.bounds, duration, exemplar, now);
     }
 
     /// The cumulative totals of live series, one `ResourceMetrics` per service; drops expired series.
@@ -414,9 +630,11 @@ impl SpanMetrics {
         let expiration = self.config.metrics_expiration;
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
         if !expiration.is_zero() {
-            series.retain(|_, a| now.saturating_duration_since(a.updated) < expiration);
+            series
+                .table
+                .retain(|(_, a)| now.saturating_duration_since(a.updated) < expiration);
         }
-        if series.is_empty() {
+        if series.table.is_empty() {
             return None;
         }
         // By (service.namespace, service.name): one output resource each.
@@ -424,7 +642,7 @@ impl SpanMetrics {
             (String, String),
             (Vec<NumberDataPoint>, Vec<HistogramDataPoint>),
         > = HashMap::new();
-        for (key, aggregate) in series.iter() {
+        for (key, aggregate) in series.table.iter() {
             let attributes = self.attributes(key);
             let (calls, durations) = by_service
                 .entry((key.namespace.clone(), key.service.clone()))
@@ -459,7 +677,7 @@ impl SpanMetrics {
                 ..Default::default()
             });
         }
-        let points = 2 * series.len() as u64;
+        let points = 2 * series.table.len() as u64;
         drop(series);
         let namespace = &self.config.namespace;
         let name = |suffix: &str| {
@@ -584,19 +802,17 @@ impl SpanMetrics {
 impl Connector for SpanMetrics {
     fn consume<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
         Box::pin(async move {
-            // Every chunk is decoded before any is counted: a batch that fails is sent again chunk by chunk,
+            // Every chunk is read before any is counted: a batch that fails is sent again chunk by chunk,
             // and must not have been counted in part.
-            let requests = batch
-                .chunks
-                .iter()
-                .map(|chunk| ExportTraceServiceRequest::decode(chunk.bytes.clone()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ExportError::Undecodable {
-                    message: format!("batch does not decode as OTLP traces: {e}"),
-                })?;
-            for request in &requests {
-                self.add(request);
+            let mut resources = Vec::new();
+            let mut observations = Vec::with_capacity(batch.items as usize);
+            for chunk in &batch.chunks {
+                self.read(&chunk.bytes, &mut resources, &mut observations)
+                    .map_err(|e| ExportError::Undecodable {
+                        message: format!("batch does not read as OTLP traces: {e}"),
+                    })?;
             }
+            self.count(&resources, &observations);
             Ok(Exported::default())
         })
     }
@@ -641,11 +857,16 @@ fn unix_nano() -> u64 {
         .unwrap_or(0)
 }
 
-fn find(attributes: &[KeyValue], key: &str) -> Option<String> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .map(|kv| value_text(kv.value.as_ref()))
+/// The text of an attribute value as a label value (see [`value_text`]), borrowed when it is a string.
+fn attribute_text(value: AttributeValue<'_>) -> Result<Cow<'_, str>, WireError> {
+    match value {
+        AttributeValue::String(text) => Ok(Cow::Borrowed(text)),
+        AttributeValue::Encoded(bytes) => {
+            let value = AnyValue::decode(bytes.as_ref())
+                .map_err(|_| WireError("an attribute value does not decode"))?;
+            Ok(Cow::Owned(value_text(Some(&value))))
+        }
+    }
 }
 
 /// otelcol's spelling of span kinds (`SPAN_KIND_SERVER`…).

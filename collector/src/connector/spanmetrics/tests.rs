@@ -5,9 +5,80 @@ use vigil_proto::otlp::resource::v1::Resource;
 use vigil_proto::otlp::string_attribute as attr;
 use vigil_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
 
-use super::{Dimension, SpanMetrics, SpanMetricsConfig};
+use std::borrow::Cow;
+use std::time::Instant;
+
+use proptest::prelude::*;
+use prost::Message as _;
+use vigil_proto::otlp::common::v1::{AnyValue, any_value};
+
+use super::{Dimension, KeyRef, SpanExemplar, SpanMetrics, SpanMetricsConfig, unix_nano};
 use crate::exporter::prometheus::store::value_text;
 use crate::telemetry::Registry;
+
+/// Counts `request` the way the collector does: encoded, read in place.
+fn add(connector: &SpanMetrics, request: &ExportTraceServiceRequest) {
+    connector
+        .add(&request.encode_to_vec())
+        .expect("a valid request reads");
+}
+
+fn find(attributes: &[KeyValue], key: &str) -> Option<String> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| value_text(kv.value.as_ref()))
+}
+
+/// The reference for [`SpanMetrics::add`]: the request decoded by `prost`, its spans counted through the same
+/// series table.
+fn add_decoded(connector: &SpanMetrics, request: &ExportTraceServiceRequest) {
+    let now = (Instant::now(), unix_nano());
+    let per_second = connector.per_second();
+    let mut series = connector.series.lock().unwrap();
+    for resource_spans in &request.resource_spans {
+        let resource = resource_spans
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or(&[]);
+        let service = find(resource, "service.name").unwrap_or_default();
+        let namespace = find(resource, "service.namespace").unwrap_or_default();
+        for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
+            let extra: Vec<Option<Cow<'_, str>>> = connector
+                .config
+                .dimensions
+                .iter()
+                .map(|d| {
+                    find(&span.attributes, &d.name)
+                        .or_else(|| find(resource, &d.name))
+                        .or_else(|| d.default.clone())
+                        .map(Cow::Owned)
+                })
+                .collect();
+            let key = KeyRef {
+                service: &service,
+                namespace: &namespace,
+                span_name: &span.name,
+                kind: span.kind,
+                status: span.status.as_ref().map(|s| s.code).unwrap_or(0),
+                extra: &extra,
+            };
+            let duration = span
+                .end_time_unix_nano
+                .saturating_sub(span.start_time_unix_nano) as f64
+                / 1e9
+                * per_second;
+            let exemplar = SpanExemplar::of(
+                &span.trace_id,
+                &span.span_id,
+                span.end_time_unix_nano,
+                duration,
+            );
+            connector.record(&mut series, &key, duration, exemplar, now);
+        }
+    }
+}
 
 fn span(name: &str, millis: u64, error: bool, attributes: Vec<KeyValue>) -> Span {
     Span {
@@ -83,15 +154,21 @@ fn calls(connector: &SpanMetrics) -> Vec<(Vec<String>, i64)> {
 #[test]
 fn counts_calls_and_errors_per_service_span_kind_and_status() {
     let connector = default_connector();
-    connector.add(&request(
-        "checkout",
-        vec![
-            span("GET /cart", 5, false, vec![]),
-            span("GET /cart", 7, false, vec![]),
-            span("GET /cart", 900, true, vec![]),
-        ],
-    ));
-    connector.add(&request("search", vec![span("query", 1, false, vec![])]));
+    add(
+        &connector,
+        &request(
+            "checkout",
+            vec![
+                span("GET /cart", 5, false, vec![]),
+                span("GET /cart", 7, false, vec![]),
+                span("GET /cart", 900, true, vec![]),
+            ],
+        ),
+    );
+    add(
+        &connector,
+        &request("search", vec![span("query", 1, false, vec![])]),
+    );
     let ok = |service: &str, name: &str, status: &str| {
         vec![
             format!("service.name={service}"),
@@ -113,10 +190,13 @@ fn counts_calls_and_errors_per_service_span_kind_and_status() {
 #[test]
 fn durations_land_in_second_buckets_and_resources_carry_the_service() {
     let connector = default_connector();
-    connector.add(&request(
-        "api",
-        vec![span("op", 3, false, vec![]), span("op", 120, false, vec![])],
-    ));
+    add(
+        &connector,
+        &request(
+            "api",
+            vec![span("op", 3, false, vec![]), span("op", 120, false, vec![])],
+        ),
+    );
     let (request, points) = connector.snapshot().unwrap();
     assert_eq!(points, 2);
     let rm = &request.resource_metrics[0];
@@ -151,13 +231,16 @@ fn extra_dimensions_use_span_then_resource_attributes_then_the_default() {
         ..SpanMetricsConfig::default()
     };
     let connector = SpanMetrics::new(&config, "spanmetrics", &Registry::default());
-    connector.add(&request(
-        "api",
-        vec![
-            span("op", 1, false, vec![attr("http.request.method", "POST")]),
-            span("op", 1, false, vec![]),
-        ],
-    ));
+    add(
+        &connector,
+        &request(
+            "api",
+            vec![
+                span("op", 1, false, vec![attr("http.request.method", "POST")]),
+                span("op", 1, false, vec![]),
+            ],
+        ),
+    );
     let methods: Vec<String> = calls(&connector)
         .into_iter()
         .map(|(attributes, _)| attributes.last().unwrap().clone())
@@ -179,7 +262,7 @@ fn series_beyond_max_series_are_counted_in_one_overflow_series() {
     let spans = (0..5)
         .map(|i| span(&format!("op{i}"), 1, false, vec![]))
         .collect();
-    connector.add(&request("api", spans));
+    add(&connector, &request("api", spans));
     let all = calls(&connector);
     let overflow: Vec<_> = all
         .iter()
@@ -238,14 +321,17 @@ fn traced(name: &str, millis: u64, end_offset: u64, id: u8) -> Span {
 fn each_bucket_keeps_the_latest_span_as_its_exemplar_and_calls_the_newest() {
     let connector = default_connector();
     // The two 3 ms spans share the (2 ms, 4 ms] bucket; 300 ms has its own (default bounds 2 ms … 15 s).
-    connector.add(&request(
-        "api",
-        vec![
-            traced("GET /", 3, 0, 1),
-            traced("GET /", 300, 5, 2),
-            traced("GET /", 3, 1_000_000_000, 3),
-        ],
-    ));
+    add(
+        &connector,
+        &request(
+            "api",
+            vec![
+                traced("GET /", 3, 0, 1),
+                traced("GET /", 300, 5, 2),
+                traced("GET /", 3, 1_000_000_000, 3),
+            ],
+        ),
+    );
     let (buckets, calls) = exemplars(&connector);
     assert_eq!(buckets.len(), 2, "{buckets:?}");
     assert!(
@@ -261,16 +347,16 @@ fn spans_without_proper_ids_and_disabled_exemplars_give_none() {
     let connector = default_connector();
     let mut short = traced("GET /", 3, 0, 1);
     short.trace_id = vec![1; 8];
-    connector.add(&request(
-        "api",
-        vec![short, span("GET /", 3, false, Vec::new())],
-    ));
+    add(
+        &connector,
+        &request("api", vec![short, span("GET /", 3, false, Vec::new())]),
+    );
     assert_eq!(exemplars(&connector), (Vec::new(), Vec::new()));
 
     let mut config = SpanMetricsConfig::default();
     config.exemplars.enabled = false;
     let connector = SpanMetrics::new(&config, "spanmetrics", &Registry::default());
-    connector.add(&request("api", vec![traced("GET /", 3, 0, 1)]));
+    add(&connector, &request("api", vec![traced("GET /", 3, 0, 1)]));
     assert_eq!(exemplars(&connector), (Vec::new(), Vec::new()));
 }
 
@@ -280,7 +366,7 @@ fn the_overflow_bucket_has_its_exemplar_with_the_span_end_time() {
     // 20 s is past the largest default bound (15 s): the +Inf bucket.
     let slow = traced("GET /", 20_000, 0, 9);
     let end = slow.end_time_unix_nano;
-    connector.add(&request("api", vec![slow]));
+    add(&connector, &request("api", vec![slow]));
     let (request, points) = connector.snapshot().expect("series");
     assert_eq!(points, 2, "a calls point and a duration point");
     for m in &request.resource_metrics[0].scope_metrics[0].metrics {
@@ -308,7 +394,10 @@ fn milliseconds_and_a_zero_expiration_keep_their_meaning() {
     config.histogram.unit = super::DurationUnit::Milliseconds;
     config.metrics_expiration = std::time::Duration::ZERO;
     let connector = SpanMetrics::new(&config, "spanmetrics", &Registry::default());
-    connector.add(&request("api", vec![span("GET /", 250, false, Vec::new())]));
+    add(
+        &connector,
+        &request("api", vec![span("GET /", 250, false, Vec::new())]),
+    );
     for _ in 0..2 {
         let (request, _) = connector
             .snapshot()
@@ -329,13 +418,16 @@ fn milliseconds_and_a_zero_expiration_keep_their_meaning() {
 fn a_duration_on_a_bound_counts_in_that_bucket_and_points_are_two_per_series() {
     let connector = default_connector();
     // Exactly 2 ms: Prometheus' `le="0.002"` bucket, the first.
-    connector.add(&request(
-        "api",
-        vec![
-            span("GET /a", 2, false, Vec::new()),
-            span("GET /b", 2, false, Vec::new()),
-        ],
-    ));
+    add(
+        &connector,
+        &request(
+            "api",
+            vec![
+                span("GET /a", 2, false, Vec::new()),
+                span("GET /b", 2, false, Vec::new()),
+            ],
+        ),
+    );
     let (request, points) = connector.snapshot().expect("series");
     assert_eq!(points, 4);
     for m in &request.resource_metrics[0].scope_metrics[0].metrics {
@@ -354,8 +446,11 @@ fn the_service_namespace_stays_on_the_resource_so_job_matches_the_services_metri
     if let Some(resource) = shop.resource_spans[0].resource.as_mut() {
         resource.attributes.push(attr("service.namespace", "shop"));
     }
-    connector.add(&shop);
-    connector.add(&request("api", vec![span("GET /", 3, false, Vec::new())]));
+    add(&connector, &shop);
+    add(
+        &connector,
+        &request("api", vec![span("GET /", 3, false, Vec::new())]),
+    );
     let (request, points) = connector.snapshot().expect("series");
     assert_eq!(
         points, 4,
@@ -383,4 +478,140 @@ fn the_service_namespace_stays_on_the_resource_so_job_matches_the_services_metri
             ],
         ]
     );
+}
+
+/// A request from a few services, span names, kinds, statuses and attribute values (strings, integers, absent),
+/// so that requests share series and dimensions fall back to the resource and to defaults.
+fn random_request(seed: u64) -> ExportTraceServiceRequest {
+    let mut state = seed | 1;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n.max(1)
+    };
+    let value = |n: u64| match n % 3 {
+        0 => None,
+        1 => Some(AnyValue {
+            value: Some(any_value::Value::StringValue(format!("v{n}"))),
+        }),
+        _ => Some(AnyValue {
+            value: Some(any_value::Value::IntValue(n as i64)),
+        }),
+    };
+    let attributes = |next: &mut dyn FnMut(u64) -> u64, keys: &[&str]| {
+        let mut out = Vec::new();
+        for key in keys {
+            if next(2) == 0 {
+                out.push(KeyValue {
+                    key: key.to_string(),
+                    value: value(next(6)),
+                    ..Default::default()
+                });
+            }
+        }
+        out
+    };
+    let resources = next(3) + 1;
+    ExportTraceServiceRequest {
+        resource_spans: (0..resources)
+            .map(|_| ResourceSpans {
+                resource: (next(4) != 0).then(|| Resource {
+                    attributes: attributes(
+                        &mut next,
+                        &["service.name", "service.namespace", "region", "tier"],
+                    ),
+                    ..Default::default()
+                }),
+                scope_spans: (0..next(3))
+                    .map(|_| ScopeSpans {
+                        spans: (0..next(6))
+                            .map(|_| Span {
+                                trace_id: if next(5) == 0 {
+                                    vec![]
+                                } else {
+                                    vec![next(9) as u8 + 1; 16]
+                                },
+                                span_id: vec![next(9) as u8 + 1; 8],
+                                name: format!("op{}", next(4)),
+                                kind: next(6) as i32,
+                                start_time_unix_nano: 1_000,
+                                end_time_unix_nano: 1_000 + next(3_000_000_000),
+                                status: (next(3) != 0).then(|| Status {
+                                    code: next(3) as i32,
+                                    ..Default::default()
+                                }),
+                                attributes: attributes(&mut next, &["region", "http.route"]),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// A snapshot with its clock readings cleared and data points in a fixed order (series tables iterate in
+/// the order of their random hash keys).
+fn comparable(connector: &SpanMetrics) -> Option<String> {
+    let (mut request, points) = connector.snapshot()?;
+    for rm in &mut request.resource_metrics {
+        for sm in &mut rm.scope_metrics {
+            for m in &mut sm.metrics {
+                match &mut m.data {
+                    Some(metric::Data::Sum(sum)) => {
+                        for p in &mut sum.data_points {
+                            (p.start_time_unix_nano, p.time_unix_nano) = (0, 0);
+                        }
+                        sum.data_points
+                            .sort_by_key(|p| format!("{:?}", p.attributes));
+                    }
+                    Some(metric::Data::Histogram(h)) => {
+                        for p in &mut h.data_points {
+                            (p.start_time_unix_nano, p.time_unix_nano) = (0, 0);
+                        }
+                        h.data_points.sort_by_key(|p| format!("{:?}", p.attributes));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Some(format!("{points} {request:?}"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Reading spans in place counts exactly what decoding them counts: same series, calls, buckets, sums,
+    /// exemplars and overflow, over several requests in a row.
+    #[test]
+    fn reading_in_place_counts_what_decoding_counts(
+        seeds in proptest::collection::vec(any::<u64>(), 1..4),
+        max_series in 1usize..40,
+        milliseconds in any::<bool>(),
+    ) {
+        let mut config = SpanMetricsConfig {
+            max_series,
+            dimensions: vec![
+                Dimension { name: "region".into(), default: Some("unknown".into()) },
+                Dimension { name: "http.route".into(), default: None },
+            ],
+            ..SpanMetricsConfig::default()
+        };
+        if milliseconds {
+            config.histogram.unit = super::DurationUnit::Milliseconds;
+        }
+        let reference = SpanMetrics::new(&config, "spanmetrics", &Registry::default());
+        let in_place = SpanMetrics::new(&config, "spanmetrics", &Registry::default());
+        for seed in seeds {
+            let request = random_request(seed);
+            add_decoded(&reference, &request);
+            add(&in_place, &request);
+        }
+        prop_assert_eq!(comparable(&in_place), comparable(&reference));
+    }
 }

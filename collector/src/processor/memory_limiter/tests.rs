@@ -5,13 +5,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use vigil_proto::otlp::Signal;
 
-use super::{Limits, MIB, MemoryLimiterConfig, RssProbe, build_with};
+use super::{Limits, MemoryLimiterConfig, RssProbe, build_with};
 use crate::config::{ComponentId, Config, LoadOptions};
 use crate::pipeline::memory::MemoryAccount;
 use crate::pipeline::{Batch, Chunk, Consumer, Refusal};
 use crate::processor::test_support::Recorder;
 use crate::processor::{ProcessorConfig, ProcessorContext};
 use crate::telemetry::Registry;
+
+/// A mebibyte, spelled out here so a wrong constant in the code cannot agree with the test.
+const MIB: u64 = 1_048_576;
 
 fn parse(section: &str) -> Result<MemoryLimiterConfig, String> {
     let text = format!(
