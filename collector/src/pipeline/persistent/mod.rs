@@ -185,8 +185,32 @@ struct Accounts {
     write_errors: Counter,
 }
 
+/// How the queue's appends and syncs reach the disk: the operating system, or in tests a layer that fails on
+/// demand (a full disk, a torn write, a failed sync), so that what clients are told and what stays on disk
+/// can be checked for each.
+pub(crate) trait SegmentIo: Send + Sync {
+    /// Appends `bytes` to `file`.
+    fn write(&self, file: &File, bytes: &[u8]) -> io::Result<()>;
+    /// Makes what was written to `file` durable.
+    fn sync(&self, file: &File) -> io::Result<()>;
+}
+
+/// The operating system.
+struct Os;
+
+impl SegmentIo for Os {
+    fn write(&self, mut file: &File, bytes: &[u8]) -> io::Result<()> {
+        file.write_all(bytes)
+    }
+
+    fn sync(&self, file: &File) -> io::Result<()> {
+        file.sync_data()
+    }
+}
+
 struct Shared {
     id: String,
+    io: Arc<dyn SegmentIo>,
     /// The name the queue's own problems (a failed write or sync) are reported under on `/readyz`:
     /// `queue/<exporter id>`, apart from the exporter's, so a good write does not clear a backend problem.
     problem_key: String,
@@ -374,6 +398,16 @@ impl PersistentQueue {
         settings: &StorageSettings,
         registry: &Registry,
     ) -> Result<Arc<PersistentQueue>, OpenError> {
+        Self::open_with(id, settings, registry, Arc::new(Os))
+    }
+
+    /// [`PersistentQueue::open`] with the appends and syncs going through `io`.
+    pub(crate) fn open_with(
+        id: &str,
+        settings: &StorageSettings,
+        registry: &Registry,
+        io: Arc<dyn SegmentIo>,
+    ) -> Result<Arc<PersistentQueue>, OpenError> {
         let dir = queue_dir(&settings.directory, id);
         fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         let lock = lock_dir(&dir)?;
@@ -406,6 +440,7 @@ impl PersistentQueue {
         let (state, resume, disk_bytes) = recover(&dir, id, &accounts)?;
         let shared = Arc::new(Shared {
             id: id.to_string(),
+            io,
             problem_key: format!("queue/{id}"),
             dir: dir.clone(),
             state: Mutex::new(state),
@@ -561,9 +596,11 @@ impl PersistentQueue {
         state.in_flight.remove(&ticket.seq);
         if let Some(segment) = state.segments.get_mut(&ticket.segment) {
             segment.done += 1;
-            let _ = segment
-                .ack
-                .write_all(&record::encode_ack(ticket.seq, AckKind::Done));
+            // A lost acknowledgement only means the record is delivered again after a restart.
+            let _ = self
+                .shared
+                .io
+                .write(&segment.ack, &record::encode_ack(ticket.seq, AckKind::Done));
         }
         retire_finished(&self.shared, &mut state);
         drop(state);
@@ -659,9 +696,10 @@ fn claim(shared: &Shared) -> Option<(Arc<File>, u64, Header, u64)> {
                 let already_done = segment.recovered_done.remove(&header.seq) || header.tombstone;
                 let redelivery = segment.recovered_started.remove(&header.seq);
                 if !already_done {
-                    let _ = segment
-                        .ack
-                        .write_all(&record::encode_ack(header.seq, AckKind::Started));
+                    let _ = shared.io.write(
+                        &segment.ack,
+                        &record::encode_ack(header.seq, AckKind::Started),
+                    );
                 }
                 let file = segment.file.clone();
                 if already_done {
@@ -924,7 +962,7 @@ impl Syncer {
                     );
                     let round = std::mem::take(&mut *lock(&files));
                     for file in round {
-                        if let Err(e) = file.sync_data() {
+                        if let Err(e) = shared.io.sync(&file) {
                             report_sync_failure(&shared, &e);
                         }
                     }
@@ -1078,10 +1116,11 @@ impl Writer {
             Ok(()) => {
                 let items = group.iter().map(|b| b.items).sum();
                 self.shared.accounts.written.add(items);
-                // Dropping the batches releases their receipts: the receivers answer their clients now.
+                self.shared.problems.clear(&self.shared.problem_key);
+                // Dropping the batches releases their receipts: the receivers answer their clients now, with
+                // the counters and `/readyz` already saying so.
                 drop(group);
                 self.shared.readable.notify_waiters();
-                self.shared.problems.clear(&self.shared.problem_key);
             }
             Err(e) => {
                 let items: u64 = group.iter().map(|b| b.items).sum();
@@ -1151,9 +1190,9 @@ impl Writer {
         let Some(active) = self.active.as_mut() else {
             return Err(io::Error::other("no active segment"));
         };
-        let mut result = (&*active.file).write_all(buffer);
+        let mut result = self.shared.io.write(&active.file, buffer);
         if result.is_ok() && self.fsync == Fsync::Always {
-            result = active.file.sync_data();
+            result = self.shared.io.sync(&active.file);
         }
         if let Err(e) = result {
             // Leave no partial record behind: later records must follow the last whole one.

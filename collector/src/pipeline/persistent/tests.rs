@@ -341,3 +341,153 @@ fn chunk_receipts_survive_batch_copies_until_the_last_is_released() {
         .unwrap();
     assert_eq!(runtime.block_on(wait.wait()), Ok(()));
 }
+
+/// A fault the [`FaultyDisk`] plays on the next append (or sync) of a segment.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// The disk is full: nothing is written (`ENOSPC`).
+    Full,
+    /// Only the first bytes reach the file, then the write fails (`EIO`): a torn write.
+    Torn(usize),
+    /// The append succeeds and the sync fails (`EIO`).
+    SyncFails,
+}
+
+/// The operating system, with faults played in order on segment appends; acknowledgement-file writes (16
+/// bytes) pass through.
+#[derive(Default)]
+struct FaultyDisk {
+    plan: std::sync::Mutex<std::collections::VecDeque<Fault>>,
+    failing_sync: std::sync::atomic::AtomicBool,
+}
+
+impl FaultyDisk {
+    fn next(&self, fault: Fault) {
+        self.plan.lock().unwrap().push_back(fault);
+    }
+}
+
+impl SegmentIo for FaultyDisk {
+    fn write(&self, mut file: &File, bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write as _;
+        if bytes.len() == record::ACK_LEN {
+            return file.write_all(bytes);
+        }
+        match self.plan.lock().unwrap().pop_front() {
+            None => file.write_all(bytes),
+            Some(Fault::Full) => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+            Some(Fault::Torn(n)) => {
+                file.write_all(&bytes[..n.min(bytes.len())])?;
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            }
+            Some(Fault::SyncFails) => {
+                self.failing_sync.store(true, Ordering::SeqCst);
+                file.write_all(bytes)
+            }
+        }
+    }
+
+    fn sync(&self, file: &File) -> io::Result<()> {
+        match self.failing_sync.swap(false, Ordering::SeqCst) {
+            true => Err(io::Error::from_raw_os_error(libc::EIO)),
+            false => file.sync_data(),
+        }
+    }
+}
+
+/// For each fault: the client whose write meets it is told to retry (nothing it sent is kept), the problem
+/// shows on `/readyz` until a write succeeds, the clients before and after are stored whole, and a restart
+/// finds a clean queue with exactly their records, nothing counted as lost.
+#[tokio::test]
+async fn a_full_disk_a_torn_write_or_a_failed_sync_refuses_only_the_client_it_hits() {
+    for fault in [
+        Fault::Full,
+        Fault::Torn(30),
+        Fault::Torn(HEADER_LEN + 7),
+        Fault::SyncFails,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::default();
+        let disk = Arc::new(FaultyDisk::default());
+        let queue =
+            PersistentQueue::open_with("otlp", &settings(dir.path(), 4), &registry, disk.clone())
+                .unwrap();
+        store(&queue, batch("before", 3, 1_000)).await.unwrap();
+        disk.next(fault);
+        let refused = store(&queue, batch("hit", 5, 1_000)).await;
+        let Err(Refusal::Storage {
+            message,
+            retry_after,
+        }) = refused
+        else {
+            panic!("{fault:?}: the client must be told to retry, got {refused:?}");
+        };
+        assert!(!retry_after.is_zero());
+        assert!(
+            message.contains("Input/output error") || message.contains("No space left"),
+            "{message}"
+        );
+        assert!(
+            registry.problems().list().contains_key("queue/otlp"),
+            "{fault:?}: the failure shows on /readyz"
+        );
+        assert_eq!(
+            counter(&registry, "vigil_exporter_queue_write_errors_total", &[]),
+            1
+        );
+        store(&queue, batch("after", 7, 1_000)).await.unwrap();
+        assert!(
+            registry.problems().list().is_empty(),
+            "{fault:?}: a good write clears it"
+        );
+        assert_eq!(queue.pending_items(), 10, "{fault:?}");
+        assert_eq!(take_tags(&queue).await, ["before", "after"], "{fault:?}");
+        assert_eq!(
+            counter(&registry, "vigil_exporter_queue_written_items_total", &[]),
+            10
+        );
+        queue.close().await;
+        drop(queue);
+
+        let (registry, tags) = reopen_and_drain(dir.path()).await;
+        assert_eq!(tags, ["before", "after"], "{fault:?}: after a restart");
+        assert_eq!(lost(&registry), 0, "{fault:?}: nothing was damaged");
+        assert_eq!(
+            counter(&registry, "vigil_exporter_queue_corrupt_bytes_total", &[]),
+            0
+        );
+    }
+}
+
+/// A process killed in the middle of a write leaves the head of a record at the end of the segment (its client
+/// was never answered). The restart cuts it off, counts no acknowledged item as lost, keeps every record before
+/// it, and the records written after the restart follow the cut and survive the next restart.
+#[tokio::test]
+async fn a_write_torn_by_a_crash_is_cut_off_at_restart_and_writing_goes_on() {
+    for torn_len in [20, HEADER_LEN + 30] {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = three_records(dir.path()).await;
+        let mut record = Vec::new();
+        record::encode(&mut record, &batch("torn", 9, 500), 3, 7, now_unix_ms());
+        {
+            use std::io::Write as _;
+            let mut file = OpenOptions::new().append(true).open(&wal).unwrap();
+            file.write_all(&record[..torn_len]).unwrap();
+        }
+        let registry = Registry::default();
+        let queue = PersistentQueue::open("otlp", &settings(dir.path(), 64), &registry).unwrap();
+        assert_eq!(
+            counter(&registry, "vigil_exporter_queue_corrupt_bytes_total", &[]),
+            torn_len as u64,
+            "exactly the torn bytes are quarantined"
+        );
+        assert_eq!(lost(&registry), 0, "the torn record was never acknowledged");
+        store(&queue, batch("later", 2, 100)).await.unwrap();
+        assert_eq!(take_tags(&queue).await, ["one", "two", "four", "later"]);
+        queue.close().await;
+        drop(queue);
+        let (registry, tags) = reopen_and_drain(dir.path()).await;
+        assert_eq!(tags, ["one", "two", "four", "later"]);
+        assert_eq!(lost(&registry), 0);
+    }
+}

@@ -162,11 +162,13 @@ impl MemoryLimiterConfig {
 fn available_memory() -> u64 {
     let mut system = sysinfo::System::new();
     system.refresh_memory();
-    system
-        .cgroup_limits()
-        .map(|cgroup| cgroup.total_memory)
-        .filter(|&total| total > 0)
-        .unwrap_or_else(|| system.total_memory())
+    let cgroup = system.cgroup_limits().map(|cgroup| cgroup.total_memory);
+    available_of(cgroup, system.total_memory())
+}
+
+/// The cgroup's limit when it sets one (a limit of 0 means it could not be read), else the machine's memory.
+fn available_of(cgroup: Option<u64>, machine: u64) -> u64 {
+    cgroup.filter(|&limit| limit > 0).unwrap_or(machine)
 }
 
 /// Reads the process's resident memory; `None` where the platform does not tell.

@@ -358,6 +358,14 @@ fn resident_memory_is_read_at_most_once_per_check_interval() {
 }
 
 #[test]
+fn percentages_are_of_the_cgroup_limit_when_there_is_one() {
+    assert_eq!(super::available_of(Some(512), 4096), 512);
+    assert_eq!(super::available_of(Some(1), 4096), 1);
+    assert_eq!(super::available_of(Some(0), 4096), 4096, "unreadable");
+    assert_eq!(super::available_of(None, 4096), 4096);
+}
+
+#[test]
 fn the_real_probe_reads_this_process() {
     let rss = (super::own_rss())().expect("resident memory on this platform");
     assert!(rss > 1024 * 1024, "{rss}");
