@@ -366,6 +366,29 @@ pub fn build_with(
         &[],
         move || held.held() as f64,
     );
+    let limiter = Arc::new(MemoryLimiter {
+        id: id.clone(),
+        limits,
+        account,
+        resident: ResidentCheck {
+            hard: limits.hard,
+            interval: config.check_interval,
+            started: Instant::now(),
+            next_due: AtomicU64::new(0),
+            over: AtomicBool::new(false),
+            last: AtomicU64::new(0),
+            probe: Mutex::new(probe),
+        },
+        refusing: AtomicBool::new(false),
+        next,
+    });
+    let state = limiter.clone();
+    context.registry.gauge_fn(
+        "vigil_memory_limiter_refusing",
+        "1 while a memory_limiter refuses data (its last request was refused), else 0.",
+        &[("processor", id.as_str())],
+        move || f64::from(u8::from(state.refusing.load(Ordering::Relaxed))),
+    );
     for (kind, bytes) in [("hard", limits.hard), ("soft", limits.soft)] {
         context.registry.gauge_fn(
             "vigil_memory_limiter_limit_bytes",
@@ -375,22 +398,7 @@ pub fn build_with(
         );
     }
     Built {
-        entry: Arc::new(MemoryLimiter {
-            id,
-            limits,
-            account,
-            resident: ResidentCheck {
-                hard: limits.hard,
-                interval: config.check_interval,
-                started: Instant::now(),
-                next_due: AtomicU64::new(0),
-                over: AtomicBool::new(false),
-                last: AtomicU64::new(0),
-                probe: Mutex::new(probe),
-            },
-            refusing: AtomicBool::new(false),
-            next,
-        }),
+        entry: limiter,
         stage: None,
     }
 }

@@ -137,16 +137,29 @@ fn bad_settings_are_refused_with_the_field_and_the_reason() {
     }
 }
 
-/// A probe whose reading the test sets, counting how often it is read.
+/// A probe whose readings the test sets: queued readings first, then the last value stored; it counts how
+/// often it is read.
+#[derive(Clone, Default)]
+struct Readings {
+    queued: Arc<std::sync::Mutex<std::collections::VecDeque<u64>>>,
+    value: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
+}
+
+impl Readings {
+    fn probe(&self) -> RssProbe {
+        let readings = self.clone();
+        Box::new(move || {
+            readings.reads.fetch_add(1, Ordering::Relaxed);
+            let queued = readings.queued.lock().unwrap().pop_front();
+            Some(queued.unwrap_or_else(|| readings.value.load(Ordering::Relaxed)))
+        })
+    }
+}
+
 fn probe() -> (RssProbe, Arc<AtomicU64>, Arc<AtomicU64>) {
-    let rss = Arc::new(AtomicU64::new(0));
-    let reads = Arc::new(AtomicU64::new(0));
-    let (value, count) = (rss.clone(), reads.clone());
-    let probe: RssProbe = Box::new(move || {
-        count.fetch_add(1, Ordering::Relaxed);
-        Some(value.load(Ordering::Relaxed))
-    });
-    (probe, rss, reads)
+    let readings = Readings::default();
+    (readings.probe(), readings.value, readings.reads)
 }
 
 struct Limiter {
@@ -214,7 +227,10 @@ fn admits_until_accepted_data_would_pass_the_soft_limit_and_again_once_it_is_gon
     else {
         panic!("{refusal:?}")
     };
-    assert!(detail.contains("soft limit"), "{detail}");
+    assert!(
+        detail.contains("soft limit of 0.0 MiB") && detail.contains("this request's 0.0 MiB"),
+        "{detail}"
+    );
     assert!(!retry_after.is_zero(), "clients are told when to retry");
     assert_eq!(refusal.reason(), "memory_limit");
     assert_eq!(
@@ -340,6 +356,64 @@ fn resident_memory_over_the_hard_limit_refuses_everything_until_a_later_reading_
         std::thread::yield_now();
     }
     assert_eq!(limiter.account.held(), 1);
+}
+
+#[test]
+fn memory_exactly_at_the_hard_limit_is_not_over_it() {
+    let readings = Readings::default();
+    let limiter = limiter(Duration::from_secs(3600), readings.probe());
+    readings.value.store(1_000, Ordering::Relaxed);
+    limiter
+        .entry
+        .try_consume(batch(1))
+        .expect("at the limit, not over");
+    assert_eq!(
+        readings.reads.load(Ordering::Relaxed),
+        1,
+        "no second reading when the first is not over"
+    );
+}
+
+#[test]
+fn memory_given_back_to_the_system_admits_at_once() {
+    let readings = Readings::default();
+    let limiter = limiter(Duration::from_secs(3600), readings.probe());
+    // Over before freed memory is handed back, exactly at the limit after.
+    readings.queued.lock().unwrap().extend([5_000, 1_000]);
+    limiter
+        .entry
+        .try_consume(batch(1))
+        .expect("the second reading decides");
+    assert_eq!(readings.reads.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn the_refusing_gauge_and_the_megabytes_in_messages() {
+    let (probe, _, _) = probe();
+    let limiter = limiter(Duration::from_secs(3600), probe);
+    let refusing = |limiter: &Limiter| {
+        limiter
+            .registry
+            .render()
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("vigil_memory_limiter_refusing{processor=\"memory_limiter\"} ")
+                    .map(str::to_string)
+            })
+            .expect("gauge")
+    };
+    assert_eq!(refusing(&limiter), "0");
+    limiter.entry.try_consume(batch(600)).unwrap();
+    assert_eq!(refusing(&limiter), "0");
+    assert!(limiter.entry.try_consume(batch(1)).is_err());
+    assert_eq!(refusing(&limiter), "1");
+    assert!(limiter.entry.try_consume(batch(1)).is_err());
+    assert_eq!(refusing(&limiter), "1", "still refusing");
+    limiter.recorder.0.lock().unwrap().clear();
+    limiter.entry.try_consume(batch(1)).unwrap();
+    assert_eq!(refusing(&limiter), "0", "admitting again");
+    assert_eq!(super::mib(1_572_864), "1.5 MiB");
+    assert_eq!(super::mib(0), "0.0 MiB");
 }
 
 #[test]
