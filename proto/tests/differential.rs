@@ -27,6 +27,9 @@ use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use vigil_proto::otlp::common::v1::{
     AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList, any_value,
 };
+use vigil_proto::otlp::fields::{
+    AttributeValue, Attributes, first_trace_id, for_each_resource, for_each_span,
+};
 use vigil_proto::otlp::json::protobuf_to_json;
 use vigil_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use vigil_proto::otlp::metrics::v1::{
@@ -37,7 +40,6 @@ use vigil_proto::otlp::metrics::v1::{
 };
 use vigil_proto::otlp::resource::v1::Resource;
 use vigil_proto::otlp::scan::{MAX_ANY_VALUE_DEPTH, scan, without_invalid};
-use vigil_proto::otlp::spans::{AttributeValue, Attributes, for_each_span};
 use vigil_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use vigil_proto::otlp::wire::WireError;
 
@@ -956,10 +958,96 @@ fn spans_agree(bytes: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Each entry's resource and the first trace id, read in place, against `prost` on a request it decodes.
+fn resources_agree(signal: Signal, bytes: &[u8]) -> Result<(), TestCaseError> {
+    let decoded: Result<(Vec<Vec<KeyValue>>, Option<Vec<u8>>), prost::DecodeError> = match signal {
+        Signal::Traces => ExportTraceServiceRequest::decode(bytes).map(|r| {
+            let first = r
+                .resource_spans
+                .iter()
+                .flat_map(|e| &e.scope_spans)
+                .flat_map(|s| &s.spans)
+                .map(|s| s.trace_id.clone())
+                .find(|id| !id.is_empty());
+            let resources = r
+                .resource_spans
+                .into_iter()
+                .map(|e| e.resource.map(|r| r.attributes).unwrap_or_default())
+                .collect();
+            (resources, first)
+        }),
+        Signal::Metrics => ExportMetricsServiceRequest::decode(bytes).map(|r| {
+            let resources = r
+                .resource_metrics
+                .into_iter()
+                .map(|e| e.resource.map(|r| r.attributes).unwrap_or_default())
+                .collect();
+            (resources, None)
+        }),
+        Signal::Logs => ExportLogsServiceRequest::decode(bytes).map(|r| {
+            let first = r
+                .resource_logs
+                .iter()
+                .flat_map(|e| &e.scope_logs)
+                .flat_map(|s| &s.log_records)
+                .map(|l| l.trace_id.clone())
+                .find(|id| !id.is_empty());
+            let resources = r
+                .resource_logs
+                .into_iter()
+                .map(|e| e.resource.map(|r| r.attributes).unwrap_or_default())
+                .collect();
+            (resources, first)
+        }),
+    };
+    let Ok((resources, first)) = decoded else {
+        return Ok(());
+    };
+    let read = first_trace_id(signal, bytes);
+    prop_assert_eq!(read, Ok(first.as_deref()), "first trace id");
+    let mut entries = 0;
+    let mut outcome = Ok(());
+    let walked = for_each_resource(bytes, |resource| {
+        let expected_entry = entries;
+        entries += 1;
+        let compare = || -> Result<(), TestCaseError> {
+            let expected = resources
+                .get(resource.entry)
+                .ok_or_else(|| TestCaseError::fail("an extra entry"))?;
+            prop_assert_eq!(resource.entry, expected_entry, "entries in order");
+            for key in expected
+                .iter()
+                .map(|kv| kv.key.as_str())
+                .chain(["service.name", "absent"])
+            {
+                prop_assert_eq!(
+                    read_value(&resource.attributes, key)?,
+                    prost_value(expected, key),
+                    "resource {}",
+                    key
+                );
+            }
+            Ok(())
+        };
+        compare().map_err(|failure| {
+            outcome = Err(failure);
+            WireError("stop")
+        })
+    });
+    outcome?;
+    prop_assert!(
+        walked.is_ok(),
+        "the reader refused a request prost decodes: {walked:?}"
+    );
+    prop_assert_eq!(entries, resources.len(), "entries missed");
+    Ok(())
+}
+
 fn check(signal: Signal, bytes: &[u8]) -> Result<(), TestCaseError> {
     if signal == Signal::Traces {
         spans_agree(bytes)?;
     }
+    resources_agree(signal, bytes)?;
     let verdict = scan(signal, bytes);
     let oracle = judge(signal, bytes);
     let Ok(summary) = verdict else {

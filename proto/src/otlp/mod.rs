@@ -2,10 +2,10 @@
 
 pub use opentelemetry_proto::tonic::{collector, common, logs, metrics, resource, trace};
 
+pub mod fields;
 pub mod json;
 pub mod scan;
 pub mod schema;
-pub mod spans;
 pub mod wire;
 
 /// The three OTLP signals.

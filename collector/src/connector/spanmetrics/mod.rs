@@ -16,7 +16,7 @@
 //! OpenMetrics, so a latency panel's point opens the very trace. Ids are copied into fixed arrays.
 //!
 //! It is on the default pipeline, so it is built for speed: spans are read in place from the encoded request
-//! with the shared wire reader ([`vigil_proto::otlp::spans`]), series are found by the hash of their borrowed
+//! with the shared wire reader ([`vigil_proto::otlp::fields`]), series are found by the hash of their borrowed
 //! dimensions (randomly keyed, as span names come from clients), and only a new series allocates (its key).
 //! The tests keep a `prost`-based reference beside it and a differential property test that holds the two to
 //! the same counts.
@@ -36,12 +36,12 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use vigil_proto::otlp::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use vigil_proto::otlp::fields::{AttributeValue, ResourceFields, SpanFields, for_each_span};
 use vigil_proto::otlp::metrics::v1::{
     AggregationTemporality, Exemplar, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
     ResourceMetrics, ScopeMetrics, Sum, exemplar, metric, number_data_point,
 };
 use vigil_proto::otlp::resource::v1::Resource;
-use vigil_proto::otlp::spans::{AttributeValue, ResourceFields, SpanFields, for_each_span};
 use vigil_proto::otlp::trace::v1::{span, status};
 use vigil_proto::otlp::wire::WireError;
 use vigil_proto::otlp::{Signal, string_attribute};

@@ -13,6 +13,12 @@ use vigil_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 
+use std::borrow::Cow;
+
+use vigil_proto::otlp::common::v1::AnyValue;
+use vigil_proto::otlp::fields::{AttributeValue, first_trace_id, for_each_resource};
+use vigil_proto::otlp::wire::WireError;
+
 use render::Decoded;
 
 use super::{ExportError, Exported, Exporter, QueueSettings};
@@ -62,37 +68,86 @@ impl DebugExporter {
 impl DebugExporter {
     /// What is printed for `batch`.
     pub fn render(&self, batch: &Batch) -> Result<String, ExportError> {
-        let bytes = batch.to_bytes();
-        let undecodable = |e: prost::DecodeError| ExportError::Undecodable {
-            message: format!("batch does not decode as OTLP: {e}"),
-        };
-        let decoded = match batch.signal {
-            Signal::Traces => {
-                Decoded::Traces(ExportTraceServiceRequest::decode(bytes).map_err(undecodable)?)
-            }
-            Signal::Metrics => {
-                Decoded::Metrics(ExportMetricsServiceRequest::decode(bytes).map_err(undecodable)?)
-            }
-            Signal::Logs => {
-                Decoded::Logs(ExportLogsServiceRequest::decode(bytes).map_err(undecodable)?)
-            }
-        };
-        let mut text = format!(
-            "debug exporter: {} {} {} from {}",
-            batch.signal,
-            batch.items,
-            batch.signal.item_name(),
-            decoded.services().join(", ")
+        if self.verbosity != Verbosity::Detailed {
+            // The summary is read in place: decoding every batch would make the default pipeline, which prints
+            // a line per batch, several times slower.
+            let (services, first_trace) = summary(batch).map_err(|e| ExportError::Undecodable {
+                message: format!("batch does not read as OTLP: {e}"),
+            })?;
+            return Ok(summary_line(batch, &services, first_trace.as_deref()));
+        }
+        let decoded = decode(batch)?;
+        let mut text = summary_line(
+            batch,
+            &decoded.services(),
+            decoded.first_trace_id().as_deref(),
         );
-        if let Some(trace_id) = decoded.first_trace_id() {
-            text.push_str(&format!(", first trace {trace_id}"));
-        }
-        text.push('\n');
-        if self.verbosity == Verbosity::Detailed {
-            decoded.detailed(&mut text);
-        }
+        decoded.detailed(&mut text);
         Ok(text)
     }
+}
+
+/// The batch decoded (for `detailed`, which prints everything).
+fn decode(batch: &Batch) -> Result<Decoded, ExportError> {
+    let bytes = batch.to_bytes();
+    let undecodable = |e: prost::DecodeError| ExportError::Undecodable {
+        message: format!("batch does not decode as OTLP: {e}"),
+    };
+    Ok(match batch.signal {
+        Signal::Traces => {
+            Decoded::Traces(ExportTraceServiceRequest::decode(bytes).map_err(undecodable)?)
+        }
+        Signal::Metrics => {
+            Decoded::Metrics(ExportMetricsServiceRequest::decode(bytes).map_err(undecodable)?)
+        }
+        Signal::Logs => {
+            Decoded::Logs(ExportLogsServiceRequest::decode(bytes).map_err(undecodable)?)
+        }
+    })
+}
+
+/// The services of a batch (`service.name` of each entry's resource, each once, in order) and its first trace
+/// id, read in place.
+fn summary(batch: &Batch) -> Result<(Vec<String>, Option<String>), WireError> {
+    let mut services: Vec<String> = Vec::new();
+    let mut first_trace = None;
+    for chunk in &batch.chunks {
+        for_each_resource(&chunk.bytes, |resource| {
+            let name = match resource.attributes.get("service.name")? {
+                None => Cow::Borrowed("(no service.name)"),
+                Some(AttributeValue::String(name)) => Cow::Borrowed(name),
+                Some(AttributeValue::Encoded(value)) => {
+                    let value = AnyValue::decode(value.as_ref())
+                        .map_err(|_| WireError("an attribute value does not decode"))?;
+                    Cow::Owned(render::value_text(Some(&value)))
+                }
+            };
+            if !services.iter().any(|known| *known == name) {
+                services.push(name.into_owned());
+            }
+            Ok::<_, WireError>(())
+        })?;
+        if first_trace.is_none() {
+            first_trace = first_trace_id(batch.signal, &chunk.bytes)?.map(render::hex);
+        }
+    }
+    Ok((services, first_trace))
+}
+
+/// `debug exporter: traces 3 spans from checkout, first trace 0af7…`.
+fn summary_line(batch: &Batch, services: &[String], first_trace: Option<&str>) -> String {
+    let mut text = format!(
+        "debug exporter: {} {} {} from {}",
+        batch.signal,
+        batch.items,
+        batch.signal.item_name(),
+        services.join(", ")
+    );
+    if let Some(trace_id) = first_trace {
+        text.push_str(&format!(", first trace {trace_id}"));
+    }
+    text.push('\n');
+    text
 }
 
 impl DebugExporter {
@@ -215,6 +270,125 @@ mod tests {
                 text.lines().any(|l| l == line),
                 "missing `{line}` in:\n{text}"
             );
+        }
+    }
+
+    /// A request of `signal` whose entries have a string, integer, empty or missing `service.name` (or no
+    /// resource), and items with and without trace ids.
+    fn random_request(signal: Signal, seed: u64) -> Vec<u8> {
+        use vigil_proto::otlp::common::v1::{KeyValue, any_value};
+        use vigil_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use vigil_proto::otlp::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics};
+        use vigil_proto::otlp::resource::v1::Resource;
+        let mut state = seed | 1;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n.max(1)
+        };
+        let resource = |next: &mut dyn FnMut(u64) -> u64| {
+            let value = match next(5) {
+                0 => return None,
+                1 => Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(7)),
+                }),
+                2 => None,
+                _ => Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(format!("svc{}", next(3)))),
+                }),
+            };
+            let key = if next(6) == 0 {
+                "host.name"
+            } else {
+                "service.name"
+            };
+            Some(Resource {
+                attributes: vec![KeyValue {
+                    key: key.into(),
+                    value,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+        };
+        let trace_id = |next: &mut dyn FnMut(u64) -> u64| match next(3) {
+            0 => Vec::new(),
+            n => vec![n as u8 + next(200) as u8; 16],
+        };
+        let entries = next(4);
+        match signal {
+            Signal::Traces => ExportTraceServiceRequest {
+                resource_spans: (0..entries)
+                    .map(|_| ResourceSpans {
+                        resource: resource(&mut next),
+                        scope_spans: vec![ScopeSpans {
+                            spans: (0..next(3))
+                                .map(|_| Span {
+                                    trace_id: trace_id(&mut next),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+                    .collect(),
+            }
+            .encode_to_vec(),
+            Signal::Logs => ExportLogsServiceRequest {
+                resource_logs: (0..entries)
+                    .map(|_| ResourceLogs {
+                        resource: resource(&mut next),
+                        scope_logs: vec![ScopeLogs {
+                            log_records: (0..next(3))
+                                .map(|_| LogRecord {
+                                    trace_id: trace_id(&mut next),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+                    .collect(),
+            }
+            .encode_to_vec(),
+            Signal::Metrics => ExportMetricsServiceRequest {
+                resource_metrics: (0..entries)
+                    .map(|_| ResourceMetrics {
+                        resource: resource(&mut next),
+                        scope_metrics: vec![ScopeMetrics {
+                            metrics: vec![Metric::default()],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+                    .collect(),
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 500, failure_persistence: None, ..Default::default() })]
+
+        /// The summary line read in place is the one the decoded batch gives, for every signal, over batches
+        /// of several requests.
+        #[test]
+        fn the_summary_read_in_place_is_the_decoded_one(
+            seeds in proptest::collection::vec(proptest::prelude::any::<u64>(), 1..4),
+            signal in 0..3usize,
+        ) {
+            let signal = Signal::ALL[signal];
+            let mut batch = Batch::empty(signal);
+            for seed in seeds {
+                batch.append(Batch::new(signal, random_request(signal, seed).into(), 1));
+            }
+            let exporter = DebugExporter::new(&DebugExporterConfig::default());
+            let decoded = decode(&batch).unwrap();
+            let expected = summary_line(&batch, &decoded.services(), decoded.first_trace_id().as_deref());
+            proptest::prop_assert_eq!(exporter.render(&batch).unwrap(), expected);
         }
     }
 }

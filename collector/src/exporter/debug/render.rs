@@ -20,7 +20,7 @@ pub(super) enum Decoded {
     Logs(ExportLogsServiceRequest),
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -38,7 +38,7 @@ fn service(resource: Option<&Resource>) -> Option<String> {
 }
 
 /// An `AnyValue` as otelcol prints it: `Str(checkout)`, `Int(3)`, `Slice([...])`.
-fn value_text(value: Option<&AnyValue>) -> String {
+pub(super) fn value_text(value: Option<&AnyValue>) -> String {
     match value.and_then(|v| v.value.as_ref()) {
         None => "Empty()".into(),
         Some(Value::StringValue(s)) => format!("Str({s})"),

@@ -1,12 +1,13 @@
-//! The fields of each span of an encoded `ExportTraceServiceRequest`, read in place: what a stage that looks at
-//! spans without changing them (the collector's `spanmetrics`) needs, without decoding the request into owned
-//! messages.
+//! Fields of an encoded export request, read in place: what a stage that looks without changing anything needs
+//! (the collector's `spanmetrics` reads every span, the `debug` exporter each entry's resource and the first
+//! trace id), without decoding the request into owned messages.
 //!
-//! [`for_each_span`] walks the request with the shared [`Reader`] and hands every span's scalar fields to a
-//! visitor, together with its resource's attributes; [`Attributes::get`] finds an attribute by key on demand,
-//! so a span whose attributes nobody asks for costs one skip over them. Where a field appears more than once,
-//! the result is what `prost` decodes: the last value of a scalar, the merge of a message (a resource's or a
-//! span's attribute lists concatenated, a status's code from the last occurrence that has one, an attribute
+//! [`for_each_span`] walks a traces request with the shared [`Reader`] and hands every span's scalar fields to a
+//! visitor, together with its resource; [`for_each_resource`] hands over each top-level entry's resource, for
+//! any signal; [`first_trace_id`] finds the first trace id of a traces or logs request. [`Attributes::get`] finds
+//! an attribute by key on demand, so attributes nobody asks for cost one skip. Where a field appears more than
+//! once, the result is what `prost` decodes: the last value of a scalar, the merge of a message (a resource's or
+//! a span's attribute lists concatenated, a status's code from the last occurrence that has one, an attribute
 //! value merged across occurrences). A differential property test (`proto/tests/differential.rs`) holds the
 //! reader to `prost` on generated and mutated requests.
 //!
@@ -15,7 +16,7 @@
 //! use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 //! use vigil_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
 //! use vigil_proto::otlp::resource::v1::Resource;
-//! use vigil_proto::otlp::spans::{AttributeValue, for_each_span};
+//! use vigil_proto::otlp::fields::{AttributeValue, for_each_span};
 //! use vigil_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 //!
 //! let request = ExportTraceServiceRequest {
@@ -48,6 +49,7 @@
 
 use std::borrow::Cow;
 
+use super::Signal;
 use super::wire::{RECURSION_LIMIT, Reader, WIRE_I64, WIRE_LEN, WIRE_VARINT, WireError};
 
 /// The scalar fields of one span, borrowed from the request.
@@ -186,33 +188,9 @@ fn expect(wire: u8, expected: u8) -> Result<(), WireError> {
     }
 }
 
-/// Calls `visit` with the resource attributes and the fields of every span of `request`, in order. Stops at
-/// the first error, the visitor's or the request's (a request the receiver validated has none).
-pub fn for_each_span<'b, E: From<WireError>>(
-    request: &'b [u8],
-    mut visit: impl FnMut(&ResourceFields<'b>, SpanFields<'b>) -> Result<(), E>,
-) -> Result<(), E> {
-    let mut reader = Reader::new(request);
-    let mut entry = 0;
-    while !reader.done() {
-        let (field, wire) = reader.key()?;
-        if field != 1 {
-            reader.skip(field, wire, RECURSION_LIMIT)?;
-            continue;
-        }
-        expect(wire, WIRE_LEN)?;
-        resource_spans(entry, reader.len_delimited()?, &mut visit)?;
-        entry += 1;
-    }
-    Ok(())
-}
-
-/// One `ResourceSpans`: its resource (wherever it is in the message) first, then its spans.
-fn resource_spans<'b, E: From<WireError>>(
-    entry: usize,
-    body: &'b [u8],
-    visit: &mut impl FnMut(&ResourceFields<'b>, SpanFields<'b>) -> Result<(), E>,
-) -> Result<(), E> {
+/// The resource of a top-level entry (`ResourceSpans`, `ResourceMetrics` or `ResourceLogs`: field 1 in each),
+/// wherever it is in the entry, merged over its occurrences.
+fn entry_resource(body: &[u8]) -> Result<Attributes<'_>, WireError> {
     let mut resource = Attributes::new(1, &[]);
     let mut reader = Reader::new(body);
     let mut resources = 0;
@@ -230,6 +208,123 @@ fn resource_spans<'b, E: From<WireError>>(
         }
         resources += 1;
     }
+    Ok(resource)
+}
+
+/// The top-level entries of a request (field 1 of every `Export*ServiceRequest`), in order.
+fn for_each_entry<'b, E: From<WireError>>(
+    request: &'b [u8],
+    mut visit: impl FnMut(usize, &'b [u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut reader = Reader::new(request);
+    let mut entry = 0;
+    while !reader.done() {
+        let (field, wire) = reader.key()?;
+        if field != 1 {
+            reader.skip(field, wire, RECURSION_LIMIT)?;
+            continue;
+        }
+        expect(wire, WIRE_LEN)?;
+        visit(entry, reader.len_delimited()?)?;
+        entry += 1;
+    }
+    Ok(())
+}
+
+/// Calls `visit` with the resource of every top-level entry of `request`, a request of any signal, in order.
+pub fn for_each_resource<'b, E: From<WireError>>(
+    request: &'b [u8],
+    mut visit: impl FnMut(&ResourceFields<'b>) -> Result<(), E>,
+) -> Result<(), E> {
+    for_each_entry(request, |entry, body| {
+        visit(&ResourceFields {
+            entry,
+            attributes: entry_resource(body)?,
+        })
+    })
+}
+
+/// The first non-empty trace id of a span (traces) or log record (logs) in `request`; `None` for metrics.
+pub fn first_trace_id(signal: Signal, request: &[u8]) -> Result<Option<&[u8]>, WireError> {
+    // (entry field of the scope entry, item field of the scope entry, trace id field of the item)
+    let (items, trace_id) = match signal {
+        Signal::Traces => (2, 1),
+        Signal::Logs => (2, 9),
+        Signal::Metrics => return Ok(None),
+    };
+    let mut found = None;
+    let searched = for_each_entry(request, |_, body| {
+        let mut entry = Reader::new(body);
+        while !entry.done() {
+            let (field, wire) = entry.key()?;
+            if field != 2 {
+                entry.skip(field, wire, RECURSION_LIMIT - 1)?;
+                continue;
+            }
+            expect(wire, WIRE_LEN)?;
+            let mut scope = Reader::new(entry.len_delimited()?);
+            while !scope.done() {
+                let (field, wire) = scope.key()?;
+                if field != items {
+                    scope.skip(field, wire, RECURSION_LIMIT - 2)?;
+                    continue;
+                }
+                expect(wire, WIRE_LEN)?;
+                let mut item = Reader::new(scope.len_delimited()?);
+                let mut id: &[u8] = &[];
+                while !item.done() {
+                    let (field, wire) = item.key()?;
+                    if field == trace_id {
+                        expect(wire, WIRE_LEN)?;
+                        id = item.len_delimited()?;
+                    } else {
+                        item.skip(field, wire, RECURSION_LIMIT - 3)?;
+                    }
+                }
+                if !id.is_empty() {
+                    found = Some(id);
+                    return Err(Stop::Found);
+                }
+            }
+        }
+        Ok(())
+    });
+    match searched {
+        Ok(()) | Err(Stop::Found) => Ok(found),
+        Err(Stop::Broken(error)) => Err(error),
+    }
+}
+
+/// Why a search ended before the end of the request (see [`first_trace_id`]).
+enum Stop {
+    Found,
+    Broken(WireError),
+}
+
+impl From<WireError> for Stop {
+    fn from(error: WireError) -> Self {
+        Stop::Broken(error)
+    }
+}
+
+/// Calls `visit` with the resource attributes and the fields of every span of `request`, in order. Stops at
+/// the first error, the visitor's or the request's (a request the receiver validated has none).
+pub fn for_each_span<'b, E: From<WireError>>(
+    request: &'b [u8],
+    mut visit: impl FnMut(&ResourceFields<'b>, SpanFields<'b>) -> Result<(), E>,
+) -> Result<(), E> {
+    for_each_entry(request, |entry, body| {
+        resource_spans(entry, body, &mut visit)
+    })
+}
+
+/// One `ResourceSpans`: its resource (wherever it is in the message) first, then its spans.
+fn resource_spans<'b, E: From<WireError>>(
+    entry: usize,
+    body: &'b [u8],
+    visit: &mut impl FnMut(&ResourceFields<'b>, SpanFields<'b>) -> Result<(), E>,
+) -> Result<(), E> {
+    let resource = entry_resource(body)?;
     let resource = ResourceFields {
         entry,
         attributes: resource,
