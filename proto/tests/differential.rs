@@ -958,9 +958,12 @@ fn spans_agree(bytes: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Each entry's resource attributes, and the first trace id.
+type Summaries = (Vec<Vec<KeyValue>>, Option<Vec<u8>>);
+
 /// Each entry's resource and the first trace id, read in place, against `prost` on a request it decodes.
 fn resources_agree(signal: Signal, bytes: &[u8]) -> Result<(), TestCaseError> {
-    let decoded: Result<(Vec<Vec<KeyValue>>, Option<Vec<u8>>), prost::DecodeError> = match signal {
+    let decoded: Result<Summaries, prost::DecodeError> = match signal {
         Signal::Traces => ExportTraceServiceRequest::decode(bytes).map(|r| {
             let first = r
                 .resource_spans
