@@ -390,6 +390,11 @@ fn span(body: &[u8]) -> Result<SpanFields<'_>, WireError> {
                 expect(wire, WIRE_I64)?;
                 span.end_time_unix_nano = reader.fixed64()?;
             }
+            // Attributes are read on demand (`Attributes::get`); passing over them is the common case.
+            9 => {
+                expect(wire, WIRE_LEN)?;
+                reader.len_delimited()?;
+            }
             15 => {
                 expect(wire, WIRE_LEN)?;
                 let mut status = Reader::new(reader.len_delimited()?);

@@ -26,7 +26,7 @@ mod tests;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -259,10 +259,11 @@ struct KeyRef<'a> {
 }
 
 impl KeyRef<'_> {
-    fn hash(&self, state: &RandomState) -> u64 {
-        hash_series(
-            state,
-            [self.service, self.namespace, self.span_name],
+    /// The key's hash, given its resource's hasher ([`resource_hasher`] of its service and namespace).
+    fn hash(&self, resource: &DefaultHasher) -> u64 {
+        span_hash(
+            resource,
+            self.span_name,
             (self.kind, self.status),
             self.extra.iter().map(|value| value.as_deref()),
         )
@@ -270,9 +271,9 @@ impl KeyRef<'_> {
 
     fn matches(&self, key: &Key) -> bool {
         !key.overflow
-            && key.service == self.service
-            && key.namespace == self.namespace
-            && key.span_name == self.span_name
+            && same(&key.service, self.service)
+            && same(&key.namespace, self.namespace)
+            && same(&key.span_name, self.span_name)
             && key.kind == self.kind
             && key.status == self.status
             && key.extra.len() == self.extra.len()
@@ -300,6 +301,13 @@ impl KeyRef<'_> {
     }
 }
 
+/// String equality without a call into the C library's `memcmp`: the strings compared per span (service,
+/// span name) are short, and the call costs more than the comparison.
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+}
+
 /// The series beyond `max_series`.
 fn overflow_key() -> Key {
     Key {
@@ -320,15 +328,25 @@ struct Series {
     hasher: RandomState,
 }
 
-/// The hash of a series' dimensions, the same for its owned [`Key`] and a borrowed [`KeyRef`].
-fn hash_series<'a>(
-    state: &RandomState,
-    texts: [&str; 3],
+/// The hashing of a series' resource part (service, namespace): done once per resource, and carried on, cloned,
+/// into each of its spans' hashes ([`span_hash`]).
+fn resource_hasher(state: &RandomState, service: &str, namespace: &str) -> DefaultHasher {
+    let mut hasher = state.build_hasher();
+    service.hash(&mut hasher);
+    namespace.hash(&mut hasher);
+    hasher
+}
+
+/// The hash of a series' dimensions from its resource's hasher: the same for its owned [`Key`] and for a
+/// borrowed [`KeyRef`].
+fn span_hash<'a>(
+    resource: &DefaultHasher,
+    span_name: &str,
     (kind, status): (i32, i32),
     extra: impl Iterator<Item = Option<&'a str>>,
 ) -> u64 {
-    let mut hasher = state.build_hasher();
-    (texts, kind, status).hash(&mut hasher);
+    let mut hasher = resource.clone();
+    (span_name, kind, status).hash(&mut hasher);
     for value in extra {
         value.hash(&mut hasher);
     }
@@ -348,9 +366,9 @@ impl Series {
 fn stored_hash(state: &RandomState, key: &Key) -> u64 {
     match key.overflow {
         true => OVERFLOW_HASH,
-        false => hash_series(
-            state,
-            [&key.service, &key.namespace, &key.span_name],
+        false => span_hash(
+            &resource_hasher(state, &key.service, &key.namespace),
+            &key.span_name,
             (key.kind, key.status),
             key.extra.iter().map(Option::as_deref),
         ),
@@ -558,6 +576,10 @@ impl SpanMetrics {
         let now = Instant::now();
         let now_unix_nano = unix_nano();
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let hashers: Vec<DefaultHasher> = resources
+            .iter()
+            .map(|r| resource_hasher(&series.hasher, &r.service, &r.namespace))
+            .collect();
         for observation in observations {
             let identity = &resources[observation.resource];
             let key = KeyRef {
@@ -568,9 +590,11 @@ impl SpanMetrics {
                 status: observation.status,
                 extra: &observation.extra,
             };
+            let hash = key.hash(&hashers[observation.resource]);
             self.record(
                 &mut series,
                 &key,
+                hash,
                 observation.duration,
                 observation.exemplar,
                 (now, now_unix_nano),
@@ -584,11 +608,11 @@ impl SpanMetrics {
         &self,
         series: &mut Series,
         key: &KeyRef<'_>,
+        hash: u64,
         duration: f64,
         exemplar: Option<SpanExemplar>,
         (now, now_unix_nano): (Instant, u64),
     ) {
-        let hash = key.hash(&series.hasher);
         if let Some((_, aggregate)) = series.table.find_mut(hash, |(owned, _)| key.matches(owned)) {
             aggregate.add(&self.bounds, duration, exemplar, now);
             return;

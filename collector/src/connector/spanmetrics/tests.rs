@@ -75,7 +75,12 @@ fn add_decoded(connector: &SpanMetrics, request: &ExportTraceServiceRequest) {
                 span.end_time_unix_nano,
                 duration,
             );
-            connector.record(&mut series, &key, duration, exemplar, now);
+            let hash = key.hash(&super::resource_hasher(
+                &series.hasher,
+                &service,
+                &namespace,
+            ));
+            connector.record(&mut series, &key, hash, duration, exemplar, now);
         }
     }
 }
