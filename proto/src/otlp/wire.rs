@@ -176,6 +176,39 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The eight bytes of `bytes` from `at`, as one word.
+#[inline(always)]
+pub fn word_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// `a == b`, without a call into the C library's `memcmp` for the short strings (attribute keys, service and
+/// span names) that walkers compare per item: for those, the call costs more than the comparison.
+#[inline(always)]
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = word_at;
+    match a.len() {
+        0..=7 => a.iter().zip(b).all(|(x, y)| x == y),
+        // Two overlapping words cover 8 to 16 bytes, four cover 17 to 32.
+        8..=16 => {
+            let last = a.len() - 8;
+            word(a, 0) == word(b, 0) && word(a, last) == word(b, last)
+        }
+        17..=32 => {
+            let (third, last) = (a.len() - 16, a.len() - 8);
+            (word(a, 0) ^ word(b, 0))
+                | (word(a, 8) ^ word(b, 8))
+                | (word(a, third) ^ word(b, third))
+                | (word(a, last) ^ word(b, last))
+                == 0
+        }
+        _ => a == b,
+    }
+}
+
 /// Appends `value` as a varint.
 pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
@@ -195,6 +228,20 @@ pub fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_bytes_tells_apart_strings_differing_in_any_byte_at_any_length() {
+        for len in 0..48 {
+            let key: Vec<u8> = (0..len as u8).map(|i| b'a' + i % 26).collect();
+            assert!(same_bytes(&key, &key.clone()), "{len} bytes");
+            for at in 0..len {
+                let mut other = key.clone();
+                other[at] ^= 0x20;
+                assert!(!same_bytes(&key, &other), "{len} bytes, byte {at} differs");
+            }
+            assert!(!same_bytes(&key, &key[..len.saturating_sub(1)]) || len == 0);
+        }
+    }
 
     #[test]
     fn a_ten_byte_varint_may_only_set_bit_63() {

@@ -43,7 +43,7 @@ use vigil_proto::otlp::metrics::v1::{
 };
 use vigil_proto::otlp::resource::v1::Resource;
 use vigil_proto::otlp::trace::v1::{span, status};
-use vigil_proto::otlp::wire::WireError;
+use vigil_proto::otlp::wire::{WireError, same_bytes};
 use vigil_proto::otlp::{Signal, string_attribute};
 
 use super::Connector;
@@ -301,11 +301,10 @@ impl KeyRef<'_> {
     }
 }
 
-/// String equality without a call into the C library's `memcmp`: the strings compared per span (service,
-/// span name) are short, and the call costs more than the comparison.
+/// String equality without a call into `memcmp` ([`same_bytes`]): keys are compared for every span.
 #[inline]
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+    same_bytes(a.as_bytes(), b.as_bytes())
 }
 
 /// The series beyond `max_series`.

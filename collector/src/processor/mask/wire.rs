@@ -17,7 +17,9 @@ use vigil_proto::otlp::Signal;
 use vigil_proto::otlp::scan::MAX_ANY_VALUE_DEPTH;
 use vigil_proto::otlp::schema::{self, Kind, Schema};
 pub use vigil_proto::otlp::wire::WireError;
-use vigil_proto::otlp::wire::{RECURSION_LIMIT, Reader, WIRE_LEN, WIRE_VARINT, put_bytes};
+use vigil_proto::otlp::wire::{
+    RECURSION_LIMIT, Reader, WIRE_LEN, WIRE_VARINT, put_bytes, same_bytes, word_at,
+};
 
 /// What masking did to one message or value.
 #[derive(Debug, PartialEq, Eq)]
@@ -147,37 +149,6 @@ fn key_words(key: &[u8]) -> (u64, u64) {
                 .fold(0, |packed, &byte| packed << 8 | u64::from(byte)),
             0,
         ),
-    }
-}
-
-/// The eight bytes of `bytes` from `at`, as one word.
-#[inline(always)]
-fn word_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-}
-
-/// `a == b`, without a call into `memcmp` for the short keys that are nearly all of them.
-#[inline(always)]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let word = word_at;
-    match a.len() {
-        // Two overlapping words cover 8 to 16 bytes, four cover 17 to 32.
-        8..=16 => {
-            let last = a.len() - 8;
-            word(a, 0) == word(b, 0) && word(a, last) == word(b, last)
-        }
-        17..=32 => {
-            let (third, last) = (a.len() - 16, a.len() - 8);
-            (word(a, 0) ^ word(b, 0))
-                | (word(a, 8) ^ word(b, 8))
-                | (word(a, third) ^ word(b, third))
-                | (word(a, last) ^ word(b, last))
-                == 0
-        }
-        _ => a == b,
     }
 }
 
@@ -502,21 +473,7 @@ fn repeated<'b>(
 
 #[cfg(test)]
 mod tests {
-    use super::{key_words, same_bytes};
-
-    #[test]
-    fn same_bytes_tells_apart_keys_differing_in_any_byte_at_any_length() {
-        for len in 0..48 {
-            let key: Vec<u8> = (0..len as u8).map(|i| b'a' + i % 26).collect();
-            assert!(same_bytes(&key, &key.clone()), "{len} bytes");
-            for at in 0..len {
-                let mut other = key.clone();
-                other[at] ^= 0x20;
-                assert!(!same_bytes(&key, &other), "{len} bytes, byte {at} differs");
-            }
-            assert!(!same_bytes(&key, &key[..len.saturating_sub(1)]) || len == 0);
-        }
-    }
+    use super::key_words;
 
     #[test]
     fn key_words_tell_apart_short_keys_differing_in_any_byte() {
