@@ -67,3 +67,15 @@ pub(crate) fn traces(spans: Vec<Span>) -> Batch {
     };
     Batch::new(Signal::Traces, Bytes::from(request.encode_to_vec()), items)
 }
+
+/// A small deterministic generator (xorshift): each call gives a number below its argument. For property tests
+/// that build requests from a seed, so a failure names the seed that shows it.
+pub(crate) fn numbers(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed | 1;
+    move |below: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % below.max(1)
+    }
+}

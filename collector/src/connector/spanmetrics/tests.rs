@@ -488,13 +488,7 @@ fn the_service_namespace_stays_on_the_resource_so_job_matches_the_services_metri
 /// A request from a few services, span names, kinds, statuses and attribute values (strings, integers, absent),
 /// so that requests share series and dimensions fall back to the resource and to defaults.
 fn random_request(seed: u64) -> ExportTraceServiceRequest {
-    let mut state = seed | 1;
-    let mut next = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n.max(1)
-    };
+    let mut next = crate::processor::test_support::numbers(seed);
     let value = |n: u64| match n % 3 {
         0 => None,
         1 => Some(AnyValue {

@@ -280,13 +280,7 @@ mod tests {
         use vigil_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
         use vigil_proto::otlp::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics};
         use vigil_proto::otlp::resource::v1::Resource;
-        let mut state = seed | 1;
-        let mut next = move |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n.max(1)
-        };
+        let mut next = crate::processor::test_support::numbers(seed);
         let resource = |next: &mut dyn FnMut(u64) -> u64| {
             let value = match next(5) {
                 0 => return None,

@@ -169,6 +169,32 @@ struct Limiter {
     registry: Registry,
 }
 
+/// A limiter built with `config` in front of `next`, with `available` bytes of memory and `probe`.
+fn build_limiter(
+    config: &MemoryLimiterConfig,
+    next: crate::pipeline::SharedConsumer,
+    available: u64,
+    probe: RssProbe,
+) -> (crate::processor::Built, MemoryAccount, Registry) {
+    let account = MemoryAccount::default();
+    let registry = Registry::default();
+    let id = ComponentId::parse("memory_limiter").unwrap();
+    let built = build_with(
+        config,
+        ProcessorContext {
+            id: &id,
+            pipeline: "traces",
+            signal: Signal::Traces,
+            registry: &registry,
+            memory: &account,
+        },
+        next,
+        available,
+        probe,
+    );
+    (built, account, registry)
+}
+
 /// A limiter with a 1,000-byte hard limit and a 400-byte spike limit (soft limit 600 bytes).
 fn limiter(check_interval: Duration, probe: RssProbe) -> Limiter {
     let config = MemoryLimiterConfig {
@@ -179,22 +205,7 @@ fn limiter(check_interval: Duration, probe: RssProbe) -> Limiter {
         spike_limit_percentage: Some(4),
     };
     let recorder = Arc::new(Recorder::default());
-    let account = MemoryAccount::default();
-    let registry = Registry::default();
-    let id = ComponentId::parse("memory_limiter").unwrap();
-    let built = build_with(
-        &config,
-        ProcessorContext {
-            id: &id,
-            pipeline: "traces",
-            signal: Signal::Traces,
-            registry: &registry,
-            memory: &account,
-        },
-        recorder.clone(),
-        10_000,
-        probe,
-    );
+    let (built, account, registry) = build_limiter(&config, recorder.clone(), 10_000, probe);
     assert!(built.stage.is_none(), "no task of its own");
     Limiter {
         entry: built.entry,
@@ -294,28 +305,14 @@ fn a_batch_refused_downstream_gives_its_bytes_back() {
         }
     }
     let (probe, _, _) = probe();
-    let account = MemoryAccount::default();
-    let registry = Registry::default();
-    let id = ComponentId::parse("memory_limiter").unwrap();
-    let built = build_with(
-        &MemoryLimiterConfig {
-            check_interval: Duration::from_secs(1),
-            limit_mib: Some(1),
-            spike_limit_mib: None,
-            limit_percentage: None,
-            spike_limit_percentage: None,
-        },
-        ProcessorContext {
-            id: &id,
-            pipeline: "traces",
-            signal: Signal::Traces,
-            registry: &registry,
-            memory: &account,
-        },
-        Arc::new(Full),
-        0,
-        probe,
-    );
+    let config = MemoryLimiterConfig {
+        check_interval: Duration::from_secs(1),
+        limit_mib: Some(1),
+        spike_limit_mib: None,
+        limit_percentage: None,
+        spike_limit_percentage: None,
+    };
+    let (built, account, _registry) = build_limiter(&config, Arc::new(Full), 0, probe);
     assert!(matches!(
         built.entry.try_consume(batch(100)),
         Err(Refusal::Full { .. })
