@@ -54,8 +54,12 @@ impl std::fmt::Display for ExportError {
 pub struct Exported {
     /// Items the backend said it rejected; they are counted as dropped and never retried.
     pub rejected: u64,
-    /// The backend's explanation, when it rejected some.
+    /// The backend's explanation, when it rejected some (or why some could not be read).
     pub message: String,
+    /// Items the exporter itself could not read (a request of the batch that does not decode): counted as
+    /// dropped with reason `undecodable` and never retried, while the rest of the batch counts as sent. For
+    /// exporters that read each request of a batch on its own (a connector), instead of failing the batch.
+    pub undecodable: u64,
 }
 
 /// `retry_on_failure`: exponential backoff with jitter for retryable failures.

@@ -830,18 +830,24 @@ impl SpanMetrics {
 impl Connector for SpanMetrics {
     fn consume<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
         Box::pin(async move {
-            // Every chunk is read before any is counted: a batch that fails is sent again chunk by chunk,
-            // and must not have been counted in part.
+            // Each request of the batch is read whole, then counted: a request that cannot be read is
+            // dropped on its own (counted as undecodable) and never counted in part. Counting a request
+            // right after reading it keeps what was read in cache.
+            let mut outcome = Exported::default();
             let mut resources = Vec::new();
-            let mut observations = Vec::with_capacity(batch.items as usize);
+            let mut observations = Vec::new();
             for chunk in &batch.chunks {
-                self.read(&chunk.bytes, &mut resources, &mut observations)
-                    .map_err(|e| ExportError::Undecodable {
-                        message: format!("batch does not read as OTLP traces: {e}"),
-                    })?;
+                resources.clear();
+                observations.clear();
+                match self.read(&chunk.bytes, &mut resources, &mut observations) {
+                    Ok(()) => self.count(&resources, &observations),
+                    Err(e) => {
+                        outcome.undecodable += chunk.items;
+                        outcome.message = format!("a request does not read as OTLP traces: {e}");
+                    }
+                }
             }
-            self.count(&resources, &observations);
-            Ok(Exported::default())
+            Ok(outcome)
         })
     }
 

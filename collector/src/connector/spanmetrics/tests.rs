@@ -485,6 +485,41 @@ fn the_service_namespace_stays_on_the_resource_so_job_matches_the_services_metri
     );
 }
 
+/// A batch of requests counts request by request: one that cannot be read is reported as undecodable (the
+/// worker drops it, counted) and nothing of it is counted, while the requests around it are.
+#[tokio::test]
+async fn an_unreadable_request_costs_only_its_own_spans() {
+    use crate::connector::Connector as _;
+    use crate::pipeline::Batch;
+    use vigil_proto::otlp::Signal;
+    let connector = default_connector();
+    let good = |name: &str| request("api", vec![span(name, 5, false, vec![])]).encode_to_vec();
+    // A valid span followed by a span whose name is not UTF-8: the request reads up to the broken span.
+    let mut broken = request(
+        "api",
+        vec![
+            span("counted-if-read-in-part", 5, false, vec![]),
+            span("BROKEN", 5, false, vec![]),
+        ],
+    )
+    .encode_to_vec();
+    let at = broken.windows(6).position(|w| w == b"BROKEN").unwrap();
+    broken[at] = 0xff;
+    let mut batch = Batch::new(Signal::Traces, good("before").into(), 1);
+    batch.append(Batch::new(Signal::Traces, broken.into(), 2));
+    batch.append(Batch::new(Signal::Traces, good("after").into(), 1));
+    let exported = connector.consume(&batch).await.unwrap();
+    assert_eq!(exported.undecodable, 2);
+    assert!(exported.message.contains("UTF-8"), "{}", exported.message);
+    let names: Vec<String> = calls(&connector)
+        .into_iter()
+        .flat_map(|(attributes, _)| attributes)
+        .filter_map(|a| a.strip_prefix("span.name=").map(str::to_string))
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"before".to_string()) && names.contains(&"after".to_string()));
+}
+
 /// A request from a few services, span names, kinds, statuses and attribute values (strings, integers, absent),
 /// so that requests share series and dimensions fall back to the resource and to defaults.
 fn random_request(seed: u64) -> ExportTraceServiceRequest {

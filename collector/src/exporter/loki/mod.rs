@@ -750,6 +750,7 @@ impl Exporter for LokiExporter {
                         .map(|(why, n)| format!("{n} {why}"))
                         .collect::<Vec<_>>()
                         .join("; "),
+                    ..Default::default()
                 })
             }
         })

@@ -161,6 +161,7 @@ impl TraceForwarder {
         Ok(Exported {
             rejected,
             message: messages.join("; "),
+            ..Default::default()
         })
     }
 

@@ -229,6 +229,7 @@ pub fn partial_success(signal: Signal, body: &[u8]) -> Exported {
     Exported {
         rejected: rejected.max(0) as u64,
         message,
+        ..Default::default()
     }
 }
 

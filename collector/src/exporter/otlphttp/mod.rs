@@ -284,5 +284,6 @@ fn json_partial_success(body: &[u8]) -> Exported {
             .and_then(|m| m.as_str())
             .unwrap_or_default()
             .to_string(),
+        ..Default::default()
     }
 }

@@ -370,6 +370,7 @@ impl Exporter for PrometheusExporter {
                     "{dropped} data points over max_series, {invalid} not expressible in Prometheus \
                      (type conflict, unspecified temporality, exponential histogram without sum)"
                 ),
+                ..Default::default()
             })
         })
     }

@@ -445,6 +445,7 @@ impl Exporter for RemoteWriteExporter {
                     message: format!(
                         "{dropped} data points over max_series or not expressible in Prometheus"
                     ),
+                    ..Default::default()
                 })
             }
         })

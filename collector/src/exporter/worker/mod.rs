@@ -7,7 +7,9 @@
 //!
 //! One bad request never costs the others their data: when an exporter finds a batch undecodable
 //! ([`ExportError::Undecodable`]), a batch of several requests is delivered again one request at a time and
-//! only the requests that still fail are dropped.
+//! only the requests that still fail are dropped. An exporter that reads each request on its own (the
+//! `spanmetrics` connector) reports the items it could not read in [`Exported::undecodable`] instead, and the
+//! rest of the batch counts as sent.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -279,12 +281,20 @@ impl Consumer {
                         self.problems.clear(&self.component);
                     }
                     let rejected = exported.rejected.min(batch.items);
-                    self.accounts.sent.add(batch.items - rejected);
+                    let undecodable = exported.undecodable.min(batch.items - rejected);
+                    self.accounts.sent.add(batch.items - rejected - undecodable);
                     if rejected > 0 {
                         self.accounts.rejected_by_backend.add(rejected);
                         tracing::warn!(
                             exporter = %self.id, rejected, message = %exported.message,
                             "backend rejected part of a batch"
+                        );
+                    }
+                    if undecodable > 0 {
+                        self.accounts.undecodable.add(undecodable);
+                        tracing::warn!(
+                            exporter = %self.id, undecodable, message = %exported.message,
+                            "part of a batch could not be read; those items are dropped"
                         );
                     }
                     return;

@@ -155,12 +155,34 @@ async fn partial_success_counts_rejected_items_as_dropped() {
         vec![Ok(Exported {
             rejected: 2,
             message: "bad".into(),
+            ..Default::default()
         })],
         &[5],
     )
     .await;
     assert_eq!(sent(&registry), 3);
     assert_eq!(dropped(&registry, "rejected_by_backend"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn items_an_exporter_could_not_read_are_dropped_as_undecodable_and_the_rest_sent() {
+    let (registry, exporter) = run(
+        vec![Ok(Exported {
+            rejected: 1,
+            undecodable: 3,
+            message: "a request does not read".into(),
+        })],
+        &[10],
+    )
+    .await;
+    assert_eq!(sent(&registry), 6);
+    assert_eq!(dropped(&registry, "undecodable"), 3);
+    assert_eq!(dropped(&registry, "rejected_by_backend"), 1);
+    assert_eq!(
+        exporter.attempts.load(Ordering::SeqCst),
+        1,
+        "never retried, never resent"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -319,6 +341,7 @@ async fn a_permanent_error_is_a_problem_on_readyz_until_an_export_succeeds() {
     let partial = Ok(Exported {
         rejected: 1,
         message: "one refused".into(),
+        ..Default::default()
     });
     let (registry, _) = run(vec![permanent(), partial], &[1, 2]).await;
     assert!(
