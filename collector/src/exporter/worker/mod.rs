@@ -8,7 +8,7 @@
 //! One bad request never costs the others their data: when an exporter finds a batch undecodable
 //! ([`ExportError::Undecodable`]), a batch of several requests is delivered again one request at a time and
 //! only the requests that still fail are dropped. An exporter that reads each request on its own (the
-//! `spanmetrics` connector) reports the items it could not read in [`Exported::undecodable`] instead, and the
+//! `spanmetrics` connector) reports the items it could not read in [`Exported::undecodable`](crate::delivery::Exported::undecodable) instead, and the
 //! rest of the batch counts as sent.
 
 use std::sync::Arc;
