@@ -15,8 +15,7 @@ use vigil_e2e::{Collector, eventually, readme_yaml_after, validate_config, works
 const MIB: u64 = 1024 * 1024;
 const LIMIT_MIB: u64 = 128;
 /// Headroom for what the count does not see: the process itself (about 30 MiB in a debug build), requests being
-/// received, exports
-/// being encoded.
+/// received, exports being encoded.
 const SPIKE_LIMIT_MIB: u64 = 56;
 /// Concurrent requests from the load generator.
 const CONNECTIONS: u64 = 4;
