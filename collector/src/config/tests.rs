@@ -30,6 +30,14 @@ fn embedded_default_config_is_valid_and_has_every_signal() {
             "pipeline {id} limits memory, then masks"
         );
     }
+    // What the config's comment promises: refusing before 80 % of the memory the process may use.
+    let limiter = config.processors.values().find_map(|p| match p {
+        ProcessorConfig::MemoryLimiter(limiter) => Some(limiter),
+        _ => None,
+    });
+    let limits = limiter.expect("a memory_limiter").limits(1000 << 20);
+    assert_eq!(limits.hard, 800 << 20);
+    assert!(limits.soft < limits.hard);
 }
 
 #[test]

@@ -49,7 +49,10 @@
 
 use std::borrow::Cow;
 
+use prost::Message as _;
+
 use super::Signal;
+use super::common::v1::AnyValue;
 use super::wire::{RECURSION_LIMIT, Reader, WIRE_I64, WIRE_LEN, WIRE_VARINT, WireError};
 
 /// The scalar fields of one span, borrowed from the request.
@@ -98,6 +101,24 @@ pub enum AttributeValue<'b> {
     String(&'b str),
     /// Any other value: an encoded `AnyValue` for the caller to decode (empty when the key has no value).
     Encoded(Cow<'b, [u8]>),
+}
+
+impl<'b> AttributeValue<'b> {
+    /// The value as text: a string as it is (borrowed), any other value decoded and spelled by `spell` (each
+    /// consumer has its convention: Prometheus label values, otelcol's debug output).
+    pub fn text_with(
+        self,
+        spell: impl FnOnce(&AnyValue) -> String,
+    ) -> Result<Cow<'b, str>, WireError> {
+        match self {
+            AttributeValue::String(text) => Ok(Cow::Borrowed(text)),
+            AttributeValue::Encoded(bytes) => {
+                let value = AnyValue::decode(bytes.as_ref())
+                    .map_err(|_| WireError("an attribute value does not decode"))?;
+                Ok(Cow::Owned(spell(&value)))
+            }
+        }
+    }
 }
 
 impl<'b> Attributes<'b> {

@@ -321,11 +321,7 @@ fn overflow_key() -> Key {
 }
 
 /// Live series, found by the hash of their borrowed dimensions.
-struct Series {
-    table: hashbrown::HashTable<(Key, Aggregate)>,
-    /// Randomly keyed SipHash: span names come from clients, so colliding keys must not be predictable.
-    hasher: RandomState,
-}
+type Series = hashbrown::HashTable<(Key, Aggregate)>;
 
 /// The hashing of a series' resource part (service, namespace): done once per resource, and carried on, cloned,
 /// into each of its spans' hashes ([`span_hash`]).
@@ -350,15 +346,6 @@ fn span_hash<'a>(
         value.hash(&mut hasher);
     }
     hasher.finish()
-}
-
-impl Series {
-    fn new() -> Self {
-        Series {
-            table: hashbrown::HashTable::new(),
-            hasher: RandomState::new(),
-        }
-    }
 }
 
 /// The hash a stored series is kept under (the table asks again when it grows).
@@ -389,10 +376,11 @@ struct Observation<'b> {
     exemplar: Option<SpanExemplar>,
 }
 
-/// The identity of a resource: what series are keyed on besides the span.
+/// The identity of a resource: what series are keyed on besides the span, and its part of their hash.
 struct ResourceIdentity<'b> {
     service: Cow<'b, str>,
     namespace: Cow<'b, str>,
+    hasher: DefaultHasher,
 }
 
 struct Aggregate {
@@ -460,6 +448,8 @@ pub struct SpanMetrics {
     config: SpanMetricsConfig,
     bounds: Vec<f64>,
     series: Mutex<Series>,
+    /// Randomly keyed SipHash: span names come from clients, so colliding keys must not be predictable.
+    hasher: RandomState,
     outputs: OnceLock<Outputs>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -475,6 +465,7 @@ impl SpanMetrics {
             config: config.clone(),
             bounds: config.bounds().unwrap_or_default(),
             series: Mutex::new(Series::new()),
+            hasher: RandomState::new(),
             outputs: OnceLock::new(),
             stop,
             task: Mutex::new(None),
@@ -522,9 +513,11 @@ impl SpanMetrics {
                             None => Cow::Borrowed(""),
                         })
                     };
+                    let (service, namespace) = (text("service.name")?, text("service.namespace")?);
                     resources.push(ResourceIdentity {
-                        service: text("service.name")?,
-                        namespace: text("service.namespace")?,
+                        hasher: resource_hasher(&self.hasher, &service, &namespace),
+                        service,
+                        namespace,
                     });
                 }
                 let index = resources.len() - 1;
@@ -575,10 +568,6 @@ impl SpanMetrics {
         let now = Instant::now();
         let now_unix_nano = unix_nano();
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let hashers: Vec<DefaultHasher> = resources
-            .iter()
-            .map(|r| resource_hasher(&series.hasher, &r.service, &r.namespace))
-            .collect();
         for observation in observations {
             let identity = &resources[observation.resource];
             let key = KeyRef {
@@ -589,7 +578,7 @@ impl SpanMetrics {
                 status: observation.status,
                 extra: &observation.extra,
             };
-            let hash = key.hash(&hashers[observation.resource]);
+            let hash = key.hash(&identity.hasher);
             self.record(
                 &mut series,
                 &key,
@@ -612,40 +601,36 @@ impl SpanMetrics {
         exemplar: Option<SpanExemplar>,
         (now, now_unix_nano): (Instant, u64),
     ) {
-        if let Some((_, aggregate)) = series.table.find_mut(hash, |(owned, _)| key.matches(owned)) {
+        if let Some((_, aggregate)) = series.find_mut(hash, |(owned, _)| key.matches(owned)) {
             aggregate.add(&self.bounds, duration, exemplar, now);
             return;
         }
         // A new series: allocated once, here.
-        let (hash, owned) = if series.table.len() >= self.config.max_series {
+        let (hash, key) = if series.len() >= self.config.max_series {
             self.overflowed.add(1);
+            if let Some((_, aggregate)) = series.find_mut(OVERFLOW_HASH, |(k, _)| k.overflow) {
+                aggregate.add(&self.bounds, duration, exemplar, now);
+                return;
+            }
             (OVERFLOW_HASH, overflow_key())
         } else {
             (hash, key.to_key())
         };
-        let Series { table, hasher } = series;
-        let entry = table.entry(
-            hash,
-            |(candidate, _)| *candidate == owned,
-            |(stored, _)| stored_hash(hasher, stored),
-        );
         let exemplar_slots = match self.config.exemplars.enabled {
             true => self.bounds.len() + 1,
             false => 0,
         };
-        let (_, aggregate) = entry
-            .or_insert_with(|| {
-                (
-                    owned.clone(),
-                    Aggregate {
-                        calls: 0,
-                        buckets: vec![0; self.bounds.len() + 1],
-                        sum: 0.0,
-                        start_unix_nano: now_unix_nano,
-                        updated: now,
-                        exemplars: vec![None; exemplar_slots],
-                    },
-                )
+        let aggregate = Aggregate {
+            calls: 0,
+            buckets: vec![0; self.bounds.len() + 1],
+            sum: 0.0,
+            start_unix_nano: now_unix_nano,
+            updated: now,
+            exemplars: vec![None; exemplar_slots],
+        };
+        let (_, aggregate) = series
+            .insert_unique(hash, (key, aggregate), |(stored, _)| {
+                stored_hash(&self.hasher, stored)
             })
             .into_mut();
         aggregate.add(&self.bounds, duration, exemplar, now);
@@ -658,11 +643,9 @@ impl SpanMetrics {
         let expiration = self.config.metrics_expiration;
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
         if !expiration.is_zero() {
-            series
-                .table
-                .retain(|(_, a)| now.saturating_duration_since(a.updated) < expiration);
+            series.retain(|(_, a)| now.saturating_duration_since(a.updated) < expiration);
         }
-        if series.table.is_empty() {
+        if series.is_empty() {
             return None;
         }
         // By (service.namespace, service.name): one output resource each.
@@ -670,7 +653,7 @@ impl SpanMetrics {
             (String, String),
             (Vec<NumberDataPoint>, Vec<HistogramDataPoint>),
         > = HashMap::new();
-        for (key, aggregate) in series.table.iter() {
+        for (key, aggregate) in series.iter() {
             let attributes = self.attributes(key);
             let (calls, durations) = by_service
                 .entry((key.namespace.clone(), key.service.clone()))
@@ -705,7 +688,7 @@ impl SpanMetrics {
                 ..Default::default()
             });
         }
-        let points = 2 * series.table.len() as u64;
+        let points = 2 * series.len() as u64;
         drop(series);
         let namespace = &self.config.namespace;
         let name = |suffix: &str| {
@@ -893,14 +876,7 @@ fn unix_nano() -> u64 {
 
 /// The text of an attribute value as a label value (see [`value_text`]), borrowed when it is a string.
 fn attribute_text(value: AttributeValue<'_>) -> Result<Cow<'_, str>, WireError> {
-    match value {
-        AttributeValue::String(text) => Ok(Cow::Borrowed(text)),
-        AttributeValue::Encoded(bytes) => {
-            let value = AnyValue::decode(bytes.as_ref())
-                .map_err(|_| WireError("an attribute value does not decode"))?;
-            Ok(Cow::Owned(value_text(Some(&value))))
-        }
-    }
+    value.text_with(|value| value_text(Some(value)))
 }
 
 /// otelcol's spelling of span kinds (`SPAN_KIND_SERVER`…).

@@ -76,7 +76,7 @@ fn add_decoded(connector: &SpanMetrics, request: &ExportTraceServiceRequest) {
                 duration,
             );
             let hash = key.hash(&super::resource_hasher(
-                &series.hasher,
+                &connector.hasher,
                 &service,
                 &namespace,
             ));

@@ -15,8 +15,7 @@ use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 
 use std::borrow::Cow;
 
-use vigil_proto::otlp::common::v1::AnyValue;
-use vigil_proto::otlp::fields::{AttributeValue, first_trace_id, for_each_resource};
+use vigil_proto::otlp::fields::{first_trace_id, for_each_resource};
 use vigil_proto::otlp::wire::WireError;
 
 use render::Decoded;
@@ -115,12 +114,7 @@ fn summary(batch: &Batch) -> Result<(Vec<String>, Option<String>), WireError> {
         for_each_resource(&chunk.bytes, |resource| {
             let name = match resource.attributes.get("service.name")? {
                 None => Cow::Borrowed("(no service.name)"),
-                Some(AttributeValue::String(name)) => Cow::Borrowed(name),
-                Some(AttributeValue::Encoded(value)) => {
-                    let value = AnyValue::decode(value.as_ref())
-                        .map_err(|_| WireError("an attribute value does not decode"))?;
-                    Cow::Owned(render::value_text(Some(&value)))
-                }
+                Some(value) => value.text_with(|value| render::value_text(Some(value)))?,
             };
             if !services.iter().any(|known| *known == name) {
                 services.push(name.into_owned());
@@ -276,7 +270,7 @@ mod tests {
     /// A request of `signal` whose entries have a string, integer, empty or missing `service.name` (or no
     /// resource), and items with and without trace ids.
     fn random_request(signal: Signal, seed: u64) -> Vec<u8> {
-        use vigil_proto::otlp::common::v1::{KeyValue, any_value};
+        use vigil_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
         use vigil_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
         use vigil_proto::otlp::metrics::v1::{Metric, ResourceMetrics, ScopeMetrics};
         use vigil_proto::otlp::resource::v1::Resource;
