@@ -15,6 +15,7 @@
 pub mod fanout;
 pub mod memory;
 pub mod persistent;
+pub mod precheck;
 pub mod queue;
 pub mod receipt;
 
@@ -24,7 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use vigil::mask::Masker;
 use vigil_proto::otlp::Signal;
 
 /// A boxed future, the return type of the object-safe async trait methods in the collector.
@@ -37,10 +37,10 @@ pub struct Chunk {
     pub bytes: Bytes,
     /// Spans, data points or log records in it.
     pub items: u64,
-    /// The masking engine this chunk's receiver checked it against while validating it, finding nothing that
-    /// engine would change; a `mask` processor with that engine passes the chunk on without walking it. A stage
-    /// that changes a chunk's content makes a new chunk, which carries no such mark.
-    pub mask_checked: Option<Masker>,
+    /// The check this chunk's receiver ran while validating it, which found nothing its processor would
+    /// change; that processor passes the chunk on without walking it (see [`precheck`]). A stage that changes
+    /// a chunk's content makes a new chunk, which carries no such mark.
+    pub prechecked: Option<precheck::SharedPrecheck>,
     /// The receipt of the request this chunk came from, while a persistent queue downstream may still have
     /// to make it durable before the client is answered (see [`receipt`]).
     pub receipt: Option<receipt::Receipt>,
@@ -55,14 +55,14 @@ impl Chunk {
         Chunk {
             bytes,
             items,
-            mask_checked: None,
+            prechecked: None,
             receipt: None,
             memory: None,
         }
     }
 
     /// A chunk made from this one with new content: it keeps the receipt (the client still waits for this
-    /// data) and the memory lease (the new content takes the place of the old), not the masking mark (the
+    /// data) and the memory lease (the new content takes the place of the old), not the precheck mark (the
     /// content changed).
     pub fn derived(&self, bytes: Bytes, items: u64) -> Self {
         Chunk {

@@ -22,6 +22,7 @@ use vigil_proto::otlp::Signal;
 
 use crate::config::{Checker, ComponentId};
 use crate::pipeline::memory::MemoryAccount;
+use crate::pipeline::precheck::SharedPrecheck;
 use crate::pipeline::queue::{BoundedQueue, QueueGauges, QueueReceiver};
 use crate::pipeline::{Batch, BoxFuture, Consumer, Refusal, SharedConsumer};
 use crate::telemetry::Registry;
@@ -80,11 +81,11 @@ impl ProcessorConfig {
         }
     }
 
-    /// The masking engine that the receivers of a pipeline with this processor should check requests against
-    /// while they validate them (see [`mask::precheck`]).
-    pub fn mask_check(&self) -> Option<vigil::mask::Masker> {
+    /// The check this processor asks the receivers of its pipelines to run while they validate each request,
+    /// if it declares one (see [`crate::pipeline::precheck`]).
+    pub fn precheck(&self) -> Option<SharedPrecheck> {
         match self {
-            ProcessorConfig::Mask(config) => config.masker.clone(),
+            ProcessorConfig::Mask(config) => config.precheck.clone(),
             _ => None,
         }
     }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use vigil::mask::Masker;
 use vigil_proto::otlp::Signal;
 
 use crate::config::{Checker, ComponentId};
+use crate::pipeline::precheck::SharedPrecheck;
 use crate::pipeline::{Batch, BoxFuture, Consumer, Refusal, SharedConsumer};
 use crate::telemetry::Registry;
 
@@ -74,7 +74,7 @@ impl ReceiverConfig {
 #[derive(Clone, Default)]
 pub struct Outputs {
     by_signal: BTreeMap<Signal, SharedConsumer>,
-    mask_checks: BTreeMap<Signal, Masker>,
+    prechecks: BTreeMap<Signal, SharedPrecheck>,
     durable: std::collections::BTreeSet<Signal>,
 }
 
@@ -88,16 +88,16 @@ impl Outputs {
         self.by_signal.insert(signal, merged);
     }
 
-    /// Asks the receiver to check each `signal` request against `masker` while validating it, for a `mask`
-    /// processor down a pipeline. One engine per signal is checked in the receiver's walk; a second pipeline
-    /// with another engine masks as if no check had been made.
-    pub fn check_masking(&mut self, signal: Signal, masker: Masker) {
-        self.mask_checks.entry(signal).or_insert(masker);
+    /// Asks the receiver to validate each `signal` request through `check`, for a processor down a pipeline
+    /// (see [`crate::pipeline::precheck`]). One check per signal runs in the receiver's walk; a second
+    /// pipeline with another check gets requests without its mark, and its processor walks them itself.
+    pub fn add_precheck(&mut self, signal: Signal, check: SharedPrecheck) {
+        self.prechecks.entry(signal).or_insert(check);
     }
 
-    /// The engine each `signal` request is checked against while it is validated, if any.
-    pub fn mask_check(&self, signal: Signal) -> Option<&Masker> {
-        self.mask_checks.get(&signal)
+    /// The check each `signal` request is validated through, if any.
+    pub fn precheck(&self, signal: Signal) -> Option<&SharedPrecheck> {
+        self.prechecks.get(&signal)
     }
 
     /// Says that a `signal` pipeline ends in a persistent queue: clients are answered only once it stored

@@ -170,12 +170,12 @@ pub async fn start(mut config: Config) -> Result<Running, String> {
             .iter()
             .any(|id| connectors.contains_key(id));
         stages.push((name, fed_by_connector, pipeline_stages));
-        // Chunks keep the mark through processors that do not change them, so the first `mask` of the
-        // pipeline is the one whose check the receivers can run.
-        let mask_check = pipeline
+        // Chunks keep the mark through processors that do not change them, so the first processor of the
+        // pipeline that declares a check is the one whose check the receivers run.
+        let precheck = pipeline
             .processors
             .iter()
-            .find_map(|id| config.processors.get(id)?.mask_check());
+            .find_map(|id| config.processors.get(id)?.precheck());
         for id in &pipeline.receivers {
             match connectors.get_mut(id) {
                 Some((_, connector_outputs)) => connector_outputs.push(next.clone()),
@@ -185,8 +185,8 @@ pub async fn start(mut config: Config) -> Result<Running, String> {
                     if durable {
                         receiver_outputs.require_durability(pipeline_id.signal);
                     }
-                    if let Some(masker) = &mask_check {
-                        receiver_outputs.check_masking(pipeline_id.signal, masker.clone());
+                    if let Some(check) = &precheck {
+                        receiver_outputs.add_precheck(pipeline_id.signal, check.clone());
                     }
                 }
             }

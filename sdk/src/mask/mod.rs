@@ -275,12 +275,6 @@ impl Masker {
         })
     }
 
-    /// Whether `other` is this very engine (a clone of it), not merely one built from an equal config, so
-    /// that a "nothing to mask" verdict is only relied on by the engine that reached it.
-    pub fn is_same_engine(&self, other: &Masker) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
-    }
-
     /// Whether `key` is on the allow-list (never touched).
     pub fn is_allowed(&self, key: &str) -> bool {
         !self.inner.allow.is_empty() && self.inner.allow.iter().any(|a| a.eq_ignore_ascii_case(key))

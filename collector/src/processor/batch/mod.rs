@@ -277,7 +277,7 @@ fn split(signal: vigil_proto::otlp::Signal, chunk: &Chunk) -> Vec<Chunk> {
             .into_iter()
             .map(|(bytes, items)| Chunk {
                 // Part of a chunk with nothing to mask has nothing to mask.
-                mask_checked: chunk.mask_checked.clone(),
+                prechecked: chunk.prechecked.clone(),
                 ..chunk.derived(chunk.bytes.slice(bytes), items)
             })
             .collect(),

@@ -3,8 +3,9 @@
 //! keys, allow-list, rules, actions).
 //!
 //! Requests are masked on their encoded bytes ([`wire`]): a clean request passes without being decoded or
-//! copied. The receivers in front of the processor run its check inside their validation walk ([`precheck`]),
-//! so a request found clean there is not walked again here. Replacements are counted per detector or rule in `vigil_mask_replacements_total`.
+//! copied. The processor declares a check that the receivers in front of it run inside their validation walk
+//! ([`precheck`], through [`crate::pipeline::precheck`]), so a request found clean there is not walked again
+//! here. Replacements are counted per detector or rule in `vigil_mask_replacements_total`.
 
 pub mod precheck;
 pub mod wire;
@@ -20,6 +21,7 @@ use vigil_proto::otlp::Signal;
 
 use super::{Built, ProcessorContext};
 use crate::config::Checker;
+use crate::pipeline::precheck::SharedPrecheck;
 use crate::pipeline::{Batch, BoxFuture, Chunk, Consumer, Refusal, SharedConsumer};
 use crate::telemetry::Counter;
 
@@ -30,6 +32,8 @@ pub struct MaskProcessorConfig {
     pub config: MaskConfig,
     /// The compiled engine (`None` when `enabled: false`).
     pub masker: Option<Masker>,
+    /// The engine's check, run by the receivers in front of the processor (`None` when `enabled: false`).
+    pub precheck: Option<SharedPrecheck>,
 }
 
 impl MaskProcessorConfig {
@@ -46,7 +50,14 @@ impl MaskProcessorConfig {
         } else {
             None
         };
-        Some(MaskProcessorConfig { config, masker })
+        let precheck = masker
+            .clone()
+            .map(|masker| SharedPrecheck::new(precheck::MaskCheck(masker)));
+        Some(MaskProcessorConfig {
+            config,
+            masker,
+            precheck,
+        })
     }
 }
 
@@ -56,7 +67,7 @@ pub fn build(
     context: ProcessorContext<'_>,
     next: SharedConsumer,
 ) -> Built {
-    let Some(masker) = config.masker.clone() else {
+    let (Some(masker), Some(precheck)) = (config.masker.clone(), config.precheck.clone()) else {
         return Built {
             entry: next,
             stage: None,
@@ -83,6 +94,7 @@ pub fn build(
     Built {
         entry: Arc::new(MaskStage {
             masker,
+            precheck,
             next,
             failed_items: context.registry.counter(
                 "vigil_mask_failed_items_total",
@@ -97,6 +109,8 @@ pub fn build(
 /// The stateless masking stage.
 struct MaskStage {
     masker: Masker,
+    /// The check of this engine the receivers run: a chunk carrying it was found clean there.
+    precheck: SharedPrecheck,
     next: SharedConsumer,
     failed_items: Counter,
 }
@@ -107,9 +121,9 @@ impl MaskStage {
     fn mask(&self, batch: Batch) -> Batch {
         let checked = |chunk: &Chunk| {
             chunk
-                .mask_checked
+                .prechecked
                 .as_ref()
-                .is_some_and(|checked| checked.is_same_engine(&self.masker))
+                .is_some_and(|checked| checked.is(&self.precheck))
         };
         // Nearly every batch was found clean by its receiver: pass it on as it is.
         if batch.chunks.iter().all(checked) {

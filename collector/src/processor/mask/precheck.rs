@@ -1,16 +1,32 @@
 //! The `mask` processor's check, run by a receiver inside its validation walk.
 //!
 //! Nearly every request holds nothing to mask, and walking each one a second time to learn that costs about as
-//! much as the receiver's own validation walk. So the receivers in front of a `mask` processor show each
-//! request's content to a [`MaskPrecheck`] while they validate it ([`vigil_proto::otlp::scan::scan_inspecting`]).
-//! A request in which nothing may change is marked with the engine it was checked against
-//! ([`crate::pipeline::Chunk::mask_checked`]) and the processor passes it on without walking it; anything
-//! flagged is walked and masked as before.
+//! much as the receiver's own validation walk. So the processor declares a [`MaskCheck`] (a
+//! [`crate::pipeline::precheck::Precheck`]), and the receivers in front of it show each request's content to a
+//! [`MaskPrecheck`] while they validate it ([`vigil_proto::otlp::scan::scan_inspecting`]). A request in which
+//! nothing may change carries the check on its chunk ([`crate::pipeline::Chunk::prechecked`]) and the processor
+//! passes it on without walking it; anything flagged is walked and masked as before.
 
 use vigil::mask::{ChangeCheck, Masker};
-use vigil_proto::otlp::scan::{Inspector, Interest};
+use vigil_proto::otlp::Signal;
+use vigil_proto::otlp::scan::{Inspector, Interest, ScanError, Summary, scan_inspecting};
+
+use crate::pipeline::precheck::Precheck;
 
 use super::wire::{KeyClass, KeyClasses, SCANNED_INTEGER};
+
+/// The check of one masking engine, declared by a `mask` processor.
+pub struct MaskCheck(pub Masker);
+
+impl Precheck for MaskCheck {
+    fn scan(&self, signal: Signal, request: &[u8]) -> Result<Summary, ScanError> {
+        scan_inspecting(signal, request, &mut MaskPrecheck::new(&self.0))
+    }
+
+    fn name(&self) -> &'static str {
+        "mask"
+    }
+}
 
 /// Decides, value by value, whether masking could change a request: the same decisions as
 /// [`super::wire::mask_request`] makes, without making any change.

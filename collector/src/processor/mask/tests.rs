@@ -4,6 +4,8 @@ use vigil::mask::{MaskConfig, Masker};
 use vigil_proto::otlp::trace::v1::Span;
 
 use super::MaskStage;
+use super::precheck::MaskCheck;
+use crate::pipeline::precheck::SharedPrecheck;
 use crate::pipeline::{Consumer, SharedConsumer};
 use crate::processor::test_support::{Recorder, traces};
 use crate::telemetry::Registry;
@@ -11,6 +13,7 @@ use crate::telemetry::Registry;
 fn stage(masker: &Masker, next: SharedConsumer) -> MaskStage {
     MaskStage {
         masker: masker.clone(),
+        precheck: SharedPrecheck::new(MaskCheck(masker.clone())),
         next,
         failed_items: Registry::default().counter("failed_total", "test", &[]),
     }
@@ -26,21 +29,24 @@ fn span_named(name: &str) -> Span {
 }
 
 #[test]
-fn a_chunk_checked_by_this_engine_is_passed_on_and_any_other_is_masked() {
+fn a_chunk_checked_by_this_stage_s_check_is_passed_on_and_any_other_is_masked() {
     let engine = Masker::new(&MaskConfig::default()).unwrap();
-    let equal_but_other = Masker::new(&MaskConfig::default()).unwrap();
     let recorder = Arc::new(Recorder::default());
     let stage = stage(&engine, recorder.clone());
+    let other_check_of_the_same_engine = SharedPrecheck::new(MaskCheck(engine.clone()));
     let name = "GET /users/bob@example.com";
     for (checked_by, expected) in [
         (None, "GET /users/[REDACTED:email]"),
-        (Some(&equal_but_other), "GET /users/[REDACTED:email]"),
-        // Only the receiver's own check of this engine is trusted (here it is wrong on purpose, to see it).
-        (Some(&engine), name),
+        (
+            Some(&other_check_of_the_same_engine),
+            "GET /users/[REDACTED:email]",
+        ),
+        // Only the check this stage declared is trusted (here it is wrong on purpose, to see it).
+        (Some(&stage.precheck), name),
     ] {
         recorder.0.lock().unwrap().clear();
         let mut batch = traces(vec![span_named(name)]);
-        batch.chunks[0].mask_checked = checked_by.cloned();
+        batch.chunks[0].prechecked = checked_by.cloned();
         stage.try_consume(batch).unwrap();
         assert_eq!(recorder.spans()[0].name, expected);
     }

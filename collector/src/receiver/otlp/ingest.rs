@@ -13,7 +13,6 @@ use vigil_proto::otlp::{Signal, scan};
 
 use crate::pipeline::receipt::{Receipt, ReceiptWait};
 use crate::pipeline::{Batch, Chunk, Refusal};
-use crate::processor::mask::precheck::MaskPrecheck;
 use crate::receiver::Outputs;
 use crate::telemetry::{Counter, Registry};
 
@@ -121,9 +120,9 @@ impl Ingest {
             counters.requests_invalid.add(1);
             return Err(IngestError::NotAccepted(signal));
         }
-        let mask_check = self.outputs.mask_check(signal);
-        let scanned = match mask_check {
-            Some(masker) => scan::scan_inspecting(signal, &body, &mut MaskPrecheck::new(masker)),
+        let precheck = self.outputs.precheck(signal);
+        let scanned = match precheck {
+            Some(check) => check.scan(signal, &body),
             None => scan::scan(signal, &body),
         };
         let summary = match scanned {
@@ -136,7 +135,7 @@ impl Ingest {
             }
         };
         // Every valid entry was shown to the check (invalid ones are never flagged, and are not admitted).
-        let mask_checked = mask_check
+        let prechecked = precheck
             .filter(|_| summary.resources.iter().all(|e| !e.flagged))
             .cloned();
         let (receipt, wait) = match self.outputs.durable(signal) {
@@ -150,7 +149,7 @@ impl Ingest {
         let Some(first_error) = summary.first_error() else {
             if summary.items > 0 {
                 let chunk = Chunk {
-                    mask_checked,
+                    prechecked,
                     receipt,
                     ..Chunk::new(body, summary.items)
                 };
@@ -175,7 +174,7 @@ impl Ingest {
         // The valid entries, each without its invalid items: what every exporter can decode.
         let valid = scan::without_invalid(&body, &summary);
         let chunk = Chunk {
-            mask_checked,
+            prechecked,
             receipt,
             ..Chunk::new(Bytes::from(valid), summary.items)
         };
@@ -294,9 +293,12 @@ mod tests {
     use vigil::mask::{MaskConfig, Masker};
     use vigil_proto::otlp::Signal;
     use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
+    use vigil_proto::otlp::scan::{self, ScanError, Summary};
     use vigil_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     use super::Ingest;
+    use crate::pipeline::precheck::{Precheck, SharedPrecheck};
+    use crate::processor::mask::precheck::MaskCheck;
     use crate::processor::test_support::Recorder;
     use crate::receiver::Outputs;
     use crate::telemetry::Registry;
@@ -323,13 +325,13 @@ mod tests {
         .encode_to_vec()
     }
 
-    /// Ingests `body` and returns what the pipeline received: its items and the engine it was checked by.
-    fn admitted(masker: Option<&Masker>, body: Vec<u8>) -> (u64, Option<Masker>) {
+    /// Ingests `body` and returns what the pipeline received: its items and the check it passed.
+    fn admitted(check: Option<&SharedPrecheck>, body: Vec<u8>) -> (u64, Option<SharedPrecheck>) {
         let recorder = Arc::new(Recorder::default());
         let mut outputs = Outputs::default();
         outputs.add(Signal::Traces, recorder.clone());
-        if let Some(masker) = masker {
-            outputs.check_masking(Signal::Traces, masker.clone());
+        if let Some(check) = check {
+            outputs.add_precheck(Signal::Traces, check.clone());
         }
         let ingest = Ingest::new("otlp", "grpc", outputs, &Registry::default());
         ingest.ingest(Signal::Traces, Bytes::from(body)).unwrap();
@@ -337,20 +339,21 @@ mod tests {
         let [batch] = batches.as_slice() else {
             panic!("one batch admitted, got {}", batches.len());
         };
-        (batch.items, batch.chunks[0].mask_checked.clone())
+        (batch.items, batch.chunks[0].prechecked.clone())
+    }
+
+    fn mask_check() -> SharedPrecheck {
+        SharedPrecheck::new(MaskCheck(Masker::new(&MaskConfig::default()).unwrap()))
     }
 
     #[test]
-    fn a_request_with_nothing_to_mask_is_marked_with_the_engine_that_checked_it() {
-        let masker = Masker::new(&MaskConfig::default()).unwrap();
-        let (items, checked) = admitted(Some(&masker), request(&["GET /items", "POST /cart"]));
+    fn a_request_with_nothing_to_mask_is_marked_with_the_check_it_passed() {
+        let check = mask_check();
+        let (items, checked) = admitted(Some(&check), request(&["GET /items", "POST /cart"]));
         assert_eq!(items, 2);
-        assert!(checked.is_some_and(|c| c.is_same_engine(&masker)));
+        assert!(checked.is_some_and(|c| c.is(&check)));
 
-        let (_, checked) = admitted(
-            Some(&masker),
-            request(&["GET /items", "to bob@example.com"]),
-        );
+        let (_, checked) = admitted(Some(&check), request(&["GET /items", "to bob@example.com"]));
         assert!(
             checked.is_none(),
             "one flagged entry leaves the request to the processor"
@@ -362,12 +365,42 @@ mod tests {
 
     #[test]
     fn the_valid_part_of_a_partly_invalid_request_keeps_its_mark() {
-        let masker = Masker::new(&MaskConfig::default()).unwrap();
+        let check = mask_check();
         let mut body = request(&["GET /items", "BROKEN", "POST /cart"]);
         let at = body.windows(6).position(|w| w == b"BROKEN").unwrap();
         body[at] = 0xff;
-        let (items, checked) = admitted(Some(&masker), body);
+        let (items, checked) = admitted(Some(&check), body);
         assert_eq!(items, 2, "the invalid entry is rejected");
-        assert!(checked.is_some_and(|c| c.is_same_engine(&masker)));
+        assert!(checked.is_some_and(|c| c.is(&check)));
+    }
+
+    /// A check the receiver knows nothing about: it flags entries whose span name starts with `!`.
+    struct Bang;
+
+    impl Precheck for Bang {
+        fn scan(&self, signal: Signal, request: &[u8]) -> Result<Summary, ScanError> {
+            let mut summary = scan::scan(signal, request)?;
+            for entry in &mut summary.resources {
+                // A span's `name` (field 5) of one byte, `!`.
+                entry.flagged = request[entry.bytes.clone()]
+                    .windows(3)
+                    .any(|w| w == b"\x2a\x01!");
+            }
+            Ok(summary)
+        }
+
+        fn name(&self) -> &'static str {
+            "bang"
+        }
+    }
+
+    #[test]
+    fn any_processor_s_check_runs_in_the_receiver() {
+        let check = SharedPrecheck::new(Bang);
+        let (_, checked) = admitted(Some(&check), request(&["GET /items"]));
+        assert!(checked.is_some_and(|c| c.is(&check)));
+        let (items, checked) = admitted(Some(&check), request(&["GET /items", "!"]));
+        assert_eq!(items, 2, "a flagged request is admitted whole");
+        assert!(checked.is_none(), "and left to the processor");
     }
 }
