@@ -15,8 +15,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message as _;
-use vigil_collector::exporter::prometheus::render::{Format, render};
-use vigil_collector::exporter::prometheus::store::{Store, StoreSettings};
+use vigil_collector::prometheus::render::{Format, render};
+use vigil_collector::prometheus::store::{Store, StoreSettings};
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use vigil_proto::otlp::common::v1::{InstrumentationScope, KeyValue};
 use vigil_proto::otlp::metrics::v1::{
@@ -187,9 +187,7 @@ fn naive_render(store: &Store) -> Vec<u8> {
         ));
         for (labels, series) in &family.series {
             let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-            if let vigil_collector::exporter::prometheus::store::SeriesValue::Number(v) =
-                series.value
-            {
+            if let vigil_collector::prometheus::store::SeriesValue::Number(v) = series.value {
                 let _ = writeln!(out, "{name}{{{}}} {v:?}", labels.join(","));
             }
         }

@@ -6,7 +6,9 @@
 //! [`pipeline::Consumer`] hand-off whose error is the backpressure) → [`processor`] (`batch`) → [`exporter`]
 //! (`otlp`, `otlphttp`, `file`, `debug`, `nop`, each behind a sending queue with retries). [`config`] reads the
 //! otelcol-shaped YAML, [`service`] assembles and runs pipelines from it, [`telemetry`] is the collector
-//! watching itself, and [`extension`] holds the health check.
+//! watching itself, and [`extension`] holds the health check. Components build themselves from their config
+//! section with the leaf [`component`] module and share [`prometheus`], [`delivery`] and [`pipeline::precheck`];
+//! none imports another component or [`config`].
 //!
 //! Design decision: data stays in its wire encoding (`bytes::Bytes`) from the socket to the exporter, and
 //! admission is the only place data may be refused. The alternative, decoding into owned structs and buffering
@@ -25,6 +27,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod alert;
+pub mod component;
 pub mod config;
 pub mod connector;
 pub mod delivery;

@@ -19,7 +19,7 @@ use tokio_rustls::rustls;
 
 /// Binds a TCP listener, with an error that names the component and address.
 pub async fn bind(what: &str, endpoint: &str) -> Result<TcpListener, String> {
-    let address = crate::config::parse_listen_address(endpoint)?;
+    let address = crate::component::parse_listen_address(endpoint)?;
     TcpListener::bind(address)
         .await
         .map_err(|e| format!("{what}: cannot listen on {endpoint}: {e}"))

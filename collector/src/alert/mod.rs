@@ -52,7 +52,7 @@ use vigil_proto::otlp::metrics::v1::{
 };
 use vigil_proto::otlp::resource::v1::Resource;
 
-use crate::config::Checker;
+use crate::component::Checker;
 use crate::connector::Connector;
 use crate::delivery::{ExportError, Exported};
 use crate::exporter::QueueSettings;
@@ -76,7 +76,7 @@ pub struct FlappingConfig {
     /// State changes allowed within the window (0 turns detection off).
     pub threshold: usize,
     /// The window.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub window: Duration,
 }
 
@@ -96,7 +96,7 @@ pub struct AlertingConfig {
     /// Rule files: Prometheus rule files or the seed format (`alerts:`), relative to the working directory.
     pub rule_files: Vec<String>,
     /// How often groups without their own `interval` are evaluated.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub evaluation_interval: Duration,
     /// Where a rule's expression can be explored (a Prometheus that scrapes the collector): the base of each
     /// notification's `generatorURL`.
@@ -113,7 +113,7 @@ pub struct AlertingConfig {
     pub state_directory: Option<String>,
     /// After a restart, how long restored alerts wait for their series' first samples before an absent series
     /// may resolve them.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub restore_grace: Duration,
     /// What an alert becomes when the series its condition compares disappear: `ok` (resolved, as in
     /// Prometheus), `alerting` (firing with `no_data="true"`) or `keep_last`.

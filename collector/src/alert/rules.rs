@@ -16,8 +16,8 @@ use promql_parser::parser::Expr;
 use serde::Deserialize;
 
 use super::promql::{self, QueryError};
-use crate::config::yaml::{self, Location};
-use crate::config::{ConfigError, ConfigErrors};
+use crate::component::yaml::{self, Location};
+use crate::component::{ConfigError, ConfigErrors};
 
 /// An alerting or a recording rule.
 #[derive(Clone, Debug)]
@@ -89,7 +89,7 @@ struct PromFile {
 #[serde(deny_unknown_fields)]
 struct PromGroup {
     name: String,
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::component::duration::option")]
     interval: Option<Duration>,
     #[serde(default)]
     limit: Option<u64>,
@@ -106,9 +106,9 @@ struct PromRule {
     #[serde(default)]
     record: Option<String>,
     expr: String,
-    #[serde(default, rename = "for", with = "crate::config::duration::option")]
+    #[serde(default, rename = "for", with = "crate::component::duration::option")]
     hold: Option<Duration>,
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::component::duration::option")]
     keep_firing_for: Option<Duration>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
@@ -131,9 +131,9 @@ struct SeedRule {
     severity: Option<String>,
     #[serde(default)]
     channels: Vec<String>,
-    #[serde(default, rename = "for", with = "crate::config::duration::option")]
+    #[serde(default, rename = "for", with = "crate::component::duration::option")]
     hold: Option<Duration>,
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::component::duration::option")]
     keep_firing_for: Option<Duration>,
     #[serde(default)]
     labels: BTreeMap<String, String>,

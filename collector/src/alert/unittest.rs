@@ -23,7 +23,7 @@ use super::tsdb::{self, Labels, NAME, Tsdb};
 #[derive(Deserialize)]
 struct TestFile {
     rule_files: Vec<String>,
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::component::duration::option")]
     evaluation_interval: Option<Duration>,
     #[serde(default)]
     group_eval_order: Vec<String>,
@@ -32,7 +32,7 @@ struct TestFile {
 
 #[derive(Deserialize)]
 struct TestGroup {
-    #[serde(default, with = "crate::config::duration::option")]
+    #[serde(default, with = "crate::component::duration::option")]
     interval: Option<Duration>,
     #[serde(default)]
     input_series: Vec<InputSeries>,
@@ -52,7 +52,7 @@ struct InputSeries {
 
 #[derive(Deserialize)]
 struct AlertTest {
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     eval_time: Duration,
     alertname: String,
     #[serde(default)]
@@ -70,7 +70,7 @@ struct ExpAlert {
 #[derive(Deserialize)]
 struct ExprTest {
     expr: String,
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     eval_time: Duration,
     #[serde(default)]
     exp_samples: Vec<ExpSample>,
@@ -184,7 +184,7 @@ pub struct Outcome {
 pub fn run(path: &Path) -> Result<Outcome, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let env = |_: &str| None;
-    let (tree, locations) = crate::config::yaml::parse(&text, &env).map_err(|errors| {
+    let (tree, locations) = crate::component::yaml::parse(&text, &env).map_err(|errors| {
         errors
             .iter()
             .map(|e| {
@@ -200,7 +200,7 @@ pub fn run(path: &Path) -> Result<Outcome, String> {
             .join("\n")
     })?;
     let file: TestFile =
-        crate::config::yaml::decode_all(&tree, "", &locations).map_err(|errors| {
+        crate::component::yaml::decode_all(&tree, "", &locations).map_err(|errors| {
             errors
                 .iter()
                 .map(|e| {

@@ -12,128 +12,26 @@
 //! Loading is pure (no sockets, no files besides the config itself) so `vigil-collector validate` runs exactly
 //! the checks start-up runs. All problems are collected, each with its line and column.
 
-pub mod duration;
-/// YAML with locations, shared with the SDK's logging config.
-pub use vigil::config::yaml;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use vigil_proto::otlp::Signal;
 
+use crate::component::{
+    Checker, ComponentId, ConfigError, ConfigErrors, duration, parse_listen_address, yaml,
+};
 use crate::connector::ConnectorConfig;
 use crate::exporter::ExporterConfig;
 use crate::extension::ExtensionConfig;
 use crate::processor::ProcessorConfig;
 use crate::receiver::ReceiverConfig;
-pub use yaml::Location;
 
 /// The configuration compiled into the binary, used when no `--config` is given.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../configs/collector.yaml");
-
-/// A component id: `type` or `type/name`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ComponentId {
-    /// The component type (`otlp`, `batch`, …).
-    pub kind: String,
-    /// The optional instance name after the slash.
-    pub name: Option<String>,
-}
-
-impl ComponentId {
-    /// Parses `type` or `type/name`, saying which half is wrong.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        };
-        let (kind, name) = match text.split_once('/') {
-            Some((kind, name)) => (kind, Some(name)),
-            None => (text, None),
-        };
-        if !valid(kind) {
-            return Err(format!(
-                "`{text}`: the type `{kind}` must be non-empty letters, digits, `_`, `-` or `.`"
-            ));
-        }
-        if let Some(name) = name
-            && (name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace))
-        {
-            return Err(format!(
-                "`{text}`: the name after `/` must be non-empty, without `/` or spaces"
-            ));
-        }
-        Ok(ComponentId {
-            kind: kind.to_string(),
-            name: name.map(str::to_string),
-        })
-    }
-}
-
-impl fmt::Display for ComponentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.name {
-            Some(name) => write!(f, "{}/{name}", self.kind),
-            None => f.write_str(&self.kind),
-        }
-    }
-}
-
-/// One problem in a config file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Where the problem is.
-    pub location: Location,
-    /// The dotted key path (`receivers.otlp.protocols.grpc.endpoint`).
-    pub path: String,
-    /// What is wrong and what was expected.
-    pub message: String,
-}
-
-/// Every problem found in one config file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigErrors {
-    /// The file name shown in messages.
-    pub source: String,
-    /// The problems, in file order.
-    pub errors: Vec<ConfigError>,
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.errors.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            if e.location.line == 0 {
-                // No place in the text (an unreadable or empty file): the file name alone, or nothing when
-                // the message names the file already.
-                if !e.message.contains(&self.source) {
-                    write!(f, "{}: ", self.source)?;
-                }
-            } else {
-                write!(
-                    f,
-                    "{}:{}:{}: ",
-                    self.source, e.location.line, e.location.column
-                )?;
-            }
-            if !e.path.is_empty() {
-                write!(f, "{}: ", e.path)?;
-            }
-            f.write_str(&e.message)?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
 
 /// A pipeline id: `traces`, `metrics` or `logs`, optionally `/name`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -298,39 +196,6 @@ pub struct Config {
     pub service: ServiceConfig,
 }
 
-/// Collects errors while checking one file.
-pub struct Checker<'a> {
-    locations: &'a yaml::Locations,
-    errors: Vec<ConfigError>,
-}
-
-impl Checker<'_> {
-    /// Records a problem at `path`.
-    pub fn error(&mut self, path: &str, message: impl Into<String>) {
-        self.errors.push(ConfigError {
-            location: self.locations.find(path),
-            path: path.to_string(),
-            message: message.into(),
-        });
-    }
-
-    /// Deserialises `value` (found at `path`) into `T`, recording any error with its exact location.
-    /// `null` reads as an empty mapping, so `otlp:` alone means "all defaults".
-    pub fn decode<T: DeserializeOwned>(&mut self, path: &str, value: &Value) -> Option<T> {
-        match yaml::decode_all(value, path, self.locations) {
-            Ok(typed) => Some(typed),
-            Err(errors) => {
-                self.errors.extend(errors.into_iter().map(|e| ConfigError {
-                    location: e.location,
-                    path: e.path,
-                    message: e.message,
-                }));
-                None
-            }
-        }
-    }
-}
-
 /// Options for loading a config.
 pub struct LoadOptions<'a> {
     /// Name used in error messages (the file path, or `<default>`).
@@ -389,16 +254,13 @@ impl Config {
                     .collect(),
             )
         })?;
-        let mut check = Checker {
-            locations: &locations,
-            errors: Vec::new(),
-        };
+        let mut check = Checker::new(&locations);
         if tree.is_null() {
             check.error("", "the config is empty: it needs at least `receivers`, `exporters` and `service.pipelines`");
-            return Err(fail(check.errors));
+            return Err(fail(check.into_errors()));
         }
         let Some(raw) = check.decode::<RawConfig>("", &tree) else {
-            return Err(fail(check.errors));
+            return Err(fail(check.into_errors()));
         };
 
         let receivers = components(
@@ -459,7 +321,7 @@ impl Config {
             service.as_ref(),
         );
 
-        let mut errors = check.errors;
+        let mut errors = check.into_errors();
         errors.sort_by_key(|e| (e.location.line, e.location.column));
         match service {
             Some(service) if errors.is_empty() => Ok(Config {
@@ -720,27 +582,6 @@ fn check_endpoints(
             Err(message) => check.error(&path, message),
         }
     }
-}
-
-/// Reads an optional text where empty means unset, so `${env:NAME:-}` leaves a credential out rather than
-/// sending an empty one (`#[serde(default, deserialize_with = "crate::config::empty_as_none")]`).
-pub fn empty_as_none<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    let text = Option::<String>::deserialize(deserializer)?;
-    Ok(text.filter(|t| !t.is_empty()))
-}
-
-/// Parses `host:port` for a listener; `localhost` means the IPv4 loopback.
-pub fn parse_listen_address(endpoint: &str) -> Result<SocketAddr, String> {
-    let replaced = match endpoint.strip_prefix("localhost:") {
-        Some(port) => format!("127.0.0.1:{port}"),
-        None => endpoint.to_string(),
-    };
-    replaced.parse().map_err(|_| {
-        format!("`{endpoint}` is not a listen address; expected `host:port` such as `127.0.0.1:4317` or `0.0.0.0:4318`")
-    })
 }
 
 #[cfg(test)]

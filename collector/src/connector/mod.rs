@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use vigil_proto::otlp::Signal;
 
-use crate::config::{Checker, ComponentId};
+use crate::component::{Checker, ComponentId};
 use crate::exporter::{ExportError, Exported, Exporter, QueueSettings};
 use crate::pipeline::{Batch, BoxFuture, SharedConsumer};
 use crate::telemetry::Registry;

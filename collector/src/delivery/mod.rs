@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use rand::Rng;
 use serde::Deserialize;
 
-use crate::config::Checker;
+use crate::component::Checker;
 
 /// Why an export attempt failed, which decides whether it is retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,13 +69,13 @@ pub struct RetrySettings {
     /// Retry at all; when off, a failed batch is dropped (and counted) at once.
     pub enabled: bool,
     /// Wait before the first retry.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub initial_interval: Duration,
     /// Longest wait between retries.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub max_interval: Duration,
     /// Give up on a batch after this long (then it is dropped and counted); `0s` retries until shutdown.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub max_elapsed_time: Duration,
     /// Growth of the wait after each retry.
     pub multiplier: f64,

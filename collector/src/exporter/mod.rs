@@ -2,6 +2,7 @@
 //! consumers and retry loop every exporter shares live in [`worker`].
 
 pub mod debug;
+pub mod decode;
 pub mod file;
 pub use crate::delivery::http;
 pub mod loki;
@@ -19,7 +20,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use vigil_proto::otlp::Signal;
 
-use crate::config::{Checker, ComponentId};
+use crate::component::{Checker, ComponentId};
 pub use crate::delivery::{ExportError, Exported, RetrySettings};
 use crate::pipeline::persistent::StorageSettings;
 use crate::pipeline::{Batch, BoxFuture};

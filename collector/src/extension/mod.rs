@@ -4,7 +4,7 @@ pub mod health_check;
 
 use serde_json::Value;
 
-use crate::config::{Checker, ComponentId};
+use crate::component::{Checker, ComponentId};
 
 /// An extension's configuration, by type.
 #[derive(Clone, Debug)]

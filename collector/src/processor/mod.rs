@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vigil_proto::otlp::Signal;
 
-use crate::config::{Checker, ComponentId};
+use crate::component::{Checker, ComponentId};
 use crate::pipeline::memory::MemoryAccount;
 use crate::pipeline::precheck::SharedPrecheck;
 use crate::pipeline::queue::{BoundedQueue, QueueGauges, QueueReceiver};

@@ -4,5 +4,6 @@
 //! a series the same way.
 
 pub mod naming;
+pub mod options;
 pub mod render;
 pub mod store;

@@ -71,14 +71,19 @@ impl Format {
     }
 }
 
-/// A family copied out of the store: label texts are shared, values cloned, so a shard is locked only for
-/// the copy, not for the formatting.
-struct Snapshot {
-    name: String,
-    kind: Kind,
-    info: bool,
-    help: String,
-    rows: Vec<(Arc<str>, SeriesValue, Vec<StoredExemplar>)>,
+/// A family ready to be written: copied out of the [`Store`] (label texts shared, values cloned, so a shard is
+/// locked only for the copy, not for the formatting), or read from the collector's self-metrics registry.
+pub struct Snapshot {
+    /// The family name as exposed in the text format 0.0.4 (`…_total` for counters, `…_info` for info).
+    pub name: String,
+    /// The family type.
+    pub kind: Kind,
+    /// Whether it is an info family (value 1, `info` type in OpenMetrics).
+    pub info: bool,
+    /// The HELP text (the name when empty).
+    pub help: String,
+    /// Each series: its labels as exposition text (see [`label_text`]), its value and its exemplars.
+    pub rows: Vec<(Arc<str>, SeriesValue, Vec<StoredExemplar>)>,
 }
 
 /// Writes every family of `store`. Each shard is locked just long enough to copy it (a small part of the time
@@ -97,10 +102,31 @@ pub fn render(store: &Store, format: Format) -> Vec<u8> {
     for (_, part) in parts {
         out.extend_from_slice(&part);
     }
+    finish(&mut out, format);
+    out
+}
+
+/// Writes `families` in the order given: the one renderer for anything else the collector exposes (its own
+/// metrics), so every page it serves follows the same escaping and number rules.
+pub fn render_snapshots(families: &[Snapshot], format: Format) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        64 + families
+            .iter()
+            .map(|f| 64 + f.rows.len() * 96)
+            .sum::<usize>(),
+    );
+    for family in families {
+        write_family(&mut out, family, format);
+    }
+    finish(&mut out, format);
+    out
+}
+
+/// Ends an exposition: OpenMetrics requires `# EOF`.
+fn finish(out: &mut Vec<u8>, format: Format) {
     if format == Format::OpenMetrics {
         out.extend_from_slice(b"# EOF\n");
     }
-    out
 }
 
 fn snapshot(name: &str, family: &Family) -> Snapshot {
@@ -243,8 +269,23 @@ fn append_exemplar(out: &mut Vec<u8>, exemplar: &StoredExemplar) {
 
 /// A label set as exposition text: `a="x",b="y"`, values escaped.
 pub fn label_text(labels: &Labels) -> Arc<str> {
-    let mut out = Vec::with_capacity(labels.iter().map(|(k, v)| k.len() + v.len() + 4).sum());
-    for (i, (k, v)) in labels.iter().enumerate() {
+    Arc::from(label_pairs_text(
+        labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    ))
+}
+
+/// Label pairs as exposition text: `a="x",b="y"`, values escaped.
+pub fn label_pairs_text<'a>(
+    labels: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
+) -> String {
+    let mut out = Vec::with_capacity(
+        labels
+            .clone()
+            .into_iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum(),
+    );
+    for (i, (k, v)) in labels.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -254,7 +295,7 @@ pub fn label_text(labels: &Labels) -> Arc<str> {
         out.push(b'"');
     }
     // Only ASCII escapes were added to valid UTF-8.
-    Arc::from(String::from_utf8(out).unwrap_or_default())
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// An exponential histogram as classic buckets: negative buckets (most negative first), the zero bucket,

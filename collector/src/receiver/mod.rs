@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vigil_proto::otlp::Signal;
 
-use crate::config::{Checker, ComponentId};
+use crate::component::{Checker, ComponentId};
 use crate::pipeline::precheck::SharedPrecheck;
 use crate::pipeline::{Batch, BoxFuture, Consumer, Refusal, SharedConsumer};
 use crate::telemetry::Registry;

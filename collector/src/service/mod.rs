@@ -16,7 +16,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{ComponentId, Config};
+use crate::component::ComponentId;
+use crate::config::Config;
 use crate::connector::ConnectorExporter;
 use crate::exporter::RetrySettings;
 use crate::exporter::worker::ExporterWorker;

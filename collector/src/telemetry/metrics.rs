@@ -1,9 +1,12 @@
 //! The collector's own metrics: lock-free counters on the hot path, rendered in the Prometheus text format.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use crate::prometheus::naming::Kind;
+use crate::prometheus::render::{self, Format, Snapshot};
+use crate::prometheus::store::{Histogram as StoreHistogram, SeriesValue};
 
 /// A monotonically increasing count.
 #[derive(Clone, Debug, Default)]
@@ -73,7 +76,7 @@ enum Series {
 
 struct Family {
     help: &'static str,
-    kind: &'static str,
+    kind: Kind,
     series: BTreeMap<String, Series>,
 }
 
@@ -119,19 +122,9 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+/// Labels as exposition text, the key of a series in its family.
 fn label_text(labels: &[(&str, &str)]) -> String {
-    let mut text = String::new();
-    for (i, (name, value)) in labels.iter().enumerate() {
-        if i > 0 {
-            text.push(',');
-        }
-        let escaped = value
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n");
-        let _ = write!(text, "{name}=\"{escaped}\"");
-    }
-    text
+    render::label_pairs_text(labels.iter().copied())
 }
 
 impl Registry {
@@ -144,7 +137,7 @@ impl Registry {
         &self,
         name: &'static str,
         help: &'static str,
-        kind: &'static str,
+        kind: Kind,
         f: impl FnOnce(&mut Family) -> T,
     ) -> T {
         let mut families = self
@@ -167,7 +160,7 @@ impl Registry {
         labels: &[(&str, &str)],
     ) -> Counter {
         let key = label_text(labels);
-        self.with_family(name, help, "counter", |family| {
+        self.with_family(name, help, Kind::Counter, |family| {
             match family
                 .series
                 .entry(key)
@@ -188,7 +181,7 @@ impl Registry {
         read: impl Fn() -> f64 + Send + Sync + 'static,
     ) {
         let key = label_text(labels);
-        self.with_family(name, help, "gauge", |family| {
+        self.with_family(name, help, Kind::Gauge, |family| {
             family.series.insert(key, Series::Gauge(Box::new(read)));
         });
     }
@@ -204,7 +197,7 @@ impl Registry {
         read: impl Fn() -> Vec<Vec<(&'static str, String)>> + Send + Sync + 'static,
     ) {
         let key = label_text(labels);
-        self.with_family(name, help, "gauge", |family| {
+        self.with_family(name, help, Kind::Gauge, |family| {
             family.series.insert(key, Series::Info(Box::new(read)));
         });
     }
@@ -228,7 +221,7 @@ impl Registry {
         read: impl Fn() -> u64 + Send + Sync + 'static,
     ) {
         let key = label_text(labels);
-        self.with_family(name, help, "counter", |family| {
+        self.with_family(name, help, Kind::Counter, |family| {
             family
                 .series
                 .insert(key, Series::Gauge(Box::new(move || read() as f64)));
@@ -244,7 +237,7 @@ impl Registry {
         bounds: &[f64],
     ) -> Histogram {
         let key = label_text(labels);
-        self.with_family(name, help, "histogram", |family| {
+        self.with_family(name, help, Kind::Histogram, |family| {
             match family
                 .series
                 .entry(key)
@@ -270,7 +263,7 @@ impl Registry {
             .iter()
             .filter_map(|(labels, series)| match series {
                 Series::Counter(c) => Some((labels.clone(), c.get())),
-                Series::Gauge(read) if family.kind == "counter" => {
+                Series::Gauge(read) if family.kind == Kind::Counter => {
                     Some((labels.clone(), read() as u64))
                 }
                 _ => None,
@@ -294,66 +287,77 @@ impl Registry {
             .filter(|(key, _)| wanted.iter().all(|w| key.split(',').any(|part| part == w)))
             .map(|(_, series)| match series {
                 Series::Counter(c) => c.get(),
-                Series::Gauge(read) if family.kind == "counter" => read() as u64,
+                Series::Gauge(read) if family.kind == Kind::Counter => read() as u64,
                 _ => 0,
             })
             .sum()
     }
 
-    /// Renders every family in the Prometheus text exposition format 0.0.4.
+    /// Renders every family in the Prometheus text exposition format 0.0.4, with the renderer the
+    /// `prometheus` exporter uses ([`crate::prometheus::render`]).
     pub fn render(&self) -> String {
-        let families = self
-            .families
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut out = String::with_capacity(8192);
-        for (name, family) in families.iter() {
-            let _ = writeln!(out, "# HELP {name} {}", family.help);
-            let _ = writeln!(out, "# TYPE {name} {}", family.kind);
-            for (labels, series) in &family.series {
-                let braces = |extra: &str| -> String {
-                    match (labels.is_empty(), extra.is_empty()) {
-                        (true, true) => String::new(),
-                        (true, false) => format!("{{{extra}}}"),
-                        (false, true) => format!("{{{labels}}}"),
-                        (false, false) => format!("{{{labels},{extra}}}"),
+        let snapshots: Vec<Snapshot> = {
+            let families = self
+                .families
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            families
+                .iter()
+                .map(|(name, family)| family.snapshot(name))
+                .collect()
+        };
+        // The renderer only adds ASCII to UTF-8 text.
+        String::from_utf8(render::render_snapshots(&snapshots, Format::Text)).unwrap_or_default()
+    }
+}
+
+impl Family {
+    /// The family's current values, read now.
+    fn snapshot(&self, name: &str) -> Snapshot {
+        let mut rows = Vec::with_capacity(self.series.len());
+        for (labels, series) in &self.series {
+            let row = |labels: &str, value| (Arc::from(labels), value, Vec::new());
+            match series {
+                Series::Counter(c) => rows.push(row(labels, SeriesValue::Number(c.get() as f64))),
+                Series::Gauge(read) => rows.push(row(labels, SeriesValue::Number(read()))),
+                Series::Info(read) => {
+                    for set in read() {
+                        let extra = label_text(
+                            &set.iter()
+                                .map(|(k, v)| (*k, v.as_str()))
+                                .collect::<Vec<_>>(),
+                        );
+                        let all = match (labels.is_empty(), extra.is_empty()) {
+                            (true, _) => extra,
+                            (false, true) => labels.clone(),
+                            (false, false) => format!("{labels},{extra}"),
+                        };
+                        rows.push(row(&all, SeriesValue::Number(1.0)));
                     }
-                };
-                match series {
-                    Series::Counter(c) => {
-                        let _ = writeln!(out, "{name}{} {}", braces(""), c.get());
-                    }
-                    Series::Gauge(read) => {
-                        let _ = writeln!(out, "{name}{} {}", braces(""), read());
-                    }
-                    Series::Info(read) => {
-                        for set in read() {
-                            let borrowed: Vec<(&str, &str)> =
-                                set.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                            let _ = writeln!(out, "{name}{} 1", braces(&label_text(&borrowed)));
-                        }
-                    }
-                    Series::Histogram(h) => {
-                        let core = &h.0;
-                        let mut cumulative = 0;
-                        for (bound, bucket) in core.bounds.iter().zip(&core.buckets) {
-                            cumulative += bucket.load(Ordering::Relaxed);
-                            let _ = writeln!(
-                                out,
-                                "{name}_bucket{} {cumulative}",
-                                braces(&format!("le=\"{bound}\""))
-                            );
-                        }
-                        let count = core.count.load(Ordering::Relaxed);
-                        let _ = writeln!(out, "{name}_bucket{} {count}", braces("le=\"+Inf\""));
-                        let sum = f64::from_bits(core.sum_bits.load(Ordering::Relaxed));
-                        let _ = writeln!(out, "{name}_sum{} {sum}", braces(""));
-                        let _ = writeln!(out, "{name}_count{} {count}", braces(""));
-                    }
+                }
+                Series::Histogram(h) => {
+                    let core = &h.0;
+                    let value = StoreHistogram {
+                        bounds: core.bounds.clone(),
+                        counts: core
+                            .buckets
+                            .iter()
+                            .map(|b| b.load(Ordering::Relaxed))
+                            .collect(),
+                        sum: f64::from_bits(core.sum_bits.load(Ordering::Relaxed)),
+                        count: core.count.load(Ordering::Relaxed),
+                    };
+                    rows.push(row(labels, SeriesValue::Histogram(value)));
                 }
             }
         }
-        out
+        Snapshot {
+            name: name.to_string(),
+            kind: self.kind,
+            info: matches!(self.series.values().next(), Some(Series::Info(_))),
+            help: self.help.to_string(),
+            rows,
+        }
     }
 }
 
@@ -376,20 +380,20 @@ mod tests {
         h.observe(500.0);
         let text = registry.render();
         assert!(
-            text.contains("# TYPE x_items_total counter\nx_items_total{signal=\"traces\"} 6\n"),
+            text.contains("# TYPE x_items_total counter\nx_items_total{signal=\"traces\"} 6.0\n"),
             "{text}"
         );
-        assert!(text.contains("x_queue_size 3\n"), "{text}");
+        assert!(text.contains("x_queue_size 3.0\n"), "{text}");
         assert!(
-            text.contains("x_batch_size_bucket{p=\"a\\\"b\",le=\"100\"} 2\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("x_batch_size_bucket{p=\"a\\\"b\",le=\"+Inf\"} 3\n"),
+            text.contains("x_batch_size_bucket{p=\"a\\\"b\",le=\"100\"} 2.0\n"),
             "{text}"
         );
         assert!(
-            text.contains("x_batch_size_sum{p=\"a\\\"b\"} 555\n"),
+            text.contains("x_batch_size_bucket{p=\"a\\\"b\",le=\"+Inf\"} 3.0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_batch_size_sum{p=\"a\\\"b\"} 555.0\n"),
             "{text}"
         );
         assert_eq!(
@@ -409,14 +413,14 @@ mod tests {
         let text = registry.render();
         assert!(
             text.contains(
-                "# TYPE x_run_info gauge\nx_run_info{exporter=\"m\",run_id=\"a\\\"1\"} 1\n"
+                "# TYPE x_run_info gauge\nx_run_info{exporter=\"m\",run_id=\"a\\\"1\"} 1.0\n"
             ),
             "{text}"
         );
         sets.lock().unwrap().push(vec![("run_id", "b".to_string())]);
         let text = registry.render();
         assert!(
-            text.contains("x_run_info{exporter=\"m\",run_id=\"b\"} 1\n"),
+            text.contains("x_run_info{exporter=\"m\",run_id=\"b\"} 1.0\n"),
             "{text}"
         );
         sets.lock().unwrap().clear();

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::alert::state::{Alert, AlertState};
 use crate::alert::tsdb::Labels;
-use crate::config::Checker;
+use crate::component::Checker;
 use crate::delivery::{ExportError, RetrySettings};
 
 /// How the connection is secured.
@@ -55,7 +55,7 @@ pub struct EmailChannel {
     /// Recipients.
     pub to: Vec<String>,
     /// Time allowed for one delivery.
-    #[serde(default = "default_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_timeout", with = "crate::component::duration")]
     pub timeout: Duration,
     /// Retries of connection failures and temporary (4xx) SMTP answers.
     #[serde(default = "super::default_retry")]

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::alert::state::{Alert, AlertState};
 use crate::alert::tsdb::Labels;
-use crate::config::Checker;
+use crate::component::Checker;
 use crate::delivery::http::{HttpClient, HttpClientTls, http_client, post, retrying};
 use crate::delivery::{ExportError, RetrySettings};
 use crate::telemetry::Registry;
@@ -60,7 +60,7 @@ pub struct HttpChannel {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Time allowed for one attempt.
-    #[serde(default = "default_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_timeout", with = "crate::component::duration")]
     pub timeout: Duration,
     /// TLS for `https://` URLs.
     #[serde(default)]
@@ -171,13 +171,13 @@ pub struct RoutingConfig {
     /// Labels whose values make a group (`[alertname]` by default; `[...]` groups by all labels).
     pub group_by: Vec<String>,
     /// How long a new group waits for more alerts before its first notification.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub group_wait: Duration,
     /// How often a notified group is looked at again.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub group_interval: Duration,
     /// How long before a still-firing group is notified again.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub repeat_interval: Duration,
     /// Notify when alerts resolve.
     pub send_resolved: bool,

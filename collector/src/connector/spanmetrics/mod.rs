@@ -47,10 +47,10 @@ use vigil_proto::otlp::wire::{WireError, same_bytes};
 use vigil_proto::otlp::{Signal, string_attribute};
 
 use super::Connector;
-use crate::config::Checker;
-use crate::exporter::prometheus::store::value_text;
+use crate::component::Checker;
 use crate::exporter::{ExportError, Exported, QueueSettings};
 use crate::pipeline::{Batch, BoxFuture, SharedConsumer};
+use crate::prometheus::store::value_text;
 use crate::telemetry::{Counter, Registry};
 
 /// A dimension beyond the four defaults: a span (or resource) attribute, with a value for spans without it.
@@ -130,10 +130,10 @@ pub struct SpanMetricsConfig {
     /// The duration histogram.
     pub histogram: HistogramSettings,
     /// How often totals are sent on.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub metrics_flush_interval: Duration,
     /// A series without spans for this long is no longer sent; `0s` keeps every series forever.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub metrics_expiration: Duration,
     /// Most series kept; spans of further series go to one overflow series.
     pub max_series: usize,

@@ -13,7 +13,7 @@ use prost::Message as _;
 use vigil_proto::otlp::common::v1::{AnyValue, any_value};
 
 use super::{Dimension, KeyRef, SpanExemplar, SpanMetrics, SpanMetricsConfig, unix_nano};
-use crate::exporter::prometheus::store::value_text;
+use crate::prometheus::store::value_text;
 use crate::telemetry::Registry;
 
 /// Counts `request` the way the collector does: encoded, read in place.

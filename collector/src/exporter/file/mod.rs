@@ -14,7 +14,7 @@ use vigil_proto::otlp::Signal;
 use vigil_proto::otlp::json::protobuf_to_json;
 
 use super::{ExportError, Exported, Exporter, QueueSettings, RetrySettings};
-use crate::config::Checker;
+use crate::component::Checker;
 use crate::pipeline::{Batch, BoxFuture};
 
 /// `rotation`.

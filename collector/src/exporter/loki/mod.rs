@@ -41,7 +41,7 @@ use super::{
     Compression, ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings,
     header_pairs, validate_headers,
 };
-use crate::config::Checker;
+use crate::component::Checker;
 use crate::pipeline::{Batch, BoxFuture};
 use crate::telemetry::{Counter, Registry};
 pub use labels::DEFAULT_RESOURCE_LABELS;
@@ -132,13 +132,13 @@ impl Default for LabelsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LokiAuth {
     /// Basic auth user (Grafana Cloud: the numeric instance id). Empty (an unset `${env:…:-}`) is unset.
-    #[serde(deserialize_with = "crate::config::empty_as_none")]
+    #[serde(deserialize_with = "crate::component::empty_as_none")]
     pub username: Option<String>,
     /// Basic auth password or API token; empty is unset.
-    #[serde(deserialize_with = "crate::config::empty_as_none")]
+    #[serde(deserialize_with = "crate::component::empty_as_none")]
     pub password: Option<String>,
     /// `Authorization: Bearer …`; empty is unset.
-    #[serde(deserialize_with = "crate::config::empty_as_none")]
+    #[serde(deserialize_with = "crate::component::empty_as_none")]
     pub bearer_token: Option<String>,
 }
 
@@ -161,7 +161,7 @@ pub struct LokiExporterConfig {
     /// TLS for `https://` endpoints.
     pub tls: HttpClientTls,
     /// Time allowed for one request.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub timeout: Duration,
     /// Compression of JSON bodies: `gzip` (default) or `none`. Protobuf bodies are always snappy, as Loki requires.
     pub compression: Compression,
@@ -178,13 +178,13 @@ pub struct LokiExporterConfig {
     /// `truncate` (default) or `drop` lines over `max_line_size`.
     pub line_too_long: TooLongAction,
     /// How far behind its stream's newest entry Loki accepts an entry (`max_chunk_age / 2`, 1 h by default).
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub out_of_order_window: Duration,
     /// Oldest entry Loki accepts (its `reject_old_samples_max_age`, 7 days by default).
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub reject_old_samples_max_age: Duration,
     /// How far in the future Loki accepts an entry (its `creation_grace_period`, 10 min by default).
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub creation_grace_period: Duration,
     /// `rewrite` (default) or `drop` entries Loki would refuse for their timestamp.
     pub old_entries: OldEntryAction,

@@ -33,7 +33,7 @@ use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 
 use super::{ExportError, Exported, Exporter, QueueSettings, RetrySettings};
-use crate::config::Checker;
+use crate::component::Checker;
 use crate::pipeline::{Batch, BoxFuture};
 use crate::telemetry::Registry;
 use runs::{Action, Rules, Tracker};
@@ -69,7 +69,7 @@ pub struct MlflowExporterConfig {
     /// Data-point attributes giving the step.
     pub step_attributes: Vec<String>,
     /// A run whose job sends nothing for this long is ended KILLED.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub heartbeat: Duration,
     /// OTLP trace ingestion.
     pub traces: TracesSettings,

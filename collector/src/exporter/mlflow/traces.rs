@@ -129,7 +129,7 @@ impl TraceForwarder {
                 200..=299 => {
                     self.registry
                         .problems()
-                        .clear(&super::super::worker::problem_key(&self.id));
+                        .clear(&crate::exporter::worker::problem_key(&self.id));
                     continue;
                 }
                 429 | 500..=599 if status != 501 => {
@@ -154,7 +154,7 @@ impl TraceForwarder {
             tracing::error!(problem = %problem, spans, "MLflow did not take the spans of experiment `{experiment}`");
             self.registry
                 .problems()
-                .report(&super::super::worker::problem_key(&self.id), &problem);
+                .report(&crate::exporter::worker::problem_key(&self.id), &problem);
             rejected += spans;
             messages.push(problem);
         }
@@ -194,6 +194,6 @@ impl TraceForwarder {
         tracing::error!(problem = %problem, "the mlflow exporter cannot send traces");
         self.registry
             .problems()
-            .report(&super::super::worker::problem_key(&self.id), problem);
+            .report(&crate::exporter::worker::problem_key(&self.id), problem);
     }
 }

@@ -10,23 +10,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use prost::Message;
 use serde::Deserialize;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
-use vigil_proto::otlp::Signal;
-use vigil_proto::otlp::collector::logs::v1::ExportLogsServiceResponse;
-use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceResponse;
-use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceResponse;
 
 use super::{
     Compression, ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings,
     validate_headers,
 };
-use crate::config::Checker;
+use crate::component::Checker;
 use crate::grpc_codec::RawCodec;
 use crate::pipeline::{Batch, BoxFuture};
 
@@ -56,7 +51,7 @@ pub struct OtlpExporterConfig {
     #[serde(default)]
     pub compression: Compression,
     /// Time allowed for one attempt.
-    #[serde(default = "default_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_timeout", with = "crate::component::duration")]
     pub timeout: Duration,
     /// The queue in front of it.
     #[serde(default)]
@@ -209,30 +204,6 @@ fn is_transport_failure(status: &Status) -> bool {
     status.message() == "transport error"
 }
 
-/// Reads the partial-success part of an `Export*ServiceResponse`.
-pub fn partial_success(signal: Signal, body: &[u8]) -> Exported {
-    let (rejected, message) = match signal {
-        Signal::Traces => ExportTraceServiceResponse::decode(body)
-            .ok()
-            .and_then(|r| r.partial_success)
-            .map(|p| (p.rejected_spans, p.error_message)),
-        Signal::Metrics => ExportMetricsServiceResponse::decode(body)
-            .ok()
-            .and_then(|r| r.partial_success)
-            .map(|p| (p.rejected_data_points, p.error_message)),
-        Signal::Logs => ExportLogsServiceResponse::decode(body)
-            .ok()
-            .and_then(|r| r.partial_success)
-            .map(|p| (p.rejected_log_records, p.error_message)),
-    }
-    .unwrap_or_default();
-    Exported {
-        rejected: rejected.max(0) as u64,
-        message,
-        ..Default::default()
-    }
-}
-
 impl Exporter for OtlpExporter {
     fn export<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
         Box::pin(async move {
@@ -254,7 +225,10 @@ impl Exporter for OtlpExporter {
                 .unary::<Vec<Bytes>, Bytes, RawCodec>(request, path, RawCodec)
                 .await
             {
-                Ok(response) => Ok(partial_success(batch.signal, response.get_ref())),
+                Ok(response) => Ok(super::decode::partial_success(
+                    batch.signal,
+                    response.get_ref(),
+                )),
                 Err(status) => Err(classify(&status)),
             }
         })

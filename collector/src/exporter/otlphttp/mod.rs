@@ -15,13 +15,13 @@ use serde::Deserialize;
 use vigil_proto::otlp::Signal;
 use vigil_proto::otlp::json::protobuf_to_json;
 
+use super::decode::partial_success;
 use super::http::{HttpClient, HttpClientTls, http_client, post};
-use super::otlp::partial_success;
 use super::{
     Compression, ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings,
     header_pairs, validate_headers,
 };
-use crate::config::Checker;
+use crate::component::Checker;
 use crate::pipeline::{Batch, BoxFuture};
 
 /// Body encoding.
@@ -61,7 +61,7 @@ pub struct OtlpHttpExporterConfig {
     #[serde(default)]
     pub compression: Compression,
     /// Time allowed for one attempt.
-    #[serde(default = "default_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_timeout", with = "crate::component::duration")]
     pub timeout: Duration,
     /// TLS for `https://` URLs.
     #[serde(default)]

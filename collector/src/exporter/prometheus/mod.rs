@@ -1,12 +1,12 @@
 //! Exporter `prometheus`: keeps the latest value of every series and serves them on `/metrics` for Prometheus
 //! to scrape, in the text format 0.0.4 or OpenMetrics 1.0.0 (content negotiation), gzipped when accepted.
 //!
-//! Names and labels follow the OpenTelemetry → Prometheus compatibility rules ([`naming`]); delta sums and
-//! histograms are accumulated; series not updated for `metric_expiration` disappear; `max_series` caps memory
-//! ([`store`]). Rendering ([`render`]) holds one shard of the store at a time and runs on a blocking thread, so
+//! The translation lives in [`crate::prometheus`], shared with `prometheusremotewrite` and `spanmetrics`: names
+//! and labels follow the OpenTelemetry → Prometheus compatibility rules ([`crate::prometheus::naming`]); delta
+//! sums and histograms are accumulated; series not updated for `metric_expiration` disappear; `max_series` caps
+//! memory ([`crate::prometheus::store`]). Rendering ([`crate::prometheus::render`]) holds one shard of the store at a time and runs on a blocking thread, so
 //! a scrape never stalls ingestion for long.
 
-pub use crate::prometheus::{naming, render, store};
 #[cfg(test)]
 mod tests;
 
@@ -18,25 +18,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::Full;
-use prost::Message;
 use serde::Deserialize;
 use tokio::sync::watch;
-use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 
-use self::render::Format;
-use self::store::{PromotedResource, Store, StoreSettings};
 use super::{ExportError, Exported, Exporter, QueueSettings};
-use crate::config::Checker;
+use crate::component::Checker;
 use crate::pipeline::{Batch, BoxFuture};
+use crate::prometheus::options::{ResourceConversion, store_settings, validate_const_labels};
+use crate::prometheus::render::{self, Format};
+use crate::prometheus::store::{Store, StoreSettings};
 use crate::telemetry::Registry;
-
-/// `resource_to_telemetry_conversion`, as in otelcol.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ResourceConversion {
-    /// Copy every resource attribute onto every series.
-    pub enabled: bool,
-}
 
 /// `exporters.prometheus`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -53,7 +44,7 @@ pub struct PrometheusExporterConfig {
     /// Answer OpenMetrics to scrapers that ask for it.
     pub enable_open_metrics: bool,
     /// A series not updated for this long disappears.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub metric_expiration: Duration,
     /// Most series kept; data points of new series beyond it are dropped and counted.
     pub max_series: usize,
@@ -95,7 +86,7 @@ impl Default for PrometheusExporterConfig {
 impl PrometheusExporterConfig {
     /// Checks values serde cannot.
     pub fn validate(&self, check: &mut Checker<'_>, path: &str) {
-        if let Err(message) = crate::config::parse_listen_address(&self.endpoint) {
+        if let Err(message) = crate::component::parse_listen_address(&self.endpoint) {
             check.error(&format!("{path}.endpoint"), message);
         }
         if self.max_series == 0 {
@@ -124,75 +115,6 @@ impl PrometheusExporterConfig {
             !self.without_target_info,
         )
     }
-}
-
-/// Store settings from the options both Prometheus exporters share.
-#[allow(clippy::too_many_arguments)]
-pub fn store_settings(
-    namespace: &str,
-    const_labels: &BTreeMap<String, String>,
-    suffixes: bool,
-    all_resource_attributes: bool,
-    promote: &[String],
-    metric_expiration: Duration,
-    max_series: usize,
-    scope_labels: bool,
-    target_info: bool,
-) -> StoreSettings {
-    StoreSettings {
-        namespace: namespace.to_string(),
-        suffixes,
-        promoted_resource: if all_resource_attributes {
-            PromotedResource::All
-        } else if promote.is_empty() {
-            PromotedResource::None
-        } else {
-            PromotedResource::Keys(promote.to_vec())
-        },
-        target_info,
-        scope_labels,
-        const_labels: const_labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        metric_expiration,
-        max_series,
-    }
-}
-
-/// Constant and external labels must already be valid Prometheus label names.
-pub fn validate_const_labels(
-    labels: &BTreeMap<String, String>,
-    check: &mut Checker<'_>,
-    path: &str,
-) {
-    for name in labels.keys() {
-        let valid = !name.is_empty()
-            && !name.as_bytes()[0].is_ascii_digit()
-            && !name.starts_with("__")
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !valid {
-            check.error(
-                &format!("{path}.const_labels.{name}"),
-                format!("`{name}` is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, no `__` prefix)"),
-            );
-        }
-    }
-}
-
-/// Decodes the chunks of a metrics batch.
-pub fn decode_batch(batch: &Batch) -> Result<Vec<ExportMetricsServiceRequest>, ExportError> {
-    batch
-        .chunks
-        .iter()
-        .map(|chunk| {
-            ExportMetricsServiceRequest::decode(chunk.bytes.clone()).map_err(|e| {
-                ExportError::Undecodable {
-                    message: format!("batch does not decode as OTLP metrics: {e}"),
-                }
-            })
-        })
-        .collect()
 }
 
 /// Serves the latest value of every series on `/metrics`.
@@ -224,7 +146,7 @@ impl PrometheusExporter {
         registry: &Registry,
         store: Arc<Store>,
     ) -> Result<Self, String> {
-        let address = crate::config::parse_listen_address(&config.endpoint)?;
+        let address = crate::component::parse_listen_address(&config.endpoint)?;
         let listener = std::net::TcpListener::bind(address)
             .and_then(|l| l.set_nonblocking(true).map(|_| l))
             .and_then(tokio::net::TcpListener::from_std)
@@ -350,7 +272,7 @@ fn accepts_gzip(value: &str) -> bool {
 impl Exporter for PrometheusExporter {
     fn export<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Exported, ExportError>> {
         Box::pin(async move {
-            let requests = decode_batch(batch)?;
+            let requests = super::decode::metrics_requests(batch)?;
             let mut dropped = 0;
             let mut invalid = 0;
             for request in &requests {

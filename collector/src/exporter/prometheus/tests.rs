@@ -12,8 +12,8 @@ use vigil_proto::otlp::metrics::v1::{
 use vigil_proto::otlp::resource::v1::Resource;
 use vigil_proto::otlp::string_attribute as attr;
 
-use super::render::{Format, render};
-use super::store::{Clock, Store, StoreSettings};
+use crate::prometheus::render::{Format, render};
+use crate::prometheus::store::{Clock, Store, StoreSettings};
 
 struct ManualClock(Mutex<Instant>);
 
@@ -179,7 +179,9 @@ fn counters_gauges_and_resource_follow_the_compatibility_rules() {
 #[test]
 fn promoted_resource_attributes_and_const_labels_are_on_every_series() {
     let (store, _) = store_with(StoreSettings {
-        promoted_resource: super::store::PromotedResource::Keys(vec!["host.name".into()]),
+        promoted_resource: crate::prometheus::store::PromotedResource::Keys(vec![
+            "host.name".into(),
+        ]),
         const_labels: vec![("region".into(), "eu".into())],
         target_info: false,
         scope_labels: false,
@@ -369,19 +371,19 @@ fn exponential_histograms_become_classic_buckets_at_their_boundaries() {
 
 #[test]
 fn fine_exponential_histograms_are_downscaled_to_a_bounded_bucket_count() {
-    let e = super::store::ExpHistogram {
+    let e = crate::prometheus::store::ExpHistogram {
         scale: 8,
         zero_count: 0,
         zero_threshold: 0.0,
-        positive: super::store::ExpBuckets {
+        positive: crate::prometheus::store::ExpBuckets {
             offset: 0,
             counts: vec![1; 1000],
         },
-        negative: super::store::ExpBuckets::default(),
+        negative: crate::prometheus::store::ExpBuckets::default(),
         sum: 1.0,
         count: 1000,
     };
-    let classic = super::render::to_classic(&e);
+    let classic = crate::prometheus::render::to_classic(&e);
     assert!(classic.bounds.len() <= super::render::MAX_EXPONENTIAL_BUCKETS + 1);
     assert_eq!(classic.counts.iter().sum::<u64>(), 1000);
     assert!(classic.bounds.windows(2).all(|w| w[0] < w[1]));

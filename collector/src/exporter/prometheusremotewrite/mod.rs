@@ -2,7 +2,7 @@
 //! `WriteRequest`, snappy block compression, the required headers) to Prometheus, Mimir, Thanos, Cortex,
 //! VictoriaMetrics…
 //!
-//! Translation is the pull exporter's ([`super::prometheus::store`]): the same names, labels, `target_info`,
+//! Translation is the pull exporter's ([`crate::prometheus::store`]): the same names, labels, `target_info`,
 //! and delta accumulation. Each batch is translated once and then sent, retried with backoff on network
 //! errors, 5xx and 429, and never on other 4xx, which the remote-write specification forbids. Retrying happens
 //! here rather than in the shared worker, because re-translating a batch would add its deltas twice. Series
@@ -22,16 +22,16 @@ use vigil_proto::prometheus::{
 };
 
 use super::http::{HttpClient, HttpClientTls, http_client, post, retrying};
-use super::prometheus::naming::Kind;
-use super::prometheus::render::to_classic;
-use super::prometheus::store::{Changed, Clock, Histogram, SeriesValue, Store, SystemClock};
-use super::prometheus::{ResourceConversion, decode_batch, store_settings, validate_const_labels};
 use super::{
     ExportError, Exported, Exporter, Headers, QueueSettings, RetrySettings, header_pairs,
     validate_headers,
 };
-use crate::config::Checker;
+use crate::component::Checker;
 use crate::pipeline::{Batch, BoxFuture};
+use crate::prometheus::naming::Kind;
+use crate::prometheus::options::{ResourceConversion, store_settings, validate_const_labels};
+use crate::prometheus::render::to_classic;
+use crate::prometheus::store::{Changed, Clock, Histogram, SeriesValue, Store, SystemClock};
 use crate::telemetry::Registry;
 
 /// `exporters.prometheusremotewrite`.
@@ -45,7 +45,7 @@ pub struct RemoteWriteConfig {
     /// TLS for `https://` endpoints.
     pub tls: HttpClientTls,
     /// Time allowed for one request.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub timeout: Duration,
     /// Prefix of every metric name.
     pub namespace: String,
@@ -62,7 +62,7 @@ pub struct RemoteWriteConfig {
     /// Leave out the `target_info` series.
     pub without_target_info: bool,
     /// A series not updated for this long ends with a stale marker.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub metric_expiration: Duration,
     /// Most series tracked; data points of new series beyond it are dropped and counted.
     pub max_series: usize,
@@ -230,7 +230,7 @@ impl RemoteWriteExporter {
         let mut series: Vec<TimeSeries> = Vec::new();
         let mut metadata: BTreeMap<String, MetricMetadata> = BTreeMap::new();
         let mut dropped = 0;
-        for request in decode_batch(batch)? {
+        for request in super::decode::metrics_requests(batch)? {
             let report = self.store.ingest(&request, &mut |changed| {
                 if self.send_metadata && !metadata.contains_key(changed.name) {
                     metadata.insert(changed.name.to_string(), self.metadata(&changed));

@@ -17,9 +17,9 @@ use vigil_proto::otlp::resource::v1::Resource;
 use vigil_proto::prometheus::WriteRequest;
 
 use super::{RemoteWriteConfig, RemoteWriteExporter, decode_body};
-use crate::exporter::prometheus::store::Clock;
 use crate::exporter::{ExportError, Exporter, RetrySettings};
 use crate::pipeline::Batch;
+use crate::prometheus::store::Clock;
 use crate::telemetry::Registry;
 
 struct ManualClock(Mutex<Instant>);

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use vigil_proto::otlp::scan;
 
 use super::{Built, ProcessorContext, QueuedEntry, StageTask};
-use crate::config::Checker;
+use crate::component::Checker;
 use crate::pipeline::queue::QueueReceiver;
 use crate::pipeline::{Batch, Chunk, SharedConsumer};
 use crate::telemetry::{Counter, Histogram};
@@ -36,7 +36,7 @@ pub struct BatchConfig {
     /// Most encoded bytes in one batch; 0 means no limit.
     pub send_batch_max_bytes: usize,
     /// Longest time an item waits before its batch is sent, however small.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub timeout: Duration,
     /// Requests that may wait for this processor before receivers are told to retry.
     pub queue_size: usize,

@@ -5,7 +5,7 @@ use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use vigil_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 use super::*;
-use crate::config::ComponentId;
+use crate::component::ComponentId;
 use crate::pipeline::Refusal;
 use crate::processor::test_support::Recorder;
 use crate::telemetry::Registry;

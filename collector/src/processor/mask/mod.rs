@@ -20,7 +20,7 @@ use vigil::mask::{MaskConfig, Masker};
 use vigil_proto::otlp::Signal;
 
 use super::{Built, ProcessorContext};
-use crate::config::Checker;
+use crate::component::Checker;
 use crate::pipeline::precheck::SharedPrecheck;
 use crate::pipeline::{Batch, BoxFuture, Chunk, Consumer, Refusal, SharedConsumer};
 use crate::telemetry::Counter;

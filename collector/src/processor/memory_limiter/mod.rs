@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Built, ProcessorContext};
-use crate::config::{Checker, duration};
+use crate::component::{Checker, duration};
 use crate::pipeline::memory::MemoryAccount;
 use crate::pipeline::{Batch, BoxFuture, Consumer, DEFAULT_RETRY_AFTER, Refusal, SharedConsumer};
 

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use vigil_proto::otlp::Signal;
 
 use super::{Limits, MemoryLimiterConfig, RssProbe, build_with};
-use crate::config::{ComponentId, Config, LoadOptions};
+use crate::component::ComponentId;
+use crate::config::{Config, LoadOptions};
 use crate::pipeline::memory::MemoryAccount;
 use crate::pipeline::{Batch, Chunk, Consumer, Refusal};
 use crate::processor::test_support::Recorder;
@@ -399,16 +400,16 @@ fn the_refusing_gauge_and_the_megabytes_in_messages() {
             })
             .expect("gauge")
     };
-    assert_eq!(refusing(&limiter), "0");
+    assert_eq!(refusing(&limiter), "0.0");
     limiter.entry.try_consume(batch(600)).unwrap();
-    assert_eq!(refusing(&limiter), "0");
+    assert_eq!(refusing(&limiter), "0.0");
     assert!(limiter.entry.try_consume(batch(1)).is_err());
-    assert_eq!(refusing(&limiter), "1");
+    assert_eq!(refusing(&limiter), "1.0");
     assert!(limiter.entry.try_consume(batch(1)).is_err());
-    assert_eq!(refusing(&limiter), "1", "still refusing");
+    assert_eq!(refusing(&limiter), "1.0", "still refusing");
     limiter.recorder.0.lock().unwrap().clear();
     limiter.entry.try_consume(batch(1)).unwrap();
-    assert_eq!(refusing(&limiter), "0", "admitting again");
+    assert_eq!(refusing(&limiter), "0.0", "admitting again");
     assert_eq!(super::mib(1_572_864), "1.5 MiB");
     assert_eq!(super::mib(0), "0.0 MiB");
 }

@@ -23,7 +23,7 @@ use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use vigil_proto::otlp::common::v1::{AnyValue, KeyValue, any_value};
 
 use super::{Built, ProcessorContext};
-use crate::config::Checker;
+use crate::component::Checker;
 use crate::pipeline::{Batch, BoxFuture, Consumer, Refusal, SharedConsumer};
 use crate::telemetry::Counter;
 

@@ -4,7 +4,7 @@ use vigil_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use vigil_proto::otlp::trace::v1::Span;
 
 use super::*;
-use crate::config::ComponentId;
+use crate::component::ComponentId;
 use crate::processor::test_support::{Recorder, trace_id, traces};
 use crate::telemetry::Registry;
 

@@ -27,7 +27,7 @@ use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;
 use self::buffer::{Limits, Metrics, Output, TraceBuffer};
 use self::policy::{Policy, PolicyConfig};
 use super::{Built, ProcessorContext, QueuedEntry, StageTask};
-use crate::config::Checker;
+use crate::component::Checker;
 use crate::pipeline::queue::QueueReceiver;
 use crate::pipeline::{Batch, SharedConsumer};
 
@@ -55,7 +55,7 @@ impl Default for DecisionCacheConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TailSamplingConfig {
     /// How long a trace is buffered after its first span.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub decision_wait: Duration,
     /// Most traces buffered at once.
     pub num_traces: usize,

@@ -8,7 +8,7 @@ use vigil::sampling::Threshold;
 use vigil_proto::otlp::common::v1::{KeyValue, any_value};
 use vigil_proto::otlp::trace::v1::{ResourceSpans, Span, status};
 
-use crate::config::Checker;
+use crate::component::Checker;
 
 /// What one policy says about a trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use vigil_proto::otlp::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, stat
 use super::buffer::{Limits, Metrics, Output, TraceBuffer};
 use super::policy::{Policy, PolicyConfig};
 use super::*;
-use crate::config::ComponentId;
+use crate::component::ComponentId;
 use crate::processor::test_support::{Recorder, trace_id, traces};
 use crate::telemetry::Registry;
 

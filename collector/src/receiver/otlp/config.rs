@@ -73,19 +73,19 @@ pub struct ConnectionConfig {
     /// Most client connections open at once; further connections are closed at once until some end.
     pub max_connections: usize,
     /// Longest wait for a request's headers (HTTP/1) or for a TLS handshake.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub read_header_timeout: Duration,
     /// Longest wait for a whole request body; a slower request is answered 408 / `DEADLINE_EXCEEDED`.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub read_timeout: Duration,
     /// A connection without a request for this long is closed.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub idle_timeout: Duration,
     /// HTTP/2 keep-alive: ping an idle connection this often…
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub keepalive_interval: Duration,
     /// …and close it when a ping goes unanswered this long.
-    #[serde(with = "crate::config::duration")]
+    #[serde(with = "crate::component::duration")]
     pub keepalive_timeout: Duration,
 }
 
@@ -116,7 +116,7 @@ impl ConnectionConfig {
     }
 
     /// Reports zero limits, which would refuse every client or close every connection at once.
-    pub fn validate(&self, check: &mut crate::config::Checker<'_>, path: &str) {
+    pub fn validate(&self, check: &mut crate::component::Checker<'_>, path: &str) {
         if self.max_connections == 0 {
             check.error(&format!("{path}.max_connections"), "must be at least 1");
         }

@@ -16,7 +16,7 @@ pub use config::*;
 use tokio::task::JoinHandle;
 
 use super::{Receiver, ReceiverContext};
-use crate::config::ComponentId;
+use crate::component::ComponentId;
 use crate::pipeline::BoxFuture;
 
 /// How long in-flight requests may take to finish once shutdown begins.
