@@ -22,7 +22,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::runtime::Handle;
 
 /// Polls a future with a Tokio runtime entered.
-pub struct InRuntime<F> {
+pub(crate) struct InRuntime<F> {
     handle: Handle,
     inner: Pin<Box<F>>,
 }
@@ -46,7 +46,7 @@ fn in_runtime<F: Future>(handle: &Handle, future: F) -> InRuntime<F> {
 /// Where one signal is exported, and how its failures have gone: the console is told once a minute at most
 /// (never silently, never per batch), and the count is kept for the guard's last word and a metric.
 #[derive(Debug)]
-pub struct ExportReport {
+pub(crate) struct ExportReport {
     signal: &'static str,
     transport: Transport,
     endpoint: String,
@@ -59,7 +59,7 @@ const WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 impl ExportReport {
     /// The report of `signal` sent with `transport`, to the endpoint the environment names (or the default).
-    pub fn new(
+    pub(crate) fn new(
         signal: &'static str,
         transport: Transport,
         env: impl Fn(&str) -> Option<String>,
@@ -94,17 +94,17 @@ impl ExportReport {
     }
 
     /// Exports of this signal that failed (batches whose data was not delivered).
-    pub fn failed(&self) -> u64 {
+    pub(crate) fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
     }
 
     /// The signal's name.
-    pub fn signal(&self) -> &'static str {
+    pub(crate) fn signal(&self) -> &'static str {
         self.signal
     }
 
     /// Where it is sent.
-    pub fn endpoint(&self) -> &str {
+    pub(crate) fn endpoint(&self) -> &str {
         &self.endpoint
     }
 
@@ -124,7 +124,7 @@ impl ExportReport {
     }
 
     /// The console line for a failed export: where, how, what happened, and the likely fix.
-    pub fn warning(&self, error: &str) -> String {
+    pub(crate) fn warning(&self, error: &str) -> String {
         let protocol = match self.transport {
             Transport::Grpc => "OTLP/gRPC",
             Transport::HttpProtobuf => "OTLP/HTTP (protobuf)",
@@ -189,7 +189,7 @@ fn hint(transport: Transport, endpoint: &str, error: &str) -> String {
 
 /// An exporter whose calls run with Vigil's export runtime entered, and whose failures are reported.
 #[derive(Debug)]
-pub struct OnRuntime<E> {
+pub(crate) struct OnRuntime<E> {
     inner: E,
     handle: Handle,
     report: Arc<ExportReport>,
@@ -197,7 +197,7 @@ pub struct OnRuntime<E> {
 
 impl<E> OnRuntime<E> {
     /// Wraps `inner`, which was built inside the runtime of `handle`; failures go to `report`.
-    pub fn new(inner: E, handle: Handle, report: Arc<ExportReport>) -> Self {
+    pub(crate) fn new(inner: E, handle: Handle, report: Arc<ExportReport>) -> Self {
         OnRuntime {
             inner,
             handle,
@@ -278,7 +278,7 @@ impl<E: PushMetricExporter> PushMetricExporter for OnRuntime<E> {
 /// The OTel specification's default is `http/protobuf`; Vigil keeps gRPC because every OTLP collector
 /// (ours included) serves it on the well-known port 4317 and it multiplexes all three signals on one connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
+pub(crate) enum Transport {
     /// OTLP/gRPC (`grpc`), default endpoint `http://localhost:4317`.
     Grpc,
     /// OTLP/HTTP with protobuf bodies (`http/protobuf`), default endpoint `http://localhost:4318/v1/{signal}`.
@@ -347,7 +347,7 @@ pub(crate) fn endpoint_without_scheme(
 /// `OTEL_{TRACES,LOGS,METRICS}_EXPORTER` (`otlp`, the default, or `none`) and the `OTEL_EXPORTER_OTLP_*PROTOCOL`
 /// variables. `None` means the signal is not exported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Signals {
+pub(crate) struct Signals {
     /// Spans.
     pub traces: Option<Transport>,
     /// Log records.
@@ -358,19 +358,19 @@ pub struct Signals {
 
 impl Signals {
     /// Nothing is exported.
-    pub const NONE: Signals = Signals {
+    pub(crate) const NONE: Signals = Signals {
         traces: None,
         logs: None,
         metrics: None,
     };
 
     /// Whether any signal is exported.
-    pub fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         self.traces.is_some() || self.logs.is_some() || self.metrics.is_some()
     }
 
     /// Reads the environment through `env`.
-    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+    pub(crate) fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         if env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
             return Ok(Signals::NONE);
         }

@@ -1,7 +1,5 @@
 //! The built-in checks.
 
-use std::path::Path;
-
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::CheckOutcome;
@@ -67,7 +65,8 @@ pub(super) async fn http_get(url: String) -> CheckOutcome {
 }
 
 /// The file system holding `path` has at least `min_free_percent` % free.
-pub(super) fn disk(path: &Path, min_free_percent: f64) -> CheckOutcome {
+#[cfg(feature = "system")]
+pub(super) fn disk(path: &std::path::Path, min_free_percent: f64) -> CheckOutcome {
     let path = path
         .canonicalize()
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -90,6 +89,7 @@ pub(super) fn disk(path: &Path, min_free_percent: f64) -> CheckOutcome {
 }
 
 /// An NVIDIA GPU is visible through NVML.
+#[cfg(feature = "system")]
 pub(super) fn gpu() -> CheckOutcome {
     let nvml = nvml_wrapper::Nvml::init().map_err(|e| format!("no NVIDIA driver: {e}"))?;
     match nvml.device_count() {

@@ -215,7 +215,8 @@ impl HealthChecker {
         self.http("mlflow", &url, critical)
     }
 
-    /// The file system holding `path` has at least `min_free_percent` % free.
+    /// The file system holding `path` has at least `min_free_percent` % free (cargo feature `system`).
+    #[cfg(feature = "system")]
     pub fn disk(self, name: &str, path: &str, min_free_percent: f64, critical: bool) -> Self {
         let path = std::path::PathBuf::from(path);
         self.custom(name, critical, move || {
@@ -224,7 +225,8 @@ impl HealthChecker {
         })
     }
 
-    /// An NVIDIA GPU is visible through NVML.
+    /// An NVIDIA GPU is visible through NVML (cargo feature `system`).
+    #[cfg(feature = "system")]
     pub fn gpu(self, critical: bool) -> Self {
         self.custom("gpu", critical, || async { checks::gpu() })
     }

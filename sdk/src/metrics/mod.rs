@@ -41,6 +41,7 @@ const DURATION_BUCKETS: [f64; 16] = [
 /// get base-2 exponential buckets, which fit any range of values (a loss of 0.234 and a size of 5 GB alike)
 /// without anyone choosing bounds; the duration helpers keep their explicit buckets in seconds. The collector
 /// turns exponential histograms into classic `_bucket` series for Prometheus.
+#[cfg(feature = "otlp")]
 pub(crate) fn one_liner_view(
     instrument: &opentelemetry_sdk::metrics::Instrument,
 ) -> Option<opentelemetry_sdk::metrics::Stream> {

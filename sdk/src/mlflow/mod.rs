@@ -39,6 +39,7 @@
 pub mod batch;
 pub mod client;
 mod sender;
+#[cfg(feature = "system")]
 pub mod system;
 
 use std::sync::atomic::{AtomicU64, Ordering};

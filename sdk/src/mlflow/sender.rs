@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::batch::{KeyValue, Limits, LogBatch, sanitize_key, split};
 use super::client::{Client, MlflowError, RunInfo};
+#[cfg(feature = "system")]
 use super::system::{SystemMetricNames, VisibleGpus};
 use super::{Experiment, LogFormat, MlflowConfig, RunStatus, now_ms};
 
@@ -245,12 +246,59 @@ struct Waiter {
     last: bool,
 }
 
+/// When and what system metrics to log into open runs.
 struct SystemSampler {
+    #[cfg(feature = "system")]
     collector: Option<crate::system::Collector>,
+    #[cfg(feature = "system")]
     names: SystemMetricNames,
     interval: Duration,
     next: Instant,
     step: i64,
+}
+
+impl SystemSampler {
+    /// A sampler every `interval`; none without the `system` feature, which reads the system.
+    fn new(interval: Duration) -> Option<Self> {
+        #[cfg(feature = "system")]
+        return Some(SystemSampler {
+            collector: None,
+            names: SystemMetricNames::new(VisibleGpus::from_env_value(
+                std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
+            )),
+            interval,
+            next: Instant::now(),
+            step: 0,
+        });
+        #[cfg(not(feature = "system"))]
+        {
+            let _ = interval;
+            None
+        }
+    }
+
+    /// Loads NVML and takes the baseline CPU and network readings, so that the first sample is complete.
+    fn prime(&mut self) {
+        #[cfg(feature = "system")]
+        {
+            let mut collector = crate::system::Collector::new(true);
+            let _ = collector.collect();
+            self.collector = Some(collector);
+        }
+    }
+
+    /// The current values under MLflow's names.
+    fn read(&mut self) -> Vec<(String, f64)> {
+        #[cfg(feature = "system")]
+        return self.names.convert(
+            &self
+                .collector
+                .get_or_insert_with(|| crate::system::Collector::new(true))
+                .collect(),
+        );
+        #[cfg(not(feature = "system"))]
+        Vec::new()
+    }
 }
 
 struct Worker {
@@ -278,15 +326,7 @@ struct Worker {
 
 impl Worker {
     fn new(client: Client, config: MlflowConfig, service: &str, shared: Arc<Shared>) -> Self {
-        let system = config.system_metrics.map(|interval| SystemSampler {
-            collector: None,
-            names: SystemMetricNames::new(VisibleGpus::from_env_value(
-                std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
-            )),
-            interval,
-            next: Instant::now(),
-            step: 0,
-        });
+        let system = config.system_metrics.and_then(SystemSampler::new);
         Worker {
             tags: source_tags(service),
             client,
@@ -328,9 +368,7 @@ impl Worker {
         };
         // Load NVML and take the baseline CPU and network readings now, so a run's first sample is complete.
         if let Some(system) = &mut self.system {
-            let mut collector = crate::system::Collector::new(true);
-            let _ = collector.collect();
-            system.collector = Some(collector);
+            system.prime();
         }
         loop {
             let wait = self.next_wake();
@@ -552,10 +590,7 @@ impl Worker {
         if !self.runs.iter().any(Run::open) {
             return;
         }
-        let collector = system
-            .collector
-            .get_or_insert_with(|| crate::system::Collector::new(true));
-        let values = system.names.convert(&collector.collect());
+        let values = system.read();
         let step = system.step;
         system.step += 1;
         let timestamp = now_ms();
