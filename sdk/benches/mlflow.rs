@@ -7,8 +7,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use vigil::metrics::app::TrainingRun;
-use vigil::mlflow::{Mlflow, MlflowConfig};
+use vigil::ml::TrainingRun;
+use vigil::ml::mlflow::{Mlflow, MlflowConfig};
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("training_epoch_3_values");

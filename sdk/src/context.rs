@@ -21,7 +21,7 @@
 //! # drop(future);
 //! ```
 
-/// The name of the spans [`context!`] creates.
+/// The name of the spans [`crate::context!`] creates.
 pub const CONTEXT_SPAN_NAME: &str = "vigil.context";
 
 /// A span that binds the given fields as context: `vigil::context!(request_id = id, experiment_id = "exp_001")`.
@@ -34,7 +34,7 @@ macro_rules! context {
     };
 }
 
-/// Whether `metadata` is a context span made by [`context!`].
+/// Whether `metadata` is a context span made by [`crate::context!`].
 pub fn is_context_span(metadata: &tracing::Metadata<'_>) -> bool {
     metadata.is_span() && metadata.name() == CONTEXT_SPAN_NAME
 }

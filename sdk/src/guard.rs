@@ -12,7 +12,8 @@ use crate::builder::self_metrics::SelfMetrics;
 #[cfg(feature = "otlp")]
 use crate::export::ExportReport;
 use crate::log::writer::AsyncWriter;
-use crate::{mask, mlflow};
+use crate::mask;
+use crate::ml::mlflow;
 
 /// Flushes and shuts telemetry down when dropped (bounded by a timeout; it never hangs).
 #[must_use = "telemetry is shut down when the guard is dropped"]
@@ -125,7 +126,7 @@ impl Guard {
         self.export_reports.clear();
     }
 
-    /// Log lines dropped because the writer could not keep up (only with [`crate::log::writer::FullPolicy::Drop`]).
+    /// Log lines dropped because the writer could not keep up (only with [`crate::log::FullPolicy::Drop`]).
     pub fn dropped_log_records(&self) -> u64 {
         self.writers.iter().map(|w| w.dropped()).sum()
     }
@@ -172,7 +173,7 @@ pub(crate) fn installed() -> &'static std::sync::Mutex<Option<Installed>> {
     INSTALLED.get_or_init(Default::default)
 }
 
-/// Flushes and shuts down the telemetry installed by [`init`], [`init_from_file`] or [`Builder::try_init`],
+/// Flushes and shuts down the telemetry installed by [`crate::init`], [`crate::init_from_file`] or [`crate::Builder::try_init`],
 /// each part bounded by the shutdown timeout; for programs that exit without dropping the guard (e.g. through
 /// `std::process::exit`). Returns whether everything was delivered. Later telemetry is discarded.
 pub fn shutdown() -> bool {

@@ -24,28 +24,45 @@
 //! through a channel as `tracing-appender` does; the caller pays a copy and an uncontended lock, the thread pays
 //! the I/O.
 //!
-//! Modules by concern: [`log`] (formatters, async writer, rotating file), [`trace`] (spans to OpenTelemetry),
-//! [`metrics`] (one-line instruments), [`propagation`] (W3C context, HTTP server layer),
-//! [`config`] (the YAML logging config). Configuration precedence for levels: `RUST_LOG`, then
-//! [`Builder::filter`], then the config file, then INFO; exporters follow the standard `OTEL_*` variables.
+//! The crate root is [`init`], [`init_from_file`], [`shutdown`], [`Builder`], [`Guard`], [`Error`] and the
+//! macros; the rest is in modules by concern: [`log`] (handlers, formats, rotating files, log sampling),
+//! [`mask`] (secrets and personal data removed before any sink), [`metrics`] (one-line instruments and
+//! timings), [`http`] (`tower` layers for servers and clients: spans, context propagation, RED metrics),
+//! [`propagation`] (W3C context in headers), [`ml`] (training runs, backtests, MLflow), `health` (checks and
+//! the `/healthz` server), `system` (system, process and GPU metrics) and [`config`] (the YAML logging
+//! config). Configuration precedence for levels: `RUST_LOG`, then [`Builder::filter`], then the config file,
+//! then INFO; exporters follow the standard `OTEL_*` variables.
+//!
+//! Cargo features (all on by default but `postgres`): `system` (sysinfo and NVML: the `system` module, MLflow
+//! system metrics, the disk and GPU health checks), `otlp` (export over OTLP), `health` (the `health` module)
+//! and `postgres` (the PostgreSQL health check). Without `otlp`, spans, logs and metrics stay in the process.
 #![warn(missing_docs, unreachable_pub)]
 
 mod builder;
 pub mod config;
+/// Support for [`context!`]; not an API of its own.
+#[doc(hidden)]
 pub mod context;
 #[cfg(feature = "otlp")]
 mod export;
 mod guard;
 #[cfg(feature = "health")]
 pub mod health;
+pub mod http;
 pub mod log;
 pub mod mask;
 pub mod metrics;
-pub mod mlflow;
+pub mod ml;
+
 pub mod propagation;
+/// Consistent probability sampling, shared with the collector's samplers; applications use
+/// [`Builder::sample_ratio`] or `OTEL_TRACES_SAMPLER`.
+#[doc(hidden)]
 pub mod sampling;
 #[cfg(feature = "system")]
 pub mod system;
+/// The span filter between `tracing` and OpenTelemetry; plumbing of [`Builder`].
+#[doc(hidden)]
 pub mod trace;
 
 pub use builder::Builder;
@@ -86,7 +103,7 @@ pub enum Error {
     Environment(String),
     /// The MLflow sender could not start (a tracking URI that is not http(s)).
     #[error("MLflow: {0}")]
-    Mlflow(#[from] mlflow::MlflowError),
+    Mlflow(#[from] ml::mlflow::MlflowError),
     /// An OTLP exporter could not be built (bad endpoint, TLS setup).
     #[error("OTLP {signal} exporter: {reason}")]
     Exporter {

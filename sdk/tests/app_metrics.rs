@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use vigil::metrics::app::{TrainingRun, record_backtest, timer};
+use vigil::metrics::app::timer;
+use vigil::ml::{TrainingRun, record_backtest};
 
 /// `(value, attributes as "k=v" sorted)` of every data point of metric `name`.
 fn points(exporter: &InMemoryMetricExporter, name: &str) -> Vec<(f64, Vec<String>)> {
@@ -88,7 +89,7 @@ fn timing_training_backtests_and_errors_become_metrics() {
 
     runtime.block_on(async {
         use tower::{Layer as _, ServiceExt as _};
-        let service = vigil::metrics::http::HttpMetricsLayer::new().layer(tower::service_fn(
+        let service = vigil::http::HttpMetricsLayer::new().layer(tower::service_fn(
             |request: http::Request<()>| async move {
                 let status = if request.uri().path().starts_with("/users/2") {
                     500

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use vigil::mlflow::{Mlflow, MlflowConfig, RunStatus};
+use vigil::ml::mlflow::{Mlflow, MlflowConfig, RunStatus};
 use vigil_e2e::MlflowServer;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -14,7 +14,7 @@ static CURRENT_SENDER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn sender(server: &MlflowServer, experiment: &str) -> Mlflow {
     let mut config = MlflowConfig::new(&server.url);
-    config.experiment = Some(vigil::mlflow::Experiment::Name(experiment.into()));
+    config.experiment = Some(vigil::ml::mlflow::Experiment::Name(experiment.into()));
     config.system_metrics = None;
     config.handle_signals = false;
     Mlflow::start(config, "sdk-test").expect("start the sender")
@@ -99,7 +99,7 @@ fn a_hundred_thousand_points_take_at_most_a_hundred_and_one_requests() {
     assert_eq!(run["metrics"]["metric_9"], 9999.0);
 }
 
-/// The README's MLflow snippet is the `vigil::mlflow` module example, which the doc tests compile.
+/// The README's MLflow snippet is the `vigil::ml::mlflow` module example, which the doc tests compile.
 #[test]
 fn the_readme_snippet_is_the_compiled_module_example() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -136,17 +136,17 @@ fn a_panic_fails_the_run_and_an_abandoned_run_is_killed() {
     // The sender `TrainingRun` records into (what `Builder::try_init` installs).
     mlflow.install();
     let panicked = std::thread::spawn(|| {
-        let mut run = vigil::metrics::app::TrainingRun::start("ignored", "panics");
+        let mut run = vigil::ml::TrainingRun::start("ignored", "panics");
         run.epoch(1, 10, &[("loss", 1.0)]);
         panic!("the loss diverged");
     })
     .join();
     assert!(panicked.is_err());
     {
-        let mut run = vigil::metrics::app::TrainingRun::start("ignored", "abandoned");
+        let mut run = vigil::ml::TrainingRun::start("ignored", "abandoned");
         run.epoch(1, 10, &[("loss", 1.0)]);
     }
-    let mut run = vigil::metrics::app::TrainingRun::start("ignored", "completes");
+    let mut run = vigil::ml::TrainingRun::start("ignored", "completes");
     run.epoch(1, 10, &[("loss", 1.0)]);
     run.complete();
     assert!(mlflow.shutdown(TIMEOUT), "not delivered");
@@ -177,7 +177,7 @@ fn a_recorded_backtest_is_a_finished_run() {
     let mlflow = Mlflow::start(config, "sdk-test").expect("start the sender");
     let _turn = CURRENT_SENDER.lock().unwrap_or_else(|p| p.into_inner());
     mlflow.install();
-    vigil::metrics::app::record_backtest(
+    vigil::ml::record_backtest(
         "momentum",
         Duration::from_millis(1500),
         1532,

@@ -1,5 +1,5 @@
 //! A trading-strategy backtest instrumented with Vigil: one span per strategy, structured logs, and the results
-//! as metrics with [`vigil::metrics::app::record_backtest`].
+//! as metrics with [`vigil::ml::record_backtest`].
 //!
 //! ```sh
 //! cargo run --release -p vigil-collector &
@@ -74,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .sqrt();
         let sharpe = if spread > 0.0 { mean / spread } else { 0.0 };
         let max_drawdown = returns.iter().copied().fold(0.0f64, f64::min);
-        vigil::metrics::app::record_backtest(
+        vigil::ml::record_backtest(
             strategy,
             started.elapsed(),
             trades,

@@ -1,7 +1,7 @@
-//! An HTTP service instrumented with Vigil: axum behind [`vigil::propagation::HttpServerLayer`] (a server span
-//! per request that continues the caller's trace) and [`vigil::metrics::http::HttpMetricsLayer`] (the
+//! An HTTP service instrumented with Vigil: axum behind [`vigil::http::HttpServerLayer`] (a server span
+//! per request that continues the caller's trace) and [`vigil::http::HttpMetricsLayer`] (the
 //! `http.server.request.duration` histogram), a `/health` endpoint from [`vigil::health::HealthChecker`], and a
-//! downstream call through [`vigil::propagation::HttpClientLayer`] that carries the trace to the next service.
+//! downstream call through [`vigil::http::HttpClientLayer`] that carries the trace to the next service.
 //!
 //! ```sh
 //! cargo run --release -p vigil-collector &
@@ -29,7 +29,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::ServiceExt;
-use vigil::propagation::{HttpClientLayer, HttpServerLayer};
+use vigil::http::{HttpClientLayer, HttpServerLayer};
 
 type HttpClient = Client<HttpConnector, Empty<axum::body::Bytes>>;
 
@@ -121,7 +121,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/inventory/{id}", get(inventory))
         .route("/health", get(health))
         .with_state(app)
-        .layer(vigil::metrics::http::HttpMetricsLayer::new())
+        .layer(vigil::http::HttpMetricsLayer::new())
         .layer(HttpServerLayer);
     // The first line on stdout says where it listens (the tests read it when they ask for port 0).
     println!("listening on http://{local}");

@@ -27,7 +27,7 @@
 use std::time::Instant;
 
 use tracing::{info, info_span, warn};
-use vigil::metrics::app::TrainingRun;
+use vigil::ml::TrainingRun;
 
 /// Samples in one simulated epoch.
 const SAMPLES_PER_EPOCH: u64 = 50_000;
@@ -61,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let guard = vigil::Builder::new("training-job")
         .service_version(env!("CARGO_PKG_VERSION"))
         .json_file(vigil::log::file::FileOptions::new(log_file))
-        .mlflow(vigil::mlflow::MlflowConfig::from_env())
+        .mlflow(vigil::ml::mlflow::MlflowConfig::from_env())
         .try_init()?;
     vigil::install_panic_hook();
     let epochs: u32 = std::env::var("EPOCHS")

@@ -12,7 +12,8 @@ use crate::log::json::JsonLayer;
 use crate::log::text::TextLayer;
 use crate::log::writer::{AsyncWriter, WriteSink};
 use crate::mask::Masker;
-use crate::{Error, log, mlflow};
+use crate::ml::mlflow;
+use crate::{Error, log};
 
 /// A layer over the bare registry, boxed so handlers of different kinds share one list.
 pub(crate) type BoxedLayer =

@@ -22,13 +22,14 @@ use tracing_subscriber::util::SubscriberInitExt;
 use self::self_metrics::SelfMetrics;
 use crate::config::logging::{Format, Handler, LoggingConfig, Sink};
 use crate::guard::{self, Guard};
+use crate::log::FullPolicy;
 use crate::log::clock::{Clock, SystemClock};
 use crate::log::file::FileOptions;
-use crate::log::writer::FullPolicy;
 use crate::mask::MaskConfig;
+use crate::ml::mlflow;
 #[cfg(feature = "system")]
 use crate::system;
-use crate::{Error, config, log, mask, metrics, mlflow, propagation, sampling, trace};
+use crate::{Error, config, log, mask, metrics, propagation, sampling, trace};
 
 /// Configures telemetry in code; see [`crate::init`] for the one-line form.
 pub struct Builder {
@@ -125,7 +126,7 @@ impl Builder {
         self
     }
 
-    /// Records each [`metrics::app::TrainingRun`] as an MLflow run, with log records at `config.log_level` and
+    /// Records each [`crate::ml::TrainingRun`] as an MLflow run, with log records at `config.log_level` and
     /// above as its log artifact (see [`mlflow`]). `None` (what [`mlflow::MlflowConfig::from_env`] gives when
     /// `MLFLOW_TRACKING_URI` is unset) leaves MLflow off. An `mlflow` handler in the logging config does the same.
     pub fn mlflow(mut self, config: impl Into<Option<mlflow::MlflowConfig>>) -> Self {

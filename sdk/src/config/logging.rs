@@ -18,7 +18,7 @@
 //! Python class paths become Vigil names (and Python's own handler paths are accepted as written):
 //! `…JSONFormatter` → `class: json`, `logging.StreamHandler` → `console`, `logging.FileHandler`,
 //! `logging.handlers.RotatingFileHandler`/`TimedRotatingFileHandler`/`WatchedFileHandler` → `file`, and
-//! `…MLflowHandler` → `mlflow`: records into the active MLflow run's log artifact (see [`crate::mlflow`];
+//! `…MLflowHandler` → `mlflow`: records into the active MLflow run's log artifact (see [`crate::ml::mlflow`];
 //! optional keys `tracking_uri`, `experiment_name`, `experiment_id`, `run_id`, else MLflow's variables; without
 //! a tracking URI the handler does nothing). Logger names map to `tracing` targets (`my_crate.db` →
 //! `my_crate::db`). Every error names the file, line and column.
@@ -197,7 +197,7 @@ pub enum Sink {
     File(FileOptions),
     /// The OTLP log exporter (to the collector).
     Otlp,
-    /// The active MLflow run's log artifact (see [`crate::mlflow`]).
+    /// The active MLflow run's log artifact (see [`crate::ml::mlflow`]).
     Mlflow(MlflowKeys),
 }
 

@@ -8,13 +8,18 @@
 pub mod clock;
 pub(crate) mod correlation;
 pub mod file;
+#[doc(hidden)]
 pub mod json;
 mod masking;
+#[doc(hidden)]
 pub mod otlp;
 pub mod sampling;
 mod span_state;
 pub mod text;
+#[doc(hidden)]
 pub mod writer;
+
+pub use writer::FullPolicy;
 
 #[cfg(test)]
 mod tests;

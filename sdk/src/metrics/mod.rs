@@ -12,7 +12,6 @@
 //! recording; for the hottest paths, keep the instrument from [`counter`] or [`histogram`] yourself.
 
 pub mod app;
-pub mod http;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};

@@ -14,7 +14,7 @@
 //!     traces: {enabled: false}                              # true: spans of runs go to MLflow's /v1/traces
 //! ```
 //!
-//! Talking to MLflow is the SDK's job ([`vigil::mlflow`]): one client, one sender with MLflow's batch limits,
+//! Talking to MLflow is the SDK's job ([`vigil::ml::mlflow`]): one client, one sender with MLflow's batch limits,
 //! retries and log segments, for both. The exporter turns OTLP into the sender's calls; when the sender's queue
 //! is full it refuses the batch with a retryable error, so the pipeline's queue and the receivers push back.
 
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use serde::Deserialize;
-use vigil::mlflow::{Auth, Mlflow, MlflowConfig, RunHandle, now_ms};
+use vigil::ml::mlflow::{Auth, Mlflow, MlflowConfig, RunHandle, now_ms};
 use vigil_proto::otlp::Signal;
 use vigil_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -111,7 +111,7 @@ impl MlflowExporterConfig {
                 &format!("{path}.tracking_uri"),
                 "is required: the MLflow tracking server, e.g. `http://127.0.0.1:5000`",
             );
-        } else if let Err(e) = vigil::mlflow::Client::new(&self.tracking_uri, None) {
+        } else if let Err(e) = vigil::ml::mlflow::Client::new(&self.tracking_uri, None) {
             check.error(&format!("{path}.tracking_uri"), e.to_string());
         }
         if self.heartbeat < Duration::from_secs(1) {

@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use vigil::mlflow::{KeyValue as MlflowTag, LogBatch, Metric, RunSpec, RunStatus};
+use vigil::ml::mlflow::{KeyValue as MlflowTag, LogBatch, Metric, RunSpec, RunStatus};
 use vigil_proto::otlp::collector::logs::v1::ExportLogsServiceRequest;
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use vigil_proto::otlp::collector::trace::v1::ExportTraceServiceRequest;

@@ -24,7 +24,7 @@ pub struct TraceForwarder {
     http: HttpClient,
     url: Uri,
     authorization: Option<HeaderValue>,
-    mlflow: vigil::mlflow::Client,
+    mlflow: vigil::ml::mlflow::Client,
     experiments: Mutex<HashMap<String, String>>,
     registry: Registry,
     id: String,
@@ -51,7 +51,8 @@ impl TraceForwarder {
             http: http_client(&HttpClientTls::default())?,
             url,
             authorization,
-            mlflow: vigil::mlflow::Client::new(base, auth.as_ref()).map_err(|e| e.to_string())?,
+            mlflow: vigil::ml::mlflow::Client::new(base, auth.as_ref())
+                .map_err(|e| e.to_string())?,
             experiments: Mutex::new(HashMap::new()),
             registry: registry.clone(),
             id: id.to_string(),

@@ -1,12 +1,14 @@
 use std::sync::{Arc, Mutex};
 
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use tower_service::Service;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 
 use super::*;
+use crate::propagation::{inject_current, install_from_env};
 
 fn block_on<F: Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()

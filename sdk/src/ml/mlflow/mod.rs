@@ -4,13 +4,13 @@
 //! Turn it on with [`crate::Builder::mlflow`] (or an `mlflow` handler in the logging YAML); it is configured by
 //! MLflow's own variables (`MLFLOW_TRACKING_URI`, `MLFLOW_EXPERIMENT_NAME` / `MLFLOW_EXPERIMENT_ID`,
 //! `MLFLOW_RUN_ID`, `MLFLOW_TRACKING_TOKEN` or `MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD`).
-//! Then each [`crate::metrics::app::TrainingRun`] is an MLflow run:
+//! Then each [`crate::ml::TrainingRun`] is an MLflow run:
 //!
 //! ```no_run
-//! use vigil::metrics::app::TrainingRun;
+//! use vigil::ml::TrainingRun;
 //!
 //! let _guard = vigil::Builder::new("trainer")
-//!     .mlflow(vigil::mlflow::MlflowConfig::from_env()) // nothing changes when MLFLOW_TRACKING_URI is unset
+//!     .mlflow(vigil::ml::mlflow::MlflowConfig::from_env()) // nothing changes when MLFLOW_TRACKING_URI is unset
 //!     .try_init()?;
 //! let mut run = TrainingRun::start("churn", "lightgbm");
 //! run.params(&[("learning_rate", "0.05"), ("num_leaves", "31")]);
@@ -24,7 +24,7 @@
 //! What lands in the run:
 //! - tags `mlflow.runName`, `mlflow.user`, `mlflow.source.name`, `mlflow.source.type`,
 //!   `mlflow.source.git.commit` (when the working directory is a git checkout), `service.name`, `host.name`;
-//! - the params given to [`crate::metrics::app::TrainingRun::params`] plus `model`;
+//! - the params given to [`crate::ml::TrainingRun::params`] plus `model`;
 //! - each named value of an epoch or step as a metric at that step, with its timestamp;
 //! - system metrics under MLflow's names (`system/cpu_utilization_percentage`, `system/gpu_0_…`) every
 //!   `MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL` seconds (default 10), GPUs limited to `CUDA_VISIBLE_DEVICES`;
@@ -156,7 +156,7 @@ pub enum LogFormat {
 pub struct MlflowConfig {
     /// The tracking server, `http://host:5000`.
     pub tracking_uri: String,
-    /// The experiment; without one, a [`crate::metrics::app::TrainingRun`]'s experiment name is used.
+    /// The experiment; without one, a [`crate::ml::TrainingRun`]'s experiment name is used.
     pub experiment: Option<Experiment>,
     /// Attach to this existing run instead of creating one (`MLFLOW_RUN_ID`).
     pub run_id: Option<String>,
@@ -284,7 +284,7 @@ pub struct Mlflow {
 static CURRENT: OnceLock<Mutex<Option<Mlflow>>> = OnceLock::new();
 static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
 
-/// The sender [`crate::Builder`] started, which [`crate::metrics::app::TrainingRun`] records into.
+/// The sender [`crate::Builder`] started, which [`crate::ml::TrainingRun`] records into.
 pub fn current() -> Option<Mlflow> {
     CURRENT
         .get()

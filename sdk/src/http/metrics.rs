@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use http::{Request, Response};
 
-use super::{add, increment, record_seconds};
+use crate::metrics::{add, increment, record_seconds};
 
 type RouteFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
 
