@@ -16,8 +16,8 @@
 //! silent drops under backpressure.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), String> {
-//! let config = vigil_collector::config::Config::default_config().map_err(|e| e.to_string())?;
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = vigil_collector::config::Config::default_config()?;
 //! let running = vigil_collector::service::start(config).await?;
 //! // … serve until a signal arrives …
 //! let report = running.shutdown().await;

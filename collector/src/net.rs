@@ -17,12 +17,19 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
+use crate::component::ComponentError;
+
 /// Binds a TCP listener, with an error that names the component and address.
-pub async fn bind(what: &str, endpoint: &str) -> Result<TcpListener, String> {
-    let address = crate::component::parse_listen_address(endpoint)?;
+pub async fn bind(what: &str, endpoint: &str) -> Result<TcpListener, ComponentError> {
+    let address = crate::component::parse_listen_address(endpoint)
+        .map_err(|reason| ComponentError::build(what, reason))?;
     TcpListener::bind(address)
         .await
-        .map_err(|e| format!("{what}: cannot listen on {endpoint}: {e}"))
+        .map_err(|source| ComponentError::Bind {
+            what: what.to_string(),
+            endpoint: endpoint.to_string(),
+            source,
+        })
 }
 
 /// Raises the soft limit on open files to the hard limit (as Go programs such as the OpenTelemetry Collector

@@ -93,14 +93,17 @@ pub enum Error {
     #[error("a global tracing subscriber is already installed")]
     AlreadyInitialised,
     /// The logging config file is invalid; one `file:line:column: key: problem` line per error.
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] config::logging::LoggingConfigError),
     /// The masking config is invalid (a bad rule pattern, `hash` without a key).
     #[error("masking config: {0}")]
     Mask(#[from] mask::MaskError),
     /// An `OTEL_*` variable has a value Vigil does not support.
     #[error("{0}")]
     Environment(String),
+    /// `OTEL_PROPAGATORS` names a propagator Vigil does not implement.
+    #[error(transparent)]
+    Propagator(#[from] propagation::UnsupportedPropagator),
     /// The MLflow sender could not start (a tracking URI that is not http(s)).
     #[error("MLflow: {0}")]
     Mlflow(#[from] ml::mlflow::MlflowError),
@@ -118,7 +121,7 @@ pub enum Error {
 /// errors name the file, line and column. The service name comes from `OTEL_SERVICE_NAME`, else the file's
 /// `service_name`, else the executable's name.
 pub fn init_from_file(path: impl AsRef<std::path::Path>) -> Result<Guard, Error> {
-    let config = LoggingConfig::from_file(path.as_ref()).map_err(Error::Config)?;
+    let config = LoggingConfig::from_file(path.as_ref())?;
     let service_name = config.service_name.clone().unwrap_or_else(|| {
         std::env::current_exe()
             .ok()

@@ -393,10 +393,14 @@ fn masking_is_on_by_default_and_off_only_when_asked() {
 #[test]
 fn a_bad_mask_section_is_a_located_config_error() {
     let yaml = "logging:\n  version: 1\n  mask:\n    rules:\n      - name: broken\n        pattern: '(unclosed'\n";
-    let error = LoggingConfig::parse(yaml, "logging.yaml").unwrap_err();
+    let error = LoggingConfig::parse(yaml, "logging.yaml")
+        .unwrap_err()
+        .to_string();
     assert!(error.starts_with("logging.yaml:3:"), "{error}");
     assert!(error.contains("broken"), "{error}");
     let yaml = "logging:\n  version: 1\n  mask:\n    detectors:\n      emails: {enabled: false}\n";
-    let error = LoggingConfig::parse(yaml, "logging.yaml").unwrap_err();
+    let error = LoggingConfig::parse(yaml, "logging.yaml")
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("emails"), "{error}");
 }

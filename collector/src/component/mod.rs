@@ -187,3 +187,38 @@ pub fn parse_listen_address(endpoint: &str) -> Result<SocketAddr, String> {
         format!("`{endpoint}` is not a listen address; expected `host:port` such as `127.0.0.1:4317` or `0.0.0.0:4318`")
     })
 }
+
+/// Why a component could not be built or started; the message names the component and what went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    /// A listener could not bind its address (in use, or not allowed).
+    #[error("{what}: cannot listen on {endpoint}: {source}")]
+    Bind {
+        /// The component and protocol (`receiver otlp (grpc)`).
+        what: String,
+        /// The configured address.
+        endpoint: String,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The component could not be built from settings that passed validation: a certificate or key that does
+    /// not load, an endpoint that is not a URI, a directory or file that cannot be opened.
+    #[error("{component}: {reason}")]
+    Build {
+        /// The component (`exporter otlp/tempo`).
+        component: String,
+        /// What is wrong, in words.
+        reason: String,
+    },
+}
+
+impl ComponentError {
+    /// A [`ComponentError::Build`] for `component`.
+    pub fn build(component: impl fmt::Display, reason: impl fmt::Display) -> Self {
+        ComponentError::Build {
+            component: component.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}

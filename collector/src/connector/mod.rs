@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use vigil_proto::otlp::Signal;
 
-use crate::component::{Checker, ComponentId};
+use crate::component::{Checker, ComponentError, ComponentId};
 use crate::exporter::{ExportError, Exported, Exporter, QueueSettings};
 use crate::pipeline::{Batch, BoxFuture, SharedConsumer};
 use crate::telemetry::Registry;
@@ -106,14 +106,15 @@ impl ConnectorConfig {
         &self,
         id: &ComponentId,
         registry: &Registry,
-    ) -> Result<Arc<dyn Connector>, String> {
+    ) -> Result<Arc<dyn Connector>, ComponentError> {
         Ok(match self {
             ConnectorConfig::SpanMetrics(c) => {
                 Arc::new(spanmetrics::SpanMetrics::new(c, &id.to_string(), registry))
             }
-            ConnectorConfig::Alerting(c) => {
-                Arc::new(crate::alert::Alerting::new(c, &id.to_string(), registry)?)
-            }
+            ConnectorConfig::Alerting(c) => Arc::new(
+                crate::alert::Alerting::new(c, &id.to_string(), registry)
+                    .map_err(|reason| ComponentError::build(format!("connector {id}"), reason))?,
+            ),
         })
     }
 }

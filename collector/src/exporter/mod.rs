@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use vigil_proto::otlp::Signal;
 
-use crate::component::{Checker, ComponentId};
+use crate::component::{Checker, ComponentError, ComponentId};
 pub use crate::delivery::{ExportError, Exported, RetrySettings};
 use crate::pipeline::persistent::StorageSettings;
 use crate::pipeline::{Batch, BoxFuture};
@@ -262,35 +262,30 @@ impl ExporterConfig {
         &self,
         id: &ComponentId,
         registry: &Registry,
-    ) -> Result<Box<dyn Exporter>, String> {
+    ) -> Result<Box<dyn Exporter>, ComponentError> {
+        let failed = |reason: String| ComponentError::build(format!("exporter {id}"), reason);
         Ok(match self {
-            ExporterConfig::Otlp(c) => {
-                Box::new(otlp::OtlpExporter::new(c).map_err(|e| format!("exporter {id}: {e}"))?)
+            ExporterConfig::Otlp(c) => Box::new(otlp::OtlpExporter::new(c).map_err(failed)?),
+            ExporterConfig::OtlpHttp(c) => {
+                Box::new(otlphttp::OtlpHttpExporter::new(c).map_err(failed)?)
             }
-            ExporterConfig::OtlpHttp(c) => Box::new(
-                otlphttp::OtlpHttpExporter::new(c).map_err(|e| format!("exporter {id}: {e}"))?,
-            ),
-            ExporterConfig::File(c) => {
-                Box::new(file::FileExporter::new(c).map_err(|e| format!("exporter {id}: {e}"))?)
-            }
+            ExporterConfig::File(c) => Box::new(file::FileExporter::new(c).map_err(failed)?),
             ExporterConfig::Debug(c) => Box::new(debug::DebugExporter::new(c)),
             ExporterConfig::Nop(_) => Box::new(nop::NopExporter),
             ExporterConfig::Prometheus(c) => Box::new(
                 prometheus::PrometheusExporter::new(c, &id.to_string(), registry)
-                    .map_err(|e| format!("exporter {id}: {e}"))?,
+                    .map_err(failed)?,
             ),
             ExporterConfig::PrometheusRemoteWrite(c) => Box::new(
                 prometheusremotewrite::RemoteWriteExporter::new(c, &id.to_string(), registry)
-                    .map_err(|e| format!("exporter {id}: {e}"))?,
+                    .map_err(failed)?,
             ),
-            ExporterConfig::Loki(c) => Box::new(
-                loki::LokiExporter::new(c, &id.to_string(), registry)
-                    .map_err(|e| format!("exporter {id}: {e}"))?,
-            ),
-            ExporterConfig::Mlflow(c) => Box::new(
-                mlflow::MlflowExporter::new(c, &id.to_string(), registry)
-                    .map_err(|e| format!("exporter {id}: {e}"))?,
-            ),
+            ExporterConfig::Loki(c) => {
+                Box::new(loki::LokiExporter::new(c, &id.to_string(), registry).map_err(failed)?)
+            }
+            ExporterConfig::Mlflow(c) => {
+                Box::new(mlflow::MlflowExporter::new(c, &id.to_string(), registry).map_err(failed)?)
+            }
         })
     }
 }

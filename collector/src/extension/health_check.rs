@@ -63,7 +63,7 @@ pub async fn start(
     readiness: Readiness,
     problems: Problems,
     shutdown: watch::Receiver<bool>,
-) -> Result<JoinHandle<()>, String> {
+) -> Result<JoinHandle<()>, crate::component::ComponentError> {
     let listener = crate::net::bind("extension health_check", &config.endpoint).await?;
     tracing::info!(endpoint = %config.endpoint, "health check listening");
     Ok(tokio::spawn(crate::net::serve(

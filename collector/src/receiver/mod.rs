@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vigil_proto::otlp::Signal;
 
-use crate::component::{Checker, ComponentId};
+use crate::component::{Checker, ComponentError, ComponentId};
 use crate::pipeline::precheck::SharedPrecheck;
 use crate::pipeline::{Batch, BoxFuture, Consumer, Refusal, SharedConsumer};
 use crate::telemetry::Registry;
@@ -158,6 +158,8 @@ pub struct ReceiverContext {
 pub trait Receiver: Send + Sync {
     /// Binds and starts serving. Errors (port in use, bad certificate) are returned, not logged.
     /// The returned tasks finish once the receiver has stopped and answered its in-flight requests.
-    fn start(&self, context: ReceiverContext)
-    -> BoxFuture<'_, Result<Vec<JoinHandle<()>>, String>>;
+    fn start(
+        &self,
+        context: ReceiverContext,
+    ) -> BoxFuture<'_, Result<Vec<JoinHandle<()>>, ComponentError>>;
 }

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::component::ComponentId;
+use crate::component::{ComponentError, ComponentId};
 use crate::config::Config;
 use crate::connector::ConnectorExporter;
 use crate::exporter::RetrySettings;
@@ -88,8 +88,25 @@ impl ShutdownReport {
     }
 }
 
+/// Why the collector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A pipeline names a component the config does not define ([`Config`] loading reports this first; a
+    /// config built in code may still have it).
+    #[error("{kind} `{id}` is not defined")]
+    Undefined {
+        /// `receiver`, `processor`, `exporter` or `extension`.
+        kind: &'static str,
+        /// The id the pipeline names.
+        id: ComponentId,
+    },
+    /// A component could not be built or started (port in use, unreadable certificate).
+    #[error(transparent)]
+    Component(#[from] ComponentError),
+}
+
 /// Builds and starts everything in `config`. Errors name the component (port in use, unreadable certificate).
-pub async fn start(mut config: Config) -> Result<Running, String> {
+pub async fn start(mut config: Config) -> Result<Running, StartError> {
     fit_connections_to_descriptors(&mut config);
     let registry = Registry::default();
     let memory = MemoryAccount::default();
@@ -121,7 +138,10 @@ pub async fn start(mut config: Config) -> Result<Running, String> {
                 continue;
             }
             let Some(exporter_config) = config.exporters.get(id) else {
-                return Err(format!("exporter `{id}` is not defined"));
+                return Err(StartError::Undefined {
+                    kind: "exporter",
+                    id: id.clone(),
+                });
             };
             let exporter = exporter_config.build(id, &registry)?;
             let worker = ExporterWorker::start(
@@ -152,7 +172,10 @@ pub async fn start(mut config: Config) -> Result<Running, String> {
         let mut pipeline_stages = Vec::new();
         for id in pipeline.processors.iter().rev() {
             let Some(processor) = config.processors.get(id) else {
-                return Err(format!("processor `{id}` is not defined"));
+                return Err(StartError::Undefined {
+                    kind: "processor",
+                    id: id.clone(),
+                });
             };
             let context = ProcessorContext {
                 id,
@@ -200,7 +223,10 @@ pub async fn start(mut config: Config) -> Result<Running, String> {
     let mut receiver_tasks = Vec::new();
     for (id, receiver_outputs) in outputs {
         let Some(receiver_config) = config.receivers.get(&id) else {
-            return Err(format!("receiver `{id}` is not defined"));
+            return Err(StartError::Undefined {
+                kind: "receiver",
+                id: id.clone(),
+            });
         };
         let receiver = receiver_config.build(&id);
         let context = ReceiverContext {
@@ -228,7 +254,12 @@ pub async fn start(mut config: Config) -> Result<Running, String> {
                     .await?,
                 );
             }
-            None => return Err(format!("extension `{id}` is not defined")),
+            None => {
+                return Err(StartError::Undefined {
+                    kind: "extension",
+                    id: id.clone(),
+                });
+            }
         }
     }
     if let Some(address) = &config.service.telemetry.metrics.address {

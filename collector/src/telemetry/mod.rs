@@ -14,9 +14,27 @@ use tokio::task::JoinHandle;
 
 use crate::config::{LogEncoding, LogsTelemetryConfig};
 
+/// Why the collector's own logs could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LogsError {
+    /// The level is not a level or `RUST_LOG`-style filter.
+    #[error(
+        "service.telemetry.logs.level (or RUST_LOG) `{filter}` is not a valid level or filter: {reason}"
+    )]
+    Level {
+        /// The filter as written.
+        filter: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// Anything else the SDK refused (another logger already installed).
+    #[error("cannot set up the collector's logs: {0}")]
+    Sdk(#[source] vigil::Error),
+}
+
 /// Installs the collector's own logging through the Vigil SDK (stderr; console or JSON lines). `RUST_LOG`, when
 /// set, overrides the configured level. The returned guard flushes the logs when dropped.
-pub fn init_logs(config: &LogsTelemetryConfig) -> Result<vigil::Guard, String> {
+pub fn init_logs(config: &LogsTelemetryConfig) -> Result<vigil::Guard, LogsError> {
     let builder = vigil::Builder::new("vigil-collector")
         .filter(config.level.clone())
         // The collector must not send its own telemetry into itself; its metrics are served on /metrics.
@@ -25,13 +43,10 @@ pub fn init_logs(config: &LogsTelemetryConfig) -> Result<vigil::Guard, String> {
         LogEncoding::Console => builder,
         LogEncoding::Json => builder.console(false).json_stderr(true),
     };
-    match builder.try_init() {
-        Ok(guard) => Ok(guard),
-        Err(vigil::Error::Filter { filter, reason }) => Err(format!(
-            "service.telemetry.logs.level (or RUST_LOG) `{filter}` is not a valid level or filter: {reason}"
-        )),
-        Err(e) => Err(format!("cannot set up the collector's logs: {e}")),
-    }
+    builder.try_init().map_err(|e| match e {
+        vigil::Error::Filter { filter, reason } => LogsError::Level { filter, reason },
+        other => LogsError::Sdk(other),
+    })
 }
 
 /// Serves `/metrics` from `registry` until shutdown.
@@ -39,7 +54,7 @@ pub async fn serve_metrics(
     address: &str,
     registry: Registry,
     shutdown: watch::Receiver<bool>,
-) -> Result<JoinHandle<()>, String> {
+) -> Result<JoinHandle<()>, crate::component::ComponentError> {
     let listener = crate::net::bind("service.telemetry.metrics", address).await?;
     tracing::info!(address, "self-metrics listening on /metrics");
     Ok(tokio::spawn(crate::net::serve(

@@ -437,7 +437,7 @@ impl Builder {
         if let Some(mlflow) = &guard.mlflow {
             mlflow.install();
         }
-        propagation::install_from_env().map_err(Error::Environment)?;
+        propagation::install_from_env()?;
         *guard::installed().lock().unwrap_or_else(|p| p.into_inner()) = Some(guard::Installed {
             writers: guard.writers.clone(),
             tracer_provider: guard.tracer_provider.clone(),

@@ -245,27 +245,21 @@ pub struct LoggingConfig {
 
 impl LoggingConfig {
     /// Parses config text; `source` names the file in error messages, one line per problem.
-    pub fn parse(text: &str, source: &str) -> Result<LoggingConfig, String> {
+    pub fn parse(text: &str, source: &str) -> Result<LoggingConfig, LoggingConfigError> {
         let env = |name: &str| std::env::var(name).ok();
-        let located = |errors: Vec<(yaml::Location, String, String)>| {
-            errors
-                .into_iter()
-                .map(|(at, path, message)| {
-                    let path = if path.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{path}: ")
-                    };
-                    format!("{source}:{}:{}: {path}{message}", at.line, at.column)
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
+        let failed = |problems: Vec<ConfigProblem>| LoggingConfigError {
+            file: source.to_string(),
+            problems,
         };
         let (tree, locations) = yaml::parse(text, &env).map_err(|errors| {
-            located(
+            failed(
                 errors
                     .into_iter()
-                    .map(|e| (e.location, String::new(), e.message))
+                    .map(|e| ConfigProblem {
+                        location: e.location,
+                        path: String::new(),
+                        message: e.message,
+                    })
                     .collect(),
             )
         })?;
@@ -275,26 +269,75 @@ impl LoggingConfig {
         let config = build(&root, prefix, &locations, &mut errors);
         match config {
             Some(config) if errors.is_empty() => Ok(config),
-            _ => Err(located(errors)),
+            _ => Err(failed(
+                errors
+                    .into_iter()
+                    .map(|(location, path, message)| ConfigProblem {
+                        location,
+                        path,
+                        message,
+                    })
+                    .collect(),
+            )),
         }
     }
 
     /// Reads and parses a config file.
-    pub fn from_file(path: &std::path::Path) -> Result<LoggingConfig, String> {
-        let text = yaml::read_text(path).map_err(|e| {
-            if e.location.line == 0 {
-                e.message
-            } else {
-                format!(
-                    "{}:{}:{}: {}",
-                    path.display(),
-                    e.location.line,
-                    e.location.column,
-                    e.message
-                )
-            }
+    pub fn from_file(path: &std::path::Path) -> Result<LoggingConfig, LoggingConfigError> {
+        let text = yaml::read_text(path).map_err(|e| LoggingConfigError {
+            file: path.display().to_string(),
+            problems: vec![ConfigProblem {
+                location: e.location,
+                path: String::new(),
+                message: e.message,
+            }],
         })?;
         LoggingConfig::parse(&text, &path.display().to_string())
+    }
+}
+
+/// One problem in a logging config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Where it is (line 0 when the file could not be read at all).
+    pub location: yaml::Location,
+    /// The dotted key path (`logging.handlers.console.level`), empty when the problem is not at a key.
+    pub path: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+/// Every problem found in one logging config, in file order; shown one `file:line:column: key: problem` line
+/// each.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.lines())]
+pub struct LoggingConfigError {
+    /// The file name shown in messages.
+    pub file: String,
+    /// The problems.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl LoggingConfigError {
+    fn lines(&self) -> String {
+        self.problems
+            .iter()
+            .map(|problem| {
+                if problem.location.line == 0 {
+                    // Nothing in the text to point at (an unreadable file): the message names the file.
+                    return problem.message.clone();
+                }
+                let path = match problem.path.is_empty() {
+                    true => String::new(),
+                    false => format!("{}: ", problem.path),
+                };
+                format!(
+                    "{}:{}:{}: {path}{}",
+                    self.file, problem.location.line, problem.location.column, problem.message
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -630,10 +673,14 @@ mod tests {
         let mask = config.mask.expect("the mask section");
         assert!(format!("{mask:?}").contains("Hash"), "{mask:?}");
         let broken = "logging:\n  version: 1\n  handlers:\n    console: {class: console}\n  root: {level: INFO, handlers: [console]}\nmask:\n  detectors:\n    email: {action: shout}\n";
-        let error = LoggingConfig::parse(broken, "app.yaml").unwrap_err();
+        let error = LoggingConfig::parse(broken, "app.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(error.starts_with("app.yaml:8:"), "{error}");
         let stray = "logging:\n  version: 1\n  handlers:\n    console: {class: console}\n  root: {level: INFO, handlers: [console]}\nmasking: {}\n";
-        let error = LoggingConfig::parse(stray, "app.yaml").unwrap_err();
+        let error = LoggingConfig::parse(stray, "app.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("unknown top-level key `masking` next to `logging:`"),
             "{error}"
@@ -661,7 +708,9 @@ mod tests {
     #[test]
     fn errors_name_file_line_and_column() {
         let text = "logging:\n  version: 1\n  handlers:\n    console:\n      class: console\n      levle: INFO\n    file:\n      class: file\n      formatter: missing\n  root:\n    level: LOUD\n    handlers: [console, nope]\n";
-        let errors = LoggingConfig::parse(text, "l.yaml").unwrap_err();
+        let errors = LoggingConfig::parse(text, "l.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(
             errors.contains("l.yaml:6:7: logging.handlers.console.levle: unknown field `levle`"),
             "{errors}"
@@ -675,7 +724,9 @@ mod tests {
     #[test]
     fn references_and_logger_levels() {
         let text = "formatters:\n  f: {format: '%(message)s'}\nhandlers:\n  h: {class: console, formatter: g}\nloggers:\n  my_crate.db: {level: WARNING}\nroot: {level: INFO, handlers: [h, x]}\n";
-        let errors = LoggingConfig::parse(text, "c.yaml").unwrap_err();
+        let errors = LoggingConfig::parse(text, "c.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(
             errors.contains("c.yaml:4:23: handlers.h.formatter: formatter `g` is not defined"),
             "{errors}"

@@ -601,7 +601,9 @@ fn log_sampling_comes_from_the_logging_config_and_rejects_bad_values() {
     assert_eq!(sampling.first, 2);
     assert_eq!(sampling.interval, Duration::from_secs(5));
     let bad = "logging:\n  version: 1\n  sampling:\n    interval: soon\n";
-    let error = crate::config::logging::LoggingConfig::parse(bad, "logging.yaml").unwrap_err();
+    let error = crate::config::logging::LoggingConfig::parse(bad, "logging.yaml")
+        .unwrap_err()
+        .to_string();
     assert!(error.starts_with("logging.yaml:4:"), "{error}");
     assert!(error.contains("soon"), "{error}");
 }

@@ -18,9 +18,17 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// The request id header read, generated when missing, and echoed in responses.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// An `OTEL_PROPAGATORS` entry Vigil does not implement.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("OTEL_PROPAGATORS: `{name}` is not supported; use tracecontext, baggage or none")]
+pub struct UnsupportedPropagator {
+    /// The entry as written (lower-cased).
+    pub name: String,
+}
+
 /// Installs the global propagator from `OTEL_PROPAGATORS` (default `tracecontext,baggage`; `none` turns
 /// propagation off). Other propagators are an error naming the value.
-pub fn install_from_env() -> Result<(), String> {
+pub fn install_from_env() -> Result<(), UnsupportedPropagator> {
     let value = std::env::var("OTEL_PROPAGATORS").unwrap_or_else(|_| "tracecontext,baggage".into());
     let mut propagators: Vec<Box<dyn TextMapPropagator + Send + Sync>> = Vec::new();
     for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -29,9 +37,9 @@ pub fn install_from_env() -> Result<(), String> {
             "baggage" => propagators.push(Box::new(BaggagePropagator::new())),
             "none" => propagators.clear(),
             other => {
-                return Err(format!(
-                    "OTEL_PROPAGATORS: `{other}` is not supported; use tracecontext, baggage or none"
-                ));
+                return Err(UnsupportedPropagator {
+                    name: other.to_string(),
+                });
             }
         }
     }

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{ExportError, Exporter, QueueSettings, RetrySettings};
+use crate::component::ComponentError;
 pub use crate::delivery::Backoff;
 use crate::pipeline::persistent::PersistentQueue;
 use crate::pipeline::queue::{BoundedQueue, QueueGauges, QueueReceiver, SendingQueue};
@@ -63,7 +64,7 @@ impl ExporterWorker {
         queue_settings: &QueueSettings,
         retry: RetrySettings,
         registry: &Registry,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ComponentError> {
         let labels = [("exporter", id)];
         let dropped = |reason: &'static str| registry.exporter_dropped(id, reason);
         let accounts = Arc::new(Accounts {
@@ -86,8 +87,12 @@ impl ExporterWorker {
         });
         let (queue, source) = match &queue_settings.storage {
             Some(storage) => {
-                let persistent = PersistentQueue::open(id, storage, registry)
-                    .map_err(|e| format!("exporter {id}: persistent queue: {e}"))?;
+                let persistent = PersistentQueue::open(id, storage, registry).map_err(|e| {
+                    ComponentError::build(
+                        format!("exporter {id}"),
+                        format!("persistent queue: {e}"),
+                    )
+                })?;
                 (
                     SendingQueue::Persistent(persistent.clone()),
                     Source::Persistent(persistent),

@@ -16,7 +16,7 @@ pub use config::*;
 use tokio::task::JoinHandle;
 
 use super::{Receiver, ReceiverContext};
-use crate::component::ComponentId;
+use crate::component::{ComponentError, ComponentId};
 use crate::pipeline::BoxFuture;
 
 /// How long in-flight requests may take to finish once shutdown begins.
@@ -38,12 +38,12 @@ impl OtlpReceiver {
         &self,
         config: &GrpcConfig,
         context: &ReceiverContext,
-    ) -> Result<JoinHandle<()>, String> {
+    ) -> Result<JoinHandle<()>, ComponentError> {
         let what = format!("receiver {} (grpc)", self.id);
         let tls = match &config.tls {
             Some(tls) => Some(
                 crate::net::server_tls(&tls.cert_file, &tls.key_file, &[b"h2"])
-                    .map_err(|e| format!("{what}: {e}"))?,
+                    .map_err(|e| ComponentError::build(&what, e))?,
             ),
             None => None,
         };
@@ -80,12 +80,12 @@ impl OtlpReceiver {
         &self,
         config: &HttpConfig,
         context: &ReceiverContext,
-    ) -> Result<JoinHandle<()>, String> {
+    ) -> Result<JoinHandle<()>, ComponentError> {
         let what = format!("receiver {} (http)", self.id);
         let tls = match &config.tls {
             Some(tls) => Some(
                 crate::net::server_tls(&tls.cert_file, &tls.key_file, &[b"h2", b"http/1.1"])
-                    .map_err(|e| format!("{what}: {e}"))?,
+                    .map_err(|e| ComponentError::build(&what, e))?,
             ),
             None => None,
         };
@@ -122,7 +122,7 @@ impl Receiver for OtlpReceiver {
     fn start(
         &self,
         context: ReceiverContext,
-    ) -> BoxFuture<'_, Result<Vec<JoinHandle<()>>, String>> {
+    ) -> BoxFuture<'_, Result<Vec<JoinHandle<()>>, ComponentError>> {
         Box::pin(async move {
             let mut tasks = Vec::new();
             if let Some(grpc) = &self.config.protocols.grpc {
