@@ -690,7 +690,9 @@ impl Scanner {
             let pairs_first = hits.len();
             let address_here = keyless_address.end > base;
             for j in positions(candidates.pairs, base) {
-                if address_here && keyless_address.start <= j && j < keyless_address.end {
+                // Only colons after the address's first byte: a key cut from the address ends at them. The
+                // first may separate a key before the address from a value that starts with `::`.
+                if address_here && keyless_address.start < j && j < keyless_address.end {
                     continue;
                 }
                 if let Some(hit) = self.pair_at(b, j, &masks, verdicts) {
@@ -725,13 +727,13 @@ impl Scanner {
                 }
             }
             for p in positions(candidates.words, base) {
-                // A key, token or credential inside a secret value already found is masked with it (a word
-                // hit ends where the value does, at a separator): not walked again.
+                // A key, token or credential inside a secret value already found is masked with it (such a
+                // hit ends where the value does, at a separator): not walked again. An IBAN is still looked
+                // for: its groups are separated by spaces, so it runs on past a value that ends at one.
                 let in_value = |hit: &Hit| hit.start <= p && p < hit.end;
-                if in_value(&last_pair) || hits[pairs_first..pairs_end].iter().any(in_value) {
-                    continue;
-                }
-                self.word_at(b, p, hits);
+                let inside =
+                    in_value(&last_pair) || hits[pairs_first..pairs_end].iter().any(in_value);
+                self.word_at(b, p, inside, hits);
             }
             if let Some(furthest) = hits[pairs_first..pairs_end]
                 .iter()
@@ -801,13 +803,15 @@ impl Scanner {
         None
     }
 
-    /// Keys and tokens, `Bearer`/`Basic` credentials and IBANs starting at the word at `p`.
+    /// Keys and tokens, `Bearer`/`Basic` credentials and IBANs starting at the word at `p`; only IBANs when
+    /// the word is `in_value`, inside a secret value already found.
     #[inline(always)]
-    fn word_at(&self, b: &[u8], p: usize, hits: &mut Vec<Hit>) {
+    fn word_at(&self, b: &[u8], p: usize, in_value: bool, hits: &mut Vec<Hit>) {
         let before = if p > 0 { b[p - 1] } else { b' ' };
         let token_start = is_sep(before);
         // Keys and tokens start a token or follow a delimiter inside it (`key=AKIA…`, `/hooks/xoxb-…`).
-        if (token_start || matches!(before, b'=' | b':' | b'/' | b'?' | b'&'))
+        if !in_value
+            && (token_start || matches!(before, b'=' | b':' | b'/' | b'?' | b'&'))
             && key_prefix(&b[p..])
         {
             if self.on(Detector::Jwt)
@@ -823,7 +827,7 @@ impl Scanner {
         if !token_start {
             return;
         }
-        if self.on(Detector::AuthHeader) && b[p] | 0x20 == b'b' {
+        if !in_value && self.on(Detector::AuthHeader) && b[p] | 0x20 == b'b' {
             let end = (p + 6).min(b.len());
             let word_end = b[p..end]
                 .iter()
@@ -1006,6 +1010,7 @@ fn key_prefix(b: &[u8]) -> bool {
         b,
         [b'A', b'K' | b'S' | b'B' | b'C' | b'I', ..]
             | [b'g', b'h' | b'l', ..]
+            | [b'g', b'i', b't', b'h', b'u', b'b', b'_', ..]
             | [b'x', b'o', b'x', ..]
             | [b's' | b'r', b'k', b'_' | b'-', ..]
             | [b'e', b'y', b'J', ..]
@@ -1013,10 +1018,17 @@ fn key_prefix(b: &[u8]) -> bool {
     )
 }
 
-/// Keeps the earliest (then longest) of overlapping hits.
+/// Keeps the earliest (then longest) of overlapping hits; of hits with the same span, the one whose detector
+/// comes first in [`tie_rank`].
 fn resolve_overlaps(hits: &mut [Hit]) {
     // A stable sort: it finds the runs already in order and merges them.
-    hits.sort_by_key(|hit| (hit.start, std::cmp::Reverse(hit.end)));
+    hits.sort_by_key(|hit| {
+        (
+            hit.start,
+            std::cmp::Reverse(hit.end),
+            tie_rank(hit.detector),
+        )
+    });
     let mut covered = 0;
     for hit in hits.iter_mut() {
         if hit.start < covered {
@@ -1024,6 +1036,27 @@ fn resolve_overlaps(hits: &mut [Hit]) {
             hit.start = covered.min(hit.end);
         }
         covered = covered.max(hit.end);
+    }
+}
+
+/// Which detector keeps a span that two matched alike (`password=2001:db8::1`: the value is an address too).
+/// Not the order hits were found in: that depends on where the 64-byte blocks fall, and the replacement, its
+/// counter and its hash must not. A secret value names what it holds, as it does the words inside it that are
+/// not looked at; a URL's password (`https://u:x@a.com@host`) is not named as the address it looks like.
+fn tie_rank(detector: Detector) -> u8 {
+    match detector {
+        Detector::SecretPair => 0,
+        Detector::Ipv6 => 1,
+        Detector::Phone => 2,
+        Detector::PaymentCard => 3,
+        Detector::Ipv4 => 4,
+        Detector::UrlCredentials => 5,
+        Detector::Email => 6,
+        Detector::Jwt => 7,
+        Detector::ApiKey => 8,
+        Detector::AuthHeader => 9,
+        Detector::Iban => 10,
+        Detector::PrivateKey => 11,
     }
 }
 

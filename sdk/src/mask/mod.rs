@@ -21,8 +21,12 @@ mod check;
 mod classify;
 mod config;
 mod detect;
+#[cfg(test)]
+mod differential;
 mod keys;
 mod otel;
+#[cfg(test)]
+mod reference;
 #[cfg(test)]
 mod tests;
 
