@@ -1,160 +1,10 @@
-//! The built-in detectors: one left-to-right pass over the text.
-//!
-//! Why not a regex per detector: each detector starts on something rare — an `@` for e-mail, `=` or `:` for
-//! pairs and IPv6, a run of four digits (or one to three digits and a dot) for cards and IPv4, a word of ten or
-//! more key characters for keys and tokens. The text is classified 64 bytes at a time into bit masks
-//! ([`super::classify`]); shifts and `and`s of those masks leave the few positions where a detector could
-//! start, and only those are looked at. Plain words and numbers — almost all of a log line — are never looked
-//! at one by one. Checks that regexes cannot do cheaply (Luhn, issuer prefixes, IPv6 grammar, Basic
-//! credentials that decode to `user:password`, IBAN mod-97) keep ids, timestamps and version numbers intact.
+//! The scanner: one left-to-right pass that classifies 64-byte blocks and looks only where a detector could
+//! start, handing each candidate to its detector family.
 
-use super::Detector;
-use super::classify::{Block, Classifier, Detected, block_at, block_at_with};
-use super::keys::{KeyMatcher, KeyVerdicts};
-
-/// A match: bytes `start..end` of the text, found by `detector`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Hit {
-    pub(crate) start: usize,
-    pub(crate) end: usize,
-    pub(crate) detector: Detector,
-}
-
-/// Bytes that end a token: white space, quotes, brackets, and other punctuation that never belongs to an
-/// address, a key or a number.
-static SEPARATOR: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        table[i] = matches!(
-            b,
-            b' ' | b'\t'
-                | b'\n'
-                | b'\r'
-                | b'"'
-                | b'\''
-                | b','
-                | b';'
-                | b'('
-                | b')'
-                | b'['
-                | b']'
-                | b'{'
-                | b'}'
-                | b'<'
-                | b'>'
-                | b'|'
-                | b'`'
-                | b'\\'
-                | 0..=0x1f | 0x7f
-        );
-        i += 1;
-    }
-    table
-};
-
-fn is_alnum(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-}
-
-fn is_sep(b: u8) -> bool {
-    SEPARATOR[usize::from(b)]
-}
-
-/// Whether a key inside a token starts after `b`: a separator, or the `?`, `&`, `/`, `=` of a query string or
-/// path.
-fn ends_key(b: u8) -> bool {
-    KEY_END[usize::from(b)]
-}
-
-/// [`ends_key`] as a table.
-static KEY_END: [bool; 256] = {
-    let mut table = SEPARATOR;
-    table[b'?' as usize] = true;
-    table[b'&' as usize] = true;
-    table[b'/' as usize] = true;
-    table[b'=' as usize] = true;
-    table
-};
-
-/// A walk's stop table: every byte but ASCII letters and digits (only hex digits with `hex_only`) and the
-/// bytes of `also`.
-const fn all_but(hex_only: bool, also: &[u8]) -> [bool; 256] {
-    let mut table = [true; 256];
-    let mut i = 0;
-    while i < 256 {
-        let c = i as u8;
-        table[i] = !(if hex_only {
-            c.is_ascii_hexdigit()
-        } else {
-            c.is_ascii_alphanumeric()
-        });
-        i += 1;
-    }
-    let mut k = 0;
-    while k < also.len() {
-        table[also[k] as usize] = false;
-        k += 1;
-    }
-    table
-}
-
-/// Bytes that end an e-mail address's local part going back from its `@`.
-static NOT_LOCAL_PART: [bool; 256] = all_but(false, b"._%+-");
-
-/// Bytes that end an e-mail address's domain.
-static NOT_DOMAIN: [bool; 256] = all_but(false, b".-");
-
-/// Bytes that are no part of an IPv6 address.
-static NOT_IPV6: [bool; 256] = all_but(true, b":.");
-
-/// Where a value after `key=` ends: a separator or the `&` of a query string.
-static VALUE_END: [bool; 256] = {
-    let mut table = SEPARATOR;
-    table[b'&' as usize] = true;
-    table
-};
-
-/// The first position at or after `from` whose byte is in `stop`, or the end of `b`. Tokens, values and
-/// credentials run for tens to hundreds of bytes: eight bytes are looked up per step, with one branch.
-#[inline]
-fn first_in(stop: &[bool; 256], b: &[u8], mut from: usize) -> usize {
-    while let Some(chunk) = b.get(from..from + 8) {
-        if chunk
-            .iter()
-            .fold(false, |any, &c| any | stop[usize::from(c)])
-        {
-            break;
-        }
-        from += 8;
-    }
-    while from < b.len() && !stop[usize::from(b[from])] {
-        from += 1;
-    }
-    from
-}
-
-/// The start of the run of bytes not in `stop` that ends at `to`, going back no further than `floor`.
-#[inline]
-fn run_start(stop: &[bool; 256], b: &[u8], floor: usize, mut to: usize) -> usize {
-    while to >= floor + 8 {
-        if b[to - 8..to]
-            .iter()
-            .fold(false, |any, &c| any | stop[usize::from(c)])
-        {
-            break;
-        }
-        to -= 8;
-    }
-    while to > floor && !stop[usize::from(b[to - 1])] {
-        to -= 1;
-    }
-    to
-}
+use super::*;
 
 /// The longest key looked at in front of a `=` or `:`; longer ones are never sensitive (see `KeyMatcher`).
-const MAX_PAIR_KEY: usize = 128;
+pub(super) const MAX_PAIR_KEY: usize = 128;
 
 /// Runs the enabled detectors over a text.
 pub(crate) struct Scanner {
@@ -175,7 +25,7 @@ pub(crate) struct Scanner {
 /// The tokens one kind of candidate has been handed over in: each token is looked at once, whatever number of
 /// `@`s or `:`s it holds.
 #[derive(Default)]
-struct TokenCursor {
+pub(super) struct TokenCursor {
     /// The end of the last token handed out.
     end: usize,
 }
@@ -196,7 +46,7 @@ impl TokenCursor {
 
 /// The positions of one block worth a look, by the detectors that may start there.
 #[derive(Default)]
-struct Candidates {
+pub(super) struct Candidates {
     /// `@`: e-mail addresses and URL credentials in the token.
     at: u64,
     /// `=` and `:`: sensitive `key=value` pairs.
@@ -213,7 +63,7 @@ struct Candidates {
 
 /// The masks an e-mail address is read from around an `@` of the block starting at `base`: local-part
 /// characters in the block and the one before, domain characters in the block and the one after.
-struct EmailMasks {
+pub(super) struct EmailMasks {
     base: usize,
     /// Letters, digits, `_`, `-`, `.` (every local-part character but `%` and `+`); bit 0 is byte `base - 64`.
     local: u128,
@@ -259,7 +109,7 @@ impl EmailMasks {
 
 /// What a `key=value` check reads from the masks of the block holding the separator (which starts at `base`)
 /// and of the block before it: low half the block before, high half the separator's block.
-struct KeyMasks {
+pub(super) struct KeyMasks {
     base: usize,
     /// Key characters (letters, digits, `_`, `-`).
     words: u128,
@@ -279,12 +129,12 @@ impl Candidates {
 }
 
 /// The absolute positions of the set bits of `mask`, a block starting at `base`.
-fn positions(mask: u64, base: usize) -> Positions {
+pub(super) fn positions(mask: u64, base: usize) -> Positions {
     Positions { mask, base }
 }
 
 /// The iterator of [`positions`].
-struct Positions {
+pub(super) struct Positions {
     mask: u64,
     base: usize,
 }
@@ -304,7 +154,7 @@ impl Iterator for Positions {
 }
 
 /// Which kinds of positions the enabled detectors start on.
-struct Starts {
+pub(super) struct Starts {
     at: bool,
     pairs: bool,
     ipv6: bool,
@@ -508,12 +358,12 @@ impl Scanner {
     pub(crate) fn candidates_in_chunk(&self, chunk: &[u8; 64], used: usize) -> u64 {
         #[cfg(target_arch = "x86_64")]
         {
-            if super::classify::has_fast_scan512() {
+            if crate::mask::classify::has_fast_scan512() {
                 // SAFETY: the CPU has every feature `candidates_in_chunk_fast512` is compiled with (checked
                 // just now).
                 return unsafe { self.candidates_in_chunk_fast512(chunk) };
             }
-            if super::classify::has_fast_scan() {
+            if crate::mask::classify::has_fast_scan() {
                 // SAFETY: the CPU has every feature `candidates_in_chunk_fast` is compiled with (checked just
                 // now).
                 return unsafe { self.candidates_in_chunk_fast(chunk, used) };
@@ -531,7 +381,7 @@ impl Scanner {
     #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
     unsafe fn candidates_in_chunk_fast(&self, chunk: &[u8; 64], used: usize) -> u64 {
         // SAFETY: the caller's promise covers AVX2.
-        self.candidates_alone(&unsafe { super::classify::Avx2::classify(chunk, used) })
+        self.candidates_alone(&unsafe { crate::mask::classify::Avx2::classify(chunk, used) })
     }
 
     /// [`Scanner::candidates_in_chunk`] compiled like [`Scanner::scan_fast512`].
@@ -542,7 +392,7 @@ impl Scanner {
     #[target_feature(enable = "avx512f,avx512bw,avx2,bmi1,bmi2,lzcnt,popcnt")]
     unsafe fn candidates_in_chunk_fast512(&self, chunk: &[u8; 64]) -> u64 {
         // SAFETY: the caller's promise covers AVX-512 F and BW.
-        self.candidates_alone(&unsafe { super::classify::Avx512::classify(chunk, 64) })
+        self.candidates_alone(&unsafe { crate::mask::classify::Avx512::classify(chunk, 64) })
     }
 
     /// The scan proper; `first_block` is the first block's classification when the caller has it already.
@@ -555,11 +405,11 @@ impl Scanner {
     ) {
         #[cfg(target_arch = "x86_64")]
         {
-            if super::classify::has_fast_scan512() {
+            if crate::mask::classify::has_fast_scan512() {
                 // SAFETY: the CPU has every feature `scan_fast512` is compiled with (checked just now).
                 return unsafe { self.scan_fast512(b, first_block, hits, verdicts) };
             }
-            if super::classify::has_fast_scan() {
+            if crate::mask::classify::has_fast_scan() {
                 // SAFETY: the CPU has every feature `scan_fast` is compiled with (checked just now).
                 return unsafe { self.scan_fast(b, first_block, hits, verdicts) };
             }
@@ -572,7 +422,7 @@ impl Scanner {
     /// [`Scanner::scan`] does): to check it against the others on CPUs that take the AVX-512 build.
     #[cfg(all(test, target_arch = "x86_64"))]
     pub(crate) fn scan_avx2(&self, text: &[u8], hits: &mut Vec<Hit>) {
-        if !super::classify::has_fast_scan() {
+        if !crate::mask::classify::has_fast_scan() {
             return self.scan(text, hits);
         }
         self.keys.with_verdicts(|verdicts| {
@@ -587,7 +437,7 @@ impl Scanner {
     pub(crate) fn scan_baseline(&self, text: &[u8], hits: &mut Vec<Hit>) {
         self.keys.with_verdicts(|verdicts| {
             // SAFETY: the whole target has SSE2.
-            unsafe { self.scan_blocks::<super::classify::Sse2>(text, None, hits, verdicts) }
+            unsafe { self.scan_blocks::<crate::mask::classify::Sse2>(text, None, hits, verdicts) }
         })
     }
 
@@ -605,7 +455,7 @@ impl Scanner {
         verdicts: &mut KeyVerdicts<'_>,
     ) {
         // SAFETY: the caller's promise covers AVX2.
-        unsafe { self.scan_blocks::<super::classify::Avx2>(b, first_block, hits, verdicts) }
+        unsafe { self.scan_blocks::<crate::mask::classify::Avx2>(b, first_block, hits, verdicts) }
     }
 
     /// [`Scanner::scan_blocks`] compiled for CPUs with AVX-512 (F and BW) as well.
@@ -622,7 +472,7 @@ impl Scanner {
         verdicts: &mut KeyVerdicts<'_>,
     ) {
         // SAFETY: the caller's promise covers AVX-512 F and BW.
-        unsafe { self.scan_blocks::<super::classify::Avx512>(b, first_block, hits, verdicts) }
+        unsafe { self.scan_blocks::<crate::mask::classify::Avx512>(b, first_block, hits, verdicts) }
     }
 
     /// The left-to-right pass over the blocks of `b`, classified by `C`.
@@ -995,787 +845,4 @@ impl Scanner {
             }
         }
     }
-}
-
-/// Where `://` starts in `token`, if anywhere.
-fn find_scheme_end(token: &[u8]) -> Option<usize> {
-    // Most tokens with an `@` (e-mail addresses) have no `:` at all.
-    memchr::memchr_iter(b':', token).find(|&i| token[i + 1..].starts_with(b"//"))
-}
-
-/// Whether `b` starts like an API key or a JWT (`AKIA`, `AIza`, `gh?_`, `github_pat_`, `glpat-`, `xox?-`,
-/// `sk_`, `sk-`, `rk_`, `whsec_`, `eyJ`).
-fn key_prefix(b: &[u8]) -> bool {
-    matches!(
-        b,
-        [b'A', b'K' | b'S' | b'B' | b'C' | b'I', ..]
-            | [b'g', b'h' | b'l', ..]
-            | [b'g', b'i', b't', b'h', b'u', b'b', b'_', ..]
-            | [b'x', b'o', b'x', ..]
-            | [b's' | b'r', b'k', b'_' | b'-', ..]
-            | [b'e', b'y', b'J', ..]
-            | [b'w', b'h', b's', ..]
-    )
-}
-
-/// Keeps the earliest (then longest) of overlapping hits; of hits with the same span, the one whose detector
-/// comes first in [`tie_rank`].
-fn resolve_overlaps(hits: &mut [Hit]) {
-    // A stable sort: it finds the runs already in order and merges them.
-    hits.sort_by_key(|hit| {
-        (
-            hit.start,
-            std::cmp::Reverse(hit.end),
-            tie_rank(hit.detector),
-        )
-    });
-    let mut covered = 0;
-    for hit in hits.iter_mut() {
-        if hit.start < covered {
-            // Overlaps an earlier hit: trim it to what is left, or empty it.
-            hit.start = covered.min(hit.end);
-        }
-        covered = covered.max(hit.end);
-    }
-}
-
-/// Which detector keeps a span that two matched alike (`password=2001:db8::1`: the value is an address too).
-/// Not the order hits were found in: that depends on where the 64-byte blocks fall, and the replacement, its
-/// counter and its hash must not. A secret value names what it holds, as it does the words inside it that are
-/// not looked at; a URL's password (`https://u:x@a.com@host`) is not named as the address it looks like.
-fn tie_rank(detector: Detector) -> u8 {
-    match detector {
-        Detector::SecretPair => 0,
-        Detector::Ipv6 => 1,
-        Detector::Phone => 2,
-        Detector::PaymentCard => 3,
-        Detector::Ipv4 => 4,
-        Detector::UrlCredentials => 5,
-        Detector::Email => 6,
-        Detector::Jwt => 7,
-        Detector::ApiKey => 8,
-        Detector::AuthHeader => 9,
-        Detector::Iban => 10,
-        Detector::PrivateKey => 11,
-    }
-}
-
-/// A value after `key:`/`key=`: a quoted string up to its closing quote, or up to a separator, `&` or `,`.
-fn value_span(b: &[u8], p: usize) -> Option<(usize, usize)> {
-    let n = b.len();
-    if p >= n {
-        return None;
-    }
-    if b[p] == b'"' || b[p] == b'\'' {
-        let quote = b[p];
-        let mut q = p + 1;
-        while q < n && b[q] != quote && b[q] != b'\n' {
-            q += if b[q] == b'\\' { 2 } else { 1 };
-        }
-        let q = q.min(n);
-        return (q > p + 1).then_some((p + 1, q));
-    }
-    if matches!(b[p], b'{' | b'[') {
-        return None;
-    }
-    let q = first_in(&VALUE_END, b, p);
-    (q > p).then_some((p, q))
-}
-
-/// `Bearer abc…` as the value of `Authorization`: the credential belongs to the value.
-fn extend_scheme(b: &[u8], start: usize, end: usize) -> usize {
-    let word = &b[start..end];
-    // Sorted by length: most values are no scheme, and are rejected on their length alone.
-    let schemes: &[&[u8]] = match word.len() {
-        5 => &[b"basic", b"token"],
-        6 => &[b"bearer", b"digest", b"apikey"],
-        9 => &[b"negotiate"],
-        _ => &[],
-    };
-    let scheme = schemes.iter().any(|s| word.eq_ignore_ascii_case(s));
-    if !scheme || end + 1 >= b.len() || b[end] != b' ' {
-        return end;
-    }
-    first_in(&SEPARATOR, b, end + 1)
-}
-
-/// `Bearer <token>` / `Basic <base64 of user:password>`.
-fn auth_scheme(b: &[u8], s: usize, e: usize) -> Option<Hit> {
-    let word = &b[s..e];
-    let bearer = word.eq_ignore_ascii_case(b"bearer");
-    if !bearer && !word.eq_ignore_ascii_case(b"basic") {
-        return None;
-    }
-    if e >= b.len() || b[e] != b' ' {
-        return None;
-    }
-    let start = e + 1;
-    let mut end = start;
-    while end < b.len()
-        && (is_alnum(b[end]) || matches!(b[end], b'.' | b'_' | b'~' | b'+' | b'/' | b'=' | b'-'))
-    {
-        end += 1;
-    }
-    let credential = &b[start..end];
-    let ok = if bearer {
-        credential.len() >= 16 && credential.iter().any(|c| c.is_ascii_digit())
-            || credential.len() >= 24
-    } else {
-        credential.len() >= 8
-            && credential.len().is_multiple_of(4)
-            && base64_decodes_to_pair(credential)
-    };
-    ok.then_some(Hit {
-        start,
-        end,
-        detector: Detector::AuthHeader,
-    })
-}
-
-/// Whether standard base64 `text` decodes to something with a `:` (a Basic credential is `user:password`).
-fn base64_decodes_to_pair(text: &[u8]) -> bool {
-    fn value(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    for chunk in text.chunks(4) {
-        let mut bits = 0u32;
-        let mut count = 0;
-        for &c in chunk {
-            if c == b'=' {
-                break;
-            }
-            let Some(v) = value(c) else {
-                return false;
-            };
-            bits = bits << 6 | v;
-            count += 1;
-        }
-        let bytes = bits.to_be_bytes();
-        let decoded: &[u8] = match count {
-            4 => &bytes[1..4],
-            3 => &[(bits >> 10) as u8, (bits >> 2) as u8],
-            2 => &[(bits >> 4) as u8],
-            _ => return false,
-        };
-        if decoded.contains(&b':') {
-            return true;
-        }
-    }
-    false
-}
-
-fn email_at(b: &[u8], s: usize, e: usize, at: usize) -> Option<Hit> {
-    let local_start = run_start(&NOT_LOCAL_PART, b, s, at);
-    let domain_end = first_in(&NOT_DOMAIN, &b[..e], at + 1);
-    email_between(b, local_start, at, domain_end)
-}
-
-/// The e-mail address made of the local-part run `local_start..at` and the domain run `at + 1..domain_end`,
-/// once dots at its ends are trimmed, if its domain has a dot and a top-level domain of two letters or more.
-#[inline(always)]
-fn email_between(b: &[u8], mut start: usize, at: usize, mut end: usize) -> Option<Hit> {
-    while start < at && b[start] == b'.' {
-        start += 1;
-    }
-    if start == at {
-        return None;
-    }
-    while end > at + 1 && matches!(b[end - 1], b'.' | b'-') {
-        end -= 1;
-    }
-    let domain = &b[at + 1..end];
-    let dot = domain.iter().rposition(|&c| c == b'.')?;
-    let tld = &domain[dot + 1..];
-    if dot == 0 || tld.len() < 2 || !tld.iter().all(u8::is_ascii_alphabetic) || !is_alnum(domain[0])
-    {
-        return None;
-    }
-    Some(Hit {
-        start,
-        end,
-        detector: Detector::Email,
-    })
-}
-
-/// Whether the first digits are a payment card issuer's (Visa, Mastercard, Amex, Discover, JCB, Diners,
-/// UnionPay, Maestro) and the length is one it issues.
-fn card_issuer(digits: &[u8], len: usize) -> bool {
-    let prefix = |n: usize| -> u32 {
-        digits[..n]
-            .iter()
-            .fold(0u32, |acc, &d| acc * 10 + u32::from(d))
-    };
-    match digits[0] {
-        4 => matches!(len, 13 | 16 | 19),
-        5 => {
-            let p2 = prefix(2);
-            ((51..=55).contains(&p2) && len == 16) || (matches!(p2, 50 | 56..=59) && len >= 12)
-        }
-        2 => (2221..=2720).contains(&prefix(4)) && len == 16,
-        3 => {
-            let p2 = prefix(2);
-            let p3 = prefix(3);
-            (matches!(p2, 34 | 37) && len == 15)
-                || ((3528..=3589).contains(&prefix(4)) && len >= 16)
-                || ((300..=305).contains(&p3) || matches!(p2, 36 | 38 | 39))
-                    && (14..=19).contains(&len)
-        }
-        6 => {
-            let p2 = prefix(2);
-            let p3 = prefix(3);
-            (prefix(4) == 6011 || p2 == 65 || (644..=649).contains(&p3) || p2 == 62 || p2 >= 60)
-                && len >= 16
-        }
-        _ => false,
-    }
-}
-
-fn luhn(digits: &[u8]) -> bool {
-    let mut sum = 0u32;
-    for (i, &d) in digits.iter().rev().enumerate() {
-        let mut d = u32::from(d);
-        if i % 2 == 1 {
-            d *= 2;
-            if d > 9 {
-                d -= 9;
-            }
-        }
-        sum += d;
-    }
-    sum.is_multiple_of(10)
-}
-
-/// A card number starting at `p`: 13–19 digits, single spaces or dashes allowed between groups.
-fn card_at(b: &[u8], p: usize) -> Option<Hit> {
-    let mut digits = [0u8; 19];
-    let mut count = 0;
-    let mut q = p;
-    // Every place the number could end (digit count ≥ 12, followed by a non-alphanumeric).
-    let mut ends = [(0usize, 0usize); 8];
-    let mut candidates = 0;
-    while q < b.len() && count < 19 {
-        let c = b[q];
-        if c.is_ascii_digit() {
-            digits[count] = c - b'0';
-            count += 1;
-            q += 1;
-            let at_boundary = q >= b.len() || !(is_alnum(b[q]));
-            if count >= 12
-                && at_boundary
-                && !(q < b.len() && b[q] == b'.' && q + 1 < b.len() && b[q + 1].is_ascii_digit())
-            {
-                ends[candidates % 8] = (q, count);
-                candidates += 1;
-            }
-        } else if (c == b' ' || c == b'-') && q + 1 < b.len() && b[q + 1].is_ascii_digit() && q > p
-        {
-            q += 1;
-        } else {
-            break;
-        }
-    }
-    // The longest valid candidate wins: a trailing group that is not part of the number leaves the shorter one.
-    for k in (candidates.saturating_sub(8)..candidates).rev() {
-        let (end, count) = ends[k % 8];
-        if count >= 13 && card_issuer(&digits[..count], count) && luhn(&digits[..count]) {
-            return Some(Hit {
-                start: p,
-                end,
-                detector: Detector::PaymentCard,
-            });
-        }
-    }
-    None
-}
-
-fn ipv4_at(b: &[u8], p: usize) -> Option<Hit> {
-    let mut q = p;
-    let mut first = 0;
-    let mut any = 0;
-    for octet in 0..4 {
-        let start = q;
-        let mut value = 0u32;
-        while q < b.len() && b[q].is_ascii_digit() && q - start < 3 {
-            value = value * 10 + u32::from(b[q] - b'0');
-            q += 1;
-        }
-        if q == start || value > 255 || (q < b.len() && b[q].is_ascii_digit()) {
-            return None;
-        }
-        if octet == 0 {
-            first = value;
-        }
-        any |= value;
-        if octet < 3 {
-            if q >= b.len() || b[q] != b'.' {
-                return None;
-            }
-            q += 1;
-        }
-    }
-    let trailing_dot_digit = q + 1 < b.len() && b[q] == b'.' && b[q + 1].is_ascii_digit();
-    // Loopback (`127.x.x.x`) and unspecified (`0.0.0.0`) addresses point at no one: listen addresses stay.
-    if (q < b.len() && is_alnum(b[q])) || trailing_dot_digit || first == 127 || any == 0 {
-        return None;
-    }
-    Some(Hit {
-        start: p,
-        end: q,
-        detector: Detector::Ipv4,
-    })
-}
-
-/// The IPv6 address in the run of hex digits, colons and dots around the `:` at `j`, and where that run ends.
-// Kept out of the scan loop: it runs before the pairs loop, and inlined there it cost clean text 3 %.
-#[inline(never)]
-fn ipv6_around(b: &[u8], j: usize) -> (Option<Hit>, usize) {
-    let start = run_start(&NOT_IPV6, b, 0, j);
-    let k = first_in(&NOT_IPV6, b, j);
-    let mut end = k;
-    while end > start && b[end - 1] == b'.' {
-        end -= 1;
-    }
-    let word = |c: u8| is_alnum(c) || c == b'_';
-    // Most runs are parts of longer words (`T10:30:00`, `profile:12345`): rejected before any counting.
-    if (start > 0 && word(b[start - 1])) || (k < b.len() && word(b[k])) {
-        return (None, k);
-    }
-    let candidate = &b[start..end];
-    // A run of a few hex words (`be:ef::ad`) is an address only with a digit or four groups.
-    let address = ipv6_groups(candidate).is_some_and(|(groups, written)| {
-        (written >= 4 || candidate.iter().any(u8::is_ascii_digit))
-            // Loopback and unspecified addresses (`::1`, `::`) point at no one: listen addresses stay.
-            && (groups[..7] != [0; 7] || groups[7] > 1)
-    });
-    let hit = address.then_some(Hit {
-        start,
-        end,
-        detector: Detector::Ipv6,
-    });
-    (hit, k)
-}
-
-/// The eight groups of the IPv6 address `text`, and how many groups it writes out (an IPv4 part counts as
-/// four), accepting exactly what `std::net::Ipv6Addr`'s parser accepts (hex groups of one to four digits, one
-/// `::` standing for at least one zero group, an IPv4 address in the last two groups) without its UTF-8 check,
-/// atomic reads and error values: it runs on every address-shaped run in the text.
-pub(crate) fn ipv6_groups(text: &[u8]) -> Option<([u16; 8], usize)> {
-    // Without a dot there is no IPv4 part to try at each group: one pass over the groups and colons.
-    if !text.contains(&b'.') {
-        return hex_groups(text);
-    }
-    dotted_groups(text).map(|groups| (groups, 4))
-}
-
-/// [`ipv6_groups`] of an address that may end in an IPv4 part, as the standard library reads it: an IPv4 part
-/// is tried at every group.
-fn dotted_groups(text: &[u8]) -> Option<[u16; 8]> {
-    /// A number in `radix` of one to `max_digits` digits starting at `*at`, moving `*at` past it.
-    fn number(
-        text: &[u8],
-        at: &mut usize,
-        radix: u32,
-        max_digits: usize,
-        zero_prefix: bool,
-    ) -> Option<u32> {
-        let start = *at;
-        let mut value = 0u32;
-        while let Some(digit) = text.get(*at).and_then(|&c| char::from(c).to_digit(radix)) {
-            value = value * radix + digit;
-            *at += 1;
-            if *at - start > max_digits {
-                return None;
-            }
-        }
-        let digits = *at - start;
-        (digits > 0 && (zero_prefix || digits == 1 || text[start] != b'0')).then_some(value)
-    }
-    /// An IPv4 address starting at `*at` (decimal octets, no leading zeros), moving `*at` past it.
-    fn ipv4(text: &[u8], at: &mut usize) -> Option<[u16; 2]> {
-        let mut octets = [0u16; 4];
-        for (i, octet) in octets.iter_mut().enumerate() {
-            if i > 0 {
-                (text.get(*at) == Some(&b'.')).then_some(())?;
-                *at += 1;
-            }
-            *octet = number(text, at, 10, 3, false).filter(|&v| v <= 255)? as u16;
-        }
-        Some([octets[0] << 8 | octets[1], octets[2] << 8 | octets[3]])
-    }
-    /// Groups separated by `:` into `groups`, from `*at`; how many, and whether the last was an IPv4 address.
-    /// A separator and group that do not parse are not consumed.
-    fn read_groups(text: &[u8], at: &mut usize, groups: &mut [u16]) -> (usize, bool) {
-        let limit = groups.len();
-        for i in 0..limit {
-            let mark = *at;
-            let separated = |at: &mut usize| {
-                if i == 0 {
-                    return true;
-                }
-                let colon = text.get(*at) == Some(&b':');
-                *at += usize::from(colon);
-                colon
-            };
-            if i + 1 < limit {
-                if separated(at)
-                    && let Some([high, low]) = ipv4(text, at)
-                {
-                    groups[i] = high;
-                    groups[i + 1] = low;
-                    return (i + 2, true);
-                }
-                *at = mark;
-            }
-            match separated(at)
-                .then(|| number(text, at, 16, 4, true))
-                .flatten()
-            {
-                Some(group) => groups[i] = group as u16,
-                None => {
-                    *at = mark;
-                    return (i, false);
-                }
-            }
-        }
-        (limit, false)
-    }
-    let mut at = 0;
-    let mut head = [0u16; 8];
-    let (head_size, head_ipv4) = read_groups(text, &mut at, &mut head);
-    if head_size == 8 {
-        return (at == text.len()).then_some(head);
-    }
-    if head_ipv4 || !text[at..].starts_with(b"::") {
-        return None;
-    }
-    at += 2;
-    // `::` stands for at least one zero group.
-    let mut tail = [0u16; 7];
-    let limit = 8 - (head_size + 1);
-    let (tail_size, _) = read_groups(text, &mut at, &mut tail[..limit]);
-    if at != text.len() {
-        return None;
-    }
-    head[8 - tail_size..].copy_from_slice(&tail[..tail_size]);
-    Some(head)
-}
-
-/// [`ipv6_groups`] of an address without an IPv4 part: hex groups of one to four digits between single
-/// colons, eight of them, or at most seven with one `::` among them.
-fn hex_groups(text: &[u8]) -> Option<([u16; 8], usize)> {
-    let mut groups = [0u16; 8];
-    let (mut count, mut gap, mut at) = (0, None, 0);
-    if text.starts_with(b"::") {
-        gap = Some(0);
-        at = 2;
-    }
-    while at < text.len() {
-        let start = at;
-        let mut value = 0u32;
-        while let Some(digit) = text.get(at).and_then(|&c| char::from(c).to_digit(16)) {
-            value = value << 4 | digit;
-            at += 1;
-        }
-        if !(1..=4).contains(&(at - start)) || count == 8 {
-            return None;
-        }
-        groups[count] = value as u16;
-        count += 1;
-        if at == text.len() {
-            break;
-        }
-        if text[at] != b':' || at + 1 == text.len() {
-            // Not a colon, or a single colon at the end.
-            return None;
-        }
-        at += 1;
-        if text[at] == b':' {
-            if gap.is_some() {
-                return None;
-            }
-            gap = Some(count);
-            at += 1;
-        }
-    }
-    match gap {
-        None => (count == 8).then_some((groups, count)),
-        Some(gap) if count <= 7 => {
-            // The groups after `::` go to the end.
-            let tail = count - gap;
-            groups.copy_within(gap..count, 8 - tail);
-            groups[gap..8 - tail].fill(0);
-            Some((groups, count))
-        }
-        Some(_) => None,
-    }
-}
-
-/// `+44 20 7946 0958`, `+1-415-555-2671`, `(415) 555-2671`, `415-555-2671`.
-fn phone_at(b: &[u8], p: usize) -> Option<Hit> {
-    let mut start = p;
-    let international = p > 0 && b[p - 1] == b'+';
-    let parenthesised = p > 0 && b[p - 1] == b'(';
-    if international || parenthesised {
-        start = p - 1;
-    }
-    let mut q = p;
-    let mut digits = 0;
-    let mut separators = 0;
-    while q < b.len() {
-        let c = b[q];
-        if c.is_ascii_digit() {
-            digits += 1;
-            q += 1;
-        } else if matches!(c, b' ' | b'-' | b'.' | b')') && q + 1 < b.len() {
-            let after = if c == b')' && b[q + 1] == b' ' {
-                q + 2
-            } else {
-                q + 1
-            };
-            if after < b.len() && b[after].is_ascii_digit() {
-                separators += 1;
-                q = after;
-            } else {
-                break;
-            }
-        } else {
-            break;
-        }
-    }
-    if q < b.len() && is_alnum(b[q]) {
-        return None;
-    }
-    let ok = if international {
-        (8..=15).contains(&digits) && separators >= 1
-    } else {
-        digits == 10 && separators >= 2 && (parenthesised || b[p + 3] == b[p + 7])
-    };
-    ok.then_some(Hit {
-        start,
-        end: q,
-        detector: Detector::Phone,
-    })
-}
-
-/// An IBAN at `p`: country code, check digits, 11–30 alphanumerics (groups of four may be space-separated),
-/// valid by mod 97.
-fn iban_at(b: &[u8], p: usize) -> Option<Hit> {
-    if !(b[p].is_ascii_uppercase()
-        && b[p + 1].is_ascii_uppercase()
-        && b[p + 2].is_ascii_digit()
-        && b[p + 3].is_ascii_digit())
-    {
-        return None;
-    }
-    let mut chars = [0u8; 34];
-    let mut count = 0;
-    let mut q = p;
-    let mut end = p;
-    while q < b.len() && count < 34 {
-        let c = b[q];
-        if c.is_ascii_digit() || c.is_ascii_uppercase() {
-            chars[count] = c;
-            count += 1;
-            q += 1;
-            end = q;
-        } else if c == b' ' && count % 4 == 0 && q + 1 < b.len() && is_alnum(b[q + 1]) {
-            q += 1;
-        } else {
-            break;
-        }
-    }
-    if !(15..=34).contains(&count) || (end < b.len() && is_alnum(b[end])) {
-        return None;
-    }
-    // Move the first four characters to the end, letters to 10..35, and take the remainder mod 97.
-    let mut remainder = 0u32;
-    for &c in chars[4..count].iter().chain(&chars[..4]) {
-        let v = if c.is_ascii_digit() {
-            u32::from(c - b'0')
-        } else {
-            u32::from(c - b'A') + 10
-        };
-        remainder = if v >= 10 {
-            (remainder * 100 + v) % 97
-        } else {
-            (remainder * 10 + v) % 97
-        };
-    }
-    (remainder == 1).then_some(Hit {
-        start: p,
-        end,
-        detector: Detector::Iban,
-    })
-}
-
-fn base64url_run(b: &[u8], mut q: usize) -> usize {
-    while q < b.len() && (is_alnum(b[q]) || b[q] == b'_' || b[q] == b'-') {
-        q += 1;
-    }
-    q
-}
-
-/// `eyJ<header>.<payload>.<signature>`.
-fn jwt_at(b: &[u8], p: usize) -> Option<Hit> {
-    if !b[p..].starts_with(b"eyJ") {
-        return None;
-    }
-    let header_end = base64url_run(b, p);
-    if header_end - p < 10 || header_end >= b.len() || b[header_end] != b'.' {
-        return None;
-    }
-    let payload_end = base64url_run(b, header_end + 1);
-    if payload_end - header_end < 3 || payload_end >= b.len() || b[payload_end] != b'.' {
-        return None;
-    }
-    let end = base64url_run(b, payload_end + 1);
-    Some(Hit {
-        start: p,
-        end,
-        detector: Detector::Jwt,
-    })
-}
-
-const KEY_UPPER_DIGIT: u8 = 1;
-const KEY_ALNUM: u8 = 2;
-const KEY_WORD: u8 = 4;
-const KEY_WORD_DASH: u8 = 8;
-const KEY_ALNUM_DASH: u8 = 16;
-
-/// The key-body classes each byte belongs to.
-static KEY_BODY: [u8; 256] = {
-    let mut table = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        let c = i as u8;
-        let mut classes = 0;
-        if c.is_ascii_uppercase() || c.is_ascii_digit() {
-            classes |= KEY_UPPER_DIGIT;
-        }
-        if c.is_ascii_alphanumeric() {
-            classes |= KEY_ALNUM | KEY_WORD | KEY_WORD_DASH | KEY_ALNUM_DASH;
-        }
-        if c == b'_' {
-            classes |= KEY_WORD | KEY_WORD_DASH;
-        }
-        if c == b'-' {
-            classes |= KEY_WORD_DASH | KEY_ALNUM_DASH;
-        }
-        table[i] = classes;
-        i += 1;
-    }
-    table
-};
-
-/// Well-known key shapes: prefix, the characters that follow it, and how many at least (exactly, for fixed
-/// lengths).
-fn api_key_at(b: &[u8], p: usize) -> Option<Hit> {
-    // Character classes of key bodies, as bits of `KEY_BODY` (a table, not a function per byte).
-    let (upper_digit, alnum, word, word_dash, alnum_dash) = (
-        KEY_UPPER_DIGIT,
-        KEY_ALNUM,
-        KEY_WORD,
-        KEY_WORD_DASH,
-        KEY_ALNUM_DASH,
-    );
-    // (prefix, class, minimum, exact length?)
-    let shapes: &[(&[u8], u8, usize, bool)] = match b[p] {
-        b'A' => &[
-            (b"AKIA", upper_digit, 16, true),
-            (b"ASIA", upper_digit, 16, true),
-            (b"ABIA", upper_digit, 16, true),
-            (b"ACCA", upper_digit, 16, true),
-            (b"AIza", word_dash, 35, true),
-        ],
-        b'g' => &[
-            (b"ghp_", alnum, 36, false),
-            (b"gho_", alnum, 36, false),
-            (b"ghu_", alnum, 36, false),
-            (b"ghs_", alnum, 36, false),
-            (b"ghr_", alnum, 36, false),
-            (b"github_pat_", word, 22, false),
-            (b"glpat-", word_dash, 20, false),
-        ],
-        b'x' => &[
-            (b"xoxb-", alnum_dash, 10, false),
-            (b"xoxp-", alnum_dash, 10, false),
-            (b"xoxa-", alnum_dash, 10, false),
-            (b"xoxr-", alnum_dash, 10, false),
-            (b"xoxs-", alnum_dash, 10, false),
-            (b"xoxe-", alnum_dash, 10, false),
-        ],
-        b's' => &[
-            (b"sk_live_", alnum, 16, false),
-            (b"sk_test_", alnum, 16, false),
-            (b"sk-", word_dash, 32, false),
-        ],
-        b'r' => &[
-            (b"rk_live_", alnum, 16, false),
-            (b"rk_test_", alnum, 16, false),
-        ],
-        b'w' => &[(b"whsec_", alnum, 24, false)],
-        _ => return None,
-    };
-    for &(prefix, class, minimum, exact) in shapes {
-        // Compared byte by byte: `starts_with` on a prefix of unknown length is a `memcmp` call.
-        if b.len() - p < prefix.len() || b[p..].iter().zip(prefix).any(|(a, b)| a != b) {
-            continue;
-        }
-        let body = p + prefix.len();
-        let mut end = body;
-        while end < b.len() && KEY_BODY[usize::from(b[end])] & class != 0 {
-            end += 1;
-        }
-        let length = end - body;
-        let fits = if exact {
-            length == minimum
-        } else {
-            length >= minimum
-        };
-        if !fits || (end < b.len() && is_alnum(b[end])) {
-            continue;
-        }
-        // `sk-` is also how people abbreviate scikit-learn: a real key mixes cases and digits.
-        if prefix == b"sk-" {
-            let key = &b[body..end];
-            if !(key.iter().any(u8::is_ascii_digit) && key.iter().any(u8::is_ascii_uppercase)) {
-                continue;
-            }
-        }
-        return Some(Hit {
-            start: p,
-            end,
-            detector: Detector::ApiKey,
-        });
-    }
-    None
-}
-
-/// A PEM private key block, through its END line (or to the end of the text when it was cut).
-fn private_key_at(b: &[u8], p: usize) -> Option<Hit> {
-    use memchr::memmem::find;
-    let rest = &b[p..];
-    let header_end = find(&rest[10..], b"-----")? + 10;
-    if !rest[..header_end].ends_with(b"PRIVATE KEY") {
-        return None;
-    }
-    let end = match find(&rest[header_end + 5..], b"-----END") {
-        Some(end_line) => {
-            let after = header_end + 5 + end_line + 8;
-            find(&rest[after..], b"-----").map_or(rest.len(), |close| after + close + 5)
-        }
-        None => rest.len(),
-    };
-    Some(Hit {
-        start: p,
-        end: p + end,
-        detector: Detector::PrivateKey,
-    })
 }
