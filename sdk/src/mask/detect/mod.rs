@@ -12,6 +12,7 @@ use super::Detector;
 use super::keys::{KeyMatcher, KeyVerdicts};
 use crate::mask::classify::{Block, Classifier, Detected, block_at, block_at_with};
 
+mod candidates;
 mod email;
 mod ip;
 mod numbers;
@@ -19,6 +20,7 @@ mod scanner;
 mod secrets;
 mod tokens;
 
+use candidates::*;
 use email::*;
 #[cfg(test)]
 pub(crate) use ip::ipv6_groups;
