@@ -38,6 +38,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
+/// The collector's packed check of many short values (hidden: a hook for `vigil-collector`'s `mask` processor).
+#[doc(hidden)]
 pub use check::ChangeCheck;
 pub use config::{
     DEFAULT_SENSITIVE_KEYS, DetectorSetting, DetectorSettings, MaskConfig, RuleConfig,
@@ -310,7 +312,9 @@ impl Masker {
     }
 
     /// Masks a value by its content only, for a caller that has already checked its key with
-    /// [`Masker::is_allowed`] and [`Masker::is_sensitive_key`] (the collector walks keys once).
+    /// [`Masker::is_allowed`] and [`Masker::is_sensitive_key`] (the collector walks keys once). A hook for
+    /// `vigil-collector`, hidden from the documentation.
+    #[doc(hidden)]
     pub fn content<'a>(&self, value: &'a str) -> Masked<'a> {
         self.apply(value, true)
     }
@@ -318,7 +322,9 @@ impl Masker {
     /// Whether masking `value` (as text or as an attribute value) could change it: some detector matches in
     /// it, or user rules exist (they need the text). A caller holding raw bytes (the collector walking
     /// encoded requests) skips the UTF-8 check and the masking call for the clean values that are nearly all
-    /// of them. Allocates nothing when nothing matches.
+    /// of them. Allocates nothing when nothing matches. A hook for `vigil-collector`, hidden from the
+    /// documentation.
+    #[doc(hidden)]
     pub fn may_change(&self, value: &[u8]) -> bool {
         let inner = &*self.inner;
         if !inner.rules.is_empty() {
@@ -329,7 +335,9 @@ impl Masker {
         !hits.is_empty()
     }
 
-    /// The replacement of a sensitive key's value (`value` is its text form, used by `hash` and `partial`).
+    /// The replacement of a sensitive key's value (`value` is its text form, used by `hash` and `partial`). A
+    /// hook for `vigil-collector`, hidden from the documentation.
+    #[doc(hidden)]
     pub fn replace_whole<'a>(&self, value: &str) -> Masked<'a> {
         let index = Detector::COUNT;
         self.count(index);
