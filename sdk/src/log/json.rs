@@ -99,10 +99,16 @@ impl Visit for FieldWriter<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);
         if value.is_finite() {
-            let _ = write!(Escaping(self.fields), "{value:?}");
+            // The shortest form that reads back to the same value, as serde_json writes it (zmij is its
+            // formatter): a third of the time `{:?}` takes behind the escaping writer, which digits never need.
+            self.fields
+                .extend_from_slice(zmij::Buffer::new().format_finite(value).as_bytes());
         } else {
-            // JSON has no NaN or infinity; keep the information as a string.
-            let _ = write!(Escaping(self.fields), "\"{value}\"");
+            // JSON has no NaN or infinity; keep the information as a string (the quotes are JSON's, not the
+            // value's: escaping them made the line invalid).
+            self.fields.push(b'"');
+            let _ = write!(Escaping(self.fields), "{value}");
+            self.fields.push(b'"');
         }
     }
 

@@ -805,3 +805,47 @@ fn two_handlers_of_one_format_each_write_span_fields_once() {
         assert_eq!(raw.matches("experiment_id=").count(), 1, "{name}: {raw}");
     }
 }
+
+/// Float fields are written in their shortest form that reads back to the very same value, whatever their
+/// magnitude; NaN and infinities, which JSON cannot hold, become strings.
+#[test]
+fn float_fields_read_back_to_the_same_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let (subscriber, guard) = Builder::new("floats")
+        .console(false)
+        .otlp(false)
+        .json_file(options(dir.path()))
+        .build()
+        .unwrap();
+    let values = [
+        125.5,
+        0.1 + 0.2,
+        1e21,
+        1e-7,
+        -0.0,
+        f64::MAX,
+        f64::MIN_POSITIVE,
+        5e-324,
+        9_007_199_254_740_993.0,
+        -123_456.789,
+        3.0,
+    ];
+    tracing::subscriber::with_default(subscriber, || {
+        for value in values {
+            info!(value, "float");
+        }
+        info!(value = f64::NAN, "float");
+        info!(value = f64::NEG_INFINITY, "float");
+    });
+    assert!(guard.flush());
+    let lines = read_lines(&dir.path().join("app.jsonl"));
+    assert_eq!(lines.len(), values.len() + 2);
+    for (line, value) in lines.iter().zip(values) {
+        let read = line["value"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{value}: {line}"));
+        assert_eq!(read.to_bits(), value.to_bits(), "{value}: {line}");
+    }
+    assert_eq!(lines[values.len()]["value"], "NaN");
+    assert_eq!(lines[values.len() + 1]["value"], "-inf");
+}
