@@ -113,7 +113,7 @@ fn the_readme_snippet_is_the_compiled_module_example() {
         .nth(1)
         .and_then(|s| s.split("```").next())
         .expect("a rust block");
-    let module = std::fs::read_to_string(root.join("src/mlflow/mod.rs")).unwrap();
+    let module = std::fs::read_to_string(root.join("src/ml/mlflow/mod.rs")).unwrap();
     let example: String = module
         .lines()
         .filter_map(|l| l.strip_prefix("//!"))
