@@ -65,7 +65,41 @@ pub fn civil_date(day: i64) -> (i64, u32, u32) {
 }
 
 /// RFC 3339 UTC timestamp with microseconds, written into `out` (`2026-11-22T11:19:26.123456Z`).
+///
+/// Lines come many to a second: each thread keeps the date and time of the last second it wrote and writes
+/// only the microseconds again (the calendar arithmetic was a tenth of a JSON line's cost).
 pub fn write_rfc3339(now: Duration, out: &mut Vec<u8>) {
+    thread_local! {
+        /// The last whole second written on this thread, and its `YYYY-MM-DDTHH:MM:SS.` text.
+        static LAST_SECOND: std::cell::Cell<(u64, [u8; 20])> =
+            const { std::cell::Cell::new((u64::MAX, [0; 20])) };
+    }
+    let secs = now.as_secs();
+    let prefix = LAST_SECOND.with(|last| {
+        let (cached_secs, cached) = last.get();
+        if cached_secs == secs {
+            return cached;
+        }
+        let mut full = Vec::with_capacity(27);
+        write_rfc3339_uncached(Duration::from_secs(secs), &mut full);
+        let mut prefix = [0u8; 20];
+        prefix.copy_from_slice(&full[..20]);
+        last.set((secs, prefix));
+        prefix
+    });
+    let mut buf = [0u8; 27];
+    buf[..20].copy_from_slice(&prefix);
+    let mut micros = now.subsec_micros();
+    for slot in buf[20..26].iter_mut().rev() {
+        *slot = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    buf[26] = b'Z';
+    out.extend_from_slice(&buf);
+}
+
+/// [`write_rfc3339`] computed from scratch: the reference the cached form is tested against.
+fn write_rfc3339_uncached(now: Duration, out: &mut Vec<u8>) {
     let secs = now.as_secs() as i64;
     let (y, m, d) = civil_date(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
@@ -98,6 +132,38 @@ pub fn write_rfc3339(now: Duration, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-thread cache of the last second writes what the full computation writes, in order, out of
+    /// order, within a second and across second, day, month and year boundaries.
+    #[test]
+    fn the_cached_second_writes_what_the_full_computation_writes() {
+        let starts = [
+            1_795_346_366u64,
+            1_798_761_599,
+            951_782_399,
+            0,
+            4_102_444_799,
+        ];
+        let mut instants = Vec::new();
+        for start in starts {
+            for step in 0..2_000u64 {
+                instants.push(Duration::new(
+                    start + step / 700,
+                    (step * 499_979 % 1_000_000_000) as u32,
+                ));
+            }
+        }
+        // Out of order too: a clock stepped back, or two clocks on one thread.
+        let mut shuffled = instants.clone();
+        shuffled.reverse();
+        instants.extend(shuffled);
+        for now in instants {
+            let (mut cached, mut full) = (Vec::new(), Vec::new());
+            write_rfc3339(now, &mut cached);
+            write_rfc3339_uncached(now, &mut full);
+            assert_eq!(cached, full, "{now:?}");
+        }
+    }
 
     #[test]
     fn formats_like_date_does() {
