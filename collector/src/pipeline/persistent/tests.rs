@@ -491,3 +491,119 @@ async fn a_write_torn_by_a_crash_is_cut_off_at_restart_and_writing_goes_on() {
         assert_eq!(lost(&registry), 0);
     }
 }
+
+/// The operating system, remembering how much of each file its last sync made durable, so that a test can cut
+/// the power: every segment goes back to what was synced, as after a crash of the machine (a killed process
+/// loses nothing: the kernel still holds what it wrote).
+#[derive(Default)]
+struct PowerCutDisk {
+    /// Synced length by inode.
+    durable: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+}
+
+impl SegmentIo for PowerCutDisk {
+    fn write(&self, mut file: &File, bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write as _;
+        file.write_all(bytes)
+    }
+
+    fn sync(&self, file: &File) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt as _;
+        file.sync_data()?;
+        let metadata = file.metadata()?;
+        self.durable
+            .lock()
+            .unwrap()
+            .insert(metadata.ino(), metadata.len());
+        Ok(())
+    }
+}
+
+/// Cuts every segment under `dir` back to its length in `durable` (nothing of a segment never synced).
+fn cut_power(dir: &Path, durable: &std::collections::HashMap<u64, u64>) {
+    use std::os::unix::fs::MetadataExt as _;
+    let queue = queue_dir(dir, "otlp");
+    for entry in std::fs::read_dir(&queue).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wal") {
+            let file = OpenOptions::new().write(true).open(&path).unwrap();
+            let inode = file.metadata().unwrap().ino();
+            file.set_len(durable.get(&inode).copied().unwrap_or(0))
+                .unwrap();
+        }
+    }
+}
+
+/// Stores one small record every 20 ms for `records` records, then cuts the power at once; returns how long
+/// before the cut each record was acknowledged, and the records that a restart finds.
+async fn write_then_cut_power(
+    fsync: Fsync,
+    records: usize,
+) -> (Vec<(String, Duration)>, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(PowerCutDisk::default());
+    let storage = StorageSettings {
+        fsync,
+        ..settings(dir.path(), 16)
+    };
+    let queue =
+        PersistentQueue::open_with("otlp", &storage, &Registry::default(), disk.clone()).unwrap();
+    let mut acknowledged = Vec::new();
+    for i in 0..records {
+        let tag = format!("r{i:03}");
+        store(&queue, batch(&tag, 1, 200)).await.unwrap();
+        acknowledged.push((tag, std::time::Instant::now()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The moment of the cut: only what was synced by now survives.
+    let cut = std::time::Instant::now();
+    let durable = disk.durable.lock().unwrap().clone();
+    queue.close().await;
+    drop(queue);
+    cut_power(dir.path(), &durable);
+    let (_, survivors) = reopen_and_drain(dir.path()).await;
+    let ages = acknowledged
+        .into_iter()
+        .map(|(tag, at)| (tag, cut.duration_since(at)))
+        .collect();
+    (ages, survivors)
+}
+
+/// `fsync: always` loses nothing acknowledged to a power cut. `fsync: interval(100ms)` loses at most the
+/// records of the last moments before it: every record acknowledged a second before the cut (ten intervals,
+/// slack for a loaded machine) survives, the survivors are the oldest records with no gap, and the window lost
+/// is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_loses_nothing_with_fsync_always_and_at_most_the_last_interval_otherwise() {
+    let (ages, survivors) = write_then_cut_power(Fsync::Always, 20).await;
+    let all: Vec<String> = ages.iter().map(|(tag, _)| tag.clone()).collect();
+    assert_eq!(survivors, all, "fsync: always");
+
+    let interval = Duration::from_millis(100);
+    let (ages, survivors) = write_then_cut_power(Fsync::Interval(interval), 75).await;
+    let all: Vec<String> = ages.iter().map(|(tag, _)| tag.clone()).collect();
+    assert_eq!(
+        survivors,
+        all[..survivors.len()],
+        "the survivors are the oldest records, in order"
+    );
+    let lost = &ages[survivors.len()..];
+    for (tag, age) in lost {
+        assert!(
+            *age < Duration::from_secs(1),
+            "{tag}, acknowledged {age:?} before the cut, was lost with fsync every {interval:?}"
+        );
+    }
+    assert!(
+        survivors.len() >= 25,
+        "syncs happened: {} of {} survived",
+        survivors.len(),
+        all.len()
+    );
+    eprintln!(
+        "fsync interval({interval:?}): {} of {} acknowledged records lost to the cut, the oldest {:?} before it",
+        lost.len(),
+        all.len(),
+        lost.first().map(|(_, age)| *age).unwrap_or_default()
+    );
+}
