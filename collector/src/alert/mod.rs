@@ -356,6 +356,20 @@ fn samples_of(changed: &Changed<'_>) -> Vec<ScrapedSample> {
     }
 }
 
+/// A rule's missing-data and flapping policy: the connector's, with the rule's own `no_data` over it.
+fn rule_policy(rule: &rules::Rule, connector: &state::Policy) -> state::Policy {
+    match &rule.kind {
+        RuleKind::Alert {
+            no_data: Some(no_data),
+            ..
+        } => state::Policy {
+            no_data: *no_data,
+            ..connector.clone()
+        },
+        _ => connector.clone(),
+    }
+}
+
 impl Alerting {
     /// A connector from its validated config.
     pub fn new(config: &AlertingConfig, id: &str, registry: &Registry) -> Result<Self, String> {
@@ -372,7 +386,7 @@ impl Alerting {
             .map(|g| {
                 g.rules
                     .iter()
-                    .map(|_| RuleState::new(policy.clone()))
+                    .map(|rule| RuleState::new(rule_policy(rule, &policy)))
                     .collect()
             })
             .collect();

@@ -16,6 +16,7 @@ use promql_parser::parser::Expr;
 use serde::Deserialize;
 
 use super::promql::{self, QueryError};
+use super::state::NoData;
 use crate::component::yaml::{self, Location};
 use crate::component::{ConfigError, ConfigErrors};
 
@@ -34,6 +35,9 @@ pub enum RuleKind {
         annotations: BTreeMap<String, String>,
         /// Channels named by the seed format's `channels:` (empty: routing decides).
         channels: Vec<String>,
+        /// What this rule's alerts become when their series disappear, over the connector's `no_data`
+        /// (`None`: the connector's).
+        no_data: Option<NoData>,
     },
     /// `record:`: the result is stored under this metric name.
     Record {
@@ -114,6 +118,9 @@ struct PromRule {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+    /// Vigil's own key (Prometheus has no equivalent; `rules export` keeps it as a comment).
+    #[serde(default)]
+    no_data: Option<NoData>,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +146,9 @@ struct SeedRule {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+    /// Vigil's own key (Prometheus has no equivalent; `rules export` keeps it as a comment).
+    #[serde(default)]
+    no_data: Option<NoData>,
 }
 
 /// `name == 'value'` / `name != 'value'` (a whole condition) as a state-set comparison.
@@ -239,6 +249,7 @@ pub fn load(
                     keep_firing_for: rule.keep_firing_for.unwrap_or_default(),
                     annotations: rule.annotations,
                     channels: rule.channels,
+                    no_data: rule.no_data,
                 },
                 expr,
                 expr_text,
@@ -272,13 +283,17 @@ pub fn load(
                         keep_firing_for: rule.keep_firing_for.unwrap_or_default(),
                         annotations: rule.annotations,
                         channels: Vec::new(),
+                        no_data: rule.no_data,
                     },
                     (None, Some(name)) => {
-                        if rule.hold.is_some() || !rule.annotations.is_empty() {
+                        if rule.hold.is_some()
+                            || !rule.annotations.is_empty()
+                            || rule.no_data.is_some()
+                        {
                             errors.push(error(
                                 locations.find(&at),
                                 &at,
-                                format!("recording rule `{name}`: `for` and `annotations` belong to alerting rules"),
+                                format!("recording rule `{name}`: `for`, `annotations` and `no_data` belong to alerting rules"),
                             ));
                         }
                         RuleKind::Record { name }
@@ -374,12 +389,16 @@ pub fn to_prometheus_yaml(groups: &[Group]) -> String {
                     keep_firing_for,
                     annotations,
                     channels,
+                    no_data,
                 } => {
                     if !channels.is_empty() {
                         out.push_str(&format!(
                             "      # Vigil channels: {}\n",
                             channels.join(", ")
                         ));
+                    }
+                    if let Some(no_data) = no_data {
+                        out.push_str(&format!("      # Vigil no_data: {}\n", no_data.name()));
                     }
                     out.push_str(&format!("      - alert: {}\n", quoted(name)));
                     out.push_str(&format!("        expr: {}\n", quoted(&rule.expr_text)));
@@ -463,6 +482,45 @@ mod tests {
         assert!(matches!(groups[0].rules[0].kind, RuleKind::Record { .. }));
         assert_eq!(groups[0].rules[1].labels["team"], "ml");
         assert_eq!(groups[0].rules[1].labels["severity"], "page");
+    }
+
+    /// A rule may say what its alerts become when their series disappear, in both formats; a recording rule
+    /// may not; the export keeps it as a comment, since Prometheus has no such key.
+    #[test]
+    fn a_rule_s_own_no_data_is_read_from_both_formats_and_exported_as_a_comment() {
+        let seed = "alerts:\n  - name: training_failed\n    condition: training_status == 'failed'\n    no_data: alerting\n  - name: gpu_idle\n    condition: gpu_usage < 0.3\n";
+        let groups = load(Path::new("alerts.yaml"), seed, &no_env).unwrap();
+        let no_data = |rule: &Rule| match &rule.kind {
+            RuleKind::Alert { no_data, .. } => *no_data,
+            RuleKind::Record { .. } => panic!("an alert"),
+        };
+        assert_eq!(no_data(&groups[0].rules[0]), Some(NoData::Alerting));
+        assert_eq!(no_data(&groups[0].rules[1]), None);
+        let exported = to_prometheus_yaml(&groups);
+        assert!(
+            exported
+                .contains("      # Vigil no_data: alerting\n      - alert: \"training_failed\"\n"),
+            "{exported}"
+        );
+        assert!(!exported.contains("        no_data"), "{exported}");
+
+        let prometheus = "groups:\n  - name: g\n    rules:\n      - alert: Gone\n        expr: up == 0\n        no_data: keep_last\n";
+        let groups = load(Path::new("r.yaml"), prometheus, &no_env).unwrap();
+        assert_eq!(no_data(&groups[0].rules[0]), Some(NoData::KeepLast));
+
+        let recording = "groups:\n  - name: g\n    rules:\n      - record: x\n        expr: up\n        no_data: ok\n";
+        let errors = load(Path::new("r.yaml"), recording, &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(errors.contains("r.yaml:4:"), "{errors}");
+        assert!(errors.contains("`no_data` belong"), "{errors}");
+
+        let wrong = "alerts:\n  - name: a\n    condition: up == 0\n    no_data: silence\n";
+        let errors = load(Path::new("a.yaml"), wrong, &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(errors.contains("a.yaml:4:"), "{errors}");
+        assert!(errors.contains("silence"), "{errors}");
     }
 
     #[test]

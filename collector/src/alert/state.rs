@@ -70,7 +70,7 @@ pub struct Alert {
     pub flapping: bool,
 }
 
-/// What an alert whose series are gone becomes (`no_data`).
+/// What an alert whose series are gone becomes (`no_data`: the connector's default, or a rule's own).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NoData {
@@ -81,6 +81,17 @@ pub enum NoData {
     Alerting,
     /// Left in the state it had.
     KeepLast,
+}
+
+impl NoData {
+    /// The name written in config (`ok`, `alerting`, `keep_last`).
+    pub fn name(self) -> &'static str {
+        match self {
+            NoData::Ok => "ok",
+            NoData::Alerting => "alerting",
+            NoData::KeepLast => "keep_last",
+        }
+    }
 }
 
 /// How instances of a rule treat missing data and flapping.
@@ -176,6 +187,7 @@ impl RuleState {
             keep_firing_for,
             annotations,
             channels,
+            ..
         } = &rule.kind
         else {
             return;
@@ -348,6 +360,7 @@ mod tests {
                 )]
                 .into(),
                 channels: vec!["slack".into()],
+                no_data: None,
             },
             expr: promql::parse("disk < 10").unwrap(),
             expr_text: "disk < 10".into(),

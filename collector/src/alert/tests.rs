@@ -216,3 +216,26 @@ fn the_shipped_rules_fire_on_vigil_data() {
     assert_eq!(label(labels, "model"), Some("lgbm"));
     assert_eq!(label(labels, "status"), Some("failed"));
 }
+
+/// A rule's own `no_data` wins over the connector's; the other rules, and recording rules, keep the
+/// connector's policy whole.
+#[test]
+fn a_rule_s_own_no_data_overrides_the_connector_s() {
+    let text = "alerts:\n  - name: own\n    condition: up == 0\n    no_data: alerting\n  - name: inherited\n    condition: up == 0\n";
+    let groups = rules::load(Path::new("alerts.yaml"), text, &|_| None).unwrap();
+    let connector = state::Policy {
+        no_data: state::NoData::KeepLast,
+        no_data_after: 5,
+        flap_threshold: 4,
+        flap_window_ms: 60_000,
+    };
+    let own = rule_policy(&groups[0].rules[0], &connector);
+    assert_eq!(
+        own,
+        state::Policy {
+            no_data: state::NoData::Alerting,
+            ..connector.clone()
+        }
+    );
+    assert_eq!(rule_policy(&groups[0].rules[1], &connector), connector);
+}
