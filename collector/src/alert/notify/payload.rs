@@ -193,8 +193,28 @@ fn severity_color(alerts: &[&Alert]) -> &'static str {
     }
 }
 
+/// Most characters of an attachment's text Slack shows; the alerts past it are summed up in one line.
+const SLACK_TEXT_LIMIT: usize = 3_000;
+
+/// Text from alert data made inert for Slack's mrkdwn: `&`, `<` and `>` escaped, as Slack asks, so a label value
+/// such as `<!channel>` or `<https://evil|click>` shows as written instead of pinging everyone or linking.
+fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// A Slack incoming-webhook message: one attachment per notification, coloured by severity (red for
-/// critical/error, yellow for warning, blue for info, green once resolved), one line per alert.
+/// critical/error, yellow for warning, blue for info, green once resolved), one line per alert. Alert data is
+/// escaped ([`slack_escape`]); lines past Slack's text limit are counted in a last line instead of cut off
+/// mid-alert.
 pub fn slack(group_labels: &Labels, alerts: &[&Alert], external_url: &str) -> Value {
     let firing = alerts
         .iter()
@@ -213,6 +233,7 @@ pub fn slack(group_labels: &Labels, alerts: &[&Alert], external_url: &str) -> Va
             })
         })
         .unwrap_or_default();
+    let name = slack_escape(&name);
     let title = if firing > 0 {
         format!("[FIRING:{firing}] {name}")
     } else {
@@ -225,18 +246,30 @@ pub fn slack(group_labels: &Labels, alerts: &[&Alert], external_url: &str) -> Va
                 .labels
                 .iter()
                 .filter(|(k, _)| k != "alertname")
-                .map(|(k, v)| format!("{k}={v}"))
+                .map(|(k, v)| format!("{}={}", slack_escape(k), slack_escape(v)))
                 .collect::<Vec<_>>()
                 .join(", ");
             let summary = a
                 .annotations
                 .get("summary")
                 .or_else(|| a.annotations.get("description"))
-                .map(|s| format!(": {s}"))
+                .map(|s| format!(": {}", slack_escape(s)))
                 .unwrap_or_default();
             format!("*{}* {labels}{summary}", status(a).to_uppercase())
         })
         .collect();
+    let mut text = String::new();
+    for (shown, line) in lines.iter().enumerate() {
+        // Room is kept for the last line that counts what is left out.
+        if shown > 0 {
+            text.push('\n');
+        }
+        if text.len() + line.len() > SLACK_TEXT_LIMIT - 64 {
+            text.push_str(&format!("… and {} more", lines.len() - shown));
+            break;
+        }
+        text.push_str(line);
+    }
     let link = alerts
         .first()
         .map(|a| generator_url(external_url, &a.expr))
@@ -247,7 +280,7 @@ pub fn slack(group_labels: &Labels, alerts: &[&Alert], external_url: &str) -> Va
             "color": severity_color(alerts),
             "title": title,
             "title_link": link,
-            "text": lines.join("\n"),
+            "text": text,
             "mrkdwn_in": ["text"],
         }],
     })
@@ -345,6 +378,47 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .contains("*FIRING* instance=a, severity=critical: disk at 5%")
+        );
+    }
+
+    /// Label values and annotations cannot ping a channel or plant a link, and a large group stays under
+    /// Slack's text limit with a count of what did not fit.
+    #[test]
+    fn slack_text_is_escaped_and_bounded() {
+        let group = vec![("alertname".to_string(), "Disk<Low>".to_string())];
+        let mut hostile = alert(AlertState::Firing, "critical");
+        hostile.labels[1].1 = "<!channel> & <https://evil.example|click>".into();
+        hostile
+            .annotations
+            .insert("summary".into(), "<@U123> look".into());
+        let body = slack(&group, &[&hostile], "");
+        let text = body["attachments"][0]["text"].as_str().unwrap();
+        assert!(
+            text.contains("instance=&lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;"),
+            "{text}"
+        );
+        assert!(text.contains(": &lt;@U123&gt; look"), "{text}");
+        assert!(!text.contains('<') && !text.contains('>'), "{text}");
+        assert_eq!(body["text"], "[FIRING:1] Disk&lt;Low&gt;");
+
+        let many: Vec<Alert> = (0..200)
+            .map(|i| {
+                let mut a = alert(AlertState::Firing, "warning");
+                a.labels[1].1 = format!("host-{i:03}");
+                a
+            })
+            .collect();
+        let refs: Vec<&Alert> = many.iter().collect();
+        let body = slack(&group, &refs, "");
+        let text = body["attachments"][0]["text"].as_str().unwrap();
+        assert!(text.len() <= SLACK_TEXT_LIMIT, "{}", text.len());
+        assert!(text.contains("instance=host-000"), "{text}");
+        let shown = text.lines().filter(|l| l.starts_with("*FIRING*")).count();
+        assert!(shown > 10, "{text}");
+        assert_eq!(
+            text.lines().last(),
+            Some(format!("… and {} more", 200 - shown).as_str()),
+            "{text}"
         );
     }
 
