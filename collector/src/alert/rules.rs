@@ -503,6 +503,16 @@ mod tests {
             "{exported}"
         );
         assert!(!exported.contains("        no_data"), "{exported}");
+        assert!(
+            !exported.contains("keep_firing_for"),
+            "no keep_firing_for when the rules have none: {exported}"
+        );
+        let held = "alerts:\n  - name: a\n    condition: up == 0\n    keep_firing_for: 2m\n";
+        let exported = to_prometheus_yaml(&load(Path::new("a.yaml"), held, &no_env).unwrap());
+        assert!(
+            exported.contains("        keep_firing_for: 2m\n"),
+            "{exported}"
+        );
 
         let prometheus = "groups:\n  - name: g\n    rules:\n      - alert: Gone\n        expr: up == 0\n        no_data: keep_last\n";
         let groups = load(Path::new("r.yaml"), prometheus, &no_env).unwrap();

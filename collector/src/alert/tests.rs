@@ -90,8 +90,16 @@ fn output_series_put_job_and_instance_back_in_the_resource() {
         panic!("a gauge");
     };
     assert_eq!(gauge.data_points[0].attributes[0].key, "alertname");
+    assert_eq!(
+        crate::prometheus::store::value_text(gauge.data_points[0].attributes[0].value.as_ref()),
+        "TrainingFailed"
+    );
     assert_eq!(gauge.data_points[0].time_unix_nano, 1_000_000_000);
     assert_eq!(gauge.data_points[0].flags, 0);
+    assert_eq!(
+        gauge.data_points[0].value,
+        Some(vigil_proto::otlp::metrics::v1::number_data_point::Value::AsDouble(1.0))
+    );
     // An ended series: no job, so its own resource; no value, flagged as having none.
     let gone = &request.resource_metrics[0].scope_metrics[0].metrics[0];
     let Some(metric::Data::Gauge(gone)) = &gone.data else {

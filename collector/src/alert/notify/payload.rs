@@ -400,6 +400,12 @@ mod tests {
         assert!(text.contains(": &lt;@U123&gt; look"), "{text}");
         assert!(!text.contains('<') && !text.contains('>'), "{text}");
         assert_eq!(body["text"], "[FIRING:1] Disk&lt;Low&gt;");
+        // Grouped by other labels: the title takes the alert's own name.
+        let by_instance = vec![("instance".to_string(), "a".to_string())];
+        assert_eq!(
+            slack(&by_instance, &[&hostile], "")["text"],
+            "[FIRING:1] DiskLow"
+        );
 
         let many: Vec<Alert> = (0..200)
             .map(|i| {
