@@ -421,11 +421,41 @@ mod tests {
         assert!(text.contains("instance=host-000"), "{text}");
         let shown = text.lines().filter(|l| l.starts_with("*FIRING*")).count();
         assert!(shown > 10, "{text}");
+        assert!(text.starts_with("*FIRING* instance=host-000"), "{text}");
         assert_eq!(
             text.lines().last(),
             Some(format!("… and {} more", 200 - shown).as_str()),
             "{text}"
         );
+    }
+
+    /// A line that exactly fills the room is shown whole; one more character and it is counted instead.
+    #[test]
+    fn slack_text_fills_its_room_exactly() {
+        let group = vec![("alertname".to_string(), "DiskLow".to_string())];
+        let on = |instance: &str| {
+            let mut a = alert(AlertState::Firing, "warning");
+            a.labels[1].1 = instance.into();
+            a
+        };
+        let text_of = |alerts: &[&Alert]| {
+            slack(&group, alerts, "")["attachments"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let first = on("a");
+        let first_len = text_of(&[&first]).len();
+        let bare = text_of(&[&on("")]).len();
+        // The room left for a second line after the first and its newline.
+        let room = SLACK_TEXT_LIMIT - 64 - first_len - 1;
+        let fits = on(&"x".repeat(room - bare));
+        let text = text_of(&[&first, &fits]);
+        assert_eq!(text.len(), SLACK_TEXT_LIMIT - 64, "{text}");
+        assert!(!text.contains("more"), "{text}");
+        let too_long = on(&"x".repeat(room - bare + 1));
+        let text = text_of(&[&first, &too_long]);
+        assert!(text.ends_with("\n… and 1 more"), "{text}");
     }
 
     #[test]
