@@ -215,18 +215,16 @@ impl Builder {
     }
 
     /// Builds the subscriber without installing it (for `tracing::subscriber::with_default`).
-    /// Builds the subscriber without installing it (for `tracing::subscriber::with_default`).
     pub fn build(self) -> Result<(impl tracing::Subscriber + Send + Sync, Guard), Error> {
         let filter = self.level_filter()?;
         let masker = self.masker()?;
+        // The export settings are checked before the sampler's, so a bad `OTEL_*` exporter setting is the
+        // error reported when both are wrong.
+        let wanted = otlp::wanted(self.otlp)?;
         let resource =
             resource::process_resource(&self.service_name, self.service_version.as_deref());
-        let providers = otlp::start(
-            self.otlp,
-            self.tracer_provider(&resource)?,
-            &resource,
-            masker.as_ref(),
-        )?;
+        let tracer = self.tracer_provider(&resource)?;
+        let providers = otlp::start(wanted, tracer, &resource, masker.as_ref())?;
         let disabled =
             std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
         let tracer = providers.tracer_provider.tracer("vigil");
@@ -356,6 +354,7 @@ impl Builder {
             })
     }
 
+    /// The MLflow settings in effect: the builder's, else an `mlflow` handler's keys over MLflow's variables
     /// (no tracking URI in either: off).
     fn mlflow_config(&self, handlers: &[Handler]) -> Option<mlflow::MlflowConfig> {
         if let Some(config) = &self.mlflow {

@@ -56,20 +56,60 @@ pub(crate) struct Providers {
     pub(crate) export_reports: Vec<Arc<export::ExportReport>>,
 }
 
+/// The signals to export: those the `OTEL_*` variables ask for when `export` ([`crate::Builder::otlp`]) is on;
+/// none without the `otlp` feature.
+pub(crate) struct Wanted {
+    #[cfg(feature = "otlp")]
+    signals: export::Signals,
+    /// The runtime the exporters will run on, started as soon as any signal is to be exported (an error
+    /// found after this point drops it, which must work inside a caller's Tokio runtime too).
+    #[cfg(feature = "otlp")]
+    runtime: Option<ExportRuntime>,
+}
+
+/// Reads which signals to export, and how, from the environment (an error names a bad `OTEL_*` value), and
+/// starts the export runtime when there is any.
+pub(crate) fn wanted(export: bool) -> Result<Wanted, Error> {
+    #[cfg(feature = "otlp")]
+    {
+        let signals = if export {
+            export::Signals::from_env(|name| std::env::var(name).ok())
+                .map_err(Error::Environment)?
+        } else {
+            export::Signals::NONE
+        };
+        let runtime = match signals.any() {
+            true => Some(ExportRuntime(Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("vigil-export")
+                    .enable_all()
+                    .build()?,
+            ))),
+            false => None,
+        };
+        Ok(Wanted { signals, runtime })
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        let _ = export;
+        Ok(Wanted {})
+    }
+}
+
 /// Starts the providers: `tracer` gets a batch exporter (masking spans with `masker`) when traces are exported,
-/// and logs and metrics get providers when they are. `export` is [`crate::Builder::otlp`]; without the `otlp`
-/// feature nothing is exported.
+/// and logs and metrics get providers when they are.
 pub(crate) fn start(
-    export: bool,
+    wanted: Wanted,
     tracer: TracerProviderBuilder,
     resource: &Resource,
     masker: Option<&Masker>,
 ) -> Result<Providers, Error> {
     #[cfg(feature = "otlp")]
-    return start_exporting(export, tracer, resource, masker);
+    return start_exporting(wanted, tracer, resource, masker);
     #[cfg(not(feature = "otlp"))]
     {
-        let _ = (export, resource, masker);
+        let _ = (wanted, resource, masker);
         Ok(Providers {
             runtime: None,
             tracer_provider: tracer.build(),
@@ -81,17 +121,13 @@ pub(crate) fn start(
 
 #[cfg(feature = "otlp")]
 fn start_exporting(
-    export: bool,
+    wanted: Wanted,
     mut tracer: TracerProviderBuilder,
     resource: &Resource,
     masker: Option<&Masker>,
 ) -> Result<Providers, Error> {
-    let signals = if export {
-        export::Signals::from_env(|name| std::env::var(name).ok()).map_err(Error::Environment)?
-    } else {
-        export::Signals::NONE
-    };
-    if !signals.any() {
+    let Wanted { signals, runtime } = wanted;
+    let Some(runtime) = runtime else {
         return Ok(Providers {
             runtime: None,
             tracer_provider: tracer.build(),
@@ -99,14 +135,7 @@ fn start_exporting(
             meter_provider: None,
             export_reports: Vec::new(),
         });
-    }
-    let runtime = ExportRuntime(Some(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("vigil-export")
-            .enable_all()
-            .build()?,
-    ));
+    };
     let exporter_error = |signal: &'static str| {
         move |e: opentelemetry_otlp::ExporterBuildError| Error::Exporter {
             signal,

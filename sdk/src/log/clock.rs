@@ -71,20 +71,20 @@ pub fn civil_date(day: i64) -> (i64, u32, u32) {
 pub fn write_rfc3339(now: Duration, out: &mut Vec<u8>) {
     thread_local! {
         /// The last whole second written on this thread, and its `YYYY-MM-DDTHH:MM:SS.` text.
-        static LAST_SECOND: std::cell::Cell<(u64, [u8; 20])> =
-            const { std::cell::Cell::new((u64::MAX, [0; 20])) };
+        static LAST_SECOND: std::cell::Cell<(Option<u64>, [u8; 20])> =
+            const { std::cell::Cell::new((None, [0; 20])) };
     }
     let secs = now.as_secs();
     let prefix = LAST_SECOND.with(|last| {
         let (cached_secs, cached) = last.get();
-        if cached_secs == secs {
+        if cached_secs == Some(secs) {
             return cached;
         }
         let mut full = Vec::with_capacity(27);
         write_rfc3339_uncached(Duration::from_secs(secs), &mut full);
         let mut prefix = [0u8; 20];
         prefix.copy_from_slice(&full[..20]);
-        last.set((secs, prefix));
+        last.set((Some(secs), prefix));
         prefix
     });
     let mut buf = [0u8; 27];
