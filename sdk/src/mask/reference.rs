@@ -461,8 +461,8 @@ fn inline_key(b: &[u8], j: usize) -> Option<Range<usize>> {
 /// The value of a pair, from `from` (just after its `=` or `:`), spaces skipped: a quoted string's contents up to
 /// its closing quote, the line's end or the text's end (a backslash escapes the byte after it), or, unless it
 /// opens an object or array, the bytes up to a separator or `&`. Empty values are none. An auth scheme
-/// (`Bearer`, `Basic`, `Token`, `Digest`, `ApiKey`, `Negotiate`) followed by a space takes the credential after
-/// the space along.
+/// (`Bearer`, `Basic`, `Token`, `Digest`, `ApiKey`, `Negotiate`) followed by one or more spaces takes the
+/// credential after them along.
 fn pair_value(b: &[u8], from: usize) -> Option<Range<usize>> {
     let start = run_forward(b, from, |c| c == b' ');
     let &first = b.get(start)?;
@@ -486,8 +486,9 @@ fn pair_value(b: &[u8], from: usize) -> Option<Range<usize>> {
         .iter()
         .any(|s| b[start..end].eq_ignore_ascii_case(s.as_bytes()));
     if scheme && b.get(end) == Some(&b' ') && end + 1 < b.len() {
-        // The credential runs to the next separator; a second space ends it at once, keeping only the space.
-        let credential_end = run_forward(b, end + 1, |c| !is_separator(c));
+        // The credential, after any number of spaces, runs to the next separator.
+        let credential = run_forward(b, end + 1, |c| c == b' ');
+        let credential_end = run_forward(b, credential, |c| !is_separator(c));
         return Some(start..credential_end.max(end + 1));
     }
     Some(start..end)
@@ -912,7 +913,7 @@ fn api_key_at(b: &[u8], p: usize) -> Option<Range<usize>> {
         })
 }
 
-/// The credential of `Bearer <credential>` or `Basic <credential>` (any case, one space) at `p`: letters,
+/// The credential of `Bearer <credential>` or `Basic <credential>` (any case, one or more spaces) at `p`: letters,
 /// digits and `._~+/=-`. A bearer credential has 24 characters or more, or 16 with a digit among them; a basic
 /// one is base64 of `user:password` (see [`basic_has_colon`]).
 fn auth_at(b: &[u8], p: usize) -> Option<Range<usize>> {
@@ -920,13 +921,15 @@ fn auth_at(b: &[u8], p: usize) -> Option<Range<usize>> {
         b.len() >= p + scheme.len() && b[p..p + scheme.len()].eq_ignore_ascii_case(scheme)
     };
     let (bearer, basic) = (starts(b"bearer "), starts(b"basic "));
-    let from = if bearer {
+    let after_scheme = if bearer {
         p + 7
     } else if basic {
         p + 6
     } else {
         return None;
     };
+    // Any further spaces before the credential (HTTP's `1*SP`).
+    let from = run_forward(b, after_scheme, |c| c == b' ');
     let end = run_forward(b, from, |c| {
         c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'~' | b'+' | b'/' | b'=' | b'-')
     });

@@ -577,3 +577,23 @@ fn the_quick_test_for_packed_values_never_hides_a_candidate() {
         "only {with_candidates} blocks had candidates"
     );
 }
+
+/// HTTP allows several spaces between the scheme and the credential: a double space must not leave the token
+/// in clear (it did: the credential was looked for right after the first space only).
+#[test]
+fn a_credential_after_several_spaces_is_masked() {
+    let masker = Masker::new(&MaskConfig::default()).unwrap();
+    for text in [
+        "Authorization: Bearer  abcdefghijklmnopqrstuvwxyz012345",
+        "sent with Bearer   abcdefghijklmnopqrstuvwxyz012345 next",
+        "header Basic  dXNlcjpwYXNzd29yZA==",
+    ] {
+        let masked = masker.text(text);
+        assert!(
+            !masked.contains("abcdefghijklmnopqrstuvwxyz012345")
+                && !masked.contains("dXNlcjpwYXNzd29yZA"),
+            "{text} -> {masked}"
+        );
+        assert!(masked.contains("[REDACTED:"), "{text} -> {masked}");
+    }
+}

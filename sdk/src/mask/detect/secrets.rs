@@ -45,7 +45,13 @@ pub(super) fn extend_scheme(b: &[u8], start: usize, end: usize) -> usize {
     if !scheme || end + 1 >= b.len() || b[end] != b' ' {
         return end;
     }
-    first_in(&SEPARATOR, b, end + 1)
+    // The credential may follow after several spaces (HTTP's `1*SP`): a double space must not end the value
+    // before it.
+    let mut credential = end + 1;
+    while credential < b.len() && b[credential] == b' ' {
+        credential += 1;
+    }
+    first_in(&SEPARATOR, b, credential)
 }
 
 /// `Bearer <token>` / `Basic <base64 of user:password>`.
@@ -58,7 +64,12 @@ pub(super) fn auth_scheme(b: &[u8], s: usize, e: usize) -> Option<Hit> {
     if e >= b.len() || b[e] != b' ' {
         return None;
     }
-    let start = e + 1;
+    // HTTP allows several spaces between the scheme and the credential (`1*SP`): the credential starts after
+    // all of them, or a double space would leave it in clear.
+    let mut start = e + 1;
+    while start < b.len() && b[start] == b' ' {
+        start += 1;
+    }
     let mut end = start;
     while end < b.len()
         && (is_alnum(b[end]) || matches!(b[end], b'.' | b'_' | b'~' | b'+' | b'/' | b'=' | b'-'))
