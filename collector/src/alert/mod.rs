@@ -35,7 +35,8 @@ pub mod template;
 pub mod tsdb;
 pub mod unittest;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -275,6 +276,9 @@ struct Counters {
 
 struct Engine {
     db: Tsdb,
+    /// The tsdb series of each counter or gauge series the translation has handed over, by that series'
+    /// identity (see [`PointSeries`]): a known series' sample is appended without building its labels again.
+    points: PointSeries,
     states: Vec<Vec<RuleState>>,
     next_due: Vec<i64>,
     dispatcher: Option<Dispatcher>,
@@ -291,6 +295,82 @@ struct Engine {
     /// When the connector started (ms), and the rules found to read no series at all (reported once).
     started: i64,
     unmatched_reported: std::collections::HashSet<(usize, usize)>,
+}
+
+/// Tsdb handles by the identity of the translated series they hold the samples of: the address of the
+/// series' label text, which the Prometheus translation allocates once per series. Each entry keeps that text
+/// alive, so the address cannot be reused by another series while the entry exists. This saves cloning,
+/// sorting and hashing a dozen label strings per data point (the cost of a rule reading a busy metric);
+/// histograms and summaries, which yield several samples per point, take the general path.
+#[derive(Default)]
+struct PointSeries {
+    handles: HashMap<usize, (Arc<str>, tsdb::SeriesHandle), BuildHasherDefault<AddressHasher>>,
+    /// The tsdb generation the handles were issued in.
+    generation: u64,
+}
+
+impl PointSeries {
+    /// Most entries before the map is cleared and refilled (each series' next sample finds it again), so
+    /// entries for series the translation has expired cannot pile up.
+    const MAX_ENTRIES: usize = 200_000;
+
+    fn key(changed: &Changed<'_>) -> usize {
+        Arc::as_ptr(&changed.series.label_text) as *const u8 as usize
+    }
+
+    /// Forgets every handle once the tsdb has moved series.
+    fn forget_moved(&mut self, generation: u64) {
+        if generation != self.generation {
+            self.handles.clear();
+            self.generation = generation;
+        }
+    }
+}
+
+/// Hashes a heap address: the golden-ratio multiply spreads its aligned low bits over the whole word. Addresses
+/// are not chosen by clients, so this needs no keyed hash.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, address: usize) {
+        self.0 = (address as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+impl Engine {
+    /// Stores the sample of a counter or gauge series; `false` when it was dropped at the series cap.
+    fn append_number(&mut self, changed: &Changed<'_>, t: i64, value: f64) -> bool {
+        let key = PointSeries::key(changed);
+        if let Some((_, handle)) = self.points.handles.get(&key)
+            && self.db.append_to(*handle, t, value)
+        {
+            return true;
+        }
+        let mut labels: Labels = changed.labels.to_vec();
+        labels.push((NAME.into(), changed.name.to_string()));
+        let Some(handle) = self.db.append_indexed(tsdb::sorted(labels), t, value) else {
+            return false;
+        };
+        self.points.forget_moved(self.db.generation());
+        if self.points.handles.len() >= PointSeries::MAX_ENTRIES {
+            self.points.handles.clear();
+        }
+        self.points
+            .handles
+            .insert(key, (changed.series.label_text.clone(), handle));
+        true
+    }
 }
 
 /// The running connector.
@@ -455,6 +535,7 @@ impl Alerting {
             store: Store::new(settings),
             engine: Mutex::new(Engine {
                 db: Tsdb::new(config.retention(), config.max_series),
+                points: PointSeries::default(),
                 states,
                 next_due: vec![0; config.groups.len()],
                 dispatcher: Some(dispatcher),
@@ -511,6 +592,12 @@ impl Alerting {
             } else {
                 now
             };
+            if let SeriesValue::Number(value) = changed.series.value {
+                if !engine.append_number(&changed, t, value) {
+                    over_cap += 1;
+                }
+                return;
+            }
             for (name, value, extra) in samples_of(&changed) {
                 let mut labels: Labels = changed.labels.to_vec();
                 labels.push((NAME.into(), name));
@@ -684,6 +771,7 @@ impl Alerting {
         let mut ended = Vec::new();
         if any {
             engine.db.compact(now);
+            engine.points.forget_moved(engine.db.generation());
             let current: std::collections::HashSet<Labels> =
                 out.iter().map(|s| s.labels.clone()).collect();
             ended = engine

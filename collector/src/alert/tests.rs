@@ -247,3 +247,174 @@ fn a_rule_s_own_no_data_overrides_the_connector_s() {
     );
     assert_eq!(rule_policy(&groups[0].rules[1], &connector), connector);
 }
+
+/// The reference for [`Alerting::ingest`]: every sample of every translated point through the general path
+/// (labels built, sorted and looked up), as before counters and gauges found their series by identity.
+fn reference_ingest(
+    store: &Store,
+    db: &mut Tsdb,
+    request: &ExportMetricsServiceRequest,
+    now: i64,
+) -> u64 {
+    let mut over_cap = 0;
+    store.ingest(request, &mut |changed| {
+        if changed.ended {
+            return;
+        }
+        let t = if changed.series.timestamp_ms > 0 {
+            changed.series.timestamp_ms
+        } else {
+            now
+        };
+        for (name, value, extra) in samples_of(&changed) {
+            let mut labels: Labels = changed.labels.to_vec();
+            labels.push((NAME.into(), name));
+            if let Some((k, v)) = extra {
+                labels.push((k.into(), v));
+            }
+            if db.append(tsdb::sorted(labels), t, value) == tsdb::Appended::OverCap {
+                over_cap += 1;
+            }
+        }
+    });
+    over_cap
+}
+
+/// Every series' labels and samples, in a fixed order.
+fn contents(db: &Tsdb) -> Vec<(Labels, Vec<(i64, f64)>)> {
+    let mut all: Vec<_> = db
+        .select(None)
+        .map(|(labels, samples)| (labels.clone(), samples.iter().copied().collect()))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+mod identity_path {
+    use proptest::prelude::*;
+    use vigil_proto::otlp::metrics::v1::{
+        AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, ResourceMetrics,
+        ScopeMetrics, Sum, metric,
+    };
+
+    use super::*;
+
+    /// One data point: metric (0–3: two gauges, a counter, a histogram), series (0–3), time step, value,
+    /// and whether the point says "no recorded value".
+    type Point = (u8, u8, u8, u32, bool);
+
+    fn request(points: &[Point], base_ms: i64) -> ExportMetricsServiceRequest {
+        let metrics = points
+            .iter()
+            .map(|&(metric, series, step, value, ended)| {
+                let attributes = vec![KeyValue {
+                    key: "device".into(),
+                    value: text_value(&format!("d{series}")),
+                    ..KeyValue::default()
+                }];
+                let time_unix_nano = (base_ms + i64::from(step) * 5_000) as u64 * 1_000_000;
+                let flags = u32::from(ended);
+                let number = NumberDataPoint {
+                    attributes: attributes.clone(),
+                    time_unix_nano,
+                    value: Some(number_data_point::Value::AsDouble(f64::from(value))),
+                    flags,
+                    ..NumberDataPoint::default()
+                };
+                let (name, data) = match metric {
+                    0 | 1 => (
+                        format!("gauge_{metric}"),
+                        metric::Data::Gauge(Gauge {
+                            data_points: vec![number],
+                        }),
+                    ),
+                    2 => (
+                        "requests".to_string(),
+                        metric::Data::Sum(Sum {
+                            data_points: vec![number],
+                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                            is_monotonic: true,
+                        }),
+                    ),
+                    _ => (
+                        "latency".to_string(),
+                        metric::Data::Histogram(Histogram {
+                            data_points: vec![HistogramDataPoint {
+                                attributes,
+                                time_unix_nano,
+                                count: u64::from(value),
+                                sum: Some(f64::from(value)),
+                                bucket_counts: vec![u64::from(value), 0],
+                                explicit_bounds: vec![1.0],
+                                flags,
+                                ..HistogramDataPoint::default()
+                            }],
+                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                        }),
+                    ),
+                };
+                Metric {
+                    name,
+                    data: Some(data),
+                    ..Metric::default()
+                }
+            })
+            .collect();
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: text_value("trainer"),
+                        ..KeyValue::default()
+                    }],
+                    ..Resource::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
+                    ..ScopeMetrics::default()
+                }],
+                ..ResourceMetrics::default()
+            }],
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Batches of points over several pushes, with compactions between pushes that forget series (so
+        /// handles go stale) and a series cap that is reached: the tsdb ends up exactly as the general path
+        /// leaves it, and the same samples are dropped at the cap.
+        #[test]
+        fn counters_and_gauges_by_identity_store_what_the_general_path_stores(
+            pushes in proptest::collection::vec(
+                (proptest::collection::vec((0u8..4, 0u8..4, 0u8..4, 0u32..100, proptest::bool::weighted(0.05)), 1..12), any::<bool>()),
+                1..10,
+            ),
+            max_series in 3usize..20,
+        ) {
+            let config = AlertingConfig::default();
+            let alerting = Alerting::new(&config, "alerting", &Registry::default()).unwrap();
+            let retention = Duration::from_secs(30);
+            alerting.lock().db = Tsdb::new(retention, max_series);
+            let store = Store::new(StoreSettings { max_series: config.max_series, ..StoreSettings::default() });
+            let mut reference = Tsdb::new(retention, max_series);
+            let mut reference_dropped = 0;
+            let mut base_ms = 1_800_000_000_000;
+            for (points, compact) in pushes {
+                let request = request(&points, base_ms);
+                alerting.ingest(&request, base_ms);
+                reference_dropped += reference_ingest(&store, &mut reference, &request, base_ms);
+                if compact {
+                    let mut engine = alerting.lock();
+                    engine.db.compact(base_ms + 20_000);
+                    let generation = engine.db.generation();
+                    engine.points.forget_moved(generation);
+                    reference.compact(base_ms + 20_000);
+                }
+                prop_assert_eq!(contents(&alerting.lock().db), contents(&reference));
+                prop_assert_eq!(alerting.counters.dropped_samples.get(), reference_dropped);
+                base_ms += 15_000;
+            }
+        }
+    }
+}

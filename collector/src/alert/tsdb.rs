@@ -54,6 +54,14 @@ pub enum Appended {
     OverCap,
 }
 
+/// A series found once by its labels, for appending to it again without building and hashing its labels: valid
+/// until a compaction forgets a series (series move then), after which [`Tsdb::append_to`] refuses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeriesHandle {
+    index: usize,
+    generation: u64,
+}
+
 /// Samples by series.
 pub struct Tsdb {
     series: Vec<Stored>,
@@ -61,6 +69,8 @@ pub struct Tsdb {
     by_name: HashMap<String, Vec<usize>>,
     retention_ms: i64,
     max_series: usize,
+    /// Bumped whenever series move (a compaction forgot some), so older handles are refused.
+    generation: u64,
 }
 
 impl Tsdb {
@@ -72,6 +82,7 @@ impl Tsdb {
             by_name: HashMap::new(),
             retention_ms: retention.as_millis() as i64,
             max_series,
+            generation: 0,
         }
     }
 
@@ -88,11 +99,25 @@ impl Tsdb {
     /// Adds the sample `(t_ms, value)` to the series `labels` (sorted). A sample older than the series' newest
     /// is ignored (pushes can arrive out of order); one at the same time replaces it.
     pub fn append(&mut self, labels: Labels, t_ms: i64, value: f64) -> Appended {
+        match self.append_indexed(labels, t_ms, value) {
+            Some(_) => Appended::Stored,
+            None => Appended::OverCap,
+        }
+    }
+
+    /// [`append`](Tsdb::append), returning a handle to the series for [`append_to`](Tsdb::append_to), or
+    /// `None` when the series is new and the cap is reached (the sample is dropped).
+    pub fn append_indexed(
+        &mut self,
+        labels: Labels,
+        t_ms: i64,
+        value: f64,
+    ) -> Option<SeriesHandle> {
         let index = match self.by_labels.get(&labels) {
             Some(&index) => index,
             None => {
                 if self.series.len() >= self.max_series {
-                    return Appended::OverCap;
+                    return None;
                 }
                 let index = self.series.len();
                 let name = label(&labels, NAME).unwrap_or("").to_string();
@@ -105,6 +130,29 @@ impl Tsdb {
                 index
             }
         };
+        self.push_sample(index, t_ms, value);
+        Some(SeriesHandle {
+            index,
+            generation: self.generation,
+        })
+    }
+
+    /// Adds a sample to the series `handle` stands for, as [`append`](Tsdb::append) would; `false` (and
+    /// nothing stored) when the handle is older than the last compaction that moved series.
+    pub fn append_to(&mut self, handle: SeriesHandle, t_ms: i64, value: f64) -> bool {
+        if handle.generation != self.generation || handle.index >= self.series.len() {
+            return false;
+        }
+        self.push_sample(handle.index, t_ms, value);
+        true
+    }
+
+    /// The generation handles are issued in; it changes when a compaction moves series.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn push_sample(&mut self, index: usize, t_ms: i64, value: f64) {
         let samples = &mut self.series[index].samples;
         match samples.back_mut() {
             Some(last) if last.0 == t_ms => last.1 = value,
@@ -115,7 +163,6 @@ impl Tsdb {
         while samples.front().is_some_and(|s| s.0 < oldest) {
             samples.pop_front();
         }
-        Appended::Stored
     }
 
     /// Every series named `name` (every series when `None`) with its samples, oldest first.
@@ -146,6 +193,7 @@ impl Tsdb {
         }
         self.series.retain(|s| !s.samples.is_empty());
         if self.series.len() != before {
+            self.generation += 1;
             self.by_labels.clear();
             self.by_name.clear();
             for (index, stored) in self.series.iter().enumerate() {
@@ -190,5 +238,44 @@ mod tests {
         assert_eq!(db.select(None).count(), 1);
         assert_eq!(label(&a, "job"), Some("a"));
         assert_eq!(label(&a, "nope"), None);
+    }
+
+    #[test]
+    fn a_handle_appends_like_labels_do_until_series_move() {
+        let mut db = Tsdb::new(Duration::from_secs(60), 3);
+        let (a, b) = (series("up", &[("job", "a")]), series("up", &[("job", "b")]));
+        db.append(a.clone(), 0, 1.0);
+        let b_handle = db.append_indexed(b.clone(), 50_000, 1.0).expect("room");
+        assert_eq!(db.append_indexed(b.clone(), 50_000, 1.0), Some(b_handle));
+        // Same rules as by labels: newer appended, same time replaced, older ignored, window kept.
+        assert!(db.append_to(b_handle, 60_000, 2.0));
+        assert!(db.append_to(b_handle, 60_000, 3.0));
+        assert!(db.append_to(b_handle, 55_000, 9.0));
+        assert!(db.append_to(b_handle, 120_000, 4.0));
+        let b_samples = |db: &Tsdb| -> Vec<(i64, f64)> {
+            db.select(Some("up"))
+                .filter(|(labels, _)| label(labels, "job") == Some("b"))
+                .flat_map(|(_, s)| s.clone())
+                .collect()
+        };
+        assert_eq!(b_samples(&db), [(60_000, 3.0), (120_000, 4.0)]);
+        // Compaction forgets `a` and moves `b`: the old handle is refused and stores nothing.
+        let generation = db.generation();
+        db.compact(120_000);
+        assert_ne!(db.generation(), generation);
+        assert!(!db.append_to(b_handle, 130_000, 5.0));
+        assert_eq!(b_samples(&db), [(60_000, 3.0), (120_000, 4.0)]);
+        let moved = db.append_indexed(b.clone(), 130_000, 5.0).expect("kept");
+        assert!(db.append_to(moved, 140_000, 6.0));
+        assert_eq!(
+            b_samples(&db),
+            [(120_000, 4.0), (130_000, 5.0), (140_000, 6.0)]
+        );
+        // A compaction that forgets nothing keeps handles valid; a full store issues none.
+        db.compact(140_000);
+        assert!(db.append_to(moved, 150_000, 7.0));
+        db.append(series("x", &[]), 150_000, 1.0);
+        db.append(series("y", &[]), 150_000, 1.0);
+        assert_eq!(db.append_indexed(series("z", &[]), 150_000, 1.0), None);
     }
 }

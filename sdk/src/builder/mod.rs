@@ -4,6 +4,7 @@
 //! ([`otlp`]), one layer per log handler ([`layers`]) and the SDK's own instruments ([`self_metrics`]).
 
 mod layers;
+mod level;
 mod otlp;
 mod resource;
 pub(crate) mod self_metrics;
@@ -15,7 +16,6 @@ use opentelemetry::trace::TracerProvider as _;
 #[cfg(feature = "system")]
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -258,7 +258,8 @@ impl Builder {
         let subscriber = tracing_subscriber::registry()
             .with(layers)
             .with(sampling)
-            .with(filter)
+            .with(filter.targets)
+            .with(filter.dynamic)
             .with(otel);
         Ok((
             subscriber,
@@ -281,17 +282,14 @@ impl Builder {
     }
 
     /// The level filter: `RUST_LOG`, else [`Builder::filter`], else the logging config's, else INFO.
-    fn level_filter(&self) -> Result<EnvFilter, Error> {
+    fn level_filter(&self) -> Result<level::LevelFilter, Error> {
         let filter_text = std::env::var("RUST_LOG")
             .ok()
             .filter(|f| !f.is_empty())
             .or(self.filter.clone())
             .or(self.logging.as_ref().map(|c| c.filter.clone()))
             .unwrap_or_else(|| "info".into());
-        EnvFilter::try_new(&filter_text).map_err(|e| Error::Filter {
-            filter: filter_text.clone(),
-            reason: e.to_string(),
-        })
+        level::LevelFilter::parse(&filter_text)
     }
 
     /// The masking engine in effect (the builder's config, else the logging config's, else the default), or
