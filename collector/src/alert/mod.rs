@@ -36,7 +36,6 @@ pub mod tsdb;
 pub mod unittest;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -304,7 +303,7 @@ struct Engine {
 /// histograms and summaries, which yield several samples per point, take the general path.
 #[derive(Default)]
 struct PointSeries {
-    handles: HashMap<usize, (Arc<str>, tsdb::SeriesHandle), BuildHasherDefault<AddressHasher>>,
+    handles: HashMap<usize, (Arc<str>, tsdb::SeriesHandle)>,
     /// The tsdb generation the handles were issued in.
     generation: u64,
 }
@@ -324,27 +323,6 @@ impl PointSeries {
             self.handles.clear();
             self.generation = generation;
         }
-    }
-}
-
-/// Hashes a heap address: the golden-ratio multiply spreads its aligned low bits over the whole word. Addresses
-/// are not chosen by clients, so this needs no keyed hash.
-#[derive(Default)]
-struct AddressHasher(u64);
-
-impl Hasher for AddressHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_usize(&mut self, address: usize) {
-        self.0 = (address as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 29)
     }
 }
 

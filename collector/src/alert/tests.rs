@@ -379,6 +379,30 @@ mod identity_path {
         }
     }
 
+    #[test]
+    fn each_counter_and_gauge_series_keeps_its_handle() {
+        let alerting =
+            Alerting::new(&AlertingConfig::default(), "alerting", &Registry::default()).unwrap();
+        let base_ms = 1_800_000_000_000;
+        // Two gauge series and a counter, then the same series again a step later.
+        let points = [
+            (0, 0, 0, 1, false),
+            (0, 1, 0, 2, false),
+            (2, 0, 0, 3, false),
+        ];
+        alerting.ingest(&request(&points, base_ms), base_ms);
+        alerting.ingest(&request(&points, base_ms + 15_000), base_ms + 15_000);
+        let engine = alerting.lock();
+        assert_eq!(engine.points.handles.len(), 3);
+        assert_eq!(engine.db.len(), 3);
+        assert!(
+            engine
+                .db
+                .select(None)
+                .all(|(_, samples)| samples.len() == 2)
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Batches of points over several pushes, with compactions between pushes that forget series (so
@@ -406,9 +430,12 @@ mod identity_path {
                 reference_dropped += reference_ingest(&store, &mut reference, &request, base_ms);
                 if compact {
                     let mut engine = alerting.lock();
+                    let before = engine.db.generation();
                     engine.db.compact(base_ms + 20_000);
                     let generation = engine.db.generation();
                     engine.points.forget_moved(generation);
+                    // Handles into moved series are dropped with the series' label text they keep alive.
+                    prop_assert!(generation == before || engine.points.handles.is_empty());
                     reference.compact(base_ms + 20_000);
                 }
                 prop_assert_eq!(contents(&alerting.lock().db), contents(&reference));

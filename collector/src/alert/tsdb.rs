@@ -155,9 +155,12 @@ impl Tsdb {
     fn push_sample(&mut self, index: usize, t_ms: i64, value: f64) {
         let samples = &mut self.series[index].samples;
         match samples.back_mut() {
-            Some(last) if last.0 == t_ms => last.1 = value,
-            Some(last) if last.0 > t_ms => {}
-            _ => samples.push_back((t_ms, value)),
+            Some(last) => match last.0.cmp(&t_ms) {
+                std::cmp::Ordering::Equal => last.1 = value,
+                std::cmp::Ordering::Greater => {}
+                std::cmp::Ordering::Less => samples.push_back((t_ms, value)),
+            },
+            None => samples.push_back((t_ms, value)),
         }
         let oldest = t_ms - self.retention_ms;
         while samples.front().is_some_and(|s| s.0 < oldest) {
@@ -259,12 +262,18 @@ mod tests {
                 .collect()
         };
         assert_eq!(b_samples(&db), [(60_000, 3.0), (120_000, 4.0)]);
-        // Compaction forgets `a` and moves `b`: the old handle is refused and stores nothing.
+        // Compaction forgets `a` and moves `b` and `c`: the old handles are refused and store nothing, also
+        // where the old index still exists (it is `c`'s now).
+        let c = series("up", &[("job", "c")]);
+        let c_handle = db.append_indexed(c.clone(), 120_000, 1.0).expect("room");
         let generation = db.generation();
         db.compact(120_000);
         assert_ne!(db.generation(), generation);
         assert!(!db.append_to(b_handle, 130_000, 5.0));
+        assert!(!db.append_to(c_handle, 130_000, 5.0));
         assert_eq!(b_samples(&db), [(60_000, 3.0), (120_000, 4.0)]);
+        let c_now = db.append_indexed(c.clone(), 120_000, 1.0).expect("kept");
+        assert_eq!(db.len(), 2);
         let moved = db.append_indexed(b.clone(), 130_000, 5.0).expect("kept");
         assert!(db.append_to(moved, 140_000, 6.0));
         assert_eq!(
@@ -274,8 +283,8 @@ mod tests {
         // A compaction that forgets nothing keeps handles valid; a full store issues none.
         db.compact(140_000);
         assert!(db.append_to(moved, 150_000, 7.0));
+        assert!(db.append_to(c_now, 150_000, 2.0));
         db.append(series("x", &[]), 150_000, 1.0);
-        db.append(series("y", &[]), 150_000, 1.0);
         assert_eq!(db.append_indexed(series("z", &[]), 150_000, 1.0), None);
     }
 }
