@@ -138,7 +138,7 @@ pub fn check(dir: &Path, repair: bool) -> Result<Report, OpenError> {
         let mut offset = 0;
         let mut keep: Vec<Keep> = Vec::new();
         let mut damaged = false;
-        while let Some(entry) = next_entry(&file, offset, len).map_err(io_error(&wal_path))? {
+        while let Some(entry) = next_entry(&file, offset, len, id).map_err(io_error(&wal_path))? {
             match entry {
                 Entry::Record { offset: at, header } => {
                     offset = at + header.record_len();

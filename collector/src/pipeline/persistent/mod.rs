@@ -6,6 +6,13 @@
 //!   syncs once for the whole group (group commit) before releasing the batches' receipts, which is when the
 //!   receivers answer their clients (see [`crate::pipeline::receipt`]). With `fsync: interval(d)` receipts are
 //!   released after the write and the data is synced at most `d` later; with `never`, the OS decides.
+//! * **Recycling.** A segment every record of which is done is not deleted but kept as a spare (at most
+//!   [`MAX_SPARES`]) and renamed to be the next segment the writer starts, which it overwrites from the
+//!   start: the file's pages are still in the page cache, where a new file's must first be allocated (on a
+//!   small VM that is most of what writing costs: 0.4–0.7 GB/s for a new file against 12 GB/s for cached
+//!   pages), and `fdatasync` has no file size to update. PostgreSQL recycles its WAL segments for the same
+//!   reasons. The old records left after the new ones are told apart by their sequence numbers, which are
+//!   below the segment's first ([`next_entry`]).
 //! * **Reading.** Consumers read records in order from the oldest segment, straight from the files, so a
 //!   backlog of any size costs one batch of memory per consumer. Each record handed out is marked `started`
 //!   in the segment's acknowledgement file, and `done` once the exporter has finished with it. A segment whose
@@ -142,6 +149,8 @@ struct Segment {
     written: u64,
     /// Bytes on disk in the two files.
     disk_bytes: u64,
+    /// Written by this run's writer (never by a repair), so it may be recycled once finished.
+    recyclable: bool,
     /// No more records will be appended.
     sealed: bool,
     /// The reader has passed its end.
@@ -171,6 +180,8 @@ struct Cursor {
 
 struct State {
     segments: BTreeMap<u64, Segment>,
+    /// Finished segment files kept for the writer to reuse, with their lengths.
+    spares: Vec<(PathBuf, u64)>,
     cursor: Cursor,
     pending_items: u64,
     pending_bytes: u64,
@@ -189,8 +200,10 @@ struct Accounts {
 /// demand (a full disk, a torn write, a failed sync), so that what clients are told and what stays on disk
 /// can be checked for each.
 pub(crate) trait SegmentIo: Send + Sync {
-    /// Appends `bytes` to `file`.
-    fn write(&self, file: &File, bytes: &[u8]) -> io::Result<()>;
+    /// Writes `bytes` into segment `file` at `offset` (a recycled segment is overwritten in place).
+    fn write_at(&self, file: &File, bytes: &[u8], offset: u64) -> io::Result<()>;
+    /// Appends `bytes` to acknowledgement `file`.
+    fn append(&self, file: &File, bytes: &[u8]) -> io::Result<()>;
     /// Makes what was written to `file` durable.
     fn sync(&self, file: &File) -> io::Result<()>;
 }
@@ -199,7 +212,11 @@ pub(crate) trait SegmentIo: Send + Sync {
 struct Os;
 
 impl SegmentIo for Os {
-    fn write(&self, mut file: &File, bytes: &[u8]) -> io::Result<()> {
+    fn write_at(&self, file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+        file.write_all_at(bytes, offset)
+    }
+
+    fn append(&self, mut file: &File, bytes: &[u8]) -> io::Result<()> {
         file.write_all(bytes)
     }
 
@@ -267,6 +284,31 @@ fn segment_paths(dir: &Path, id: u64) -> (PathBuf, PathBuf) {
     )
 }
 
+/// Finished segment files kept for reuse, at most: enough for a writer to always find one while the readers
+/// keep up, little enough disk (four segments) when they do not.
+pub const MAX_SPARES: usize = 4;
+
+/// Where finished segment `id` waits to be reused.
+fn spare_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("spare-{id:020}.wal"))
+}
+
+/// Deletes the spare segment files a previous run left: their old records are not worth reasoning about
+/// across runs (a repair may have written them), and the next run makes its own.
+fn remove_spares(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("spare-") && n.ends_with(".wal"))
+        {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// The ids of the segment files in `dir`, oldest first.
 pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     let mut ids = Vec::new();
@@ -318,40 +360,76 @@ pub enum Entry {
     },
 }
 
-/// Reads the entry at `offset` of a segment whose valid part ends at `end`; `None` at `end`.
-pub fn next_entry(file: &File, offset: u64, end: u64) -> io::Result<Option<Entry>> {
+/// Reads the entry at `offset` of segment `first_seq` (its id: the sequence number of its first record), whose
+/// valid part ends at `end` at most; `None` at the end of its records.
+///
+/// The writer ends every group of records with an end marker, which the next group overwrites: a marker is
+/// where the records end. A recycled segment file still holds records of its earlier use after the new ones;
+/// those have sequence numbers below `first_seq` (sequence numbers only grow, and the writer writes no
+/// tombstones) and are not read. Anything else that is no record of this segment is damage: in the middle
+/// when one of its records follows (a hole a power cut left), else a torn tail, which ends where old records
+/// begin.
+pub fn next_entry(file: &File, offset: u64, end: u64, first_seq: u64) -> io::Result<Option<Entry>> {
+    // A repair's tombstone for items lost before the segment's first record carries the sequence number
+    // just before it.
+    let belongs = |header: &Header| {
+        header.seq >= first_seq || (header.tombstone && header.seq.saturating_add(1) >= first_seq)
+    };
     if offset >= end {
         return Ok(None);
     }
     let mut header = [0u8; HEADER_LEN];
+    let mut old_here = false;
     if end - offset >= HEADER_LEN as u64 {
         file.read_exact_at(&mut header, offset)?;
         if let Some(header) = record::decode_header(&header) {
-            if offset + header.record_len() <= end {
-                return Ok(Some(Entry::Record { offset, header }));
+            if header.end && belongs(&header) {
+                return Ok(None);
             }
-            return Ok(Some(Entry::Damaged {
-                offset,
-                len: end - offset,
-                to_end: true,
-            }));
+            if belongs(&header) {
+                if offset + header.record_len() <= end {
+                    return Ok(Some(Entry::Record { offset, header }));
+                }
+                return Ok(Some(Entry::Damaged {
+                    offset,
+                    len: end - offset,
+                    to_end: true,
+                }));
+            }
+            old_here = true;
         }
     }
-    // Damaged: look for the next valid header in the rest of the segment (segments are small).
+    // Not a record of this segment: look for the next one in the rest of it (segments are small), byte by
+    // byte, since a hole may end inside what an old record header claims; note where old records begin.
     let mut rest = vec![0u8; (end - offset) as usize];
     file.read_exact_at(&mut rest, offset)?;
-    Ok(Some(match record::find_next_header(&rest, 1) {
-        Some((at, _)) => Entry::Damaged {
+    let mut old_from = old_here.then_some(0);
+    let mut from = 1;
+    while let Some((at, header)) = record::find_next_header(&rest, from) {
+        if belongs(&header) {
+            return Ok(Some(Entry::Damaged {
+                offset,
+                len: at as u64,
+                to_end: false,
+            }));
+        }
+        old_from.get_or_insert(at);
+        from = at + 1;
+    }
+    Ok(match old_from {
+        // Old records from here on: the segment's records ended.
+        Some(0) => None,
+        Some(at) => Some(Entry::Damaged {
             offset,
             len: at as u64,
-            to_end: false,
-        },
-        None => Entry::Damaged {
+            to_end: true,
+        }),
+        None => Some(Entry::Damaged {
             offset,
             len: end - offset,
             to_end: true,
-        },
-    }))
+        }),
+    })
 }
 
 /// Copies `len` bytes at `offset` of segment `id` to `quarantine/` beside it, for a post-mortem.
@@ -600,7 +678,7 @@ impl PersistentQueue {
             let _ = self
                 .shared
                 .io
-                .write(&segment.ack, &record::encode_ack(ticket.seq, AckKind::Done));
+                .append(&segment.ack, &record::encode_ack(ticket.seq, AckKind::Done));
         }
         retire_finished(&self.shared, &mut state);
         drop(state);
@@ -637,11 +715,21 @@ fn retire_finished(shared: &Shared, state: &mut State) {
         .collect();
     for id in finished {
         if let Some(segment) = state.segments.remove(&id) {
-            let _ = fs::remove_file(&segment.wal_path);
             let _ = fs::remove_file(&segment.ack_path);
             shared
                 .disk_bytes
                 .fetch_sub(segment.disk_bytes, Ordering::AcqRel);
+            let spare = spare_path(&shared.dir, id);
+            let kept = segment.recyclable
+                && state.spares.len() < MAX_SPARES
+                && fs::rename(&segment.wal_path, &spare).is_ok();
+            if kept {
+                let len = segment.file.metadata().map_or(0, |m| m.len());
+                shared.disk_bytes.fetch_add(len, Ordering::AcqRel);
+                state.spares.push((spare, len));
+            } else {
+                let _ = fs::remove_file(&segment.wal_path);
+            }
         }
     }
 }
@@ -659,8 +747,8 @@ fn claim(shared: &Shared) -> Option<(Arc<File>, u64, Header, u64)> {
             state.cursor.offset = 0;
             continue;
         };
-        let entry =
-            next_entry(&segment.file, state.cursor.offset, segment.written).unwrap_or_else(|e| {
+        let entry = next_entry(&segment.file, state.cursor.offset, segment.written, id)
+            .unwrap_or_else(|e| {
                 tracing::error!(
                     exporter = %shared.id, segment = %segment.wal_path.display(), error = %e,
                     "persistent queue segment could not be read; skipping the rest of it"
@@ -696,7 +784,7 @@ fn claim(shared: &Shared) -> Option<(Arc<File>, u64, Header, u64)> {
                 let already_done = segment.recovered_done.remove(&header.seq) || header.tombstone;
                 let redelivery = segment.recovered_started.remove(&header.seq);
                 if !already_done {
-                    let _ = shared.io.write(
+                    let _ = shared.io.append(
                         &segment.ack,
                         &record::encode_ack(header.seq, AckKind::Started),
                     );
@@ -733,8 +821,10 @@ fn claim(shared: &Shared) -> Option<(Arc<File>, u64, Header, u64)> {
 
 /// Reads what a previous run left: segments, their acknowledgements, the position to continue writing from.
 fn recover(dir: &Path, id: &str, accounts: &Accounts) -> Result<(State, Resume, u64), OpenError> {
+    remove_spares(dir).map_err(io_error(dir))?;
     let mut state = State {
         segments: BTreeMap::new(),
+        spares: Vec::new(),
         cursor: Cursor::default(),
         pending_items: 0,
         pending_bytes: 0,
@@ -771,7 +861,9 @@ fn recover(dir: &Path, id: &str, accounts: &Accounts) -> Result<(State, Resume, 
         let mut seen_done = 0;
         let mut records = 0;
         let mut damaged_within = false;
-        while let Some(entry) = next_entry(&file, offset, len).map_err(io_error(&wal_path))? {
+        while let Some(entry) =
+            next_entry(&file, offset, len, segment_id).map_err(io_error(&wal_path))?
+        {
             match entry {
                 Entry::Record { offset: at, header } => {
                     records += 1;
@@ -843,6 +935,7 @@ fn recover(dir: &Path, id: &str, accounts: &Accounts) -> Result<(State, Resume, 
                 ack,
                 written,
                 disk_bytes: segment_disk,
+                recyclable: false,
                 sealed: true,
                 read_through: false,
                 claimed: 0,
@@ -918,7 +1011,7 @@ fn oldest_unix_ms(shared: &Shared) -> Option<u64> {
     let mut offset = state.cursor.offset;
     // Skip records a previous run finished, as the reader will.
     loop {
-        match next_entry(&segment.file, offset, segment.written).ok()?? {
+        match next_entry(&segment.file, offset, segment.written, state.cursor.segment).ok()?? {
             Entry::Record { header, offset: at } => {
                 if !segment.recovered_done.contains(&header.seq) && !header.tombstone {
                     return Some(header.enqueued_unix_ms);
@@ -935,7 +1028,10 @@ fn oldest_unix_ms(shared: &Shared) -> Option<u64> {
 struct Active {
     id: u64,
     file: Arc<File>,
+    /// Bytes of whole records written.
     len: u64,
+    /// The file's length (more than `len` in a recycled segment until the new records pass the old).
+    file_len: u64,
 }
 
 /// With `fsync: interval(d)`, syncs every `d` the files written since its last round, on its own thread, so
@@ -1062,11 +1158,7 @@ impl Writer {
         }
         let id = self.next_seq;
         let (wal_path, ack_path) = segment_paths(&self.shared.dir, id);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .read(true)
-            .open(&wal_path)?;
+        let (file, file_len) = self.reuse_spare(&wal_path)?;
         let reader = File::open(&wal_path)?;
         let ack = OpenOptions::new()
             .create(true)
@@ -1091,7 +1183,8 @@ impl Writer {
                 file: Arc::new(reader),
                 ack,
                 written: 0,
-                disk_bytes: 0,
+                disk_bytes: file_len,
+                recyclable: true,
                 sealed: false,
                 read_through: false,
                 claimed: 0,
@@ -1104,8 +1197,41 @@ impl Writer {
             id,
             file: Arc::new(file),
             len: 0,
+            file_len,
         });
         Ok(())
+    }
+
+    /// Opens the next segment at `wal_path` for writing: a spare renamed there when there is one (with its
+    /// length; its old records stay until overwritten), else a new file.
+    fn reuse_spare(&self, wal_path: &Path) -> io::Result<(File, u64)> {
+        let spare = self.shared.lock().spares.pop();
+        if let Some((spare, len)) = spare {
+            // Its bytes move from the spares to the new segment's count.
+            self.shared.disk_bytes.fetch_sub(len, Ordering::AcqRel);
+            let reused = fs::rename(&spare, wal_path)
+                .and_then(|()| OpenOptions::new().write(true).read(true).open(wal_path));
+            match reused {
+                Ok(file) => {
+                    self.shared.disk_bytes.fetch_add(len, Ordering::AcqRel);
+                    return Ok((file, len));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        exporter = %self.shared.id, spare = %spare.display(), error = %e,
+                        "persistent queue could not reuse a spare segment; starting a new file"
+                    );
+                    let _ = fs::remove_file(&spare);
+                    let _ = fs::remove_file(wal_path);
+                }
+            }
+        }
+        let file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .read(true)
+            .open(wal_path)?;
+        Ok((file, 0))
     }
 
     fn write_group(&mut self, mut group: Vec<Batch>) {
@@ -1190,13 +1316,26 @@ impl Writer {
         let Some(active) = self.active.as_mut() else {
             return Err(io::Error::other("no active segment"));
         };
-        let mut result = self.shared.io.write(&active.file, buffer);
+        // The end marker goes out with the records and is overwritten by the next group.
+        let records_len = buffer.len();
+        record::encode_end(buffer, self.next_seq, self.items_before);
+        let mut result = self.shared.io.write_at(&active.file, buffer, active.len);
+        buffer.truncate(records_len);
         if result.is_ok() && self.fsync == Fsync::Always {
             result = self.shared.io.sync(&active.file);
         }
         if let Err(e) = result {
-            // Leave no partial record behind: later records must follow the last whole one.
+            // Leave no partial record behind: later records must follow the last whole one (this also drops
+            // a recycled segment's old records, which a partial one may have cut in two).
             let _ = active.file.set_len(active.len);
+            let dropped = active.file_len.saturating_sub(active.len);
+            active.file_len = active.len;
+            self.shared.disk_bytes.fetch_sub(dropped, Ordering::AcqRel);
+            let mut state = self.shared.lock();
+            if let Some(segment) = state.segments.get_mut(&active.id) {
+                segment.disk_bytes = segment.disk_bytes.saturating_sub(dropped);
+            }
+            drop(state);
             self.next_seq -= *records;
             self.items_before -= *items;
             buffer.clear();
@@ -1209,15 +1348,18 @@ impl Writer {
         }
         active.len += buffer.len() as u64;
         let written = buffer.len() as u64;
+        // Disk grows only where the records (and the end marker) pass the file's old length.
+        let grown = (active.len + HEADER_LEN as u64).saturating_sub(active.file_len);
+        active.file_len += grown;
         let mut state = self.shared.lock();
         if let Some(segment) = state.segments.get_mut(&active.id) {
             segment.written = active.len;
-            segment.disk_bytes += written;
+            segment.disk_bytes += grown;
         }
         state.pending_items += *items;
         state.pending_bytes += written;
         drop(state);
-        self.shared.disk_bytes.fetch_add(written, Ordering::AcqRel);
+        self.shared.disk_bytes.fetch_add(grown, Ordering::AcqRel);
         buffer.clear();
         *records = 0;
         *items = 0;

@@ -11,6 +11,10 @@
 //! flags u8 | 6 bytes zero
 //! ```
 //!
+//! `flags` is 0 for a record, 1 for a tombstone, 2 for an end marker: a header without payload written after
+//! every group of records and overwritten by the next group, so that a reader can tell where a segment's
+//! records end from a torn write, even in a recycled segment file whose old records follow.
+//!
 //! `header_crc` covers the header after itself, `payload_crc` the payload. Two checksums let a reader tell a
 //! damaged payload (skip exactly that record, whose item count is known) from a damaged header (search for
 //! the next valid header). `items_before` counts every item stored before the record, so the gap between two
@@ -51,6 +55,8 @@ pub struct Header {
     pub signal: Signal,
     /// A tombstone: stands for items lost to damage that was repaired; it has no payload to deliver.
     pub tombstone: bool,
+    /// An end marker: the segment's records end here (written after each group, overwritten by the next).
+    pub end: bool,
 }
 
 impl Header {
@@ -106,6 +112,7 @@ pub fn encode(
         enqueued_unix_ms,
         signal: batch.signal,
         tombstone: false,
+        end: false,
     };
     write_header(&mut out[start..payload_start], &header);
     header
@@ -124,6 +131,26 @@ pub fn encode_tombstone(out: &mut Vec<u8>, seq: u64, items: u64, items_before: u
         enqueued_unix_ms: 0,
         signal: Signal::Traces,
         tombstone: true,
+        end: false,
+    };
+    write_header(&mut out[start..], &header);
+    header
+}
+
+/// Appends an end marker: the next record would be `seq`, after `items_before` items.
+pub fn encode_end(out: &mut Vec<u8>, seq: u64, items_before: u64) -> Header {
+    let start = out.len();
+    out.resize(start + HEADER_LEN, 0);
+    let header = Header {
+        payload_len: 0,
+        payload_crc: crc32fast::hash(&[]),
+        seq,
+        items: 0,
+        items_before,
+        enqueued_unix_ms: 0,
+        signal: Signal::Traces,
+        tombstone: false,
+        end: true,
     };
     write_header(&mut out[start..], &header);
     header
@@ -138,7 +165,11 @@ fn write_header(into: &mut [u8], header: &Header) {
     fields.put_u64_le(header.items_before);
     fields.put_u64_le(header.enqueued_unix_ms);
     fields.put_u8(signal_code(header.signal));
-    fields.put_u8(u8::from(header.tombstone));
+    fields.put_u8(match (header.tombstone, header.end) {
+        (true, _) => 1,
+        (false, true) => 2,
+        (false, false) => 0,
+    });
     fields.put_bytes(0, 6);
     let crc = crc32fast::hash(&into[8..HEADER_LEN]);
     let mut prefix = &mut into[..8];
@@ -164,9 +195,10 @@ pub fn decode_header(bytes: &[u8]) -> Option<Header> {
     let items_before = fields.get_u64_le();
     let enqueued_unix_ms = fields.get_u64_le();
     let signal = signal_of(fields.get_u8())?;
-    let tombstone = match fields.get_u8() {
-        0 => false,
-        1 => true,
+    let (tombstone, end) = match fields.get_u8() {
+        0 => (false, false),
+        1 => (true, false),
+        2 => (false, true),
         _ => return None,
     };
     Some(Header {
@@ -178,6 +210,7 @@ pub fn decode_header(bytes: &[u8]) -> Option<Header> {
         enqueued_unix_ms,
         signal,
         tombstone,
+        end,
     })
 }
 

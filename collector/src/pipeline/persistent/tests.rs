@@ -72,7 +72,7 @@ fn segment_files(dir: &Path) -> Vec<u64> {
 }
 
 #[tokio::test]
-async fn stored_batches_come_back_in_order_and_finished_segments_are_deleted() {
+async fn stored_batches_come_back_in_order_and_finished_segments_are_kept_as_spares() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::default();
     let queue = PersistentQueue::open("otlp", &settings(dir.path(), 4), &registry).unwrap();
@@ -91,12 +91,174 @@ async fn stored_batches_come_back_in_order_and_finished_segments_are_deleted() {
         queue.done(ticket);
     }
     assert_eq!(queue.pending_items(), 0);
-    // Only the segment still being written remains.
+    // Only the segment still being written remains; the finished ones wait to be reused.
     assert_eq!(segment_files(dir.path()).len(), 1);
+    let spares = spare_files(dir.path());
+    assert!((1..=MAX_SPARES).contains(&spares.len()), "{spares:?}");
     assert_eq!(
         counter(&registry, "vigil_exporter_queue_written_items_total", &[]),
         55
     );
+}
+
+fn spare_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(queue_dir(dir, "otlp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("spare-"))
+        .collect()
+}
+
+/// Segments are reused: records written over a spare's old ones come back exactly, before and after a restart,
+/// the old ones never (not delivered, not counted as damage), and the disk gauge counts the files.
+#[tokio::test]
+async fn a_recycled_segment_gives_back_only_its_new_records() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let registry = Registry::default();
+        let queue = PersistentQueue::open("otlp", &settings(dir.path(), 4), &registry).unwrap();
+        // 1 MiB segments: 300 KB records fill one every 4 records; all of them delivered.
+        for i in 0..12 {
+            store(&queue, batch(&format!("old{i}"), 1, 300_000))
+                .await
+                .unwrap();
+        }
+        for (_, ticket) in take_available(&queue).await {
+            queue.done(ticket);
+        }
+        let spares = spare_files(dir.path()).len();
+        assert!(spares >= 2, "{spares} spares");
+        // New records, smaller: the segments they go to are recycled and keep old records after them.
+        for i in 0..20 {
+            store(&queue, batch(&format!("new{i}"), 2, 100_000))
+                .await
+                .unwrap();
+        }
+        assert!(spare_files(dir.path()).len() < spares, "a spare was reused");
+        let taken = take_available(&queue).await;
+        let tags: Vec<String> = taken.iter().map(|(b, _)| tag_of(b)).collect();
+        assert_eq!(tags, (0..20).map(|i| format!("new{i}")).collect::<Vec<_>>());
+        // The first ten are delivered; the rest are in flight when the collector is killed.
+        for (_, ticket) in taken.into_iter().take(10) {
+            queue.done(ticket);
+        }
+        let on_disk: u64 = fs::read_dir(queue_dir(dir.path(), "otlp"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        let gauge = queue.shared.disk_bytes.load(Ordering::Acquire);
+        assert!(
+            gauge <= on_disk && on_disk - gauge < 4096,
+            "gauge {gauge}, files {on_disk}"
+        );
+    }
+    let registry = Registry::default();
+    let queue = PersistentQueue::open("otlp", &settings(dir.path(), 4), &registry).unwrap();
+    assert_eq!(queue.pending_items(), 20);
+    let tags = take_tags(&queue).await;
+    assert_eq!(
+        tags,
+        (10..20).map(|i| format!("new{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(lost(&registry), 0);
+    assert_eq!(
+        counter(&registry, "vigil_exporter_queue_corrupt_bytes_total", &[]),
+        0
+    );
+    assert!(!queue_dir(dir.path(), "otlp").join("quarantine").exists());
+    assert!(
+        spare_files(dir.path()).is_empty(),
+        "a restart starts its own spares"
+    );
+    let report = check::check(&queue_dir(dir.path(), "otlp"), false).unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.pending_items, 20);
+}
+
+/// The records of a segment file written over an older one: its own up to the end marker, never the old ones;
+/// a hole of old bytes between its own (a power cut that kept some pages and not others) is damage, and what
+/// follows the hole is read; a torn write (no end marker) is damage that ends where the old records begin.
+#[test]
+fn old_records_end_a_recycled_segment_and_holes_in_it_are_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg.wal");
+    let records = |seqs: std::ops::Range<u64>, size: usize| {
+        let mut out = Vec::new();
+        let mut offsets = Vec::new();
+        for seq in seqs {
+            offsets.push(out.len() as u64);
+            record::encode(&mut out, &batch("r", 1, size), seq, seq, 0);
+        }
+        (out, offsets)
+    };
+    let entries = |bytes: &[u8]| {
+        fs::write(&path, bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut found = Vec::new();
+        let mut offset = 0;
+        while let Some(entry) = next_entry(&file, offset, bytes.len() as u64, 100).unwrap() {
+            offset = match &entry {
+                Entry::Record { offset, header } => offset + header.record_len(),
+                Entry::Damaged { offset, len, .. } => offset + len,
+            };
+            found.push(entry);
+        }
+        found
+    };
+    let describe = |found: &[Entry]| -> Vec<String> {
+        found
+            .iter()
+            .map(|e| match e {
+                Entry::Record { header, .. } => format!("record {}", header.seq),
+                Entry::Damaged { len, to_end, .. } => format!("damaged {len} to_end={to_end}"),
+            })
+            .collect()
+    };
+    // The file's earlier use: records 40..60 of 1,000 bytes.
+    let (old, _) = records(40..60, 1_000);
+    // Nothing new written yet (a crash right after the spare was renamed): no records.
+    assert!(entries(&old).is_empty());
+    // Three new records of 700 bytes over it, and the end marker the writer puts after them.
+    let (mut new, new_offsets) = records(100..103, 700);
+    record::encode_end(&mut new, 103, 103);
+    let mut file = old.clone();
+    file[..new.len()].copy_from_slice(&new);
+    assert_eq!(
+        describe(&entries(&file)),
+        ["record 100", "record 101", "record 102"]
+    );
+    // A hole: record 101's bytes went back to the old ones.
+    let mut holed = file.clone();
+    let (a, b) = (new_offsets[1] as usize, new_offsets[2] as usize);
+    holed[a..b].copy_from_slice(&old[a..b]);
+    assert_eq!(
+        describe(&entries(&holed)),
+        [
+            "record 100",
+            &format!("damaged {} to_end=false", b - a),
+            "record 102"
+        ]
+    );
+    // Torn: record 102 cut to half a header, the old bytes after it.
+    let mut torn = old.clone();
+    let cut = new_offsets[2] as usize + HEADER_LEN / 2;
+    torn[..cut].copy_from_slice(&new[..cut]);
+    let found = entries(&torn);
+    assert_eq!(describe(&found[..2]), ["record 100", "record 101"]);
+    let Entry::Damaged {
+        offset,
+        len,
+        to_end: true,
+    } = found[2]
+    else {
+        panic!("{:?}", describe(&found));
+    };
+    assert_eq!(offset, new_offsets[2]);
+    // The damage ends where the first whole old record begins (1,000-byte records, so at a multiple of
+    // their length), not at the end of the file.
+    let old_record_len = (old.len() / 20) as u64;
+    assert_eq!(offset + len, (offset / old_record_len + 1) * old_record_len);
+    assert_eq!(found.len(), 3);
 }
 
 #[tokio::test]
@@ -169,7 +331,9 @@ async fn three_records(dir: &Path) -> (PathBuf, Vec<u64>) {
     let len = file.metadata().unwrap().len();
     let mut offsets = Vec::new();
     let mut offset = 0;
-    while let Some(Entry::Record { offset: at, header }) = next_entry(&file, offset, len).unwrap() {
+    while let Some(Entry::Record { offset: at, header }) =
+        next_entry(&file, offset, len, id).unwrap()
+    {
         offsets.push(at);
         offset = at + header.record_len();
     }
@@ -261,7 +425,9 @@ async fn a_missing_segment_is_counted_exactly() {
     let len = file.metadata().unwrap().len();
     let mut in_missing = 0;
     let mut offset = 0;
-    while let Some(Entry::Record { offset: at, header }) = next_entry(&file, offset, len).unwrap() {
+    while let Some(Entry::Record { offset: at, header }) =
+        next_entry(&file, offset, len, ids[1]).unwrap()
+    {
         in_missing += header.items;
         offset = at + header.record_len();
     }
@@ -368,23 +534,24 @@ impl FaultyDisk {
 }
 
 impl SegmentIo for FaultyDisk {
-    fn write(&self, mut file: &File, bytes: &[u8]) -> io::Result<()> {
-        use std::io::Write as _;
-        if bytes.len() == record::ACK_LEN {
-            return file.write_all(bytes);
-        }
+    fn write_at(&self, file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
         match self.plan.lock().unwrap().pop_front() {
-            None => file.write_all(bytes),
+            None => file.write_all_at(bytes, offset),
             Some(Fault::Full) => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
             Some(Fault::Torn(n)) => {
-                file.write_all(&bytes[..n.min(bytes.len())])?;
+                file.write_all_at(&bytes[..n.min(bytes.len())], offset)?;
                 Err(io::Error::from_raw_os_error(libc::EIO))
             }
             Some(Fault::SyncFails) => {
                 self.failing_sync.store(true, Ordering::SeqCst);
-                file.write_all(bytes)
+                file.write_all_at(bytes, offset)
             }
         }
+    }
+
+    fn append(&self, mut file: &File, bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write as _;
+        file.write_all(bytes)
     }
 
     fn sync(&self, file: &File) -> io::Result<()> {
@@ -469,17 +636,30 @@ async fn a_write_torn_by_a_crash_is_cut_off_at_restart_and_writing_goes_on() {
         let (wal, _) = three_records(dir.path()).await;
         let mut record = Vec::new();
         record::encode(&mut record, &batch("torn", 9, 500), 3, 7, now_unix_ms());
-        {
-            use std::io::Write as _;
-            let mut file = OpenOptions::new().append(true).open(&wal).unwrap();
-            file.write_all(&record[..torn_len]).unwrap();
-        }
+        // The next write starts where the last group's end marker is, over it.
+        let marker_at = {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&wal)
+                .unwrap();
+            let marker_at = file.metadata().unwrap().len() - HEADER_LEN as u64;
+            let mut marker = [0u8; HEADER_LEN];
+            file.read_exact_at(&mut marker, marker_at).unwrap();
+            assert!(record::decode_header(&marker).is_some_and(|h| h.end));
+            file.write_all_at(&record[..torn_len], marker_at).unwrap();
+            marker_at
+        };
         let registry = Registry::default();
         let queue = PersistentQueue::open("otlp", &settings(dir.path(), 64), &registry).unwrap();
         assert_eq!(
             counter(&registry, "vigil_exporter_queue_corrupt_bytes_total", &[]),
-            torn_len as u64,
-            "exactly the torn bytes are quarantined"
+            fs::metadata(&wal).unwrap().len() - marker_at,
+            "exactly the torn bytes (and what is left of the marker under them) are quarantined"
+        );
+        assert_eq!(
+            fs::metadata(&wal).unwrap().len() - marker_at,
+            torn_len.max(HEADER_LEN) as u64
         );
         assert_eq!(lost(&registry), 0, "the torn record was never acknowledged");
         store(&queue, batch("later", 2, 100)).await.unwrap();
@@ -502,7 +682,11 @@ struct PowerCutDisk {
 }
 
 impl SegmentIo for PowerCutDisk {
-    fn write(&self, mut file: &File, bytes: &[u8]) -> io::Result<()> {
+    fn write_at(&self, file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+        file.write_all_at(bytes, offset)
+    }
+
+    fn append(&self, mut file: &File, bytes: &[u8]) -> io::Result<()> {
         use std::io::Write as _;
         file.write_all(bytes)
     }
