@@ -125,7 +125,9 @@ pub fn check(dir: &Path, repair: bool) -> Result<Report, OpenError> {
         ..Report::default()
     };
     let mut expected_items_before: Option<u64> = None;
-    for id in list_segments(dir).map_err(io_error(dir))? {
+    let ids = list_segments(dir).map_err(io_error(dir))?;
+    let last = ids.last().copied();
+    for id in ids {
         report.segments += 1;
         let (wal_path, ack_path) = segment_paths(dir, id);
         let file = File::open(&wal_path).map_err(io_error(&wal_path))?;
@@ -138,6 +140,8 @@ pub fn check(dir: &Path, repair: bool) -> Result<Report, OpenError> {
         let mut offset = 0;
         let mut keep: Vec<Keep> = Vec::new();
         let mut damaged = false;
+        // The last record read, when its payload is bad: where its damage and its tombstone were noted.
+        let mut bad_last: Option<(usize, usize, u64)> = None;
         while let Some(entry) = next_entry(&file, offset, len, id).map_err(io_error(&wal_path))? {
             match entry {
                 Entry::Record { offset: at, header } => {
@@ -172,6 +176,7 @@ pub fn check(dir: &Path, repair: bool) -> Result<Report, OpenError> {
                             to_end: false,
                         });
                         damaged = true;
+                        bad_last = Some((report.damage.len() - 1, keep.len(), header.items));
                         keep.push(Keep::Tombstone {
                             seq: header.seq,
                             items: header.items,
@@ -179,6 +184,7 @@ pub fn check(dir: &Path, repair: bool) -> Result<Report, OpenError> {
                         });
                         continue;
                     }
+                    bad_last = None;
                     report.records += 1;
                     keep.push(Keep::Record(at, header.record_len()));
                     if !done.contains(&header.seq) {
@@ -202,8 +208,20 @@ pub fn check(dir: &Path, repair: bool) -> Result<Report, OpenError> {
                 }
             }
         }
+        // As at start-up: the last record written, cut short over old bytes, is a torn tail (never
+        // acknowledged with `fsync: always`), not items lost.
+        if Some(id) == last
+            && let Some((damage, tombstone, items)) = bad_last
+        {
+            report.bad_payloads -= 1;
+            report.lost_items -= items;
+            report.damage[damage].to_end = true;
+            keep.truncate(tombstone);
+        }
         if repair && damaged {
-            rewrite(dir, id, &file, len, &keep).map_err(io_error(&wal_path))?;
+            // The records end where the walk stopped (an end marker, or a recycled file's old records,
+            // which are neither kept nor quarantined).
+            rewrite(dir, id, &file, offset, &keep).map_err(io_error(&wal_path))?;
             report.repaired = true;
         }
     }

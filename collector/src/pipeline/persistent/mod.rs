@@ -32,7 +32,7 @@ pub mod record;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -200,8 +200,9 @@ struct Accounts {
 /// demand (a full disk, a torn write, a failed sync), so that what clients are told and what stays on disk
 /// can be checked for each.
 pub(crate) trait SegmentIo: Send + Sync {
-    /// Writes `bytes` into segment `file` at `offset` (a recycled segment is overwritten in place).
-    fn write_at(&self, file: &File, bytes: &[u8], offset: u64) -> io::Result<()>;
+    /// Writes `parts`, end to end, into segment `file` at `offset` (a recycled segment is overwritten in
+    /// place).
+    fn write_at(&self, file: &File, parts: &[IoSlice<'_>], offset: u64) -> io::Result<()>;
     /// Appends `bytes` to acknowledgement `file`.
     fn append(&self, file: &File, bytes: &[u8]) -> io::Result<()>;
     /// Makes what was written to `file` durable.
@@ -212,8 +213,8 @@ pub(crate) trait SegmentIo: Send + Sync {
 struct Os;
 
 impl SegmentIo for Os {
-    fn write_at(&self, file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
-        file.write_all_at(bytes, offset)
+    fn write_at(&self, file: &File, parts: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
+        write_all_vectored_at(file, parts, offset)
     }
 
     fn append(&self, mut file: &File, bytes: &[u8]) -> io::Result<()> {
@@ -223,6 +224,46 @@ impl SegmentIo for Os {
     fn sync(&self, file: &File) -> io::Result<()> {
         file.sync_data()
     }
+}
+
+/// Writes `parts` end to end at `offset` with `pwritev`, so a group's chunks go to the file without first being
+/// copied into one buffer (std has no positional vectored write).
+fn write_all_vectored_at(file: &File, parts: &[IoSlice<'_>], mut offset: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    /// Most slices one call takes (Linux' `IOV_MAX`).
+    const IOV_MAX: usize = 1024;
+    let mut owned: Vec<IoSlice<'_>> = parts.to_vec();
+    let mut rest: &mut [IoSlice<'_>] = &mut owned;
+    IoSlice::advance_slices(&mut rest, 0);
+    while !rest.is_empty() {
+        let count = rest.len().min(IOV_MAX);
+        let Ok(at) = libc::off_t::try_from(offset) else {
+            return Err(io::Error::other("segment offset out of range"));
+        };
+        // SAFETY: `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix; the `count` slices are valid
+        // for reads for the duration of the call, and the descriptor is open for writing.
+        let written = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                rest.as_ptr().cast::<libc::iovec>(),
+                count as libc::c_int,
+                at,
+            )
+        };
+        if written < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        offset += written as u64;
+        IoSlice::advance_slices(&mut rest, written as usize);
+    }
+    Ok(())
 }
 
 struct Shared {
@@ -430,6 +471,13 @@ pub fn next_entry(file: &File, offset: u64, end: u64, first_seq: u64) -> io::Res
             to_end: true,
         }),
     })
+}
+
+/// Whether the payload of the record at `offset` matches its header.
+fn payload_intact(file: &File, offset: u64, header: &Header) -> bool {
+    let mut payload = vec![0u8; header.payload_len as usize];
+    file.read_exact_at(&mut payload, offset + HEADER_LEN as u64)
+        .is_ok_and(|()| record::decode_payload(header, payload.into()).is_ok())
 }
 
 /// Copies `len` bytes at `offset` of segment `id` to `quarantine/` beside it, for a post-mortem.
@@ -715,21 +763,25 @@ fn retire_finished(shared: &Shared, state: &mut State) {
         .collect();
     for id in finished {
         if let Some(segment) = state.segments.remove(&id) {
-            let _ = fs::remove_file(&segment.ack_path);
             shared
                 .disk_bytes
                 .fetch_sub(segment.disk_bytes, Ordering::AcqRel);
+            // The records go first, then their acknowledgements: a crash between the two leaves
+            // acknowledgements of nothing, never records without theirs.
             let spare = spare_path(&shared.dir, id);
+            let len = segment.file.metadata().map(|m| m.len());
             let kept = segment.recyclable
                 && state.spares.len() < MAX_SPARES
+                && len.is_ok()
                 && fs::rename(&segment.wal_path, &spare).is_ok();
             if kept {
-                let len = segment.file.metadata().map_or(0, |m| m.len());
+                let len = len.unwrap_or(0);
                 shared.disk_bytes.fetch_add(len, Ordering::AcqRel);
                 state.spares.push((spare, len));
             } else {
                 let _ = fs::remove_file(&segment.wal_path);
             }
+            let _ = fs::remove_file(&segment.ack_path);
         }
     }
 }
@@ -840,7 +892,7 @@ fn recover(dir: &Path, id: &str, accounts: &Accounts) -> Result<(State, Resume, 
     for segment_id in ids {
         let (wal_path, ack_path) = segment_paths(dir, segment_id);
         let file = File::open(&wal_path).map_err(io_error(&wal_path))?;
-        let len = file.metadata().map_err(io_error(&wal_path))?.len();
+        let mut len = file.metadata().map_err(io_error(&wal_path))?.len();
         let acks = match fs::read(&ack_path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -861,6 +913,7 @@ fn recover(dir: &Path, id: &str, accounts: &Accounts) -> Result<(State, Resume, 
         let mut seen_done = 0;
         let mut records = 0;
         let mut damaged_within = false;
+        let mut last_record = None;
         while let Some(entry) =
             next_entry(&file, offset, len, segment_id).map_err(io_error(&wal_path))?
         {
@@ -875,8 +928,11 @@ fn recover(dir: &Path, id: &str, accounts: &Accounts) -> Result<(State, Resume, 
                         state.pending_items += header.items;
                         state.pending_bytes += header.record_len();
                     }
-                    resume.next_seq = header.seq + 1;
-                    resume.items_before = header.items_before + header.items;
+                    if header.seq + 1 > resume.next_seq {
+                        resume.next_seq = header.seq + 1;
+                        resume.items_before = header.items_before + header.items;
+                    }
+                    last_record = Some((at, header));
                 }
                 Entry::Damaged {
                     offset: at,
@@ -901,6 +957,43 @@ fn recover(dir: &Path, id: &str, accounts: &Accounts) -> Result<(State, Resume, 
                     }
                 }
             }
+        }
+        // A write cut short in a recycled file leaves a whole header over old bytes that make its record look
+        // complete. The last record written is checked in full: one that does not check out is the torn tail
+        // it is (never acknowledged with `fsync: always`), not items lost.
+        if Some(segment_id) == last
+            && let Some((at, header)) = last_record
+            && !header.tombstone
+            && written == at + header.record_len()
+            && !payload_intact(&file, at, &header)
+        {
+            accounts.corrupt_bytes.add(header.record_len());
+            let moved = quarantine(dir, segment_id, &file, at, header.record_len());
+            tracing::error!(
+                exporter = id, segment = %wal_path.display(), offset = at, bytes = header.record_len(),
+                quarantined = %moved.as_ref().map_or_else(|e| format!("failed: {e}"), |p| p.display().to_string()),
+                "persistent queue segment ends in a record cut short; \
+                 with `fsync: always` it was never acknowledged to a client"
+            );
+            // Cut off for good: once later segments exist this one is no longer the last written.
+            let cut = OpenOptions::new()
+                .write(true)
+                .open(&wal_path)
+                .and_then(|f| f.set_len(at).and_then(|()| f.sync_all()));
+            if let Err(e) = cut {
+                return Err(io_error(&wal_path)(e));
+            }
+            len = at;
+            records -= 1;
+            written = at;
+            if done.contains(&header.seq) {
+                seen_done -= 1;
+            } else {
+                state.pending_items -= header.items;
+                state.pending_bytes -= header.record_len();
+            }
+            resume.next_seq = header.seq;
+            resume.items_before = header.items_before;
         }
         // Damage inside it is left for the reader, which counts the items lost there.
         let finished_before = records > 0 && seen_done == records && !damaged_within;
@@ -1159,14 +1252,29 @@ impl Writer {
         let id = self.next_seq;
         let (wal_path, ack_path) = segment_paths(&self.shared.dir, id);
         let (file, file_len) = self.reuse_spare(&wal_path)?;
-        let reader = File::open(&wal_path)?;
-        let ack = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&ack_path)?;
-        if self.fsync != Fsync::Never {
-            sync_dir(&self.shared.dir)?;
-        }
+        let recycled = file_len > 0;
+        let opened = File::open(&wal_path).and_then(|reader| {
+            let ack = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&ack_path)?;
+            // A recycled file's new name is made durable whatever the policy: after a power cut its old name
+            // must not come back holding new records.
+            if self.fsync != Fsync::Never || recycled {
+                sync_dir(&self.shared.dir)?;
+            }
+            Ok((reader, ack))
+        });
+        let (reader, ack) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                // Leave no file that no segment accounts for.
+                let _ = fs::remove_file(&wal_path);
+                let _ = fs::remove_file(&ack_path);
+                self.shared.disk_bytes.fetch_sub(file_len, Ordering::AcqRel);
+                return Err(e);
+            }
+        };
         let mut state = self.shared.lock();
         if state.segments.is_empty() {
             state.cursor = Cursor {
@@ -1274,53 +1382,42 @@ impl Writer {
     /// Writes the group's records to the active segment (starting new segments as they fill), syncing as
     /// the policy says, then makes them readable.
     fn append(&mut self, group: &[Batch]) -> io::Result<()> {
-        let mut buffer = Vec::new();
-        let mut records = 0u64;
-        let mut items = 0u64;
+        let mut pending = Pending::default();
         let enqueued = now_unix_ms();
         for batch in group {
             let full = self
                 .active
                 .as_ref()
-                .is_none_or(|a| a.len > 0 && a.len + buffer.len() as u64 >= self.segment_limit);
+                .is_none_or(|a| a.len > 0 && a.len + pending.len >= self.segment_limit);
             if full {
-                self.flush(&mut buffer, &mut records, &mut items)?;
+                self.flush(&mut pending)?;
                 self.rotate()?;
             }
-            record::encode(
-                &mut buffer,
-                batch,
-                self.next_seq,
-                self.items_before,
-                enqueued,
-            );
+            pending.push(batch, self.next_seq, self.items_before, enqueued);
             self.next_seq += 1;
             self.items_before += batch.items;
-            records += 1;
-            items += batch.items;
         }
-        self.flush(&mut buffer, &mut records, &mut items)
+        self.flush(&mut pending)
     }
 
-    /// Writes `buffer` to the active segment and publishes its records. On failure nothing of `buffer` stays
-    /// in the file, and the sequence numbers and item counts it used are given back.
-    fn flush(
-        &mut self,
-        buffer: &mut Vec<u8>,
-        records: &mut u64,
-        items: &mut u64,
-    ) -> io::Result<()> {
-        if buffer.is_empty() {
+    /// Writes the `pending` records, and an end marker after them, to the active segment and publishes the
+    /// records. On failure nothing of them stays in the file, and the sequence numbers and item counts they
+    /// used are given back.
+    fn flush(&mut self, pending: &mut Pending) -> io::Result<()> {
+        if pending.records == 0 {
             return Ok(());
         }
         let Some(active) = self.active.as_mut() else {
             return Err(io::Error::other("no active segment"));
         };
         // The end marker goes out with the records and is overwritten by the next group.
-        let records_len = buffer.len();
-        record::encode_end(buffer, self.next_seq, self.items_before);
-        let mut result = self.shared.io.write_at(&active.file, buffer, active.len);
-        buffer.truncate(records_len);
+        let marker = pending.meta.len();
+        record::encode_end(&mut pending.meta, self.next_seq, self.items_before);
+        pending.parts.push(Part::Meta(marker..pending.meta.len()));
+        let mut result = self
+            .shared
+            .io
+            .write_at(&active.file, &pending.slices(), active.len);
         if result.is_ok() && self.fsync == Fsync::Always {
             result = self.shared.io.sync(&active.file);
         }
@@ -1336,18 +1433,16 @@ impl Writer {
                 segment.disk_bytes = segment.disk_bytes.saturating_sub(dropped);
             }
             drop(state);
-            self.next_seq -= *records;
-            self.items_before -= *items;
-            buffer.clear();
-            *records = 0;
-            *items = 0;
+            self.next_seq -= pending.records;
+            self.items_before -= pending.items;
+            *pending = Pending::default();
             return Err(e);
         }
         if let Some(syncer) = &self.syncer {
             syncer.written(&active.file);
         }
-        active.len += buffer.len() as u64;
-        let written = buffer.len() as u64;
+        active.len += pending.len;
+        let written = pending.len;
         // Disk grows only where the records (and the end marker) pass the file's old length.
         let grown = (active.len + HEADER_LEN as u64).saturating_sub(active.file_len);
         active.file_len += grown;
@@ -1356,14 +1451,63 @@ impl Writer {
             segment.written = active.len;
             segment.disk_bytes += grown;
         }
-        state.pending_items += *items;
+        state.pending_items += pending.items;
         state.pending_bytes += written;
         drop(state);
         self.shared.disk_bytes.fetch_add(grown, Ordering::AcqRel);
-        buffer.clear();
-        *records = 0;
-        *items = 0;
+        *pending = Pending::default();
         Ok(())
+    }
+}
+
+/// Records encoded for one write, without copying their chunks: headers and chunk tables in `meta`, and the
+/// parts to write in order.
+#[derive(Default)]
+struct Pending {
+    meta: Vec<u8>,
+    parts: Vec<Part>,
+    /// Bytes of the records.
+    len: u64,
+    records: u64,
+    items: u64,
+}
+
+/// A piece of a pending write.
+enum Part {
+    /// A range of [`Pending::meta`].
+    Meta(std::ops::Range<usize>),
+    /// A chunk's bytes (shared, not copied).
+    Chunk(Bytes),
+}
+
+impl Pending {
+    /// Adds the record of `batch`.
+    fn push(&mut self, batch: &Batch, seq: u64, items_before: u64, enqueued_unix_ms: u64) {
+        let start = self.meta.len();
+        let header =
+            record::encode_parts(&mut self.meta, batch, seq, items_before, enqueued_unix_ms);
+        self.parts.push(Part::Meta(start..self.meta.len()));
+        self.parts.extend(
+            batch
+                .chunks
+                .iter()
+                .filter(|c| !c.bytes.is_empty())
+                .map(|c| Part::Chunk(c.bytes.clone())),
+        );
+        self.len += header.record_len();
+        self.records += 1;
+        self.items += batch.items;
+    }
+
+    /// The parts as slices for one vectored write.
+    fn slices(&self) -> Vec<IoSlice<'_>> {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                Part::Meta(range) => IoSlice::new(&self.meta[range.clone()]),
+                Part::Chunk(bytes) => IoSlice::new(bytes),
+            })
+            .collect()
     }
 }
 

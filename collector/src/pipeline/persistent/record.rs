@@ -118,6 +118,44 @@ pub fn encode(
     header
 }
 
+/// A record to be written without copying its chunks: its header and chunk table are appended to a metadata
+/// buffer, and the chunks' bytes are referenced. Laid end to end (header and table, then the chunks) the parts
+/// are exactly the bytes [`encode`] writes for the same batch.
+pub fn encode_parts(
+    meta: &mut Vec<u8>,
+    batch: &Batch,
+    seq: u64,
+    items_before: u64,
+    enqueued_unix_ms: u64,
+) -> Header {
+    let start = meta.len();
+    meta.resize(start + HEADER_LEN, 0);
+    let table_start = meta.len();
+    meta.put_u32_le(batch.chunks.len() as u32);
+    for chunk in &batch.chunks {
+        meta.put_u32_le(chunk.bytes.len() as u32);
+        meta.put_u64_le(chunk.items);
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&meta[table_start..]);
+    for chunk in &batch.chunks {
+        crc.update(&chunk.bytes);
+    }
+    let header = Header {
+        payload_len: (meta.len() - table_start + batch.byte_len()) as u32,
+        payload_crc: crc.finalize(),
+        seq,
+        items: batch.items,
+        items_before,
+        enqueued_unix_ms,
+        signal: batch.signal,
+        tombstone: false,
+        end: false,
+    };
+    write_header(&mut meta[start..table_start], &header);
+    header
+}
+
 /// Appends a tombstone for `items` items lost before a record (see the module documentation).
 pub fn encode_tombstone(out: &mut Vec<u8>, seq: u64, items: u64, items_before: u64) -> Header {
     let start = out.len();
@@ -371,6 +409,25 @@ mod tests {
     }
 
     proptest! {
+        /// The parts of a record, laid end to end, are the record `encode` writes.
+        #[test]
+        fn parts_are_the_encoded_record(
+            chunks in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..300), 0u64..50), 0..6),
+            seq in any::<u64>(), items_before in any::<u64>(), enqueued in any::<u64>(),
+        ) {
+            let chunks: Vec<(&[u8], u64)> = chunks.iter().map(|(b, i)| (b.as_slice(), *i)).collect();
+            let original = batch(&chunks);
+            let mut encoded = Vec::new();
+            let header = encode(&mut encoded, &original, seq, items_before, enqueued);
+            let mut laid = Vec::new();
+            let parts_header = encode_parts(&mut laid, &original, seq, items_before, enqueued);
+            for chunk in &original.chunks {
+                laid.extend_from_slice(&chunk.bytes);
+            }
+            prop_assert_eq!(parts_header, header);
+            prop_assert_eq!(laid, encoded);
+        }
+
         /// Any single flipped bit in a record is caught by one of the two checksums.
         #[test]
         fn every_flipped_bit_is_detected(payload in proptest::collection::vec(any::<u8>(), 0..200), bit in 0usize..2048) {

@@ -175,6 +175,50 @@ async fn a_recycled_segment_gives_back_only_its_new_records() {
     assert_eq!(report.pending_items, 20);
 }
 
+/// A write cut short where old bytes follow (a whole header, half its payload, the file longer than the record,
+/// as in a recycled segment): at restart it is a torn tail, its bytes quarantined and counted, no item counted
+/// as lost (its client was never answered), the records before it kept and new ones written after them.
+#[tokio::test]
+async fn a_write_torn_over_old_bytes_is_a_torn_tail_not_lost_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = three_records(dir.path()).await;
+    let mut record = Vec::new();
+    record::encode(&mut record, &batch("torn", 9, 500), 3, 7, now_unix_ms());
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&wal)
+        .unwrap();
+    let marker_at = file.metadata().unwrap().len() - HEADER_LEN as u64;
+    file.write_all_at(&record[..HEADER_LEN + 250], marker_at)
+        .unwrap();
+    file.set_len(marker_at + record.len() as u64 + 1_000)
+        .unwrap();
+    drop(file);
+    let report = check::check(&queue_dir(dir.path(), "otlp"), false).unwrap();
+    assert_eq!(
+        (report.lost_items, report.pending_items),
+        (0, 7),
+        "{report}"
+    );
+    assert!(report.damage.iter().all(|d| d.to_end), "{report}");
+    let registry = Registry::default();
+    let queue = PersistentQueue::open("otlp", &settings(dir.path(), 64), &registry).unwrap();
+    assert_eq!(
+        counter(&registry, "vigil_exporter_queue_corrupt_bytes_total", &[]),
+        record.len() as u64 + 1_000
+    );
+    assert_eq!(queue.pending_items(), 7);
+    assert_eq!(take_tags(&queue).await, ["one", "two", "four"]);
+    assert_eq!(lost(&registry), 0, "the torn record was never acknowledged");
+    store(&queue, batch("later", 2, 100)).await.unwrap();
+    queue.close().await;
+    drop(queue);
+    let (registry, tags) = reopen_and_drain(dir.path()).await;
+    assert_eq!(tags, ["one", "two", "four", "later"]);
+    assert_eq!(lost(&registry), 0);
+}
+
 /// The records of a segment file written over an older one: its own up to the end marker, never the old ones;
 /// a hole of old bytes between its own (a power cut that kept some pages and not others) is damage, and what
 /// follows the hole is read; a torn write (no end marker) is damage that ends where the old records begin.
@@ -534,9 +578,10 @@ impl FaultyDisk {
 }
 
 impl SegmentIo for FaultyDisk {
-    fn write_at(&self, file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+    fn write_at(&self, file: &File, parts: &[io::IoSlice<'_>], offset: u64) -> io::Result<()> {
+        let bytes: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
         match self.plan.lock().unwrap().pop_front() {
-            None => file.write_all_at(bytes, offset),
+            None => file.write_all_at(&bytes, offset),
             Some(Fault::Full) => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
             Some(Fault::Torn(n)) => {
                 file.write_all_at(&bytes[..n.min(bytes.len())], offset)?;
@@ -544,7 +589,7 @@ impl SegmentIo for FaultyDisk {
             }
             Some(Fault::SyncFails) => {
                 self.failing_sync.store(true, Ordering::SeqCst);
-                file.write_all_at(bytes, offset)
+                file.write_all_at(&bytes, offset)
             }
         }
     }
@@ -682,8 +727,8 @@ struct PowerCutDisk {
 }
 
 impl SegmentIo for PowerCutDisk {
-    fn write_at(&self, file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
-        file.write_all_at(bytes, offset)
+    fn write_at(&self, file: &File, parts: &[io::IoSlice<'_>], offset: u64) -> io::Result<()> {
+        write_all_vectored_at(file, parts, offset)
     }
 
     fn append(&self, mut file: &File, bytes: &[u8]) -> io::Result<()> {
@@ -790,4 +835,24 @@ async fn a_power_cut_loses_nothing_with_fsync_always_and_at_most_the_last_interv
         all.len(),
         lost.first().map(|(_, age)| *age).unwrap_or_default()
     );
+}
+
+/// More slices than one `pwritev` takes, some empty, at an offset: the file holds exactly their bytes there.
+#[test]
+fn a_vectored_write_lays_every_slice_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    fs::write(&path, vec![b'x'; 100]).unwrap();
+    let pieces: Vec<Vec<u8>> = (0..3_000u32)
+        .map(|i| vec![(i % 251) as u8; (i % 7) as usize])
+        .collect();
+    let slices: Vec<io::IoSlice<'_>> = pieces.iter().map(|p| io::IoSlice::new(p)).collect();
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    write_all_vectored_at(&file, &slices, 10).unwrap();
+    let mut expected = vec![b'x'; 10];
+    expected.extend(pieces.concat());
+    if expected.len() < 100 {
+        expected.extend(vec![b'x'; 100 - expected.len()]);
+    }
+    assert_eq!(fs::read(&path).unwrap(), expected);
 }
