@@ -173,6 +173,7 @@ async fn a_recycled_segment_gives_back_only_its_new_records() {
     let report = check::check(&queue_dir(dir.path(), "otlp"), false).unwrap();
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.pending_items, 20);
+    assert_eq!(report.dir, queue_dir(dir.path(), "otlp"));
 }
 
 /// A write cut short where old bytes follow (a whole header, half its payload, the file longer than the record,
@@ -258,6 +259,33 @@ fn old_records_end_a_recycled_segment_and_holes_in_it_are_damage() {
             })
             .collect()
     };
+    // A repair's tombstone for items lost before the first record carries the sequence number before it, and
+    // belongs; an old record with that number does not.
+    let mut repaired = Vec::new();
+    record::encode_tombstone(&mut repaired, 99, 3, 0);
+    let (first, _) = records(100..101, 10);
+    repaired.extend_from_slice(&first);
+    record::encode_end(&mut repaired, 101, 101);
+    assert_eq!(describe(&entries(&repaired)), ["record 99", "record 100"]);
+    let (just_before, _) = records(99..100, 10);
+    assert!(entries(&just_before).is_empty());
+    // In a new file: a record cut short at the end, and bytes that are no record at the end, are each one
+    // damaged range to the end.
+    let (two, two_offsets) = records(100..102, 500);
+    let short = &two[..two_offsets[1] as usize + HEADER_LEN + 100];
+    assert_eq!(
+        describe(&entries(short)),
+        [
+            "record 100",
+            &format!("damaged {} to_end=true", HEADER_LEN + 100)
+        ]
+    );
+    let mut garbage = two[..two_offsets[1] as usize].to_vec();
+    garbage.extend_from_slice(&[0xab; 30]);
+    assert_eq!(
+        describe(&entries(&garbage)),
+        ["record 100", "damaged 30 to_end=true"]
+    );
     // The file's earlier use: records 40..60 of 1,000 bytes.
     let (old, _) = records(40..60, 1_000);
     // Nothing new written yet (a crash right after the spare was renamed): no records.
@@ -855,4 +883,17 @@ fn a_vectored_write_lays_every_slice_end_to_end() {
         expected.extend(vec![b'x'; 100 - expected.len()]);
     }
     assert_eq!(fs::read(&path).unwrap(), expected);
+}
+
+/// A write the operating system refuses (here: a file opened read-only) is an error, not a retry for ever.
+#[test]
+fn a_refused_vectored_write_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    fs::write(&path, b"data").unwrap();
+    let file = File::open(&path).unwrap();
+    let bytes = [1u8; 8];
+    let error = write_all_vectored_at(&file, &[io::IoSlice::new(&bytes)], 0).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EBADF));
+    assert_eq!(fs::read(&path).unwrap(), b"data");
 }
