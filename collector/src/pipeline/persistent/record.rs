@@ -83,7 +83,9 @@ fn signal_of(code: u8) -> Option<Signal> {
     })
 }
 
-/// Appends one record holding `batch` to `out`, returning its header.
+/// Appends one record holding `batch` to `out`, returning its header: the plain form of the record format,
+/// kept as the reference that [`encode_parts`] (what the writer uses) is tested against.
+#[cfg(test)]
 pub fn encode(
     out: &mut Vec<u8>,
     batch: &Batch,
@@ -120,7 +122,7 @@ pub fn encode(
 
 /// A record to be written without copying its chunks: its header and chunk table are appended to a metadata
 /// buffer, and the chunks' bytes are referenced. Laid end to end (header and table, then the chunks) the parts
-/// are exactly the bytes [`encode`] writes for the same batch.
+/// are exactly the bytes `encode` (the reference, in tests) writes for the same batch.
 pub fn encode_parts(
     meta: &mut Vec<u8>,
     batch: &Batch,

@@ -38,6 +38,16 @@ async fn store(queue: &PersistentQueue, mut batch: Batch) -> Result<(), Refusal>
     wait.wait().await
 }
 
+/// Stores `count` records of one item and 300 KB each, tagged `<prefix>0`, `<prefix>1`…: with 1 MiB segments,
+/// four to a segment.
+async fn store_numbered(queue: &PersistentQueue, prefix: &str, count: u64) {
+    for i in 0..count {
+        store(queue, batch(&format!("{prefix}{i}"), 1, 300_000))
+            .await
+            .unwrap();
+    }
+}
+
 fn no_closing() -> (watch::Sender<bool>, watch::Receiver<bool>) {
     watch::channel(false)
 }
@@ -118,11 +128,7 @@ async fn a_recycled_segment_gives_back_only_its_new_records() {
         let registry = Registry::default();
         let queue = PersistentQueue::open("otlp", &settings(dir.path(), 4), &registry).unwrap();
         // 1 MiB segments: 300 KB records fill one every 4 records; all of them delivered.
-        for i in 0..12 {
-            store(&queue, batch(&format!("old{i}"), 1, 300_000))
-                .await
-                .unwrap();
-        }
+        store_numbered(&queue, "old", 12).await;
         for (_, ticket) in take_available(&queue).await {
             queue.done(ticket);
         }
@@ -482,11 +488,7 @@ async fn a_missing_segment_is_counted_exactly() {
     {
         let registry = Registry::default();
         let queue = PersistentQueue::open("otlp", &settings(dir.path(), 4), &registry).unwrap();
-        for i in 0..12 {
-            store(&queue, batch(&format!("b{i}"), 1, 300_000))
-                .await
-                .unwrap();
-        }
+        store_numbered(&queue, "b", 12).await;
         queue.close().await;
     }
     let qdir = queue_dir(dir.path(), "otlp");
