@@ -15,6 +15,10 @@
 //! `prost` does: the same spans in order, the same scalar fields, and the same value for every attribute key of
 //! the span and of its resource.
 //!
+//! For metrics, the in-place metric reader ([`for_each_metric`], [`number_points`]) reads every request `prost`
+//! decodes as `prost` does: the same entries, scopes and metrics in order, resources and scopes that decode to
+//! the merged messages, and for gauges and sums the same points (attributes, time, value, flags).
+//!
 //! `PROPTEST_CASES` sets the number of cases per signal (the suite runs 2,000); a long run is documented in
 //! BENCHMARKS.md ("OTLP walker: differential run").
 
@@ -28,7 +32,8 @@ use vigil_proto::otlp::common::v1::{
     AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList, any_value,
 };
 use vigil_proto::otlp::fields::{
-    AttributeValue, Attributes, first_trace_id, for_each_resource, for_each_span,
+    AttributeValue, Attributes, MetricData, MetricsItem, NumberPoint, first_trace_id,
+    for_each_metric, for_each_resource, for_each_span, number_points,
 };
 use vigil_proto::otlp::json::protobuf_to_json;
 use vigil_proto::otlp::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -1046,9 +1051,150 @@ fn resources_agree(signal: Signal, bytes: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The value `prost` gives a number point.
+fn point_value(point: &NumberDataPoint) -> f64 {
+    match point.value {
+        Some(number_data_point::Value::AsDouble(v)) => v,
+        Some(number_data_point::Value::AsInt(v)) => v as f64,
+        None => 0.0,
+    }
+}
+
+/// The points the reader gives equal `prost`'s (attributes decoded from the bytes it hands over).
+fn points_agree(
+    read: &[NumberPoint<'_>],
+    decoded: &[NumberDataPoint],
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(read.len(), decoded.len(), "point count");
+    for (read, decoded) in read.iter().zip(decoded) {
+        let attributes = NumberDataPoint::decode(read.attributes)
+            .map_err(|e| TestCaseError::fail(format!("attribute bytes do not decode: {e}")))?
+            .attributes;
+        prop_assert_eq!(&attributes, &decoded.attributes);
+        prop_assert_eq!(read.time_unix_nano, decoded.time_unix_nano);
+        prop_assert_eq!(read.value.to_bits(), point_value(decoded).to_bits());
+        prop_assert_eq!(read.flags, decoded.flags);
+    }
+    Ok(())
+}
+
+/// Read again expecting runs read before (each point's own, and its neighbour's, which mostly differ), the
+/// points are the same; those given their own run say they were as expected.
+fn expected_runs_agree(body: &[u8], points: &[NumberPoint<'_>]) -> Result<(), TestCaseError> {
+    for shift in [0, 1] {
+        let mut again = Vec::new();
+        let expected = |i: usize| points.get(i + shift).map(|p| p.attributes);
+        let read =
+            number_points(body, &mut again, expected).map_err(|e| TestCaseError::fail(e.0))?;
+        prop_assert!(read);
+        prop_assert_eq!(again.len(), points.len());
+        for (i, (again, first)) in again.iter().zip(points).enumerate() {
+            prop_assert_eq!(again.attributes, first.attributes);
+            prop_assert_eq!(again.time_unix_nano, first.time_unix_nano);
+            prop_assert_eq!(again.value.to_bits(), first.value.to_bits());
+            prop_assert_eq!(again.flags, first.flags);
+            if shift == 0 && !first.attributes.is_empty() {
+                prop_assert!(again.as_expected, "point {} did not match its own run", i);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn metrics_agree(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let Ok(decoded) = ExportMetricsServiceRequest::decode(bytes) else {
+        // Not a request the receiver lets through: the reader may stop anywhere.
+        return Ok(());
+    };
+    let mut items = Vec::new();
+    let walked = for_each_metric(bytes, |item| {
+        items.push(item);
+        Ok::<_, WireError>(())
+    });
+    prop_assert!(
+        walked.is_ok(),
+        "the reader refused a request prost decodes: {walked:?}"
+    );
+    let mut items = items.into_iter();
+    for (entry, resource_metrics) in decoded.resource_metrics.iter().enumerate() {
+        let Some(MetricsItem::Entry {
+            entry: at,
+            resource,
+        }) = items.next()
+        else {
+            return Err(TestCaseError::fail("an entry is missing"));
+        };
+        prop_assert_eq!(at, entry);
+        let resource = Resource::decode(resource.as_ref())
+            .map_err(|e| TestCaseError::fail(format!("resource bytes: {e}")))?;
+        prop_assert_eq!(
+            &resource,
+            &resource_metrics.resource.clone().unwrap_or_default()
+        );
+        for scope_metrics in &resource_metrics.scope_metrics {
+            let Some(MetricsItem::Scope { scope }) = items.next() else {
+                return Err(TestCaseError::fail("a scope is missing"));
+            };
+            let scope = InstrumentationScope::decode(scope.as_ref())
+                .map_err(|e| TestCaseError::fail(format!("scope bytes: {e}")))?;
+            prop_assert_eq!(&scope, &scope_metrics.scope.clone().unwrap_or_default());
+            for metric in &scope_metrics.metrics {
+                let Some(MetricsItem::Metric(read)) = items.next() else {
+                    return Err(TestCaseError::fail("a metric is missing"));
+                };
+                prop_assert_eq!(read.name, metric.name.as_str());
+                prop_assert_eq!(read.unit, metric.unit.as_str());
+                prop_assert_eq!(&Metric::decode(read.message).ok(), &Some(metric.clone()));
+                let mut points = Vec::new();
+                match (&read.data, &metric.data) {
+                    (MetricData::None, None) | (MetricData::Other, Some(_)) => {}
+                    (MetricData::Gauge(body), Some(metric::Data::Gauge(gauge))) => {
+                        if number_points(body, &mut points, |_| None)
+                            .map_err(|e| TestCaseError::fail(e.0))?
+                        {
+                            points_agree(&points, &gauge.data_points)?;
+                            expected_runs_agree(body, &points)?;
+                        }
+                    }
+                    (
+                        MetricData::Sum {
+                            body,
+                            temporality,
+                            monotonic,
+                        },
+                        Some(metric::Data::Sum(sum)),
+                    ) => {
+                        prop_assert_eq!(*temporality, sum.aggregation_temporality);
+                        prop_assert_eq!(*monotonic, sum.is_monotonic);
+                        if number_points(body, &mut points, |_| None)
+                            .map_err(|e| TestCaseError::fail(e.0))?
+                        {
+                            points_agree(&points, &sum.data_points)?;
+                            expected_runs_agree(body, &points)?;
+                        }
+                    }
+                    (read, decoded) => {
+                        return Err(TestCaseError::fail(format!(
+                            "data read as {read:?}, decoded as {decoded:?}"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    prop_assert!(
+        items.next().is_none(),
+        "the reader handed over more than prost decodes"
+    );
+    Ok(())
+}
+
 fn check(signal: Signal, bytes: &[u8]) -> Result<(), TestCaseError> {
     if signal == Signal::Traces {
         spans_agree(bytes)?;
+    }
+    if signal == Signal::Metrics {
+        metrics_agree(bytes)?;
     }
     resources_agree(signal, bytes)?;
     let verdict = scan(signal, bytes);
@@ -1179,4 +1325,27 @@ fn the_generator_makes_valid_and_invalid_requests() {
         }
     }
     assert!(valid > 100 && broken > 50, "valid {valid}, broken {broken}");
+}
+
+#[test]
+fn the_metric_reader_is_compared_on_points() {
+    // Guards the test itself: generated metrics requests have gauges and sums whose points are read in place.
+    let mut points_read = 0;
+    for seed in 1..200u64 {
+        let mut rng = Rng(seed * 7919);
+        let bytes = generate(Signal::Metrics, &mut rng);
+        for_each_metric(&bytes, |item| {
+            if let MetricsItem::Metric(metric) = item
+                && let MetricData::Gauge(body) | MetricData::Sum { body, .. } = metric.data
+            {
+                let mut points = Vec::new();
+                if number_points(body, &mut points, |_| None)? {
+                    points_read += points.len();
+                }
+            }
+            Ok::<_, WireError>(())
+        })
+        .unwrap();
+    }
+    assert!(points_read > 100, "points read: {points_read}");
 }

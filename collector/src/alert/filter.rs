@@ -1,16 +1,15 @@
-//! Keeps only the metrics that rules read, before anything is decoded: most metrics a collector receives are
-//! read by no rule, and decoding and translating them would cost the metrics pipeline most of its throughput.
+//! Which metrics rules read: most metrics a collector receives are read by no rule, and decoding and
+//! translating them would cost the metrics pipeline most of its throughput, so the connector's ingestion
+//! ([`super::numbers`]) keeps only these, looking at each metric's name and unit before anything is decoded.
 //!
-//! The request is walked at the wire level ([`vigil_proto::otlp::wire`]); a metric is kept when one of the
-//! Prometheus names it can become (`metric_name` for each kind, plus `_bucket`, `_sum`, `_count`) is named by a
-//! rule's selector. A selector without a plain metric name (`{__name__=~"…"}`) turns filtering off.
-//! [`reference_filter`] is the simple version the property test compares with.
+//! A metric is kept when one of the Prometheus names it can become (`metric_name` for each kind, plus `_bucket`,
+//! `_sum`, `_count`) is named by a rule's selector. A selector without a plain metric name (`{__name__=~"…"}`)
+//! keeps every metric.
 
 use std::collections::HashSet;
 
 use promql_parser::label::MatchOp;
 use promql_parser::parser::Expr;
-use vigil_proto::otlp::wire::{Reader, WireError};
 
 use crate::prometheus::naming::{Kind, metric_name};
 
@@ -103,132 +102,10 @@ impl Wanted {
                         .any(|s| self.names.contains(&format!("{base}{s}")))
             })
     }
-
-    /// `request` (an encoded `ExportMetricsServiceRequest`) with only the wanted metrics, or `None` when it has
-    /// none. Resources and scopes without a wanted metric are left out.
-    pub fn filter(&self, request: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
-        if self.all {
-            return Ok(Some(request.to_vec()));
-        }
-        let mut out = Vec::new();
-        let mut reader = Reader::new(request);
-        while !reader.done() {
-            let (field, wire) = reader.key()?;
-            if field != 1 || wire != 2 {
-                reader.skip(field, wire, 64)?;
-                continue;
-            }
-            let resource_metrics = reader.len_delimited()?;
-            if let Some(kept) = self.filter_resource(resource_metrics)? {
-                put_field(&mut out, 1, &kept);
-            }
-        }
-        Ok((!out.is_empty()).then_some(out))
-    }
-
-    /// A `ResourceMetrics` with its wanted metrics (other fields as they were), or `None`.
-    fn filter_resource(&self, message: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
-        let mut out = Vec::new();
-        let mut kept_any = false;
-        let mut reader = Reader::new(message);
-        while !reader.done() {
-            let start = reader.pos();
-            let (field, wire) = reader.key()?;
-            if field == 2 && wire == 2 {
-                let scope_metrics = reader.len_delimited()?;
-                if let Some(kept) = self.filter_scope(scope_metrics)? {
-                    put_field(&mut out, 2, &kept);
-                    kept_any = true;
-                }
-            } else {
-                reader.skip(field, wire, 64)?;
-                out.extend_from_slice(&message[start..reader.pos()]);
-            }
-        }
-        Ok(kept_any.then_some(out))
-    }
-
-    /// A `ScopeMetrics` with its wanted metrics, or `None`.
-    fn filter_scope(&self, message: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
-        let mut out = Vec::new();
-        let mut kept_any = false;
-        let mut reader = Reader::new(message);
-        while !reader.done() {
-            let start = reader.pos();
-            let (field, wire) = reader.key()?;
-            if field == 2 && wire == 2 {
-                let metric = reader.len_delimited()?;
-                let (name, unit) = name_and_unit(metric)?;
-                if self.wants(name, unit) {
-                    out.extend_from_slice(&message[start..reader.pos()]);
-                    kept_any = true;
-                }
-            } else {
-                reader.skip(field, wire, 64)?;
-                out.extend_from_slice(&message[start..reader.pos()]);
-            }
-        }
-        Ok(kept_any.then_some(out))
-    }
-}
-
-/// A `Metric`'s name (field 1) and unit (field 3); invalid UTF-8 reads as empty (the decoder refuses it later).
-fn name_and_unit(metric: &[u8]) -> Result<(&str, &str), WireError> {
-    let (mut name, mut unit) = ("", "");
-    let mut reader = Reader::new(metric);
-    while !reader.done() {
-        let (field, wire) = reader.key()?;
-        match (field, wire) {
-            (1, 2) => name = std::str::from_utf8(reader.len_delimited()?).unwrap_or(""),
-            (3, 2) => unit = std::str::from_utf8(reader.len_delimited()?).unwrap_or(""),
-            _ => reader.skip(field, wire, 64)?,
-        }
-    }
-    Ok((name, unit))
-}
-
-fn put_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    let mut value = u64::from(field << 3 | 2);
-    let mut length = bytes.len() as u64;
-    for v in [&mut value, &mut length] {
-        while *v >= 0x80 {
-            out.push((*v as u8) | 0x80);
-            *v >>= 7;
-        }
-        out.push(*v as u8);
-    }
-    out.extend_from_slice(bytes);
-}
-
-/// The same filtering on decoded messages: the reference the property test compares [`Wanted::filter`] with.
-pub fn reference_filter(
-    wanted: &Wanted,
-    request: &vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest,
-) -> Option<vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest> {
-    let mut request = request.clone();
-    for resource in &mut request.resource_metrics {
-        for scope in &mut resource.scope_metrics {
-            scope.metrics.retain(|m| wanted.wants(&m.name, &m.unit));
-        }
-        resource.scope_metrics.retain(|s| !s.metrics.is_empty());
-    }
-    request
-        .resource_metrics
-        .retain(|r| !r.scope_metrics.is_empty());
-    (!request.resource_metrics.is_empty()).then_some(request)
 }
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-    use prost::Message;
-    use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
-    use vigil_proto::otlp::common::v1::InstrumentationScope;
-    use vigil_proto::otlp::metrics::v1::{
-        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric,
-    };
-    use vigil_proto::otlp::resource::v1::Resource;
-
     use super::*;
     use crate::alert::promql;
 
@@ -251,54 +128,5 @@ mod tests {
         assert!(!w.keeps_all());
         assert!(wanted(&["{__name__=~\"a.*\"} > 1"]).keeps_all());
         assert!(!wanted(&["{__name__=\"up\"} == 0"]).keeps_all());
-    }
-
-    fn metric(name: &str, unit: &str, sum: bool) -> Metric {
-        let points = vec![NumberDataPoint::default()];
-        Metric {
-            name: name.into(),
-            unit: unit.into(),
-            data: Some(if sum {
-                metric::Data::Sum(Sum {
-                    data_points: points,
-                    is_monotonic: true,
-                    ..Sum::default()
-                })
-            } else {
-                metric::Data::Gauge(Gauge {
-                    data_points: points,
-                })
-            }),
-            ..Metric::default()
-        }
-    }
-
-    proptest! {
-        /// The wire-level filter gives exactly the reference's message, for any mix of wanted and other metrics
-        /// in any resources and scopes.
-        #[test]
-        fn the_wire_filter_agrees_with_the_reference(
-            layout in prop::collection::vec(
-                prop::collection::vec(prop::collection::vec((0usize..6, any::<bool>()), 0..5), 0..4),
-                0..4,
-            )
-        ) {
-            let names = ["disk_free_pct", "error_rate", "other", "training.epochs", "cpu", "gpu_usage"];
-            let request = ExportMetricsServiceRequest {
-                resource_metrics: layout.iter().enumerate().map(|(r, scopes)| ResourceMetrics {
-                    resource: Some(Resource::default()),
-                    scope_metrics: scopes.iter().enumerate().map(|(s, metrics)| ScopeMetrics {
-                        scope: Some(InstrumentationScope { name: format!("s{s}"), ..Default::default() }),
-                        metrics: metrics.iter().map(|&(n, sum)| metric(names[n], "", sum)).collect(),
-                        schema_url: format!("u{r}"),
-                    }).collect(),
-                    schema_url: String::new(),
-                }).collect(),
-            };
-            let w = wanted(&["disk_free_pct < 10", "rate(training_epochs_total[5m]) > 1", "gpu_usage < 0.3"]);
-            let bytes = request.encode_to_vec();
-            let filtered = w.filter(&bytes).unwrap().map(|b| ExportMetricsServiceRequest::decode(b.as_slice()).unwrap());
-            prop_assert_eq!(filtered, reference_filter(&w, &request));
-        }
     }
 }

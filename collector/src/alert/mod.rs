@@ -27,6 +27,7 @@
 
 pub mod filter;
 pub mod notify;
+pub mod numbers;
 pub mod persist;
 pub mod promql;
 pub mod rules;
@@ -35,7 +36,7 @@ pub mod template;
 pub mod tsdb;
 pub mod unittest;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -275,9 +276,8 @@ struct Counters {
 
 struct Engine {
     db: Tsdb,
-    /// The tsdb series of each counter or gauge series the translation has handed over, by that series'
-    /// identity (see [`PointSeries`]): a known series' sample is appended without building its labels again.
-    points: PointSeries,
+    /// How the metrics of encoded requests reach `db` (see [`numbers`]).
+    numbers: numbers::NumberSeries,
     states: Vec<Vec<RuleState>>,
     next_due: Vec<i64>,
     dispatcher: Option<Dispatcher>,
@@ -294,61 +294,6 @@ struct Engine {
     /// When the connector started (ms), and the rules found to read no series at all (reported once).
     started: i64,
     unmatched_reported: std::collections::HashSet<(usize, usize)>,
-}
-
-/// Tsdb handles by the identity of the translated series they hold the samples of: the address of the
-/// series' label text, which the Prometheus translation allocates once per series. Each entry keeps that text
-/// alive, so the address cannot be reused by another series while the entry exists. This saves cloning,
-/// sorting and hashing a dozen label strings per data point (the cost of a rule reading a busy metric);
-/// histograms and summaries, which yield several samples per point, take the general path.
-#[derive(Default)]
-struct PointSeries {
-    handles: HashMap<usize, (Arc<str>, tsdb::SeriesHandle)>,
-    /// The tsdb generation the handles were issued in.
-    generation: u64,
-}
-
-impl PointSeries {
-    /// Most entries before the map is cleared and refilled (each series' next sample finds it again), so
-    /// entries for series the translation has expired cannot pile up.
-    const MAX_ENTRIES: usize = 200_000;
-
-    fn key(changed: &Changed<'_>) -> usize {
-        Arc::as_ptr(&changed.series.label_text) as *const u8 as usize
-    }
-
-    /// Forgets every handle once the tsdb has moved series.
-    fn forget_moved(&mut self, generation: u64) {
-        if generation != self.generation {
-            self.handles.clear();
-            self.generation = generation;
-        }
-    }
-}
-
-impl Engine {
-    /// Stores the sample of a counter or gauge series; `false` when it was dropped at the series cap.
-    fn append_number(&mut self, changed: &Changed<'_>, t: i64, value: f64) -> bool {
-        let key = PointSeries::key(changed);
-        if let Some((_, handle)) = self.points.handles.get(&key)
-            && self.db.append_to(*handle, t, value)
-        {
-            return true;
-        }
-        let mut labels: Labels = changed.labels.to_vec();
-        labels.push((NAME.into(), changed.name.to_string()));
-        let Some(handle) = self.db.append_indexed(tsdb::sorted(labels), t, value) else {
-            return false;
-        };
-        self.points.forget_moved(self.db.generation());
-        if self.points.handles.len() >= PointSeries::MAX_ENTRIES {
-            self.points.handles.clear();
-        }
-        self.points
-            .handles
-            .insert(key, (changed.series.label_text.clone(), handle));
-        true
-    }
 }
 
 /// The running connector.
@@ -513,7 +458,7 @@ impl Alerting {
             store: Store::new(settings),
             engine: Mutex::new(Engine {
                 db: Tsdb::new(config.retention(), config.max_series),
-                points: PointSeries::default(),
+                numbers: numbers::NumberSeries::default(),
                 states,
                 next_due: vec![0; config.groups.len()],
                 dispatcher: Some(dispatcher),
@@ -546,47 +491,25 @@ impl Alerting {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps the samples of one OTLP request.
-    fn ingest(&self, request: &ExportMetricsServiceRequest, now: i64) {
+    /// Keeps the samples of one encoded OTLP metrics request.
+    fn ingest(&self, request: &[u8], now: i64) -> Result<(), numbers::Unreadable> {
         let mut engine = self.lock();
-        let mut over_cap = 0;
+        let engine = &mut *engine;
         let holding = now < engine.hold_until;
-        self.store.ingest(request, &mut |changed| {
-            if changed.ended {
-                return;
-            }
-            if holding {
-                let source = |name: &str| {
-                    changed
-                        .labels
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map_or_else(String::new, |(_, v)| v.clone())
-                };
-                engine.reported.insert((source("job"), source("instance")));
-            }
-            let t = if changed.series.timestamp_ms > 0 {
-                changed.series.timestamp_ms
-            } else {
-                now
-            };
-            if let SeriesValue::Number(value) = changed.series.value {
-                if !engine.append_number(&changed, t, value) {
-                    over_cap += 1;
-                }
-                return;
-            }
-            for (name, value, extra) in samples_of(&changed) {
-                let mut labels: Labels = changed.labels.to_vec();
-                labels.push((NAME.into(), name));
-                if let Some((k, v)) = extra {
-                    labels.push((k.into(), v));
-                }
-                if engine.db.append(tsdb::sorted(labels), t, value) == tsdb::Appended::OverCap {
-                    over_cap += 1;
-                }
-            }
-        });
+        let mut target = numbers::Target {
+            db: &mut engine.db,
+            now,
+            reported: holding.then_some(&mut engine.reported),
+            over_cap: 0,
+        };
+        let ingested = engine
+            .numbers
+            .ingest(request, &self.store, &self.wanted, &mut target);
+        let over_cap = target.over_cap;
+        // Series of histograms and deltas stay in the store (it accumulates them) until they stop coming.
+        if self.store.sweep_due() {
+            self.store.expire(&mut |_| {});
+        }
         if over_cap > 0 {
             self.counters.dropped_samples.add(over_cap);
             if engine.warned_over_cap.is_none_or(|at| now - at >= 60_000) {
@@ -595,6 +518,7 @@ impl Alerting {
                     "alerting: series limit reached; samples of new series are dropped (vigil_alert_dropped_samples_total)");
             }
         }
+        ingested
     }
 
     /// Evaluates every group that is due at `now`, notifies, and returns the series to hand on and the series
@@ -749,7 +673,6 @@ impl Alerting {
         let mut ended = Vec::new();
         if any {
             engine.db.compact(now);
-            engine.points.forget_moved(engine.db.generation());
             let current: std::collections::HashSet<Labels> =
                 out.iter().map(|s| s.labels.clone()).collect();
             ended = engine
@@ -912,24 +835,10 @@ impl Connector for Alerting {
         Box::pin(async move {
             let now = notify::payload::now_ms();
             for chunk in &batch.chunks {
-                let undecodable = |e: &dyn std::fmt::Display| ExportError::Undecodable {
-                    message: format!("batch does not decode as OTLP metrics: {e}"),
-                };
-                let kept = if self.wanted.keeps_all() {
-                    chunk.bytes.to_vec()
-                } else {
-                    match self
-                        .wanted
-                        .filter(&chunk.bytes)
-                        .map_err(|e| undecodable(&e))?
-                    {
-                        Some(kept) => kept,
-                        None => continue,
-                    }
-                };
-                let request = ExportMetricsServiceRequest::decode(kept.as_slice())
-                    .map_err(|e| undecodable(&e))?;
-                self.ingest(&request, now);
+                self.ingest(&chunk.bytes, now)
+                    .map_err(|e| ExportError::Undecodable {
+                        message: format!("batch does not decode as OTLP metrics: {e}"),
+                    })?;
             }
             Ok(Exported::default())
         })

@@ -248,17 +248,26 @@ fn a_rule_s_own_no_data_overrides_the_connector_s() {
     assert_eq!(rule_policy(&groups[0].rules[1], &connector), connector);
 }
 
-/// The reference for [`Alerting::ingest`]: every sample of every translated point through the general path
-/// (labels built, sorted and looked up), as before counters and gauges found their series by identity.
+/// The reference for [`Alerting::ingest`]: the request decoded, the metrics `wanted` names kept, and every
+/// sample of every translated point stored through the store's general path (labels built, sorted and looked
+/// up); `target_info` only when a rule reads it.
 fn reference_ingest(
     store: &Store,
+    wanted: &filter::Wanted,
     db: &mut Tsdb,
     request: &ExportMetricsServiceRequest,
     now: i64,
 ) -> u64 {
+    let mut request = request.clone();
+    for resource in &mut request.resource_metrics {
+        for scope in &mut resource.scope_metrics {
+            scope.metrics.retain(|m| wanted.wants(&m.name, &m.unit));
+        }
+    }
+    let keeps_target_info = wanted.wants("target_info", "");
     let mut over_cap = 0;
-    store.ingest(request, &mut |changed| {
-        if changed.ended {
+    store.ingest(&request, &mut |changed| {
+        if changed.ended || (changed.name == "target_info" && !keeps_target_info) {
             return;
         }
         let t = if changed.series.timestamp_ms > 0 {
@@ -290,8 +299,9 @@ fn contents(db: &Tsdb) -> Vec<(Labels, Vec<(i64, f64)>)> {
     all
 }
 
-mod identity_path {
+mod fast_path {
     use proptest::prelude::*;
+    use vigil_proto::otlp::common::v1::InstrumentationScope;
     use vigil_proto::otlp::metrics::v1::{
         AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, ResourceMetrics,
         ScopeMetrics, Sum, metric,
@@ -299,102 +309,170 @@ mod identity_path {
 
     use super::*;
 
-    /// One data point: metric (0–3: two gauges, a counter, a histogram), series (0–3), time step, value,
-    /// and whether the point says "no recorded value".
-    type Point = (u8, u8, u8, u32, bool);
+    /// One data point: metric (0–6: gauges in doubles, in integers and in bytes, a counter, a non-monotonic
+    /// sum, a delta counter, a histogram), series (0–3), resource (0–2), time step, value, whether its two
+    /// attributes are sent in the other order, and whether it says "no recorded value".
+    type Point = (u8, u8, u8, u8, u32, bool, bool);
 
-    fn request(points: &[Point], base_ms: i64) -> ExportMetricsServiceRequest {
-        let metrics = points
-            .iter()
-            .map(|&(metric, series, step, value, ended)| {
-                let attributes = vec![KeyValue {
-                    key: "device".into(),
-                    value: text_value(&format!("d{series}")),
-                    ..KeyValue::default()
-                }];
-                let time_unix_nano = (base_ms + i64::from(step) * 5_000) as u64 * 1_000_000;
-                let flags = u32::from(ended);
-                let number = NumberDataPoint {
-                    attributes: attributes.clone(),
-                    time_unix_nano,
-                    value: Some(number_data_point::Value::AsDouble(f64::from(value))),
-                    flags,
-                    ..NumberDataPoint::default()
-                };
-                let (name, data) = match metric {
-                    0 | 1 => (
-                        format!("gauge_{metric}"),
-                        metric::Data::Gauge(Gauge {
-                            data_points: vec![number],
-                        }),
-                    ),
-                    2 => (
-                        "requests".to_string(),
-                        metric::Data::Sum(Sum {
-                            data_points: vec![number],
-                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                            is_monotonic: true,
-                        }),
-                    ),
-                    _ => (
-                        "latency".to_string(),
-                        metric::Data::Histogram(Histogram {
-                            data_points: vec![HistogramDataPoint {
-                                attributes,
-                                time_unix_nano,
-                                count: u64::from(value),
-                                sum: Some(f64::from(value)),
-                                bucket_counts: vec![u64::from(value), 0],
-                                explicit_bounds: vec![1.0],
-                                flags,
-                                ..HistogramDataPoint::default()
-                            }],
-                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                        }),
-                    ),
-                };
-                Metric {
-                    name,
-                    data: Some(data),
-                    ..Metric::default()
-                }
-            })
-            .collect();
-        ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                resource: Some(Resource {
-                    attributes: vec![KeyValue {
-                        key: "service.name".into(),
-                        value: text_value("trainer"),
-                        ..KeyValue::default()
-                    }],
-                    ..Resource::default()
-                }),
-                scope_metrics: vec![ScopeMetrics {
-                    metrics,
-                    ..ScopeMetrics::default()
-                }],
-                ..ResourceMetrics::default()
-            }],
+    fn attribute(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: text_value(value),
+            ..KeyValue::default()
         }
     }
 
-    #[test]
-    fn each_counter_and_gauge_series_keeps_its_handle() {
-        let alerting =
+    fn resource(which: u8) -> Option<Resource> {
+        let attributes = match which {
+            0 => vec![attribute("service.name", "trainer")],
+            // With an attribute of its own, it has a `target_info` series.
+            1 => vec![
+                attribute("service.name", "api"),
+                attribute("service.instance.id", "i-1"),
+                attribute("host.name", "gpu-7"),
+            ],
+            _ => return None,
+        };
+        Some(Resource {
+            attributes,
+            ..Resource::default()
+        })
+    }
+
+    /// A request with one entry per point (resources repeat, so entries share what they translate to).
+    fn request(points: &[Point], base_ms: i64) -> ExportMetricsServiceRequest {
+        let resource_metrics = points
+            .iter()
+            .map(
+                |&(metric, series, resource_of, step, value, swapped, ended)| {
+                    let mut attributes = vec![
+                        attribute("device", &format!("d{series}")),
+                        attribute("host", "h"),
+                    ];
+                    if swapped {
+                        attributes.reverse();
+                    }
+                    let time_unix_nano = (base_ms + i64::from(step) * 5_000) as u64 * 1_000_000;
+                    let flags = u32::from(ended);
+                    let number = NumberDataPoint {
+                        attributes: attributes.clone(),
+                        time_unix_nano,
+                        value: Some(if metric == 1 {
+                            number_data_point::Value::AsInt(i64::from(value))
+                        } else {
+                            number_data_point::Value::AsDouble(f64::from(value))
+                        }),
+                        flags,
+                        ..NumberDataPoint::default()
+                    };
+                    let sum = |temporality: AggregationTemporality, monotonic: bool| {
+                        metric::Data::Sum(Sum {
+                            data_points: vec![number.clone()],
+                            aggregation_temporality: temporality as i32,
+                            is_monotonic: monotonic,
+                        })
+                    };
+                    let gauge = metric::Data::Gauge(Gauge {
+                        data_points: vec![number.clone()],
+                    });
+                    let (name, unit, data) = match metric {
+                        0 => ("gauge_0", "", gauge),
+                        1 => ("gauge_1", "", gauge),
+                        2 => ("memory", "By", gauge),
+                        3 => (
+                            "requests",
+                            "",
+                            sum(AggregationTemporality::Cumulative, true),
+                        ),
+                        4 => (
+                            "queue.depth",
+                            "",
+                            sum(AggregationTemporality::Cumulative, false),
+                        ),
+                        5 => ("jobs", "", sum(AggregationTemporality::Delta, true)),
+                        _ => (
+                            "latency",
+                            "s",
+                            metric::Data::Histogram(Histogram {
+                                data_points: vec![HistogramDataPoint {
+                                    attributes,
+                                    time_unix_nano,
+                                    count: u64::from(value),
+                                    sum: Some(f64::from(value)),
+                                    bucket_counts: vec![u64::from(value), 0],
+                                    explicit_bounds: vec![1.0],
+                                    flags,
+                                    ..HistogramDataPoint::default()
+                                }],
+                                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                            }),
+                        ),
+                    };
+                    ResourceMetrics {
+                        resource: resource(resource_of),
+                        scope_metrics: vec![ScopeMetrics {
+                            scope: (series % 2 == 0).then(|| InstrumentationScope {
+                                name: "train".into(),
+                                version: "1.0".into(),
+                                ..InstrumentationScope::default()
+                            }),
+                            metrics: vec![Metric {
+                                name: name.into(),
+                                unit: unit.into(),
+                                data: Some(data),
+                                ..Metric::default()
+                            }],
+                            ..ScopeMetrics::default()
+                        }],
+                        ..ResourceMetrics::default()
+                    }
+                },
+            )
+            .collect();
+        ExportMetricsServiceRequest { resource_metrics }
+    }
+
+    /// A connector whose rules read `queries` (parsed), with its tsdb replaced by `db`.
+    fn connector(queries: &[&str], db: Tsdb) -> Alerting {
+        let mut alerting =
             Alerting::new(&AlertingConfig::default(), "alerting", &Registry::default()).unwrap();
+        let exprs: Vec<_> = queries.iter().map(|q| promql::parse(q).unwrap()).collect();
+        alerting.wanted = filter::Wanted::new(exprs.iter(), "", true);
+        alerting.lock().db = db;
+        alerting
+    }
+
+    fn ingest(alerting: &Alerting, request: &ExportMetricsServiceRequest, now: i64) {
+        alerting.ingest(&request.encode_to_vec(), now).unwrap();
+    }
+
+    #[test]
+    fn each_attribute_set_is_translated_once() {
+        let alerting = connector(
+            &["{__name__=~\".+\"}"],
+            Tsdb::new(Duration::from_secs(3600), 100),
+        );
         let base_ms = 1_800_000_000_000;
-        // Two gauge series and a counter, then the same series again a step later.
+        // Two gauge series and a counter, the first series also with its attributes in the other order.
         let points = [
-            (0, 0, 0, 1, false),
-            (0, 1, 0, 2, false),
-            (2, 0, 0, 3, false),
+            (0, 0, 0, 0, 1, false, false),
+            (0, 1, 0, 0, 2, false, false),
+            (3, 0, 0, 0, 3, false, false),
+            (0, 0, 0, 0, 1, true, false),
         ];
-        alerting.ingest(&request(&points, base_ms), base_ms);
-        alerting.ingest(&request(&points, base_ms + 15_000), base_ms + 15_000);
+        ingest(&alerting, &request(&points, base_ms), base_ms);
+        ingest(
+            &alerting,
+            &request(&points, base_ms + 15_000),
+            base_ms + 15_000,
+        );
         let engine = alerting.lock();
-        assert_eq!(engine.points.handles.len(), 3);
-        assert_eq!(engine.db.len(), 3);
+        assert_eq!(
+            engine.numbers.len(),
+            4,
+            "one entry per attribute set as sent"
+        );
+        assert_eq!(engine.db.len(), 3, "the two orders are one series");
         assert!(
             engine
                 .db
@@ -403,39 +481,126 @@ mod identity_path {
         );
     }
 
+    #[test]
+    fn metrics_no_rule_reads_are_not_kept() {
+        let alerting = connector(&["gauge_0 > 1"], Tsdb::new(Duration::from_secs(3600), 100));
+        let base_ms = 1_800_000_000_000;
+        let points = [(0, 0, 1, 0, 1, false, false), (3, 0, 1, 0, 3, false, false)];
+        ingest(&alerting, &request(&points, base_ms), base_ms);
+        let engine = alerting.lock();
+        let names: Vec<_> = engine
+            .db
+            .select(None)
+            .filter_map(|(l, _)| label(l, NAME))
+            .collect();
+        assert_eq!(
+            names,
+            ["gauge_0"],
+            "neither the counter nor target_info is read by a rule"
+        );
+    }
+
+    #[test]
+    fn while_restored_alerts_wait_the_sources_of_stored_samples_are_noted() {
+        let alerting = connector(&["gauge_0 > 1"], Tsdb::new(Duration::from_secs(3600), 100));
+        let base_ms = 1_800_000_000_000;
+        alerting.lock().hold_until = base_ms + 60_000;
+        // A read metric from the `api` resource, an unread one from the `trainer` resource.
+        let points = [(0, 0, 1, 0, 1, false, false), (3, 0, 0, 0, 1, false, false)];
+        ingest(&alerting, &request(&points, base_ms), base_ms);
+        let reported = alerting.lock().reported.clone();
+        assert_eq!(reported, [("api".to_string(), "i-1".to_string())].into());
+        // Once the hold is over, nothing more is noted.
+        let points = [(0, 0, 0, 0, 1, false, false)];
+        ingest(&alerting, &request(&points, base_ms + 60_000), base_ms + 60_000);
+        assert_eq!(alerting.lock().reported.len(), 1);
+    }
+
+    #[test]
+    fn a_point_whose_attributes_are_split_is_decoded_whole() {
+        use vigil_proto::otlp::wire::put_bytes;
+        let alerting = connector(&["gauge_0 > 1"], Tsdb::new(Duration::from_secs(3600), 100));
+        let base_ms = 1_800_000_000_000;
+        let mut point = NumberDataPoint {
+            attributes: vec![attribute("device", "d0")],
+            time_unix_nano: base_ms as u64 * 1_000_000,
+            value: Some(number_data_point::Value::AsDouble(4.0)),
+            ..NumberDataPoint::default()
+        }
+        .encode_to_vec();
+        put_bytes(&mut point, 7, &attribute("rack", "r2").encode_to_vec());
+        let mut gauge = Vec::new();
+        put_bytes(&mut gauge, 1, &point);
+        let mut metric = Vec::new();
+        put_bytes(&mut metric, 1, b"gauge_0");
+        put_bytes(&mut metric, 5, &gauge);
+        let mut scope = Vec::new();
+        put_bytes(&mut scope, 2, &metric);
+        let mut entry = Vec::new();
+        put_bytes(&mut entry, 2, &scope);
+        let mut bytes = Vec::new();
+        put_bytes(&mut bytes, 1, &entry);
+        alerting.ingest(&bytes, base_ms).unwrap();
+        let engine = alerting.lock();
+        let stored: Vec<_> = engine.db.select(Some("gauge_0")).collect();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(label(stored[0].0, "device"), Some("d0"));
+        assert_eq!(label(stored[0].0, "rack"), Some("r2"));
+        assert_eq!(stored[0].1.back(), Some(&(base_ms, 4.0)));
+    }
+
+    #[test]
+    fn a_batch_that_does_not_read_is_refused_as_undecodable() {
+        let alerting = connector(&["gauge_0 > 1"], Tsdb::new(Duration::from_secs(3600), 100));
+        // An entry whose length runs past the end.
+        let batch = Batch::new(Signal::Metrics, Bytes::from_static(&[0x0a, 0x05, 0x12]), 1);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let result = runtime.block_on(alerting.consume(&batch));
+        assert!(
+            matches!(&result, Err(ExportError::Undecodable { message }) if message.contains("OTLP metrics")),
+            "{:?}",
+            result.err()
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Batches of points over several pushes, with compactions between pushes that forget series (so
-        /// handles go stale) and a series cap that is reached: the tsdb ends up exactly as the general path
-        /// leaves it, and the same samples are dropped at the cap.
+        /// handles go stale), a series cap that is reached, and rules that read some metrics or all of them:
+        /// the tsdb ends up exactly as the general path leaves it, and the same samples are dropped at the cap.
         #[test]
-        fn counters_and_gauges_by_identity_store_what_the_general_path_stores(
+        fn fast_and_general_paths_store_the_same(
             pushes in proptest::collection::vec(
-                (proptest::collection::vec((0u8..4, 0u8..4, 0u8..4, 0u32..100, proptest::bool::weighted(0.05)), 1..12), any::<bool>()),
+                (proptest::collection::vec(
+                    (0u8..7, 0u8..4, 0u8..3, 0u8..4, 0u32..100, any::<bool>(), proptest::bool::weighted(0.05)),
+                    1..12,
+                ), any::<bool>()),
                 1..10,
             ),
             max_series in 3usize..20,
+            some in any::<bool>(),
         ) {
-            let config = AlertingConfig::default();
-            let alerting = Alerting::new(&config, "alerting", &Registry::default()).unwrap();
+            let queries: &[&str] = if some {
+                &["gauge_1 > 0", "rate(requests_total[5m]) > 0", "target_info", "latency_seconds_bucket"]
+            } else {
+                &["{__name__=~\".+\"}"]
+            };
             let retention = Duration::from_secs(30);
-            alerting.lock().db = Tsdb::new(retention, max_series);
-            let store = Store::new(StoreSettings { max_series: config.max_series, ..StoreSettings::default() });
+            let alerting = connector(queries, Tsdb::new(retention, max_series));
+            let store = Store::new(StoreSettings {
+                max_series: AlertingConfig::default().max_series,
+                ..StoreSettings::default()
+            });
             let mut reference = Tsdb::new(retention, max_series);
             let mut reference_dropped = 0;
             let mut base_ms = 1_800_000_000_000;
             for (points, compact) in pushes {
                 let request = request(&points, base_ms);
-                alerting.ingest(&request, base_ms);
-                reference_dropped += reference_ingest(&store, &mut reference, &request, base_ms);
+                ingest(&alerting, &request, base_ms);
+                reference_dropped +=
+                    reference_ingest(&store, &alerting.wanted, &mut reference, &request, base_ms);
                 if compact {
-                    let mut engine = alerting.lock();
-                    let before = engine.db.generation();
-                    engine.db.compact(base_ms + 20_000);
-                    let generation = engine.db.generation();
-                    engine.points.forget_moved(generation);
-                    // Handles into moved series are dropped with the series' label text they keep alive.
-                    prop_assert!(generation == before || engine.points.handles.is_empty());
+                    alerting.lock().db.compact(base_ms + 20_000);
                     reference.compact(base_ms + 20_000);
                 }
                 prop_assert_eq!(contents(&alerting.lock().db), contents(&reference));

@@ -257,6 +257,31 @@ struct ResourceLabels {
     promoted: Vec<(String, String)>,
 }
 
+/// What a resource gives every series of its metrics, for a caller that keeps its own series of counters and
+/// gauges read from encoded requests (the alerting connector) and asks the store only how to name them:
+/// `job`, `instance`, promoted attributes, and the labels of its `target_info` series.
+pub struct ResourceTranslation {
+    labels: ResourceLabels,
+    target_info: Option<Labels>,
+}
+
+impl ResourceTranslation {
+    /// The `job` label (empty when the resource has no `service.name`).
+    pub fn job(&self) -> &str {
+        &self.labels.job
+    }
+
+    /// The `instance` label (empty when the resource has no `service.instance.id`).
+    pub fn instance(&self) -> &str {
+        &self.labels.instance
+    }
+
+    /// The labels of the resource's `target_info` series, when the store keeps one for it.
+    pub fn target_info(&self) -> Option<&Labels> {
+        self.target_info.as_ref()
+    }
+}
+
 impl Store {
     /// An empty store on the system clock.
     pub fn new(settings: StoreSettings) -> Self {
@@ -395,6 +420,79 @@ impl Store {
                 }
             }
         }
+        self.note_overflow(&report, now);
+        report
+    }
+
+    /// How a resource's series are labelled (see [`ResourceTranslation`]).
+    pub fn resource_translation(&self, resource: Option<&Resource>) -> ResourceTranslation {
+        let labels = self.resource_labels(resource);
+        let target_info = resource
+            .filter(|_| self.settings.target_info)
+            .and_then(|resource| target_info_labels(resource, &labels));
+        ResourceTranslation {
+            labels,
+            target_info,
+        }
+    }
+
+    /// The labels a scope gives every series of its metrics (`otel_scope_name`…; none when they are off).
+    pub fn scope_translation(&self, scope: Option<&InstrumentationScope>) -> Vec<(String, String)> {
+        self.scope_labels(scope)
+    }
+
+    /// The family name of a counter or gauge (`kind`) named `metric` in `unit`, claimed for that type: `None`
+    /// when the name already belongs to a family of another type, whose points the store drops as a type
+    /// conflict.
+    pub fn number_family(&self, metric: &str, unit: &str, kind: Kind) -> Option<String> {
+        let name = naming::metric_name(
+            &self.settings.namespace,
+            metric,
+            unit,
+            kind,
+            self.settings.suffixes,
+        );
+        let make = || Family {
+            kind,
+            help: String::new(),
+            unit: unit.to_string(),
+            info: false,
+            series: HashMap::new(),
+            removed: false,
+        };
+        let claimed = self.with_family(&name, make, |family| family.kind == kind && !family.info);
+        claimed.then_some(name)
+    }
+
+    /// The labels of a data point with `attributes` (see [`Store::ingest`] for the rules), for a caller that
+    /// keeps its own series.
+    pub fn number_labels(
+        &self,
+        attributes: &[KeyValue],
+        resource: &ResourceTranslation,
+        scope: &[(String, String)],
+    ) -> Labels {
+        self.labels(attributes, &resource.labels, scope)
+    }
+
+    /// Adds one metric of a resource and scope already translated, as [`Store::ingest`] adds it (without the
+    /// resource's `target_info`, which the caller keeps).
+    pub fn ingest_metric_with(
+        &self,
+        metric: &Metric,
+        resource: &ResourceTranslation,
+        scope: &[(String, String)],
+        changed: &mut dyn FnMut(Changed<'_>),
+    ) -> IngestReport {
+        let now = self.clock.now();
+        let mut report = IngestReport::default();
+        self.ingest_metric(metric, &resource.labels, scope, now, &mut report, changed);
+        self.note_overflow(&report, now);
+        report
+    }
+
+    /// Counts and (at most once a minute) logs the points an ingest dropped at the series cap.
+    fn note_overflow(&self, report: &IngestReport, now: Instant) {
         if report.overflow > 0 {
             self.overflow_total
                 .fetch_add(report.overflow, Ordering::Relaxed);
@@ -412,7 +510,6 @@ impl Store {
                 );
             }
         }
-        report
     }
 
     /// Whether an [`expire`](Store::expire) sweep is due (every tenth of `metric_expiration`, at least 1s):
@@ -536,22 +633,11 @@ impl Store {
         now: Instant,
         changed: &mut dyn FnMut(Changed<'_>),
     ) {
-        let Some(resource) = resource else { return };
-        let skip = ["service.name", "service.namespace", "service.instance.id"];
-        let attributes: Vec<(String, String)> = resource
-            .attributes
-            .iter()
-            .filter(|kv| !skip.contains(&kv.key.as_str()))
-            .map(|kv| (kv.key.clone(), value_text(kv.value.as_ref())))
-            .collect();
-        if attributes.is_empty() {
+        let Some(labels) = resource.and_then(|resource| target_info_labels(resource, labels))
+        else {
             return;
-        }
-        let mut all = sanitise(attributes);
-        all.push(("job".into(), labels.job.clone()));
-        all.push(("instance".into(), labels.instance.clone()));
+        };
         let name = "target_info";
-        let labels = finish(all);
         let make = || Family {
             kind: Kind::Gauge,
             help: "Target metadata".into(),
@@ -876,6 +962,25 @@ impl Store {
         all.push(("instance".into(), resource.instance.clone()));
         finish(all)
     }
+}
+
+/// The labels of a resource's `target_info` series: its attributes other than those that make `job` and
+/// `instance`, and those two; `None` when it has no other attribute.
+fn target_info_labels(resource: &Resource, labels: &ResourceLabels) -> Option<Labels> {
+    let skip = ["service.name", "service.namespace", "service.instance.id"];
+    let attributes: Vec<(String, String)> = resource
+        .attributes
+        .iter()
+        .filter(|kv| !skip.contains(&kv.key.as_str()))
+        .map(|kv| (kv.key.clone(), value_text(kv.value.as_ref())))
+        .collect();
+    if attributes.is_empty() {
+        return None;
+    }
+    let mut all = sanitise(attributes);
+    all.push(("job".into(), labels.job.clone()));
+    all.push(("instance".into(), labels.instance.clone()));
+    Some(finish(all))
 }
 
 /// Sanitises label names; keys that collide after sanitising get their values joined with `;`, ordered by

@@ -1,10 +1,12 @@
 //! Fields of an encoded export request, read in place: what a stage that looks without changing anything needs
 //! (the collector's `spanmetrics` reads every span, the `debug` exporter each entry's resource and the first
-//! trace id), without decoding the request into owned messages.
+//! trace id, the alerting connector every counter and gauge point), without decoding the request into owned
+//! messages.
 //!
 //! [`for_each_span`] walks a traces request with the shared [`Reader`] and hands every span's scalar fields to a
-//! visitor, together with its resource; [`for_each_resource`] hands over each top-level entry's resource, for
-//! any signal; [`first_trace_id`] finds the first trace id of a traces or logs request. [`Attributes::get`] finds
+//! visitor, together with its resource; [`for_each_metric`] hands over a metrics request's resources, scopes and
+//! metrics, and [`number_points`] the points of a gauge or sum; [`for_each_resource`] hands over each top-level
+//! entry's resource, for any signal; [`first_trace_id`] finds the first trace id of a traces or logs request. [`Attributes::get`] finds
 //! an attribute by key on demand, so attributes nobody asks for cost one skip. Where a field appears more than
 //! once, the result is what `prost` decodes: the last value of a scalar, the merge of a message (a resource's or
 //! a span's attribute lists concatenated, a status's code from the last occurrence that has one, an attribute
@@ -435,6 +437,300 @@ fn span(body: &[u8]) -> Result<SpanFields<'_>, WireError> {
     Ok(span)
 }
 
+/// What [`for_each_metric`] hands over, in request order: each entry's resource, then each of its scopes followed
+/// by that scope's metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetricsItem<'b> {
+    /// A `ResourceMetrics` entry begins.
+    Entry {
+        /// Its position in the request.
+        entry: usize,
+        /// Its resource, encoded: the bodies of the resource field, concatenated when it is sent more than once
+        /// (decoding them gives what a decoder merges); empty when there is none.
+        resource: Cow<'b, [u8]>,
+    },
+    /// A `ScopeMetrics` of the current entry begins.
+    Scope {
+        /// Its instrumentation scope, encoded like the resource.
+        scope: Cow<'b, [u8]>,
+    },
+    /// A metric of the current scope.
+    Metric(MetricFields<'b>),
+}
+
+/// The fields of one metric that name and type it, borrowed from the request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricFields<'b> {
+    /// `name`.
+    pub name: &'b str,
+    /// `unit`.
+    pub unit: &'b str,
+    /// Its data, where it is a gauge or a sum sent once.
+    pub data: MetricData<'b>,
+    /// The whole `Metric` message, for a caller that decodes it.
+    pub message: &'b [u8],
+}
+
+/// A metric's data as [`for_each_metric`] reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetricData<'b> {
+    /// No data.
+    None,
+    /// A gauge: the body of its `Gauge` message, whose data points [`number_points`] reads.
+    Gauge(&'b [u8]),
+    /// A sum: the body of its `Sum` message, and its temporality and monotonicity.
+    Sum {
+        /// The `Sum` message's body.
+        body: &'b [u8],
+        /// `aggregation_temporality`, the `AggregationTemporality` number.
+        temporality: i32,
+        /// `is_monotonic`.
+        monotonic: bool,
+    },
+    /// A histogram, an exponential histogram or a summary, or data sent more than once (which decoders merge by
+    /// rules of their own): decode [`MetricFields::message`] to read it.
+    Other,
+}
+
+/// One `NumberDataPoint`, borrowed from the request.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NumberPoint<'b> {
+    /// Its attributes as sent: the encoded `attributes` fields, tags included, one contiguous run. Equal bytes
+    /// decode to equal attributes, which is what lets a caller key its series on them.
+    pub attributes: &'b [u8],
+    /// `time_unix_nano`.
+    pub time_unix_nano: u64,
+    /// The value: `as_double`, or `as_int` converted; 0 when there is none.
+    pub value: f64,
+    /// `flags`.
+    pub flags: u32,
+    /// The attributes are those the caller expected (see [`number_points`]).
+    pub as_expected: bool,
+}
+
+/// Calls `visit` with every entry, scope and metric of `request`, an encoded `ExportMetricsServiceRequest`, in
+/// order. An entry's resource and a scope's `InstrumentationScope` are handed over first wherever they are in
+/// their message. Reads only what it hands over: on a request a decoder accepts it reports what the decoder
+/// gives, and it stops at the first error it meets (a request the receiver validated has none).
+pub fn for_each_metric<'b, E: From<WireError>>(
+    request: &'b [u8],
+    mut visit: impl FnMut(MetricsItem<'b>) -> Result<(), E>,
+) -> Result<(), E> {
+    for_each_entry(request, |entry, body| {
+        visit(MetricsItem::Entry {
+            entry,
+            resource: merged(body, 1)?,
+        })?;
+        let mut reader = Reader::new(body);
+        while !reader.done() {
+            let (field, wire) = reader.key()?;
+            if field != 2 {
+                reader.skip(field, wire, RECURSION_LIMIT - 1)?;
+                continue;
+            }
+            expect(wire, WIRE_LEN)?;
+            let scope_metrics = reader.len_delimited()?;
+            visit(MetricsItem::Scope {
+                scope: merged(scope_metrics, 1)?,
+            })?;
+            let mut metrics = Reader::new(scope_metrics);
+            while !metrics.done() {
+                let (field, wire) = metrics.key()?;
+                if field != 2 {
+                    metrics.skip(field, wire, RECURSION_LIMIT - 2)?;
+                    continue;
+                }
+                expect(wire, WIRE_LEN)?;
+                visit(MetricsItem::Metric(metric(metrics.len_delimited()?)?))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The bodies of message field `field` of `body`, concatenated in order (one borrowed when it is sent once).
+fn merged(body: &[u8], field: u32) -> Result<Cow<'_, [u8]>, WireError> {
+    let mut out: Cow<'_, [u8]> = Cow::Borrowed(&[]);
+    let mut reader = Reader::new(body);
+    let mut seen = 0;
+    while !reader.done() {
+        let (number, wire) = reader.key()?;
+        if number != field {
+            reader.skip(number, wire, RECURSION_LIMIT - 1)?;
+            continue;
+        }
+        expect(wire, WIRE_LEN)?;
+        let part = reader.len_delimited()?;
+        match seen {
+            0 => out = Cow::Borrowed(part),
+            _ => out.to_mut().extend_from_slice(part),
+        }
+        seen += 1;
+    }
+    Ok(out)
+}
+
+fn metric(message: &[u8]) -> Result<MetricFields<'_>, WireError> {
+    let mut fields = MetricFields {
+        name: "",
+        unit: "",
+        data: MetricData::None,
+        message,
+    };
+    let mut data_fields = 0;
+    let mut reader = Reader::new(message);
+    while !reader.done() {
+        let (field, wire) = reader.key()?;
+        match field {
+            1 => {
+                expect(wire, WIRE_LEN)?;
+                fields.name = utf8(reader.len_delimited()?)?;
+            }
+            3 => {
+                expect(wire, WIRE_LEN)?;
+                fields.unit = utf8(reader.len_delimited()?)?;
+            }
+            5 | 7 | 9 | 10 | 11 => {
+                expect(wire, WIRE_LEN)?;
+                let body = reader.len_delimited()?;
+                data_fields += 1;
+                fields.data = match field {
+                    5 => MetricData::Gauge(body),
+                    7 => sum(body)?,
+                    _ => MetricData::Other,
+                };
+            }
+            _ => reader.skip(field, wire, RECURSION_LIMIT - 3)?,
+        }
+    }
+    if data_fields > 1 {
+        fields.data = MetricData::Other;
+    }
+    Ok(fields)
+}
+
+fn sum(body: &[u8]) -> Result<MetricData<'_>, WireError> {
+    let (mut temporality, mut monotonic) = (0, false);
+    let mut reader = Reader::new(body);
+    while !reader.done() {
+        let (field, wire) = reader.key()?;
+        match field {
+            2 => {
+                expect(wire, WIRE_VARINT)?;
+                temporality = reader.varint()? as i32;
+            }
+            3 => {
+                expect(wire, WIRE_VARINT)?;
+                monotonic = reader.varint()? != 0;
+            }
+            _ => reader.skip(field, wire, RECURSION_LIMIT - 4)?,
+        }
+    }
+    Ok(MetricData::Sum {
+        body,
+        temporality,
+        monotonic,
+    })
+}
+
+/// Appends the data points of a `Gauge` or `Sum` body (see [`MetricData`]) to `out`. `Ok(false)` when a point's
+/// attributes are not one contiguous run (`out` is then incomplete: decode the metric instead).
+///
+/// `expected(i)` may give the attributes the `i`-th point probably has: the [`NumberPoint::attributes`] of a
+/// point read before (a caller that saw the same metric knows them). When the point holds exactly those, they are
+/// matched with one comparison instead of being walked field by field, and the point says so
+/// ([`NumberPoint::as_expected`]). Whichever runs read before `expected` gives, the points read are the same.
+pub fn number_points<'b, 'e>(
+    body: &'b [u8],
+    out: &mut Vec<NumberPoint<'b>>,
+    expected: impl Fn(usize) -> Option<&'e [u8]>,
+) -> Result<bool, WireError> {
+    let mut reader = Reader::new(body);
+    while !reader.done() {
+        let (field, wire) = reader.key()?;
+        if field != 1 {
+            reader.skip(field, wire, RECURSION_LIMIT - 4)?;
+            continue;
+        }
+        expect(wire, WIRE_LEN)?;
+        match number_point(reader.len_delimited()?, expected(out.len()))? {
+            Some(point) => out.push(point),
+            None => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// One point; `None` when its attributes are split by other fields.
+fn number_point<'b>(
+    body: &'b [u8],
+    expected: Option<&[u8]>,
+) -> Result<Option<NumberPoint<'b>>, WireError> {
+    let mut point = NumberPoint {
+        attributes: &[],
+        time_unix_nano: 0,
+        value: 0.0,
+        flags: 0,
+        as_expected: false,
+    };
+    // The key of an attribute field (7, length-delimited), and where their one run starts and ends.
+    const ATTRIBUTE_KEY: u8 = 7 << 3 | WIRE_LEN;
+    let mut run = None;
+    let mut reader = Reader::new(body);
+    while !reader.done() {
+        let at = reader.pos();
+        let (field, wire) = reader.key()?;
+        match field {
+            7 => {
+                expect(wire, WIRE_LEN)?;
+                if run.is_some() {
+                    // A second run: the attributes are split by other fields.
+                    return Ok(None);
+                }
+                // Bytes equal to a run read before are that run again, whole when no attribute follows; one
+                // comparison loads them all at once where walking waits for each length in turn.
+                let rest = &body[at..];
+                match expected {
+                    Some(run_bytes)
+                        if rest.starts_with(run_bytes)
+                            && rest.get(run_bytes.len()) != Some(&ATTRIBUTE_KEY)
+                            && !run_bytes.is_empty() =>
+                    {
+                        reader.advance_to(at + run_bytes.len());
+                        point.as_expected = true;
+                    }
+                    _ => {
+                        reader.len_delimited()?;
+                        reader.skip_run(ATTRIBUTE_KEY)?;
+                    }
+                }
+                run = Some(at..reader.pos());
+            }
+            3 => {
+                expect(wire, WIRE_I64)?;
+                point.time_unix_nano = reader.fixed64()?;
+            }
+            4 => {
+                expect(wire, WIRE_I64)?;
+                point.value = f64::from_bits(reader.fixed64()?);
+            }
+            6 => {
+                expect(wire, WIRE_I64)?;
+                point.value = reader.fixed64()? as i64 as f64;
+            }
+            8 => {
+                expect(wire, WIRE_VARINT)?;
+                point.flags = reader.varint()? as u32;
+            }
+            _ => reader.skip(field, wire, RECURSION_LIMIT - 5)?,
+        }
+    }
+    if let Some(run) = run {
+        point.attributes = &body[run];
+    }
+    Ok(Some(point))
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
@@ -651,6 +947,173 @@ mod tests {
         crate::otlp::wire::put_varint(&mut wrong_wire, 7);
         for bytes in [bad_name.as_slice(), truncated, &wrong_wire] {
             assert!(for_each_span(bytes, |_, _| Ok::<_, WireError>(())).is_err());
+        }
+    }
+
+    mod metrics {
+        use prost::Message;
+
+        use super::{attribute, text};
+        use crate::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+        use crate::otlp::fields::{MetricData, MetricsItem, NumberPoint, for_each_metric, number_points};
+        use crate::otlp::metrics::v1::{
+            Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric,
+            number_data_point,
+        };
+        use crate::otlp::resource::v1::Resource;
+        use crate::otlp::wire::{WireError, put_bytes};
+
+        fn point(device: &str, value: number_data_point::Value) -> NumberDataPoint {
+            NumberDataPoint {
+                attributes: vec![attribute("device", text(device)), attribute("host", text("h"))],
+                time_unix_nano: 7_000_000,
+                value: Some(value),
+                flags: 1,
+                ..Default::default()
+            }
+        }
+
+        fn items(bytes: &[u8]) -> Vec<MetricsItem<'_>> {
+            let mut out = Vec::new();
+            for_each_metric(bytes, |item| {
+                out.push(item);
+                Ok::<_, WireError>(())
+            })
+            .expect("readable");
+            out
+        }
+
+        fn points<'b>(body: &'b [u8], expected: Option<&[u8]>) -> (bool, Vec<NumberPoint<'b>>) {
+            let mut out = Vec::new();
+            let whole = number_points(body, &mut out, |_| expected).expect("readable");
+            (whole, out)
+        }
+
+        #[test]
+        fn a_gauge_and_a_sum_read_in_place() {
+            let gauge = Metric {
+                name: "gpu.utilization".into(),
+                unit: "1".into(),
+                data: Some(metric::Data::Gauge(Gauge {
+                    data_points: vec![
+                        point("d0", number_data_point::Value::AsDouble(0.5)),
+                        point("d1", number_data_point::Value::AsInt(-3)),
+                    ],
+                })),
+                ..Default::default()
+            };
+            let sum = Metric {
+                name: "requests".into(),
+                data: Some(metric::Data::Sum(Sum {
+                    data_points: vec![point("d0", number_data_point::Value::AsInt(9))],
+                    aggregation_temporality: 2,
+                    is_monotonic: true,
+                })),
+                ..Default::default()
+            };
+            let request = ExportMetricsServiceRequest {
+                resource_metrics: vec![ResourceMetrics {
+                    resource: Some(Resource {
+                        attributes: vec![attribute("service.name", text("trainer"))],
+                        ..Default::default()
+                    }),
+                    scope_metrics: vec![ScopeMetrics {
+                        metrics: vec![gauge.clone(), sum],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            let bytes = request.encode_to_vec();
+            let items = items(&bytes);
+            assert_eq!(items.len(), 4, "entry, scope, two metrics");
+            let MetricsItem::Entry { entry: 0, resource } = &items[0] else {
+                panic!("{:?}", items[0]);
+            };
+            assert_eq!(
+                Resource::decode(resource.as_ref()).unwrap(),
+                request.resource_metrics[0].resource.clone().unwrap()
+            );
+            let MetricsItem::Metric(read) = &items[2] else {
+                panic!("{:?}", items[2]);
+            };
+            assert_eq!((read.name, read.unit), ("gpu.utilization", "1"));
+            assert_eq!(Metric::decode(read.message).unwrap(), gauge);
+            let MetricData::Gauge(body) = read.data else {
+                panic!("{:?}", read.data);
+            };
+            let (whole, read_points) = points(body, None);
+            assert!(whole);
+            let values: Vec<_> = read_points.iter().map(|p| p.value).collect();
+            assert_eq!(values, [0.5, -3.0]);
+            assert!(read_points.iter().all(|p| p.time_unix_nano == 7_000_000 && p.flags == 1));
+            let attributes = NumberDataPoint::decode(read_points[1].attributes).unwrap().attributes;
+            assert_eq!(attributes, point("d1", number_data_point::Value::AsInt(0)).attributes);
+            // Read again expecting the first point's attributes: only the first matches them.
+            let (_, again) = points(body, Some(read_points[0].attributes));
+            assert_eq!(again.iter().map(|p| p.as_expected).collect::<Vec<_>>(), [true, false]);
+            assert_eq!(again[1].attributes, read_points[1].attributes);
+            let MetricsItem::Metric(read) = &items[3] else {
+                panic!("{:?}", items[3]);
+            };
+            let MetricData::Sum { temporality: 2, monotonic: true, body } = read.data else {
+                panic!("{:?}", read.data);
+            };
+            assert_eq!(points(body, None).1[0].value, 9.0);
+        }
+
+        #[test]
+        fn split_attributes_and_data_sent_twice_are_left_to_decoders() {
+            let one = point("d0", number_data_point::Value::AsDouble(1.0)).encode_to_vec();
+            // Attributes, then the flags, then more attributes.
+            let mut split = one.clone();
+            put_bytes(&mut split, 7, &attribute("late", text("x")).encode_to_vec());
+            let mut gauge = Vec::new();
+            put_bytes(&mut gauge, 1, &split);
+            assert!(!points(&gauge, None).0, "split attributes are not one run");
+            let mut gauge = Vec::new();
+            put_bytes(&mut gauge, 1, &one);
+            assert!(points(&gauge, None).0);
+            // A metric with two gauge fields: decoders merge them.
+            let mut message = Vec::new();
+            put_bytes(&mut message, 1, b"m");
+            put_bytes(&mut message, 5, &gauge);
+            put_bytes(&mut message, 5, &gauge);
+            let mut scope = Vec::new();
+            put_bytes(&mut scope, 2, &message);
+            let mut entry = Vec::new();
+            put_bytes(&mut entry, 2, &scope);
+            let mut request = Vec::new();
+            put_bytes(&mut request, 1, &entry);
+            let items = items(&request);
+            let MetricsItem::Metric(read) = &items[2] else {
+                panic!("{:?}", items[2]);
+            };
+            assert_eq!(read.data, MetricData::Other);
+        }
+
+        #[test]
+        fn a_resource_and_a_scope_sent_in_parts_read_as_their_concatenation() {
+            let part = |key: &str| {
+                Resource {
+                    attributes: vec![attribute(key, text("v"))],
+                    ..Default::default()
+                }
+                .encode_to_vec()
+            };
+            let mut entry = Vec::new();
+            put_bytes(&mut entry, 1, &part("a"));
+            put_bytes(&mut entry, 2, &[]);
+            put_bytes(&mut entry, 1, &part("b"));
+            let mut request = Vec::new();
+            put_bytes(&mut request, 1, &entry);
+            let items = items(&request);
+            let MetricsItem::Entry { resource, .. } = &items[0] else {
+                panic!("{:?}", items[0]);
+            };
+            let merged = Resource::decode(resource.as_ref()).unwrap();
+            assert_eq!(merged.attributes.len(), 2);
+            assert_eq!(items[1], MetricsItem::Scope { scope: Default::default() });
         }
     }
 }

@@ -126,6 +126,24 @@ impl<'a> Reader<'a> {
         Ok(&self.buf[start..self.pos])
     }
 
+    /// Skips the length-delimited fields that follow while their key is the one byte `key` (a field number
+    /// below 16): a run of one repeated field, passed over without decoding each key.
+    #[inline(always)]
+    pub fn skip_run(&mut self, key: u8) -> Result<(), WireError> {
+        while self.buf.get(self.pos) == Some(&key) {
+            self.pos += 1;
+            self.len_delimited()?;
+        }
+        Ok(())
+    }
+
+    /// Moves to `pos`, a position the caller has checked: within the buffer, at or after the current one.
+    #[inline(always)]
+    pub fn advance_to(&mut self, pos: usize) {
+        debug_assert!(pos >= self.pos && pos <= self.buf.len());
+        self.pos = pos.clamp(self.pos, self.buf.len());
+    }
+
     /// Reads a little-endian 8-byte value (`fixed64`).
     #[inline(always)]
     pub fn fixed64(&mut self) -> Result<u64, WireError> {
