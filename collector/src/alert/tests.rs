@@ -512,7 +512,11 @@ mod fast_path {
         assert_eq!(reported, [("api".to_string(), "i-1".to_string())].into());
         // Once the hold is over, nothing more is noted.
         let points = [(0, 0, 0, 0, 1, false, false)];
-        ingest(&alerting, &request(&points, base_ms + 60_000), base_ms + 60_000);
+        ingest(
+            &alerting,
+            &request(&points, base_ms + 60_000),
+            base_ms + 60_000,
+        );
         assert_eq!(alerting.lock().reported.len(), 1);
     }
 
@@ -554,7 +558,9 @@ mod fast_path {
         let alerting = connector(&["gauge_0 > 1"], Tsdb::new(Duration::from_secs(3600), 100));
         // An entry whose length runs past the end.
         let batch = Batch::new(Signal::Metrics, Bytes::from_static(&[0x0a, 0x05, 0x12]), 1);
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let result = runtime.block_on(alerting.consume(&batch));
         assert!(
             matches!(&result, Err(ExportError::Undecodable { message }) if message.contains("OTLP metrics")),

@@ -653,7 +653,16 @@ pub fn number_points<'b, 'e>(
             continue;
         }
         expect(wire, WIRE_LEN)?;
-        match number_point(reader.len_delimited()?, expected(out.len()))? {
+        let point = reader.len_delimited()?;
+        // The point a few ahead (points of one metric have about the same size), so that memory is read while this
+        // one is: a batch reaches the connector long after it left the caches.
+        const AHEAD: usize = 3;
+        super::wire::prefetch(
+            body,
+            reader.pos() + (AHEAD - 1) * point.len(),
+            point.len() + 64,
+        );
+        match number_point(point, expected(out.len()))? {
             Some(point) => out.push(point),
             None => return Ok(false),
         }
@@ -955,7 +964,9 @@ mod tests {
 
         use super::{attribute, text};
         use crate::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
-        use crate::otlp::fields::{MetricData, MetricsItem, NumberPoint, for_each_metric, number_points};
+        use crate::otlp::fields::{
+            MetricData, MetricsItem, NumberPoint, for_each_metric, number_points,
+        };
         use crate::otlp::metrics::v1::{
             Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric,
             number_data_point,
@@ -965,7 +976,10 @@ mod tests {
 
         fn point(device: &str, value: number_data_point::Value) -> NumberDataPoint {
             NumberDataPoint {
-                attributes: vec![attribute("device", text(device)), attribute("host", text("h"))],
+                attributes: vec![
+                    attribute("device", text(device)),
+                    attribute("host", text("h")),
+                ],
                 time_unix_nano: 7_000_000,
                 value: Some(value),
                 flags: 1,
@@ -1046,17 +1060,34 @@ mod tests {
             assert!(whole);
             let values: Vec<_> = read_points.iter().map(|p| p.value).collect();
             assert_eq!(values, [0.5, -3.0]);
-            assert!(read_points.iter().all(|p| p.time_unix_nano == 7_000_000 && p.flags == 1));
-            let attributes = NumberDataPoint::decode(read_points[1].attributes).unwrap().attributes;
-            assert_eq!(attributes, point("d1", number_data_point::Value::AsInt(0)).attributes);
+            assert!(
+                read_points
+                    .iter()
+                    .all(|p| p.time_unix_nano == 7_000_000 && p.flags == 1)
+            );
+            let attributes = NumberDataPoint::decode(read_points[1].attributes)
+                .unwrap()
+                .attributes;
+            assert_eq!(
+                attributes,
+                point("d1", number_data_point::Value::AsInt(0)).attributes
+            );
             // Read again expecting the first point's attributes: only the first matches them.
             let (_, again) = points(body, Some(read_points[0].attributes));
-            assert_eq!(again.iter().map(|p| p.as_expected).collect::<Vec<_>>(), [true, false]);
+            assert_eq!(
+                again.iter().map(|p| p.as_expected).collect::<Vec<_>>(),
+                [true, false]
+            );
             assert_eq!(again[1].attributes, read_points[1].attributes);
             let MetricsItem::Metric(read) = &items[3] else {
                 panic!("{:?}", items[3]);
             };
-            let MetricData::Sum { temporality: 2, monotonic: true, body } = read.data else {
+            let MetricData::Sum {
+                temporality: 2,
+                monotonic: true,
+                body,
+            } = read.data
+            else {
                 panic!("{:?}", read.data);
             };
             assert_eq!(points(body, None).1[0].value, 9.0);
@@ -1113,7 +1144,12 @@ mod tests {
             };
             let merged = Resource::decode(resource.as_ref()).unwrap();
             assert_eq!(merged.attributes.len(), 2);
-            assert_eq!(items[1], MetricsItem::Scope { scope: Default::default() });
+            assert_eq!(
+                items[1],
+                MetricsItem::Scope {
+                    scope: Default::default()
+                }
+            );
         }
     }
 }

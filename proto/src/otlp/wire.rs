@@ -66,12 +66,18 @@ impl<'a> Reader<'a> {
     /// Reads a varint.
     #[inline(always)]
     pub fn varint(&mut self) -> Result<u64, WireError> {
-        // Tags and most lengths fit in one byte.
+        // Tags and most lengths fit in one byte, the lengths of most records in two.
         if let Some(&byte) = self.buf.get(self.pos)
             && byte < 0x80
         {
             self.pos += 1;
             return Ok(u64::from(byte));
+        }
+        if let Some(&[low, high]) = self.buf.get(self.pos..self.pos + 2)
+            && high < 0x80
+        {
+            self.pos += 2;
+            return Ok(u64::from(low & 0x7f) | u64::from(high) << 7);
         }
         self.varint_slow()
     }
@@ -192,6 +198,27 @@ impl<'a> Reader<'a> {
             _ => Err(WireError("end-group tag without a group")),
         }
     }
+}
+
+/// Asks the processor to bring `bytes[from..from + len]` into cache ahead of reading it (a hint: nothing is read,
+/// and out-of-range parts are ignored). A reader that walks a large buffer once after it has left the caches
+/// (a batch reaching its exporter) would otherwise wait on memory at every record.
+#[inline(always)]
+pub fn prefetch(bytes: &[u8], from: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let end = from.saturating_add(len).min(bytes.len());
+        let mut at = from;
+        while at < end {
+            // SAFETY: a prefetch is a hint that never faults and reads nothing into the program; the address
+            // is within `bytes` anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().add(at).cast::<i8>()) };
+            at += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, from, len);
 }
 
 /// The eight bytes of `bytes` from `at`, as one word.
