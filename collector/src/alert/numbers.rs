@@ -9,11 +9,16 @@
 //! general path ([`Store::ingest_metric_with`]). The unit test `fast_and_general_paths_store_the_same` holds
 //! the fast way to the general path, which is the reference.
 //!
-//! What is cached is bounded: contexts (one per resource, scope and metric) and point entries are all dropped
-//! together once there are [`MAX_ENTRIES`] point entries, or when a tsdb compaction moves series (their handles
-//! are then stale). Each point entry holds its attributes as sent (a few hundred bytes for ten attributes) and
-//! a tsdb handle. Lookups hash with foldhash, seeded per process: minimally resistant to flooding with
-//! colliding keys, which the entry cap bounds in any case; hits are confirmed by comparing the bytes.
+//! A counter's or gauge's Prometheus family is claimed in the store each time the metric has points
+//! ([`Store::claim_family`]), so that between two metrics of different types that map to one name the one that
+//! keeps coming keeps it, as in the store's general path.
+//!
+//! What is cached is bounded: resources, contexts (one per resource, scope and metric) and point entries are
+//! all dropped together once they take about [`MAX_BYTES`], or when a tsdb compaction moves series (their
+//! handles are then stale). Each point entry holds its attributes as sent (a few hundred bytes for ten
+//! attributes) and a tsdb handle. Lookups hash with foldhash, seeded per process: minimally resistant to
+//! flooding with colliding keys, which the size bound limits in any case; hits are confirmed by comparing the
+//! bytes.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -33,8 +38,11 @@ use super::tsdb::{self, Labels, NAME, SeriesHandle, Tsdb};
 use crate::prometheus::naming::Kind;
 use crate::prometheus::store::{Changed, ResourceTranslation, Store};
 
-/// Most point entries kept before everything cached is dropped and found again.
-pub const MAX_ENTRIES: usize = 200_000;
+/// About the most memory (bytes) the caches take before everything is dropped and found again.
+pub const MAX_BYTES: usize = 64 << 20;
+
+/// What an entry of the caches costs besides the bytes it keeps (its struct, index slot and allocation).
+const ENTRY_OVERHEAD: usize = 96;
 
 /// Why a request could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +86,9 @@ pub struct NumberSeries {
     resource_index: HashTable<(u64, usize)>,
     contexts: Vec<Context>,
     context_index: HashTable<(u64, usize)>,
-    /// Point entries over all contexts.
-    entries: usize,
+    /// About what the caches take (see [`MAX_BYTES`]), and the most they may.
+    bytes: usize,
+    max_bytes: usize,
     /// The tsdb generation the handles were issued in.
     generation: u64,
 }
@@ -132,9 +141,8 @@ struct Context {
     /// Whether a rule may read it; nothing else is kept for a metric no rule reads.
     wanted: bool,
     scope_labels: Vec<(String, String)>,
-    /// The Prometheus family of a counter or gauge; `None` when the name belongs to another type (its points are
-    /// dropped, as the store drops them).
-    family: Option<String>,
+    /// The Prometheus family name of a counter or gauge (empty for the general path).
+    family: String,
     /// The attribute sets seen, found by their hash in `point_index`.
     points: Vec<PointEntry>,
     point_index: HashTable<usize>,
@@ -174,14 +182,17 @@ impl Context {
         (found, Some(hash))
     }
 
-    fn remember(&mut self, position: usize, entry: usize) {
+    /// Notes that the point at `position` has `entry`'s attributes; returns the bytes this took.
+    fn remember(&mut self, position: usize, entry: usize) -> usize {
         if position >= Self::POSITIONS {
-            return;
+            return 0;
         }
-        if self.by_position.len() <= position {
+        let before = self.by_position.len();
+        if before <= position {
             self.by_position.resize(position + 1, usize::MAX);
         }
         self.by_position[position] = entry;
+        (self.by_position.len() - before) * std::mem::size_of::<usize>()
     }
 }
 
@@ -209,7 +220,8 @@ impl Default for NumberSeries {
             resource_index: HashTable::new(),
             contexts: Vec::new(),
             context_index: HashTable::new(),
-            entries: 0,
+            bytes: 0,
+            max_bytes: MAX_BYTES,
             generation: 0,
         }
     }
@@ -217,13 +229,20 @@ impl Default for NumberSeries {
 
 impl NumberSeries {
     /// Point entries cached.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.entries
+        self.contexts.iter().map(|c| c.points.len()).sum()
     }
 
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.entries == 0 && self.contexts.is_empty()
+    /// About what the caches take (bytes).
+    pub fn size(&self) -> usize {
+        self.bytes
+    }
+
+    /// Sets the most the caches may take before they are dropped.
+    #[cfg(test)]
+    pub fn set_max_bytes(&mut self, max_bytes: usize) {
+        self.max_bytes = max_bytes;
     }
 
     fn clear(&mut self) {
@@ -231,7 +250,7 @@ impl NumberSeries {
         self.resource_index.clear();
         self.contexts.clear();
         self.context_index.clear();
-        self.entries = 0;
+        self.bytes = 0;
     }
 
     /// Stores the samples `request` (an encoded `ExportMetricsServiceRequest`) holds of metrics `wanted` names.
@@ -243,7 +262,7 @@ impl NumberSeries {
         wanted: &Wanted,
         target: &mut Target<'_>,
     ) -> Result<(), Unreadable> {
-        if target.db.generation() != self.generation || self.entries >= MAX_ENTRIES {
+        if target.db.generation() != self.generation || self.bytes >= self.max_bytes {
             self.clear();
             self.generation = target.db.generation();
         }
@@ -287,6 +306,7 @@ impl NumberSeries {
             return Ok(index);
         }
         let decoded = Resource::decode(bytes)?;
+        self.bytes += bytes.len() + 2 * ENTRY_OVERHEAD;
         let index = self.resources.len();
         self.resources.push(ResourceEntry {
             bytes: bytes.into(),
@@ -351,17 +371,21 @@ impl NumberSeries {
             return Ok(index);
         }
         let wanted = wanted.wants(metric.name, metric.unit);
-        let (scope_labels, family) = match (wanted, shape) {
-            (false, _) => (Vec::new(), None),
-            (true, shape) => {
-                let scope = InstrumentationScope::decode(at.scope.as_ref())?;
-                let family = match shape {
-                    Shape::Number(kind) => store.number_family(metric.name, metric.unit, kind),
-                    Shape::General => None,
-                };
-                (store.scope_translation(Some(&scope)), family)
-            }
+        let (scope_labels, family) = if wanted {
+            let scope = InstrumentationScope::decode(at.scope.as_ref())?;
+            let family = match shape {
+                Shape::Number(kind) => store.family_name(metric.name, metric.unit, kind),
+                Shape::General => String::new(),
+            };
+            (store.scope_translation(Some(&scope)), family)
+        } else {
+            (Vec::new(), String::new())
         };
+        self.bytes += at.scope.len()
+            + metric.name.len()
+            + metric.unit.len()
+            + family.len()
+            + 2 * ENTRY_OVERHEAD;
         let index = self.contexts.len();
         self.contexts.push(Context {
             resource: at.resource,
@@ -415,7 +439,12 @@ impl NumberSeries {
             }
             return Ok(());
         }
-        if self.contexts[context].family.is_none() {
+        // Claimed each time, as the store's general path checks the family's type at each metric.
+        let claimed = match self.contexts[context].shape {
+            Shape::Number(kind) => store.claim_family(&self.contexts[context].family, kind),
+            Shape::General => false,
+        };
+        if !claimed {
             return Ok(());
         }
         const NO_RECORDED_VALUE: u32 = 1;
@@ -458,21 +487,18 @@ impl NumberSeries {
         let context = &mut self.contexts[context];
         let (found, hash) = context.find(state, position, point);
         if let Some(entry) = found {
-            context.remember(position, entry);
+            self.bytes += context.remember(position, entry);
             if target.append_to(context.points[entry].handle, t, point.value) {
                 return Ok(true);
             }
         }
         // Not seen before, or its handle went stale: translate the attributes.
-        let Some(family) = &context.family else {
-            return Ok(false);
-        };
         let attributes = NumberDataPoint::decode(point.attributes)?.attributes;
         let translation = &self.resources[context.resource].translation;
         let mut labels: Labels = store
             .number_labels(&attributes, translation, &context.scope_labels)
             .into_vec();
-        labels.push((NAME.into(), family.clone()));
+        labels.push((NAME.into(), context.family.clone()));
         let Some(handle) = target
             .db
             .append_indexed(tsdb::sorted(labels), t, point.value)
@@ -493,8 +519,8 @@ impl NumberSeries {
                 context
                     .point_index
                     .insert_unique(hash, entry, |&e| points[e].hash);
-                context.remember(position, entry);
-                self.entries += 1;
+                self.bytes +=
+                    context.remember(position, entry) + point.attributes.len() + ENTRY_OVERHEAD;
             }
         }
         Ok(true)
@@ -520,5 +546,81 @@ fn append_changed(changed: &Changed<'_>, target: &mut Target<'_>) {
         if target.db.append(tsdb::sorted(labels), t, value) == tsdb::Appended::OverCap {
             target.over_cap += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
+    use vigil_proto::otlp::metrics::v1::{Gauge, ResourceMetrics, ScopeMetrics, number_data_point};
+    use vigil_proto::otlp::string_attribute;
+
+    use super::*;
+    use crate::alert::promql;
+    use crate::prometheus::store::StoreSettings;
+
+    /// One gauge with a point per device.
+    fn request(devices: &[&str]) -> Vec<u8> {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "gpu_usage".into(),
+                        data: Some(vigil_proto::otlp::metrics::v1::metric::Data::Gauge(Gauge {
+                            data_points: devices
+                                .iter()
+                                .map(|d| NumberDataPoint {
+                                    attributes: vec![string_attribute("device", d)],
+                                    value: Some(number_data_point::Value::AsDouble(0.5)),
+                                    ..NumberDataPoint::default()
+                                })
+                                .collect(),
+                        })),
+                        ..Metric::default()
+                    }],
+                    ..ScopeMetrics::default()
+                }],
+                ..ResourceMetrics::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn each_position_expects_the_attributes_it_had_last_time() {
+        let rule = promql::parse("gpu_usage < 0.3").unwrap();
+        let wanted = Wanted::new([&rule], "", true);
+        let store = Store::new(StoreSettings::default());
+        let mut db = Tsdb::new(Duration::from_secs(600), 100);
+        let mut numbers = NumberSeries::default();
+        let mut ingest = |numbers: &mut NumberSeries, request: &[u8], now: i64| {
+            let mut target = Target {
+                db: &mut db,
+                now,
+                reported: None,
+                over_cap: 0,
+            };
+            numbers
+                .ingest(request, &store, &wanted, &mut target)
+                .unwrap();
+        };
+        ingest(&mut numbers, &request(&["a", "b", "c"]), 1_000);
+        let device = |numbers: &NumberSeries, position| {
+            numbers.contexts[0].expected(position).map(|bytes| {
+                let attributes = NumberDataPoint::decode(bytes).unwrap().attributes;
+                attributes[0].value.clone()
+            })
+        };
+        let text = |d: &str| string_attribute("device", d).value;
+        assert_eq!(device(&numbers, 0), Some(text("a")));
+        assert_eq!(device(&numbers, 2), Some(text("c")));
+        assert_eq!(device(&numbers, 3), None);
+        // The series come in another order: each position now expects what it had this time.
+        ingest(&mut numbers, &request(&["c", "a"]), 2_000);
+        assert_eq!(device(&numbers, 0), Some(text("c")));
+        assert_eq!(device(&numbers, 1), Some(text("a")));
+        assert_eq!(numbers.len(), 3);
     }
 }

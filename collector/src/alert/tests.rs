@@ -432,6 +432,58 @@ mod fast_path {
         ExportMetricsServiceRequest { resource_metrics }
     }
 
+    /// `request` with entries of one resource merged, scopes of one scope merged and the points of one metric in
+    /// one metric: several points per metric and several metrics per scope, in the order first seen.
+    fn grouped(request: ExportMetricsServiceRequest) -> ExportMetricsServiceRequest {
+        let mut out: Vec<ResourceMetrics> = Vec::new();
+        for entry in request.resource_metrics {
+            let at = match out.iter().position(|e| e.resource == entry.resource) {
+                Some(at) => at,
+                None => {
+                    out.push(ResourceMetrics {
+                        resource: entry.resource.clone(),
+                        ..ResourceMetrics::default()
+                    });
+                    out.len() - 1
+                }
+            };
+            let scopes = &mut out[at].scope_metrics;
+            for scope_metrics in entry.scope_metrics {
+                let at = match scopes.iter().position(|s| s.scope == scope_metrics.scope) {
+                    Some(at) => at,
+                    None => {
+                        scopes.push(ScopeMetrics {
+                            scope: scope_metrics.scope.clone(),
+                            ..ScopeMetrics::default()
+                        });
+                        scopes.len() - 1
+                    }
+                };
+                let metrics = &mut scopes[at].metrics;
+                for metric in scope_metrics.metrics {
+                    let same = metrics
+                        .iter_mut()
+                        .find(|m| m.name == metric.name && m.unit == metric.unit);
+                    match (same.and_then(|m| m.data.as_mut()), metric.data.clone()) {
+                        (Some(metric::Data::Gauge(a)), Some(metric::Data::Gauge(b))) => {
+                            a.data_points.extend(b.data_points)
+                        }
+                        (Some(metric::Data::Sum(a)), Some(metric::Data::Sum(b))) => {
+                            a.data_points.extend(b.data_points)
+                        }
+                        (Some(metric::Data::Histogram(a)), Some(metric::Data::Histogram(b))) => {
+                            a.data_points.extend(b.data_points)
+                        }
+                        _ => metrics.push(metric),
+                    }
+                }
+            }
+        }
+        ExportMetricsServiceRequest {
+            resource_metrics: out,
+        }
+    }
+
     /// A connector whose rules read `queries` (parsed), with its tsdb replaced by `db`.
     fn connector(queries: &[&str], db: Tsdb) -> Alerting {
         let mut alerting =
@@ -497,6 +549,150 @@ mod fast_path {
             names,
             ["gauge_0"],
             "neither the counter nor target_info is read by a rule"
+        );
+    }
+
+    fn metric_of(name: &str, data: metric::Data) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: resource(0),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: name.into(),
+                        data: Some(data),
+                        ..Metric::default()
+                    }],
+                    ..ScopeMetrics::default()
+                }],
+                ..ResourceMetrics::default()
+            }],
+        }
+    }
+
+    /// Between a gauge and a histogram that map to one Prometheus name, the one that keeps coming keeps it, across
+    /// the store's expiry sweeps; once it stops for `metric_expiration`, the other may take the name.
+    #[test]
+    fn a_type_conflict_is_won_by_the_metric_that_keeps_coming() {
+        let mut alerting = connector(
+            &["foo > 0", "foo_bucket > 0"],
+            Tsdb::new(Duration::from_secs(3600), 100),
+        );
+        let clock = crate::prometheus::store::ManualClock::shared();
+        alerting.store = Store::with_clock(StoreSettings::default(), clock.clone());
+        let base_ms = 1_800_000_000_000;
+        let at = |step: i64| (base_ms + step * 1_000) as u64 * 1_000_000;
+        let gauge = |step| {
+            metric_of(
+                "foo",
+                metric::Data::Gauge(Gauge {
+                    data_points: vec![NumberDataPoint {
+                        time_unix_nano: at(step),
+                        value: Some(number_data_point::Value::AsDouble(1.0)),
+                        ..NumberDataPoint::default()
+                    }],
+                }),
+            )
+        };
+        let histogram = |step| {
+            metric_of(
+                "foo",
+                metric::Data::Histogram(Histogram {
+                    data_points: vec![HistogramDataPoint {
+                        time_unix_nano: at(step),
+                        count: 1,
+                        bucket_counts: vec![1],
+                        ..HistogramDataPoint::default()
+                    }],
+                    aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                }),
+            )
+        };
+        let buckets = |alerting: &Alerting| alerting.lock().db.select(Some("foo_bucket")).count();
+        ingest(&alerting, &gauge(0), base_ms);
+        ingest(&alerting, &histogram(0), base_ms);
+        assert_eq!(buckets(&alerting), 0, "the gauge came first");
+        // Past the expiry, with sweeps: the gauge still comes, so it keeps the name.
+        clock.advance(Duration::from_secs(301));
+        ingest(&alerting, &gauge(301), base_ms + 301_000);
+        ingest(&alerting, &histogram(301), base_ms + 301_000);
+        assert_eq!(buckets(&alerting), 0, "the gauge keeps coming");
+        // The gauge stops: once its claim expires and a sweep takes the family out, the histogram gets the name.
+        clock.advance(Duration::from_secs(301));
+        ingest(&alerting, &histogram(602), base_ms + 602_000);
+        ingest(&alerting, &histogram(603), base_ms + 603_000);
+        assert_eq!(buckets(&alerting), 1);
+        ingest(&alerting, &gauge(604), base_ms + 604_000);
+        let engine = alerting.lock();
+        let gauges: Vec<_> = engine
+            .db
+            .select(Some("foo"))
+            .map(|(_, s)| s.len())
+            .collect();
+        assert_eq!(
+            gauges,
+            [2],
+            "the gauge's points after it lost the name are dropped"
+        );
+    }
+
+    const MAX_BYTES_FOR_TESTS: usize = 1 << 20;
+
+    #[test]
+    fn the_caches_are_dropped_when_they_pass_their_size() {
+        let alerting = connector(&["gauge_0 > 0"], Tsdb::new(Duration::from_secs(3600), 100));
+        let base_ms = 1_800_000_000_000;
+        ingest(
+            &alerting,
+            &request(&[(0, 0, 0, 0, 1, false, false)], base_ms),
+            base_ms,
+        );
+        let one = alerting.lock().numbers.size();
+        assert!(one > 0);
+        ingest(
+            &alerting,
+            &request(&[(0, 1, 0, 0, 1, false, false)], base_ms),
+            base_ms,
+        );
+        assert_eq!(
+            alerting.lock().numbers.len(),
+            2,
+            "under the bound, entries are kept"
+        );
+        alerting.lock().numbers.set_max_bytes(one);
+        ingest(
+            &alerting,
+            &request(&[(0, 2, 0, 0, 1, false, false)], base_ms),
+            base_ms,
+        );
+        assert_eq!(
+            alerting.lock().numbers.len(),
+            1,
+            "past the bound, everything was dropped first"
+        );
+        assert_eq!(alerting.lock().db.len(), 3, "the samples are all stored");
+        // A compaction that forgets series makes every handle stale: the caches start again.
+        alerting.lock().numbers.set_max_bytes(MAX_BYTES_FOR_TESTS);
+        ingest(
+            &alerting,
+            &request(&[(0, 0, 0, 0, 1, false, false)], base_ms),
+            base_ms,
+        );
+        ingest(
+            &alerting,
+            &request(&[(0, 1, 0, 0, 1, false, false)], base_ms + 600_000),
+            base_ms + 600_000,
+        );
+        assert_eq!(alerting.lock().numbers.len(), 3);
+        alerting.lock().db.compact(base_ms + 3_600_000 + 1);
+        ingest(
+            &alerting,
+            &request(&[(0, 3, 0, 0, 1, false, false)], base_ms + 600_000),
+            base_ms + 600_000,
+        );
+        assert_eq!(
+            alerting.lock().numbers.len(),
+            1,
+            "entries of moved series were dropped"
         );
     }
 
@@ -585,6 +781,7 @@ mod fast_path {
             ),
             max_series in 3usize..20,
             some in any::<bool>(),
+            group in any::<bool>(),
         ) {
             let queries: &[&str] = if some {
                 &["gauge_1 > 0", "rate(requests_total[5m]) > 0", "target_info", "latency_seconds_bucket"]
@@ -601,7 +798,10 @@ mod fast_path {
             let mut reference_dropped = 0;
             let mut base_ms = 1_800_000_000_000;
             for (points, compact) in pushes {
-                let request = request(&points, base_ms);
+                let request = match group {
+                    true => grouped(request(&points, base_ms)),
+                    false => request(&points, base_ms),
+                };
                 ingest(&alerting, &request, base_ms);
                 reference_dropped +=
                     reference_ingest(&store, &alerting.wanted, &mut reference, &request, base_ms);

@@ -38,6 +38,30 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock tests move by hand.
+#[cfg(test)]
+pub struct ManualClock(pub Mutex<Instant>);
+
+#[cfg(test)]
+impl ManualClock {
+    /// A clock at the current time, shared.
+    pub fn shared() -> Arc<ManualClock> {
+        Arc::new(ManualClock(Mutex::new(Instant::now())))
+    }
+
+    /// Moves it forward.
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) += by;
+    }
+}
+
+#[cfg(test)]
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Which resource attributes become labels on every series (besides `job` and `instance`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum PromotedResource {
@@ -200,6 +224,9 @@ pub struct Family {
     pub series: HashMap<Labels, Series>,
     /// Taken out of the store (it had no series left): an ingest that still holds it must look again.
     removed: bool,
+    /// When a caller that keeps the series itself last claimed the family ([`Store::claim_family`]): it stays,
+    /// even without series, until `metric_expiration` has passed since.
+    claimed: Option<Instant>,
 }
 
 /// What one ingest did.
@@ -441,27 +468,43 @@ impl Store {
         self.scope_labels(scope)
     }
 
-    /// The family name of a counter or gauge (`kind`) named `metric` in `unit`, claimed for that type: `None`
-    /// when the name already belongs to a family of another type, whose points the store drops as a type
-    /// conflict.
-    pub fn number_family(&self, metric: &str, unit: &str, kind: Kind) -> Option<String> {
-        let name = naming::metric_name(
+    /// The Prometheus family name of a metric of `kind` named `metric` in `unit`.
+    pub fn family_name(&self, metric: &str, unit: &str, kind: Kind) -> String {
+        naming::metric_name(
             &self.settings.namespace,
             metric,
             unit,
             kind,
             self.settings.suffixes,
-        );
+        )
+    }
+
+    /// Claims the family `name` for points of a counter or gauge (`kind`) whose series the caller keeps itself
+    /// (the alerting connector): `true` when the name is free or of that type, `false` when it belongs to
+    /// another type, whose points the store would drop as a type conflict (and always for `target_info` while
+    /// the store keeps it). A claim holds the name as ingesting a point holds its series: a caller claims each
+    /// time it has points, and the family stays, even without series, until `metric_expiration` has passed.
+    pub fn claim_family(&self, name: &str, kind: Kind) -> bool {
+        if self.settings.target_info && name == "target_info" {
+            return false;
+        }
+        let now = self.clock.now();
         let make = || Family {
             kind,
             help: String::new(),
-            unit: unit.to_string(),
+            unit: String::new(),
             info: false,
             series: HashMap::new(),
             removed: false,
+            claimed: None,
         };
-        let claimed = self.with_family(&name, make, |family| family.kind == kind && !family.info);
-        claimed.then_some(name)
+        self.with_family(name, make, |family| {
+            let granted = family.kind == kind && !family.info;
+            if granted {
+                family.claimed = Some(now);
+            }
+            granted
+        })
     }
 
     /// The labels of a data point with `attributes` (see [`Store::ingest`] for the rules), for a caller that
@@ -553,7 +596,7 @@ impl Store {
                 });
                 self.series
                     .fetch_sub(before - family.series.len(), Ordering::Relaxed);
-                if family.series.is_empty() {
+                if family.series.is_empty() && !claim_holds(family, now, expiration) {
                     emptied.push(name);
                 }
             }
@@ -566,7 +609,8 @@ impl Store {
             for name in emptied {
                 let empty = families.get(&name).is_some_and(|shared| {
                     let mut family = shared.lock().unwrap_or_else(|p| p.into_inner());
-                    family.removed = family.series.is_empty();
+                    family.removed =
+                        family.series.is_empty() && !claim_holds(&family, now, expiration);
                     family.removed
                 });
                 if empty {
@@ -645,6 +689,7 @@ impl Store {
             info: true,
             series: HashMap::new(),
             removed: false,
+            claimed: None,
         };
         self.with_family(name, make, |family| {
             let series = Series {
@@ -746,6 +791,7 @@ impl Store {
             info: false,
             series: HashMap::new(),
             removed: false,
+            claimed: None,
         };
         self.with_family(&name, make, |family| {
         let points = point_count(data);
@@ -962,6 +1008,13 @@ impl Store {
         all.push(("instance".into(), resource.instance.clone()));
         finish(all)
     }
+}
+
+/// Whether a family is held by a claim made within `expiration` before `now` (see [`Store::claim_family`]).
+fn claim_holds(family: &Family, now: Instant, expiration: Duration) -> bool {
+    family
+        .claimed
+        .is_some_and(|at| now.saturating_duration_since(at) < expiration)
 }
 
 /// The labels of a resource's `target_info` series: its attributes other than those that make `job` and

@@ -1,5 +1,5 @@
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use vigil_proto::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use vigil_proto::otlp::common::v1::{InstrumentationScope, KeyValue};
@@ -13,21 +13,7 @@ use vigil_proto::otlp::resource::v1::Resource;
 use vigil_proto::otlp::string_attribute as attr;
 
 use crate::prometheus::render::{Format, render};
-use crate::prometheus::store::{Clock, Store, StoreSettings};
-
-struct ManualClock(Mutex<Instant>);
-
-impl ManualClock {
-    fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Instant {
-        *self.0.lock().unwrap()
-    }
-}
+use crate::prometheus::store::{ManualClock, Store, StoreSettings};
 
 fn request(resource: Vec<KeyValue>, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
     ExportMetricsServiceRequest {
@@ -108,7 +94,7 @@ fn store() -> (Store, Arc<ManualClock>) {
 }
 
 fn store_with(settings: StoreSettings) -> (Store, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock(Mutex::new(Instant::now())));
+    let clock = ManualClock::shared();
     (Store::with_clock(settings, clock.clone()), clock)
 }
 

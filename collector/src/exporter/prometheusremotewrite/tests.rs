@@ -1,5 +1,5 @@
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -19,16 +19,8 @@ use vigil_proto::prometheus::WriteRequest;
 use super::{RemoteWriteConfig, RemoteWriteExporter, decode_body};
 use crate::exporter::{ExportError, Exporter, RetrySettings};
 use crate::pipeline::Batch;
-use crate::prometheus::store::Clock;
+use crate::prometheus::store::ManualClock;
 use crate::telemetry::Registry;
-
-struct ManualClock(Mutex<Instant>);
-
-impl Clock for ManualClock {
-    fn now(&self) -> Instant {
-        *self.0.lock().unwrap()
-    }
-}
 
 #[derive(Default)]
 struct Receiver {
@@ -219,7 +211,7 @@ async fn retries_5xx_and_429_but_not_other_4xx_and_never_adds_a_delta_twice() {
 #[tokio::test]
 async fn expired_series_end_with_a_stale_marker() {
     let (url, state, _stop) = receiver(vec![]).await;
-    let clock = Arc::new(ManualClock(Mutex::new(Instant::now())));
+    let clock = ManualClock::shared();
     let exporter =
         RemoteWriteExporter::with_clock(&config(&url), "prw", &Registry::default(), clock.clone())
             .unwrap();
