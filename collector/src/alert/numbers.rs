@@ -230,7 +230,7 @@ impl Default for NumberSeries {
 impl NumberSeries {
     /// Point entries cached.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.contexts.iter().map(|c| c.points.len()).sum()
     }
 
