@@ -617,10 +617,20 @@ mod tests {
         assert_eq!(device(&numbers, 0), Some(text("a")));
         assert_eq!(device(&numbers, 2), Some(text("c")));
         assert_eq!(device(&numbers, 3), None);
+        // Seen again, nothing more is kept; a fourth point costs its attributes, its entry and its position.
+        let size = numbers.size();
+        ingest(&mut numbers, &request(&["a", "b", "c"]), 1_500);
+        assert_eq!(numbers.size(), size);
+        ingest(&mut numbers, &request(&["a", "b", "c", "d"]), 1_600);
+        let d = string_attribute("device", "d").encoded_len() + 2;
+        assert_eq!(
+            numbers.size(),
+            size + d + ENTRY_OVERHEAD + std::mem::size_of::<usize>()
+        );
         // The series come in another order: each position now expects what it had this time.
         ingest(&mut numbers, &request(&["c", "a"]), 2_000);
         assert_eq!(device(&numbers, 0), Some(text("c")));
         assert_eq!(device(&numbers, 1), Some(text("a")));
-        assert_eq!(numbers.len(), 3);
+        assert_eq!(numbers.len(), 4);
     }
 }

@@ -698,14 +698,23 @@ mod fast_path {
 
     #[test]
     fn while_restored_alerts_wait_the_sources_of_stored_samples_are_noted() {
-        let alerting = connector(&["gauge_0 > 1"], Tsdb::new(Duration::from_secs(3600), 100));
+        let alerting = connector(
+            &["gauge_0 > 1", "latency_seconds_bucket > 1"],
+            Tsdb::new(Duration::from_secs(3600), 100),
+        );
         let base_ms = 1_800_000_000_000;
         alerting.lock().hold_until = base_ms + 60_000;
-        // A read metric from the `api` resource, an unread one from the `trainer` resource.
-        let points = [(0, 0, 1, 0, 1, false, false), (3, 0, 0, 0, 1, false, false)];
+        // A read gauge from the `api` resource, an unread counter from `trainer`, a read histogram (the general
+        // path) from a resource without a service.
+        let points = [
+            (0, 0, 1, 0, 1, false, false),
+            (3, 0, 0, 0, 1, false, false),
+            (6, 0, 2, 0, 1, false, false),
+        ];
         ingest(&alerting, &request(&points, base_ms), base_ms);
         let reported = alerting.lock().reported.clone();
-        assert_eq!(reported, [("api".to_string(), "i-1".to_string())].into());
+        let expected = [("api", "i-1"), ("", "")].map(|(j, i)| (j.to_string(), i.to_string()));
+        assert_eq!(reported, expected.into());
         // Once the hold is over, nothing more is noted.
         let points = [(0, 0, 0, 0, 1, false, false)];
         ingest(
@@ -713,7 +722,7 @@ mod fast_path {
             &request(&points, base_ms + 60_000),
             base_ms + 60_000,
         );
-        assert_eq!(alerting.lock().reported.len(), 1);
+        assert_eq!(alerting.lock().reported.len(), 2);
     }
 
     #[test]

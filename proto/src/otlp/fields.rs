@@ -550,9 +550,8 @@ pub fn for_each_metric<'b, E: From<WireError>>(
 
 /// The bodies of message field `field` of `body`, concatenated in order (one borrowed when it is sent once).
 fn merged(body: &[u8], field: u32) -> Result<Cow<'_, [u8]>, WireError> {
-    let mut out: Cow<'_, [u8]> = Cow::Borrowed(&[]);
+    let mut out: Option<Cow<'_, [u8]>> = None;
     let mut reader = Reader::new(body);
-    let mut seen = 0;
     while !reader.done() {
         let (number, wire) = reader.key()?;
         if number != field {
@@ -561,13 +560,12 @@ fn merged(body: &[u8], field: u32) -> Result<Cow<'_, [u8]>, WireError> {
         }
         expect(wire, WIRE_LEN)?;
         let part = reader.len_delimited()?;
-        match seen {
-            0 => out = Cow::Borrowed(part),
-            _ => out.to_mut().extend_from_slice(part),
+        match &mut out {
+            None => out = Some(Cow::Borrowed(part)),
+            Some(parts) => parts.to_mut().extend_from_slice(part),
         }
-        seen += 1;
     }
-    Ok(out)
+    Ok(out.unwrap_or_default())
 }
 
 fn metric(message: &[u8]) -> Result<MetricFields<'_>, WireError> {
