@@ -455,7 +455,7 @@ pub struct SpanMetrics {
     config: SpanMetricsConfig,
     bounds: Vec<f64>,
     series: Mutex<Series>,
-    /// Randomly keyed SipHash: span names come from clients, so colliding keys must not be predictable.
+    /// Randomly seeded foldhash: span names come from clients, so colliding keys must not be predictable.
     hasher: RandomState,
     outputs: OnceLock<Outputs>,
     stop: watch::Sender<bool>,
