@@ -727,7 +727,7 @@ mod fast_path {
 
     #[test]
     fn a_point_whose_attributes_are_split_is_decoded_whole() {
-        use vigil_proto::otlp::wire::put_bytes;
+        use vigil_proto::otlp::wire::{nested, put_bytes};
         let alerting = connector(&["gauge_0 > 1"], Tsdb::new(Duration::from_secs(3600), 100));
         let base_ms = 1_800_000_000_000;
         let mut point = NumberDataPoint {
@@ -738,18 +738,12 @@ mod fast_path {
         }
         .encode_to_vec();
         put_bytes(&mut point, 7, &attribute("rack", "r2").encode_to_vec());
-        let mut gauge = Vec::new();
-        put_bytes(&mut gauge, 1, &point);
         let mut metric = Vec::new();
         put_bytes(&mut metric, 1, b"gauge_0");
-        put_bytes(&mut metric, 5, &gauge);
-        let mut scope = Vec::new();
-        put_bytes(&mut scope, 2, &metric);
-        let mut entry = Vec::new();
-        put_bytes(&mut entry, 2, &scope);
-        let mut bytes = Vec::new();
-        put_bytes(&mut bytes, 1, &entry);
-        alerting.ingest(&bytes, base_ms).unwrap();
+        metric.extend(nested(&[5, 1], &point));
+        alerting
+            .ingest(&nested(&[1, 2, 2], &metric), base_ms)
+            .unwrap();
         let engine = alerting.lock();
         let stored: Vec<_> = engine.db.select(Some("gauge_0")).collect();
         assert_eq!(stored.len(), 1);

@@ -970,7 +970,7 @@ mod tests {
             number_data_point,
         };
         use crate::otlp::resource::v1::Resource;
-        use crate::otlp::wire::{WireError, put_bytes};
+        use crate::otlp::wire::{WireError, nested, put_bytes};
 
         fn point(device: &str, value: number_data_point::Value) -> NumberDataPoint {
             NumberDataPoint {
@@ -1097,23 +1097,18 @@ mod tests {
             // Attributes, then the flags, then more attributes.
             let mut split = one.clone();
             put_bytes(&mut split, 7, &attribute("late", text("x")).encode_to_vec());
-            let mut gauge = Vec::new();
-            put_bytes(&mut gauge, 1, &split);
-            assert!(!points(&gauge, None).0, "split attributes are not one run");
-            let mut gauge = Vec::new();
-            put_bytes(&mut gauge, 1, &one);
+            assert!(
+                !points(&nested(&[1], &split), None).0,
+                "split attributes are not one run"
+            );
+            let gauge = nested(&[1], &one);
             assert!(points(&gauge, None).0);
             // A metric with two gauge fields: decoders merge them.
             let mut message = Vec::new();
             put_bytes(&mut message, 1, b"m");
             put_bytes(&mut message, 5, &gauge);
             put_bytes(&mut message, 5, &gauge);
-            let mut scope = Vec::new();
-            put_bytes(&mut scope, 2, &message);
-            let mut entry = Vec::new();
-            put_bytes(&mut entry, 2, &scope);
-            let mut request = Vec::new();
-            put_bytes(&mut request, 1, &entry);
+            let request = nested(&[1, 2, 2], &message);
             let items = items(&request);
             let MetricsItem::Metric(read) = &items[2] else {
                 panic!("{:?}", items[2]);

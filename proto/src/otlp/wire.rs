@@ -270,6 +270,17 @@ pub fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// `inner` as the innermost of nested length-delimited fields: `path` lists their numbers, outermost first
+/// (`nested(&[1, 2, 2], metric)` is a metrics request of one entry, one scope and that metric). What tests that
+/// build requests by hand, with fields real encoders would not write, nest their parts with.
+pub fn nested(path: &[u32], inner: &[u8]) -> Vec<u8> {
+    path.iter().rev().fold(inner.to_vec(), |body, &field| {
+        let mut out = Vec::with_capacity(body.len() + 10);
+        put_bytes(&mut out, field, &body);
+        out
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
