@@ -637,6 +637,31 @@ mod fast_path {
 
     const MAX_BYTES_FOR_TESTS: usize = 1 << 20;
 
+    /// `target_info` is the store's own series: a metric of that name is dropped as a type conflict, and the
+    /// resource's real `target_info` is kept.
+    #[test]
+    fn a_metric_named_target_info_does_not_take_the_name() {
+        let alerting = connector(&["target_info"], Tsdb::new(Duration::from_secs(3600), 100));
+        let base_ms = 1_800_000_000_000;
+        let mut request = metric_of(
+            "target_info",
+            metric::Data::Gauge(Gauge {
+                data_points: vec![NumberDataPoint {
+                    attributes: vec![attribute("fake", "yes")],
+                    value: Some(number_data_point::Value::AsDouble(7.0)),
+                    ..NumberDataPoint::default()
+                }],
+            }),
+        );
+        request.resource_metrics[0].resource = resource(1);
+        ingest(&alerting, &request, base_ms);
+        let engine = alerting.lock();
+        let stored: Vec<_> = engine.db.select(Some("target_info")).collect();
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        assert_eq!(label(stored[0].0, "host_name"), Some("gpu-7"));
+        assert_eq!(stored[0].1.back().map(|s| s.1), Some(1.0));
+    }
+
     #[test]
     fn the_caches_are_dropped_when_they_pass_their_size() {
         let alerting = connector(&["gauge_0 > 0"], Tsdb::new(Duration::from_secs(3600), 100));
