@@ -616,8 +616,9 @@ mod fast_path {
         ingest(&alerting, &gauge(301), base_ms + 301_000);
         ingest(&alerting, &histogram(301), base_ms + 301_000);
         assert_eq!(buckets(&alerting), 0, "the gauge keeps coming");
-        // The gauge stops: once its claim expires and a sweep takes the family out, the histogram gets the name.
-        clock.advance(Duration::from_secs(301));
+        // The gauge stops: once its claim expires (exactly `metric_expiration` after the last) and a sweep takes
+        // the family out, the histogram gets the name.
+        clock.advance(Duration::from_secs(300));
         ingest(&alerting, &histogram(602), base_ms + 602_000);
         ingest(&alerting, &histogram(603), base_ms + 603_000);
         assert_eq!(buckets(&alerting), 1);
