@@ -521,50 +521,48 @@ pub fn for_each_metric<'b, E: From<WireError>>(
             entry,
             resource: merged(body, 1)?,
         })?;
-        let mut reader = Reader::new(body);
-        while !reader.done() {
-            let (field, wire) = reader.key()?;
-            if field != 2 {
-                reader.skip(field, wire, RECURSION_LIMIT - 1)?;
-                continue;
-            }
-            expect(wire, WIRE_LEN)?;
-            let scope_metrics = reader.len_delimited()?;
+        for_each_message(body, 2, RECURSION_LIMIT - 1, |scope_metrics| {
             visit(MetricsItem::Scope {
                 scope: merged(scope_metrics, 1)?,
             })?;
-            let mut metrics = Reader::new(scope_metrics);
-            while !metrics.done() {
-                let (field, wire) = metrics.key()?;
-                if field != 2 {
-                    metrics.skip(field, wire, RECURSION_LIMIT - 2)?;
-                    continue;
-                }
-                expect(wire, WIRE_LEN)?;
-                visit(MetricsItem::Metric(metric(metrics.len_delimited()?)?))?;
-            }
-        }
-        Ok(())
+            for_each_message(scope_metrics, 2, RECURSION_LIMIT - 2, |message| {
+                visit(MetricsItem::Metric(metric(message)?))
+            })
+        })
     })
+}
+
+/// Calls `visit` with the body of every occurrence of message field `field` of `body`, in order, passing over
+/// the other fields (`budget`: the recursion budget left at this message, see [`RECURSION_LIMIT`]).
+fn for_each_message<'b, E: From<WireError>>(
+    body: &'b [u8],
+    field: u32,
+    budget: u32,
+    mut visit: impl FnMut(&'b [u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut reader = Reader::new(body);
+    while !reader.done() {
+        let (number, wire) = reader.key()?;
+        if number != field {
+            reader.skip(number, wire, budget)?;
+            continue;
+        }
+        expect(wire, WIRE_LEN)?;
+        visit(reader.len_delimited()?)?;
+    }
+    Ok(())
 }
 
 /// The bodies of message field `field` of `body`, concatenated in order (one borrowed when it is sent once).
 fn merged(body: &[u8], field: u32) -> Result<Cow<'_, [u8]>, WireError> {
     let mut out: Option<Cow<'_, [u8]>> = None;
-    let mut reader = Reader::new(body);
-    while !reader.done() {
-        let (number, wire) = reader.key()?;
-        if number != field {
-            reader.skip(number, wire, RECURSION_LIMIT - 1)?;
-            continue;
-        }
-        expect(wire, WIRE_LEN)?;
-        let part = reader.len_delimited()?;
+    for_each_message(body, field, RECURSION_LIMIT - 1, |part| {
         match &mut out {
             None => out = Some(Cow::Borrowed(part)),
             Some(parts) => parts.to_mut().extend_from_slice(part),
         }
-    }
+        Ok::<_, WireError>(())
+    })?;
     Ok(out.unwrap_or_default())
 }
 
