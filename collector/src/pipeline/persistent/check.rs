@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use super::record::{self, AckKind};
 use super::{
-    Entry, OpenError, io_error, list_segments, lock_dir, next_entry, quarantine, segment_paths,
+    Entry, OpenError, check_format, io_error, list_segments, lock_dir, next_entry, quarantine,
+    segment_paths,
 };
 
 /// Damaged bytes found in a segment.
@@ -120,6 +121,8 @@ pub fn check_all(dir: &Path, repair: bool) -> Result<Vec<Report>, OpenError> {
 pub fn check(dir: &Path, repair: bool) -> Result<Report, OpenError> {
     // Only a repair writes: a check may look at a queue a running collector holds.
     let _lock = if repair { Some(lock_dir(dir)?) } else { None };
+    // Records of another format would all look damaged, and a repair would quarantine them.
+    check_format(dir, false)?;
     let mut report = Report {
         dir: dir.to_path_buf(),
         ..Report::default()

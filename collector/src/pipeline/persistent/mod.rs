@@ -43,7 +43,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Deserializer};
 use tokio::sync::{Notify, watch};
 
-use self::record::{AckKind, HEADER_LEN, Header};
+use self::record::{AckKind, FORMAT_VERSION, HEADER_LEN, Header};
 use super::{Batch, DEFAULT_RETRY_AFTER, Refusal};
 use crate::telemetry::{Counter, Problems, Registry};
 
@@ -122,6 +122,19 @@ pub enum OpenError {
     /// Another process holds the directory.
     #[error("{0} is in use by another collector (its LOCK file is locked)")]
     Locked(PathBuf),
+    /// The directory holds a queue in a format version this build does not read.
+    #[error(
+        "{path} holds `{found}`: a persistent queue in a format this build does not read (it reads `vigil-queue \
+         {version}`). Nothing in it was changed: deliver it with the build that wrote it, or move the \
+         directory aside to start an empty queue",
+        version = FORMAT_VERSION
+    )]
+    UnknownFormat {
+        /// The `FORMAT` file.
+        path: PathBuf,
+        /// What it holds (its first line, at most 64 characters).
+        found: String,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
@@ -507,6 +520,41 @@ fn lock_dir(dir: &Path) -> Result<File, OpenError> {
     }
 }
 
+/// Checks that `dir` holds a queue in this build's format, naming the format in a `FORMAT` file when `write`
+/// allows and the directory has none yet (a new queue, or one an earlier build wrote in version 1).
+fn check_format(dir: &Path, write: bool) -> Result<(), OpenError> {
+    let path = dir.join(record::FORMAT_FILE);
+    match fs::read(&path) {
+        Ok(contents) => match record::decode_format(&contents) {
+            Some(record::FORMAT_VERSION) => Ok(()),
+            _ => Err(OpenError::UnknownFormat {
+                found: String::from_utf8_lossy(&contents)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(64)
+                    .collect(),
+                path,
+            }),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if write {
+                // Written whole or not at all: a torn `FORMAT` would make the queue unreadable.
+                let staged = dir.join(format!("{}.tmp", record::FORMAT_FILE));
+                let mut file = File::create(&staged).map_err(io_error(&staged))?;
+                file.write_all(record::encode_format().as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .map_err(io_error(&staged))?;
+                fs::rename(&staged, &path).map_err(io_error(&path))?;
+                sync_dir(dir).map_err(io_error(dir))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(io_error(&path)(e)),
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -537,6 +585,7 @@ impl PersistentQueue {
         let dir = queue_dir(&settings.directory, id);
         fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         let lock = lock_dir(&dir)?;
+        check_format(&dir, true)?;
         let labels = [("exporter", id)];
         let dropped = |reason: &'static str| registry.exporter_dropped(id, reason);
         let accounts = Accounts {

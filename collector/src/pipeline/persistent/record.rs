@@ -23,11 +23,42 @@
 //! An acknowledgement file `seg-<first seq>.ack` holds 16-byte entries `seq u64 | kind u32 | crc u32`: a
 //! record was handed to the exporter (`started`), or the exporter finished with it (`done`). Entries are
 //! written without fsync: losing one after a power cut only means a record is delivered again.
+//!
+//! A file `FORMAT` in the queue's directory names the version of these formats (`vigil-queue 1`). A build
+//! refuses a directory in a version it does not read instead of taking its records for damage: repairing them
+//! would quarantine data a newer build wrote and could still deliver. A directory without the file was written
+//! before it existed, in version 1.
 
 use bytes::{Buf, BufMut, Bytes};
 use vigil_proto::otlp::Signal;
 
 use crate::pipeline::{Batch, Chunk};
+
+/// The version of the formats this build reads and writes; the next change to a record, a segment or an
+/// acknowledgement entry that an older build would misread takes the next number.
+pub const FORMAT_VERSION: u32 = 1;
+/// The file in a queue's directory that names its format version.
+pub const FORMAT_FILE: &str = "FORMAT";
+/// What `FORMAT` holds before the version number.
+const FORMAT_PREFIX: &str = "vigil-queue ";
+
+/// The contents of a `FORMAT` file naming this build's version.
+pub fn encode_format() -> String {
+    format!("{FORMAT_PREFIX}{FORMAT_VERSION}\n")
+}
+
+/// The version a `FORMAT` file names; `None` when it is not such a file.
+pub fn decode_format(contents: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(contents).ok()?;
+    let number = text
+        .strip_suffix('\n')
+        .unwrap_or(text)
+        .strip_prefix(FORMAT_PREFIX)?;
+    if !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    number.parse().ok()
+}
 
 /// Marks the start of a record.
 pub const MAGIC: u32 = 0x5147_4c56; // "VLGQ" read as little-endian bytes

@@ -899,3 +899,96 @@ fn a_refused_vectored_write_is_an_error() {
     assert_eq!(error.raw_os_error(), Some(libc::EBADF));
     assert_eq!(fs::read(&path).unwrap(), b"data");
 }
+
+/// Every file of a queue directory and its bytes.
+fn directory_contents(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            (name, fs::read(entry.path()).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_queue_names_its_format_and_a_newer_one_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    three_records(dir.path()).await;
+    let qdir = queue_dir(dir.path(), "otlp");
+    let format = qdir.join(record::FORMAT_FILE);
+    assert_eq!(fs::read_to_string(&format).unwrap(), "vigil-queue 1\n");
+
+    // A later build's queue: this one neither delivers nor repairs it, and changes nothing in it.
+    fs::write(&format, "vigil-queue 2\n").unwrap();
+    let before = directory_contents(&qdir);
+    let registry = Registry::default();
+    let refused = PersistentQueue::open("otlp", &settings(dir.path(), 64), &registry);
+    let Err(error) = refused else {
+        panic!("a queue in format 2 was opened")
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("holds `vigil-queue 2`")
+            && message.contains("reads `vigil-queue 1`")
+            && message.contains(&format.display().to_string()),
+        "{message}"
+    );
+    for repair in [false, true] {
+        assert!(matches!(
+            check::check(&qdir, repair),
+            Err(OpenError::UnknownFormat { .. })
+        ));
+    }
+    assert_eq!(directory_contents(&qdir), before);
+
+    // A `FORMAT` that cannot be read is an error, not a missing file to write anew.
+    fs::remove_file(&format).unwrap();
+    fs::create_dir(&format).unwrap();
+    for repair in [false, true] {
+        match check::check(&qdir, repair) {
+            Err(OpenError::Io { path, .. }) => assert_eq!(path, format),
+            other => panic!("an unreadable FORMAT gave {other:?}"),
+        }
+    }
+    fs::remove_dir(&format).unwrap();
+
+    // A queue written before the file existed is version 1: it opens, and gains the file.
+    assert!(check::check(&qdir, false).unwrap().is_clean());
+    assert!(
+        !format.exists(),
+        "a check that does not repair writes nothing"
+    );
+    let (_, tags) = reopen_and_drain(dir.path()).await;
+    assert_eq!(tags, ["one", "two", "four"]);
+    assert_eq!(fs::read_to_string(&format).unwrap(), "vigil-queue 1\n");
+}
+
+#[test]
+fn format_files_name_exactly_one_version() {
+    assert_eq!(
+        record::decode_format(record::encode_format().as_bytes()),
+        Some(record::FORMAT_VERSION)
+    );
+    assert_eq!(record::decode_format(b"vigil-queue 1"), Some(1));
+    assert_eq!(record::decode_format(b"vigil-queue 12\n"), Some(12));
+    for bad in [
+        &b""[..],
+        b"vigil-queue ",
+        b"vigil-queue +1",
+        b"vigil-queue 1\n\n",
+        b"vigil-queue 1 ",
+        b"vigil-queue  1",
+        b"other 1",
+        b"vigil-queue 99999999999",
+        b"\xff",
+    ] {
+        assert_eq!(
+            record::decode_format(bad),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
