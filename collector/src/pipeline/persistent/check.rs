@@ -1,6 +1,7 @@
 //! `vigil-collector queue check DIR`: inspects a persistent queue offline and, with `--repair`, removes the
 //! damaged parts (to `quarantine/`) so that what remains is clean.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::Write;
@@ -39,6 +40,11 @@ pub struct Report {
     pub pending_records: u64,
     /// Items in those.
     pub pending_items: u64,
+    /// Undelivered records that were handed to the exporter and not confirmed: being sent, or being sent when
+    /// the collector stopped or crashed. The backend may already have them; they are sent again.
+    pub in_flight_records: u64,
+    /// Items in those: the most a restart can deliver twice.
+    pub in_flight_items: u64,
     /// Records whose payload fails its checksum (their items are lost).
     pub bad_payloads: u64,
     /// Items known to be lost: in bad payloads, and in gaps between intact records (damage, a missing
@@ -65,6 +71,14 @@ impl fmt::Display for Report {
             "  {} segments, {} records, {} undelivered records holding {} items",
             self.segments, self.records, self.pending_records, self.pending_items
         )?;
+        if self.in_flight_records > 0 {
+            writeln!(
+                f,
+                "  {} of them ({} items) were handed to the exporter and not confirmed: they are sent \
+                 again, and the backend may get them twice",
+                self.in_flight_records, self.in_flight_items
+            )?;
+        }
         for damage in &self.damage {
             writeln!(
                 f,
@@ -136,10 +150,13 @@ pub fn check(dir: &Path, repair: bool) -> Result<Report, OpenError> {
         let file = File::open(&wal_path).map_err(io_error(&wal_path))?;
         let len = file.metadata().map_err(io_error(&wal_path))?.len();
         let acks = fs::read(&ack_path).unwrap_or_default();
-        let done: std::collections::HashSet<u64> = record::decode_acks(&acks)
-            .filter(|(_, kind)| *kind == AckKind::Done)
-            .map(|(seq, _)| seq)
-            .collect();
+        let (mut done, mut started) = (HashSet::new(), HashSet::new());
+        for (seq, kind) in record::decode_acks(&acks) {
+            match kind {
+                AckKind::Done => done.insert(seq),
+                AckKind::Started => started.insert(seq),
+            };
+        }
         let mut offset = 0;
         let mut keep: Vec<Keep> = Vec::new();
         let mut damaged = false;
@@ -193,6 +210,10 @@ pub fn check(dir: &Path, repair: bool) -> Result<Report, OpenError> {
                     if !done.contains(&header.seq) {
                         report.pending_records += 1;
                         report.pending_items += header.items;
+                        if started.contains(&header.seq) {
+                            report.in_flight_records += 1;
+                            report.in_flight_items += header.items;
+                        }
                     }
                 }
                 Entry::Damaged {
