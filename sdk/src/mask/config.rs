@@ -29,7 +29,7 @@ pub struct DetectorSettings {
     pub ipv6: DetectorSetting,
     /// JSON Web Tokens.
     pub jwt: DetectorSetting,
-    /// `Bearer …` and `Basic …` credentials.
+    /// `Bearer …` and `Basic …` credentials, where a word starts or as the value of any key (`auth=Bearer …`).
     pub auth_header: DetectorSetting,
     /// Well-known API key shapes (AWS, GitHub, GitLab, Slack, Stripe, OpenAI-style `sk-…`, Google).
     pub api_key: DetectorSetting,

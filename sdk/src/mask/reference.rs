@@ -146,10 +146,10 @@ impl Reference {
             add(Detector::ApiKey, all_at(b, key_starts(b), api_key_at));
         }
         if self.on(Detector::AuthHeader) {
-            add(Detector::AuthHeader, all_at(b, token_starts(b), auth_at));
+            add(Detector::AuthHeader, all_at(b, value_starts(b), auth_at));
         }
         if self.on(Detector::Iban) {
-            add(Detector::Iban, all_at(b, token_starts(b), iban_at));
+            add(Detector::Iban, all_at(b, value_starts(b), iban_at));
         }
         if self.on(Detector::PrivateKey) {
             add(Detector::PrivateKey, private_keys(b));
@@ -326,10 +326,11 @@ fn token_around(b: &[u8], p: usize) -> Range<usize> {
     run_back(b, p, |c| !is_separator(c))..run_forward(b, p, |c| !is_separator(c))
 }
 
-/// Where tokens start: the text's start and every position after a separator.
-fn token_starts(b: &[u8]) -> Vec<usize> {
+/// Where a credential or an IBAN may start: where a token starts, or right after a `=` or `:` (`auth=Bearer …`,
+/// `iban=DE89…`).
+fn value_starts(b: &[u8]) -> Vec<usize> {
     (0..b.len())
-        .filter(|&p| p == 0 || is_separator(b[p - 1]))
+        .filter(|&p| p == 0 || is_separator(b[p - 1]) || matches!(b[p - 1], b'=' | b':'))
         .collect()
 }
 

@@ -597,3 +597,61 @@ fn a_credential_after_several_spaces_is_masked() {
         assert!(masked.contains("[REDACTED:"), "{text} -> {masked}");
     }
 }
+
+/// A credential that is the value of a key the masker does not know (`auth=Bearer …`) is named by its scheme:
+/// it was left in clear, because a scheme was looked for only where a token starts.
+#[test]
+fn a_credential_as_the_value_of_any_key_is_masked() {
+    let masker = Masker::new(&MaskConfig::default()).unwrap();
+    for text in [
+        "auth=Bearer abcdefghijklmnopqrstuvwxyz012345",
+        "request hdr:Bearer abcdefghijklmnopqrstuvwxyz012345 sent",
+        "x-upstream=Basic dXNlcjpwYXNzd29yZA==&next=1",
+        "{\"auth\":\"Bearer abcdefghijklmnopqrstuvwxyz012345\"}",
+    ] {
+        let masked = masker.text(text);
+        assert!(
+            !masked.contains("abcdefghijklmnopqrstuvwxyz012345")
+                && !masked.contains("dXNlcjpwYXNzd29yZA"),
+            "{text} -> {masked}"
+        );
+        assert!(
+            masked.contains("[REDACTED:auth_header]"),
+            "{text} -> {masked}"
+        );
+    }
+    // Inside a word the scheme is no scheme, and a short value is no credential.
+    for text in [
+        "mode=Bearerish abcdefghijklmnopqrstuvwxyz012345",
+        "auth=Bearer short",
+    ] {
+        assert_eq!(masker.text(text), text);
+    }
+}
+
+/// With IBANs on, an IBAN that is the value of a key the masker does not know (`iban=DE89…`) is masked: it was
+/// looked for only where a token starts.
+#[test]
+fn an_iban_as_the_value_of_any_key_is_masked() {
+    let mut config = MaskConfig::default();
+    config.detectors.iban.enabled = Some(true);
+    let masker = Masker::new(&config).unwrap();
+    for (text, expected) in [
+        ("iban=DE89370400440532013000", "iban=[REDACTED:iban]"),
+        (
+            "account:GB82WEST12345698765432 ok",
+            "account:[REDACTED:iban] ok",
+        ),
+        (
+            "to iban=DE89 3704 0044 0532 0130 00",
+            "to iban=[REDACTED:iban]",
+        ),
+    ] {
+        assert_eq!(masker.text(text), expected);
+    }
+    // Not at the start of a value: inside a word it is no IBAN.
+    assert_eq!(
+        masker.text("ref=XDE89370400440532013000"),
+        "ref=XDE89370400440532013000"
+    );
+}

@@ -431,10 +431,10 @@ impl Scanner {
                 hits.push(hit);
             }
         }
-        if !token_start {
-            return;
-        }
-        if !in_value && self.on(Detector::AuthHeader) && b[p] | 0x20 == b'b' {
+        // A credential or an IBAN may also be the value of any key (`auth=Bearer …`, `iban=DE89…`): its own
+        // shape names it.
+        let value_start = token_start || matches!(before, b'=' | b':');
+        if !in_value && value_start && self.on(Detector::AuthHeader) && b[p] | 0x20 == b'b' {
             let end = (p + 6).min(b.len());
             let word_end = b[p..end]
                 .iter()
@@ -444,7 +444,8 @@ impl Scanner {
                 hits.push(hit);
             }
         }
-        if self.on(Detector::Iban)
+        if value_start
+            && self.on(Detector::Iban)
             && p + 4 <= b.len()
             && let Some(hit) = iban_at(b, p)
         {
