@@ -447,6 +447,55 @@ fn bad_rules_and_undefined_channels_fail_validate_with_their_location() {
     }
 }
 
+/// Test groups' `external_labels` and `external_url` mean what `promtool test rules` makes of them: the rules'
+/// templates read them as `$externalLabels` and `$externalURL`, and a label that expands to nothing is dropped.
+/// Both tools pass the fixture and both fail it with one expectation changed.
+#[test]
+fn external_labels_in_rule_tests_mean_what_promtool_makes_them() {
+    let fixture = workspace_root().join("tests/data/external-labels");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture.join("rules.yaml"), dir.path().join("rules.yaml")).unwrap();
+    let tests = std::fs::read_to_string(fixture.join("tests.yaml")).unwrap();
+    for (name, text, passes) in [
+        ("good.yaml", tests.clone(), true),
+        (
+            "wrong-url.yaml",
+            tests.replace("see https://prom", "see http://prom"),
+            false,
+        ),
+        (
+            "empty-label-kept.yaml",
+            tests.replace(
+                "exp_labels: {job: api}",
+                "exp_labels: {job: api, region: ''}",
+            ),
+            false,
+        ),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let vigil = vigil_e2e::collector_binary().display().to_string();
+        for tool in [
+            [vigil.as_str(), "rules", "test"],
+            ["promtool", "test", "rules"],
+        ] {
+            let output = Command::new(tool[0])
+                .args(&tool[1..])
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert_eq!(
+                output.status.success(),
+                passes,
+                "{} on {name}:\n{}{}",
+                tool[0],
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+}
+
 /// The shipped rule tests pass under `vigil-collector rules test` and under the real `promtool test rules`
 /// (with the seed file exported), and a broken expectation fails under both.
 #[test]

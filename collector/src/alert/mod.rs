@@ -383,13 +383,21 @@ impl Alerting {
             flap_threshold: config.flapping.threshold,
             flap_window_ms: config.flapping.window.as_millis() as i64,
         };
+        // A collector has no external labels of its own; its `external_url` is what templates call
+        // `$externalURL`, as it is the base of each notification's `generatorURL`.
+        let external = Arc::new(template::External {
+            labels: BTreeMap::new(),
+            url: config.external_url.clone(),
+        });
         let mut states: Vec<Vec<RuleState>> = config
             .groups
             .iter()
             .map(|g| {
                 g.rules
                     .iter()
-                    .map(|rule| RuleState::new(rule_policy(rule, &policy)))
+                    .map(|rule| {
+                        RuleState::new(rule_policy(rule, &policy)).with_external(external.clone())
+                    })
                     .collect()
             })
             .collect();

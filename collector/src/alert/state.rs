@@ -130,9 +130,11 @@ pub struct RuleState {
     pub policy: Policy,
     /// Recent firing/resolved changes per series, for flap detection.
     changes: HashMap<Labels, Vec<i64>>,
+    /// What templates read as `$externalLabels` and `$externalURL`.
+    pub external: std::sync::Arc<template::External>,
 }
 
-/// The labels of a rule's result series: the sample's without `__name__`, the rule's on top.
+/// The labels of a rule's result series: the sample's without `__name__`, the rule's on top, none empty.
 pub fn result_labels(sample: &Sample, rule_labels: &BTreeMap<String, String>) -> Labels {
     let mut labels: BTreeMap<String, String> = sample
         .labels
@@ -141,6 +143,9 @@ pub fn result_labels(sample: &Sample, rule_labels: &BTreeMap<String, String>) ->
         .cloned()
         .collect();
     labels.extend(rule_labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // As in Prometheus (`labels.Builder::Set`), a label whose value is empty (a template that expanded to
+    // nothing) is no label: it also takes away the series' label of that name.
+    labels.retain(|_, value| !value.is_empty());
     labels.into_iter().collect()
 }
 
@@ -151,6 +156,11 @@ impl RuleState {
             policy,
             ..RuleState::default()
         }
+    }
+
+    /// This state, its templates reading `external` as `$externalLabels` and `$externalURL`.
+    pub fn with_external(self, external: std::sync::Arc<template::External>) -> Self {
+        RuleState { external, ..self }
     }
 
     /// Applies one evaluation of `rule` at `now` (ms) whose condition returned `samples`.
@@ -205,7 +215,10 @@ impl RuleState {
                 .collect();
             let mut rule_labels = BTreeMap::new();
             for (k, v) in &rule.labels {
-                rule_labels.insert(k.clone(), template::expand(v, &series_labels, sample.value));
+                rule_labels.insert(
+                    k.clone(),
+                    template::expand_external(v, &series_labels, sample.value, &self.external),
+                );
             }
             let mut labels = result_labels(sample, &rule_labels);
             labels.retain(|(k, _)| k != "alertname");
@@ -213,7 +226,12 @@ impl RuleState {
             labels.sort();
             let expanded: BTreeMap<String, String> = annotations
                 .iter()
-                .map(|(k, v)| (k.clone(), template::expand(v, &series_labels, sample.value)))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        template::expand_external(v, &series_labels, sample.value, &self.external),
+                    )
+                })
                 .collect();
             seen.insert(labels.clone());
             match self.active.get_mut(&labels) {

@@ -1,13 +1,43 @@
 //! The part of Prometheus' annotation templates that rules use: `{{ $labels.name }}`, `{{ $value }}`,
-//! `{{ $externalLabels.x }}` is not kept; functions `humanize`, `humanize1024`, `humanizePercentage`,
-//! `humanizeDuration`, `printf "%.2f"`, `toUpper`, `toLower`, either as `{{ f $value }}` or `{{ $value | f }}`.
-//! A block that is none of these is left as written, so a mistake shows in the notification.
+//! `{{ $externalLabels.name }}`, `{{ $externalURL }}` (and the `.Labels.name`, `.Value`, `.ExternalLabels.name`,
+//! `.ExternalURL` forms); functions `humanize`, `humanize1024`, `humanizePercentage`, `humanizeDuration`,
+//! `printf "%.2f"`, `toUpper`, `toLower`, either as `{{ f $value }}` or `{{ $value | f }}`. A block that is none
+//! of these is left as written, so a mistake shows in the notification.
 
 use std::collections::BTreeMap;
+
+/// What Prometheus' templates call `$externalLabels` and `$externalURL`: the labels and address of the
+/// Prometheus evaluating the rules (`global.external_labels`, `--web.external-url`), given per test group in
+/// `promtool` test files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct External {
+    /// `$externalLabels`.
+    pub labels: BTreeMap<String, String>,
+    /// `$externalURL`.
+    pub url: String,
+}
 
 /// Expands the blocks of `text` for a series with `labels` and `value`.
 pub fn expand(text: &str, labels: &BTreeMap<String, String>, value: f64) -> String {
     expand_with(text, labels, &BTreeMap::new(), value)
+}
+
+/// [`expand`], with `$externalLabels` and `$externalURL` from `external` (rule labels and annotations).
+pub fn expand_external(
+    text: &str,
+    labels: &BTreeMap<String, String>,
+    value: f64,
+    external: &External,
+) -> String {
+    render(
+        text,
+        &Context {
+            labels,
+            annotations: &BTreeMap::new(),
+            value,
+            external,
+        },
+    )
 }
 
 /// [`expand`], with `{{ $annotations.name }}` too (notification templates).
@@ -17,11 +47,18 @@ pub fn expand_with(
     annotations: &BTreeMap<String, String>,
     value: f64,
 ) -> String {
-    let context = Context {
-        labels,
-        annotations,
-        value,
-    };
+    render(
+        text,
+        &Context {
+            labels,
+            annotations,
+            value,
+            external: &External::default(),
+        },
+    )
+}
+
+fn render(text: &str, context: &Context<'_>) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
@@ -31,7 +68,7 @@ pub fn expand_with(
             return out;
         };
         let block = &rest[start + 2..start + end];
-        match evaluate(block.trim().trim_matches('-').trim(), &context) {
+        match evaluate(block.trim().trim_matches('-').trim(), context) {
             Some(text) => out.push_str(&text),
             None => out.push_str(&rest[start..start + end + 2]),
         }
@@ -75,6 +112,7 @@ struct Context<'a> {
     labels: &'a BTreeMap<String, String>,
     annotations: &'a BTreeMap<String, String>,
     value: f64,
+    external: &'a External,
 }
 
 fn operand(word: &str, context: &Context<'_>) -> Option<Val> {
@@ -96,6 +134,22 @@ fn operand(word: &str, context: &Context<'_>) -> Option<Val> {
         return Some(Val::Text(
             context.annotations.get(name).cloned().unwrap_or_default(),
         ));
+    }
+    if let Some(name) = word
+        .strip_prefix("$externalLabels.")
+        .or_else(|| word.strip_prefix(".ExternalLabels."))
+    {
+        return Some(Val::Text(
+            context
+                .external
+                .labels
+                .get(name)
+                .cloned()
+                .unwrap_or_default(),
+        ));
+    }
+    if word == "$externalURL" || word == ".ExternalURL" {
+        return Some(Val::Text(context.external.url.clone()));
     }
     if let Some(quoted) = word.strip_prefix('"').and_then(|w| w.strip_suffix('"')) {
         return Some(Val::Text(quoted.to_string()));
@@ -258,6 +312,37 @@ fn evaluate(block: &str, context: &Context<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn external_labels_and_url_in_both_forms() {
+        let external = External {
+            labels: [("region".to_string(), "eu-west".to_string())].into(),
+            url: "https://prom.example.com".into(),
+        };
+        assert_eq!(
+            expand_external(
+                "{{ $labels.instance }} in {{ $externalLabels.region }} ({{ .ExternalLabels.region }}), \
+                 {{ $externalURL }}/alerts {{ .ExternalURL }} {{ $externalLabels.zone }}.",
+                &labels(),
+                1.0,
+                &external
+            ),
+            "db-1 in eu-west (eu-west), https://prom.example.com/alerts https://prom.example.com ."
+        );
+        // Without them (a notification's own templates), both are empty, as in a Prometheus with none.
+        assert_eq!(
+            expand(
+                "[{{ $externalLabels.region }}|{{ $externalURL }}]",
+                &labels(),
+                1.0
+            ),
+            "[|]"
+        );
+        assert_eq!(
+            expand_external("{{ $externalURL | toUpper }}", &labels(), 1.0, &external),
+            "HTTPS://PROM.EXAMPLE.COM"
+        );
+    }
 
     fn labels() -> BTreeMap<String, String> {
         [("instance".to_string(), "db-1".to_string())].into()

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use super::promql;
 use super::rules::{self, Group, RuleKind};
 use super::state::{AlertState, RuleState};
+use super::template;
 use super::tsdb::{self, Labels, NAME, Tsdb};
 
 #[derive(Deserialize)]
@@ -42,6 +43,12 @@ struct TestGroup {
     promql_expr_test: Vec<ExprTest>,
     #[serde(default)]
     name: Option<String>,
+    /// What the rules' templates read as `$externalLabels`.
+    #[serde(default)]
+    external_labels: BTreeMap<String, String>,
+    /// What they read as `$externalURL`.
+    #[serde(default)]
+    external_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -274,9 +281,18 @@ fn run_group(test: &TestGroup, groups: &[Group], evaluation: i64) -> Result<Vec<
         .collect();
     checks.sort_unstable();
     let end = checks.last().copied().unwrap_or(0);
+    let external = std::sync::Arc::new(template::External {
+        labels: test.external_labels.clone(),
+        url: test.external_url.clone().unwrap_or_default(),
+    });
     let mut states: Vec<Vec<RuleState>> = groups
         .iter()
-        .map(|g| g.rules.iter().map(|_| RuleState::default()).collect())
+        .map(|g| {
+            g.rules
+                .iter()
+                .map(|_| RuleState::default().with_external(external.clone()))
+                .collect()
+        })
         .collect();
     let mut failures = Vec::new();
     let mut t = 0;
@@ -420,6 +436,28 @@ mod tests {
         );
         assert!(expand_values("1+x").is_err());
         assert!(expand_values("abc").is_err());
+    }
+
+    /// `external_labels` and `external_url` of a test group are what its rules' templates read as
+    /// `$externalLabels` and `$externalURL`, and an empty label is dropped: the verdicts `promtool test rules`
+    /// gives on the same files (checked against the real one in `tests/tests/alerting.rs`).
+    #[test]
+    fn external_labels_and_url_reach_the_templates() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/external-labels");
+        let outcome = run(&fixture.join("tests.yaml")).unwrap();
+        assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+        // One expectation changed: exactly that test fails.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(fixture.join("rules.yaml"), dir.path().join("rules.yaml")).unwrap();
+        let tests = std::fs::read_to_string(fixture.join("tests.yaml")).unwrap();
+        let broken = dir.path().join("tests.yaml");
+        std::fs::write(
+            &broken,
+            tests.replace("see https://prom", "see http://prom"),
+        )
+        .unwrap();
+        let outcome = run(&broken).unwrap();
+        assert_eq!(outcome.failures.len(), 1, "{:?}", outcome.failures);
     }
 
     #[test]
