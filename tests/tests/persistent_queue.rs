@@ -33,7 +33,18 @@ fn example_template() -> String {
 /// Starts the example config on fresh ports (the template's `${env:…}` listen addresses are given the
 /// harness's ports through a rendered copy).
 fn start_upstream(queue: &Path, downstream: &str) -> Collector {
-    start_upstream_from(&example_template(), queue, downstream)
+    // A send the downstream wrote but answered after the exporter's timeout would be sent again without
+    // having been in flight at a kill: a long timeout keeps a loaded machine from making such duplicates, so
+    // that the bound below (duplicates <= items in flight at the kills) holds.
+    let example = example_template().replace(
+        "    tls:\n      insecure: true\n",
+        "    tls:\n      insecure: true\n    timeout: 120s\n",
+    );
+    assert!(
+        example.contains("timeout: 120s"),
+        "the example's exporter changed shape"
+    );
+    start_upstream_from(&example, queue, downstream)
 }
 
 fn start_upstream_from(example: &str, queue: &Path, downstream: &str) -> Collector {

@@ -19,7 +19,7 @@ pub struct External {
 
 /// Expands the blocks of `text` for a series with `labels` and `value`.
 pub fn expand(text: &str, labels: &BTreeMap<String, String>, value: f64) -> String {
-    expand_with(text, labels, &BTreeMap::new(), value)
+    expand_external(text, labels, value, &External::default())
 }
 
 /// [`expand`], with `$externalLabels` and `$externalURL` from `external` (rule labels and annotations).
@@ -40,12 +40,13 @@ pub fn expand_external(
     )
 }
 
-/// [`expand`], with `{{ $annotations.name }}` too (notification templates).
+/// [`expand_external`], with `{{ $annotations.name }}` too (notification templates).
 pub fn expand_with(
     text: &str,
     labels: &BTreeMap<String, String>,
     annotations: &BTreeMap<String, String>,
     value: f64,
+    external: &External,
 ) -> String {
     render(
         text,
@@ -53,7 +54,7 @@ pub fn expand_with(
             labels,
             annotations,
             value,
-            external: &External::default(),
+            external,
         },
     )
 }
@@ -329,7 +330,7 @@ mod tests {
             ),
             "db-1 in eu-west (eu-west), https://prom.example.com/alerts https://prom.example.com ."
         );
-        // Without them (a notification's own templates), both are empty, as in a Prometheus with none.
+        // Without them, both are empty, as in a Prometheus with none.
         assert_eq!(
             expand(
                 "[{{ $externalLabels.region }}|{{ $externalURL }}]",
@@ -380,7 +381,8 @@ mod tests {
                 "{{ $labels.instance }}: {{ $annotations.summary }}",
                 &l,
                 &annotations,
-                0.0
+                0.0,
+                &External::default()
             ),
             "db-1: disk full"
         );

@@ -687,6 +687,10 @@ fn handpicked_edges_are_masked_as_the_reference_does_at_every_offset() {
         "password     =x password    =y password' =z password'\"=w",
         "user.password:x:y a:password:x ?token=a&b=c",
         "token=Bearer  abcdefghijklmnopqrstuvwxyz0123 authorization: Basic dXNlcjpwYXNz",
+        // Schemes as the value of any key, inside a secret value, and with `=` inside or after the credential.
+        "auth=Bearer abcdefghijklmnopqrstuvwxyz0123 password=abc:Bearer abcdefghijklmnopqrstuvwxyz012345",
+        "token_type=Bearer expires_in=86400 x:Basic dXNlcjpwYXNz== y=Basic dXNl=cjpwYXNz iban=DE89370400440532013000",
+        " password=Bearer AAAAAAAAAAAA=bearer AAAAAAAAAAAAAAA0",
         "password=\"abc\\\"def\" x password=\"\\é\" password=''",
         "password={\"a\":1} token=[1] secret=",
         "ключ=значение password=é",

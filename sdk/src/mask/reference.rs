@@ -915,7 +915,7 @@ fn api_key_at(b: &[u8], p: usize) -> Option<Range<usize>> {
 }
 
 /// The credential of `Bearer <credential>` or `Basic <credential>` (any case, one or more spaces) at `p`: letters,
-/// digits and `._~+/=-`. A bearer credential has 24 characters or more, or 16 with a digit among them; a basic
+/// digits and `._~+/-`, then any `=` padding. A bearer credential has 24 characters or more, or 16 with a digit among them; a basic
 /// one is base64 of `user:password` (see [`basic_has_colon`]).
 fn auth_at(b: &[u8], p: usize) -> Option<Range<usize>> {
     let starts = |scheme: &[u8]| {
@@ -931,9 +931,14 @@ fn auth_at(b: &[u8], p: usize) -> Option<Range<usize>> {
     };
     // Any further spaces before the credential (HTTP's `1*SP`).
     let from = run_forward(b, after_scheme, |c| c == b' ');
-    let end = run_forward(b, from, |c| {
-        c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'~' | b'+' | b'/' | b'=' | b'-')
-    });
+    let token =
+        |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'~' | b'+' | b'/' | b'-');
+    // HTTP's token68: `=` only as padding at the end. After one, more of the token is a key and a value
+    // (`token_type=Bearer expires_in=86400`), not a credential.
+    let end = run_forward(b, run_forward(b, from, token), |c| c == b'=');
+    if end < b.len() && token(b[end]) {
+        return None;
+    }
     let credential = &b[from..end];
     let ok = if bearer {
         credential.len() >= 24

@@ -620,13 +620,29 @@ fn a_credential_as_the_value_of_any_key_is_masked() {
             "{text} -> {masked}"
         );
     }
-    // Inside a word the scheme is no scheme, and a short value is no credential.
+    // Inside a secret value, the credential after the scheme's space is masked too (the value ends at the
+    // space; the reference masker finds it there as well).
+    let masked = masker.text("password=abc:Bearer abcdefghijklmnopqrstuvwxyz012345");
+    assert!(
+        !masked.contains("abcdefghijklmnopqrstuvwxyz012345") && !masked.contains("abc:"),
+        "{masked}"
+    );
+    // Inside a word the scheme is no scheme, a short value is no credential, and a credential has `=` only as
+    // padding at its end: after `Bearer`, `expires_in=86400` is the next key and value (an OAuth token
+    // response in logfmt), not a token.
     for text in [
         "mode=Bearerish abcdefghijklmnopqrstuvwxyz012345",
         "auth=Bearer short",
+        "type=Bearer expires_in=86400",
+        "kind: Bearer expires_in=86400 scope=read",
     ] {
         assert_eq!(masker.text(text), text);
     }
+    // Padding is part of the credential.
+    assert_eq!(
+        masker.text("auth=Basic dXNlcjpwYXNzd29yZA== next"),
+        "auth=Basic [REDACTED:auth_header] next"
+    );
 }
 
 /// With IBANs on, an IBAN that is the value of a key the masker does not know (`iban=DE89…`) is masked: it was

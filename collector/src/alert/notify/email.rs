@@ -278,6 +278,11 @@ pub fn render_with(
     subject_template: Option<&str>,
     line_template: Option<&str>,
 ) -> (String, String, String) {
+    // Templates read the connector's `external_url` as `$externalURL`, as rule templates do.
+    let external = crate::alert::template::External {
+        labels: Default::default(),
+        url: external_url.to_string(),
+    };
     let firing: Vec<&&Alert> = alerts
         .iter()
         .filter(|a| a.state != AlertState::Resolved)
@@ -312,7 +317,12 @@ pub fn render_with(
                 }
                 .into(),
             );
-            crate::alert::template::expand(template, &common, firing.len() as f64)
+            crate::alert::template::expand_external(
+                template,
+                &common,
+                firing.len() as f64,
+                &external,
+            )
         }
         None if firing.is_empty() => format!("[RESOLVED] {group}"),
         None => format!("[FIRING:{}] {group}", firing.len()),
@@ -334,6 +344,7 @@ pub fn render_with(
                     &labels,
                     &alert.annotations,
                     alert.value,
+                    &external,
                 );
                 text.push_str(&format!("- {line}\n"));
                 html.push_str(&format!(
@@ -423,5 +434,15 @@ mod tests {
             html.contains("<li>a: run &lt;b&gt;7&lt;/b&gt; failed <a href="),
             "{html}"
         );
+        // `$externalURL` is the connector's `external_url`, in the subject and in each line.
+        let (subject, text, _) = render_with(
+            &group,
+            &[&a],
+            "https://prom.example.com",
+            Some("{{ $labels.alertname }} ({{ $externalURL }})"),
+            Some("{{ $labels.instance }}: {{ .ExternalURL }}/alerts"),
+        );
+        assert_eq!(subject, "TrainingFailed (https://prom.example.com)");
+        assert_eq!(text, "Firing:\n- a: https://prom.example.com/alerts\n");
     }
 }

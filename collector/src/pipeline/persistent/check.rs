@@ -43,7 +43,8 @@ pub struct Report {
     /// Undelivered records that were handed to the exporter and not confirmed: being sent, or being sent when
     /// the collector stopped or crashed. The backend may already have them; they are sent again.
     pub in_flight_records: u64,
-    /// Items in those: the most a restart can deliver twice.
+    /// Items in those: after the process crashed (a kill, the OOM killer), the most a restart delivers twice.
+    /// After a power cut more may come again: acknowledgements are written without fsync.
     pub in_flight_items: u64,
     /// Records whose payload fails its checksum (their items are lost).
     pub bad_payloads: u64,

@@ -539,20 +539,35 @@ fn check_format(dir: &Path, write: bool) -> Result<(), OpenError> {
             }),
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if write {
-                // Written whole or not at all: a torn `FORMAT` would make the queue unreadable.
-                let staged = dir.join(format!("{}.tmp", record::FORMAT_FILE));
-                let mut file = File::create(&staged).map_err(io_error(&staged))?;
-                file.write_all(record::encode_format().as_bytes())
-                    .and_then(|()| file.sync_all())
-                    .map_err(io_error(&staged))?;
-                fs::rename(&staged, &path).map_err(io_error(&path))?;
-                sync_dir(dir).map_err(io_error(dir))?;
+            // A missing file means version 1, which this build reads: failing to write it (a full disk) must
+            // not keep the queue from opening and draining the backlog that would free the space.
+            if write && let Err(e) = write_format(dir, &path) {
+                tracing::warn!(
+                    directory = %dir.display(), error = %e,
+                    "persistent queue: could not write its FORMAT file; it is written at the next start"
+                );
             }
             Ok(())
         }
         Err(e) => Err(io_error(&path)(e)),
     }
+}
+
+/// Writes `FORMAT` whole or not at all (a torn one would make the queue unreadable), leaving no staged file
+/// behind when it cannot.
+fn write_format(dir: &Path, path: &Path) -> io::Result<()> {
+    let staged = dir.join(format!("{}.tmp", record::FORMAT_FILE));
+    let written = File::create(&staged)
+        .and_then(|mut file| {
+            file.write_all(record::encode_format().as_bytes())?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::rename(&staged, path))
+        .and_then(|()| sync_dir(dir));
+    if written.is_err() {
+        let _ = fs::remove_file(&staged);
+    }
+    written
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {

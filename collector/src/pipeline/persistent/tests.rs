@@ -990,6 +990,14 @@ async fn a_queue_names_its_format_and_a_newer_one_is_refused_untouched() {
     }
     fs::remove_dir(&format).unwrap();
 
+    // Where the file cannot be written (here a directory is in the staged file's way; a full disk in life),
+    // the queue still opens and drains: a missing file means version 1.
+    fs::create_dir(qdir.join("FORMAT.tmp")).unwrap();
+    let (_, tags) = reopen_and_drain(dir.path()).await;
+    assert_eq!(tags, ["one", "two", "four"]);
+    assert!(!format.exists());
+    fs::remove_dir(qdir.join("FORMAT.tmp")).unwrap();
+
     // A queue written before the file existed is version 1: it opens, and gains the file.
     assert!(check::check(&qdir, false).unwrap().is_clean());
     assert!(
@@ -1027,4 +1035,19 @@ fn format_files_name_exactly_one_version() {
             String::from_utf8_lossy(bad)
         );
     }
+}
+
+#[test]
+fn a_format_file_that_cannot_be_put_in_place_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    // The staged file is written and synced, then cannot be renamed to a path whose directory is missing.
+    assert!(write_format(dir.path(), &dir.path().join("missing").join("FORMAT")).is_err());
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    write_format(dir.path(), &dir.path().join(record::FORMAT_FILE)).unwrap();
+    assert_eq!(
+        directory_contents(dir.path())
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [("FORMAT".to_string(), b"vigil-queue 1\n".to_vec())]
+    );
 }

@@ -410,8 +410,8 @@ impl Scanner {
         None
     }
 
-    /// Keys and tokens, `Bearer`/`Basic` credentials and IBANs starting at the word at `p`; only IBANs when
-    /// the word is `in_value`, inside a secret value already found.
+    /// Keys and tokens, `Bearer`/`Basic` credentials and IBANs starting at the word at `p`; no keys or tokens
+    /// when the word is `in_value`, inside a secret value already found.
     #[inline(always)]
     fn word_at(&self, b: &[u8], p: usize, in_value: bool, hits: &mut Vec<Hit>) {
         let before = if p > 0 { b[p - 1] } else { b' ' };
@@ -434,7 +434,9 @@ impl Scanner {
         // A credential or an IBAN may also be the value of any key (`auth=Bearer …`, `iban=DE89…`): its own
         // shape names it.
         let value_start = token_start || matches!(before, b'=' | b':');
-        if !in_value && value_start && self.on(Detector::AuthHeader) && b[p] | 0x20 == b'b' {
+        // Also inside a secret value (`password=abc:Bearer …`): the credential starts after the scheme's space,
+        // where the value has ended.
+        if value_start && self.on(Detector::AuthHeader) && b[p] | 0x20 == b'b' {
             let end = (p + 6).min(b.len());
             let word_end = b[p..end]
                 .iter()

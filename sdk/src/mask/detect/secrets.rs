@@ -70,11 +70,18 @@ pub(super) fn auth_scheme(b: &[u8], s: usize, e: usize) -> Option<Hit> {
     while start < b.len() && b[start] == b' ' {
         start += 1;
     }
+    let token = |c: u8| is_alnum(c) || matches!(c, b'.' | b'_' | b'~' | b'+' | b'/' | b'-');
     let mut end = start;
-    while end < b.len()
-        && (is_alnum(b[end]) || matches!(b[end], b'.' | b'_' | b'~' | b'+' | b'/' | b'=' | b'-'))
-    {
+    while end < b.len() && token(b[end]) {
         end += 1;
+    }
+    // HTTP's token68: `=` only as padding at the end. After one, more of the token is a key and a value
+    // (`token_type=Bearer expires_in=86400`), not a credential.
+    while end < b.len() && b[end] == b'=' {
+        end += 1;
+    }
+    if end < b.len() && token(b[end]) {
+        return None;
     }
     let credential = &b[start..end];
     let ok = if bearer {
