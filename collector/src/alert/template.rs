@@ -29,15 +29,7 @@ pub fn expand_external(
     value: f64,
     external: &External,
 ) -> String {
-    render(
-        text,
-        &Context {
-            labels,
-            annotations: &BTreeMap::new(),
-            value,
-            external,
-        },
-    )
+    expand_with(text, labels, &BTreeMap::new(), value, external)
 }
 
 /// [`expand_external`], with `{{ $annotations.name }}` too (notification templates).
