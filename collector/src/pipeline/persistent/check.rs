@@ -1,14 +1,13 @@
 //! `vigil-collector queue check DIR`: inspects a persistent queue offline and, with `--repair`, removes the
 //! damaged parts (to `quarantine/`) so that what remains is clean.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::record::{self, AckKind};
+use super::record;
 use super::{
     Entry, OpenError, check_format, io_error, list_segments, lock_dir, next_entry, quarantine,
     segment_paths,
@@ -151,13 +150,7 @@ pub fn check(dir: &Path, repair: bool) -> Result<Report, OpenError> {
         let file = File::open(&wal_path).map_err(io_error(&wal_path))?;
         let len = file.metadata().map_err(io_error(&wal_path))?.len();
         let acks = fs::read(&ack_path).unwrap_or_default();
-        let (mut done, mut started) = (HashSet::new(), HashSet::new());
-        for (seq, kind) in record::decode_acks(&acks) {
-            match kind {
-                AckKind::Done => done.insert(seq),
-                AckKind::Started => started.insert(seq),
-            };
-        }
+        let (done, started) = record::ack_state(&acks);
         let mut offset = 0;
         let mut keep: Vec<Keep> = Vec::new();
         let mut damaged = false;

@@ -962,15 +962,7 @@ fn recover(dir: &Path, id: &str, accounts: &Accounts) -> Result<(State, Resume, 
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io_error(&ack_path)(e)),
         };
-        let mut done = HashSet::new();
-        let mut started = HashSet::new();
-        for (seq, kind) in record::decode_acks(&acks) {
-            match kind {
-                AckKind::Started => started.insert(seq),
-                AckKind::Done => done.insert(seq),
-            };
-        }
-        started.retain(|seq| !done.contains(seq));
+        let (done, started) = record::ack_state(&acks);
         // Count what is undelivered, and find where the valid part of the segment ends.
         let mut offset = 0;
         let mut written = 0;

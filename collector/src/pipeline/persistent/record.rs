@@ -29,6 +29,8 @@
 //! would quarantine data a newer build wrote and could still deliver. A directory without the file was written
 //! before it existed, in version 1.
 
+use std::collections::HashSet;
+
 use bytes::{Buf, BufMut, Bytes};
 use vigil_proto::otlp::Signal;
 
@@ -350,6 +352,20 @@ pub fn encode_ack(seq: u64, kind: AckKind) -> [u8; ACK_LEN] {
     let crc = crc32fast::hash(&entry[..12]);
     (&mut entry[12..]).put_u32_le(crc);
     entry
+}
+
+/// What an acknowledgement file says: the records done, and the records started and not done (in flight when
+/// the queue was last written).
+pub fn ack_state(bytes: &[u8]) -> (HashSet<u64>, HashSet<u64>) {
+    let (mut done, mut started) = (HashSet::new(), HashSet::new());
+    for (seq, kind) in decode_acks(bytes) {
+        match kind {
+            AckKind::Started => started.insert(seq),
+            AckKind::Done => done.insert(seq),
+        };
+    }
+    started.retain(|seq| !done.contains(seq));
+    (done, started)
 }
 
 /// Decodes the entries of an acknowledgement file; a torn or damaged entry is skipped (at worst, its record
