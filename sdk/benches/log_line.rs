@@ -132,7 +132,7 @@ fn bench(c: &mut Criterion) {
     let tracer = opentelemetry::trace::TracerProvider::tracer(&tracer_provider, "bench");
     let baseline = tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new("info"))
-        .with(vigil::trace::SpansOnly(
+        .with(vigil::trace::SpansOnly::new(
             tracing_opentelemetry::layer().with_tracer(tracer),
         ))
         .with(

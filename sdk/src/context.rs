@@ -3,7 +3,9 @@
 //!
 //! A context is a `tracing` span named `vigil.context`; its fields are added to every record logged inside it.
 //! It is not a span of the trace: the span exporter does not see it, so it starts no trace of its own, adds
-//! no span to Jaeger or to the RED metrics, and spans and records inside it belong to the enclosing trace.
+//! no span to Jaeger or to the RED metrics, and spans, records and errors inside it belong to the span that
+//! encloses it (its nearest real ancestor, else the span it was first entered in), also in a task spawned
+//! inside the context.
 //! Its level is ERROR so that it is enabled whenever any record is (a `warn` filter keeps the context on the
 //! WARNING records it lets through).
 //!

@@ -45,6 +45,7 @@ pub mod config;
 pub mod context;
 #[cfg(feature = "otlp")]
 mod export;
+mod field;
 mod guard;
 #[cfg(feature = "health")]
 pub mod health;

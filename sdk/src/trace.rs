@@ -1,95 +1,264 @@
 //! Spans: `tracing` spans become OpenTelemetry spans through `tracing-opentelemetry`.
 
+use std::cell::RefCell;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tracing::dispatcher::WeakDispatch;
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata, Subscriber, subscriber::Interest};
+use tracing::{Dispatch, Event, Metadata, Subscriber, subscriber::Interest};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{FilterFn, Filtered};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-/// The filter that hides context spans ([`crate::context!`]) from the span exporter.
-pub type NotContext = FilterFn<fn(&Metadata<'_>) -> bool>;
+use crate::context::is_context_span;
+use crate::field::OwnedValues;
 
-/// The span exporter's layer: [`SpansOnly`] around `inner`, blind to context spans.
-///
-/// A per-layer filter rather than a check inside [`SpansOnly`], because only a filter changes what the
-/// wrapped layer's [`Context`] sees: a span created inside a context span gets the enclosing real span as its
-/// parent, and an ERROR event inside one marks that real span, instead of both finding a span the exporter
-/// never started.
-pub fn exported_spans<S, L>(inner: L) -> Filtered<SpansOnly<L>, NotContext, S>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    L: Layer<S>,
-{
-    fn not_context(metadata: &Metadata<'_>) -> bool {
-        !crate::context::is_context_span(metadata)
-    }
-    SpansOnly(inner).with_filter(FilterFn::new(not_context as fn(&Metadata<'_>) -> bool))
+/// The span exporter's layer: `inner` (a `tracing-opentelemetry` layer) behind [`SpansOnly`].
+pub fn exported_spans<L>(inner: L) -> SpansOnly<L> {
+    SpansOnly::new(inner)
 }
 
-/// Forwards spans and ERROR events to the wrapped layer, and no other events.
+/// The OpenTelemetry context of the innermost exported span here: [`tracing::Span::current`]'s, or inside a
+/// context span ([`crate::context!`], never exported) the enclosing span's. For propagation headers and for
+/// setting a span's status.
+pub fn current_context() -> opentelemetry::Context {
+    let span = tracing::Span::current();
+    if span.metadata().is_some_and(is_context_span) {
+        // Entering a context span activates its enclosing span's context (see `SpansOnly`).
+        opentelemetry::Context::current()
+    } else {
+        span.context()
+    }
+}
+
+thread_local! {
+    /// The exported spans entered on this thread, innermost last: where a context span entered here without an
+    /// exported parent finds the span it runs in.
+    static ENTERED: RefCell<Vec<Id>> = const { RefCell::new(Vec::new()) };
+    /// The enclosing span contexts that entered context spans activated on this thread, innermost last.
+    static ACTIVATED: RefCell<Vec<(Id, opentelemetry::ContextGuard)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The exported span a context span belongs to, held open (a reference of the context span's) until the context
+/// span closes.
+struct Enclosing(Id);
+
+/// Removes the innermost `id` from `stack`.
+fn remove_innermost<T>(stack: &mut Vec<(Id, T)>, id: &Id) -> Option<T> {
+    let position = stack.iter().rposition(|(entered, _)| entered == id)?;
+    Some(stack.remove(position).1)
+}
+
+/// Forwards spans and ERROR events to the wrapped OpenTelemetry layer, and no other events; keeps context spans
+/// ([`crate::context!`]) out of the trace.
 ///
 /// Log events travel the log pipeline, correlated with spans by trace and span ids, instead of being copied
 /// into span events (which OpenTelemetry is phasing out and which cost an allocation per event). ERROR events
 /// still reach the span, so it gets an error status and an exception event. A wrapper rather than a per-layer
-/// filter, because per-layer filters make every disabled callsite re-check its level at run time.
-#[derive(Debug)]
-pub struct SpansOnly<L>(pub L);
+/// filter, because per-layer filters make every disabled callsite re-check its level at run time, and add a
+/// span lookup to every span's entry, exit and close.
+///
+/// A context span is never shown to the wrapped layer, and everything inside it belongs to the span that
+/// encloses it: its nearest exported ancestor, else the exported span it was first entered in (the README's
+/// `.instrument(vigil::context!(..)).instrument(span)` creates the context before the span). Entering a context
+/// span activates the enclosing span's OpenTelemetry context, so spans created inside it, the trace ids on log
+/// lines and propagation headers use it, also in a task spawned inside the context; a span whose explicit
+/// parent is a context span gets the enclosing span as its parent; an ERROR event inside one is handed on as
+/// the enclosing span's. This relies on the wrapped layer's context activation, which `tracing-opentelemetry`
+/// turns on by default.
+pub struct SpansOnly<L> {
+    inner: L,
+    /// Context spans open now: while there are none, which is the usual case, no callback has to look a span
+    /// up to ask whether it is one.
+    open_contexts: AtomicUsize,
+    /// The subscriber this layer is part of, to read an enclosing span's OpenTelemetry context.
+    dispatch: OnceLock<WeakDispatch>,
+}
+
+impl<L> SpansOnly<L> {
+    /// Wraps `inner`.
+    pub fn new(inner: L) -> Self {
+        SpansOnly {
+            inner,
+            open_contexts: AtomicUsize::new(0),
+            dispatch: OnceLock::new(),
+        }
+    }
+
+    /// Whether `id` may be a context span and is one.
+    fn is_context<S>(&self, id: &Id, ctx: &Context<'_, S>) -> bool
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        self.open_contexts.load(Ordering::Relaxed) > 0
+            && ctx.metadata(id).is_some_and(is_context_span)
+    }
+}
+
+impl<L: std::fmt::Debug> std::fmt::Debug for SpansOnly<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpansOnly")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The exported span that context span `id` belongs to: the one it was first entered in, else its nearest
+/// exported ancestor.
+fn enclosing<S>(id: &Id, ctx: &Context<'_, S>) -> Option<Id>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let span = ctx.span(id)?;
+    if let Some(Enclosing(enclosing)) = span.extensions().get::<Enclosing>() {
+        return Some(enclosing.clone());
+    }
+    span.scope()
+        .find(|span| !is_context_span(span.metadata()))
+        .map(|span| span.id())
+}
 
 impl<S, L> Layer<S> for SpansOnly<L>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     L: Layer<S>,
 {
-    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
-        self.0.on_register_dispatch(subscriber);
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+        self.inner.on_register_dispatch(subscriber);
     }
     fn on_layer(&mut self, subscriber: &mut S) {
-        self.0.on_layer(subscriber);
+        self.inner.on_layer(subscriber);
     }
     fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
         // Never `never` for events: in a layered subscriber that would silence them for every layer.
         if metadata.is_event() {
             Interest::always()
         } else {
-            self.0.register_callsite(metadata)
+            self.inner.register_callsite(metadata)
         }
     }
     fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
-        metadata.is_event() || self.0.enabled(metadata, ctx)
+        metadata.is_event() || self.inner.enabled(metadata, ctx)
     }
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        self.0.on_new_span(attrs, id, ctx);
+        if is_context_span(attrs.metadata()) {
+            self.open_contexts.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match attrs.parent() {
+            Some(parent) if self.is_context(parent, &ctx) => {
+                let (metadata, values) = (attrs.metadata(), attrs.values());
+                let attrs = match enclosing(parent, &ctx) {
+                    Some(enclosing) => Attributes::child_of(enclosing, metadata, values),
+                    None => Attributes::new_root(metadata, values),
+                };
+                self.inner.on_new_span(&attrs, id, ctx);
+            }
+            _ => self.inner.on_new_span(attrs, id, ctx),
+        }
     }
     fn on_record(&self, span: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        self.0.on_record(span, values, ctx);
+        self.inner.on_record(span, values, ctx);
     }
     fn on_follows_from(&self, span: &Id, follows: &Id, ctx: Context<'_, S>) {
-        self.0.on_follows_from(span, follows, ctx);
+        self.inner.on_follows_from(span, follows, ctx);
     }
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if *event.metadata().level() == tracing::Level::ERROR {
-            self.0.on_event(event, ctx);
+        if *event.metadata().level() != tracing::Level::ERROR {
+            return;
+        }
+        let span = match event.parent() {
+            Some(parent) => Some(parent.clone()),
+            None if event.is_contextual() => ctx.current_span().id().cloned(),
+            None => None,
+        };
+        match span {
+            Some(span) if self.is_context(&span, &ctx) => {
+                // The same event, as the enclosing span's (or as no span's, outside any).
+                let metadata = event.metadata();
+                let values = OwnedValues::of(metadata.fields(), |visit| event.record(visit));
+                let enclosing = enclosing(&span, &ctx);
+                values.with_value_set(metadata.fields(), |values| {
+                    self.inner
+                        .on_event(&Event::new_child_of(enclosing, metadata, values), ctx)
+                });
+            }
+            _ => self.inner.on_event(event, ctx),
         }
     }
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        self.0.on_enter(id, ctx);
+        if !self.is_context(id, &ctx) {
+            ENTERED.with(|entered| entered.borrow_mut().push(id.clone()));
+            self.inner.on_enter(id, ctx);
+            return;
+        }
+        let Some(dispatch) = self.dispatch.get().and_then(WeakDispatch::upgrade) else {
+            return;
+        };
+        let Some(span) = ctx.span(id) else { return };
+        let known = span.extensions().get::<Enclosing>().map(|e| e.0.clone());
+        let enclosing = known.or_else(|| {
+            let found = span
+                .scope()
+                .skip(1)
+                .find(|span| !is_context_span(span.metadata()))
+                .map(|span| span.id())
+                .or_else(|| ENTERED.with(|entered| entered.borrow().last().cloned()))?;
+            span.extensions_mut()
+                .insert(Enclosing(dispatch.clone_span(&found)));
+            Some(found)
+        });
+        if let Some(enclosing) = enclosing
+            && let Some(context) = tracing_opentelemetry::get_otel_context(&enclosing, &dispatch)
+        {
+            let guard = context.attach();
+            ACTIVATED.with(|activated| activated.borrow_mut().push((id.clone(), guard)));
+        }
     }
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        self.0.on_exit(id, ctx);
+        if !self.is_context(id, &ctx) {
+            ENTERED.with(|entered| {
+                let mut entered = entered.borrow_mut();
+                if let Some(position) = entered.iter().rposition(|e| e == id) {
+                    entered.remove(position);
+                }
+            });
+            self.inner.on_exit(id, ctx);
+            return;
+        }
+        let guard = ACTIVATED.with(|activated| remove_innermost(&mut activated.borrow_mut(), id));
+        // Dropped outside the borrow: restoring the previous context runs OpenTelemetry code.
+        drop(guard);
     }
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        self.0.on_close(id, ctx);
+        if !self.is_context(&id, &ctx) {
+            self.inner.on_close(id, ctx);
+            return;
+        }
+        self.open_contexts.fetch_sub(1, Ordering::Relaxed);
+        let enclosing = ctx
+            .span(&id)
+            .and_then(|span| span.extensions_mut().remove::<Enclosing>());
+        if let (Some(Enclosing(enclosing)), Some(dispatch)) = (
+            enclosing,
+            self.dispatch.get().and_then(WeakDispatch::upgrade),
+        ) {
+            // The context's reference: the enclosing span may close now.
+            dispatch.try_close(enclosing);
+        }
     }
     fn on_id_change(&self, old: &Id, new: &Id, ctx: Context<'_, S>) {
-        self.0.on_id_change(old, new, ctx);
+        self.inner.on_id_change(old, new, ctx);
     }
     unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
         if id == std::any::TypeId::of::<Self>() {
             return Some(self as *const Self as *const ());
         }
         // SAFETY: forwarded to the inner layer, which upholds the same contract.
-        unsafe { self.0.downcast_raw(id) }
+        unsafe { self.inner.downcast_raw(id) }
     }
 }
 
@@ -107,7 +276,7 @@ mod tests {
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exporter.clone())
             .build();
-        let subscriber = tracing_subscriber::registry().with(SpansOnly(
+        let subscriber = tracing_subscriber::registry().with(SpansOnly::new(
             tracing_opentelemetry::layer().with_tracer(provider.tracer("test")),
         ));
         tracing::subscriber::with_default(subscriber, || {

@@ -3,25 +3,45 @@
 
 use std::sync::Arc;
 
+use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
+use tracing::{Dispatch, Event, Metadata};
+use tracing_subscriber::Registry;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::layer::{Context, Layer, Layered};
+
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 
 use super::Builder;
 use crate::config::logging::{Format, Handler, Sink};
 use crate::log::file::RotatingFile;
 use crate::log::json::JsonLayer;
+use crate::log::sampling::LogSampler;
 use crate::log::text::TextLayer;
 use crate::log::writer::{AsyncWriter, WriteSink};
 use crate::mask::Masker;
 use crate::ml::mlflow;
 use crate::{Error, log};
 
-/// A layer over the bare registry, boxed so handlers of different kinds share one list.
-pub(crate) type BoxedLayer =
-    Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+/// The subscriber under the sinks: the registry, the level filter and the span exporter. The sinks go on top of
+/// it, not under it: closing a span makes every level below the top look for the registry through the levels
+/// under it, and a list of boxed layers costs a call per handler on that path.
+pub(crate) type Inner = Layered<Option<ExportedSpans>, Filters>;
+
+/// The level filter over the registry.
+pub(crate) type Filters = Layered<Option<EnvFilter>, Layered<Option<Targets>, Registry>>;
+
+/// The span exporter's layer.
+pub(crate) type ExportedSpans = crate::trace::SpansOnly<
+    tracing_opentelemetry::OpenTelemetryLayer<Filters, opentelemetry_sdk::trace::SdkTracer>,
+>;
+
+/// A handler's layer, boxed so handlers of different kinds share one list.
+pub(crate) type BoxedLayer = Box<dyn tracing_subscriber::Layer<Inner> + Send + Sync>;
 
 fn boxed<L>(layer: L) -> BoxedLayer
 where
-    L: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+    L: tracing_subscriber::Layer<Inner> + Send + Sync + 'static,
 {
     Box::new(layer)
 }
@@ -62,12 +82,12 @@ pub(crate) fn log_layers(
             }
         };
         layers.push(match handler.level {
-            Some(level) => boxed(<BoxedLayer as tracing_subscriber::Layer<
-                tracing_subscriber::Registry,
-            >>::with_filter(
-                layer,
-                tracing_subscriber::filter::LevelFilter::from_level(level.tracing()),
-            )),
+            Some(level) => boxed(
+                <BoxedLayer as tracing_subscriber::Layer<Inner>>::with_filter(
+                    layer,
+                    tracing_subscriber::filter::LevelFilter::from_level(level.tracing()),
+                ),
+            ),
             None => layer,
         });
     }
@@ -123,5 +143,77 @@ fn formatter(
                 .with_masker(masker.cloned()),
         ),
         Format::Json => boxed(JsonLayer::new(writer, clock).with_masker(masker.cloned())),
+    }
+}
+
+/// Every log handler's layer, behind log sampling: one layer for all sinks, so that a record the sampler drops
+/// reaches none of them, and the summary it logs reaches all of them (and nothing else).
+pub(crate) struct Sinks {
+    handlers: Vec<BoxedLayer>,
+    sampler: Option<LogSampler>,
+}
+
+impl Sinks {
+    /// `handlers`, sampled by `sampler` when there is one.
+    pub(crate) fn new(handlers: Vec<BoxedLayer>, sampler: Option<LogSampler>) -> Self {
+        Sinks { handlers, sampler }
+    }
+}
+
+impl Layer<Inner> for Sinks {
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        self.handlers.on_register_dispatch(subscriber);
+    }
+    fn on_layer(&mut self, subscriber: &mut Inner) {
+        self.handlers.on_layer(subscriber);
+    }
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        self.handlers.register_callsite(metadata)
+    }
+    fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, Inner>) -> bool {
+        self.handlers.enabled(metadata, ctx)
+    }
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        self.handlers.max_level_hint()
+    }
+    fn event_enabled(&self, event: &Event<'_>, ctx: Context<'_, Inner>) -> bool {
+        let kept = match &self.sampler {
+            Some(sampler) => sampler.sample(event, |summary| {
+                self.handlers.on_event(summary, ctx.clone());
+            }),
+            None => true,
+        };
+        kept && self.handlers.event_enabled(event, ctx)
+    }
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, Inner>) {
+        self.handlers.on_new_span(attrs, id, ctx);
+    }
+    fn on_record(&self, span: &Id, values: &Record<'_>, ctx: Context<'_, Inner>) {
+        self.handlers.on_record(span, values, ctx);
+    }
+    fn on_follows_from(&self, span: &Id, follows: &Id, ctx: Context<'_, Inner>) {
+        self.handlers.on_follows_from(span, follows, ctx);
+    }
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, Inner>) {
+        self.handlers.on_event(event, ctx);
+    }
+    fn on_enter(&self, id: &Id, ctx: Context<'_, Inner>) {
+        self.handlers.on_enter(id, ctx);
+    }
+    fn on_exit(&self, id: &Id, ctx: Context<'_, Inner>) {
+        self.handlers.on_exit(id, ctx);
+    }
+    fn on_close(&self, id: Id, ctx: Context<'_, Inner>) {
+        self.handlers.on_close(id, ctx);
+    }
+    fn on_id_change(&self, old: &Id, new: &Id, ctx: Context<'_, Inner>) {
+        self.handlers.on_id_change(old, new, ctx);
+    }
+    unsafe fn downcast_raw(&self, id: std::any::TypeId) -> Option<*const ()> {
+        if id == std::any::TypeId::of::<Self>() {
+            return Some(self as *const Self as *const ());
+        }
+        // SAFETY: forwarded to the handlers, which uphold the same contract.
+        unsafe { self.handlers.downcast_raw(id) }
     }
 }

@@ -255,12 +255,12 @@ impl Builder {
             .add_export_failures(providers.meter_provider.as_ref(), &providers.export_reports);
         #[cfg(feature = "system")]
         let system_metrics = self.start_system_metrics(providers.meter_provider.as_ref())?;
+        // The sinks go on top of the filters and the span exporter (see `layers::Inner`).
         let subscriber = tracing_subscriber::registry()
-            .with(layers)
-            .with(sampling)
             .with(filter.targets)
             .with(filter.dynamic)
-            .with(otel);
+            .with(otel)
+            .with(layers::Sinks::new(layers, sampling));
         Ok((
             subscriber,
             Guard {

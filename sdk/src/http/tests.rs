@@ -24,7 +24,7 @@ fn server_layer_continues_the_callers_trace_and_keeps_a_request_id() {
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
         .build();
-    let subscriber = tracing_subscriber::registry().with(crate::trace::SpansOnly(
+    let subscriber = tracing_subscriber::registry().with(crate::trace::SpansOnly::new(
         tracing_opentelemetry::layer().with_tracer(provider.tracer("test")),
     ));
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -129,7 +129,7 @@ fn client_layer_sends_the_trace_context_of_a_client_span() {
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
         .build();
-    let subscriber = tracing_subscriber::registry().with(crate::trace::SpansOnly(
+    let subscriber = tracing_subscriber::registry().with(crate::trace::SpansOnly::new(
         tracing_opentelemetry::layer().with_tracer(provider.tracer("test")),
     ));
     let sent = Arc::new(Mutex::new(None));

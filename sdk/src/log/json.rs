@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
-use tracing::field::{Field, Visit};
+use tracing::field::{Field, FieldSet, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
@@ -19,7 +19,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::clock::{Clock, write_rfc3339};
 use super::masking::Masking;
-use super::span_state::{Keyed, Segments, Written};
+use super::span_state::{Keyed, Segments, Sink, SpanFormat, SpanValues, Written};
 use super::writer::AsyncWriter;
 use crate::mask::Masker;
 
@@ -172,32 +172,29 @@ impl Visit for FieldWriter<'_> {
     }
 }
 
-/// A span's fields, formatted once when the span is created or recorded.
-#[derive(Default)]
+/// A span's fields as JSON pairs, formatted and masked at the first line logged inside the span.
 struct SpanFields(Segments<Vec<u8>>);
 
-impl super::span_state::SpanState for SpanFields {
-    fn record(
-        &mut self,
-        fields: &dyn tracing_subscriber::field::RecordFields,
-        masker: Option<&crate::mask::Masker>,
-    ) {
-        let Segments { text, ends } = &mut self.0;
-        fields.record(&mut Masking::new(
-            masker,
-            Keyed::new(
-                FieldWriter {
-                    fields: text,
-                    message: None,
-                },
-                ends,
-            ),
-        ));
-        self.0.keep_last();
-    }
+impl SpanFormat for SpanFields {
+    const SINK: Sink = Sink::Json;
 
-    fn for_fields(fields: usize) -> Self {
-        SpanFields(Segments::for_fields(fields))
+    fn format(values: &SpanValues, fields: &FieldSet, masker: Option<&Masker>) -> Self {
+        let mut segments = Segments::for_fields(values.len());
+        let Segments { text, ends } = &mut segments;
+        values.replay(
+            fields,
+            &mut Masking::new(
+                masker,
+                Keyed::new(
+                    FieldWriter {
+                        fields: text,
+                        message: None,
+                    },
+                    ends,
+                ),
+            ),
+        );
+        SpanFields(segments)
     }
 }
 
@@ -225,7 +222,7 @@ pub struct JsonLayer {
     writer: Arc<AsyncWriter>,
     clock: Arc<dyn Clock>,
     masker: Option<Masker>,
-    /// Which layer keeps span state when several of this kind are installed.
+    /// This layer's identity: the first log layer to see a span keeps its values for all (see `span_state`).
     owner: u64,
 }
 
@@ -288,10 +285,10 @@ fn format_event<S>(
     line.extend_from_slice(fields);
     if let Some(scope) = ctx.event_scope(event) {
         for span in scope {
-            if let Some(span_fields) = span
-                .extensions()
-                .get::<super::span_state::Owned<SpanFields>>()
-                .map(|o| &o.state)
+            let extensions = span.extensions();
+            if let Some(span_fields) = extensions
+                .get::<SpanValues>()
+                .and_then(|values| values.formatted::<SpanFields>(span.fields(), masker))
             {
                 span_fields.0.append_new(line, metadata.fields(), written);
             }
@@ -311,13 +308,7 @@ where
         id: &tracing::span::Id,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_new_span::<S, SpanFields>(
-            attrs,
-            id,
-            &ctx,
-            self.masker.as_ref(),
-            self.owner,
-        );
+        super::span_state::on_new_span(attrs, id, &ctx, self.owner);
     }
 
     fn on_record(
@@ -326,13 +317,7 @@ where
         values: &tracing::span::Record<'_>,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_record::<S, SpanFields>(
-            id,
-            values,
-            &ctx,
-            self.masker.as_ref(),
-            self.owner,
-        );
+        super::span_state::on_record(id, values, &ctx, self.owner);
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {

@@ -21,7 +21,7 @@ thread_local! {
 
 /// Shows a string through `Debug` without quotes, so a sink's `record_debug` writes exactly what the
 /// original value's `Debug` wrote, minus the secrets.
-struct Verbatim<'a>(&'a str);
+pub(crate) struct Verbatim<'a>(pub(crate) &'a str);
 
 impl fmt::Debug for Verbatim<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -11,7 +11,7 @@ use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider 
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Key, StringValue};
 use opentelemetry_sdk::logs::{SdkLogger, SdkLoggerProvider};
-use tracing::field::{Field, Visit};
+use tracing::field::{Field, FieldSet, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
@@ -19,6 +19,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::json::{CRITICAL_FIELD, event_level_name};
 use super::masking::Masking;
+use super::span_state::{Sink, SpanFormat, SpanValues};
 use crate::mask::Masker;
 
 /// Targets whose events are not exported: the crates that carry the export itself would otherwise export
@@ -32,33 +33,25 @@ const EXPORT_TARGETS: [&str; 6] = [
     "vigil::export",
 ];
 
-/// A span's fields as OpenTelemetry attributes.
-#[derive(Default)]
+/// A span's fields as OpenTelemetry attributes, made and masked at the first record logged inside the span.
 struct SpanAttributes(Vec<(Key, AnyValue)>);
 
-impl super::span_state::SpanState for SpanAttributes {
-    fn record(
-        &mut self,
-        fields: &dyn tracing_subscriber::field::RecordFields,
-        masker: Option<&crate::mask::Masker>,
-    ) {
-        fields.record(&mut super::masking::Masking::new(
-            masker,
-            Attributes {
-                attributes: &mut self.0,
-                body: None,
-            },
-        ));
-        // A key recorded again keeps its latest value only.
-        let mut index = 0;
-        while index < self.0.len() {
-            let key = &self.0[index].0;
-            if self.0[index + 1..].iter().any(|(k, _)| k == key) {
-                self.0.remove(index);
-            } else {
-                index += 1;
-            }
-        }
+impl SpanFormat for SpanAttributes {
+    const SINK: Sink = Sink::Otlp;
+
+    fn format(values: &SpanValues, fields: &FieldSet, masker: Option<&Masker>) -> Self {
+        let mut attributes = Vec::with_capacity(values.len());
+        values.replay(
+            fields,
+            &mut Masking::new(
+                masker,
+                Attributes {
+                    attributes: &mut attributes,
+                    body: None,
+                },
+            ),
+        );
+        SpanAttributes(attributes)
     }
 }
 
@@ -135,7 +128,7 @@ fn severity(level: &tracing::Level) -> Severity {
 pub struct OtlpLogLayer {
     logger: SdkLogger,
     masker: Option<Masker>,
-    /// Which layer keeps span state when several of this kind are installed.
+    /// This layer's identity: the first log layer to see a span keeps its values for all (see `span_state`).
     owner: u64,
 }
 
@@ -166,13 +159,7 @@ where
         id: &tracing::span::Id,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_new_span::<S, SpanAttributes>(
-            attrs,
-            id,
-            &ctx,
-            self.masker.as_ref(),
-            self.owner,
-        );
+        super::span_state::on_new_span(attrs, id, &ctx, self.owner);
     }
 
     fn on_record(
@@ -181,13 +168,7 @@ where
         values: &tracing::span::Record<'_>,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_record::<S, SpanAttributes>(
-            id,
-            values,
-            &ctx,
-            self.masker.as_ref(),
-            self.owner,
-        );
+        super::span_state::on_record(id, values, &ctx, self.owner);
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
@@ -210,11 +191,10 @@ where
         // OTLP requires unique keys: the event's own value wins, then the innermost span's.
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
-                if let Some(fields) = span
-                    .extensions()
-                    .get::<super::span_state::Owned<SpanAttributes>>()
-                    .map(|o| &o.state)
-                {
+                let extensions = span.extensions();
+                if let Some(fields) = extensions.get::<SpanValues>().and_then(|values| {
+                    values.formatted::<SpanAttributes>(span.fields(), self.masker.as_ref())
+                }) {
                     for (key, value) in &fields.0 {
                         if !attributes.iter().any(|(k, _)| k == key) {
                             attributes.push((key.clone(), value.clone()));

@@ -3,8 +3,9 @@
 //! sampled trace can be kept whole, and when a call site's interval ends with records suppressed, its next
 //! record is preceded by a summary saying how many.
 //!
-//! Sampling happens before any sink (console, file, OTLP), through `Layer::event_enabled`, so every sink sees
-//! the same records and a suppressed record costs no formatting.
+//! Sampling happens before any sink (console, file, OTLP), when the sinks' layer is asked whether an event is
+//! enabled (`Layer::event_enabled`), so every sink sees the same records and a suppressed record costs no
+//! formatting.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,10 +15,8 @@ use std::time::Duration;
 use opentelemetry::trace::TraceContextExt as _;
 use serde::Deserialize;
 use tracing::callsite::Identifier;
-use tracing::{Event, Level, Metadata, Subscriber};
+use tracing::{Event, Level, Metadata};
 use tracing_core::field::FieldSet;
-use tracing_subscriber::Layer;
-use tracing_subscriber::layer::Context;
 
 use super::clock::Clock;
 
@@ -188,7 +187,7 @@ fn in_sampled_trace() -> bool {
 }
 
 /// The call site of summary records. A summary cannot be logged with `tracing::info!` from inside the
-/// subscriber (a nested dispatch goes nowhere), so the layer builds the event and hands it to the layers below.
+/// subscriber (a nested dispatch goes nowhere), so the sampler builds the event and hands it to the sinks.
 struct SummaryCallsite;
 
 static SUMMARY_CALLSITE: SummaryCallsite = SummaryCallsite;
@@ -220,8 +219,10 @@ impl tracing_core::Callsite for SummaryCallsite {
     }
 }
 
-impl<S: Subscriber> Layer<S> for LogSampler {
-    fn event_enabled(&self, event: &Event<'_>, ctx: Context<'_, S>) -> bool {
+impl LogSampler {
+    /// Whether `event` is kept. When its call site's last interval ended with records suppressed, `emit` is
+    /// first handed the summary record to pass to the sinks.
+    pub(crate) fn sample(&self, event: &Event<'_>, emit: impl FnOnce(&Event<'_>)) -> bool {
         let (keep, summary) = self.decide(event);
         if let Some(suppressed) = summary {
             let metadata = event.metadata();
@@ -252,7 +253,7 @@ impl<S: Subscriber> Layer<S> for LogSampler {
                 (&location, Some(&place.as_str())),
             ];
             let value_set = fields.value_set(&values);
-            ctx.event(&Event::new(&SUMMARY_METADATA, &value_set));
+            emit(&Event::new(&SUMMARY_METADATA, &value_set));
         }
         keep
     }

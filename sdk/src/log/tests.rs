@@ -450,6 +450,90 @@ fn correlation_survives_await_and_spawned_tasks() {
 }
 
 #[test]
+fn a_task_spawned_inside_a_context_stays_in_the_request_trace() {
+    // The README's shape: a request span, a context bound inside it, and a task spawned with
+    // `.in_current_span()`, whose current span is then the context alone. The task's lines and spans must stay
+    // in the request's trace, and an ERROR in it must mark the request span.
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::at(NOV_22_2026_23H));
+    let writer = Arc::new(
+        AsyncWriter::start(
+            RotatingFile::open(options(dir.path()), clock.clone()).unwrap(),
+            1 << 16,
+            FullPolicy::Block,
+            clock.clone(),
+        )
+        .unwrap(),
+    );
+    let spans = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(spans.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(super::json::JsonLayer::new(writer.clone(), clock.clone()))
+        .with(crate::trace::exported_spans(
+            tracing_opentelemetry::layer().with_tracer(provider.tracer("test")),
+        ));
+    let dispatch = tracing::Dispatch::new(subscriber);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    tracing::dispatcher::with_default(&dispatch, || {
+        use tracing::Instrument;
+        use tracing::instrument::WithSubscriber;
+        let handle_dispatch = dispatch.clone();
+        runtime.block_on(
+            async move {
+                info!("in the request");
+                let task = tokio::spawn(
+                    async {
+                        tokio::task::yield_now().await;
+                        info!("in the task");
+                        info_span!("query").in_scope(|| info!("in the query"));
+                        tracing::error!("task failed");
+                    }
+                    .in_current_span()
+                    .with_subscriber(handle_dispatch),
+                );
+                task.await.unwrap();
+            }
+            .instrument(crate::context!(request_id = "r-8"))
+            .instrument(info_span!("request")),
+        );
+    });
+    assert!(writer.flush(Duration::from_secs(5)));
+    let _ = provider.force_flush();
+    let lines = read_lines(&dir.path().join("app.jsonl"));
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let finished = spans.get_finished_spans().unwrap();
+    let names: Vec<&str> = finished.iter().map(|s| s.name.as_ref()).collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "only the real spans are exported: {names:?}"
+    );
+    let request = finished.iter().find(|s| s.name == "request").unwrap();
+    let query = finished.iter().find(|s| s.name == "query").unwrap();
+    let trace_id = format!("{:032x}", request.span_context.trace_id());
+    for line in &lines {
+        assert_eq!(line["request_id"], "r-8", "{line}");
+        assert_eq!(line["trace_id"], trace_id.as_str(), "{line}");
+    }
+    assert_eq!(query.parent_span_id, request.span_context.span_id());
+    assert!(
+        matches!(request.status, opentelemetry::trace::Status::Error { .. }),
+        "the ERROR in the task marks the request span: {:?}",
+        request.status
+    );
+}
+
+#[test]
 fn context_macro_binds_fields_to_every_line_in_scope() {
     let dir = tempfile::tempdir().unwrap();
     let (subscriber, guard) = Builder::new("svc")

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
-use tracing::field::{Field, Visit};
+use tracing::field::{Field, FieldSet, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
@@ -15,7 +15,7 @@ use tracing_subscriber::registry::LookupSpan;
 use super::clock::{Clock, civil_date};
 use super::json::{CRITICAL_FIELD, event_level_name};
 use super::masking::Masking;
-use super::span_state::{Keyed, Segments, Written};
+use super::span_state::{Keyed, Segments, Sink, SpanFormat, SpanValues, Written};
 use super::writer::AsyncWriter;
 use crate::mask::Masker;
 
@@ -201,32 +201,30 @@ impl Visit for TextFields<'_> {
     }
 }
 
-#[derive(Default)]
+/// A span's fields as ` key=value` pairs, formatted and masked at the first line logged inside the span.
 struct SpanText(Segments<String>);
 
-impl super::span_state::SpanState for SpanText {
-    fn record(
-        &mut self,
-        fields: &dyn tracing_subscriber::field::RecordFields,
-        masker: Option<&crate::mask::Masker>,
-    ) {
-        let Segments { text, ends } = &mut self.0;
-        fields.record(&mut super::masking::Masking::new(
-            masker,
-            Keyed::new(
-                TextFields {
-                    fields: text,
-                    message: None,
-                    trailer: None,
-                },
-                ends,
-            ),
-        ));
-        self.0.keep_last();
-    }
+impl SpanFormat for SpanText {
+    const SINK: Sink = Sink::Text;
 
-    fn for_fields(fields: usize) -> Self {
-        SpanText(Segments::for_fields(fields))
+    fn format(values: &SpanValues, fields: &FieldSet, masker: Option<&Masker>) -> Self {
+        let mut segments = Segments::for_fields(values.len());
+        let Segments { text, ends } = &mut segments;
+        values.replay(
+            fields,
+            &mut super::masking::Masking::new(
+                masker,
+                Keyed::new(
+                    TextFields {
+                        fields: text,
+                        message: None,
+                        trailer: None,
+                    },
+                    ends,
+                ),
+            ),
+        );
+        SpanText(segments)
     }
 }
 
@@ -257,7 +255,7 @@ pub struct TextLayer {
     clock: Arc<dyn Clock>,
     colour: bool,
     masker: Option<Masker>,
-    /// Which layer keeps span state when several of this kind are installed.
+    /// This layer's identity: the first log layer to see a span keeps its values for all (see `span_state`).
     owner: u64,
 }
 
@@ -365,11 +363,10 @@ impl TextLayer {
         line.push_str(fields);
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
-                if let Some(text) = span
-                    .extensions()
-                    .get::<super::span_state::Owned<SpanText>>()
-                    .map(|o| &o.state)
-                {
+                let extensions = span.extensions();
+                if let Some(text) = extensions.get::<SpanValues>().and_then(|values| {
+                    values.formatted::<SpanText>(span.fields(), self.masker.as_ref())
+                }) {
                     text.0.append_new(line, metadata.fields(), written);
                 }
             }
@@ -403,13 +400,7 @@ where
         id: &tracing::span::Id,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_new_span::<S, SpanText>(
-            attrs,
-            id,
-            &ctx,
-            self.masker.as_ref(),
-            self.owner,
-        );
+        super::span_state::on_new_span(attrs, id, &ctx, self.owner);
     }
 
     fn on_record(
@@ -418,13 +409,7 @@ where
         values: &tracing::span::Record<'_>,
         ctx: Context<'_, S>,
     ) {
-        super::span_state::on_record::<S, SpanText>(
-            id,
-            values,
-            &ctx,
-            self.masker.as_ref(),
-            self.owner,
-        );
+        super::span_state::on_record(id, values, &ctx, self.owner);
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::Status;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use opentelemetry::trace::TraceContextExt as _;
 
 use super::{increment, record_seconds};
 
@@ -116,7 +116,9 @@ pub fn report_error<E: Error + ?Sized + 'static>(error: &E) {
     } else {
         tracing::error!(error.type = kind, error.chain = %chain, "{chain}");
     }
-    tracing::Span::current().set_status(Status::error(chain));
+    crate::trace::current_context()
+        .span()
+        .set_status(Status::error(chain));
     increment("errors", 1, &[("error.type", kind)]);
 }
 
@@ -137,7 +139,9 @@ pub fn install_panic_hook() {
             .unwrap_or_default();
         let backtrace = std::backtrace::Backtrace::force_capture();
         crate::critical!(panic.location = %location, exception.stacktrace = %backtrace, "panic: {message}");
-        tracing::Span::current().set_status(Status::error(format!("panic: {message}")));
+        crate::trace::current_context()
+            .span()
+            .set_status(Status::error(format!("panic: {message}")));
         increment("errors", 1, &[("error.type", "panic")]);
         previous(info);
     }));

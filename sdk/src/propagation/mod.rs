@@ -13,7 +13,6 @@ use opentelemetry::propagation::{
     Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
 };
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The request id header read, generated when missing, and echoed in responses.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -78,7 +77,7 @@ pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
 
 /// Writes the current span's trace context into outgoing headers (for HTTP and gRPC clients).
 pub fn inject_current(headers: &mut HeaderMap) {
-    let context = tracing::Span::current().context();
+    let context = crate::trace::current_context();
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&context, &mut HeaderInjector(headers))
     });
