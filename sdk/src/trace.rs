@@ -34,21 +34,49 @@ pub fn current_context() -> opentelemetry::Context {
 }
 
 thread_local! {
-    /// The exported spans entered on this thread, innermost last: where a context span entered here without an
-    /// exported parent finds the span it runs in.
-    static ENTERED: RefCell<Vec<Id>> = const { RefCell::new(Vec::new()) };
+    /// The exported spans entered on this thread, innermost last, each with the layer that saw it enter: where a
+    /// context span entered here without an exported ancestor finds the span it runs in.
+    static ENTERED: RefCell<Vec<(LayerKey, Id)>> = const { RefCell::new(Vec::new()) };
     /// The enclosing span contexts that entered context spans activated on this thread, innermost last.
-    static ACTIVATED: RefCell<Vec<(Id, opentelemetry::ContextGuard)>> = const { RefCell::new(Vec::new()) };
+    static ACTIVATED: RefCell<Vec<(LayerKey, Id, opentelemetry::ContextGuard)>> =
+        const { RefCell::new(Vec::new()) };
 }
 
-/// The exported span a context span belongs to, held open (a reference of the context span's) until the context
-/// span closes.
-struct Enclosing(Id);
+/// Which [`SpansOnly`] an entry of the thread-local stacks belongs to: span ids are only meaningful within one
+/// subscriber, and a thread can run several (a test's `with_default` inside the global one).
+type LayerKey = usize;
 
-/// Removes the innermost `id` from `stack`.
-fn remove_innermost<T>(stack: &mut Vec<(Id, T)>, id: &Id) -> Option<T> {
-    let position = stack.iter().rposition(|(entered, _)| entered == id)?;
-    Some(stack.remove(position).1)
+/// The exported span a context span was entered in (when it has no exported ancestor), held open by a reference
+/// of the context span's until the context span closes. The reference is released when the registry drops the
+/// context span's extensions, after its close has finished, which is also how the registry releases parents.
+struct Enclosing {
+    id: Id,
+    dispatch: WeakDispatch,
+}
+
+impl Drop for Enclosing {
+    fn drop(&mut self) {
+        if let Some(dispatch) = self.dispatch.upgrade() {
+            dispatch.try_close(self.id.clone());
+        }
+    }
+}
+
+/// The exported span that `span` belongs to: the nearest exported span at or above it, where a context span on
+/// the way that was entered inside some exported span stands for that span.
+fn enclosing_of<S>(span: &tracing_subscriber::registry::SpanRef<'_, S>) -> Option<Id>
+where
+    S: for<'a> LookupSpan<'a>,
+{
+    for span in span.scope() {
+        if !is_context_span(span.metadata()) {
+            return Some(span.id());
+        }
+        if let Some(enclosing) = span.extensions().get::<Enclosing>() {
+            return Some(enclosing.id.clone());
+        }
+    }
+    None
 }
 
 /// Forwards spans and ERROR events to the wrapped OpenTelemetry layer, and no other events; keeps context spans
@@ -61,8 +89,9 @@ fn remove_innermost<T>(stack: &mut Vec<(Id, T)>, id: &Id) -> Option<T> {
 /// span lookup to every span's entry, exit and close.
 ///
 /// A context span is never shown to the wrapped layer, and everything inside it belongs to the span that
-/// encloses it: its nearest exported ancestor, else the exported span it was first entered in (the README's
-/// `.instrument(vigil::context!(..)).instrument(span)` creates the context before the span). Entering a context
+/// encloses it: its nearest exported ancestor, else the exported span it is entered in (the README's
+/// `.instrument(vigil::context!(..)).instrument(span)` creates the context before the span), else, in a task
+/// spawned inside it, the span it was last entered in. Entering a context
 /// span activates the enclosing span's OpenTelemetry context, so spans created inside it, the trace ids on log
 /// lines and propagation headers use it, also in a task spawned inside the context; a span whose explicit
 /// parent is a context span gets the enclosing span as its parent; an ERROR event inside one is handed on as
@@ -87,6 +116,11 @@ impl<L> SpansOnly<L> {
         }
     }
 
+    /// This layer's key in the thread-local stacks (its address: it does not move once part of a subscriber).
+    fn key(&self) -> LayerKey {
+        self as *const Self as *const () as LayerKey
+    }
+
     /// Whether `id` may be a context span and is one.
     fn is_context<S>(&self, id: &Id, ctx: &Context<'_, S>) -> bool
     where
@@ -105,19 +139,12 @@ impl<L: std::fmt::Debug> std::fmt::Debug for SpansOnly<L> {
     }
 }
 
-/// The exported span that context span `id` belongs to: the one it was first entered in, else its nearest
-/// exported ancestor.
+/// The exported span that context span `id` belongs to (see [`enclosing_of`]).
 fn enclosing<S>(id: &Id, ctx: &Context<'_, S>) -> Option<Id>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let span = ctx.span(id)?;
-    if let Some(Enclosing(enclosing)) = span.extensions().get::<Enclosing>() {
-        return Some(enclosing.clone());
-    }
-    span.scope()
-        .find(|span| !is_context_span(span.metadata()))
-        .map(|span| span.id())
+    enclosing_of(&ctx.span(id)?)
 }
 
 impl<S, L> Layer<S> for SpansOnly<L>
@@ -190,8 +217,9 @@ where
         }
     }
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        let key = self.key();
         if !self.is_context(id, &ctx) {
-            ENTERED.with(|entered| entered.borrow_mut().push(id.clone()));
+            ENTERED.with(|entered| entered.borrow_mut().push((key, id.clone())));
             self.inner.on_enter(id, ctx);
             return;
         }
@@ -199,56 +227,72 @@ where
             return;
         };
         let Some(span) = ctx.span(id) else { return };
-        let known = span.extensions().get::<Enclosing>().map(|e| e.0.clone());
-        let enclosing = known.or_else(|| {
-            let found = span
-                .scope()
-                .skip(1)
-                .find(|span| !is_context_span(span.metadata()))
-                .map(|span| span.id())
-                .or_else(|| ENTERED.with(|entered| entered.borrow().last().cloned()))?;
-            span.extensions_mut()
-                .insert(Enclosing(dispatch.clone_span(&found)));
-            Some(found)
-        });
+        // Its exported ancestor if it has one; else the exported span it is entered in now (a context can be
+        // reused across requests); else, in a task spawned inside it, the span it was last entered in.
+        let above = span.parent().and_then(|parent| enclosing_of(&parent));
+        let enclosing = match above {
+            Some(above) => Some(above),
+            None => {
+                let entered_in = ENTERED.with(|entered| {
+                    let entered = entered.borrow();
+                    let mut mine = entered.iter().rev().filter(|(k, _)| *k == key);
+                    mine.next().map(|(_, span)| span.clone())
+                });
+                let mut extensions = span.extensions_mut();
+                let known = extensions.get_mut::<Enclosing>().map(|e| e.id.clone());
+                match entered_in {
+                    Some(entered_in) if known.as_ref() != Some(&entered_in) => {
+                        let held = Enclosing {
+                            id: dispatch.clone_span(&entered_in),
+                            dispatch: dispatch.downgrade(),
+                        };
+                        // The previous span's reference is released after the lock is.
+                        let previous = extensions.replace(held);
+                        drop(extensions);
+                        drop(previous);
+                        Some(entered_in)
+                    }
+                    Some(entered_in) => Some(entered_in),
+                    None => known,
+                }
+            }
+        };
         if let Some(enclosing) = enclosing
             && let Some(context) = tracing_opentelemetry::get_otel_context(&enclosing, &dispatch)
         {
             let guard = context.attach();
-            ACTIVATED.with(|activated| activated.borrow_mut().push((id.clone(), guard)));
+            ACTIVATED.with(|activated| activated.borrow_mut().push((key, id.clone(), guard)));
         }
     }
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        let key = self.key();
         if !self.is_context(id, &ctx) {
             ENTERED.with(|entered| {
                 let mut entered = entered.borrow_mut();
-                if let Some(position) = entered.iter().rposition(|e| e == id) {
+                if let Some(position) = entered.iter().rposition(|e| e.0 == key && e.1 == *id) {
                     entered.remove(position);
                 }
             });
             self.inner.on_exit(id, ctx);
             return;
         }
-        let guard = ACTIVATED.with(|activated| remove_innermost(&mut activated.borrow_mut(), id));
+        let guard = ACTIVATED.with(|activated| {
+            let mut activated = activated.borrow_mut();
+            let position = activated
+                .iter()
+                .rposition(|(k, entered, _)| *k == key && entered == id)?;
+            Some(activated.remove(position).2)
+        });
         // Dropped outside the borrow: restoring the previous context runs OpenTelemetry code.
         drop(guard);
     }
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        if !self.is_context(&id, &ctx) {
-            self.inner.on_close(id, ctx);
+        if self.is_context(&id, &ctx) {
+            // Its `Enclosing` reference goes when the registry drops its extensions.
+            self.open_contexts.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        self.open_contexts.fetch_sub(1, Ordering::Relaxed);
-        let enclosing = ctx
-            .span(&id)
-            .and_then(|span| span.extensions_mut().remove::<Enclosing>());
-        if let (Some(Enclosing(enclosing)), Some(dispatch)) = (
-            enclosing,
-            self.dispatch.get().and_then(WeakDispatch::upgrade),
-        ) {
-            // The context's reference: the enclosing span may close now.
-            dispatch.try_close(enclosing);
-        }
+        self.inner.on_close(id, ctx);
     }
     fn on_id_change(&self, old: &Id, new: &Id, ctx: Context<'_, S>) {
         self.inner.on_id_change(old, new, ctx);
@@ -342,5 +386,134 @@ mod tests {
             "an ERROR inside a context marks the enclosing span: {:?}",
             request.status
         );
+    }
+
+    /// A subscriber with the span exporter over an in-memory exporter.
+    fn exporting() -> (InMemorySpanExporter, SdkTracerProvider, tracing::Dispatch) {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry().with(exported_spans(
+            tracing_opentelemetry::layer().with_tracer(provider.tracer("test")),
+        ));
+        (exporter, provider, tracing::Dispatch::new(subscriber))
+    }
+
+    fn finished(
+        exporter: &InMemorySpanExporter,
+        provider: &SdkTracerProvider,
+    ) -> Vec<opentelemetry_sdk::trace::SpanData> {
+        let _ = provider.force_flush();
+        exporter.get_finished_spans().unwrap()
+    }
+
+    #[test]
+    fn a_context_holding_the_last_reference_to_its_span_lets_it_and_its_parent_close() {
+        let (exporter, provider, dispatch) = exporting();
+        tracing::dispatcher::with_default(&dispatch, || {
+            let outer = tracing::info_span!("outer");
+            let context = crate::context!(request_id = "r-1");
+            outer.in_scope(|| {
+                let job = tracing::info_span!("job");
+                let _job = job.enter();
+                let _context = context.enter();
+            });
+            drop(outer);
+            // The context now holds the only reference to `job`, which holds `outer`.
+            drop(context);
+        });
+        let spans = finished(&exporter, &provider);
+        let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["job", "outer"], "both closed and exported");
+    }
+
+    #[test]
+    fn a_reused_context_belongs_to_the_span_it_is_entered_in() {
+        let (exporter, provider, dispatch) = exporting();
+        tracing::dispatcher::with_default(&dispatch, || {
+            let connection = crate::context!(peer = "10.0.0.7");
+            for _ in 0..2 {
+                tracing::info_span!("job").in_scope(|| {
+                    connection.in_scope(|| tracing::info_span!("step").in_scope(|| {}));
+                });
+            }
+        });
+        let spans = finished(&exporter, &provider);
+        let jobs: Vec<_> = spans.iter().filter(|s| s.name == "job").collect();
+        let steps: Vec<_> = spans.iter().filter(|s| s.name == "step").collect();
+        assert_eq!((jobs.len(), steps.len()), (2, 2));
+        for step in steps {
+            let job = jobs
+                .iter()
+                .find(|job| job.span_context.span_id() == step.parent_span_id)
+                .expect("each step's parent is a job");
+            assert_eq!(step.span_context.trace_id(), job.span_context.trace_id());
+        }
+        assert_ne!(
+            jobs[0].span_context.trace_id(),
+            jobs[1].span_context.trace_id()
+        );
+    }
+
+    #[test]
+    fn a_nested_context_entered_only_on_another_thread_stays_in_the_trace() {
+        let (exporter, provider, dispatch) = exporting();
+        tracing::dispatcher::with_default(&dispatch, || {
+            let outer_context = crate::context!(request_id = "r-2");
+            let request = tracing::info_span!("request");
+            let inner_context =
+                request.in_scope(|| outer_context.in_scope(|| crate::context!(user_id = 7)));
+            let worker_dispatch = dispatch.clone();
+            std::thread::spawn(move || {
+                tracing::dispatcher::with_default(&worker_dispatch, || {
+                    inner_context.in_scope(|| {
+                        tracing::info_span!("work").in_scope(|| {});
+                        tracing::error!("work failed");
+                    });
+                    // Closed under the subscriber: the registry releases a closed span's parent through the
+                    // thread's default dispatcher.
+                    drop(inner_context);
+                })
+            })
+            .join()
+            .unwrap();
+            drop(request);
+        });
+        let spans = finished(&exporter, &provider);
+        let request = spans.iter().find(|s| s.name == "request").unwrap();
+        let work = spans.iter().find(|s| s.name == "work").unwrap();
+        assert_eq!(work.parent_span_id, request.span_context.span_id());
+        assert!(
+            matches!(request.status, Status::Error { .. }),
+            "{:?}",
+            request.status
+        );
+    }
+
+    #[test]
+    fn a_span_whose_explicit_parent_is_a_context_gets_the_enclosing_span() {
+        let (exporter, provider, dispatch) = exporting();
+        tracing::dispatcher::with_default(&dispatch, || {
+            let request = tracing::info_span!("request");
+            let context = request.in_scope(|| crate::context!(request_id = "r-3"));
+            tracing::info_span!(parent: &context, "child").in_scope(|| {});
+            let orphan_context = crate::context!(request_id = "r-4");
+            tracing::info_span!(parent: &orphan_context, "orphan").in_scope(|| {});
+            // An ERROR in a context outside any span marks nothing and breaks nothing.
+            orphan_context.in_scope(|| tracing::error!("nowhere"));
+        });
+        let spans = finished(&exporter, &provider);
+        let request = spans.iter().find(|s| s.name == "request").unwrap();
+        let child = spans.iter().find(|s| s.name == "child").unwrap();
+        let orphan = spans.iter().find(|s| s.name == "orphan").unwrap();
+        assert_eq!(child.parent_span_id, request.span_context.span_id());
+        assert_eq!(
+            orphan.parent_span_id,
+            opentelemetry::trace::SpanId::INVALID,
+            "a root"
+        );
+        assert_eq!(request.status, Status::Unset);
     }
 }

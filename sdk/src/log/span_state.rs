@@ -74,7 +74,7 @@ pub(crate) struct SpanValues {
     owner: u64,
     /// Each field's latest value, in the order first recorded.
     entries: SmallVec<[Entry; 4]>,
-    /// The text of string, `Debug` and error values, back to back.
+    /// The text of string and `Debug` values, back to back.
     text: SmallVec<[u8; 64]>,
     /// Each sink's formatted copy (a [`SpanFormat`]), made on first use and dropped when a value changes.
     formatted: [OnceLock<Box<dyn Any + Send + Sync>>; SINKS],
@@ -104,8 +104,10 @@ impl SpanValues {
         }
     }
 
-    /// Removes every entry whose key a later entry has (`text` keeps their bytes until the span closes).
+    /// Removes every entry whose key a later entry has, and the text only they used (a long-lived span that
+    /// records a string every step does not grow).
     fn keep_last(&mut self) {
+        let before = self.entries.len();
         let mut index = 0;
         while index < self.entries.len() {
             let name = self.entries[index].name;
@@ -114,6 +116,17 @@ impl SpanValues {
             } else {
                 index += 1;
             }
+        }
+        if self.entries.len() < before {
+            let mut text = SmallVec::new();
+            for entry in &mut self.entries {
+                if let Value::Str(start, end) | Value::Debug(start, end) = &mut entry.value {
+                    let moved = text.len();
+                    text.extend_from_slice(&self.text[*start..*end]);
+                    (*start, *end) = (moved, text.len());
+                }
+            }
+            self.text = text;
         }
     }
 

@@ -850,6 +850,117 @@ fn a_key_on_span_and_event_appears_once_with_the_innermost_value() {
 }
 
 #[test]
+fn a_value_recorded_after_a_line_shows_on_the_next_line_in_every_sink_and_is_masked() {
+    // Span fields are formatted at the first line inside the span and kept; a later `record` must show on the
+    // next line in JSON, text and OTLP alike, masked like any field.
+    use opentelemetry::logs::AnyValue;
+    use opentelemetry_sdk::logs::{InMemoryLogExporter, SdkLoggerProvider};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let text_lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clock = Arc::new(ManualClock::at(NOV_22_2026_23H));
+    let text_writer = Arc::new(
+        AsyncWriter::start(
+            Gate {
+                lines: text_lines.clone(),
+                open: Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new())),
+            },
+            1 << 16,
+            FullPolicy::Block,
+            clock.clone(),
+        )
+        .unwrap(),
+    );
+    let json_writer = Arc::new(
+        AsyncWriter::start(
+            RotatingFile::open(options(dir.path()), clock.clone()).unwrap(),
+            1 << 16,
+            FullPolicy::Block,
+            clock.clone(),
+        )
+        .unwrap(),
+    );
+    let logs = InMemoryLogExporter::default();
+    let provider = SdkLoggerProvider::builder()
+        .with_simple_exporter(logs.clone())
+        .build();
+    let masker = crate::mask::Masker::new(&crate::mask::MaskConfig::default()).unwrap();
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            super::json::JsonLayer::new(json_writer.clone(), clock.clone())
+                .with_masker(Some(masker.clone())),
+        )
+        .with(
+            super::text::TextLayer::new(
+                super::text::Pattern::parse("%(message)s").unwrap(),
+                text_writer.clone(),
+                clock.clone(),
+            )
+            .with_masker(Some(masker.clone())),
+        )
+        .with(super::otlp::OtlpLogLayer::new(&provider).with_masker(Some(masker)));
+    tracing::subscriber::with_default(subscriber, || {
+        let step = info_span!(
+            "step",
+            step = 1u64,
+            password = tracing::field::Empty,
+            note = "first"
+        );
+        let _step = step.enter();
+        info!("one");
+        step.record("step", 2u64);
+        step.record("password", "hunter2-secret");
+        step.record("note", "second");
+        info!("two");
+    });
+    assert!(json_writer.flush(Duration::from_secs(5)));
+    assert!(text_writer.flush(Duration::from_secs(5)));
+
+    let lines = read_lines(&dir.path().join("app.jsonl"));
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["step"], 1);
+    assert_eq!(lines[0]["note"], "first");
+    assert!(lines[0].get("password").is_none(), "{}", lines[0]);
+    assert_eq!(lines[1]["step"], 2, "{}", lines[1]);
+    assert_eq!(lines[1]["note"], "second");
+    assert!(lines[1]["password"].is_string(), "{}", lines[1]);
+    let raw = std::fs::read_to_string(dir.path().join("app.jsonl")).unwrap();
+    assert!(!raw.contains("hunter2"), "{raw}");
+
+    let text = String::from_utf8(text_lines.lock().unwrap().clone()).unwrap();
+    let text_lines: Vec<&str> = text.lines().collect();
+    assert_eq!(text_lines.len(), 2, "{text}");
+    assert!(text_lines[0].contains("step=1") && text_lines[0].contains("note=\"first\""));
+    assert!(text_lines[1].contains("step=2") && text_lines[1].contains("note=\"second\""));
+    assert!(
+        text_lines[1].contains("password=") && !text.contains("hunter2"),
+        "{text}"
+    );
+
+    let _ = provider.force_flush();
+    let records = logs.get_emitted_logs().unwrap();
+    assert_eq!(records.len(), 2);
+    let attribute = |index: usize, key: &str| {
+        records[index]
+            .record
+            .attributes_iter()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(attribute(0, "step"), Some(AnyValue::Int(1)));
+    assert_eq!(attribute(1, "step"), Some(AnyValue::Int(2)));
+    assert_eq!(
+        attribute(1, "note"),
+        Some(AnyValue::String("second".into()))
+    );
+    match attribute(1, "password") {
+        Some(AnyValue::String(masked)) => assert!(!masked.as_str().contains("hunter2")),
+        other => panic!("password masked in OTLP: {other:?}"),
+    }
+}
+
+#[test]
 fn two_handlers_of_one_format_each_write_span_fields_once() {
     // Two JSON files and two text files: the span's fields (set at creation and recorded later) appear once in
     // every line of each, and nothing panics on the span's shared state.
