@@ -516,4 +516,73 @@ mod tests {
         );
         assert_eq!(request.status, Status::Unset);
     }
+
+    #[test]
+    fn a_context_under_an_inner_subscriber_ignores_the_outer_subscribers_spans() {
+        // A test's `with_default` inside a span of another subscriber: span ids mean nothing across subscribers.
+        let (outer_exporter, outer_provider, outer) = exporting();
+        let (inner_exporter, inner_provider, inner) = exporting();
+        tracing::dispatcher::with_default(&inner, || {
+            // Ids the inner registry has handed out and taken back.
+            tracing::info_span!("warm_up").in_scope(|| {});
+        });
+        tracing::dispatcher::with_default(&outer, || {
+            tracing::info_span!("outer_span").in_scope(|| {
+                tracing::dispatcher::with_default(&inner, || {
+                    let context = crate::context!(request_id = "r-5");
+                    context.in_scope(|| tracing::info_span!("inner_child").in_scope(|| {}));
+                });
+            });
+        });
+        let outer_spans = finished(&outer_exporter, &outer_provider);
+        let inner_spans = finished(&inner_exporter, &inner_provider);
+        assert!(outer_spans.iter().any(|s| s.name == "outer_span"));
+        assert!(inner_spans.iter().any(|s| s.name == "inner_child"));
+    }
+
+    #[test]
+    fn links_reach_the_exporter_and_an_error_outside_every_span_marks_none() {
+        let (exporter, provider, dispatch) = exporting();
+        tracing::dispatcher::with_default(&dispatch, || {
+            let producer = tracing::info_span!("producer");
+            let consumer = tracing::info_span!("consumer");
+            consumer.follows_from(&producer);
+            consumer.in_scope(|| {
+                crate::context!(job = "j-1")
+                    .in_scope(|| tracing::error!(parent: None, "not the consumer's"))
+            });
+        });
+        let spans = finished(&exporter, &provider);
+        let producer = spans.iter().find(|s| s.name == "producer").unwrap();
+        let consumer = spans.iter().find(|s| s.name == "consumer").unwrap();
+        let linked: Vec<_> = consumer
+            .links
+            .iter()
+            .map(|link| link.span_context.span_id())
+            .collect();
+        assert_eq!(linked, [producer.span_context.span_id()]);
+        assert_eq!(consumer.status, Status::Unset, "an explicit root event");
+    }
+
+    #[test]
+    fn a_span_exited_out_of_order_leaves_the_right_one_for_a_context() {
+        // Guards dropped out of order (legal in `tracing`): the span still entered decides where a context
+        // without an exported ancestor belongs.
+        let (exporter, provider, dispatch) = exporting();
+        tracing::dispatcher::with_default(&dispatch, || {
+            let context = crate::context!(a = 1);
+            let first = tracing::info_span!("first");
+            let second = tracing::info_span!("second");
+            let entered_first = first.enter();
+            let entered_second = second.enter();
+            drop(entered_first);
+            // Only `second` is entered now.
+            context.in_scope(|| tracing::info_span!("child").in_scope(|| {}));
+            drop(entered_second);
+        });
+        let spans = finished(&exporter, &provider);
+        let second = spans.iter().find(|s| s.name == "second").unwrap();
+        let child = spans.iter().find(|s| s.name == "child").unwrap();
+        assert_eq!(child.parent_span_id, second.span_context.span_id());
+    }
 }
